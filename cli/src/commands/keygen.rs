@@ -1,0 +1,66 @@
+//! `jek keygen`: a new Ed25519 key pair.
+
+use std::path::PathBuf;
+
+use jek_builder::fsio::{write_atomic, Overwrite};
+use jek_builder::keys;
+
+use crate::error::CliError;
+
+/// Arguments of `jek keygen`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Output prefix: writes PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM).
+    #[arg(long, value_name = "PREFIX")]
+    out: PathBuf,
+    /// Replace existing key files.
+    #[arg(long)]
+    force: bool,
+    /// Print the key ID as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn with_suffix(prefix: &std::path::Path, suffix: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Runs `jek keygen`.
+pub fn run(args: Args) -> Result<(), CliError> {
+    let key = keys::generate();
+    let private = keys::private_key_pem(&key).map_err(CliError::Keygen)?;
+    let public = keys::public_key_pem(&key).map_err(CliError::Keygen)?;
+    let overwrite = if args.force {
+        Overwrite::Allow
+    } else {
+        Overwrite::Refuse
+    };
+    let (key_path, pub_path) = (
+        with_suffix(&args.out, ".key"),
+        with_suffix(&args.out, ".pub"),
+    );
+    if !args.force {
+        // Check both first so that a refusal leaves neither file written.
+        for p in [&key_path, &pub_path] {
+            if p.exists() {
+                return Err(jek_builder::fsio::WriteError::Exists { path: p.clone() }.into());
+            }
+        }
+    }
+    write_atomic(&key_path, private.as_bytes(), 0o600, overwrite)?;
+    write_atomic(&pub_path, public.as_bytes(), 0o644, overwrite)?;
+    let id = keys::public_key(&key).id();
+    tracing::info!(key_id = %id, "wrote {} and {}", key_path.display(), pub_path.display());
+    if args.json {
+        super::print_json(&serde_json::json!({
+            "keyId": id.to_string(),
+            "privateKey": key_path,
+            "publicKey": pub_path,
+        }))
+    } else {
+        println!("{id}");
+        Ok(())
+    }
+}

@@ -1,0 +1,52 @@
+//! One module per subcommand.
+
+use crate::error::CliError;
+
+mod inspect;
+mod keygen;
+mod pack;
+mod sign;
+mod verify;
+
+/// The subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Generate an Ed25519 signing key pair.
+    Keygen(keygen::Args),
+    /// Pack existing kernel, initramfs, command line and config into a signed bundle.
+    Pack(pack::Args),
+    /// Add a signature to a bundle.
+    Sign(sign::Args),
+    /// Show a bundle's manifest, components and signatures (without verifying them).
+    Inspect(inspect::Args),
+    /// Verify a bundle under a policy: exit 0 only if the policy accepts it.
+    Verify(verify::Args),
+}
+
+/// Runs one subcommand.
+pub fn run(cmd: Command) -> Result<(), CliError> {
+    match cmd {
+        Command::Keygen(a) => keygen::run(a),
+        Command::Pack(a) => pack::run(a),
+        Command::Sign(a) => sign::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Verify(a) => verify::run(a),
+    }
+}
+
+/// Prints a JSON value on stdout.
+pub fn print_json(value: &serde_json::Value) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value).map_err(|e| CliError::Stdout(e.into()))?;
+    writeln!(out).map_err(CliError::Stdout)
+}
+
+/// Reads a PKCS#8 PEM signing key file; the text is wiped from memory afterwards.
+pub fn load_signing_key(path: &std::path::Path) -> Result<ed25519_dalek::SigningKey, CliError> {
+    let pem = zeroize::Zeroizing::new(crate::error::read_text("signing key", path)?);
+    jek_builder::keys::read_private_key_pem(&pem).map_err(|source| CliError::SigningKey {
+        path: path.to_path_buf(),
+        source,
+    })
+}

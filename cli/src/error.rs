@@ -1,0 +1,165 @@
+//! The CLI's error type and its mapping to documented exit codes.
+
+use std::path::PathBuf;
+
+use jek_builder::fsio::WriteError;
+
+/// Process exit codes. Documented in the README and `docs/cli.md`; tests check them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Success.
+    Ok = 0,
+    /// The bundle was rejected (verification failed).
+    Rejected = 1,
+    /// Bad usage or an invalid input file (policy, key, recipe, component).
+    Usage = 2,
+    /// The environment failed: a missing tool, an I/O error.
+    Environment = 3,
+}
+
+/// Everything that can stop a command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Reading an input file failed.
+    #[error("cannot read {what} {path}")]
+    Read {
+        /// What the file is for.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing an output file failed.
+    #[error("cannot write output")]
+    Write(#[from] WriteError),
+    /// The policy file is invalid.
+    #[error("invalid policy file {path}")]
+    Policy {
+        /// Its path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: crate::policy_file::PolicyFileError,
+    },
+    /// A private key file is invalid.
+    #[error("invalid signing key file {path}")]
+    SigningKey {
+        /// Its path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: jek_builder::keys::KeyError,
+    },
+    /// Encoding a new key failed.
+    #[error("cannot encode the new key")]
+    Keygen(#[source] jek_builder::keys::KeyError),
+    /// A file that must be text is not UTF-8.
+    #[error("{what} {path} is not UTF-8 text")]
+    NotText {
+        /// What the file is for.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+    },
+    /// Verification rejected the bundle.
+    #[error("bundle {path} rejected")]
+    Rejected {
+        /// The bundle.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: jek_verifier::VerifyError,
+    },
+    /// The bundle cannot be inspected.
+    #[error("cannot inspect {path}")]
+    Inspect {
+        /// The bundle.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: jek_verifier::verify::InspectError,
+    },
+    /// Packing failed.
+    #[error("cannot pack the bundle")]
+    Pack(#[source] jek_builder::pack::PackError),
+    /// Signing failed.
+    #[error("cannot sign {path}")]
+    Sign {
+        /// The bundle.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: jek_builder::pack::SignError,
+    },
+    /// `SOURCE_DATE_EPOCH` is not a number.
+    #[error("SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds")]
+    SourceDateEpoch {
+        /// The value.
+        value: String,
+    },
+    /// Writing to standard output failed.
+    #[error("cannot write to standard output")]
+    Stdout(#[source] std::io::Error),
+}
+
+impl CliError {
+    /// The exit code for this error.
+    pub fn exit(&self) -> Exit {
+        use std::io::ErrorKind;
+        match self {
+            CliError::Rejected { .. } => Exit::Rejected,
+            CliError::Read { source, .. } => match source.kind() {
+                ErrorKind::NotFound | ErrorKind::IsADirectory | ErrorKind::InvalidInput => {
+                    Exit::Usage
+                }
+                _ => Exit::Environment,
+            },
+            CliError::Write(WriteError::Exists { .. }) => Exit::Usage,
+            CliError::Write(WriteError::Write { .. }) | CliError::Stdout(_) => Exit::Environment,
+            CliError::Policy { .. }
+            | CliError::SigningKey { .. }
+            | CliError::NotText { .. }
+            | CliError::Inspect { .. }
+            | CliError::Pack(_)
+            | CliError::Sign { .. }
+            | CliError::SourceDateEpoch { .. } => Exit::Usage,
+            CliError::Keygen(_) => Exit::Environment,
+        }
+    }
+}
+
+/// Reads a whole input file.
+pub fn read(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|source| CliError::Read {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads a whole input file that must be UTF-8 text.
+pub fn read_text(what: &'static str, path: &std::path::Path) -> Result<String, CliError> {
+    String::from_utf8(read(what, path)?).map_err(|_| CliError::NotText {
+        what,
+        path: path.to_path_buf(),
+    })
+}
+
+/// The whole `source()` chain of an error, one cause per line.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str("\n  caused by: ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
+/// The `source()` chain on one line, for JSON `reason` fields.
+pub fn chain_line(err: &dyn std::error::Error) -> String {
+    chain(err).replace("\n  caused by: ", ": ")
+}

@@ -1,0 +1,66 @@
+//! `jek`: signed just-enough-kernel bundles and measured boot for microVM pods.
+#![forbid(unsafe_code)]
+
+mod commands;
+mod error;
+mod policy_file;
+
+use clap::Parser;
+use error::{CliError, Exit};
+
+/// Logging flags shared by every subcommand.
+#[derive(Debug, clap::Args)]
+struct LogArgs {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+}
+
+/// Signed just-enough-kernel bundles and measured boot for microVM pods.
+///
+/// Exit codes: 0 success; 1 the bundle was rejected; 2 bad usage or an invalid input
+/// file; 3 the environment failed (missing tool, I/O error).
+#[derive(Debug, Parser)]
+#[command(name = "jek", version = concat!(env!("CARGO_PKG_VERSION"), " (bundle format v1)"))]
+struct Cli {
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(subcommand)]
+    command: commands::Command,
+}
+
+fn init_tracing(log: &LogArgs) {
+    let level = match (log.quiet, log.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JEK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    commands::run(cli.command)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log);
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::from(Exit::Ok as u8),
+        Err(e) => {
+            eprintln!("error: {}", error::chain(&e));
+            std::process::ExitCode::from(e.exit() as u8)
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The policy file: YAML in, a validated [`Policy`] out. YAML stays here, outside the
+//! verifier's trusted path.
+//!
+//! ```yaml
+//! trusted_keys:
+//!   - dev.pub                  # a path, relative to the policy file
+//!   - file: ci.pub
+//!     not_before: 2026-01-01T00:00:00Z
+//!     not_after: 2027-01-01T00:00:00Z
+//!   - pem: |
+//!       -----BEGIN PUBLIC KEY-----
+//!       ...
+//! threshold: 1                 # distinct trusted keys that must sign (default 1)
+//! min_security_version: 3      # required: the anti-rollback floor
+//! revoked_keys: [<key id hex>]
+//! ```
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use jek_verifier::{KeyId, Policy, PolicyError, PublicKey, TrustedKey, UnixTime};
+use serde::Deserialize;
+
+/// Why a policy file is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyFileError {
+    /// Not valid YAML of the expected shape.
+    #[error("not a valid policy document")]
+    Yaml(#[source] serde_yaml::Error),
+    /// A `trusted_keys` entry of the wrong shape.
+    #[error("trusted_keys[{index}] is invalid")]
+    Entry {
+        /// Position in the list.
+        index: usize,
+        /// Cause.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A `trusted_keys` entry with neither or both of `file` and `pem`.
+    #[error("trusted_keys[{index}] needs exactly one of `file` or `pem`")]
+    KeySource {
+        /// Position in the list.
+        index: usize,
+    },
+    /// A key file that cannot be read.
+    #[error("trusted_keys[{index}]: cannot read {path}")]
+    ReadKey {
+        /// Position in the list.
+        index: usize,
+        /// The key file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Key text that is not an Ed25519 SPKI PEM.
+    #[error("trusted_keys[{index}] is not a usable public key")]
+    Key {
+        /// Position in the list.
+        index: usize,
+        /// Cause.
+        #[source]
+        source: jek_verifier::keys::KeyError,
+    },
+    /// A timestamp that is not RFC 3339.
+    #[error("trusted_keys[{index}].{field} = {value:?} is not an RFC 3339 time")]
+    Time {
+        /// Position in the list.
+        index: usize,
+        /// `not_before` or `not_after`.
+        field: &'static str,
+        /// The text.
+        value: String,
+    },
+    /// A revoked key ID that is not 64 lowercase hex digits.
+    #[error("revoked_keys[{index}] = {value:?} is not a key ID (64 lowercase hex digits)")]
+    RevokedId {
+        /// Position in the list.
+        index: usize,
+        /// The text.
+        value: String,
+    },
+    /// The rules contradict each other.
+    #[error("the policy is inconsistent")]
+    Policy(#[source] PolicyError),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyDoc {
+    trusted_keys: Vec<serde_yaml::Value>,
+    #[serde(default)]
+    threshold: Option<usize>,
+    min_security_version: u64,
+    #[serde(default)]
+    revoked_keys: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeySpec {
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default)]
+    pem: Option<String>,
+    #[serde(default)]
+    not_before: Option<String>,
+    #[serde(default)]
+    not_after: Option<String>,
+}
+
+fn parse_time(
+    index: usize,
+    field: &'static str,
+    value: Option<String>,
+) -> Result<Option<UnixTime>, PolicyFileError> {
+    let Some(value) = value else { return Ok(None) };
+    let t = humantime::parse_rfc3339_weak(&value)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .ok_or(PolicyFileError::Time {
+            index,
+            field,
+            value,
+        })?;
+    Ok(Some(UnixTime(t.as_secs())))
+}
+
+/// Parses policy YAML. Relative key paths are resolved against `base_dir`.
+pub fn parse(yaml: &str, base_dir: &Path) -> Result<Policy, PolicyFileError> {
+    let doc: PolicyDoc = serde_yaml::from_str(yaml).map_err(PolicyFileError::Yaml)?;
+    let mut trusted = Vec::with_capacity(doc.trusted_keys.len());
+    for (index, entry) in doc.trusted_keys.into_iter().enumerate() {
+        let spec = match entry {
+            serde_yaml::Value::String(path) => KeySpec {
+                file: Some(path.into()),
+                pem: None,
+                not_before: None,
+                not_after: None,
+            },
+            other => serde_yaml::from_value(other)
+                .map_err(|source| PolicyFileError::Entry { index, source })?,
+        };
+        let pem = match (spec.file, spec.pem) {
+            (Some(file), None) => {
+                let path = base_dir.join(file);
+                std::fs::read_to_string(&path).map_err(|source| PolicyFileError::ReadKey {
+                    index,
+                    path,
+                    source,
+                })?
+            }
+            (None, Some(pem)) => pem,
+            _ => return Err(PolicyFileError::KeySource { index }),
+        };
+        let key = PublicKey::from_spki_pem(&pem)
+            .map_err(|source| PolicyFileError::Key { index, source })?;
+        trusted.push(TrustedKey {
+            key,
+            not_before: parse_time(index, "not_before", spec.not_before)?,
+            not_after: parse_time(index, "not_after", spec.not_after)?,
+        });
+    }
+    let revoked = doc
+        .revoked_keys
+        .into_iter()
+        .enumerate()
+        .map(|(index, value)| {
+            KeyId::from_hex(&value).ok_or(PolicyFileError::RevokedId { index, value })
+        })
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    Policy::new(trusted, doc.threshold, doc.min_security_version, revoked)
+        .map_err(PolicyFileError::Policy)
+}
+
+/// Reads and parses a policy file.
+pub fn load(path: &Path) -> Result<Policy, crate::error::CliError> {
+    let text = crate::error::read_text("policy file", path)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, base).map_err(|source| crate::error::CliError::Policy {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const PEM: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
+
+    fn inline(extra: &str) -> String {
+        format!(
+            "trusted_keys:\n  - pem: |\n{}{extra}",
+            PEM.lines()
+                .map(|l| format!("      {l}\n"))
+                .collect::<String>()
+        )
+    }
+
+    #[test]
+    fn reads_inline_keys_validity_and_revocations() {
+        let y = inline("    not_after: 2030-01-01T00:00:00Z\nmin_security_version: 3\nrevoked_keys: [\"00000000000000000000000000000000000000000000000000000000000000aa\"]\n");
+        let p = parse(&y, Path::new(".")).unwrap();
+        assert_eq!(p.min_security_version(), 3);
+        assert_eq!(p.threshold(), 1);
+        assert_eq!(p.trusted()[0].not_after, Some(UnixTime(1_893_456_000)));
+        assert_eq!(p.revoked().len(), 1);
+    }
+
+    #[test]
+    fn names_what_is_wrong() {
+        let cases: [(String, &str); 7] = [
+            (
+                inline("min_security_version: 1\nextra: 1\n"),
+                "not a valid policy document",
+            ),
+            (
+                inline("    colour: red\nmin_security_version: 1\n"),
+                "trusted_keys[0] is invalid",
+            ),
+            (
+                "trusted_keys: [{not_after: 2030-01-01T00:00:00Z}]\nmin_security_version: 1\n"
+                    .into(),
+                "trusted_keys[0] needs exactly one of `file` or `pem`",
+            ),
+            (
+                "trusted_keys: [missing.pub]\nmin_security_version: 1\n".into(),
+                "trusted_keys[0]: cannot read ./missing.pub",
+            ),
+            (
+                inline("    not_before: yesterday\nmin_security_version: 1\n"),
+                "trusted_keys[0].not_before = \"yesterday\" is not an RFC 3339 time",
+            ),
+            (
+                inline("min_security_version: 1\nrevoked_keys: [abc]\n"),
+                "revoked_keys[0] = \"abc\" is not a key ID (64 lowercase hex digits)",
+            ),
+            (
+                inline("min_security_version: 1\nthreshold: 2\n"),
+                "the policy is inconsistent",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let err = parse(&yaml, Path::new(".")).unwrap_err();
+            assert_eq!(err.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn min_security_version_is_required() {
+        let err = parse(&inline(""), Path::new(".")).unwrap_err();
+        assert!(
+            matches!(err, PolicyFileError::Yaml(ref e) if e.to_string().contains("min_security_version"))
+        );
+    }
+}

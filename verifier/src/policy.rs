@@ -1,0 +1,159 @@
+//! The validated verification policy. Built from already-parsed values (the CLI reads the
+//! YAML file); every rule is checked once, here, before any bundle is looked at.
+
+use std::collections::BTreeSet;
+
+use crate::keys::{KeyId, PublicKey};
+
+/// Seconds since the Unix epoch, UTC. Verification takes the current time as an argument so
+/// that tests and offline appraisers can choose it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UnixTime(pub u64);
+
+impl UnixTime {
+    /// The system clock, or the epoch if the clock is before it.
+    pub fn now() -> Self {
+        UnixTime(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        )
+    }
+}
+
+/// A trusted signing key with an optional validity window (inclusive bounds, compared with
+/// the verification time).
+#[derive(Debug, Clone)]
+pub struct TrustedKey {
+    /// The key.
+    pub key: PublicKey,
+    /// Not valid before this time.
+    pub not_before: Option<UnixTime>,
+    /// Not valid after this time.
+    pub not_after: Option<UnixTime>,
+}
+
+impl TrustedKey {
+    /// A key valid at all times.
+    pub fn new(key: PublicKey) -> Self {
+        TrustedKey {
+            key,
+            not_before: None,
+            not_after: None,
+        }
+    }
+}
+
+/// Why a policy is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// No trusted key at all.
+    #[error("the policy trusts no key")]
+    NoTrustedKeys,
+    /// The same key listed twice.
+    #[error("trusted key {key_id} is listed twice")]
+    DuplicateKey {
+        /// The key.
+        key_id: KeyId,
+    },
+    /// Threshold of zero.
+    #[error("threshold must be at least 1")]
+    ZeroThreshold,
+    /// Threshold larger than the number of trusted keys.
+    #[error("threshold {threshold} is more than the {keys} trusted keys")]
+    ThresholdTooHigh {
+        /// The threshold.
+        threshold: usize,
+        /// Number of trusted keys.
+        keys: usize,
+    },
+    /// A validity window that ends before it starts.
+    #[error("trusted key {key_id} has not_after before not_before")]
+    EmptyValidity {
+        /// The key.
+        key_id: KeyId,
+    },
+}
+
+/// What a bundle must satisfy to be accepted.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    trusted: Vec<TrustedKey>,
+    threshold: usize,
+    min_security_version: u64,
+    revoked: BTreeSet<KeyId>,
+}
+
+impl Policy {
+    /// Builds a policy: `threshold` distinct trusted keys must sign (default 1), the bundle's
+    /// security version must be at least `min_security_version`, and a signature by any
+    /// revoked key rejects the bundle outright. A key may be both trusted and revoked:
+    /// revocation wins, so revoking never requires editing the trusted list.
+    pub fn new(
+        trusted: Vec<TrustedKey>,
+        threshold: Option<usize>,
+        min_security_version: u64,
+        revoked: BTreeSet<KeyId>,
+    ) -> Result<Self, PolicyError> {
+        if trusted.is_empty() {
+            return Err(PolicyError::NoTrustedKeys);
+        }
+        let mut seen = BTreeSet::new();
+        for t in &trusted {
+            if !seen.insert(t.key.id()) {
+                return Err(PolicyError::DuplicateKey { key_id: t.key.id() });
+            }
+            if let (Some(nb), Some(na)) = (t.not_before, t.not_after) {
+                if na < nb {
+                    return Err(PolicyError::EmptyValidity { key_id: t.key.id() });
+                }
+            }
+        }
+        let threshold = threshold.unwrap_or(1);
+        if threshold == 0 {
+            return Err(PolicyError::ZeroThreshold);
+        }
+        if threshold > trusted.len() {
+            return Err(PolicyError::ThresholdTooHigh {
+                threshold,
+                keys: trusted.len(),
+            });
+        }
+        Ok(Policy {
+            trusted,
+            threshold,
+            min_security_version,
+            revoked,
+        })
+    }
+
+    /// The trusted keys.
+    pub fn trusted(&self) -> &[TrustedKey] {
+        &self.trusted
+    }
+
+    /// How many distinct trusted keys must sign.
+    pub fn threshold(&self) -> usize {
+        self.threshold
+    }
+
+    /// The lowest acceptable security version.
+    pub fn min_security_version(&self) -> u64 {
+        self.min_security_version
+    }
+
+    /// Whether a key is revoked.
+    pub fn is_revoked(&self, id: &KeyId) -> bool {
+        self.revoked.contains(id)
+    }
+
+    /// The revoked key IDs.
+    pub fn revoked(&self) -> &BTreeSet<KeyId> {
+        &self.revoked
+    }
+
+    pub(crate) fn find(&self, id: &KeyId) -> Option<&TrustedKey> {
+        self.trusted.iter().find(|t| t.key.id() == *id)
+    }
+}

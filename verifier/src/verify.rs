@@ -1,0 +1,446 @@
+//! Verification: the only way to obtain a [`Verified<Bundle>`].
+
+use std::collections::BTreeSet;
+use std::ops::{Deref, Range};
+
+use ed25519_dalek::Signature as EdSignature;
+
+use crate::digest::Sha256Digest;
+use crate::dsse::{Envelope, EnvelopeError, IN_TOTO_PAYLOAD_TYPE};
+use crate::format::{self, FormatError, RawBundle, Role};
+use crate::keys::KeyId;
+use crate::manifest::{Manifest, ManifestError};
+use crate::policy::{Policy, TrustedKey, UnixTime};
+
+/// A value that passed verification. Its fields are private to this module and it has no
+/// public constructor, so the only way to hold one is to call [`verify`]: code that takes a
+/// `Verified<Bundle>` cannot be handed bytes that were not checked.
+#[derive(Debug)]
+pub struct Verified<T> {
+    value: T,
+    signers: Vec<KeyId>,
+}
+
+impl<T> Verified<T> {
+    /// The distinct trusted, valid, unrevoked keys whose signatures were accepted, sorted.
+    pub fn signers(&self) -> &[KeyId] {
+        &self.signers
+    }
+}
+
+impl<T> Deref for Verified<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// A bundle held in memory: the exact bytes that were read, with the positions of its
+/// components and the parsed manifest. Only [`verify`] creates one.
+#[derive(Debug)]
+pub struct Bundle {
+    bytes: Vec<u8>,
+    sections: Vec<(Role, Range<usize>)>,
+    manifest: Manifest,
+    manifest_digest: Sha256Digest,
+    statement: Vec<u8>,
+}
+
+impl Bundle {
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The bytes of the component with this role.
+    pub fn component(&self, role: Role) -> Option<&[u8]> {
+        self.sections
+            .iter()
+            .find(|(r, _)| *r == role)
+            .and_then(|(_, range)| self.bytes.get(range.clone()))
+    }
+
+    /// The kernel command line (the container format guarantees printable ASCII).
+    pub fn cmdline(&self) -> &str {
+        self.component(Role::Cmdline)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+
+    /// The whole bundle file as read.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// SHA-256 of the signed statement: the bundle's identity, unchanged by adding signatures.
+    pub fn manifest_digest(&self) -> Sha256Digest {
+        self.manifest_digest
+    }
+
+    /// The exact signed statement bytes (the DSSE payload).
+    pub fn statement(&self) -> &[u8] {
+        &self.statement
+    }
+}
+
+/// Why a bundle was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The container is malformed.
+    #[error("malformed bundle")]
+    Format(#[from] FormatError),
+    /// The envelope is malformed.
+    #[error("malformed signature envelope")]
+    Envelope(#[from] EnvelopeError),
+    /// The envelope does not carry an in-toto statement.
+    #[error("envelope payloadType is {actual:?}, expected {IN_TOTO_PAYLOAD_TYPE:?}")]
+    PayloadType {
+        /// The type found.
+        actual: String,
+    },
+    /// The envelope has no signature.
+    #[error("the bundle is not signed")]
+    NoSignatures,
+    /// No signature is by a trusted key.
+    #[error("no signature is by a trusted key (signers: {})", key_ids.join(", "))]
+    UnknownSigner {
+        /// The key IDs the signatures claim (`(none)` when a signature names no key).
+        key_ids: Vec<String>,
+    },
+    /// A signature claiming a trusted key does not verify.
+    #[error("signature {index} by key {key_id} does not verify")]
+    BadSignature {
+        /// Position in the envelope.
+        index: usize,
+        /// The key.
+        key_id: KeyId,
+    },
+    /// A signature by a revoked key.
+    #[error("signature {index} is by revoked key {key_id}")]
+    RevokedKey {
+        /// Position in the envelope.
+        index: usize,
+        /// The key.
+        key_id: KeyId,
+    },
+    /// A trusted key used before its validity window.
+    #[error("key {key_id} is not valid before {not_before} (now {now})", not_before = .not_before.0, now = .now.0)]
+    KeyNotYetValid {
+        /// The key.
+        key_id: KeyId,
+        /// Start of its validity.
+        not_before: UnixTime,
+        /// Verification time.
+        now: UnixTime,
+    },
+    /// A trusted key used after its validity window.
+    #[error("key {key_id} expired at {not_after} (now {now})", not_after = .not_after.0, now = .now.0)]
+    KeyExpired {
+        /// The key.
+        key_id: KeyId,
+        /// End of its validity.
+        not_after: UnixTime,
+        /// Verification time.
+        now: UnixTime,
+    },
+    /// Fewer distinct valid trusted signers than the threshold.
+    #[error("threshold not met: {valid} of the required {required} distinct trusted keys signed")]
+    ThresholdNotMet {
+        /// Required signers.
+        required: usize,
+        /// Valid signers found.
+        valid: usize,
+    },
+    /// The signed payload is not a valid manifest.
+    #[error("signed manifest is invalid")]
+    Manifest(#[from] ManifestError),
+    /// A component in the file that the manifest does not list.
+    #[error("component {role} is in the bundle but not in the signed manifest")]
+    UnlistedComponent {
+        /// The role.
+        role: Role,
+    },
+    /// A component the manifest lists that the file does not carry.
+    #[error("component {role} is listed in the signed manifest but missing from the bundle")]
+    MissingComponent {
+        /// The role.
+        role: Role,
+    },
+    /// A component whose size differs from the manifest.
+    #[error(
+        "size mismatch for component {component}: manifest says {expected}, bundle has {actual}"
+    )]
+    SizeMismatch {
+        /// The role.
+        component: Role,
+        /// Signed size.
+        expected: u64,
+        /// Actual size.
+        actual: u64,
+    },
+    /// A component whose digest differs from the manifest.
+    #[error("digest mismatch for component {component}: expected sha256:{expected}, actual sha256:{actual}")]
+    DigestMismatch {
+        /// The role.
+        component: Role,
+        /// Signed digest.
+        expected: Sha256Digest,
+        /// Actual digest.
+        actual: Sha256Digest,
+    },
+    /// The security version is below the policy's minimum.
+    #[error("security version {security_version} is below the minimum {minimum} (rollback)")]
+    Rollback {
+        /// The bundle's security version.
+        security_version: u64,
+        /// The policy's minimum.
+        minimum: u64,
+    },
+}
+
+impl VerifyError {
+    /// A stable, machine-readable name for the reason (used in `--json` output).
+    pub fn code(&self) -> &'static str {
+        match self {
+            VerifyError::Format(_) => "malformed_bundle",
+            VerifyError::Envelope(_) => "malformed_envelope",
+            VerifyError::PayloadType { .. } => "wrong_payload_type",
+            VerifyError::NoSignatures => "not_signed",
+            VerifyError::UnknownSigner { .. } => "unknown_signer",
+            VerifyError::BadSignature { .. } => "bad_signature",
+            VerifyError::RevokedKey { .. } => "revoked_key",
+            VerifyError::KeyNotYetValid { .. } => "key_not_yet_valid",
+            VerifyError::KeyExpired { .. } => "key_expired",
+            VerifyError::ThresholdNotMet { .. } => "threshold_not_met",
+            VerifyError::Manifest(_) => "invalid_manifest",
+            VerifyError::UnlistedComponent { .. } => "unlisted_component",
+            VerifyError::MissingComponent { .. } => "missing_component",
+            VerifyError::SizeMismatch { .. } => "size_mismatch",
+            VerifyError::DigestMismatch { .. } => "digest_mismatch",
+            VerifyError::Rollback { .. } => "rollback",
+        }
+    }
+}
+
+/// Verifies `bytes` as a bundle under `policy` at time `now`.
+///
+/// Order of checks: container structure, envelope, signatures over the exact payload bytes
+/// (before the payload is parsed), manifest, each component's size and digest, then the
+/// security version. The first failure is returned.
+pub fn verify(
+    bytes: Vec<u8>,
+    policy: &Policy,
+    now: UnixTime,
+) -> Result<Verified<Bundle>, VerifyError> {
+    let raw = format::parse(&bytes)?;
+    let envelope = Envelope::from_json(raw.envelope)?;
+    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
+        return Err(VerifyError::PayloadType {
+            actual: envelope.payload_type,
+        });
+    }
+    let signers = check_signatures(&envelope, policy, now)?;
+    let manifest = Manifest::from_statement_json(&envelope.payload)?;
+    check_components(&raw, &manifest)?;
+    if manifest.security_version < policy.min_security_version() {
+        return Err(VerifyError::Rollback {
+            security_version: manifest.security_version,
+            minimum: policy.min_security_version(),
+        });
+    }
+    let sections = raw.sections.iter().map(|s| (s.role, s.range())).collect();
+    let manifest_digest = Sha256Digest::of(&envelope.payload);
+    Ok(Verified {
+        value: Bundle {
+            bytes,
+            sections,
+            manifest,
+            manifest_digest,
+            statement: envelope.payload,
+        },
+        signers,
+    })
+}
+
+fn check_signatures(
+    envelope: &Envelope,
+    policy: &Policy,
+    now: UnixTime,
+) -> Result<Vec<KeyId>, VerifyError> {
+    if envelope.signatures.is_empty() {
+        return Err(VerifyError::NoSignatures);
+    }
+    let message = envelope.signed_bytes();
+    let mut valid = BTreeSet::new();
+    let mut unknown = Vec::new();
+    let mut disqualified: Option<VerifyError> = None;
+    for (index, sig) in envelope.signatures.iter().enumerate() {
+        let ed_sig = EdSignature::from_slice(&sig.sig).ok();
+        let verifies = |t: &TrustedKey| {
+            ed_sig.is_some_and(|s| t.key.verifying_key().verify_strict(&message, &s).is_ok())
+        };
+        let signer: &TrustedKey = if sig.keyid.is_empty() {
+            // No key ID: try every trusted key.
+            match policy.trusted().iter().find(|t| verifies(t)) {
+                Some(t) => t,
+                None => {
+                    unknown.push("(none)".to_string());
+                    continue;
+                }
+            }
+        } else {
+            let Some(id) = KeyId::from_hex(&sig.keyid) else {
+                unknown.push(sig.keyid.clone());
+                continue;
+            };
+            if policy.is_revoked(&id) {
+                return Err(VerifyError::RevokedKey { index, key_id: id });
+            }
+            let Some(t) = policy.find(&id) else {
+                unknown.push(sig.keyid.clone());
+                continue;
+            };
+            if !verifies(t) {
+                return Err(VerifyError::BadSignature { index, key_id: id });
+            }
+            t
+        };
+        let key_id = signer.key.id();
+        if policy.is_revoked(&key_id) {
+            return Err(VerifyError::RevokedKey { index, key_id });
+        }
+        if let Some(not_before) = signer.not_before.filter(|nb| now < *nb) {
+            disqualified.get_or_insert(VerifyError::KeyNotYetValid {
+                key_id,
+                not_before,
+                now,
+            });
+            continue;
+        }
+        if let Some(not_after) = signer.not_after.filter(|na| now > *na) {
+            disqualified.get_or_insert(VerifyError::KeyExpired {
+                key_id,
+                not_after,
+                now,
+            });
+            continue;
+        }
+        valid.insert(key_id);
+    }
+    if valid.len() >= policy.threshold() {
+        return Ok(valid.into_iter().collect());
+    }
+    if valid.is_empty() {
+        return Err(disqualified.unwrap_or(VerifyError::UnknownSigner { key_ids: unknown }));
+    }
+    Err(VerifyError::ThresholdNotMet {
+        required: policy.threshold(),
+        valid: valid.len(),
+    })
+}
+
+fn check_components(raw: &RawBundle<'_>, manifest: &Manifest) -> Result<(), VerifyError> {
+    if let Some(s) = raw
+        .sections
+        .iter()
+        .find(|s| manifest.component(s.role).is_none())
+    {
+        return Err(VerifyError::UnlistedComponent { role: s.role });
+    }
+    for c in &manifest.components {
+        let section = raw
+            .section(c.role)
+            .ok_or(VerifyError::MissingComponent { role: c.role })?;
+        let actual = u64::try_from(section.data.len()).unwrap_or(u64::MAX);
+        if actual != c.size {
+            return Err(VerifyError::SizeMismatch {
+                component: c.role,
+                expected: c.size,
+                actual,
+            });
+        }
+        let digest = Sha256Digest::of(section.data);
+        if digest != c.sha256 {
+            return Err(VerifyError::DigestMismatch {
+                component: c.role,
+                expected: c.sha256,
+                actual: digest,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks everything but the signatures: structure, envelope, manifest, and that every
+/// component matches the manifest. For producers adding a signature (they must not sign
+/// something inconsistent); it says nothing about who signed.
+pub fn check_integrity(bytes: &[u8]) -> Result<(RawBundle<'_>, Envelope), VerifyError> {
+    let raw = format::parse(bytes)?;
+    let envelope = Envelope::from_json(raw.envelope)?;
+    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
+        return Err(VerifyError::PayloadType {
+            actual: envelope.payload_type,
+        });
+    }
+    let manifest = Manifest::from_statement_json(&envelope.payload)?;
+    check_components(&raw, &manifest)?;
+    Ok((raw, envelope))
+}
+
+/// What `inspect` shows of one section: where it is and what it actually hashes to.
+#[derive(Debug, Clone)]
+pub struct SectionInfo {
+    /// Role.
+    pub role: Role,
+    /// File offset of its data.
+    pub offset: usize,
+    /// Size in bytes.
+    pub size: usize,
+    /// Actual SHA-256 of its bytes.
+    pub sha256: Sha256Digest,
+}
+
+/// An unverified look at a bundle: structure, claimed manifest and claimed signers. Nothing
+/// in it is authenticated.
+#[derive(Debug)]
+pub struct Inspection {
+    /// The component sections.
+    pub sections: Vec<SectionInfo>,
+    /// The envelope.
+    pub envelope: Envelope,
+    /// The manifest as claimed by the payload, or why it does not parse.
+    pub manifest: Result<Manifest, ManifestError>,
+}
+
+/// Why a bundle could not even be inspected.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The container is malformed.
+    #[error("malformed bundle")]
+    Format(#[from] FormatError),
+    /// The envelope is malformed.
+    #[error("malformed signature envelope")]
+    Envelope(#[from] EnvelopeError),
+}
+
+/// Reads a bundle's structure without verifying anything.
+pub fn inspect(bytes: &[u8]) -> Result<Inspection, InspectError> {
+    let raw = format::parse(bytes)?;
+    let envelope = Envelope::from_json(raw.envelope)?;
+    let sections = raw
+        .sections
+        .iter()
+        .map(|s| SectionInfo {
+            role: s.role,
+            offset: s.offset,
+            size: s.data.len(),
+            sha256: Sha256Digest::of(s.data),
+        })
+        .collect();
+    let manifest = Manifest::from_statement_json(&envelope.payload);
+    Ok(Inspection {
+        sections,
+        envelope,
+        manifest,
+    })
+}
