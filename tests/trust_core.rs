@@ -571,3 +571,34 @@ fn interop_securesystemslib_verifies_our_dsse_envelope() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
 }
+
+/// `tests/fixtures/minimal.jek` is a bundle signed by the fixed test key `[1; 32]`; it seeds
+/// the fuzzer (`fuzz/seeds/bundle`) and is the worked example of `docs/bundle-format.md`.
+/// Recipe: `JEK_REGENERATE_FIXTURES=1 cargo test -p jek --test trust_core fixture`.
+#[test]
+fn fixture_minimal_bundle_is_current() {
+    let k = key(1);
+    let req = PackRequest {
+        kernel: &fake_bzimage("6.1.192-jek"),
+        vmlinux: None,
+        initramfs: Some(b"070701"),
+        cmdline: "console=ttyS0",
+        config: None,
+        name: "minimal".into(),
+        version: "1".into(),
+        security_version: 1,
+        kernel_release: None,
+        created: UnixTime(0),
+    };
+    let bytes = pack(&req, &[k.clone()]).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/minimal.jek");
+    if std::env::var_os("JEK_REGENERATE_FIXTURES").is_some() {
+        std::fs::write(path, &bytes).unwrap();
+    }
+    let on_disk = std::fs::read(path).expect("fixture exists (see the recipe above)");
+    assert_eq!(
+        on_disk, bytes,
+        "fixture is stale: regenerate it with the recipe above"
+    );
+    assert!(verify(on_disk, &policy(&[&k], None, 1, &[]), NOW).is_ok());
+}

@@ -1,11 +1,20 @@
 //! # jek-builder: the producer side
 //!
 //! Everything that makes bundles: Ed25519 key generation ([`keys`]), reading facts out of
-//! kernel images ([`kernel_image`]), packing and signing ([`pack`]), and writing files
-//! atomically ([`fsio`]). This is the only crate that handles private keys.
+//! kernel images ([`kernel_image`]), packing and signing ([`pack`]), kconfig checks
+//! ([`kconfig`]), the cached kernel build ([`kernel`]), deterministic initramfs archives
+//! ([`cpio`]), recipes ([`recipe`]), SLSA provenance ([`provenance`]) and the whole
+//! `jek build` ([`build`]). Files are written atomically ([`fsio`]). This is the only crate
+//! that handles private keys.
 #![forbid(unsafe_code)]
 
+pub mod build;
+pub mod cpio;
 pub mod fsio;
+pub mod kconfig;
+pub mod kernel;
 pub mod kernel_image;
 pub mod keys;
 pub mod pack;
+pub mod provenance;
+pub mod recipe;

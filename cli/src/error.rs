@@ -99,6 +99,59 @@ pub enum CliError {
         /// The value.
         value: String,
     },
+    /// The recipe is invalid.
+    #[error("invalid recipe {path}")]
+    Recipe {
+        /// Its path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: jek_builder::recipe::RecipeError,
+    },
+    /// The build failed.
+    #[error("build failed")]
+    Build(#[source] jek_builder::build::BuildError),
+    /// Two clean builds differ.
+    #[error("the build is not reproducible: {component} differs between two clean builds")]
+    NotReproducible {
+        /// The first differing component.
+        component: &'static str,
+    },
+    /// `--key-env` names an unset variable.
+    #[error("environment variable {var} (named by --key-env) is not set")]
+    KeyEnv {
+        /// The variable.
+        var: String,
+    },
+    /// A kconfig file does not parse.
+    #[error("invalid kconfig file {path}")]
+    Kconfig {
+        /// Its path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: jek_builder::kconfig::KconfigError,
+    },
+    /// A kconfig policy does not parse.
+    #[error("invalid kconfig policy {path}")]
+    KconfigPolicy {
+        /// Its path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: jek_builder::kconfig::PolicyParseError,
+    },
+    /// The config check found problems.
+    #[error("{path}: {count} kernel config findings")]
+    KconfigFindings {
+        /// The config.
+        path: PathBuf,
+        /// How many.
+        count: usize,
+    },
+    /// Arguments that do not make sense together.
+    #[error("{0}")]
+    Usage(String),
     /// Writing to standard output failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
@@ -126,6 +179,13 @@ impl CliError {
             | CliError::Sign { .. }
             | CliError::SourceDateEpoch { .. } => Exit::Usage,
             CliError::Keygen(_) => Exit::Environment,
+            CliError::Build(e) => crate::commands::build_exit(e),
+            CliError::NotReproducible { .. } | CliError::KconfigFindings { .. } => Exit::Rejected,
+            CliError::Recipe { .. }
+            | CliError::KeyEnv { .. }
+            | CliError::Kconfig { .. }
+            | CliError::KconfigPolicy { .. }
+            | CliError::Usage(_) => Exit::Usage,
         }
     }
 }

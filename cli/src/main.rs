@@ -4,6 +4,7 @@
 mod commands;
 mod error;
 mod policy_file;
+mod progress;
 
 use clap::Parser;
 use error::{CliError, Exit};
@@ -50,7 +51,7 @@ fn init_tracing(log: &LogArgs) {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
-    commands::run(cli.command)
+    commands::run(cli.command, cli.log.quiet)
 }
 
 fn main() -> std::process::ExitCode {

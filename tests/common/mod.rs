@@ -127,3 +127,129 @@ impl Workspace {
         self.write(name, yaml.as_bytes());
     }
 }
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The kernel cache the tests share (kept across runs on the same machine).
+pub fn test_cache_dir() -> PathBuf {
+    repo_root().join("target").join("jek-test-cache")
+}
+
+/// A fixed signing key for tests that build (written once into the test cache).
+pub fn test_key() -> PathBuf {
+    let dir = test_cache_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("test.key");
+    if !key.exists() {
+        let out = jek()
+            .args(["keygen", "--out"])
+            .arg(dir.join("test"))
+            .output()
+            .unwrap();
+        // Another test process may have won the race; either way the key now exists.
+        assert!(
+            out.status.success() || key.exists(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    key
+}
+
+/// Builds the static guest binaries (idempotent; cargo does nothing the second time).
+pub fn build_guest() {
+    let out = Command::new("bash")
+        .arg(repo_root().join("ci/build-guest.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ci/build-guest.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What a QEMU boot printed on the serial console.
+pub struct Boot {
+    pub console: String,
+    pub timed_out: bool,
+}
+
+impl Boot {
+    /// The JSON of the first console line with this tag (`JEK-READY` ...).
+    pub fn tagged(&self, tag: &str) -> Option<serde_json::Value> {
+        self.console
+            .lines()
+            .find_map(|l| {
+                l.trim_end_matches('\r')
+                    .strip_prefix(&format!("{tag} "))
+                    .map(str::to_string)
+            })
+            .and_then(|j| serde_json::from_str(&j).ok())
+    }
+}
+
+/// Boots a kernel and initramfs under QEMU with TCG (no KVM: see shared FACTS) and returns
+/// the console once QEMU exits or `timeout_s` passes.
+pub fn boot_qemu(
+    machine: &str,
+    kernel: &Path,
+    initrd: &Path,
+    cmdline: &str,
+    timeout_s: u64,
+) -> Boot {
+    use std::io::Read as _;
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-M",
+            machine,
+            "-m",
+            "256",
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+        ])
+        .args(["-serial", "stdio", "-no-reboot", "-kernel"])
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", cmdline])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("qemu-system-x86_64 must be installed (ci/install-deps.sh installs it)");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_s);
+    let mut timed_out = false;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            timed_out = true;
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Boot {
+        console: reader.join().unwrap(),
+        timed_out,
+    }
+}

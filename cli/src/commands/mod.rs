@@ -2,7 +2,9 @@
 
 use crate::error::CliError;
 
+mod build;
 mod inspect;
+mod kconfig;
 mod keygen;
 mod pack;
 mod sign;
@@ -17,6 +19,11 @@ pub enum Command {
     Pack(pack::Args),
     /// Add a signature to a bundle.
     Sign(sign::Args),
+    /// Build a just-enough kernel and initramfs from a recipe and pack them into a signed bundle.
+    Build(build::Args),
+    /// Kernel configuration checks.
+    #[command(subcommand)]
+    Kconfig(kconfig::Args),
     /// Show a bundle's manifest, components and signatures (without verifying them).
     Inspect(inspect::Args),
     /// Verify a bundle under a policy: exit 0 only if the policy accepts it.
@@ -24,8 +31,10 @@ pub enum Command {
 }
 
 /// Runs one subcommand.
-pub fn run(cmd: Command) -> Result<(), CliError> {
+pub fn run(cmd: Command, quiet: bool) -> Result<(), CliError> {
     match cmd {
+        Command::Build(a) => build::run(a, quiet),
+        Command::Kconfig(a) => kconfig::run(a),
         Command::Keygen(a) => keygen::run(a),
         Command::Pack(a) => pack::run(a),
         Command::Sign(a) => sign::run(a),
@@ -49,4 +58,9 @@ pub fn load_signing_key(path: &std::path::Path) -> Result<ed25519_dalek::Signing
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The exit code class of a build error.
+pub fn build_exit(e: &jek_builder::build::BuildError) -> crate::error::Exit {
+    build::exit_of(e)
 }

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything jek's build, tests and main job need on a fresh Debian 12 machine of
+# this project's kind. Idempotent: a second run installs nothing and takes about a second.
+set -euo pipefail
+
+APT_PACKAGES=(
+  # kernel build (builder)
+  linux-source-6.1 bc flex bison libelf-dev libssl-dev cpio xz-utils lz4 make gcc
+  # booting pods and their vTPMs (loader, attestation)
+  qemu-system-x86 swtpm swtpm-tools tpm2-tools libtss2-dev libtss2-tcti-swtpm0 pkg-config
+  # interop checks
+  openssl python3 python3-pip
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: apt packages: ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! python3 -c "import securesystemslib.dsse, cryptography" 2>/dev/null; then
+  echo "install-deps: pip securesystemslib" >&2
+  python3 -m pip install -q --disable-pip-version-check "securesystemslib>=1.0,<2" "cryptography>=41" 2>&1 \
+    | grep -v "Running pip as the 'root' user" >&2 || true
+  python3 -c "import securesystemslib.dsse, cryptography"
+fi
+
+if [ "${JEK_SKIP_FUZZ:-0}" != 1 ]; then
+  if ! rustup toolchain list | grep -q '^nightly'; then
+    echo "install-deps: the nightly Rust toolchain is missing; the fuzz smoke run needs it" >&2
+    exit 3
+  fi
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "install-deps: cargo install cargo-fuzz" >&2
+    cargo install -q --locked cargo-fuzz
+  fi
+fi

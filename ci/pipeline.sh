@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The kernel-artifact pipeline a CI system runs: install build dependencies, build the
+# recipe (policy-checked), sign, verify the result under a policy that trusts the signing
+# key, and leave bundle, provenance and checksums in an output directory.
+#
+#   ci/pipeline.sh [RECIPE] [OUT_DIR]
+#
+# The signing key comes from JEK_SIGNING_KEY (PKCS#8 PEM text, e.g. a CI secret; never
+# printed) or from the file named by JEK_SIGNING_KEY_FILE. SOURCE_DATE_EPOCH defaults to the
+# last commit's time, so rebuilding a commit reproduces its bundle byte for byte.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RECIPE="${1:-recipes/default.yaml}"
+OUT="${2:-out/pipeline}"
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
+
+ci/install-deps.sh
+cargo build ${CI:+--locked} --release -q -p jek
+ci/build-guest.sh
+JEK=target/release/jek
+
+key_args=()
+if [ -n "${JEK_SIGNING_KEY:-}" ]; then
+  key_args=(--key-env JEK_SIGNING_KEY)
+elif [ -n "${JEK_SIGNING_KEY_FILE:-}" ]; then
+  key_args=(--key "$JEK_SIGNING_KEY_FILE")
+else
+  echo "pipeline: set JEK_SIGNING_KEY (PEM) or JEK_SIGNING_KEY_FILE" >&2
+  exit 2
+fi
+
+mkdir -p "$OUT"
+"$JEK" build "$RECIPE" "${key_args[@]}" --out-dir "$OUT"
+
+# Verify what we are about to publish, under a policy that trusts exactly our key.
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+if [ -n "${JEK_SIGNING_KEY:-}" ]; then
+  printf '%s\n' "$JEK_SIGNING_KEY" | openssl pkey -pubout -out "$work/signer.pub" 2>/dev/null
+else
+  openssl pkey -in "$JEK_SIGNING_KEY_FILE" -pubout -out "$work/signer.pub"
+fi
+sv=$(sed -n 's/^security_version: *//p' "$RECIPE")
+printf 'trusted_keys: [signer.pub]\nmin_security_version: %s\n' "${sv:-0}" > "$work/policy.yaml"
+bundle=$(ls "$OUT"/*.jek)
+"$JEK" verify "$bundle" --policy "$work/policy.yaml"
+(cd "$OUT" && sha256sum -c SHA256SUMS)
+echo "pipeline: artifacts in $OUT" >&2

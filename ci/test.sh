@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# jek's test command (the README's second command): installs what the tests need, then
+# runs formatting, lints, every test (unit, end-to-end, kernel build and boot), and a
+# short fuzz smoke run of every fuzz target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "dependencies"
+ci/install-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --locked --workspace
+
+if [ "${JEK_SKIP_FUZZ:-0}" != 1 ]; then
+  FUZZ_SECONDS="${JEK_FUZZ_SECONDS:-20}"
+  for target in bundle kernel_image; do
+    step "fuzz smoke: $target (${FUZZ_SECONDS}s)"
+    mkdir -p "fuzz/corpus/$target" "fuzz/seeds/$target"
+    cargo +nightly fuzz run --fuzz-dir fuzz "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+      -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 2>&1 | tail -n 12
+  done
+fi
+
+step "all checks passed"

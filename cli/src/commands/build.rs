@@ -1,0 +1,181 @@
+//! `jek build`: recipe -> signed bundle, provenance and checksums.
+
+use std::path::{Path, PathBuf};
+
+use jek_builder::build::{self, BuildError, BuildOptions};
+use jek_builder::kernel::KernelBuildError;
+use jek_builder::recipe::Recipe;
+use serde_json::json;
+
+use crate::error::{read_text, CliError};
+use crate::progress::StatusLine;
+
+/// Arguments of `jek build`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The recipe (YAML).
+    recipe: PathBuf,
+    /// Signing key (PKCS#8 PEM); repeatable. Adds to the recipe's `signing.keys`.
+    #[arg(long = "key")]
+    keys: Vec<PathBuf>,
+    /// Name of an environment variable that holds a PKCS#8 PEM signing key (for CI secrets;
+    /// the key is never printed).
+    #[arg(long, value_name = "VAR")]
+    key_env: Option<String>,
+    /// Output directory.
+    #[arg(long, default_value = "out")]
+    out_dir: PathBuf,
+    /// Cache directory for kernel builds [default: $XDG_CACHE_HOME/jek or ~/.cache/jek].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Parallel make jobs [default: number of CPUs].
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Build twice from clean and report identical digests or the first component that differs.
+    #[arg(long)]
+    check_reproducible: bool,
+    /// No progress output.
+    #[arg(long)]
+    no_progress: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The default cache directory.
+pub fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("jek")
+}
+
+/// Loads a recipe file.
+pub fn load_recipe(path: &Path) -> Result<Recipe, CliError> {
+    let text = read_text("recipe", path)?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+    Recipe::from_yaml(&text, &base).map_err(|source| CliError::Recipe {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Runs `jek build`.
+pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
+    let recipe = load_recipe(&args.recipe)?;
+    let mut keys = Vec::new();
+    for p in recipe.keys.iter().chain(&args.keys) {
+        keys.push(super::load_signing_key(p)?);
+    }
+    if let Some(var) = &args.key_env {
+        let pem = zeroize::Zeroizing::new(
+            std::env::var(var).map_err(|_| CliError::KeyEnv { var: var.clone() })?,
+        );
+        keys.push(
+            jek_builder::keys::read_private_key_pem(&pem).map_err(|source| {
+                CliError::SigningKey {
+                    path: PathBuf::from(format!("${var}")),
+                    source,
+                }
+            })?,
+        );
+    }
+    let opts = BuildOptions {
+        cache: args.cache_dir.unwrap_or_else(default_cache_dir),
+        out_dir: args.out_dir,
+        source_date_epoch: super::pack::created_time()?.0,
+        jobs: args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+    };
+    let mut status = StatusLine::new(quiet || args.no_progress || args.json);
+    let mut report = |p: jek_builder::kernel::Progress<'_>| status.report(p);
+    if args.check_reproducible {
+        let cmp = build::check_reproducible(&recipe, &keys, &opts, &mut report)
+            .map_err(CliError::Build)?;
+        status.finish();
+        let first_diff = cmp.iter().find(|c| !c.identical());
+        if args.json {
+            super::print_json(&json!({
+                "reproducible": first_diff.is_none(),
+                "firstDifference": first_diff.map(|c| c.component),
+                "components": cmp.iter().map(|c| json!({
+                    "component": c.component, "first": c.first.to_string(), "second": c.second.to_string(),
+                })).collect::<Vec<_>>(),
+            }))?;
+        } else {
+            for c in &cmp {
+                let mark = if c.identical() {
+                    "identical"
+                } else {
+                    "DIFFERS"
+                };
+                println!("{:<10} {mark}  {} {}", c.component, c.first, c.second);
+            }
+        }
+        return match first_diff {
+            None => Ok(()),
+            Some(c) => Err(CliError::NotReproducible {
+                component: c.component,
+            }),
+        };
+    }
+    let out = build::build(&recipe, &keys, &opts, &mut report).map_err(CliError::Build)?;
+    status.finish();
+    if args.json {
+        return super::print_json(&json!({
+            "bundle": out.bundle,
+            "provenance": out.provenance,
+            "sha256sums": out.sums,
+            "bundleSha256": out.bundle_sha256.to_string(),
+            "bundleSize": out.bundle_size,
+            "kernelRelease": out.kernel_release,
+            "builtinSymbols": out.builtin_symbols,
+            "kernelCached": out.kernel.cached,
+            "cacheKey": out.kernel.key,
+            "buildLog": out.kernel.log,
+        }));
+    }
+    println!(
+        "bundle      {} ({} bytes, sha256:{})",
+        out.bundle.display(),
+        out.bundle_size,
+        out.bundle_sha256
+    );
+    println!("provenance  {}", out.provenance.display());
+    println!("checksums   {}", out.sums.display());
+    println!(
+        "kernel      {} ({} symbols =y, {})",
+        out.kernel_release,
+        out.builtin_symbols,
+        if out.kernel.cached {
+            "from cache"
+        } else {
+            "built"
+        }
+    );
+    Ok(())
+}
+
+/// The exit code class of a build error.
+pub fn exit_of(e: &BuildError) -> crate::error::Exit {
+    use crate::error::Exit;
+    match e {
+        BuildError::Kernel(k) => match **k {
+            KernelBuildError::ConfigCheck { .. } => Exit::Rejected,
+            KernelBuildError::Fragment(_) | KernelBuildError::MissingSource { .. } => Exit::Usage,
+            _ => Exit::Environment,
+        },
+        BuildError::Policy { .. } | BuildError::NotStatic { .. } => Exit::Usage,
+        BuildError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Exit::Usage
+        }
+        BuildError::Pack(_) | BuildError::Initramfs(_) | BuildError::NoKeys => Exit::Usage,
+        _ => Exit::Environment,
+    }
+}

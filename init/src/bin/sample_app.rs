@@ -1,0 +1,34 @@
+//! `jek-sample-app`: the default recipe's application. Prints what it was given, checks
+//! that 127.0.0.1 answers, and exits with the status named by `--exit-code N` (default 0),
+//! so tests can see that arguments, environment and the exit status travel end to end.
+#![forbid(unsafe_code)]
+
+use std::io::{Read as _, Write as _};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut exit = 0;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--exit-code" {
+            exit = it.next().and_then(|v| v.parse().ok()).unwrap_or(2);
+        }
+    }
+    let greeting = std::env::var("GREETING").unwrap_or_else(|_| "hello".into());
+    let loopback = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| {
+            let mut c = std::net::TcpStream::connect(l.local_addr()?)?;
+            let (mut s, _) = l.accept()?;
+            c.write_all(b"ping")?;
+            let mut b = [0u8; 4];
+            s.read_exact(&mut b)?;
+            Ok(b == *b"ping")
+        })
+        .unwrap_or(false);
+    println!(
+        "jek-sample-app: {greeting} from pid {} args={args:?} loopback={}",
+        std::process::id(),
+        if loopback { "ok" } else { "FAILED" }
+    );
+    std::process::exit(if loopback { exit } else { 3 });
+}

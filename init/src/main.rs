@@ -1,0 +1,202 @@
+//! `jek-init`: PID 1 of a pod. See the crate documentation for the console protocol.
+#![forbid(unsafe_code)]
+
+use std::io::{Read as _, Write as _};
+use std::process::{Child, Command};
+
+use jek_init::spec::{PodSpec, APP_SPEC_PATH, POD_SPEC_PATH};
+use nix::mount::{mount, MsFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+/// A failed start-up step.
+struct Failure {
+    stage: String,
+    error: String,
+}
+
+fn fail(stage: impl Into<String>, error: impl std::fmt::Display) -> Failure {
+    Failure {
+        stage: stage.into(),
+        error: error.to_string(),
+    }
+}
+
+/// Writes one console line in a single write, so kernel messages cannot split it.
+fn line(tag: &str, json: &serde_json::Value) {
+    let mut s = format!("{tag} {json}\n");
+    if s.len() > 4096 {
+        s.truncate(4095);
+        s.push('\n');
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes());
+    let _ = out.flush();
+}
+
+fn mount_fs(fstype: &str, target: &str, flags: MsFlags, data: Option<&str>) -> Result<(), Failure> {
+    let stage = format!("mount {fstype} on {target}");
+    std::fs::create_dir_all(target).map_err(|e| fail(&stage, e))?;
+    match mount(Some(fstype), target, Some(fstype), flags, data) {
+        Ok(()) => Ok(()),
+        // Already mounted (CONFIG_DEVTMPFS_MOUNT, or a VMM that pre-mounts): fine.
+        Err(nix::errno::Errno::EBUSY) => Ok(()),
+        Err(e) => Err(fail(stage, e)),
+    }
+}
+
+fn loopback() -> Result<(), Failure> {
+    jek_init::netlink::set_link_up(1).map_err(|e| fail("loopback up", e))?;
+    // Prove 127.0.0.1 is reachable: connect to our own listener and echo one byte.
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| fail("loopback listen", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| fail("loopback listen", e))?;
+    let mut client = std::net::TcpStream::connect(addr).map_err(|e| fail("loopback connect", e))?;
+    let (mut server, _) = listener.accept().map_err(|e| fail("loopback accept", e))?;
+    client
+        .write_all(b"j")
+        .map_err(|e| fail("loopback write", e))?;
+    let mut b = [0u8; 1];
+    server
+        .read_exact(&mut b)
+        .map_err(|e| fail("loopback read", e))?;
+    Ok(())
+}
+
+fn read_spec() -> Result<PodSpec, Failure> {
+    let (path, bytes) = match std::fs::read(POD_SPEC_PATH) {
+        Ok(b) => (POD_SPEC_PATH, b),
+        Err(_) => (
+            APP_SPEC_PATH,
+            std::fs::read(APP_SPEC_PATH).map_err(|e| fail(format!("read {APP_SPEC_PATH}"), e))?,
+        ),
+    };
+    PodSpec::from_json(&bytes).map_err(|e| fail(format!("parse {path}"), e))
+}
+
+fn status_code(ws: WaitStatus) -> Option<i32> {
+    match ws {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+fn run() -> Result<i32, Failure> {
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mount_fs("devtmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=0755"))?;
+    mount_fs("proc", "/proc", nosuid | MsFlags::MS_NODEV, None)?;
+    mount_fs("sysfs", "/sys", nosuid | MsFlags::MS_NODEV, None)?;
+    mount_fs(
+        "tmpfs",
+        "/run",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    mount_fs(
+        "tmpfs",
+        "/tmp",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    loopback()?;
+    let spec = read_spec()?;
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .map_err(|e| fail("uname", e))?;
+    line(
+        "JEK-READY",
+        &serde_json::json!({
+            "pod": spec.name, "kernel": kernel, "loopback": "ok", "containers": spec.containers.len(),
+        }),
+    );
+
+    let mut running: Vec<(String, Child)> = Vec::new();
+    let mut overall = 0;
+    for c in &spec.containers {
+        let mut cmd = Command::new(&c.command[0]);
+        cmd.args(&c.command[1..])
+            .args(&c.args)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", "/");
+        for e in &c.env {
+            cmd.env(&e.name, &e.value);
+        }
+        match cmd.spawn() {
+            Ok(child) => running.push((c.name.clone(), child)),
+            Err(e) => {
+                line(
+                    "JEK-ERROR",
+                    &serde_json::json!({ "stage": format!("start container {}", c.name), "error": e.to_string() }),
+                );
+                line(
+                    "JEK-EXIT",
+                    &serde_json::json!({ "container": c.name, "status": 127 }),
+                );
+                overall = if overall == 0 { 127 } else { overall };
+            }
+        }
+    }
+    // Reap every child (orphans re-parented to PID 1 included) until the containers are done.
+    while !running.is_empty() {
+        let ws = match waitpid(Pid::from_raw(-1), None) {
+            Ok(ws) => ws,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(fail("waitpid", e)),
+        };
+        let (Some(pid), Some(code)) = (ws.pid(), status_code(ws)) else {
+            continue;
+        };
+        if let Some(i) = running
+            .iter()
+            .position(|(_, ch)| ch.id() == pid.as_raw().unsigned_abs())
+        {
+            let (name, _) = running.swap_remove(i);
+            line(
+                "JEK-EXIT",
+                &serde_json::json!({ "container": name, "status": code }),
+            );
+            if overall == 0 {
+                overall = code;
+            }
+        }
+    }
+    Ok(overall)
+}
+
+fn power_off() -> ! {
+    nix::unistd::sync();
+    // With `reboot=k` the kernel resets through the i8042 controller (port 0x64, 0xFE):
+    // QEMU with -no-reboot and the jek KVM loader both treat that as the end of the VM.
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+    // Not PID 1 or not permitted: there is nothing else to do.
+    std::process::exit(1)
+}
+
+fn main() {
+    let status = match std::panic::catch_unwind(run) {
+        Ok(Ok(code)) => code,
+        Ok(Err(f)) => {
+            line(
+                "JEK-ERROR",
+                &serde_json::json!({ "stage": f.stage, "error": f.error }),
+            );
+            255
+        }
+        Err(_) => {
+            line(
+                "JEK-ERROR",
+                &serde_json::json!({ "stage": "init", "error": "panic" }),
+            );
+            254
+        }
+    };
+    line("JEK-POWEROFF", &serde_json::json!({ "status": status }));
+    if std::process::id() == 1 {
+        power_off();
+    }
+    std::process::exit(status.clamp(0, 255));
+}

@@ -1,0 +1,343 @@
+//! End-to-end tests of the builder: the default recipe compiles a real kernel from Debian's
+//! linux-source-6.1 (cached by its inputs under target/jek-test-cache), passes the kconfig
+//! policy, and its bundle boots under QEMU (TCG) to the init's ready line with `-M pc` and
+//! `-M microvm`, runs the sample application and reports its exit status.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use common::{assert_exit, boot_qemu, build_guest, jek, repo_root, test_cache_dir, test_key};
+use jek_verifier::format::Role;
+
+struct Built {
+    dir: tempfile::TempDir,
+    bundle: PathBuf,
+    json: serde_json::Value,
+}
+
+/// Writes a copy of the default recipe with `edit` applied into `dir`.
+fn recipe_variant(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let root = repo_root();
+    let text = std::fs::read_to_string(root.join("recipes/default.yaml")).unwrap();
+    // Make the relative paths absolute so the copy works from anywhere.
+    let text = text.replace("../", &format!("{}/", root.display()));
+    let path = dir.join("recipe.yaml");
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+fn build(recipe: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    jek()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .arg("build")
+        .arg(recipe)
+        .arg("--key")
+        .arg(test_key())
+        .arg("--cache-dir")
+        .arg(test_cache_dir())
+        .arg("--out-dir")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// The default recipe, built once per test process.
+fn default_build() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        build_guest();
+        let dir = tempfile::tempdir().unwrap();
+        let out = build(
+            &repo_root().join("recipes/default.yaml"),
+            dir.path(),
+            &["--json"],
+        );
+        assert_exit(&out, 0);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let bundle = PathBuf::from(json["bundle"].as_str().unwrap());
+        Built { dir, bundle, json }
+    })
+}
+
+/// Verifies a bundle with the test key and writes its kernel and initramfs to `dir`.
+fn unpack(bundle: &Path, dir: &Path) -> (PathBuf, PathBuf, String) {
+    let pem = std::fs::read_to_string(test_key().with_extension("pub")).unwrap();
+    let key = jek_verifier::PublicKey::from_spki_pem(&pem).unwrap();
+    let policy = jek_verifier::Policy::new(
+        vec![jek_verifier::TrustedKey::new(key)],
+        None,
+        1,
+        Default::default(),
+    )
+    .unwrap();
+    let v = jek_verifier::verify(
+        std::fs::read(bundle).unwrap(),
+        &policy,
+        jek_verifier::UnixTime::now(),
+    )
+    .unwrap();
+    let (k, i) = (dir.join("bzImage"), dir.join("initramfs.cpio"));
+    std::fs::write(&k, v.component(Role::BzImage).unwrap()).unwrap();
+    std::fs::write(&i, v.component(Role::Initramfs).unwrap()).unwrap();
+    (k, i, v.cmdline().to_string())
+}
+
+#[test]
+fn default_recipe_builds_a_policy_clean_signed_bundle_with_provenance() {
+    let b = default_build();
+    let j = &b.json;
+    assert!(
+        j["kernelRelease"].as_str().unwrap().starts_with("6.1."),
+        "{j}"
+    );
+    assert!(j["builtinSymbols"].as_u64().unwrap() > 300);
+    // The bundle carries bzImage, vmlinux, initramfs, cmdline and config, and verifies.
+    let out = jek()
+        .arg("inspect")
+        .arg(&b.bundle)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let ins: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let roles: Vec<&str> = ins["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["bzimage", "vmlinux", "initramfs", "cmdline", "config"]
+    );
+    assert_eq!(ins["manifest"]["kernel"]["payloadFormat"], "lz4");
+    assert!(ins["manifest"]["kernel"]["elfEntry"]
+        .as_str()
+        .unwrap()
+        .starts_with("0x"));
+    // The resolved config passes `jek kconfig check` against the shipped policy and fragments.
+    let root = repo_root();
+    let entry = test_cache_dir()
+        .join("kernel")
+        .join(j["cacheKey"].as_str().unwrap());
+    let mut check = jek();
+    check
+        .args(["kconfig", "check"])
+        .arg(entry.join("config"))
+        .arg("--policy")
+        .arg(root.join("kernel-config/policy.yaml"));
+    for f in ["base", "virtio", "containers", "tpm", "hardening"] {
+        check
+            .arg("--fragment")
+            .arg(root.join(format!("kernel-config/{f}.config")));
+    }
+    assert_exit(&check.output().unwrap(), 0);
+    // Provenance and checksums.
+    let sums = std::fs::read_to_string(b.dir.path().join("SHA256SUMS")).unwrap();
+    let bundle_sha = j["bundleSha256"].as_str().unwrap();
+    assert!(
+        sums.contains(&format!("{bundle_sha}  demo-1.0.0.jek")),
+        "{sums}"
+    );
+    let prov: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(b.dir.path().join("demo-1.0.0.provenance.intoto.json")).unwrap(),
+    )
+    .unwrap();
+    let env = jek_verifier::dsse::Envelope::from_json(&serde_json::to_vec(&prov).unwrap()).unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&env.payload).unwrap();
+    assert_eq!(st["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(st["subject"][0]["digest"]["sha256"], bundle_sha);
+    let deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    assert!(deps.iter().any(|d| d["name"]
+        .as_str()
+        .unwrap()
+        .ends_with("linux-source-6.1.tar.xz")));
+    assert!(deps
+        .iter()
+        .any(|d| d["name"].as_str().unwrap().ends_with("hardening.config")));
+}
+
+#[test]
+fn a_second_build_of_the_same_recipe_reuses_the_cached_kernel() {
+    let first = default_build();
+    let dir = tempfile::tempdir().unwrap();
+    let out = build(
+        &repo_root().join("recipes/default.yaml"),
+        dir.path(),
+        &["--json"],
+    );
+    assert_exit(&out, 0);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["kernelCached"], true);
+    assert_eq!(j["cacheKey"], first.json["cacheKey"]);
+    // Same inputs and SOURCE_DATE_EPOCH: the same bundle, byte for byte.
+    assert_eq!(j["bundleSha256"], first.json["bundleSha256"]);
+}
+
+fn boots_to_ready(machine: &str) {
+    let b = default_build();
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, initrd, cmdline) = unpack(&b.bundle, dir.path());
+    let boot = boot_qemu(machine, &kernel, &initrd, &cmdline, 120);
+    let ready = boot
+        .tagged("JEK-READY")
+        .unwrap_or_else(|| panic!("no ready line ({machine}):\n{}", boot.console));
+    assert_eq!(ready["pod"], "demo");
+    assert_eq!(ready["kernel"], b.json["kernelRelease"]);
+    assert_eq!(ready["loopback"], "ok");
+    assert!(
+        boot.console
+            .contains("jek-sample-app: hello from a jek pod"),
+        "{}",
+        boot.console
+    );
+    assert!(boot.console.contains("loopback=ok"));
+    let exit = boot.tagged("JEK-EXIT").unwrap();
+    assert_eq!(
+        exit,
+        serde_json::json!({"container": "sample", "status": 0})
+    );
+    assert!(
+        !boot.timed_out,
+        "QEMU did not exit after the init powered off ({machine}):\n{}",
+        boot.console
+    );
+}
+
+#[test]
+fn default_bundle_boots_to_the_ready_line_under_qemu_pc() {
+    boots_to_ready("pc");
+}
+
+#[test]
+fn default_bundle_boots_to_the_ready_line_under_qemu_microvm() {
+    boots_to_ready("microvm");
+}
+
+#[test]
+fn the_application_exit_status_reaches_the_host() {
+    default_build();
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = recipe_variant(dir.path(), |t| {
+        t.replace("args: [--exit-code, \"0\"]", "args: [--exit-code, \"7\"]")
+    });
+    let out = build(&recipe, &dir.path().join("out"), &["--json"]);
+    assert_exit(&out, 0);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["kernelCached"], true, "only the initramfs changed");
+    let (kernel, initrd, cmdline) = unpack(Path::new(j["bundle"].as_str().unwrap()), dir.path());
+    let boot = boot_qemu("pc", &kernel, &initrd, &cmdline, 120);
+    assert_eq!(
+        boot.tagged("JEK-EXIT"),
+        Some(serde_json::json!({"container": "sample", "status": 7})),
+        "{}",
+        boot.console
+    );
+    assert_eq!(
+        boot.tagged("JEK-POWEROFF"),
+        Some(serde_json::json!({"status": 7}))
+    );
+}
+
+#[test]
+fn a_missing_application_is_reported_and_the_vm_powers_off() {
+    default_build();
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = recipe_variant(dir.path(), |t| {
+        t.replace("command: [/bin/jek-sample-app]", "command: [/bin/nope]")
+    });
+    let out = build(&recipe, &dir.path().join("out"), &["--json"]);
+    assert_exit(&out, 0);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (kernel, initrd, cmdline) = unpack(Path::new(j["bundle"].as_str().unwrap()), dir.path());
+    let boot = boot_qemu("pc", &kernel, &initrd, &cmdline, 120);
+    let err = boot
+        .tagged("JEK-ERROR")
+        .unwrap_or_else(|| panic!("{}", boot.console));
+    assert_eq!(err["stage"], "start container sample");
+    assert_eq!(
+        boot.tagged("JEK-POWEROFF"),
+        Some(serde_json::json!({"status": 127}))
+    );
+    assert!(!boot.timed_out);
+}
+
+#[test]
+fn a_fragment_enabling_a_forbidden_symbol_fails_the_build_naming_it() {
+    build_guest();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("evil.config"),
+        "# loadable modules\nCONFIG_MODULES=y\n",
+    )
+    .unwrap();
+    let evil = dir.path().join("evil.config");
+    let recipe = recipe_variant(dir.path(), |t| {
+        t.replace("  policy:", &format!("    - {}\n  policy:", evil.display()))
+    });
+    let out = build(&recipe, &dir.path().join("out"), &[]);
+    assert_exit(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CONFIG_MODULES=y is forbidden by the policy"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("out").exists(),
+        "nothing is written when the build fails"
+    );
+}
+
+#[test]
+fn a_dropped_fragment_symbol_is_reported() {
+    let b = default_build();
+    let dir = tempfile::tempdir().unwrap();
+    // i915 needs DRM, which the config does not have: kconfig drops it silently.
+    let frag = dir.path().join("gpu.config");
+    std::fs::write(&frag, "# a GPU\nCONFIG_DRM_I915=y\n").unwrap();
+    let config = test_cache_dir()
+        .join("kernel")
+        .join(b.json["cacheKey"].as_str().unwrap())
+        .join("config");
+    let out = jek()
+        .args(["kconfig", "check"])
+        .arg(&config)
+        .arg("--fragment")
+        .arg(&frag)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        j["findings"][0],
+        serde_json::json!({"kind": "dropped", "symbol": "DRM_I915", "requested": "y", "actual": "absent", "fragment": frag.display().to_string()})
+    );
+}
+
+#[test]
+fn the_default_recipe_is_reproducible() {
+    let b = default_build();
+    let dir = tempfile::tempdir().unwrap();
+    let out = build(
+        &repo_root().join("recipes/default.yaml"),
+        dir.path(),
+        &["--check-reproducible", "--json"],
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_exit(&out, 0);
+    assert_eq!(j["reproducible"], true, "{j}");
+    let bundle = j["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["component"] == "bundle")
+        .unwrap();
+    assert_eq!(bundle["first"], b.json["bundleSha256"]);
+}
