@@ -272,12 +272,8 @@ fn a_missing_application_is_reported_and_the_vm_powers_off() {
 fn a_fragment_enabling_a_forbidden_symbol_fails_the_build_naming_it() {
     build_guest();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("evil.config"),
-        "# loadable modules\nCONFIG_MODULES=y\n",
-    )
-    .unwrap();
     let evil = dir.path().join("evil.config");
+    std::fs::write(&evil, "# sound, which the policy forbids\nCONFIG_SOUND=y\n").unwrap();
     let recipe = recipe_variant(dir.path(), |t| {
         t.replace("  policy:", &format!("    - {}\n  policy:", evil.display()))
     });
@@ -285,12 +281,23 @@ fn a_fragment_enabling_a_forbidden_symbol_fails_the_build_naming_it() {
     assert_exit(&out, 1);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("CONFIG_MODULES=y is forbidden by the policy"),
+        err.contains("CONFIG_SOUND=y is forbidden by the policy"),
         "{err}"
     );
     assert!(
         !dir.path().join("out").exists(),
         "nothing is written when the build fails"
+    );
+
+    // A fragment that contradicts another (modules on, hardening says off) is refused
+    // before anything runs, naming both.
+    std::fs::write(&evil, "# loadable modules\nCONFIG_MODULES=y\n").unwrap();
+    let out = build(&recipe, &dir.path().join("out"), &[]);
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("fragments disagree: `# CONFIG_MODULES is not set` in hardening.config but `CONFIG_MODULES=y` in evil.config"),
+        "{err}"
     );
 }
 

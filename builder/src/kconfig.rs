@@ -40,11 +40,11 @@ impl fmt::Display for Value {
 pub struct Conflict {
     /// The symbol.
     pub symbol: String,
-    /// First value.
+    /// First request, as a kconfig line.
     pub a: String,
     /// Where.
     pub a_origin: String,
-    /// Second value.
+    /// Second request, as a kconfig line.
     pub b: String,
     /// Where.
     pub b_origin: String,
@@ -83,7 +83,7 @@ pub enum KconfigError {
         symbol: String,
     },
     /// Two fragments set a symbol to different values.
-    #[error("CONFIG_{symbol} is {a} in {a_origin} but {b} in {b_origin}", symbol = .0.symbol, a = .0.a, a_origin = .0.a_origin, b = .0.b, b_origin = .0.b_origin)]
+    #[error("fragments disagree: `{a}` in {a_origin} but `{b}` in {b_origin}", a = .0.a, a_origin = .0.a_origin, b = .0.b, b_origin = .0.b_origin)]
     Conflict(Box<Conflict>),
     /// A policy symbol name that is not `[A-Za-z0-9_]+`.
     #[error("policy symbol {0:?} is not a kconfig symbol name (write it without CONFIG_)")]
@@ -160,6 +160,14 @@ impl Config {
     }
 }
 
+/// A symbol and value as a kconfig line.
+fn line(sym: &str, v: &Value) -> String {
+    match v {
+        Value::Set(v) => format!("CONFIG_{sym}={v}"),
+        Value::NotSet => format!("# CONFIG_{sym} is not set"),
+    }
+}
+
 /// Checks that no two fragments disagree, and returns the merged requests in order.
 pub fn merge_requests(
     fragments: &[(String, Config)],
@@ -172,9 +180,9 @@ pub fn merge_requests(
                 Some((prev, prev_origin)) if *prev != val => {
                     return Err(KconfigError::Conflict(Box::new(Conflict {
                         symbol: sym.into(),
-                        a: prev.to_string(),
+                        a: line(sym, prev),
                         a_origin: (*prev_origin).into(),
-                        b: val.to_string(),
+                        b: line(sym, val),
                         b_origin: origin.clone(),
                     })))
                 }
@@ -212,10 +220,8 @@ pub fn merge(base: &str, fragments: &[(String, Config)]) -> Result<String, Kconf
     }
     out.push_str("# --- jek fragments ---\n");
     for (sym, val, _) in requests {
-        match val {
-            Value::Set(v) => out.push_str(&format!("CONFIG_{sym}={v}\n")),
-            Value::NotSet => out.push_str(&format!("# CONFIG_{sym} is not set\n")),
-        }
+        out.push_str(&line(sym, val));
+        out.push('\n');
     }
     Ok(out)
 }

@@ -11,6 +11,7 @@
 pub mod build;
 pub mod cpio;
 pub mod fsio;
+pub mod fuzzing;
 pub mod kconfig;
 pub mod kernel;
 pub mod kernel_image;
