@@ -34,7 +34,10 @@ if [ ! -f .jek/dev.key ]; then
   say "creating a development key in .jek/"
   "$JEK" keygen --out .jek/dev >/dev/null
 fi
-export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
+# The time of the last commit that changed the kernel inputs: rebuilding that commit
+# reproduces the bundle, and unrelated commits keep the kernel cache warm.
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct -- kernel-config recipes 2>/dev/null || true)}"
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-0}"
 
 say "building and signing the default bundle (the first kernel build takes about 5 minutes)"
 timed build "$JEK" build recipes/default.yaml --key .jek/dev.key --out-dir "$OUT"

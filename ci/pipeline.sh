@@ -6,13 +6,15 @@
 #   ci/pipeline.sh [RECIPE] [OUT_DIR]
 #
 # The signing key comes from JEK_SIGNING_KEY (PKCS#8 PEM text, e.g. a CI secret; never
-# printed) or from the file named by JEK_SIGNING_KEY_FILE. SOURCE_DATE_EPOCH defaults to the
-# last commit's time, so rebuilding a commit reproduces its bundle byte for byte.
+# printed) or from the file named by JEK_SIGNING_KEY_FILE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RECIPE="${1:-recipes/default.yaml}"
 OUT="${2:-out/pipeline}"
-export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
+# The time of the last commit that changed the kernel inputs: rebuilding that commit
+# reproduces the bundle, and unrelated commits keep the kernel cache warm.
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct -- kernel-config recipes 2>/dev/null || true)}"
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-0}"
 
 ci/install-deps.sh
 cargo build ${CI:+--locked} --release -q -p jek

@@ -220,19 +220,24 @@ fn default_bundle_boots_to_the_ready_line_under_qemu_microvm() {
     boots_to_ready("microvm");
 }
 
-#[test]
-fn the_application_exit_status_reaches_the_host() {
+/// Builds a variant of the default recipe (the kernel comes from the cache: only the
+/// initramfs changes) and boots it under `-M pc`.
+fn boot_variant(edit: impl Fn(String) -> String) -> common::Boot {
     default_build();
     let dir = tempfile::tempdir().unwrap();
-    let recipe = recipe_variant(dir.path(), |t| {
-        t.replace("args: [--exit-code, \"0\"]", "args: [--exit-code, \"7\"]")
-    });
+    let recipe = recipe_variant(dir.path(), edit);
     let out = build(&recipe, &dir.path().join("out"), &["--json"]);
     assert_exit(&out, 0);
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["kernelCached"], true, "only the initramfs changed");
     let (kernel, initrd, cmdline) = unpack(Path::new(j["bundle"].as_str().unwrap()), dir.path());
-    let boot = boot_qemu("pc", &kernel, &initrd, &cmdline, 120);
+    boot_qemu("pc", &kernel, &initrd, &cmdline, 120)
+}
+
+#[test]
+fn the_application_exit_status_reaches_the_host() {
+    let boot =
+        boot_variant(|t| t.replace("args: [--exit-code, \"0\"]", "args: [--exit-code, \"7\"]"));
     assert_eq!(
         boot.tagged("JEK-EXIT"),
         Some(serde_json::json!({"container": "sample", "status": 7})),
@@ -247,16 +252,8 @@ fn the_application_exit_status_reaches_the_host() {
 
 #[test]
 fn a_missing_application_is_reported_and_the_vm_powers_off() {
-    default_build();
-    let dir = tempfile::tempdir().unwrap();
-    let recipe = recipe_variant(dir.path(), |t| {
-        t.replace("command: [/bin/jek-sample-app]", "command: [/bin/nope]")
-    });
-    let out = build(&recipe, &dir.path().join("out"), &["--json"]);
-    assert_exit(&out, 0);
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let (kernel, initrd, cmdline) = unpack(Path::new(j["bundle"].as_str().unwrap()), dir.path());
-    let boot = boot_qemu("pc", &kernel, &initrd, &cmdline, 120);
+    let boot =
+        boot_variant(|t| t.replace("command: [/bin/jek-sample-app]", "command: [/bin/nope]"));
     let err = boot
         .tagged("JEK-ERROR")
         .unwrap_or_else(|| panic!("{}", boot.console));

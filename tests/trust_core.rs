@@ -448,29 +448,9 @@ fn cli_keygen_pack_sign_verify_and_exit_codes() {
 fn cli_pack_is_byte_identical_under_source_date_epoch() {
     let ws = Workspace::new();
     for out in ["a.jek", "b.jek"] {
-        let sv = "3";
-        let o = common::jek()
-            .current_dir(ws.dir.path())
+        let o = ws
+            .pack_command(out, 3, &["dev.key"])
             .env("SOURCE_DATE_EPOCH", "1700000000")
-            .args([
-                "pack",
-                "--kernel",
-                "bzImage",
-                "--initramfs",
-                "initrd.cpio",
-                "--cmdline",
-                "console=ttyS0",
-                "--name",
-                "demo",
-                "--version",
-                "1.0.0",
-                "--security-version",
-                sv,
-                "--key",
-                "dev.key",
-                "--out",
-                out,
-            ])
             .output()
             .unwrap();
         assert_exit(&o, 0);

@@ -283,6 +283,18 @@ fn entry_artifacts(
     }
 }
 
+/// Parses every fragment and checks that no two disagree.
+fn parse_fragments(inputs: &KernelInputs) -> Result<Vec<(String, Config)>, KernelBuildError> {
+    let fragments = inputs
+        .fragments
+        .iter()
+        .map(|(n, t)| Config::parse(t, n).map(|c| (n.clone(), c)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(KernelBuildError::Fragment)?;
+    kconfig::merge_requests(&fragments).map_err(KernelBuildError::Fragment)?;
+    Ok(fragments)
+}
+
 /// Builds the kernel, or returns the cached build of the same inputs. Concurrent callers
 /// with the same inputs wait for each other (a lock file per key).
 pub fn build(
@@ -295,13 +307,7 @@ pub fn build(
             return Err(KernelBuildError::MissingTool { tool });
         }
     }
-    let fragments = inputs
-        .fragments
-        .iter()
-        .map(|(n, t)| Config::parse(t, n).map(|c| (n.clone(), c)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(KernelBuildError::Fragment)?;
-    kconfig::merge_requests(&fragments).map_err(KernelBuildError::Fragment)?;
+    let fragments = parse_fragments(inputs)?;
     progress(Progress::Step("hashing inputs"));
     let (record, key) = input_record(inputs)?;
     let kdir = cache.join("kernel");
@@ -489,12 +495,7 @@ pub fn build_uncached(
     log: &Path,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<[Vec<u8>; 3], KernelBuildError> {
-    let fragments = inputs
-        .fragments
-        .iter()
-        .map(|(n, t)| Config::parse(t, n).map(|c| (n.clone(), c)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(KernelBuildError::Fragment)?;
+    let fragments = parse_fragments(inputs)?;
     let out = compile(inputs, &fragments, work, log, progress)?;
     let read = |p: &Path| std::fs::read(p).map_err(io("cannot read", p));
     let r = [read(&out.bzimage)?, read(&out.vmlinux)?, read(&out.config)?];

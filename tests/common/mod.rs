@@ -95,6 +95,13 @@ impl Workspace {
 
     /// `jek pack` of the sample components as OUT, signed by each key in `keys`.
     pub fn pack(&self, out: &str, security_version: u64, keys: &[&str]) -> Output {
+        self.pack_command(out, security_version, keys)
+            .output()
+            .expect("run jek")
+    }
+
+    /// The `jek pack` command of [`Workspace::pack`], to add environment variables to.
+    pub fn pack_command(&self, out: &str, security_version: u64, keys: &[&str]) -> Command {
         let sv = security_version.to_string();
         let mut args = vec![
             "pack",
@@ -119,7 +126,9 @@ impl Workspace {
             args.push("--key");
             args.push(k);
         }
-        self.jek(&args)
+        let mut c = jek();
+        c.current_dir(self.dir.path()).args(&args);
+        c
     }
 
     /// Writes a policy file.
@@ -141,25 +150,28 @@ pub fn test_cache_dir() -> PathBuf {
     repo_root().join("target").join("jek-test-cache")
 }
 
-/// A fixed signing key for tests that build (written once into the test cache).
+/// A signing key for tests that build, created once per test process in the test cache.
 pub fn test_key() -> PathBuf {
-    let dir = test_cache_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("test.key");
-    if !key.exists() {
-        let out = jek()
-            .args(["keygen", "--out"])
-            .arg(dir.join("test"))
-            .output()
-            .unwrap();
-        // Another test process may have won the race; either way the key now exists.
-        assert!(
-            out.status.success() || key.exists(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    key
+    static KEY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = test_cache_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("test.key");
+        if !(key.exists() && dir.join("test.pub").exists()) {
+            let out = jek()
+                .args(["keygen", "--force", "--out"])
+                .arg(dir.join("test"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        key
+    })
+    .clone()
 }
 
 /// Builds the static guest binaries (idempotent; cargo does nothing the second time).

@@ -380,24 +380,16 @@ pub fn parse(bytes: &[u8]) -> Result<RawBundle<'_>, FormatError> {
             });
         }
         let available = bytes.len().saturating_sub(shdr_end);
-        let data_len = usize::try_from(len)
+        let data = usize::try_from(len)
             .ok()
-            .filter(|&l| l <= available)
+            .and_then(|l| bytes.get(shdr_end..shdr_end.checked_add(l)?))
             .ok_or(FormatError::TruncatedSection {
                 kind,
                 offset,
                 len,
                 available,
             })?;
-        let data_end = shdr_end.saturating_add(data_len);
-        let data = bytes
-            .get(shdr_end..data_end)
-            .ok_or(FormatError::TruncatedSection {
-                kind,
-                offset,
-                len,
-                available,
-            })?;
+        let data_end = shdr_end.saturating_add(data.len());
         match kind {
             SectionKind::Envelope => envelope = Some((shdr_end, data)),
             SectionKind::Component(role) => {
