@@ -45,19 +45,33 @@ fn build(recipe: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// QEMU boots under TCG keep time by calibrating against emulated timers; starved of CPU by
+/// a concurrent kernel compile (2 cores), calibration can stall early boot. Boot tests hold
+/// this lock shared, the test that compiles a second kernel holds it exclusively.
+static CPU_HEAVY: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Boots under QEMU while no kernel compile runs in this process.
+fn boot(machine: &str, kernel: &Path, initrd: &Path, cmdline: &str) -> common::Boot {
+    let _shared = CPU_HEAVY
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    boot_qemu(machine, kernel, initrd, cmdline, 120)
+}
+
+/// `jek build RECIPE --json` into `out`; asserts success and returns the JSON report.
+fn build_json(recipe: &Path, out: &Path) -> serde_json::Value {
+    let output = build(recipe, out, &["--json"]);
+    assert_exit(&output, 0);
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// The default recipe, built once per test process.
 fn default_build() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
         build_guest();
         let dir = tempfile::tempdir().unwrap();
-        let out = build(
-            &repo_root().join("recipes/default.yaml"),
-            dir.path(),
-            &["--json"],
-        );
-        assert_exit(&out, 0);
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let json = build_json(&repo_root().join("recipes/default.yaml"), dir.path());
         let bundle = PathBuf::from(json["bundle"].as_str().unwrap());
         Built { dir, bundle, json }
     })
@@ -167,13 +181,7 @@ fn default_recipe_builds_a_policy_clean_signed_bundle_with_provenance() {
 fn a_second_build_of_the_same_recipe_reuses_the_cached_kernel() {
     let first = default_build();
     let dir = tempfile::tempdir().unwrap();
-    let out = build(
-        &repo_root().join("recipes/default.yaml"),
-        dir.path(),
-        &["--json"],
-    );
-    assert_exit(&out, 0);
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let j = build_json(&repo_root().join("recipes/default.yaml"), dir.path());
     assert_eq!(j["kernelCached"], true);
     assert_eq!(j["cacheKey"], first.json["cacheKey"]);
     // Same inputs and SOURCE_DATE_EPOCH: the same bundle, byte for byte.
@@ -184,7 +192,7 @@ fn boots_to_ready(machine: &str) {
     let b = default_build();
     let dir = tempfile::tempdir().unwrap();
     let (kernel, initrd, cmdline) = unpack(&b.bundle, dir.path());
-    let boot = boot_qemu(machine, &kernel, &initrd, &cmdline, 120);
+    let boot = boot(machine, &kernel, &initrd, &cmdline);
     let ready = boot
         .tagged("JEK-READY")
         .unwrap_or_else(|| panic!("no ready line ({machine}):\n{}", boot.console));
@@ -226,12 +234,10 @@ fn boot_variant(edit: impl Fn(String) -> String) -> common::Boot {
     default_build();
     let dir = tempfile::tempdir().unwrap();
     let recipe = recipe_variant(dir.path(), edit);
-    let out = build(&recipe, &dir.path().join("out"), &["--json"]);
-    assert_exit(&out, 0);
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let j = build_json(&recipe, &dir.path().join("out"));
     assert_eq!(j["kernelCached"], true, "only the initramfs changed");
     let (kernel, initrd, cmdline) = unpack(Path::new(j["bundle"].as_str().unwrap()), dir.path());
-    boot_qemu("pc", &kernel, &initrd, &cmdline, 120)
+    boot("pc", &kernel, &initrd, &cmdline)
 }
 
 #[test]
@@ -268,6 +274,10 @@ fn a_missing_application_is_reported_and_the_vm_powers_off() {
 #[test]
 fn a_fragment_enabling_a_forbidden_symbol_fails_the_build_naming_it() {
     build_guest();
+    // Unpacking the source and running kconfig is CPU-heavy too.
+    let _exclusive = CPU_HEAVY
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let evil = dir.path().join("evil.config");
     std::fs::write(&evil, "# sound, which the policy forbids\nCONFIG_SOUND=y\n").unwrap();
@@ -328,6 +338,9 @@ fn a_dropped_fragment_symbol_is_reported() {
 #[test]
 fn the_default_recipe_is_reproducible() {
     let b = default_build();
+    let _exclusive = CPU_HEAVY
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let out = build(
         &repo_root().join("recipes/default.yaml"),
