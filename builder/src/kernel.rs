@@ -82,8 +82,6 @@ pub struct KernelArtifacts {
     pub inputs: InputRecord,
     /// Whether the entry already existed.
     pub cached: bool,
-    /// Findings that do not fail the build (none today; kept for reports).
-    pub findings: Vec<Finding>,
 }
 
 /// Progress reports for a live status line.
@@ -279,7 +277,6 @@ fn entry_artifacts(
         key: key.to_string(),
         inputs,
         cached,
-        findings: Vec::new(),
     }
 }
 

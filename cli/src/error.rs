@@ -179,7 +179,7 @@ impl CliError {
             | CliError::Sign { .. }
             | CliError::SourceDateEpoch { .. } => Exit::Usage,
             CliError::Keygen(_) => Exit::Environment,
-            CliError::Build(e) => crate::commands::build_exit(e),
+            CliError::Build(e) => crate::commands::build::exit_of(e),
             CliError::NotReproducible { .. } | CliError::KconfigFindings { .. } => Exit::Rejected,
             CliError::Recipe { .. }
             | CliError::KeyEnv { .. }

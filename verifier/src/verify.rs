@@ -222,6 +222,18 @@ impl VerifyError {
     }
 }
 
+/// The first steps of every check: container structure, envelope, payload type.
+fn open(bytes: &[u8]) -> Result<(RawBundle<'_>, Envelope), VerifyError> {
+    let raw = format::parse(bytes)?;
+    let envelope = Envelope::from_json(raw.envelope)?;
+    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
+        return Err(VerifyError::PayloadType {
+            actual: envelope.payload_type,
+        });
+    }
+    Ok((raw, envelope))
+}
+
 /// Verifies `bytes` as a bundle under `policy` at time `now`.
 ///
 /// Order of checks: container structure, envelope, signatures over the exact payload bytes
@@ -232,13 +244,7 @@ pub fn verify(
     policy: &Policy,
     now: UnixTime,
 ) -> Result<Verified<Bundle>, VerifyError> {
-    let raw = format::parse(&bytes)?;
-    let envelope = Envelope::from_json(raw.envelope)?;
-    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
-        return Err(VerifyError::PayloadType {
-            actual: envelope.payload_type,
-        });
-    }
+    let (raw, envelope) = open(&bytes)?;
     let signers = check_signatures(&envelope, policy, now)?;
     let manifest = Manifest::from_statement_json(&envelope.payload)?;
     check_components(&raw, &manifest)?;
@@ -375,13 +381,7 @@ fn check_components(raw: &RawBundle<'_>, manifest: &Manifest) -> Result<(), Veri
 /// component matches the manifest. For producers adding a signature (they must not sign
 /// something inconsistent); it says nothing about who signed.
 pub fn check_integrity(bytes: &[u8]) -> Result<(RawBundle<'_>, Envelope), VerifyError> {
-    let raw = format::parse(bytes)?;
-    let envelope = Envelope::from_json(raw.envelope)?;
-    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
-        return Err(VerifyError::PayloadType {
-            actual: envelope.payload_type,
-        });
-    }
+    let (raw, envelope) = open(bytes)?;
     let manifest = Manifest::from_statement_json(&envelope.payload)?;
     check_components(&raw, &manifest)?;
     Ok((raw, envelope))

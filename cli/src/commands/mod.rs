@@ -2,7 +2,7 @@
 
 use crate::error::CliError;
 
-mod build;
+pub(crate) mod build;
 mod inspect;
 mod kconfig;
 mod keygen;
@@ -58,9 +58,4 @@ pub fn load_signing_key(path: &std::path::Path) -> Result<ed25519_dalek::Signing
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// The exit code class of a build error.
-pub fn build_exit(e: &jek_builder::build::BuildError) -> crate::error::Exit {
-    build::exit_of(e)
 }

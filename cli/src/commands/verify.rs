@@ -20,8 +20,8 @@ pub struct Args {
     json: bool,
 }
 
-/// A verified bundle as JSON (shared with other commands that report on bundles).
-pub fn bundle_json(b: &Verified<Bundle>) -> serde_json::Value {
+/// A verified bundle as JSON.
+fn bundle_json(b: &Verified<Bundle>) -> serde_json::Value {
     let m = b.manifest();
     json!({
         "name": m.name,
