@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
-pub mod cpio;
+pub use jek_init::cpio;
 pub mod fsio;
 pub mod fuzzing;
 pub mod kconfig;

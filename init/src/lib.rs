@@ -17,5 +17,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod cpio;
 pub mod netlink;
+pub mod pod;
 pub mod spec;

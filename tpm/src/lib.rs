@@ -1,0 +1,22 @@
+//! # jek-tpm: the TPM shell of measured boot
+//!
+//! The pure measurement core (`jek-measure`) says which digests go into which PCR; this
+//! crate puts them into a real TPM and proves that it did:
+//!
+//! - [`swtpm`]: one software TPM per pod, a child process with its state in the pod's run
+//!   directory and its own TCP port pair on 127.0.0.1 (the only transport tss-esapi 7.x
+//!   reaches reliably, see `shared/FACTS.md`).
+//! - [`client`]: a tss-esapi context with the few commands the loader needs (extend, read).
+//! - [`measure()`]: the measured-boot step. It checks that every planned PCR starts from its
+//!   reset value, extends each event in order, reads the PCRs back and compares them with
+//!   the replay of the event log it returns. Any failure stops the boot and names the PCR.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod swtpm;
+
+mod measure;
+
+pub use client::{Tpm, TpmError};
+pub use measure::{measure, MeasureError};
+pub use swtpm::{Swtpm, SwtpmError};

@@ -1,0 +1,401 @@
+//! One swtpm per pod: a child process with its state in the pod's run directory, listening
+//! on its own TCP port pair on 127.0.0.1 (data on `port`, control on `port + 1`).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The swtpm program, overridable for tests and packaging (`JEK_SWTPM`).
+pub fn program() -> PathBuf {
+    std::env::var_os("JEK_SWTPM").map_or_else(|| PathBuf::from("swtpm"), PathBuf::from)
+}
+
+/// How long a new swtpm may take to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many port pairs to try when another process takes ours between probe and bind.
+const PORT_ATTEMPTS: usize = 16;
+
+/// Why a swtpm could not be started or controlled.
+#[derive(Debug, thiserror::Error)]
+pub enum SwtpmError {
+    /// The state directory cannot be created or written.
+    #[error("cannot prepare the swtpm state directory {path}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The program cannot be started (typically: not installed).
+    #[error(
+        "cannot run {program}: install swtpm (Debian: apt-get install swtpm swtpm-tools), \
+         or point JEK_SWTPM at it"
+    )]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No free TCP port pair on 127.0.0.1.
+    #[error("no free TCP port pair on 127.0.0.1 for the swtpm")]
+    NoPorts(#[source] std::io::Error),
+    /// The swtpm exited during start-up.
+    #[error("swtpm exited during start-up ({status}); its log {log} ends with: {tail}")]
+    Exited {
+        /// Exit status.
+        status: std::process::ExitStatus,
+        /// The log file.
+        log: PathBuf,
+        /// The end of the log.
+        tail: String,
+    },
+    /// The swtpm did not accept connections in time.
+    #[error("swtpm (pid {pid}) did not accept connections on 127.0.0.1:{port} within {secs} s")]
+    NotReady {
+        /// Process id.
+        pid: u32,
+        /// Data port.
+        port: u16,
+        /// Seconds waited.
+        secs: u64,
+    },
+    /// A control-channel command failed.
+    #[error("swtpm control command {command} on 127.0.0.1:{port} failed")]
+    Control {
+        /// Command code.
+        command: u32,
+        /// Control port.
+        port: u16,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running swtpm. Dropping it stops the process unless [`Swtpm::keep`] was called.
+#[derive(Debug)]
+pub struct Swtpm {
+    child: Option<Child>,
+    pid: u32,
+    port: u16,
+    state_dir: PathBuf,
+}
+
+/// Where a swtpm kept for later (attestation) can be found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptSwtpm {
+    /// Process id.
+    pub pid: u32,
+    /// Data port; the control port is `port + 1`.
+    pub port: u16,
+    /// State directory.
+    pub state_dir: PathBuf,
+}
+
+fn free_port_pair() -> std::io::Result<u16> {
+    let mut last = None;
+    for _ in 0..PORT_ATTEMPTS {
+        let a = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let port = a.local_addr()?.port();
+        let Some(next) = port.checked_add(1) else {
+            continue;
+        };
+        match TcpListener::bind((Ipv4Addr::LOCALHOST, next)) {
+            Ok(_) => return Ok(port),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("every probed port was the last one")))
+}
+
+fn tail_of(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(3).collect();
+    let tail: Vec<&str> = lines.into_iter().rev().collect();
+    if tail.is_empty() {
+        "(empty)".into()
+    } else {
+        tail.join(" | ")
+    }
+}
+
+impl Swtpm {
+    /// Starts a TPM 2.0 swtpm with its state in `state_dir` on a free port pair, already
+    /// initialised and started up (`TPM2_Startup(SU_CLEAR)`), and waits until it accepts
+    /// connections. Its log is `state_dir/swtpm.log`.
+    pub fn start(state_dir: &Path) -> Result<Self, SwtpmError> {
+        Self::start_program(&program(), state_dir)
+    }
+
+    /// [`Swtpm::start`] with an explicit swtpm program.
+    pub fn start_program(program: &Path, state_dir: &Path) -> Result<Self, SwtpmError> {
+        let program = program.to_path_buf();
+        let dir_err = |source| SwtpmError::StateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(state_dir).map_err(dir_err)?;
+        let log = state_dir.join("swtpm.log");
+        let mut last_exit = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port_pair().map_err(SwtpmError::NoPorts)?;
+            let log_file = File::create(&log).map_err(dir_err)?;
+            let mut cmd = Command::new(&program);
+            cmd.arg("socket")
+                .arg("--tpm2")
+                .arg("--server")
+                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+                .arg("--ctrl")
+                .arg(format!(
+                    "type=tcp,port={},bindaddr=127.0.0.1",
+                    u32::from(port) + 1
+                ))
+                .arg("--tpmstate")
+                .arg(format!("dir={}", state_dir.display()))
+                .arg("--flags")
+                .arg("not-need-init,startup-clear")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log_file))
+                // Its own process group: a Ctrl-C meant for jek does not kill a TPM that is
+                // kept for attestation; jek stops it itself otherwise.
+                .process_group(0);
+            let child = cmd.spawn().map_err(|source| SwtpmError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+            let mut tpm = Swtpm {
+                pid: child.id(),
+                child: Some(child),
+                port,
+                state_dir: state_dir.to_path_buf(),
+            };
+            match tpm.wait_ready(&log) {
+                Ok(()) => {
+                    tracing::debug!(pid = tpm.pid, port, dir = %state_dir.display(), "swtpm ready");
+                    return Ok(tpm);
+                }
+                // Someone took the port between our probe and swtpm's bind: try another pair.
+                Err(SwtpmError::Exited { tail, .. }) if tail.contains("Address already in use") => {
+                    last_exit = Some(tail);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(SwtpmError::NoPorts(std::io::Error::other(
+            last_exit.unwrap_or_default(),
+        )))
+    }
+
+    fn wait_ready(&mut self, log: &Path) -> Result<(), SwtpmError> {
+        let start = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(SwtpmError::Exited {
+                        status,
+                        log: log.to_path_buf(),
+                        tail: tail_of(log),
+                    });
+                }
+            }
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.ctrl_port()));
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                return Ok(());
+            }
+            if start.elapsed() > READY_TIMEOUT {
+                return Err(SwtpmError::NotReady {
+                    pid: self.pid,
+                    port: self.port,
+                    secs: READY_TIMEOUT.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// TPM command port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Control channel port.
+    pub fn ctrl_port(&self) -> u16 {
+        self.port.saturating_add(1)
+    }
+
+    /// State directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The TCTI string for tss-esapi and tpm2-tools.
+    pub fn tcti(&self) -> String {
+        tcti_for(self.port)
+    }
+
+    /// Leaves the swtpm running after this handle is gone (for attestation); returns where
+    /// to find it.
+    pub fn keep(mut self) -> KeptSwtpm {
+        self.child = None;
+        KeptSwtpm {
+            pid: self.pid,
+            port: self.port,
+            state_dir: self.state_dir.clone(),
+        }
+    }
+
+    /// Stops the swtpm: an orderly CMD_SHUTDOWN on its control channel, then waits; kills it
+    /// if it does not exit within a second.
+    pub fn stop(mut self) -> Result<(), SwtpmError> {
+        let result = shutdown(self.ctrl_port());
+        self.reap();
+        result
+    }
+
+    fn reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The tss-esapi TCTI string of a swtpm on 127.0.0.1:`port` (control on `port + 1`).
+pub fn tcti_for(port: u16) -> String {
+    format!("swtpm:host=127.0.0.1,port={port}")
+}
+
+/// Control-channel command codes (swtpm_ioctls(3)); the wire format is the 4-byte
+/// big-endian code followed by the request structure, answered by the response structure.
+pub mod ctrl {
+    /// Capability bits (u64 response, no result code).
+    pub const GET_CAPABILITY: u32 = 1;
+    /// Initialise (power-cycle) the TPM.
+    pub const INIT: u32 = 2;
+    /// Shut the TPM down and end the process.
+    pub const SHUTDOWN: u32 = 3;
+    /// Read the TPM-established flag.
+    pub const GET_TPMESTABLISHED: u32 = 4;
+    /// Set the locality of following commands.
+    pub const SET_LOCALITY: u32 = 5;
+    /// Cancel the running TPM command.
+    pub const CANCEL_TPM_CMD: u32 = 9;
+    /// Write volatile state to disk.
+    pub const STORE_VOLATILE: u32 = 10;
+    /// Reset the TPM-established flag.
+    pub const RESET_TPMESTABLISHED: u32 = 11;
+    /// Read a state blob (migration).
+    pub const GET_STATEBLOB: u32 = 12;
+    /// Write a state blob (migration).
+    pub const SET_STATEBLOB: u32 = 13;
+    /// Stop the TPM without ending the process.
+    pub const STOP: u32 = 14;
+    /// Read the configuration flags.
+    pub const GET_CONFIG: u32 = 15;
+    /// Hand over the TPM command channel as a file descriptor (Unix sockets only).
+    pub const SET_DATAFD: u32 = 16;
+    /// Query or set the I/O buffer size.
+    pub const SET_BUFFERSIZE: u32 = 17;
+    /// `PTM_CAP_SET_DATAFD`.
+    pub const CAP_SET_DATAFD: u64 = 1 << 12;
+
+    /// Length of the response to `command`, for the commands with a fixed-size response.
+    pub fn response_len(command: u32) -> Option<usize> {
+        match command {
+            GET_CAPABILITY | GET_TPMESTABLISHED | GET_CONFIG => Some(8),
+            INIT | SHUTDOWN | SET_LOCALITY | CANCEL_TPM_CMD | STORE_VOLATILE
+            | RESET_TPMESTABLISHED | STOP | SET_DATAFD => Some(4),
+            SET_BUFFERSIZE => Some(16),
+            _ => None,
+        }
+    }
+}
+
+/// Sends one control command over `stream` and reads its fixed-size response.
+pub fn ctrl_command(
+    stream: &mut TcpStream,
+    command: u32,
+    request: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    let len = ctrl::response_len(command).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!("control command {command} has no fixed-size response"),
+        )
+    })?;
+    let mut msg = command.to_be_bytes().to_vec();
+    msg.extend_from_slice(request);
+    stream.write_all(&msg)?;
+    let mut resp = vec![0; len];
+    stream.read_exact(&mut resp)?;
+    Ok(resp)
+}
+
+fn shutdown(ctrl_port: u16) -> Result<(), SwtpmError> {
+    let err = |source| SwtpmError::Control {
+        command: ctrl::SHUTDOWN,
+        port: ctrl_port,
+        source,
+    };
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ctrl_port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(err)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(err)?;
+    ctrl_command(&mut s, ctrl::SHUTDOWN, &[]).map_err(err)?;
+    Ok(())
+}
+
+/// Stops a swtpm that was kept (by pid and control port): CMD_SHUTDOWN.
+pub fn stop_kept(kept: &KeptSwtpm) -> Result<(), SwtpmError> {
+    shutdown(kept.port.saturating_add(1))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn ctrl_response_lengths_follow_the_protocol() {
+        assert_eq!(ctrl::response_len(ctrl::GET_CAPABILITY), Some(8));
+        assert_eq!(ctrl::response_len(ctrl::SET_BUFFERSIZE), Some(16));
+        assert_eq!(ctrl::response_len(ctrl::GET_STATEBLOB), None);
+    }
+
+    #[test]
+    fn port_pairs_are_free() {
+        let p = free_port_pair().unwrap();
+        TcpListener::bind((Ipv4Addr::LOCALHOST, p)).unwrap();
+        TcpListener::bind((Ipv4Addr::LOCALHOST, p + 1)).unwrap();
+    }
+}
