@@ -13,8 +13,10 @@ pub enum Exit {
     Rejected = 1,
     /// Bad usage or an invalid input file (policy, key, recipe, component).
     Usage = 2,
-    /// The environment failed: a missing tool, an I/O error.
+    /// The environment failed: a missing tool, an I/O error, an unreachable TPM.
     Environment = 3,
+    /// `jek boot`: the pod ran and its init reported a non-zero exit status.
+    PodFailed = 4,
 }
 
 /// Everything that can stop a command.
@@ -152,6 +154,41 @@ pub enum CliError {
     /// Arguments that do not make sense together.
     #[error("{0}")]
     Usage(String),
+    /// The pod spec file is invalid.
+    #[error("invalid pod file {path}")]
+    Pod {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::pod_file::PodFileError,
+    },
+    /// The payload (kernel choice, pod segment) cannot be assembled.
+    #[error("cannot prepare the boot of {path}")]
+    Payload {
+        /// The bundle.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: jek_loader::PayloadError,
+    },
+    /// The boot failed.
+    #[error("cannot boot {path}")]
+    Boot {
+        /// The bundle.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: jek_loader::BootError,
+    },
+    /// The pod ran and exited with a non-zero status.
+    #[error("the pod exited with status {status} (console: {console})")]
+    PodFailed {
+        /// The status.
+        status: i32,
+        /// The console transcript.
+        console: PathBuf,
+    },
     /// Writing to standard output failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
@@ -185,7 +222,16 @@ impl CliError {
             | CliError::KeyEnv { .. }
             | CliError::Kconfig { .. }
             | CliError::KconfigPolicy { .. }
-            | CliError::Usage(_) => Exit::Usage,
+            | CliError::Usage(_)
+            | CliError::Pod { .. }
+            | CliError::Payload { .. } => Exit::Usage,
+            CliError::Boot { source, .. } => match source {
+                jek_loader::BootError::Payload(_) | jek_loader::BootError::RunDir { .. } => {
+                    Exit::Usage
+                }
+                _ => Exit::Environment,
+            },
+            CliError::PodFailed { .. } => Exit::PodFailed,
         }
     }
 }

@@ -2,11 +2,13 @@
 
 use crate::error::CliError;
 
+mod boot;
 pub(crate) mod build;
 mod inspect;
 mod kconfig;
 mod keygen;
 mod pack;
+mod predict;
 mod sign;
 mod verify;
 
@@ -28,6 +30,10 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Verify a bundle under a policy: exit 0 only if the policy accepts it.
     Verify(verify::Args),
+    /// Compute offline the PCR values and event log a boot of this bundle will produce.
+    Predict(predict::Args),
+    /// Verify, measure into the pod's vTPM, and boot only the verified bytes.
+    Boot(boot::Args),
 }
 
 /// Runs one subcommand.
@@ -40,6 +46,8 @@ pub fn run(cmd: Command, quiet: bool) -> Result<(), CliError> {
         Command::Sign(a) => sign::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Boot(a) => boot::run(a, quiet),
     }
 }
 

@@ -1,0 +1,136 @@
+//! `jek boot`: read the bundle once, verify it, measure it into the pod's vTPM, boot it.
+
+use std::path::PathBuf;
+
+use jek_loader::boot::TpmSource;
+use jek_loader::qemu::QemuOptions;
+use jek_loader::{boot, BootOptions, Vmm};
+use jek_verifier::{verify, UnixTime};
+
+use super::predict::KernelArg;
+use crate::error::{read, CliError};
+
+/// VMMs on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum VmmArg {
+    /// jek's own KVM VMM (needs hardware virtualization to boot Linux to userspace).
+    Kvm,
+    /// QEMU, with jek as its pre-boot hook.
+    Qemu,
+}
+
+/// Arguments of `jek boot`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The bundle. It is read once; only the verified bytes in memory are booted.
+    bundle: PathBuf,
+    /// Policy file.
+    #[arg(long)]
+    policy: PathBuf,
+    /// Pod file (Kubernetes Pod subset): appended as the pod segment, measured into PCR 12.
+    #[arg(long)]
+    pod: Option<PathBuf>,
+    /// Run directory for the event log, console log, TPM state and run record
+    /// (default: jek-run/<name>-<unix time>-<pid>).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// The VMM.
+    #[arg(long, value_enum, default_value = "kvm")]
+    vmm: VmmArg,
+    /// Kernel format (default: bzimage if the bundle has one).
+    #[arg(long, value_enum)]
+    kernel: Option<KernelArg>,
+    /// Use this existing TPM (a tss-esapi TCTI, e.g. swtpm:host=127.0.0.1,port=2321)
+    /// instead of starting a swtpm for the pod. Its PCRs must be fresh.
+    #[arg(long, value_name = "TCTI")]
+    tpm: Option<String>,
+    /// Leave the pod's swtpm running after the pod ends (for `jek attest`).
+    #[arg(long, conflicts_with = "tpm")]
+    keep_tpm: bool,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 256)]
+    memory: u32,
+    /// vCPUs.
+    #[arg(long, default_value_t = 1)]
+    vcpus: u8,
+    /// QEMU binary (QEMU backend).
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    qemu: PathBuf,
+    /// QEMU firmware: qboot, which neither measures into nor resets the TPM.
+    #[arg(long, default_value = "/usr/share/qemu/bios-microvm.bin")]
+    qemu_firmware: PathBuf,
+    /// QEMU accelerator: tcg works everywhere, kvm needs hardware virtualization.
+    #[arg(long, default_value = "tcg")]
+    accel: String,
+    /// Machine-readable output (the run record) instead of the console.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `jek boot`.
+pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
+    let policy = crate::policy_file::load(&args.policy)?;
+    let pod = args.pod.as_deref().map(crate::pod_file::load).transpose()?;
+    // The only read of the bundle file: from here on, only these bytes.
+    let bytes = read("bundle", &args.bundle)?;
+    let bundle = verify(bytes, &policy, UnixTime::now()).map_err(|source| CliError::Rejected {
+        path: args.bundle.clone(),
+        source,
+    })?;
+    let name = pod
+        .as_ref()
+        .map_or_else(|| bundle.manifest().name.clone(), |p| p.name.clone());
+    let run_dir = args.run_dir.clone().unwrap_or_else(|| {
+        PathBuf::from("jek-run").join(format!(
+            "{name}-{}-{}",
+            UnixTime::now().0,
+            std::process::id()
+        ))
+    });
+    let vmm = match args.vmm {
+        VmmArg::Kvm => Vmm::Kvm,
+        VmmArg::Qemu => Vmm::Qemu,
+    };
+    let opts = BootOptions {
+        vmm,
+        kernel: args.kernel.map(KernelArg::role),
+        pod,
+        run_dir: run_dir.clone(),
+        tpm: match args.tpm {
+            Some(t) => TpmSource::Tcti(t),
+            None => TpmSource::Spawn {
+                keep: args.keep_tpm,
+            },
+        },
+        memory_mib: args.memory,
+        vcpus: args.vcpus,
+        qemu: QemuOptions {
+            program: args.qemu,
+            firmware: args.qemu_firmware,
+            accel: args.accel,
+        },
+        quiet: quiet || args.json,
+    };
+    let report = boot(&bundle, &opts).map_err(|source| CliError::Boot {
+        path: args.bundle.clone(),
+        source,
+    })?;
+    if args.json {
+        super::print_json(&report.to_json(&bundle, vmm))?;
+    } else if !quiet {
+        eprintln!(
+            "jek: pod ended with status {} ({} backend, {} kernel); run directory {}",
+            report.status,
+            vmm.name(),
+            report.kernel.name(),
+            run_dir.display()
+        );
+    }
+    if report.status != 0 {
+        return Err(CliError::PodFailed {
+            status: report.status,
+            console: run_dir.join("console.log"),
+        });
+    }
+    Ok(())
+}

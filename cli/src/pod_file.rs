@@ -1,0 +1,195 @@
+//! The pod file: a small subset of a Kubernetes Pod in YAML, turned into the guest's
+//! [`PodSpec`]. Anything outside the subset is refused by name rather than ignored, so a
+//! pod never silently runs without a setting its author wrote.
+//!
+//! ```yaml
+//! apiVersion: v1
+//! kind: Pod
+//! metadata:
+//!   name: hello
+//! spec:
+//!   containers:
+//!     - name: app
+//!       command: ["/bin/jek-sample-app"]
+//!       args: ["--exit-code", "0"]
+//!       env:
+//!         - name: GREETING
+//!           value: hi
+//! ```
+
+use std::path::Path;
+
+use jek_init::spec::{Container, EnvVar, PodSpec};
+use serde::Deserialize;
+
+/// Why a pod file is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum PodFileError {
+    /// Not YAML of the expected shape (unknown fields are named).
+    #[error("not a valid pod document")]
+    Yaml(#[source] serde_yaml::Error),
+    /// `apiVersion` or `kind` is not `v1` / `Pod`.
+    #[error(
+        "expected apiVersion: v1 and kind: Pod, found apiVersion: {api_version:?}, kind: {kind:?}"
+    )]
+    Kind {
+        /// Found apiVersion.
+        api_version: String,
+        /// Found kind.
+        kind: String,
+    },
+    /// A container without a command.
+    #[error("spec.containers[{index}] ({name:?}) has no command")]
+    NoCommand {
+        /// Index.
+        index: usize,
+        /// Name.
+        name: String,
+    },
+    /// No containers.
+    #[error("spec.containers is empty")]
+    NoContainers,
+    /// A name that is empty.
+    #[error("{0} is empty")]
+    EmptyName(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PodDoc {
+    api_version: String,
+    kind: String,
+    metadata: Metadata,
+    spec: Spec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Spec {
+    containers: Vec<ContainerDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContainerDoc {
+    name: String,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: Vec<EnvDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvDoc {
+    name: String,
+    #[serde(default)]
+    value: String,
+}
+
+/// Parses a pod document.
+pub fn parse(yaml: &str) -> Result<PodSpec, PodFileError> {
+    let doc: PodDoc = serde_yaml::from_str(yaml).map_err(PodFileError::Yaml)?;
+    if doc.api_version != "v1" || doc.kind != "Pod" {
+        return Err(PodFileError::Kind {
+            api_version: doc.api_version,
+            kind: doc.kind,
+        });
+    }
+    if doc.metadata.name.is_empty() {
+        return Err(PodFileError::EmptyName("metadata.name".into()));
+    }
+    if doc.spec.containers.is_empty() {
+        return Err(PodFileError::NoContainers);
+    }
+    let mut containers = Vec::new();
+    for (index, c) in doc.spec.containers.into_iter().enumerate() {
+        if c.name.is_empty() {
+            return Err(PodFileError::EmptyName(format!(
+                "spec.containers[{index}].name"
+            )));
+        }
+        if c.command.is_empty() {
+            return Err(PodFileError::NoCommand {
+                index,
+                name: c.name,
+            });
+        }
+        containers.push(Container {
+            name: c.name,
+            command: c.command,
+            args: c.args,
+            env: c
+                .env
+                .into_iter()
+                .map(|e| EnvVar {
+                    name: e.name,
+                    value: e.value,
+                })
+                .collect(),
+        });
+    }
+    Ok(PodSpec {
+        name: doc.metadata.name,
+        containers,
+    })
+}
+
+/// Reads and parses a pod file.
+pub fn load(path: &Path) -> Result<PodSpec, crate::error::CliError> {
+    let text = crate::error::read_text("pod file", path)?;
+    parse(&text).map_err(|source| crate::error::CliError::Pod {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n    - name: a\n      command: [/bin/x]\n      env: [{name: K, value: V}]\n";
+
+    #[test]
+    fn reads_the_subset() {
+        let p = parse(POD).unwrap();
+        assert_eq!(p.name, "p");
+        assert_eq!(p.containers[0].env[0].value, "V");
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_implement() {
+        let with_volume = POD.replace("spec:\n", "spec:\n  volumes: []\n");
+        let err = format!(
+            "{:#}",
+            parse(&with_volume).map(|_| ()).unwrap_err().source_text()
+        );
+        assert!(err.contains("volumes"), "{err}");
+        assert!(matches!(
+            parse(&POD.replace("kind: Pod", "kind: Deployment")),
+            Err(PodFileError::Kind { .. })
+        ));
+        assert!(matches!(
+            parse(&POD.replace("command: [/bin/x]", "args: [x]")),
+            Err(PodFileError::NoCommand { index: 0, .. })
+        ));
+    }
+
+    impl PodFileError {
+        fn source_text(&self) -> String {
+            match self {
+                PodFileError::Yaml(e) => e.to_string(),
+                other => other.to_string(),
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! `jek boot`: measure into the pod's vTPM, write the log, then run the chosen VMM.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use jek_init::spec::PodSpec;
+use jek_measure::PcrValues;
+use jek_tpm::swtpm::KeptSwtpm;
+use jek_tpm::{MeasureError, Swtpm, SwtpmError, Tpm, TpmError};
+use jek_verifier::format::Role;
+use jek_verifier::{Bundle, Verified};
+use serde_json::json;
+
+use crate::console::{pump, ConsoleOutcome};
+use crate::payload::{default_kernel, Payload, PayloadError};
+use crate::qemu::{QemuError, QemuOptions};
+use crate::run_dir::{write_atomic, RunDir};
+
+/// Which VMM runs the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vmm {
+    /// jek's own KVM VMM.
+    Kvm,
+    /// QEMU, with jek as its pre-boot hook.
+    Qemu,
+}
+
+impl Vmm {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Vmm::Kvm => "kvm",
+            Vmm::Qemu => "qemu",
+        }
+    }
+}
+
+/// Where the pod's TPM comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TpmSource {
+    /// Start a swtpm for the pod in the run directory; keep it running afterwards if asked
+    /// (for attestation).
+    Spawn {
+        /// Leave it running when the pod is gone.
+        keep: bool,
+    },
+    /// Use an existing TPM through this TCTI (it must be fresh: PCRs at their reset value).
+    Tcti(String),
+}
+
+/// Everything `boot` needs besides the verified bundle.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    /// The VMM.
+    pub vmm: Vmm,
+    /// The kernel format to boot (default: bzImage if present, else vmlinux).
+    pub kernel: Option<Role>,
+    /// The pod spec, appended as the pod segment.
+    pub pod: Option<PodSpec>,
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// The pod's TPM.
+    pub tpm: TpmSource,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// vCPUs.
+    pub vcpus: u8,
+    /// QEMU settings (QEMU backend).
+    pub qemu: QemuOptions,
+    /// Do not copy the console to stdout.
+    pub quiet: bool,
+}
+
+/// Why a boot failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// The payload cannot be assembled.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    /// The run directory cannot be used.
+    #[error("run directory {path}")]
+    RunDir {
+        /// The directory or file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pod's swtpm could not be started.
+    #[error("cannot start the pod's TPM")]
+    Swtpm(#[source] SwtpmError),
+    /// The TPM cannot be reached.
+    #[error("cannot reach the pod's TPM")]
+    Tpm(#[source] TpmError),
+    /// Measurement failed: the pod does not boot.
+    #[error("measured boot failed; the pod was not started")]
+    Measure(#[source] MeasureError),
+    /// The QEMU backend failed.
+    #[error("QEMU backend")]
+    Qemu(#[source] QemuError),
+    /// The KVM backend failed.
+    #[error("KVM backend")]
+    Kvm(#[source] jek_kvm::VmError),
+    /// The guest ended without the init reporting a status.
+    #[error("the pod ended without reporting an exit status{}", describe_end(.0))]
+    NoStatus(ConsoleOutcome),
+}
+
+fn describe_end(o: &ConsoleOutcome) -> String {
+    match (&o.error, &o.last_line) {
+        (Some(e), _) => format!(" (init error: {e})"),
+        (None, Some(l)) => format!(" (last console line: {l:?})"),
+        (None, None) => " (no console output)".into(),
+    }
+}
+
+/// Durations of the boot's steps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Assembling the payload and the plan.
+    pub prepare: Duration,
+    /// Starting the swtpm.
+    pub tpm_start: Duration,
+    /// Extends, read-back and writing the event log.
+    pub measure: Duration,
+    /// From handing over to the VMM until the guest's end.
+    pub run: Duration,
+}
+
+/// What a boot did.
+#[derive(Debug)]
+pub struct BootReport {
+    /// The kernel format booted.
+    pub kernel: Role,
+    /// PCR values after measurement (read back from the TPM, equal to the log's replay).
+    pub pcrs: PcrValues,
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// The swtpm left running, if kept.
+    pub kept_tpm: Option<KeptSwtpm>,
+    /// The TCTI of the pod's TPM.
+    pub tcti: String,
+    /// The console outcome.
+    pub console: ConsoleOutcome,
+    /// The pod's exit status.
+    pub status: i32,
+    /// Step durations.
+    pub timings: Timings,
+}
+
+impl BootReport {
+    /// The run record written to `pod.json` and printed by `jek boot --json`.
+    pub fn to_json(&self, bundle: &Verified<Bundle>, vmm: Vmm) -> serde_json::Value {
+        let m = bundle.manifest();
+        json!({
+            "bundle": {
+                "name": m.name, "version": m.version, "securityVersion": m.security_version,
+                "kernelRelease": m.kernel_release,
+                "manifestDigest": bundle.manifest_digest().to_string(),
+                "signers": bundle.signers().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            },
+            "vmm": vmm.name(),
+            "kernel": self.kernel.name(),
+            "pcrs": pcrs_json(&self.pcrs),
+            "tpm": {
+                "tcti": self.tcti,
+                "kept": self.kept_tpm.as_ref().map(|k| json!({
+                    "pid": k.pid, "port": k.port, "stateDir": k.state_dir,
+                })),
+            },
+            "status": self.status,
+            "ready": self.console.ready.as_deref().and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok()),
+            "timingsMs": {
+                "prepare": ms(self.timings.prepare), "tpmStart": ms(self.timings.tpm_start),
+                "measure": ms(self.timings.measure), "run": ms(self.timings.run),
+            },
+        })
+    }
+}
+
+/// PCR values as a JSON object `{"4": "hex", ...}`.
+pub fn pcrs_json(pcrs: &PcrValues) -> serde_json::Value {
+    serde_json::Value::Object(
+        pcrs.iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect(),
+    )
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Boots `bundle`: payload, TPM, measurement, event log, VMM. Nothing runs in a VM unless
+/// every measurement succeeded and the TPM holds exactly what the log says.
+pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport, BootError> {
+    let t0 = Instant::now();
+    let kernel_role = opts.kernel.unwrap_or_else(|| default_kernel(bundle));
+    let payload = Payload::new(bundle, kernel_role, opts.pod.as_ref())?;
+    let run = RunDir::new(&opts.run_dir);
+    run.create().map_err(|source| BootError::RunDir {
+        path: opts.run_dir.clone(),
+        source,
+    })?;
+    let prepare = t0.elapsed();
+
+    let t1 = Instant::now();
+    let (swtpm, tcti) = match &opts.tpm {
+        TpmSource::Spawn { .. } => {
+            let s = Swtpm::start(&run.tpm_state()).map_err(BootError::Swtpm)?;
+            let tcti = s.tcti();
+            (Some(s), tcti)
+        }
+        TpmSource::Tcti(t) => (None, t.clone()),
+    };
+    let tpm_start = t1.elapsed();
+
+    let t2 = Instant::now();
+    let (log, pcrs) = {
+        // The connection is closed before the VMM starts: swtpm serves one command
+        // connection at a time, and the guest's TPM needs it.
+        let mut tpm = Tpm::connect(&tcti).map_err(BootError::Tpm)?;
+        let log = jek_tpm::measure(&mut tpm, &payload.events).map_err(BootError::Measure)?;
+        (log, payload.pcrs())
+    };
+    let log_path = run.event_log();
+    write_atomic(&log_path, &log.to_bytes()).map_err(|source| BootError::RunDir {
+        path: log_path,
+        source,
+    })?;
+    let measure = t2.elapsed();
+    tracing::info!(
+        kernel = kernel_role.name(),
+        events = log.events.len(),
+        ms = ms(measure),
+        "measured into the pod's TPM"
+    );
+
+    let t3 = Instant::now();
+    let console = match opts.vmm {
+        Vmm::Qemu => crate::qemu::run(
+            &payload,
+            &run,
+            &opts.qemu,
+            opts.memory_mib,
+            opts.vcpus,
+            swtpm.as_ref().map(Swtpm::port),
+            opts.quiet,
+        )
+        .map_err(BootError::Qemu)?,
+        Vmm::Kvm => run_kvm(&payload, &run, opts)?,
+    };
+    let run_time = t3.elapsed();
+
+    let kept_tpm = match (swtpm, &opts.tpm) {
+        (Some(s), TpmSource::Spawn { keep: true }) => Some(s.keep()),
+        (Some(s), _) => {
+            if let Err(e) = s.stop() {
+                tracing::warn!(error = %e, "stopping the pod's swtpm");
+            }
+            None
+        }
+        (None, _) => None,
+    };
+    let status = console
+        .status
+        .ok_or_else(|| BootError::NoStatus(console.clone()))?;
+    let report = BootReport {
+        kernel: kernel_role,
+        pcrs,
+        run_dir: opts.run_dir.clone(),
+        kept_tpm,
+        tcti,
+        console,
+        status,
+        timings: Timings {
+            prepare,
+            tpm_start,
+            measure,
+            run: run_time,
+        },
+    };
+    let record = run.record();
+    let text = serde_json::to_vec_pretty(&report.to_json(bundle, opts.vmm)).unwrap_or_default();
+    write_atomic(&record, &text).map_err(|source| BootError::RunDir {
+        path: record,
+        source,
+    })?;
+    Ok(report)
+}
+
+fn run_kvm(
+    payload: &Payload<'_>,
+    run: &RunDir,
+    opts: &BootOptions,
+) -> Result<ConsoleOutcome, BootError> {
+    let format = match payload.kernel_role {
+        Role::Vmlinux => jek_kvm::KernelFormat::Elf,
+        _ => jek_kvm::KernelFormat::BzImage,
+    };
+    let config = jek_kvm::VmConfig {
+        kernel: payload.kernel,
+        format,
+        initramfs: &payload.initramfs,
+        cmdline: payload.cmdline,
+        memory_mib: opts.memory_mib,
+        vcpus: opts.vcpus,
+    };
+    let console_path = run.console();
+    let log = std::fs::File::create(&console_path).map_err(|source| BootError::RunDir {
+        path: console_path.clone(),
+        source,
+    })?;
+    let (reader, writer) = std::io::pipe().map_err(|source| BootError::RunDir {
+        path: console_path.clone(),
+        source,
+    })?;
+    let quiet = opts.quiet;
+    let reader_thread = std::thread::spawn(move || pump(reader, log, quiet));
+    let result = jek_kvm::run(&config, writer);
+    let outcome = reader_thread
+        .join()
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    result.map_err(BootError::Kvm)?;
+    Ok(outcome)
+}

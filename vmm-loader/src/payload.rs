@@ -1,0 +1,93 @@
+//! What a boot hands the VMM and what it measures, computed from verified bytes only.
+
+use jek_init::spec::PodSpec;
+use jek_measure::{plan, EventLog, PcrValues, PlannedEvent};
+use jek_verifier::format::Role;
+use jek_verifier::{Bundle, Verified};
+
+/// Why a payload cannot be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// `--kernel` named a role that is not a kernel image.
+    #[error("{0} is not a kernel image role (use bzimage or vmlinux)")]
+    NotAKernel(&'static str),
+    /// The bundle has no component of the requested kernel format.
+    #[error("the bundle has no {0} component")]
+    NoKernel(&'static str),
+    /// The pod spec cannot become a pod segment.
+    #[error("cannot build the pod segment")]
+    Pod(#[from] jek_init::pod::SegmentError),
+}
+
+/// Everything a VMM needs, borrowed from the verified bundle where possible.
+#[derive(Debug)]
+pub struct Payload<'a> {
+    /// Which kernel image is booted.
+    pub kernel_role: Role,
+    /// The kernel image bytes (verified).
+    pub kernel: &'a [u8],
+    /// The verified initramfs with the pod segment appended.
+    pub initramfs: Vec<u8>,
+    /// The pod segment alone (empty without a pod spec).
+    pub pod_segment: Vec<u8>,
+    /// The command line, exactly as signed.
+    pub cmdline: &'a str,
+    /// The measurement plan.
+    pub events: Vec<PlannedEvent>,
+}
+
+impl<'a> Payload<'a> {
+    /// Assembles the payload for booting `kernel_role` from `bundle` with an optional pod.
+    pub fn new(
+        bundle: &'a Verified<Bundle>,
+        kernel_role: Role,
+        pod: Option<&PodSpec>,
+    ) -> Result<Self, PayloadError> {
+        if !kernel_role.is_kernel() {
+            return Err(PayloadError::NotAKernel(kernel_role.name()));
+        }
+        let kernel = bundle
+            .component(kernel_role)
+            .ok_or(PayloadError::NoKernel(kernel_role.name()))?;
+        let pod_segment = match pod {
+            Some(spec) => jek_init::pod::segment(spec)?,
+            None => Vec::new(),
+        };
+        let base = bundle.component(Role::Initramfs).unwrap_or(&[]);
+        let mut initramfs = Vec::with_capacity(base.len() + pod_segment.len());
+        initramfs.extend_from_slice(base);
+        initramfs.extend_from_slice(&pod_segment);
+        let events = plan(bundle, kernel_role, &pod_segment)
+            .ok_or(PayloadError::NoKernel(kernel_role.name()))?;
+        Ok(Payload {
+            kernel_role,
+            kernel,
+            initramfs,
+            pod_segment,
+            cmdline: bundle.cmdline(),
+            events,
+        })
+    }
+
+    /// The event log this boot will write.
+    pub fn event_log(&self) -> EventLog {
+        EventLog {
+            events: self.events.iter().map(|e| e.event.clone()).collect(),
+        }
+    }
+
+    /// The PCR values this boot will leave in a fresh TPM.
+    pub fn pcrs(&self) -> PcrValues {
+        self.event_log().replay()
+    }
+}
+
+/// The kernel format a backend boots when none is asked for: bzImage if the bundle has
+/// one, else vmlinux.
+pub fn default_kernel(bundle: &Bundle) -> Role {
+    if bundle.component(Role::BzImage).is_some() {
+        Role::BzImage
+    } else {
+        Role::Vmlinux
+    }
+}

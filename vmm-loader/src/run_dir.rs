@@ -1,0 +1,86 @@
+//! The run directory of a pod: everything a boot leaves for the operator and for attestation.
+//!
+//! ```text
+//! RUN-DIR/
+//!   tpm/                          swtpm state and log (tpm/swtpm.log)
+//!   binary_bios_measurements      TCG PC Client crypto-agile event log
+//!   console.log                   the guest's serial console
+//!   pod.json                      the run record (bundle, PCRs, TPM, VMM, outcome)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// File names inside a run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// A run directory at `root` (created by [`RunDir::create`]).
+    pub fn new(root: &Path) -> Self {
+        RunDir {
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// Creates the directory (and parents); an existing run directory must be empty of a
+    /// previous pod's record, so two pods never share a TPM state or log.
+    pub fn create(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.root)?;
+        if self.record().exists() || self.event_log().exists() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} already holds a pod (pod.json or an event log); use a new run directory",
+                    self.root.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The swtpm state directory.
+    pub fn tpm_state(&self) -> PathBuf {
+        self.root.join("tpm")
+    }
+
+    /// The event log, named like the securityfs file firmware logs appear in.
+    pub fn event_log(&self) -> PathBuf {
+        self.root.join("binary_bios_measurements")
+    }
+
+    /// The guest console transcript.
+    pub fn console(&self) -> PathBuf {
+        self.root.join("console.log")
+    }
+
+    /// The run record.
+    pub fn record(&self) -> PathBuf {
+        self.root.join("pod.json")
+    }
+
+    /// The Unix socket QEMU's TPM emulator backend connects to (the control proxy).
+    pub fn tpm_ctrl_socket(&self) -> PathBuf {
+        self.root.join("tpm-ctrl.sock")
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
