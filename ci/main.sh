@@ -67,8 +67,38 @@ if [ "$SHOW_WRONG_KEY" = 1 ]; then
   echo "(refused, as it must be)" >&2
 fi
 
+cat > "$OUT/pod.yaml" <<POD
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hello
+spec:
+  containers:
+    - name: app
+      command: [/bin/jek-sample-app]
+      args: [--exit-code, "0"]
+POD
+say "predicting the PCR values of the boot (offline, no TPM)"
+timed predict "$JEK" predict "$BUNDLE" --policy "$OUT/policy.yaml" --pod "$OUT/pod.yaml" --json > "$OUT/predicted.json"
+# KVM boots Linux to userspace only with hardware virtualization (vmx/svm); without it the
+# loader is QEMU's pre-boot hook (TCG), with the same verification and measurement.
+if grep -qwE 'vmx|svm' /proc/cpuinfo; then VMM=kvm; WHY="this CPU has hardware virtualization"; else VMM=qemu; WHY="no VT-x/AMD-V here, so KVM cannot run a Linux guest to userspace; QEMU (TCG) with jek as its pre-boot hook"; fi
+RUN="$OUT/run-$(date +%s)"
+say "booting the pod: verify -> measure into a fresh swtpm -> boot ($VMM: $WHY)"
+timed boot "$JEK" boot "$BUNDLE" --policy "$OUT/policy.yaml" --pod "$OUT/pod.yaml" --vmm "$VMM" --run-dir "$RUN"
+python3 - "$OUT/predicted.json" "$RUN/pod.json" <<'PY'
+import json, sys
+pred, rec = (json.load(open(p)) for p in sys.argv[1:3])
+if pred["pcrs"] != rec["pcrs"]:
+    sys.exit("PCRs after boot differ from the prediction")
+print("  PCRs after boot equal `jek predict`:")
+for k in sorted(rec["pcrs"], key=int):
+    print(f"    PCR {int(k):>2}  {rec['pcrs'][k]}")
+PY
+
 say "summary"
 "$JEK" inspect "$BUNDLE" | sed -n '1,8p'
 printf '  artifacts        %s (bundle, provenance, SHA256SUMS, policy)\n' "$OUT"
-printf '  timings          deps %.1fs, tools %.1fs, build %.1fs, verify %.2fs\n' "${T[deps]}" "${T[tools]}" "${T[build]}" "${T[verify]}"
-echo "  next             measured boot and attestation arrive with the loader (issues 4 and 5)"
+printf '  run directory    %s (event log, console, TPM state, pod.json)\n' "$RUN"
+printf '  timings          deps %.1fs, tools %.1fs, build %.1fs, verify %.2fs, predict %.2fs, boot %.2fs\n' "${T[deps]}" "${T[tools]}" "${T[build]}" "${T[verify]}" "${T[predict]}" "${T[boot]}"
+echo "  next             attestation of the pod's vTPM arrives with issue 5"

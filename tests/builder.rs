@@ -7,16 +7,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-use common::{assert_exit, boot_qemu, build_guest, jek, repo_root, test_cache_dir, test_key};
+use common::{
+    assert_exit, boot_qemu, build, build_guest, build_json, default_build, jek, repo_root,
+    test_cache_dir, test_key,
+};
 use jek_verifier::format::Role;
-
-struct Built {
-    dir: tempfile::TempDir,
-    bundle: PathBuf,
-    json: serde_json::Value,
-}
 
 /// Writes a copy of the default recipe with `edit` applied into `dir`.
 fn recipe_variant(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
@@ -27,22 +23,6 @@ fn recipe_variant(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
     let path = dir.join("recipe.yaml");
     std::fs::write(&path, edit(text)).unwrap();
     path
-}
-
-fn build(recipe: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    jek()
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .arg("build")
-        .arg(recipe)
-        .arg("--key")
-        .arg(test_key())
-        .arg("--cache-dir")
-        .arg(test_cache_dir())
-        .arg("--out-dir")
-        .arg(out)
-        .args(extra)
-        .output()
-        .unwrap()
 }
 
 /// QEMU boots under TCG keep time by calibrating against emulated timers; starved of CPU by
@@ -56,25 +36,6 @@ fn boot(machine: &str, kernel: &Path, initrd: &Path, cmdline: &str) -> common::B
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     boot_qemu(machine, kernel, initrd, cmdline, 120)
-}
-
-/// `jek build RECIPE --json` into `out`; asserts success and returns the JSON report.
-fn build_json(recipe: &Path, out: &Path) -> serde_json::Value {
-    let output = build(recipe, out, &["--json"]);
-    assert_exit(&output, 0);
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
-/// The default recipe, built once per test process.
-fn default_build() -> &'static Built {
-    static BUILT: OnceLock<Built> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        build_guest();
-        let dir = tempfile::tempdir().unwrap();
-        let json = build_json(&repo_root().join("recipes/default.yaml"), dir.path());
-        let bundle = PathBuf::from(json["bundle"].as_str().unwrap());
-        Built { dir, bundle, json }
-    })
 }
 
 /// Verifies a bundle with the test key and writes its kernel and initramfs to `dir`.

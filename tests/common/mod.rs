@@ -174,6 +174,52 @@ pub fn test_key() -> PathBuf {
     .clone()
 }
 
+/// `jek build RECIPE` with the test key and cache, at a fixed SOURCE_DATE_EPOCH.
+pub fn build(recipe: &Path, out: &Path, extra: &[&str]) -> Output {
+    jek()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .arg("build")
+        .arg(recipe)
+        .arg("--key")
+        .arg(test_key())
+        .arg("--cache-dir")
+        .arg(test_cache_dir())
+        .arg("--out-dir")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// `jek build RECIPE --json` into `out`; asserts success and returns the JSON report.
+pub fn build_json(recipe: &Path, out: &Path) -> serde_json::Value {
+    let output = build(recipe, out, &["--json"]);
+    assert_exit(&output, 0);
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The default recipe's build output.
+pub struct Built {
+    /// Keeps the output directory alive.
+    pub dir: tempfile::TempDir,
+    /// The bundle.
+    pub bundle: PathBuf,
+    /// `jek build --json`.
+    pub json: serde_json::Value,
+}
+
+/// The default recipe, built once per test process (the kernel comes from the shared cache).
+pub fn default_build() -> &'static Built {
+    static BUILT: std::sync::OnceLock<Built> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        build_guest();
+        let dir = tempfile::tempdir().unwrap();
+        let json = build_json(&repo_root().join("recipes/default.yaml"), dir.path());
+        let bundle = PathBuf::from(json["bundle"].as_str().unwrap());
+        Built { dir, bundle, json }
+    })
+}
+
 /// Builds the static guest binaries (idempotent; cargo does nothing the second time).
 pub fn build_guest() {
     let out = Command::new("bash")

@@ -1,0 +1,365 @@
+//! `jek boot` and `jek predict` end to end with the real default bundle: measured boot into
+//! a per-pod swtpm, the QEMU pre-boot hook (TCG) to the init's ready line, the KVM backend's
+//! early boot, and every refusal happening before any VM or swtpm exists.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::{assert_exit, default_build, jek, test_key, Workspace};
+use jek_measure::EventLog;
+
+const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: NAME\nspec:\n  containers:\n    - name: app\n      command: [/bin/jek-sample-app]\n      args: [--exit-code, \"0\"]\n      env: [{name: POD, value: NAME}]\n";
+
+struct Env {
+    ws: Workspace,
+}
+
+impl Env {
+    fn new() -> Self {
+        let ws = Workspace::new();
+        let key = test_key();
+        ws.policy(
+            "policy.yaml",
+            &format!(
+                "trusted_keys: [{}]\nmin_security_version: 1\n",
+                key.with_extension("pub").display()
+            ),
+        );
+        for name in ["a", "b"] {
+            ws.write(
+                &format!("{name}.yaml"),
+                POD.replace("NAME", name).as_bytes(),
+            );
+        }
+        Env { ws }
+    }
+
+    fn p(&self, name: &str) -> String {
+        self.ws.path(name).display().to_string()
+    }
+
+    /// A shell script standing in for a program: it records that it ran, then runs `body`.
+    fn recorder(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.ws.path(name);
+        let marker = self.ws.path(&format!("{name}.ran"));
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\necho ran > {}\n{body}\n", marker.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn ran(&self, name: &str) -> bool {
+        self.ws.path(&format!("{name}.ran")).exists()
+    }
+}
+
+fn boot_json(env: &Env, bundle: &Path, run: &str, extra: &[&str]) -> serde_json::Value {
+    let out = jek()
+        .arg("boot")
+        .arg(bundle)
+        .args([
+            "--policy",
+            &env.p("policy.yaml"),
+            "--run-dir",
+            &env.p(run),
+            "--json",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn predict(env: &Env, bundle: &Path, pod: &str, log_out: &str) -> serde_json::Value {
+    let out = jek()
+        .arg("predict")
+        .arg(bundle)
+        .args([
+            "--policy",
+            &env.p("policy.yaml"),
+            "--pod",
+            &env.p(pod),
+            "--json",
+        ])
+        .args(["--log-out", &env.p(log_out)])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn tpm_pcrs(port: u16) -> serde_json::Value {
+    let mut tpm = jek_tpm::Tpm::connect(&jek_tpm::swtpm::tcti_for(port)).unwrap();
+    let pcrs = tpm.read_pcrs(&jek_measure::plan::PCRS).unwrap();
+    jek_loader::boot::pcrs_json(&pcrs)
+}
+
+fn stop_kept(record: &serde_json::Value) {
+    let kept = &record["tpm"]["kept"];
+    let k = jek_tpm::swtpm::KeptSwtpm {
+        pid: u32::try_from(kept["pid"].as_u64().unwrap()).unwrap(),
+        port: u16::try_from(kept["port"].as_u64().unwrap()).unwrap(),
+        state_dir: PathBuf::from(kept["stateDir"].as_str().unwrap()),
+    };
+    jek_tpm::swtpm::stop_kept(&k).unwrap();
+}
+
+#[test]
+fn qemu_boot_log_tpm_and_predict_agree_byte_for_byte() {
+    let env = Env::new();
+    let bundle = &default_build().bundle;
+    let record = boot_json(
+        &env,
+        bundle,
+        "run",
+        &["--vmm", "qemu", "--pod", &env.p("a.yaml"), "--keep-tpm"],
+    );
+    assert_eq!(record["status"], 0);
+    assert_eq!(
+        record["ready"]["pod"], "a",
+        "the pod segment reached the init"
+    );
+    let port = u16::try_from(record["tpm"]["kept"]["port"].as_u64().unwrap()).unwrap();
+    let in_tpm = tpm_pcrs(port);
+    stop_kept(&record);
+
+    let log_bytes = std::fs::read(env.ws.path("run/binary_bios_measurements")).unwrap();
+    let log = EventLog::from_bytes(&log_bytes).unwrap();
+    let replay = jek_loader::boot::pcrs_json(&log.replay());
+    let predicted = predict(&env, bundle, "a.yaml", "predicted.log");
+
+    assert_eq!(replay, record["pcrs"]);
+    assert_eq!(in_tpm, replay, "the swtpm holds what the log replays to");
+    assert_eq!(predicted["pcrs"], replay, "jek predict matches the boot");
+    assert_eq!(
+        env.ws.read("predicted.log"),
+        log_bytes,
+        "predicted log is byte-identical"
+    );
+    let console = std::fs::read_to_string(env.ws.path("run/console.log")).unwrap();
+    assert!(
+        console.contains("tpm_tis"),
+        "the guest sees a TPM: {console}"
+    );
+    assert!(
+        !console.contains("starting up the TPM manually"),
+        "the VMM reset the measured TPM"
+    );
+}
+
+#[test]
+fn two_pods_at_once_have_separate_vtpms() {
+    let env = Env::new();
+    let bundle = default_build().bundle.clone();
+    let boots: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|name| {
+            let (env_pod, env_run, policy) = (
+                env.p(&format!("{name}.yaml")),
+                env.p(&format!("run-{name}")),
+                env.p("policy.yaml"),
+            );
+            let bundle = bundle.clone();
+            std::thread::spawn(move || {
+                let out = jek()
+                    .arg("boot")
+                    .arg(&bundle)
+                    .args([
+                        "--policy",
+                        &policy,
+                        "--run-dir",
+                        &env_run,
+                        "--json",
+                        "--vmm",
+                        "qemu",
+                    ])
+                    .args(["--pod", &env_pod, "--keep-tpm"])
+                    .output()
+                    .unwrap();
+                assert_exit(&out, 0);
+                serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+            })
+        })
+        .collect();
+    let records: Vec<serde_json::Value> = boots.into_iter().map(|h| h.join().unwrap()).collect();
+    let (a, b) = (&records[0], &records[1]);
+    assert_ne!(a["tpm"]["kept"]["port"], b["tpm"]["kept"]["port"]);
+    let pa = tpm_pcrs(u16::try_from(a["tpm"]["kept"]["port"].as_u64().unwrap()).unwrap());
+    let pb = tpm_pcrs(u16::try_from(b["tpm"]["kept"]["port"].as_u64().unwrap()).unwrap());
+    records.iter().for_each(stop_kept);
+    assert_eq!(pa, a["pcrs"]);
+    assert_eq!(pb, b["pcrs"]);
+    assert_ne!(pa["12"], pb["12"], "pod configs are measured per pod");
+    assert_eq!(pa["4"], pb["4"], "same kernel");
+    assert_eq!(predict(&env, &bundle, "b.yaml", "b.log")["pcrs"], pb);
+}
+
+#[test]
+fn swapping_the_bundle_on_disk_after_verification_changes_nothing() {
+    let env = Env::new();
+    let copy = env.ws.path("bundle.jek");
+    std::fs::copy(&default_build().bundle, &copy).unwrap();
+    // QEMU starts after verification and measurement: replace the file right then.
+    let qemu = env.recorder(
+        "qemu",
+        &format!(
+            "printf 'swapped' > {}\nexec qemu-system-x86_64 \"$@\"",
+            copy.display()
+        ),
+    );
+    let record = boot_json(
+        &env,
+        &copy,
+        "run",
+        &["--vmm", "qemu", "--qemu", qemu.to_str().unwrap()],
+    );
+    assert!(env.ran("qemu"));
+    assert_eq!(env.ws.read("bundle.jek"), b"swapped");
+    assert_eq!(record["status"], 0);
+    assert_eq!(record["ready"]["pod"], "demo", "the verified bundle booted");
+}
+
+#[test]
+fn rejected_bundles_never_start_a_vm_or_a_swtpm() {
+    let env = Env::new();
+    let good = default_build().bundle.clone();
+    let bytes = std::fs::read(&good).unwrap();
+    let mut tampered = bytes.clone();
+    let mid = tampered.len() / 2;
+    tampered[mid] ^= 0x40;
+    env.ws.write("tampered.jek", &tampered);
+    env.ws.keygen("other");
+    env.ws.policy(
+        "other.yaml",
+        "trusted_keys: [other.pub]\nmin_security_version: 1\n",
+    );
+    env.ws.policy(
+        "floor.yaml",
+        &format!(
+            "trusted_keys: [{}]\nmin_security_version: 2\n",
+            test_key().with_extension("pub").display()
+        ),
+    );
+    let qemu = env.recorder("qemu", "exit 99");
+    let swtpm = env.recorder("swtpm", "exit 99");
+    let cases = [
+        ("tampered", env.p("tampered.jek"), "policy.yaml", "digest"),
+        (
+            "wrong key",
+            good.display().to_string(),
+            "other.yaml",
+            "trusted",
+        ),
+        (
+            "rolled back",
+            good.display().to_string(),
+            "floor.yaml",
+            "security version",
+        ),
+    ];
+    for vmm in ["kvm", "qemu"] {
+        for (what, bundle, policy, reason) in &cases {
+            let run = env
+                .ws
+                .path(&format!("run-{vmm}-{}", what.replace(' ', "-")));
+            let out = jek()
+                .env("JEK_SWTPM", &swtpm)
+                .args(["boot", bundle, "--policy", &env.p(policy), "--vmm", vmm])
+                .args(["--qemu", qemu.to_str().unwrap(), "--run-dir"])
+                .arg(&run)
+                .output()
+                .unwrap();
+            assert_exit(&out, 1);
+            let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+            assert!(err.contains(reason), "{vmm}/{what}: {err}");
+            assert!(!run.exists(), "{vmm}/{what}: run directory created");
+            assert!(
+                !env.ran("qemu") && !env.ran("swtpm"),
+                "{vmm}/{what}: something started"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_unreachable_tpm_fails_the_boot_before_the_vm() {
+    let env = Env::new();
+    let qemu = env.recorder("qemu", "exit 99");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = jek()
+        .arg("boot")
+        .arg(&default_build().bundle)
+        .args([
+            "--policy",
+            &env.p("policy.yaml"),
+            "--vmm",
+            "qemu",
+            "--run-dir",
+            &env.p("run"),
+        ])
+        .args([
+            "--qemu",
+            qemu.to_str().unwrap(),
+            "--tpm",
+            &format!("swtpm:host=127.0.0.1,port={port}"),
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TPM"), "{err}");
+    assert!(!env.ran("qemu"));
+    assert!(!env.ws.path("run/binary_bios_measurements").exists());
+}
+
+#[test]
+fn kvm_backend_starts_the_real_kernel_with_our_command_line() {
+    assert!(
+        Path::new("/dev/kvm").exists(),
+        "/dev/kvm is missing: this test needs KVM"
+    );
+    let env = Env::new();
+    let built = default_build();
+    let out = jek()
+        .arg("boot")
+        .arg(&built.bundle)
+        .args([
+            "--policy",
+            &env.p("policy.yaml"),
+            "--vmm",
+            "kvm",
+            "--kernel",
+            "vmlinux",
+            "-q",
+        ])
+        .args(["--run-dir", &env.p("run")])
+        .output()
+        .unwrap();
+    let console = std::fs::read_to_string(env.ws.path("run/console.log")).unwrap();
+    let release = built.json["kernelRelease"].as_str().unwrap_or("6.1");
+    assert!(
+        console.contains(&format!("Linux version {release}")),
+        "{console}"
+    );
+    assert!(console.contains("Command line: console=ttyS0"), "{console}");
+    assert!(env.ws.path("run/binary_bios_measurements").exists());
+    // On hosts with hardware virtualization the pod runs to completion; on software KVM
+    // (PVM, see shared/FACTS.md) the kernel stops in early boot with a KVM internal error.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(0) || err.contains("KVM internal error"),
+        "exit {:?}: {err}",
+        out.status.code()
+    );
+}
