@@ -15,10 +15,18 @@ const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: NAME\nspec:\n  
 
 struct Env {
     ws: Workspace,
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+/// One VM scenario at a time: TCG guests on two shared cores keep time by calibrating
+/// against emulated timers, and several at once plus the emulated KVM guest starve them.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Env {
     fn new() -> Self {
+        let serial = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let ws = Workspace::new();
         let key = test_key();
         ws.policy(
@@ -34,7 +42,10 @@ impl Env {
                 POD.replace("NAME", name).as_bytes(),
             );
         }
-        Env { ws }
+        Env {
+            ws,
+            _serial: serial,
+        }
     }
 
     fn p(&self, name: &str) -> String {
