@@ -216,13 +216,14 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
     let tpm_start = t1.elapsed();
 
     let t2 = Instant::now();
-    let (log, pcrs) = {
+    let log = {
         // The connection is closed before the VMM starts: swtpm serves one command
         // connection at a time, and the guest's TPM needs it.
         let mut tpm = Tpm::connect(&tcti).map_err(BootError::Tpm)?;
-        let log = jek_tpm::measure(&mut tpm, &payload.events).map_err(BootError::Measure)?;
-        (log, payload.pcrs())
+        jek_tpm::measure(&mut tpm, &payload.events).map_err(BootError::Measure)?
     };
+    // measure() has checked that the TPM holds exactly this replay.
+    let pcrs = log.replay();
     let log_path = run.event_log();
     write_atomic(&log_path, &log.to_bytes()).map_err(|source| BootError::RunDir {
         path: log_path,

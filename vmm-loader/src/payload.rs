@@ -1,7 +1,7 @@
 //! What a boot hands the VMM and what it measures, computed from verified bytes only.
 
 use jek_init::spec::PodSpec;
-use jek_measure::{plan, EventLog, PcrValues, PlannedEvent};
+use jek_measure::{plan, EventLog, PlannedEvent};
 use jek_verifier::format::Role;
 use jek_verifier::{Bundle, Verified};
 
@@ -74,11 +74,6 @@ impl<'a> Payload<'a> {
         EventLog {
             events: self.events.iter().map(|e| e.event.clone()).collect(),
         }
-    }
-
-    /// The PCR values this boot will leave in a fresh TPM.
-    pub fn pcrs(&self) -> PcrValues {
-        self.event_log().replay()
     }
 }
 

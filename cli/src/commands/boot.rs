@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use jek_loader::boot::TpmSource;
 use jek_loader::qemu::QemuOptions;
 use jek_loader::{boot, BootOptions, Vmm};
-use jek_verifier::{verify, UnixTime};
+use jek_verifier::UnixTime;
 
-use super::predict::KernelArg;
-use crate::error::{read, CliError};
+use super::target::{Loaded, Target};
+use crate::error::CliError;
 
 /// VMMs on the command line.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -22,14 +22,8 @@ pub enum VmmArg {
 /// Arguments of `jek boot`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The bundle. It is read once; only the verified bytes in memory are booted.
-    bundle: PathBuf,
-    /// Policy file.
-    #[arg(long)]
-    policy: PathBuf,
-    /// Pod file (Kubernetes Pod subset): appended as the pod segment, measured into PCR 12.
-    #[arg(long)]
-    pod: Option<PathBuf>,
+    #[command(flatten)]
+    target: Target,
     /// Run directory for the event log, console log, TPM state and run record
     /// (default: jek-run/<name>-<unix time>-<pid>).
     #[arg(long)]
@@ -37,9 +31,6 @@ pub struct Args {
     /// The VMM.
     #[arg(long, value_enum, default_value = "kvm")]
     vmm: VmmArg,
-    /// Kernel format (default: bzimage if the bundle has one).
-    #[arg(long, value_enum)]
-    kernel: Option<KernelArg>,
     /// Use this existing TPM (a tss-esapi TCTI, e.g. swtpm:host=127.0.0.1,port=2321)
     /// instead of starting a swtpm for the pod. Its PCRs must be fresh.
     #[arg(long, value_name = "TCTI")]
@@ -69,14 +60,8 @@ pub struct Args {
 
 /// Runs `jek boot`.
 pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
-    let policy = crate::policy_file::load(&args.policy)?;
-    let pod = args.pod.as_deref().map(crate::pod_file::load).transpose()?;
     // The only read of the bundle file: from here on, only these bytes.
-    let bytes = read("bundle", &args.bundle)?;
-    let bundle = verify(bytes, &policy, UnixTime::now()).map_err(|source| CliError::Rejected {
-        path: args.bundle.clone(),
-        source,
-    })?;
+    let Loaded { bundle, pod } = args.target.load()?;
     let name = pod
         .as_ref()
         .map_or_else(|| bundle.manifest().name.clone(), |p| p.name.clone());
@@ -93,7 +78,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     };
     let opts = BootOptions {
         vmm,
-        kernel: args.kernel.map(KernelArg::role),
+        kernel: args.target.kernel_role(),
         pod,
         run_dir: run_dir.clone(),
         tpm: match args.tpm {
@@ -112,7 +97,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         quiet: quiet || args.json,
     };
     let report = boot(&bundle, &opts).map_err(|source| CliError::Boot {
-        path: args.bundle.clone(),
+        path: args.target.bundle.clone(),
         source,
     })?;
     if args.json {

@@ -10,6 +10,7 @@ mod keygen;
 mod pack;
 mod predict;
 mod sign;
+mod target;
 mod verify;
 
 /// The subcommands.

@@ -4,44 +4,16 @@ use std::path::PathBuf;
 
 use jek_loader::boot::pcrs_json;
 use jek_loader::payload::{default_kernel, Payload};
-use jek_verifier::{verify, UnixTime};
 use serde_json::json;
 
-use crate::error::{read, CliError};
-
-/// Kernel formats on the command line.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum KernelArg {
-    /// The bzImage.
-    Bzimage,
-    /// The ELF vmlinux.
-    Vmlinux,
-}
-
-impl KernelArg {
-    /// The bundle role.
-    pub fn role(self) -> jek_verifier::format::Role {
-        match self {
-            KernelArg::Bzimage => jek_verifier::format::Role::BzImage,
-            KernelArg::Vmlinux => jek_verifier::format::Role::Vmlinux,
-        }
-    }
-}
+use super::target::{Loaded, Target};
+use crate::error::CliError;
 
 /// Arguments of `jek predict`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The bundle.
-    bundle: PathBuf,
-    /// Policy file: the signer measurements are the keys this policy accepts the bundle with.
-    #[arg(long)]
-    policy: PathBuf,
-    /// Pod file (Kubernetes Pod subset), measured into PCR 12.
-    #[arg(long)]
-    pod: Option<PathBuf>,
-    /// Kernel format the boot will use (default: bzimage if the bundle has one).
-    #[arg(long, value_enum)]
-    kernel: Option<KernelArg>,
+    #[command(flatten)]
+    target: Target,
     /// Also write the predicted event log (binary, TCG crypto-agile) to this file.
     #[arg(long)]
     log_out: Option<PathBuf>,
@@ -62,19 +34,14 @@ pub fn event_text(e: &jek_measure::Event) -> String {
 
 /// Runs `jek predict`.
 pub fn run(args: Args) -> Result<(), CliError> {
-    let policy = crate::policy_file::load(&args.policy)?;
-    let pod = args.pod.as_deref().map(crate::pod_file::load).transpose()?;
-    let bytes = read("bundle", &args.bundle)?;
-    let bundle = verify(bytes, &policy, UnixTime::now()).map_err(|source| CliError::Rejected {
-        path: args.bundle.clone(),
-        source,
-    })?;
+    let Loaded { bundle, pod } = args.target.load()?;
     let role = args
-        .kernel
-        .map_or_else(|| default_kernel(&bundle), KernelArg::role);
+        .target
+        .kernel_role()
+        .unwrap_or_else(|| default_kernel(&bundle));
     let payload =
         Payload::new(&bundle, role, pod.as_ref()).map_err(|source| CliError::Payload {
-            path: args.bundle.clone(),
+            path: args.target.bundle.clone(),
             source,
         })?;
     let log = payload.event_log();

@@ -1,0 +1,74 @@
+//! What `jek predict` and `jek boot` share: a bundle, the policy it must pass, the pod and
+//! the kernel format. Loading it is the one place where the bundle file is read (once) and
+//! verified.
+
+use std::path::PathBuf;
+
+use jek_init::spec::PodSpec;
+use jek_verifier::format::Role;
+use jek_verifier::{verify, Bundle, UnixTime, Verified};
+
+use crate::error::{read, CliError};
+
+/// Kernel formats on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KernelArg {
+    /// The bzImage.
+    Bzimage,
+    /// The ELF vmlinux.
+    Vmlinux,
+}
+
+impl KernelArg {
+    /// The bundle role.
+    pub fn role(self) -> Role {
+        match self {
+            KernelArg::Bzimage => Role::BzImage,
+            KernelArg::Vmlinux => Role::Vmlinux,
+        }
+    }
+}
+
+/// Bundle, policy, pod and kernel format.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// The bundle. It is read once; only the verified bytes in memory are used.
+    pub bundle: PathBuf,
+    /// Policy file. The signer measurements (PCR 7) are the keys it accepts the bundle with.
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// Pod file (Kubernetes Pod subset): appended as the pod segment, measured into PCR 12.
+    #[arg(long)]
+    pub pod: Option<PathBuf>,
+    /// Kernel format (default: bzimage if the bundle has one).
+    #[arg(long, value_enum)]
+    pub kernel: Option<KernelArg>,
+}
+
+/// A loaded target: the verified bundle and the parsed pod.
+pub struct Loaded {
+    /// The verified bundle.
+    pub bundle: Verified<Bundle>,
+    /// The pod spec, if a pod file was given.
+    pub pod: Option<PodSpec>,
+}
+
+impl Target {
+    /// Parses the policy and the pod file, then reads and verifies the bundle.
+    pub fn load(&self) -> Result<Loaded, CliError> {
+        let policy = crate::policy_file::load(&self.policy)?;
+        let pod = self.pod.as_deref().map(crate::pod_file::load).transpose()?;
+        let bytes = read("bundle", &self.bundle)?;
+        let bundle =
+            verify(bytes, &policy, UnixTime::now()).map_err(|source| CliError::Rejected {
+                path: self.bundle.clone(),
+                source,
+            })?;
+        Ok(Loaded { bundle, pod })
+    }
+
+    /// The kernel role asked for, if any.
+    pub fn kernel_role(&self) -> Option<Role> {
+        self.kernel.map(KernelArg::role)
+    }
+}
