@@ -68,9 +68,14 @@ const S_IFCHR: u32 = 0o020_000;
 const S_IFLNK: u32 = 0o120_000;
 const TRAILER: &str = "TRAILER!!!";
 
+/// A relative path of normal components. No NUL (names are NUL-terminated on disk), and
+/// never the end-of-archive name itself as the top component: the entry for it (the path,
+/// or its implicit parent directory) would end the archive early for every reader.
 fn valid_path(p: &str) -> bool {
     !p.is_empty()
         && !p.starts_with('/')
+        && !p.contains('\0')
+        && p.split('/').next() != Some(TRAILER)
         && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
@@ -202,6 +207,13 @@ pub fn read(bytes: &[u8]) -> Result<Vec<Entry>, CpioError> {
                 offset: name_start,
                 what: "truncated name",
             })?;
+        // Like the kernel: the name is NUL-terminated, and holds no other NUL.
+        if bytes.get(name_start + name_bytes.len()) != Some(&0) || name_bytes.contains(&0) {
+            return Err(CpioError::Malformed {
+                offset: name_start,
+                what: "name is not a single NUL-terminated string",
+            });
+        }
         let name = std::str::from_utf8(name_bytes)
             .map_err(|_| CpioError::Malformed {
                 offset: name_start,
@@ -308,6 +320,15 @@ mod tests {
             write(&[file("a/../b", b"")], 0),
             Err(CpioError::BadPath("a/../b".into()))
         );
+        // Found by the fuzzer: its implicit parent directory would end the archive.
+        assert_eq!(
+            write(&[file("TRAILER!!!/x", b"")], 0),
+            Err(CpioError::BadPath("TRAILER!!!/x".into()))
+        );
+        assert_eq!(
+            write(&[file("a\0b", b"")], 0),
+            Err(CpioError::BadPath("a\0b".into()))
+        );
         assert_eq!(
             write(&[file("a", b""), file("a", b"")], 0),
             Err(CpioError::Duplicate("a".into()))
@@ -316,6 +337,23 @@ mod tests {
             write(&[file("a", b""), file("a/b", b"")], 0),
             Err(CpioError::NotADirectory("a".into()))
         );
+    }
+
+    #[test]
+    fn names_must_be_one_nul_terminated_string() {
+        let a = write(&[file("ab", b"x")], 0).unwrap();
+        // First entry "ab": name at 110, namesize 3, its NUL at 112.
+        assert_eq!(&a[110..113], b"ab\0");
+        let mut unterminated = a.clone();
+        unterminated[112] = b'v';
+        let mut inner_nul = a;
+        inner_nul[111] = 0;
+        for bad in [unterminated, inner_nul] {
+            assert!(matches!(
+                read(&bad),
+                Err(CpioError::Malformed { offset: 110, .. })
+            ));
+        }
     }
 
     proptest! {
