@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use jek_init::spec::PodSpec;
+use jek_kvm::{MemoryUse, VmRun};
 use jek_measure::PcrValues;
 use jek_tpm::swtpm::KeptSwtpm;
 use jek_tpm::{MeasureError, Swtpm, SwtpmError, Tpm, TpmError};
@@ -69,6 +70,9 @@ pub struct BootOptions {
     pub qemu: QemuOptions,
     /// Do not copy the console to stdout.
     pub quiet: bool,
+    /// When the caller started (before it read and verified the bundle): timings are
+    /// also reported from this instant.
+    pub started: Instant,
 }
 
 /// Why a boot failed.
@@ -115,8 +119,10 @@ fn describe_end(o: &ConsoleOutcome) -> String {
 }
 
 /// Durations of the boot's steps.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Timings {
+    /// From the caller's start to [`boot`]: reading and verifying the bundle.
+    pub verify: Duration,
     /// Assembling the payload and the plan.
     pub prepare: Duration,
     /// Starting the swtpm.
@@ -125,6 +131,15 @@ pub struct Timings {
     pub measure: Duration,
     /// From handing over to the VMM until the guest's end.
     pub run: Duration,
+    /// From handing over to the VMM until just before the first guest instruction (KVM
+    /// backend; QEMU's set-up happens in another process).
+    pub vm_setup: Option<Duration>,
+    /// The caller's start ([`BootOptions::started`]).
+    pub started: Instant,
+    /// When the guest was first entered (KVM backend).
+    pub guest_entered: Option<Instant>,
+    /// This process's CPU time when the guest was first entered (KVM backend).
+    pub cpu_at_guest_entry: Option<Duration>,
 }
 
 /// What a boot did.
@@ -146,6 +161,8 @@ pub struct BootReport {
     pub status: i32,
     /// Step durations.
     pub timings: Timings,
+    /// The loader's resident memory (KVM backend).
+    pub memory: Option<MemoryUse>,
 }
 
 impl BootReport {
@@ -171,9 +188,18 @@ impl BootReport {
             "status": self.status,
             "ready": self.console.ready.as_deref().and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok()),
             "timingsMs": {
+                "verify": ms(self.timings.verify),
+                "startToGuest": self.timings.guest_entered
+                    .map(|g| ms(g.saturating_duration_since(self.timings.started))),
                 "prepare": ms(self.timings.prepare), "tpmStart": ms(self.timings.tpm_start),
                 "measure": ms(self.timings.measure), "run": ms(self.timings.run),
+                "vmSetup": self.timings.vm_setup.map(ms),
+                "cpuAtGuestEntry": self.timings.cpu_at_guest_entry.map(ms),
             },
+            "memoryKib": self.memory.map(|m| json!({
+                "peakRss": m.peak_rss_kib, "guestRss": m.guest_rss_kib,
+                "overhead": m.overhead_kib(),
+            })),
         })
     }
 }
@@ -195,6 +221,7 @@ fn ms(d: Duration) -> f64 {
 /// every measurement succeeded and the TPM holds exactly what the log says.
 pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport, BootError> {
     let t0 = Instant::now();
+    let verify = t0.saturating_duration_since(opts.started);
     let kernel_role = opts.kernel.unwrap_or_else(|| default_kernel(bundle));
     let payload = Payload::new(bundle, kernel_role, opts.pod.as_ref())?;
     let run = RunDir::new(&opts.run_dir);
@@ -238,7 +265,7 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
     );
 
     let t3 = Instant::now();
-    let console = match opts.vmm {
+    let (console, vm) = match opts.vmm {
         Vmm::Qemu => crate::qemu::run(
             &payload,
             &run,
@@ -248,8 +275,9 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
             swtpm.as_ref().map(Swtpm::port),
             opts.quiet,
         )
+        .map(|c| (c, None))
         .map_err(BootError::Qemu)?,
-        Vmm::Kvm => run_kvm(&payload, &run, opts)?,
+        Vmm::Kvm => run_kvm(&payload, &run, opts).map(|(c, vm)| (c, Some(vm)))?,
     };
     let run_time = t3.elapsed();
 
@@ -275,11 +303,17 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
         console,
         status,
         timings: Timings {
+            verify,
+            started: opts.started,
             prepare,
             tpm_start,
             measure,
             run: run_time,
+            vm_setup: vm.map(|v| v.entered.saturating_duration_since(t3)),
+            guest_entered: vm.map(|v| v.entered),
+            cpu_at_guest_entry: vm.map(|v| v.cpu_at_entry),
         },
+        memory: vm.and_then(|v| v.memory),
     };
     let record = run.record();
     let text = serde_json::to_vec_pretty(&report.to_json(bundle, opts.vmm)).unwrap_or_default();
@@ -294,7 +328,7 @@ fn run_kvm(
     payload: &Payload<'_>,
     run: &RunDir,
     opts: &BootOptions,
-) -> Result<ConsoleOutcome, BootError> {
+) -> Result<(ConsoleOutcome, VmRun), BootError> {
     let format = match payload.kernel_role {
         Role::Vmlinux => jek_kvm::KernelFormat::Elf,
         _ => jek_kvm::KernelFormat::BzImage,
@@ -324,6 +358,6 @@ fn run_kvm(
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
-    result.map_err(BootError::Kvm)?;
-    Ok(outcome)
+    let vm = result.map_err(BootError::Kvm)?;
+    Ok((outcome, vm))
 }

@@ -60,6 +60,7 @@ pub struct Args {
 
 /// Runs `jek boot`.
 pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
+    let started = std::time::Instant::now();
     // The only read of the bundle file: from here on, only these bytes.
     let Loaded { bundle, pod } = args.target.load()?;
     let name = pod
@@ -95,6 +96,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
             accel: args.accel,
         },
         quiet: quiet || args.json,
+        started,
     };
     let report = boot(&bundle, &opts).map_err(|source| CliError::Boot {
         path: args.target.bundle.clone(),

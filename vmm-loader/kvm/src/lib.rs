@@ -11,12 +11,15 @@
 //! - [`devices`]: COM1 (a vm-superio 16550 wired to an irqfd) and the i8042 reset line.
 //!   No keyboard, no video, no PCI, no BIOS.
 //! - [`vm`]: memory, loading (linux-loader), the vCPU loop, exits.
+//! - [`usage`]: CPU time at guest entry and resident memory beyond guest RAM.
 //!
 //! This crate is the only one in jek with `unsafe` code; every block says why it is sound.
 
 pub mod cpu;
 pub mod devices;
 pub mod layout;
+pub mod usage;
 pub mod vm;
 
-pub use vm::{run, KernelFormat, VmConfig, VmError, VmExit};
+pub use usage::MemoryUse;
+pub use vm::{run, KernelFormat, VmConfig, VmError, VmExit, VmRun};

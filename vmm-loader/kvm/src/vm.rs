@@ -1,6 +1,7 @@
 //! The VM: guest memory, kernel loading (linux-loader), zero page, vCPU loop.
 
 use std::io::{Cursor, Write};
+use std::time::{Duration, Instant};
 
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
@@ -15,6 +16,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRe
 
 use crate::devices::{EventTrigger, PioBus, PioEffect, COM1_IRQ};
 use crate::layout::{self, CMDLINE, CMDLINE_MAX, GDT_ADDR, HIMEM, IDT_ADDR, ZERO_PAGE};
+use crate::usage::{process_cpu_time, MemoryUse};
 
 /// The kernel image format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +53,19 @@ pub enum VmExit {
     Shutdown,
     /// The vCPU halted with nothing to wake it.
     Halted,
+}
+
+/// A finished run: how the guest ended and what it cost the host.
+#[derive(Debug, Clone, Copy)]
+pub struct VmRun {
+    /// How the guest ended.
+    pub exit: VmExit,
+    /// Just before the first `KVM_RUN`: the guest's first instruction follows.
+    pub entered: Instant,
+    /// This process's CPU time at that moment.
+    pub cpu_at_entry: Duration,
+    /// Resident memory when the guest ended (before guest RAM is unmapped).
+    pub memory: Option<MemoryUse>,
 }
 
 /// Why the VM could not be set up or stopped abnormally.
@@ -333,7 +348,7 @@ fn set_lint(vcpu: &VcpuFd) -> Result<(), VmError> {
 
 /// Boots `cfg` and runs until the guest resets, shuts down or fails. The serial console
 /// is written to `console`.
-pub fn run<W: Write>(cfg: &VmConfig<'_>, console: W) -> Result<VmExit, VmError> {
+pub fn run<W: Write>(cfg: &VmConfig<'_>, console: W) -> Result<VmRun, VmError> {
     if cfg.vcpus != 1 {
         return Err(VmError::Vcpus(cfg.vcpus));
     }
@@ -385,9 +400,17 @@ pub fn run<W: Write>(cfg: &VmConfig<'_>, console: W) -> Result<VmExit, VmError> 
     .map_err(kvm_err("vCPU set-up"))?;
     set_lint(&vcpu)?;
 
+    let cpu_at_entry = process_cpu_time();
+    let entered = Instant::now();
     let exit = vcpu_loop(&mut vcpu, &mut bus);
     bus.flush();
-    exit
+    let guest: Vec<usize> = mem.iter().map(|r| r.as_ptr() as usize).collect();
+    Ok(VmRun {
+        exit: exit?,
+        entered,
+        cpu_at_entry,
+        memory: MemoryUse::of_this_process(&guest),
+    })
 }
 
 fn vcpu_loop<W: Write>(vcpu: &mut VcpuFd, bus: &mut PioBus<W>) -> Result<VmExit, VmError> {

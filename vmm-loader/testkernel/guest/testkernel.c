@@ -11,6 +11,8 @@
  *   JEKTEST e820 <addr> <size> <type>         (n times)
  *   JEKTEST initrd addr=<a> size=<s> fnv1a=<32-bit FNV-1a of the bytes>
  *   JEKTEST done
+ *   JEK-POWEROFF {"status":0}                 (jek-init's power-off line, so that
+ *                                             `jek boot` sees a pod that ended cleanly)
  */
 typedef unsigned char u8;
 typedef unsigned short u16;
@@ -71,6 +73,7 @@ void kmain(const u8 *zp) {
     puts(" fnv1a="); hex(h);
     puts("\n");
     puts("JEKTEST done\n");
+    puts("JEK-POWEROFF {\"status\":0}\n");
     outb(0x64, 0xfe);
     for (;;) __asm__ volatile("hlt");
 }

@@ -59,9 +59,9 @@ fn main() -> ExitCode {
         vcpus: args.vcpus,
     };
     match run(&cfg, std::io::stdout()) {
-        Ok(exit) => {
-            eprintln!("jek-kvm-run: guest ended: {exit:?}");
-            if exit == VmExit::Reset {
+        Ok(r) => {
+            eprintln!("jek-kvm-run: guest ended: {:?}", r.exit);
+            if r.exit == VmExit::Reset {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(4)
