@@ -7,12 +7,15 @@
 //!   directory and its own TCP port pair on 127.0.0.1 (the only transport tss-esapi 7.x
 //!   reaches reliably, see `shared/FACTS.md`).
 //! - [`client`]: a tss-esapi context with the few commands the loader needs (extend, read).
+//! - [`identity`]: the pod TPM's EK certificate (local CA), attestation key, credential
+//!   activation and quotes.
 //! - [`measure()`]: the measured-boot step. It checks that every planned PCR starts from its
 //!   reset value, extends each event in order, reads the PCRs back and compares them with
 //!   the replay of the event log it returns. Any failure stops the boot and names the PCR.
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod identity;
 pub mod swtpm;
 
 mod measure;

@@ -1,0 +1,366 @@
+//! The pod TPM's identity and attestation commands: manufacturing its state with an EK
+//! certificate from a local CA (swtpm_setup + swtpm_localca), the attestation key (ECC
+//! P-256, restricted signing, created under the EK), credential activation and quotes.
+//!
+//! The EK is the RSA-2048 EK that swtpm_setup makes persistent at 0x81010001 (TCG EK
+//! Credential Profile, template L-1: AES-128-CFB, SHA-256), with its certificate at NV
+//! index 0x01c00002.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection};
+use tss_esapi::attributes::SessionAttributesBuilder;
+use tss_esapi::constants::SessionType;
+use tss_esapi::handles::{KeyHandle, PersistentTpmHandle, TpmHandle};
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::session_handles::PolicySession;
+use tss_esapi::structures::{
+    Data, Digest, EncryptedSecret, IdObject, PcrSelectionListBuilder, PcrSlot, Private, Public,
+    SignatureScheme, SymmetricDefinition,
+};
+use tss_esapi::traits::{Marshall, UnMarshall};
+
+use crate::client::{pcr_slot, Tpm};
+
+/// The persistent handle of the RSA EK swtpm_setup creates.
+pub const EK_HANDLE: u32 = 0x8101_0001;
+
+/// Why a TPM identity operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// swtpm_setup could not be run.
+    #[error("cannot run {program} (install swtpm-tools: apt-get install swtpm-tools)")]
+    SetupSpawn {
+        /// The program.
+        program: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// swtpm_setup failed.
+    #[error("swtpm_setup failed for {state_dir} (exit {status:?}): {output}")]
+    Setup {
+        /// The TPM state directory.
+        state_dir: PathBuf,
+        /// Exit status.
+        status: Option<i32>,
+        /// Its output, last lines.
+        output: String,
+    },
+    /// The CA directory cannot be prepared.
+    #[error("TPM CA directory {path}")]
+    CaDir {
+        /// The directory or file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TPM command failed.
+    #[error("{op} failed")]
+    Tpm {
+        /// The command.
+        op: &'static str,
+        /// Why.
+        #[source]
+        source: tss_esapi::Error,
+    },
+}
+
+fn tpm_err(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> IdentityError {
+    move |source| IdentityError::Tpm { op, source }
+}
+
+/// A local CA directory for swtpm_localca: its root certificate is what the attestation
+/// policy trusts.
+#[derive(Debug, Clone)]
+pub struct LocalCa {
+    dir: PathBuf,
+}
+
+impl LocalCa {
+    /// The CA in `dir` (created with its keys on first use).
+    pub fn new(dir: &Path) -> Self {
+        LocalCa {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The root CA certificate (PEM): name it in the attestation policy.
+    pub fn root_cert(&self) -> PathBuf {
+        self.dir.join("swtpm-localca-rootca-cert.pem")
+    }
+
+    /// The intermediate that signs EK certificates (PEM).
+    pub fn issuer_cert(&self) -> PathBuf {
+        self.dir.join("issuercert.pem")
+    }
+
+    fn prepare(&self) -> Result<(PathBuf, std::fs::File), IdentityError> {
+        let err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| IdentityError::CaDir { path, source }
+        };
+        std::fs::create_dir_all(&self.dir).map_err(err(&self.dir))?;
+        let dir = std::fs::canonicalize(&self.dir).map_err(err(&self.dir))?;
+        let localca = dir.join("swtpm-localca.conf");
+        let setup = dir.join("swtpm_setup.conf");
+        let options = dir.join("swtpm-localca.options");
+        let files = [
+            (
+                &localca,
+                format!(
+                    "statedir = {d}\nsigningkey = {d}/signkey.pem\nissuercert = {d}/issuercert.pem\ncertserial = {d}/certserial\n",
+                    d = dir.display()
+                ),
+            ),
+            (
+                &setup,
+                format!(
+                    "create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = {}\ncreate_certs_tool_options = {}\n",
+                    localca.display(),
+                    options.display()
+                ),
+            ),
+            (
+                &options,
+                "--platform-manufacturer jek\n--platform-version 1\n--platform-model jek-pod\n".to_string(),
+            ),
+        ];
+        for (path, text) in files {
+            if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                std::fs::write(&tmp, text)
+                    .and_then(|()| std::fs::rename(&tmp, path))
+                    .map_err(err(path))?;
+            }
+        }
+        // One manufacturer at a time per CA: swtpm_localca creates the CA on first use and
+        // counts serial numbers in a file.
+        let lock_path = dir.join(".jek-lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(err(&lock_path))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+            IdentityError::CaDir {
+                path: lock_path.clone(),
+                source: e.into(),
+            }
+        })?;
+        Ok((setup, lock))
+    }
+
+    /// Manufactures a TPM state in `state_dir`: EKs, the EK certificate from this CA in NV,
+    /// a platform certificate. Run before the pod's swtpm starts on that state.
+    pub fn manufacture(&self, state_dir: &Path) -> Result<(), IdentityError> {
+        let (setup_conf, _lock) = self.prepare()?;
+        std::fs::create_dir_all(state_dir).map_err(|source| IdentityError::CaDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let program = std::env::var_os("JEK_SWTPM_SETUP")
+            .map_or_else(|| PathBuf::from("swtpm_setup"), PathBuf::from);
+        let out = Command::new(&program)
+            .arg("--tpm2")
+            .arg("--tpmstate")
+            .arg(state_dir)
+            .args(["--create-ek-cert", "--create-platform-cert", "--overwrite"])
+            .arg("--config")
+            .arg(&setup_conf)
+            .output()
+            .map_err(|source| IdentityError::SetupSpawn {
+                program: program.clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            let text = String::from_utf8_lossy(&out.stderr).to_string()
+                + &String::from_utf8_lossy(&out.stdout);
+            let tail: Vec<&str> = text.lines().rev().take(6).collect();
+            return Err(IdentityError::Setup {
+                state_dir: state_dir.to_path_buf(),
+                status: out.status.code(),
+                output: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// An attestation key as stored in the run directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AkBlobs {
+    /// TPMT_PUBLIC bytes.
+    pub public: Vec<u8>,
+    /// The TPM2B_PRIVATE buffer (wrapped by the EK; useless outside that TPM).
+    pub private: Vec<u8>,
+}
+
+fn ek_handle(tpm: &mut Tpm) -> Result<KeyHandle, IdentityError> {
+    let handle = PersistentTpmHandle::new(EK_HANDLE).map_err(tpm_err("EK handle"))?;
+    let obj = tpm
+        .context()
+        .tr_from_tpm_public(TpmHandle::Persistent(handle))
+        .map_err(tpm_err("reading the EK at 0x81010001"))?;
+    Ok(KeyHandle::from(obj))
+}
+
+impl Tpm {
+    /// Creates the attestation key under the EK: ECC NIST P-256, ECDSA with SHA-256,
+    /// restricted, fixedTPM, fixedParent.
+    pub fn create_ak(&mut self) -> Result<AkBlobs, IdentityError> {
+        let ek = ek_handle(self)?;
+        let ctx = self.context();
+        ctx.clear_sessions();
+        let created = ak::create_ak_2(
+            ctx,
+            ek,
+            HashingAlgorithm::Sha256,
+            AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
+            SignatureSchemeAlgorithm::EcDsa,
+            None,
+            None,
+        )
+        .map_err(tpm_err("TPM2_Create of the AK"))?;
+        Ok(AkBlobs {
+            public: created
+                .out_public
+                .marshall()
+                .map_err(tpm_err("marshalling the AK"))?,
+            private: created.out_private.value().to_vec(),
+        })
+    }
+
+    /// The EK certificate (DER) from NV index 0x01c00002.
+    pub fn ek_certificate(&mut self) -> Result<Vec<u8>, IdentityError> {
+        let ctx = self.context();
+        ctx.clear_sessions();
+        ek::retrieve_ek_pubcert(ctx, AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048))
+            .map_err(tpm_err("reading the EK certificate (NV 0x01c00002)"))
+    }
+
+    /// Loads the AK under the EK; the handle is valid until this connection closes.
+    pub fn load_ak(&mut self, blobs: &AkBlobs) -> Result<KeyHandle, IdentityError> {
+        let ek = ek_handle(self)?;
+        let public =
+            Public::unmarshall(&blobs.public).map_err(tpm_err("reading the AK public area"))?;
+        let private = Private::try_from(blobs.private.clone())
+            .map_err(tpm_err("reading the AK private blob"))?;
+        let ctx = self.context();
+        ctx.clear_sessions();
+        ak::load_ak(ctx, ek, None, private, public).map_err(tpm_err("TPM2_Load of the AK"))
+    }
+
+    /// TPM2_ActivateCredential: the EK unwraps the credential only if `ak` has the name it
+    /// was made for. Needs the endorsement hierarchy's (empty) auth for the EK's policy.
+    pub fn activate_credential(
+        &mut self,
+        ak: KeyHandle,
+        id_object: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<Vec<u8>, IdentityError> {
+        let ek = ek_handle(self)?;
+        let ctx = self.context();
+        ctx.clear_sessions();
+        let blob = IdObject::try_from(id_object.to_vec()).map_err(tpm_err("credential blob"))?;
+        let secret = EncryptedSecret::try_from(encrypted_secret.to_vec())
+            .map_err(tpm_err("encrypted secret"))?;
+        let (attrs, mask) = SessionAttributesBuilder::new().build();
+        let start = |ctx: &mut tss_esapi::Context, kind| {
+            let s = ctx
+                .start_auth_session(
+                    None,
+                    None,
+                    None,
+                    kind,
+                    SymmetricDefinition::AES_128_CFB,
+                    HashingAlgorithm::Sha256,
+                )
+                .map_err(tpm_err("TPM2_StartAuthSession"))?
+                .ok_or(IdentityError::Tpm {
+                    op: "TPM2_StartAuthSession",
+                    source: tss_esapi::Error::WrapperError(
+                        tss_esapi::WrapperErrorKind::WrongValueFromTpm,
+                    ),
+                })?;
+            ctx.tr_sess_set_attributes(s, attrs, mask)
+                .map_err(tpm_err("TPM2_SessionAttributes"))?;
+            Ok::<_, IdentityError>(s)
+        };
+        let hmac = start(ctx, SessionType::Hmac)?;
+        let policy = start(ctx, SessionType::Policy)?;
+        let policy_session = PolicySession::try_from(policy).map_err(tpm_err("policy session"))?;
+        ctx.execute_with_session(Some(hmac), |ctx| {
+            ctx.policy_secret(
+                policy_session,
+                tss_esapi::handles::AuthHandle::Endorsement,
+                Default::default(),
+                Default::default(),
+                Default::default(),
+                None,
+            )
+        })
+        .map_err(tpm_err("TPM2_PolicySecret(endorsement)"))?;
+        ctx.set_sessions((Some(hmac), Some(policy), None));
+        let result = ctx.activate_credential(ak, ek, blob, secret);
+        ctx.clear_sessions();
+        for s in [hmac, policy] {
+            let h = tss_esapi::handles::SessionHandle::from(s);
+            let _ = ctx.flush_context(h.into());
+        }
+        result
+            .map(|d: Digest| d.value().to_vec())
+            .map_err(tpm_err("TPM2_ActivateCredential"))
+    }
+
+    /// TPM2_Quote of the SHA-256 bank of `pcrs` with `nonce`, signed by `ak` (ECDSA,
+    /// SHA-256). Returns the TPMS_ATTEST and TPMT_SIGNATURE bytes.
+    pub fn quote(
+        &mut self,
+        ak: KeyHandle,
+        nonce: &[u8],
+        pcrs: &[u32],
+    ) -> Result<(Vec<u8>, Vec<u8>), IdentityError> {
+        let slots = pcrs
+            .iter()
+            .map(|p| pcr_slot(*p))
+            .collect::<Result<Vec<PcrSlot>, _>>()
+            .map_err(|_| IdentityError::Tpm {
+                op: "PCR selection",
+                source: tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::InvalidParam),
+            })?;
+        let selection = PcrSelectionListBuilder::new()
+            .with_selection(HashingAlgorithm::Sha256, &slots)
+            .build()
+            .map_err(tpm_err("PCR selection"))?;
+        let data = Data::try_from(nonce.to_vec()).map_err(tpm_err("nonce"))?;
+        let ctx = self.context();
+        let (attest, signature) = ctx
+            .execute_with_nullauth_session(|ctx| {
+                ctx.quote(
+                    ak,
+                    data,
+                    SignatureScheme::EcDsa {
+                        hash_scheme: tss_esapi::structures::HashScheme::new(
+                            HashingAlgorithm::Sha256,
+                        ),
+                    },
+                    selection,
+                )
+            })
+            .map_err(tpm_err("TPM2_Quote"))?;
+        Ok((
+            attest
+                .marshall()
+                .map_err(tpm_err("marshalling the quote"))?,
+            signature
+                .marshall()
+                .map_err(tpm_err("marshalling the signature"))?,
+        ))
+    }
+}
