@@ -189,6 +189,33 @@ pub enum CliError {
         /// The console transcript.
         console: PathBuf,
     },
+    /// The policy has no `attestation` section.
+    #[error("policy {path} has no `attestation:` section (attestation.ek_ca names the CA of pod EK certificates)")]
+    NoAttestationPolicy {
+        /// The policy file.
+        path: PathBuf,
+    },
+    /// Some pods could not be attested at all.
+    #[error("{count} pod(s) could not be attested")]
+    AttestErrors {
+        /// How many.
+        count: usize,
+    },
+    /// Some pods did not boot clean.
+    #[error("{count} pod(s) did not attest as affirming")]
+    Contraindicated {
+        /// How many.
+        count: usize,
+    },
+    /// An evidence directory cannot be written.
+    #[error("cannot write evidence directory {path}")]
+    Evidence {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing to standard output failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
@@ -232,6 +259,9 @@ impl CliError {
                 _ => Exit::Environment,
             },
             CliError::PodFailed { .. } => Exit::PodFailed,
+            CliError::NoAttestationPolicy { .. } => Exit::Usage,
+            CliError::Contraindicated { .. } => Exit::Rejected,
+            CliError::AttestErrors { .. } | CliError::Evidence { .. } => Exit::Environment,
         }
     }
 }

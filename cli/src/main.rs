@@ -3,6 +3,7 @@
 
 mod commands;
 mod error;
+mod evidence_dir;
 mod pod_file;
 mod policy_file;
 mod progress;

@@ -13,6 +13,8 @@
 //! threshold: 1                 # distinct trusted keys that must sign (default 1)
 //! min_security_version: 3      # required: the anti-rollback floor
 //! revoked_keys: [<key id hex>]
+//! attestation:                 # for `jek attest` (ignored by verify, boot, predict)
+//!   ek_ca: tpm-ca/swtpm-localca-rootca-cert.pem   # the CA pod EK certificates chain to
 //! ```
 
 use std::collections::BTreeSet;
@@ -94,6 +96,24 @@ struct PolicyDoc {
     min_security_version: u64,
     #[serde(default)]
     revoked_keys: Vec<String>,
+    #[serde(default)]
+    attestation: Option<AttestationDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttestationDoc {
+    ek_ca: PathBuf,
+}
+
+/// What `jek attest` needs beyond the bundle policy.
+#[derive(Debug, Clone)]
+pub struct AttestationPolicy {
+    /// The CA certificate(s) pod EK certificates must chain to (PEM), resolved against the
+    /// policy file's directory.
+    pub ek_ca: PathBuf,
+    /// SHA-256 of the policy file: the EAR's appraisal-policy-id.
+    pub digest: String,
 }
 
 #[derive(Deserialize)]
@@ -174,6 +194,27 @@ pub fn parse(yaml: &str, base_dir: &Path) -> Result<Policy, PolicyFileError> {
 }
 
 /// Reads and parses a policy file.
+/// The `attestation` section of a policy file.
+pub fn load_attestation(path: &Path) -> Result<AttestationPolicy, crate::error::CliError> {
+    use sha2::Digest;
+    let text = crate::error::read_text("policy file", path)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let doc: PolicyDoc =
+        serde_yaml::from_str(&text).map_err(|e| crate::error::CliError::Policy {
+            path: path.to_path_buf(),
+            source: PolicyFileError::Yaml(e),
+        })?;
+    let att = doc
+        .attestation
+        .ok_or_else(|| crate::error::CliError::NoAttestationPolicy {
+            path: path.to_path_buf(),
+        })?;
+    Ok(AttestationPolicy {
+        ek_ca: base.join(att.ek_ca),
+        digest: hex::encode(sha2::Sha256::digest(text.as_bytes())),
+    })
+}
+
 pub fn load(path: &Path) -> Result<Policy, crate::error::CliError> {
     let text = crate::error::read_text("policy file", path)?;
     let base = path.parent().unwrap_or(Path::new("."));

@@ -12,7 +12,8 @@ use std::process::Command;
 use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection};
 use tss_esapi::attributes::SessionAttributesBuilder;
 use tss_esapi::constants::SessionType;
-use tss_esapi::handles::{KeyHandle, PersistentTpmHandle, TpmHandle};
+pub use tss_esapi::handles::KeyHandle;
+use tss_esapi::handles::{PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
@@ -99,7 +100,7 @@ impl LocalCa {
         self.dir.join("issuercert.pem")
     }
 
-    fn prepare(&self) -> Result<(PathBuf, std::fs::File), IdentityError> {
+    fn prepare(&self) -> Result<(PathBuf, Option<std::fs::File>), IdentityError> {
         let err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| IdentityError::CaDir { path, source }
@@ -138,8 +139,11 @@ impl LocalCa {
                     .map_err(err(path))?;
             }
         }
-        // One manufacturer at a time per CA: swtpm_localca creates the CA on first use and
-        // counts serial numbers in a file.
+        // swtpm_localca locks its state directory while it issues a certificate; the first
+        // use, which creates the CA itself, is serialized here as well.
+        if self.root_cert().exists() {
+            return Ok((setup, None));
+        }
         let lock_path = dir.join(".jek-lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -153,7 +157,7 @@ impl LocalCa {
                 source: e.into(),
             }
         })?;
-        Ok((setup, lock))
+        Ok((setup, Some(lock)))
     }
 
     /// Manufactures a TPM state in `state_dir`: EKs, the EK certificate from this CA in NV,

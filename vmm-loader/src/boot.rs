@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use jek_init::spec::PodSpec;
 use jek_kvm::{MemoryUse, VmRun};
 use jek_measure::PcrValues;
+use jek_tpm::identity::{IdentityError, LocalCa};
 use jek_tpm::swtpm::KeptSwtpm;
 use jek_tpm::{MeasureError, Swtpm, SwtpmError, Tpm, TpmError};
 use jek_verifier::format::Role;
@@ -44,6 +45,9 @@ pub enum TpmSource {
     Spawn {
         /// Leave it running when the pod is gone.
         keep: bool,
+        /// Give the TPM an identity for attestation: manufacture it with an EK certificate
+        /// from this local CA directory and create an attestation key under the EK.
+        identity: Option<PathBuf>,
     },
     /// Use an existing TPM through this TCTI (it must be fresh: PCRs at their reset value).
     Tcti(String),
@@ -90,6 +94,9 @@ pub enum BootError {
         #[source]
         source: std::io::Error,
     },
+    /// The pod's TPM could not be given an identity (EK certificate, attestation key).
+    #[error("cannot give the pod's TPM an identity for attestation")]
+    Identity(#[source] IdentityError),
     /// The pod's swtpm could not be started.
     #[error("cannot start the pod's TPM")]
     Swtpm(#[source] SwtpmError),
@@ -163,6 +170,10 @@ pub struct BootReport {
     pub timings: Timings,
     /// The loader's resident memory (KVM backend).
     pub memory: Option<MemoryUse>,
+    /// The pod's name, when a pod spec was given.
+    pub pod: Option<String>,
+    /// Whether the TPM was given an identity (EK certificate, AK) for attestation.
+    pub attestable: bool,
 }
 
 impl BootReport {
@@ -176,11 +187,13 @@ impl BootReport {
                 "manifestDigest": bundle.manifest_digest().to_string(),
                 "signers": bundle.signers().iter().map(ToString::to_string).collect::<Vec<_>>(),
             },
+            "pod": self.pod,
             "vmm": vmm.name(),
             "kernel": self.kernel.name(),
             "pcrs": pcrs_json(&self.pcrs),
             "tpm": {
                 "tcti": self.tcti,
+                "attestable": self.attestable,
                 "kept": self.kept_tpm.as_ref().map(|k| json!({
                     "pid": k.pid, "port": k.port, "stateDir": k.state_dir,
                 })),
@@ -232,6 +245,17 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
     let prepare = t0.elapsed();
 
     let t1 = Instant::now();
+    let identity = match &opts.tpm {
+        TpmSource::Spawn {
+            identity: Some(ca), ..
+        } => {
+            let ca = LocalCa::new(ca);
+            ca.manufacture(&run.tpm_state())
+                .map_err(BootError::Identity)?;
+            Some(ca)
+        }
+        _ => None,
+    };
     let (swtpm, tcti) = match &opts.tpm {
         TpmSource::Spawn { .. } => {
             let s = Swtpm::start(&run.tpm_state()).map_err(BootError::Swtpm)?;
@@ -247,7 +271,11 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
         // The connection is closed before the VMM starts: swtpm serves one command
         // connection at a time, and the guest's TPM needs it.
         let mut tpm = Tpm::connect(&tcti).map_err(BootError::Tpm)?;
-        jek_tpm::measure(&mut tpm, &payload.events).map_err(BootError::Measure)?
+        let log = jek_tpm::measure(&mut tpm, &payload.events).map_err(BootError::Measure)?;
+        if let Some(ca) = &identity {
+            make_attestable(&mut tpm, ca, &run)?;
+        }
+        log
     };
     // measure() has checked that the TPM holds exactly this replay.
     let pcrs = log.replay();
@@ -282,7 +310,7 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
     let run_time = t3.elapsed();
 
     let kept_tpm = match (swtpm, &opts.tpm) {
-        (Some(s), TpmSource::Spawn { keep: true }) => Some(s.keep()),
+        (Some(s), TpmSource::Spawn { keep: true, .. }) => Some(s.keep()),
         (Some(s), _) => {
             if let Err(e) = s.stop() {
                 tracing::warn!(error = %e, "stopping the pod's swtpm");
@@ -314,6 +342,8 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
             cpu_at_guest_entry: vm.map(|v| v.cpu_at_entry),
         },
         memory: vm.and_then(|v| v.memory),
+        pod: opts.pod.as_ref().map(|p| p.name.clone()),
+        attestable: identity.is_some(),
     };
     let record = run.record();
     let text = serde_json::to_vec_pretty(&report.to_json(bundle, opts.vmm)).unwrap_or_default();
@@ -322,6 +352,24 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
         source,
     })?;
     Ok(report)
+}
+
+/// Creates the pod's attestation key and stores it, with the EK certificate's issuers, in
+/// the run directory.
+fn make_attestable(tpm: &mut Tpm, ca: &LocalCa, run: &RunDir) -> Result<(), BootError> {
+    let ak = tpm.create_ak().map_err(BootError::Identity)?;
+    let issuer = std::fs::read(ca.issuer_cert()).map_err(|source| BootError::RunDir {
+        path: ca.issuer_cert(),
+        source,
+    })?;
+    for (path, bytes) in [
+        (run.ak_public(), &ak.public),
+        (run.ak_private(), &ak.private),
+        (run.ek_chain(), &issuer),
+    ] {
+        write_atomic(&path, bytes).map_err(|source| BootError::RunDir { path, source })?;
+    }
+    Ok(())
 }
 
 fn run_kvm(

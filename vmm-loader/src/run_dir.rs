@@ -65,6 +65,21 @@ impl RunDir {
         self.root.join("pod.json")
     }
 
+    /// The attestation key's public area (TPMT_PUBLIC).
+    pub fn ak_public(&self) -> PathBuf {
+        self.tpm_state().join("ak.tpmt")
+    }
+
+    /// The attestation key's private blob (wrapped by the EK: usable only in this TPM).
+    pub fn ak_private(&self) -> PathBuf {
+        self.tpm_state().join("ak.priv")
+    }
+
+    /// The certificates that issued the EK certificate (PEM).
+    pub fn ek_chain(&self) -> PathBuf {
+        self.tpm_state().join("ek-chain.pem")
+    }
+
     /// The Unix socket QEMU's TPM emulator backend connects to (the control proxy).
     pub fn tpm_ctrl_socket(&self) -> PathBuf {
         self.root.join("tpm-ctrl.sock")

@@ -35,9 +35,15 @@ pub struct Args {
     /// instead of starting a swtpm for the pod. Its PCRs must be fresh.
     #[arg(long, value_name = "TCTI")]
     tpm: Option<String>,
-    /// Leave the pod's swtpm running after the pod ends (for `jek attest`).
+    /// Leave the pod's swtpm running after the pod ends, for `jek attest`: the TPM is
+    /// manufactured with an EK certificate from the local CA and gets an attestation key.
     #[arg(long, conflicts_with = "tpm")]
     keep_tpm: bool,
+    /// The local CA that certifies pod EKs (created on first use; name its
+    /// swtpm-localca-rootca-cert.pem as `attestation.ek_ca` in the attestation policy).
+    /// Default: $JEK_TPM_CA, else $XDG_DATA_HOME/jek/tpm-ca, else ~/.local/share/jek/tpm-ca.
+    #[arg(long, value_name = "DIR", requires = "keep_tpm")]
+    tpm_ca: Option<PathBuf>,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 256)]
     memory: u32,
@@ -56,6 +62,18 @@ pub struct Args {
     /// Machine-readable output (the run record) instead of the console.
     #[arg(long)]
     json: bool,
+}
+
+/// The default local CA directory for pod EK certificates.
+pub fn default_tpm_ca() -> PathBuf {
+    if let Some(d) = std::env::var_os("JEK_TPM_CA") {
+        return PathBuf::from(d);
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("jek").join("tpm-ca")
 }
 
 /// Runs `jek boot`.
@@ -86,6 +104,9 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
             Some(t) => TpmSource::Tcti(t),
             None => TpmSource::Spawn {
                 keep: args.keep_tpm,
+                identity: args
+                    .keep_tpm
+                    .then(|| args.tpm_ca.clone().unwrap_or_else(default_tpm_ca)),
             },
         },
         memory_mib: args.memory,

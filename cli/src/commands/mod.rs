@@ -2,6 +2,7 @@
 
 use crate::error::CliError;
 
+mod attest;
 mod boot;
 pub(crate) mod build;
 mod inspect;
@@ -35,6 +36,9 @@ pub enum Command {
     Predict(predict::Args),
     /// Verify, measure into the pod's vTPM, and boot only the verified bytes.
     Boot(boot::Args),
+    /// Prove from each pod's vTPM that it booted clean: a fresh quote appraised against the
+    /// signed bundle, as an EAR attestation result.
+    Attest(attest::Args),
 }
 
 /// Runs one subcommand.
@@ -49,6 +53,7 @@ pub fn run(cmd: Command, quiet: bool) -> Result<(), CliError> {
         Command::Verify(a) => verify::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Boot(a) => boot::run(a, quiet),
+        Command::Attest(a) => attest::run(a, quiet),
     }
 }
 
