@@ -124,9 +124,18 @@ fn establish_identity(
     ak: &AkBlobs,
     chain_pem: &[u8],
     shared: &Shared<'_>,
-) -> Result<(Identity, KeyHandle, Vec<u8>), String> {
+) -> Result<(Identity, Option<KeyHandle>, Vec<u8>), String> {
     let ek_der = tpm.ek_certificate().map_err(|e| chain_text(&e))?;
-    let loaded = tpm.load_ak(ak).map_err(|e| chain_text(&e))?;
+    let loaded = match tpm.load_ak(ak) {
+        Ok(h) => h,
+        Err(e) => {
+            let reason = format!(
+                "the AK cannot be loaded under this TPM's EK, so it was not created in this TPM: {}",
+                crate::error::chain_line(&e)
+            );
+            return Ok((Identity::Unproven { reason }, None, ek_der));
+        }
+    };
     let name = Public::parse(&ak.public)
         .map_err(|e| format!("the AK public area does not parse: {e}"))?
         .name();
@@ -165,7 +174,7 @@ fn establish_identity(
         })
     })()
     .unwrap_or_else(|reason| Identity::Unproven { reason });
-    Ok((identity, loaded, ek_der))
+    Ok((identity, Some(loaded), ek_der))
 }
 
 fn chain_text(e: &dyn std::error::Error) -> String {
@@ -197,9 +206,11 @@ fn attest_run_dir(
     let mut tpm = Tpm::connect(&jek_tpm::swtpm::tcti_for(port)).map_err(|e| chain_text(&e))?;
     let (identity, handle, ek_der) = establish_identity(&mut tpm, &ak, &chain, shared)?;
     let nonce = random32();
-    let (attest, signature) = tpm
-        .quote(handle, &nonce, &PCRS)
-        .map_err(|e| chain_text(&e))?;
+    // Without a loadable AK there is no quote: the appraisal says why (tpm-identity).
+    let (attest, signature) = match handle {
+        Some(h) => tpm.quote(h, &nonce, &PCRS).map_err(|e| chain_text(&e))?,
+        None => (Vec::new(), Vec::new()),
+    };
     let pcrs = tpm.read_pcrs(&PCRS).map_err(|e| chain_text(&e))?;
     let evidence = Evidence {
         attest,
