@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use jek_attest::appraise::{appraise, ear, Evidence, Identity, Reference, Status};
 use jek_attest::credential::make_credential;
@@ -203,8 +204,11 @@ fn attest_run_dir(
     };
     let chain = read_in(dir, "tpm/ek-chain.pem")?;
     let event_log = read_in(dir, "binary_bios_measurements")?;
+    let t0 = Instant::now();
     let mut tpm = Tpm::connect(&jek_tpm::swtpm::tcti_for(port)).map_err(|e| chain_text(&e))?;
     let (identity, handle, ek_der) = establish_identity(&mut tpm, &ak, &chain, shared)?;
+    let t_identity = t0.elapsed();
+    let t1 = Instant::now();
     let nonce = random32();
     // Without a loadable AK there is no quote: the appraisal says why (tpm-identity).
     let (attest, signature) = match handle {
@@ -227,7 +231,16 @@ fn attest_run_dir(
         let files = to_files(&evidence, &ek, &pod, &nonce).map_err(|e| e.to_string())?;
         crate::evidence_dir::write(out, &files).map_err(|e| chain_text(&e))?;
     }
-    let (status, value) = judge(&evidence, &pod, &nonce, &identity, shared);
+    let t2 = Instant::now();
+    let (status, mut value) = judge(&evidence, &pod, &nonce, &identity, shared);
+    let appraise = t2.elapsed();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    value["submods"][pod.as_str()]["jek.timingsMs"] = json!({
+        "identity": ms(t_identity),
+        "nonceToVerdict": ms(t1.elapsed()),
+        "appraise": ms(appraise),
+        "total": ms(t0.elapsed()),
+    });
     Ok((pod, status, value))
 }
 
