@@ -523,6 +523,23 @@ pub fn tpm2_tools_pcrs(values: &[(u32, [u8; 32])]) -> Vec<u8> {
     out
 }
 
+/// Fuzzing entry: every parser on arbitrary bytes. A parsed quote re-encodes to bytes that
+/// parse to the same quote; a signature has one encoding; a public area has a name.
+pub fn fuzz(data: &[u8]) {
+    if let Ok(q) = Quote::parse(data) {
+        if q.selection.iter().all(|s| s.pcrs.iter().all(|p| *p < 24)) {
+            assert_eq!(Quote::parse(&q.to_bytes()).ok(), Some(q));
+        }
+    }
+    if let Ok(s) = EcdsaSignature::parse(data) {
+        assert_eq!(s.to_bytes(), data);
+    }
+    if let Ok(p) = Public::parse(data) {
+        assert_eq!(p.name().len(), 34);
+        let _ = p.sec1_point();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -585,22 +602,5 @@ mod tests {
         let f = tpm2_tools_pcrs(&v);
         assert_eq!(f.len(), 132 + 4 + 532);
         assert_eq!(&f[4..10], &[0x0b, 0, 3, 0x90, 0x1b, 0]);
-    }
-}
-
-/// Fuzzing entry: every parser on arbitrary bytes. A parsed quote re-encodes to bytes that
-/// parse to the same quote; a signature has one encoding; a public area has a name.
-pub fn fuzz(data: &[u8]) {
-    if let Ok(q) = Quote::parse(data) {
-        if q.selection.iter().all(|s| s.pcrs.iter().all(|p| *p < 24)) {
-            assert_eq!(Quote::parse(&q.to_bytes()).ok(), Some(q));
-        }
-    }
-    if let Ok(s) = EcdsaSignature::parse(data) {
-        assert_eq!(s.to_bytes(), data);
-    }
-    if let Ok(p) = Public::parse(data) {
-        assert_eq!(p.name().len(), 34);
-        let _ = p.sec1_point();
     }
 }
