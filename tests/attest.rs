@@ -458,6 +458,9 @@ fn load_policy(env: &Env) -> jek_verifier::Policy {
 /// its own correct result; a bad pod among them does not hide the others.
 #[test]
 fn sixteen_pods_attest_concurrently() {
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     assert!(
         Path::new("/dev/kvm").exists(),
         "/dev/kvm is missing: this test needs KVM"

@@ -582,3 +582,29 @@ fn fixture_minimal_bundle_is_current() {
     );
     assert!(verify(on_disk, &policy(&[&k], None, 1, &[]), NOW).is_ok());
 }
+
+#[test]
+fn version_names_the_format_and_completions_cover_every_command() {
+    let ws = Workspace::new();
+    let out = ws.jek(&["--version"]);
+    assert_exit(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bundle format v1"));
+    for shell in ["bash", "zsh", "fish"] {
+        let out = ws.jek(&["completions", shell]);
+        assert_exit(&out, 0);
+        let text = String::from_utf8_lossy(&out.stdout);
+        for cmd in [
+            "keygen",
+            "pack",
+            "verify",
+            "predict",
+            "boot",
+            "attest",
+            "completions",
+        ] {
+            assert!(text.contains(cmd), "{shell}: {cmd} missing");
+        }
+    }
+    let out = ws.jek(&["completions", "tcsh"]);
+    assert_exit(&out, 2);
+}

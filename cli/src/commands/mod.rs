@@ -5,6 +5,7 @@ use crate::error::CliError;
 mod attest;
 mod boot;
 pub(crate) mod build;
+mod completions;
 mod inspect;
 mod kconfig;
 mod keygen;
@@ -39,6 +40,8 @@ pub enum Command {
     /// Prove from each pod's vTPM that it booted clean: a fresh quote appraised against the
     /// signed bundle, as an EAR attestation result.
     Attest(attest::Args),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to standard output.
+    Completions(completions::Args),
 }
 
 /// Runs one subcommand.
@@ -54,6 +57,7 @@ pub fn run(cmd: Command, quiet: bool) -> Result<(), CliError> {
         Command::Predict(a) => predict::run(a),
         Command::Boot(a) => boot::run(a, quiet),
         Command::Attest(a) => attest::run(a, quiet),
+        Command::Completions(a) => completions::run(a),
     }
 }
 
