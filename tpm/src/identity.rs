@@ -9,15 +9,17 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection};
+use tss_esapi::abstraction::{ak, AsymmetricAlgorithmSelection};
 use tss_esapi::attributes::SessionAttributesBuilder;
 use tss_esapi::constants::SessionType;
 pub use tss_esapi::handles::KeyHandle;
-use tss_esapi::handles::{PersistentTpmHandle, TpmHandle};
+use tss_esapi::handles::{
+    AuthHandle, NvIndexHandle, NvIndexTpmHandle, PersistentTpmHandle, SessionHandle, TpmHandle,
+};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
-use tss_esapi::interface_types::key_bits::RsaKeyBits;
-use tss_esapi::interface_types::session_handles::PolicySession;
+use tss_esapi::interface_types::resource_handles::NvAuth;
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
     Data, Digest, EncryptedSecret, IdObject, PcrSelectionListBuilder, PcrSlot, Private, Public,
     SignatureScheme, SymmetricDefinition,
@@ -28,6 +30,8 @@ use crate::client::{pcr_slot, Tpm};
 
 /// The persistent handle of the RSA EK swtpm_setup creates.
 pub const EK_HANDLE: u32 = 0x8101_0001;
+/// The NV index of the RSA-2048 EK certificate (TCG EK Credential Profile).
+pub const EK_CERT_NV_INDEX: u32 = 0x01c0_0002;
 
 /// Why a TPM identity operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -240,12 +244,85 @@ impl Tpm {
         })
     }
 
-    /// The EK certificate (DER) from NV index 0x01c00002.
+    /// The EK certificate (DER) from NV index 0x01c00002, read under the owner's (empty)
+    /// password in chunks of 1024 bytes.
     pub fn ek_certificate(&mut self) -> Result<Vec<u8>, IdentityError> {
+        const OP: &str = "reading the EK certificate (NV 0x01c00002)";
         let ctx = self.context();
         ctx.clear_sessions();
-        ek::retrieve_ek_pubcert(ctx, AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048))
-            .map_err(tpm_err("reading the EK certificate (NV 0x01c00002)"))
+        let index = NvIndexTpmHandle::new(EK_CERT_NV_INDEX).map_err(tpm_err(OP))?;
+        let obj = ctx
+            .tr_from_tpm_public(TpmHandle::NvIndex(index))
+            .map_err(tpm_err(OP))?;
+        let nv = NvIndexHandle::from(obj);
+        let (public, _) = ctx.nv_read_public(nv).map_err(tpm_err(OP))?;
+        let size = public.data_size();
+        let mut cert = Vec::with_capacity(size);
+        while cert.len() < size {
+            let n = u16::try_from((size - cert.len()).min(1024)).unwrap_or(1024);
+            let offset = u16::try_from(cert.len()).map_err(|_| IdentityError::Tpm {
+                op: OP,
+                source: tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::InvalidParam),
+            })?;
+            let chunk = ctx
+                .execute_with_session(Some(AuthSession::Password), |ctx| {
+                    ctx.nv_read(NvAuth::Owner, nv, n, offset)
+                })
+                .map_err(tpm_err(OP))?;
+            if chunk.value().is_empty() {
+                break;
+            }
+            cert.extend_from_slice(chunk.value());
+        }
+        Ok(cert)
+    }
+
+    /// Runs `f` with a policy session that satisfies the EK's policy
+    /// (PolicySecret(TPM_RH_ENDORSEMENT), authorised with the hierarchy's empty password),
+    /// then flushes the session: nothing is left in the TPM's session slots.
+    fn with_ek_policy<T>(
+        &mut self,
+        op: &'static str,
+        f: impl FnOnce(&mut tss_esapi::Context, AuthSession) -> tss_esapi::Result<T>,
+    ) -> Result<T, IdentityError> {
+        let ctx = self.context();
+        ctx.clear_sessions();
+        let session = ctx
+            .start_auth_session(
+                None,
+                None,
+                None,
+                SessionType::Policy,
+                SymmetricDefinition::AES_128_CFB,
+                HashingAlgorithm::Sha256,
+            )
+            .map_err(tpm_err("TPM2_StartAuthSession"))?
+            .ok_or(IdentityError::Tpm {
+                op: "TPM2_StartAuthSession",
+                source: tss_esapi::Error::WrapperError(
+                    tss_esapi::WrapperErrorKind::WrongValueFromTpm,
+                ),
+            })?;
+        let result = (|| {
+            let (attrs, mask) = SessionAttributesBuilder::new().build();
+            ctx.tr_sess_set_attributes(session, attrs, mask)?;
+            let policy = PolicySession::try_from(session)?;
+            ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+                ctx.policy_secret(
+                    policy,
+                    AuthHandle::Endorsement,
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                    None,
+                )
+            })?;
+            f(ctx, session)
+        })();
+        ctx.clear_sessions();
+        // A policy session used without continueSession is already gone; ignore that.
+        let _ = ctx.flush_context(SessionHandle::from(session).into());
+        result.map_err(tpm_err(op))
     }
 
     /// Loads the AK under the EK; the handle is valid until this connection closes.
@@ -255,13 +332,15 @@ impl Tpm {
             Public::unmarshall(&blobs.public).map_err(tpm_err("reading the AK public area"))?;
         let private = Private::try_from(blobs.private.clone())
             .map_err(tpm_err("reading the AK private blob"))?;
-        let ctx = self.context();
-        ctx.clear_sessions();
-        ak::load_ak(ctx, ek, None, private, public).map_err(tpm_err("TPM2_Load of the AK"))
+        self.with_ek_policy("TPM2_Load of the AK", |ctx, policy| {
+            ctx.execute_with_sessions((Some(policy), None, None), |ctx| {
+                ctx.load(ek, private, public)
+            })
+        })
     }
 
     /// TPM2_ActivateCredential: the EK unwraps the credential only if `ak` has the name it
-    /// was made for. Needs the endorsement hierarchy's (empty) auth for the EK's policy.
+    /// was made for. The AK is authorised by its empty password, the EK by its policy.
     pub fn activate_credential(
         &mut self,
         ak: KeyHandle,
@@ -269,57 +348,15 @@ impl Tpm {
         encrypted_secret: &[u8],
     ) -> Result<Vec<u8>, IdentityError> {
         let ek = ek_handle(self)?;
-        let ctx = self.context();
-        ctx.clear_sessions();
         let blob = IdObject::try_from(id_object.to_vec()).map_err(tpm_err("credential blob"))?;
         let secret = EncryptedSecret::try_from(encrypted_secret.to_vec())
             .map_err(tpm_err("encrypted secret"))?;
-        let (attrs, mask) = SessionAttributesBuilder::new().build();
-        let start = |ctx: &mut tss_esapi::Context, kind| {
-            let s = ctx
-                .start_auth_session(
-                    None,
-                    None,
-                    None,
-                    kind,
-                    SymmetricDefinition::AES_128_CFB,
-                    HashingAlgorithm::Sha256,
-                )
-                .map_err(tpm_err("TPM2_StartAuthSession"))?
-                .ok_or(IdentityError::Tpm {
-                    op: "TPM2_StartAuthSession",
-                    source: tss_esapi::Error::WrapperError(
-                        tss_esapi::WrapperErrorKind::WrongValueFromTpm,
-                    ),
-                })?;
-            ctx.tr_sess_set_attributes(s, attrs, mask)
-                .map_err(tpm_err("TPM2_SessionAttributes"))?;
-            Ok::<_, IdentityError>(s)
-        };
-        let hmac = start(ctx, SessionType::Hmac)?;
-        let policy = start(ctx, SessionType::Policy)?;
-        let policy_session = PolicySession::try_from(policy).map_err(tpm_err("policy session"))?;
-        ctx.execute_with_session(Some(hmac), |ctx| {
-            ctx.policy_secret(
-                policy_session,
-                tss_esapi::handles::AuthHandle::Endorsement,
-                Default::default(),
-                Default::default(),
-                Default::default(),
-                None,
-            )
+        self.with_ek_policy("TPM2_ActivateCredential", |ctx, policy| {
+            ctx.execute_with_sessions((Some(AuthSession::Password), Some(policy), None), |ctx| {
+                ctx.activate_credential(ak, ek, blob, secret)
+            })
         })
-        .map_err(tpm_err("TPM2_PolicySecret(endorsement)"))?;
-        ctx.set_sessions((Some(hmac), Some(policy), None));
-        let result = ctx.activate_credential(ak, ek, blob, secret);
-        ctx.clear_sessions();
-        for s in [hmac, policy] {
-            let h = tss_esapi::handles::SessionHandle::from(s);
-            let _ = ctx.flush_context(h.into());
-        }
-        result
-            .map(|d: Digest| d.value().to_vec())
-            .map_err(tpm_err("TPM2_ActivateCredential"))
+        .map(|d: Digest| d.value().to_vec())
     }
 
     /// TPM2_Quote of the SHA-256 bank of `pcrs` with `nonce`, signed by `ak` (ECDSA,
