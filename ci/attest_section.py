@@ -29,6 +29,8 @@ Peer on the same exported evidence: `tpm2_checkquote` (signature, nonce and PCR 
 as a process) {d["checkquoteMs"]:.2f} ms; `jek attest --evidence` (the whole appraisal,
 including bundle verification, as a process) {d["evidenceModeMs"]:.2f} ms.
 
-Reading the attestation figures: the identity step opens two authorization sessions and
-loads the AK under the EK's policy; in a deployment it runs once per pod, when the pod
-registers, and later quotes need only the nonce-to-verdict path.""")
+Reading the attestation figures: the identity step reads the EK certificate, loads the AK
+under the EK's policy and activates the credential (two policy sessions, each with a
+PolicySecret); most of its time is spent in the tss2 ESAPI's own session cryptography. In
+a long-running verifier it would run once per pod, when the pod registers, and later
+quotes need only the nonce-to-verdict path.""")

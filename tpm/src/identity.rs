@@ -381,8 +381,11 @@ impl Tpm {
             .map_err(tpm_err("PCR selection"))?;
         let data = Data::try_from(nonce.to_vec()).map_err(tpm_err("nonce"))?;
         let ctx = self.context();
+        // The AK has userWithAuth and an empty password: the password session authorises the
+        // quote in this one command.
+        ctx.clear_sessions();
         let (attest, signature) = ctx
-            .execute_with_nullauth_session(|ctx| {
+            .execute_with_session(Some(AuthSession::Password), |ctx| {
                 ctx.quote(
                     ak,
                     data,
