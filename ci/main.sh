@@ -108,7 +108,17 @@ timed attest "$JEK" attest "$RUN" --bundle "$BUNDLE" --policy "$OUT/policy.yaml"
 ATTEST_STATUS=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]["result"]; print(next(iter(r["submods"].values()))["ear.status"])' "$RUN/attestation.json")
 
 say "summary"
-"$JEK" inspect "$BUNDLE" | sed -n '1,8p'
+python3 - "$RUN/pod.json" "$BUNDLE" "$VMM" <<'PY'
+import hashlib, json, sys
+rec = json.load(open(sys.argv[1]))
+b = rec["bundle"]
+print(f"  bundle           {sys.argv[2]}")
+print(f"    sha256         {hashlib.sha256(open(sys.argv[2], 'rb').read()).hexdigest()}")
+print(f"    manifest       sha256:{b['manifestDigest']}")
+print(f"    name           {b['name']} {b['version']}, security version {b['securityVersion']}, kernel {b['kernelRelease']}")
+print(f"  pod              {rec['pod']} booted with {sys.argv[3]}, exit status {rec['status']}")
+print("  PCRs (sha256)    " + "\n                   ".join(f"{int(k):>2} {v}" for k, v in sorted(rec["pcrs"].items(), key=lambda kv: int(kv[0]))))
+PY
 printf '  artifacts        %s (bundle, provenance, SHA256SUMS, policy)\n' "$OUT"
 printf '  run directory    %s (event log, console, TPM state, pod.json)\n' "$RUN"
 printf '  attestation      %s (EAR result: %s; evidence for tpm2_checkquote: %s)\n' "$ATTEST_STATUS" "$RUN/attestation.json" "$RUN/evidence"

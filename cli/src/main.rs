@@ -24,8 +24,10 @@ struct LogArgs {
 
 /// Signed just-enough-kernel bundles and measured boot for microVM pods.
 ///
-/// Exit codes: 0 success; 1 the bundle was rejected; 2 bad usage or an invalid input
-/// file; 3 the environment failed (missing tool, I/O error).
+/// Exit codes: 0 success; 1 rejected (a bundle failed verification, or a pod did not
+/// attest as affirming); 2 bad usage or an invalid input file; 3 the environment failed
+/// (missing tool, I/O error, unreachable TPM); 4 the pod exited with a non-zero status.
+/// Every result can be printed as JSON (--json; shapes in docs/cli.md).
 #[derive(Debug, Parser)]
 #[command(name = "jek", version = concat!(env!("CARGO_PKG_VERSION"), " (bundle format v1)"))]
 struct Cli {
