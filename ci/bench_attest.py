@@ -11,6 +11,7 @@ and 32 pods (pods per second), and on exported evidence `tpm2_checkquote` next t
 `jek attest --evidence`. Prints one JSON object of medians. Stops every kept swtpm."""
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -27,6 +28,7 @@ with open(policy, "w") as f:
 POD = "apiVersion: v1\nkind: Pod\nmetadata: {name: NAME}\nspec:\n  containers:\n    - name: app\n      command: [/bin/jek-sample-app]\n"
 names = [f"p{i:02}" for i in range(32)]
 pods = os.path.join(work, "pods")
+shutil.rmtree(pods, ignore_errors=True)
 for n in names:
     with open(os.path.join(work, f"{n}.yaml"), "w") as f:
         f.write(POD.replace("NAME", n))
