@@ -608,3 +608,31 @@ fn version_names_the_format_and_completions_cover_every_command() {
     let out = ws.jek(&["completions", "tcsh"]);
     assert_exit(&out, 2);
 }
+
+#[test]
+fn pack_and_sign_report_json() {
+    let ws = Workspace::new();
+    ws.keygen("a");
+    ws.keygen("b");
+    let out = ws
+        .pack_command("demo.jek", 1, &["a.key"])
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bytes = ws.read("demo.jek");
+    assert_eq!(v["size"], bytes.len());
+    assert_eq!(
+        v["sha256"],
+        jek_verifier::Sha256Digest::of(&bytes).to_string()
+    );
+    let out = ws.jek(&["sign", "demo.jek", "--key", "b.key", "--json"]);
+    assert_exit(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["keyId"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        v["sha256"],
+        jek_verifier::Sha256Digest::of(&ws.read("demo.jek")).to_string()
+    );
+}

@@ -44,6 +44,9 @@ pub struct Args {
     /// Output bundle path (written atomically).
     #[arg(long)]
     out: PathBuf,
+    /// Print `{"bundle", "size", "sha256"}` instead of the output path.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The creation time: `SOURCE_DATE_EPOCH` when set, else now.
@@ -96,6 +99,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let bytes = pack(&req, &keys).map_err(CliError::Pack)?;
     write_atomic(&args.out, &bytes, 0o644, Overwrite::Allow)?;
     tracing::info!(bytes = bytes.len(), "wrote {}", args.out.display());
+    if args.json {
+        return super::print_json(&serde_json::json!({
+            "bundle": args.out,
+            "size": bytes.len(),
+            "sha256": jek_verifier::Sha256Digest::of(&bytes).to_string(),
+        }));
+    }
     println!("{}", args.out.display());
     Ok(())
 }

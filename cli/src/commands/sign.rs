@@ -17,6 +17,9 @@ pub struct Args {
     /// Write the signed bundle here instead of replacing BUNDLE (atomically).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Print `{"bundle", "keyId", "sha256"}` instead of the key ID.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs `jek sign`.
@@ -30,6 +33,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
         })?;
     let out = args.out.unwrap_or(args.bundle);
     write_atomic(&out, &signed, 0o644, Overwrite::Allow)?;
-    println!("{}", jek_builder::keys::public_key(&key).id());
+    let id = jek_builder::keys::public_key(&key).id();
+    if args.json {
+        return super::print_json(&serde_json::json!({
+            "bundle": out,
+            "keyId": id.to_string(),
+            "sha256": jek_verifier::Sha256Digest::of(&signed).to_string(),
+        }));
+    }
+    println!("{id}");
     Ok(())
 }
