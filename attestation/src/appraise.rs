@@ -221,18 +221,6 @@ fn claims_of_pcr(pcr: u32) -> &'static [&'static str] {
     }
 }
 
-fn describe(what: &Measured) -> String {
-    match what {
-        Measured::Kernel(r) => format!("kernel ({})", r.name()),
-        Measured::Signer(k) => format!("signer {k}"),
-        Measured::SecurityVersion(v) => format!("security version {v}"),
-        Measured::Cmdline => "command line".into(),
-        Measured::Initramfs => "initramfs".into(),
-        Measured::Manifest => "manifest".into(),
-        Measured::PodConfig => "pod configuration".into(),
-    }
-}
-
 /// The SHA-256 of the PCR values in `pcrs` order (what a quote's pcrDigest is).
 pub fn pcr_digest(pcrs: &PcrValues, order: &[u32]) -> Option<[u8; 32]> {
     let mut h = Sha256::new();
@@ -492,7 +480,7 @@ fn check_events(log: &EventLog, bundle: &Verified<Bundle>, pod_segment: &[u8], a
             (Some(want), Some(got)) if want.event == *got => {}
             (Some(want), Some(got)) => {
                 let claim = claim_of(&want.what);
-                let what = describe(&want.what);
+                let what = &want.what;
                 let (expected, actual) =
                     if want.event.pcr != got.pcr || want.event.event_type != got.event_type {
                         (
@@ -518,8 +506,7 @@ fn check_events(log: &EventLog, bundle: &Verified<Bundle>, pod_segment: &[u8], a
                 claim_of(&want.what),
                 format!(
                     "event {i} ({}, PCR {}) is missing: the log is truncated",
-                    describe(&want.what),
-                    want.event.pcr
+                    want.what, want.event.pcr
                 ),
                 Some(want.event.digest.to_string()),
                 None,

@@ -84,6 +84,21 @@ pub enum Measured {
     PodConfig,
 }
 
+impl std::fmt::Display for Measured {
+    /// What the event measures, in words: "the kernel (bzimage)", "signer <key ID>", ...
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Measured::Kernel(role) => write!(f, "the kernel ({})", role.name()),
+            Measured::Signer(id) => write!(f, "signer {id}"),
+            Measured::SecurityVersion(v) => write!(f, "security version {v}"),
+            Measured::Cmdline => f.write_str("the command line"),
+            Measured::Initramfs => f.write_str("the initramfs"),
+            Measured::Manifest => f.write_str("the manifest"),
+            Measured::PodConfig => f.write_str("the pod configuration"),
+        }
+    }
+}
+
 /// One planned extend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedEvent {

@@ -1,6 +1,6 @@
 //! The measured-boot step: planned events into the TPM, the event log out, fail closed.
 
-use jek_measure::{Event, EventLog, Measured, PcrValues, PlannedEvent};
+use jek_measure::{Event, EventLog, PcrValues, PlannedEvent};
 use jek_verifier::Sha256Digest;
 
 use crate::client::{Tpm, TpmError};
@@ -69,18 +69,6 @@ fn pcr_list(pcrs: &[u32]) -> String {
     }
 }
 
-fn describe(what: &Measured) -> String {
-    match what {
-        Measured::Kernel(role) => format!("the kernel ({})", role.name()),
-        Measured::Signer(id) => format!("signer {id}"),
-        Measured::SecurityVersion(v) => format!("security version {v}"),
-        Measured::Cmdline => "the command line".into(),
-        Measured::Initramfs => "the initramfs".into(),
-        Measured::Manifest => "the manifest".into(),
-        Measured::PodConfig => "the pod configuration".into(),
-    }
-}
-
 fn pcrs_of(events: &[PlannedEvent]) -> Vec<u32> {
     let mut pcrs: Vec<u32> = events.iter().map(|e| e.event.pcr).collect();
     pcrs.sort_unstable();
@@ -110,11 +98,11 @@ pub fn measure(tpm: &mut Tpm, events: &[PlannedEvent]) -> Result<EventLog, Measu
     let mut log = EventLog::default();
     for planned in events {
         let Event { pcr, digest, .. } = &planned.event;
-        tracing::debug!(pcr, digest = %digest, what = %describe(&planned.what), "extend");
+        tracing::debug!(pcr, digest = %digest, what = %planned.what, "extend");
         tpm.extend(*pcr, digest)
             .map_err(|source| MeasureError::Extend {
                 pcr: *pcr,
-                what: describe(&planned.what),
+                what: planned.what.to_string(),
                 source,
             })?;
         log.push(planned.event.clone());
