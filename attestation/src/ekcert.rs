@@ -237,3 +237,23 @@ pub fn verify_chain(
     }
     Err(ChainError::Untrusted { ca: ca.subject() })
 }
+
+/// [`verify_chain`] against each of several trusted CAs (a policy may name more than one):
+/// the EK's key from the first chain that holds, or why the last one did not.
+pub fn verify_chain_to_any(
+    ek: &Cert,
+    intermediates: &[Cert],
+    cas: &[Cert],
+    now: u64,
+) -> Result<RsaPublicKey, ChainError> {
+    let mut last = ChainError::Untrusted {
+        ca: "(no CA certificate given)".into(),
+    };
+    for ca in cas {
+        match verify_chain(ek, intermediates, ca, now) {
+            Ok(key) => return Ok(key),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}

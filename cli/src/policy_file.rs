@@ -146,9 +146,13 @@ fn parse_time(
     Ok(Some(UnixTime(t.as_secs())))
 }
 
-/// Parses policy YAML. Relative key paths are resolved against `base_dir`.
-pub fn parse(yaml: &str, base_dir: &Path) -> Result<Policy, PolicyFileError> {
+/// Parses a policy document: the bundle policy and its `attestation` section, if any.
+fn parse_doc(
+    yaml: &str,
+    base_dir: &Path,
+) -> Result<(Policy, Option<AttestationDoc>), PolicyFileError> {
     let doc: PolicyDoc = serde_yaml::from_str(yaml).map_err(PolicyFileError::Yaml)?;
+    let attestation = doc.attestation;
     let mut trusted = Vec::with_capacity(doc.trusted_keys.len());
     for (index, entry) in doc.trusted_keys.into_iter().enumerate() {
         let spec = match entry {
@@ -189,45 +193,75 @@ pub fn parse(yaml: &str, base_dir: &Path) -> Result<Policy, PolicyFileError> {
             KeyId::from_hex(&value).ok_or(PolicyFileError::RevokedId { index, value })
         })
         .collect::<Result<BTreeSet<_>, _>>()?;
-    Policy::new(trusted, doc.threshold, doc.min_security_version, revoked)
-        .map_err(PolicyFileError::Policy)
+    let policy = Policy::new(trusted, doc.threshold, doc.min_security_version, revoked)
+        .map_err(PolicyFileError::Policy)?;
+    Ok((policy, attestation))
 }
 
 /// Reads and parses a policy file.
-/// The `attestation` section of a policy file.
-pub fn load_attestation(path: &Path) -> Result<AttestationPolicy, crate::error::CliError> {
-    use sha2::Digest;
-    let text = crate::error::read_text("policy file", path)?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let doc: PolicyDoc =
-        serde_yaml::from_str(&text).map_err(|e| crate::error::CliError::Policy {
-            path: path.to_path_buf(),
-            source: PolicyFileError::Yaml(e),
-        })?;
-    let att = doc
-        .attestation
-        .ok_or_else(|| crate::error::CliError::NoAttestationPolicy {
-            path: path.to_path_buf(),
-        })?;
-    Ok(AttestationPolicy {
-        ek_ca: base.join(att.ek_ca),
-        digest: hex::encode(sha2::Sha256::digest(text.as_bytes())),
-    })
+pub fn load(path: &Path) -> Result<Policy, crate::error::CliError> {
+    load_doc(path).map(|(policy, _, _)| policy)
 }
 
-pub fn load(path: &Path) -> Result<Policy, crate::error::CliError> {
+/// Reads a policy file once for `jek attest`: the bundle policy and its `attestation`
+/// section, which must be present.
+pub fn load_for_attestation(
+    path: &Path,
+) -> Result<(Policy, AttestationPolicy), crate::error::CliError> {
+    use sha2::Digest;
+    let (policy, attestation, text) = load_doc(path)?;
+    let att = attestation.ok_or_else(|| crate::error::CliError::NoAttestationPolicy {
+        path: path.to_path_buf(),
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    Ok((
+        policy,
+        AttestationPolicy {
+            ek_ca: base.join(att.ek_ca),
+            digest: hex::encode(sha2::Sha256::digest(text.as_bytes())),
+        },
+    ))
+}
+
+/// Reads and parses a policy file; also returns its text.
+fn load_doc(
+    path: &Path,
+) -> Result<(Policy, Option<AttestationDoc>, String), crate::error::CliError> {
     let text = crate::error::read_text("policy file", path)?;
     let base = path.parent().unwrap_or(Path::new("."));
-    parse(&text, base).map_err(|source| crate::error::CliError::Policy {
-        path: path.to_path_buf(),
-        source,
-    })
+    let (policy, attestation) =
+        parse_doc(&text, base).map_err(|source| crate::error::CliError::Policy {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok((policy, attestation, text))
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn parse(yaml: &str, base_dir: &Path) -> Result<Policy, PolicyFileError> {
+        parse_doc(yaml, base_dir).map(|(policy, _)| policy)
+    }
+
+    #[test]
+    fn reads_the_attestation_section() {
+        let (_, att) = parse_doc(
+            &inline("min_security_version: 1\nattestation:\n  ek_ca: ca.pem\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(att.unwrap().ek_ca, PathBuf::from("ca.pem"));
+        let (_, none) = parse_doc(&inline("min_security_version: 1\n"), Path::new(".")).unwrap();
+        assert!(none.is_none());
+        assert!(parse_doc(
+            &inline("min_security_version: 1\nattestation: {ek_ca: a, extra: 1}\n"),
+            Path::new(".")
+        )
+        .is_err());
+    }
 
     const PEM: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
 

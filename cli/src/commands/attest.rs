@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use jek_attest::appraise::{appraise, ear, Evidence, Identity, Reference, Status};
 use jek_attest::credential::make_credential;
-use jek_attest::ekcert::{verify_chain, Cert};
+use jek_attest::ekcert::{verify_chain_to_any, Cert};
 use jek_attest::evidence::{from_files, to_files, EkMaterial};
 use jek_attest::tpm2::Public;
 use jek_measure::plan::PCRS;
@@ -24,7 +24,6 @@ use rand_core::{OsRng, RngCore};
 use serde_json::{json, Value};
 
 use crate::error::{read, CliError};
-use crate::policy_file::AttestationPolicy;
 
 /// Arguments of `jek attest`.
 #[derive(Debug, clap::Args)]
@@ -126,7 +125,7 @@ fn establish_identity(
     chain_pem: &[u8],
     shared: &Shared<'_>,
 ) -> Result<(Identity, Option<KeyHandle>, Vec<u8>), String> {
-    let ek_der = tpm.ek_certificate().map_err(|e| chain_text(&e))?;
+    let ek_der = tpm.ek_certificate().map_err(|e| crate::error::chain(&e))?;
     let loaded = match tpm.load_ak(ak) {
         Ok(h) => h,
         Err(e) => {
@@ -144,18 +143,8 @@ fn establish_identity(
         let ek = Cert::from_der(&ek_der, "the EK certificate").map_err(|e| e.to_string())?;
         let chain = Cert::from_pem_chain(&String::from_utf8_lossy(chain_pem), "tpm/ek-chain.pem")
             .map_err(|e| e.to_string())?;
-        let mut last = String::from("no CA certificate in attestation.ek_ca");
-        let mut ek_key = None;
-        for ca in &shared.ca {
-            match verify_chain(&ek, &chain, ca, shared.now) {
-                Ok(k) => {
-                    ek_key = Some(k);
-                    break;
-                }
-                Err(e) => last = e.to_string(),
-            }
-        }
-        let ek_key = ek_key.ok_or(last)?;
+        let ek_key =
+            verify_chain_to_any(&ek, &chain, &shared.ca, shared.now).map_err(|e| e.to_string())?;
         let secret = random32();
         let challenge = make_credential(&ek_key, &name, &secret).map_err(|e| e.to_string())?;
         let released = tpm
@@ -163,7 +152,7 @@ fn establish_identity(
             .map_err(|e| {
                 format!(
                     "the TPM did not release the credential for this AK: {}",
-                    chain_text(&e)
+                    crate::error::chain(&e)
                 )
             })?;
         if released != secret {
@@ -176,10 +165,6 @@ fn establish_identity(
     })()
     .unwrap_or_else(|reason| Identity::Unproven { reason });
     Ok((identity, Some(loaded), ek_der))
-}
-
-fn chain_text(e: &dyn std::error::Error) -> String {
-    crate::error::chain(e)
 }
 
 fn attest_run_dir(
@@ -205,17 +190,20 @@ fn attest_run_dir(
     let chain = read_in(dir, "tpm/ek-chain.pem")?;
     let event_log = read_in(dir, "binary_bios_measurements")?;
     let t0 = Instant::now();
-    let mut tpm = Tpm::connect(&jek_tpm::swtpm::tcti_for(port)).map_err(|e| chain_text(&e))?;
+    let mut tpm =
+        Tpm::connect(&jek_tpm::swtpm::tcti_for(port)).map_err(|e| crate::error::chain(&e))?;
     let (identity, handle, ek_der) = establish_identity(&mut tpm, &ak, &chain, shared)?;
     let t_identity = t0.elapsed();
     let t1 = Instant::now();
     let nonce = random32();
     // Without a loadable AK there is no quote: the appraisal says why (tpm-identity).
     let (attest, signature) = match handle {
-        Some(h) => tpm.quote(h, &nonce, &PCRS).map_err(|e| chain_text(&e))?,
+        Some(h) => tpm
+            .quote(h, &nonce, &PCRS)
+            .map_err(|e| crate::error::chain(&e))?,
         None => (Vec::new(), Vec::new()),
     };
-    let pcrs = tpm.read_pcrs(&PCRS).map_err(|e| chain_text(&e))?;
+    let pcrs = tpm.read_pcrs(&PCRS).map_err(|e| crate::error::chain(&e))?;
     let evidence = Evidence {
         attest,
         signature,
@@ -229,7 +217,7 @@ fn attest_run_dir(
             chain: String::from_utf8_lossy(&chain).to_string(),
         };
         let files = to_files(&evidence, &ek, &pod, &nonce).map_err(|e| e.to_string())?;
-        crate::evidence_dir::write(out, &files).map_err(|e| chain_text(&e))?;
+        crate::evidence_dir::write(out, &files).map_err(|e| crate::error::chain(&e))?;
     }
     let t2 = Instant::now();
     let (status, mut value) = judge(&evidence, &pod, &nonce, &identity, shared);
@@ -281,8 +269,7 @@ fn judge(
 
 /// Runs `jek attest`.
 pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
-    let policy = crate::policy_file::load(&args.policy)?;
-    let att: AttestationPolicy = crate::policy_file::load_attestation(&args.policy)?;
+    let (policy, att) = crate::policy_file::load_for_attestation(&args.policy)?;
     let ca_text = crate::error::read_text("attestation.ek_ca", &att.ek_ca)?;
     let ca = Cert::from_pem_chain(&ca_text, "attestation.ek_ca")
         .map_err(|e| CliError::Usage(format!("attestation.ek_ca {}: {e}", att.ek_ca.display())))?;
@@ -372,16 +359,7 @@ fn appraise_evidence(dir: &Path, args: &Args, shared: &Shared<'_>) -> Result<Pod
             // The EK chain is still checked: the pinned AK must come with a certified EK.
             let chain_ok = Cert::from_der(&ek.cert, "ek-cert.der").and_then(|c| {
                 let chain = Cert::from_pem_chain(&ek.chain, "ek-chain.pem")?;
-                shared
-                    .ca
-                    .iter()
-                    .map(|ca| verify_chain(&c, &chain, ca, shared.now))
-                    .find(Result::is_ok)
-                    .unwrap_or_else(|| {
-                        Err(jek_attest::ekcert::ChainError::Untrusted {
-                            ca: "attestation.ek_ca".into(),
-                        })
-                    })
+                verify_chain_to_any(&c, &chain, &shared.ca, shared.now)
             });
             match chain_ok {
                 Ok(_) => Identity::Pinned { ak_name },
