@@ -5,14 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use common::{assert_exit, default_build, jek, test_key, Workspace};
 use jek_measure::EventLog;
 use serde_json::Value;
-
-const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: NAME\nspec:\n  containers:\n    - name: app\n      command: [/bin/jek-sample-app]\n      args: [--exit-code, \"0\"]\n      env: [{name: POD, value: NAME}]\n";
 
 /// One VM scenario at a time (TCG guests on two shared cores, see tests/boot.rs).
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -24,16 +22,8 @@ struct Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        for record in &self.kept {
-            let kept = &record["tpm"]["kept"];
-            if let (Some(pid), Some(port)) = (kept["pid"].as_u64(), kept["port"].as_u64()) {
-                let k = jek_tpm::swtpm::KeptSwtpm {
-                    pid: u32::try_from(pid).unwrap(),
-                    port: u16::try_from(port).unwrap(),
-                    state_dir: PathBuf::from(kept["stateDir"].as_str().unwrap_or("")),
-                };
-                let _ = jek_tpm::swtpm::stop_kept(&k);
-            }
+        for k in self.kept.iter().filter_map(common::kept_swtpm) {
+            let _ = jek_tpm::swtpm::stop_kept(&k);
         }
     }
 }
@@ -50,10 +40,7 @@ impl Env {
             ),
         );
         for name in ["a", "b"] {
-            ws.write(
-                &format!("{name}.yaml"),
-                POD.replace("NAME", name).as_bytes(),
-            );
+            ws.write(&format!("{name}.yaml"), common::pod_yaml(name).as_bytes());
         }
         Env {
             ws,
@@ -421,9 +408,7 @@ fn a_clean_pod_attests_and_every_tampering_is_contraindicated() {
     // A pod configuration other than the one given.
     env.ws.write(
         "a2.yaml",
-        POD.replace("NAME", "a")
-            .replace("\"0\"", "\"3\"")
-            .as_bytes(),
+        common::pod_yaml("a").replace("\"0\"", "\"3\"").as_bytes(),
     );
     let (out, v) = run(with(&["runs/a", "--pod", "a2.yaml"]));
     contraindicated(&out, &v, "pod-config", "differs from the reference");
@@ -490,10 +475,8 @@ fn sixteen_pods_attest_concurrently() {
     let mut pod_args = Vec::new();
     for i in 0..16 {
         let name = format!("p{i:02}");
-        env.ws.write(
-            &format!("{name}.yaml"),
-            POD.replace("NAME", &name).as_bytes(),
-        );
+        env.ws
+            .write(&format!("{name}.yaml"), common::pod_yaml(&name).as_bytes());
         pod_args.push("--pod".to_string());
         pod_args.push(format!("{name}.yaml"));
     }

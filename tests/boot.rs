@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use common::{assert_exit, default_build, jek, test_key, Workspace};
 use jek_measure::EventLog;
 
-const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: NAME\nspec:\n  containers:\n    - name: app\n      command: [/bin/jek-sample-app]\n      args: [--exit-code, \"0\"]\n      env: [{name: POD, value: NAME}]\n";
-
 struct Env {
     ws: Workspace,
     _serial: std::sync::MutexGuard<'static, ()>,
@@ -37,10 +35,7 @@ impl Env {
             ),
         );
         for name in ["a", "b"] {
-            ws.write(
-                &format!("{name}.yaml"),
-                POD.replace("NAME", name).as_bytes(),
-            );
+            ws.write(&format!("{name}.yaml"), common::pod_yaml(name).as_bytes());
         }
         Env {
             ws,
@@ -113,13 +108,7 @@ fn tpm_pcrs(port: u16) -> serde_json::Value {
 }
 
 fn stop_kept(record: &serde_json::Value) {
-    let kept = &record["tpm"]["kept"];
-    let k = jek_tpm::swtpm::KeptSwtpm {
-        pid: u32::try_from(kept["pid"].as_u64().unwrap()).unwrap(),
-        port: u16::try_from(kept["port"].as_u64().unwrap()).unwrap(),
-        state_dir: PathBuf::from(kept["stateDir"].as_str().unwrap()),
-    };
-    jek_tpm::swtpm::stop_kept(&k).unwrap();
+    jek_tpm::swtpm::stop_kept(&common::kept_swtpm(record).unwrap()).unwrap();
 }
 
 #[test]

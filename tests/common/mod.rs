@@ -311,3 +311,20 @@ pub fn boot_qemu(
         timed_out,
     }
 }
+
+/// A pod file (Kubernetes Pod subset) named `name`: one container running the sample app
+/// with exit code 0 and `POD=<name>` in its environment.
+pub fn pod_yaml(name: &str) -> String {
+    const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: NAME\nspec:\n  containers:\n    - name: app\n      command: [/bin/jek-sample-app]\n      args: [--exit-code, \"0\"]\n      env: [{name: POD, value: NAME}]\n";
+    POD.replace("NAME", name)
+}
+
+/// The swtpm a run record (`pod.json`) says was kept, if any.
+pub fn kept_swtpm(record: &serde_json::Value) -> Option<jek_tpm::swtpm::KeptSwtpm> {
+    let kept = &record["tpm"]["kept"];
+    Some(jek_tpm::swtpm::KeptSwtpm {
+        pid: u32::try_from(kept["pid"].as_u64()?).ok()?,
+        port: u16::try_from(kept["port"].as_u64()?).ok()?,
+        state_dir: PathBuf::from(kept["stateDir"].as_str()?),
+    })
+}
