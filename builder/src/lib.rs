@@ -9,6 +9,8 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
+#[cfg(feature = "cosign")]
+pub mod cosign;
 pub use jek_init::cpio;
 pub mod fsio;
 pub mod fuzzing;

@@ -74,6 +74,17 @@ pub enum CliError {
         #[source]
         source: jek_verifier::VerifyError,
     },
+    /// The Sigstore signature over the bundle was rejected.
+    #[error("bundle {path} rejected: its Sigstore signature {signature} failed")]
+    Sigstore {
+        /// The bundle.
+        path: PathBuf,
+        /// The signature file.
+        signature: PathBuf,
+        /// The failed step.
+        #[source]
+        source: jek_verifier::sigstore::SigstoreError,
+    },
     /// The bundle cannot be inspected.
     #[error("cannot inspect {path}")]
     Inspect {
@@ -125,6 +136,18 @@ pub enum CliError {
         /// The variable.
         var: String,
     },
+    /// A cosign key file that cannot be decrypted or used.
+    #[error("cosign key {path}")]
+    CosignKey {
+        /// The key file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: jek_builder::cosign::CosignError,
+    },
+    /// Generating a cosign key failed.
+    #[error("cannot generate a cosign key")]
+    CosignKeygen(#[source] jek_builder::cosign::CosignError),
     /// A kconfig file does not parse.
     #[error("invalid kconfig file {path}")]
     Kconfig {
@@ -226,7 +249,7 @@ impl CliError {
     pub fn exit(&self) -> Exit {
         use std::io::ErrorKind;
         match self {
-            CliError::Rejected { .. } => Exit::Rejected,
+            CliError::Rejected { .. } | CliError::Sigstore { .. } => Exit::Rejected,
             CliError::Read { source, .. } => match source.kind() {
                 ErrorKind::NotFound | ErrorKind::IsADirectory | ErrorKind::InvalidInput => {
                     Exit::Usage
@@ -242,11 +265,12 @@ impl CliError {
             | CliError::Pack(_)
             | CliError::Sign { .. }
             | CliError::SourceDateEpoch { .. } => Exit::Usage,
-            CliError::Keygen(_) => Exit::Environment,
+            CliError::Keygen(_) | CliError::CosignKeygen(_) => Exit::Environment,
             CliError::Build(e) => crate::commands::build::exit_of(e),
             CliError::NotReproducible { .. } | CliError::KconfigFindings { .. } => Exit::Rejected,
             CliError::Recipe { .. }
             | CliError::KeyEnv { .. }
+            | CliError::CosignKey { .. }
             | CliError::Kconfig { .. }
             | CliError::KconfigPolicy { .. }
             | CliError::Usage(_)

@@ -15,11 +15,22 @@
 //! revoked_keys: [<key id hex>]
 //! attestation:                 # for `jek attest` (ignored by verify, boot, predict)
 //!   ek_ca: tpm-ca/swtpm-localca-rootca-cert.pem   # the CA pod EK certificates chain to
+//! sigstore:                    # also (or, with no trusted_keys, only) require a Sigstore
+//!   trusted_root: trusted_root.json               #   signature over the bundle file
+//!   identities:                # keyless: the certificate must name one of these
+//!     - issuer: https://token.actions.githubusercontent.com
+//!       subject: https://github.com/org/kernels/.github/workflows/build.yml@refs/heads/main
+//!   # or a managed key (cosign generate-key-pair / jek keygen --cosign):
+//!   # public_key: cosign.pub  # with trusted_root: logged bundles only; without: bare
+//!   #                          # cosign signatures are enough (no transparency log)
 //! ```
+//!
+//! `trusted_keys` may be left out when a `sigstore` section is present.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use jek_verifier::sigstore::{Identity, SigstoreError, SigstorePolicy};
 use jek_verifier::{KeyId, Policy, PolicyError, PublicKey, TrustedKey, UnixTime};
 use serde::Deserialize;
 
@@ -85,11 +96,29 @@ pub enum PolicyFileError {
     /// The rules contradict each other.
     #[error("the policy is inconsistent")]
     Policy(#[source] PolicyError),
+    /// A `sigstore` section with neither or both of `identities` and `public_key`.
+    #[error("sigstore needs exactly one of `identities` (with `trusted_root`) or `public_key`")]
+    SigstoreRule,
+    /// A file named in the `sigstore` section cannot be read.
+    #[error("sigstore.{field}: cannot read {path}")]
+    SigstoreRead {
+        /// The field.
+        field: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The trusted root, identities or key are unusable.
+    #[error("sigstore section is unusable")]
+    Sigstore(#[source] SigstoreError),
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyDoc {
+    #[serde(default)]
     trusted_keys: Vec<serde_yaml::Value>,
     #[serde(default)]
     threshold: Option<usize>,
@@ -98,6 +127,134 @@ struct PolicyDoc {
     revoked_keys: Vec<String>,
     #[serde(default)]
     attestation: Option<AttestationDoc>,
+    #[serde(default)]
+    sigstore: Option<SigstoreDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigstoreDoc {
+    #[serde(default)]
+    trusted_root: Option<PathBuf>,
+    #[serde(default)]
+    identities: Vec<IdentityDoc>,
+    #[serde(default)]
+    public_key: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityDoc {
+    issuer: String,
+    subject: String,
+}
+
+/// A parsed policy file: the bundle policy and, if the file has a `sigstore` section, the
+/// Sigstore rule every bundle must also pass.
+#[derive(Debug)]
+pub struct LoadedPolicy {
+    /// The bundle policy (requires a detached approval when `sigstore` is set).
+    pub policy: Policy,
+    /// The Sigstore rule.
+    pub sigstore: Option<SigstorePolicy>,
+}
+
+/// Where a bundle's detached signature is looked for when none is named: the Sigstore
+/// bundle `BUNDLE.sigstore.json`, then the cosign signature `BUNDLE.sig`.
+pub fn default_signature_paths(bundle: &Path) -> [PathBuf; 2] {
+    let with = |suffix: &str| {
+        let mut s = bundle.as_os_str().to_os_string();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    [with(".sigstore.json"), with(".sig")]
+}
+
+impl LoadedPolicy {
+    /// The Sigstore step: with a `sigstore` rule, checks the signature file (`explicit`, or
+    /// the first of [`default_signature_paths`] that exists) over `bytes`. `Ok(None)` when
+    /// the policy has no rule or no signature was found (the verifier then rejects a bundle
+    /// whose policy requires one).
+    pub fn approve(
+        &self,
+        bundle: &Path,
+        bytes: &[u8],
+        explicit: Option<&Path>,
+    ) -> Result<Option<jek_verifier::DetachedApproval>, crate::error::CliError> {
+        let Some(rule) = &self.sigstore else {
+            return Ok(None);
+        };
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => match default_signature_paths(bundle)
+                .into_iter()
+                .find(|p| p.is_file())
+            {
+                Some(p) => p,
+                None => return Ok(None),
+            },
+        };
+        let signature = crate::error::read("Sigstore signature", &path)?;
+        rule.check(bytes, &signature)
+            .map(Some)
+            .map_err(|source| crate::error::CliError::Sigstore {
+                path: bundle.to_path_buf(),
+                signature: path,
+                source,
+            })
+    }
+
+    /// The whole check of a bundle file's bytes: the Sigstore step, then the verifier.
+    pub fn verify(
+        &self,
+        bundle: &Path,
+        bytes: Vec<u8>,
+        explicit_signature: Option<&Path>,
+    ) -> Result<jek_verifier::Verified<jek_verifier::Bundle>, crate::error::CliError> {
+        let approval = self.approve(bundle, &bytes, explicit_signature)?;
+        jek_verifier::verify_approved(bytes, &self.policy, UnixTime::now(), approval).map_err(
+            |source| crate::error::CliError::Rejected {
+                path: bundle.to_path_buf(),
+                source,
+            },
+        )
+    }
+}
+
+fn read_field(base: &Path, field: &'static str, file: &Path) -> Result<String, PolicyFileError> {
+    let path = base.join(file);
+    std::fs::read_to_string(&path).map_err(|source| PolicyFileError::SigstoreRead {
+        field,
+        path,
+        source,
+    })
+}
+
+fn parse_sigstore(doc: SigstoreDoc, base: &Path) -> Result<SigstorePolicy, PolicyFileError> {
+    let root = doc
+        .trusted_root
+        .as_deref()
+        .map(|f| read_field(base, "trusted_root", f))
+        .transpose()?;
+    match (doc.identities.is_empty(), doc.public_key) {
+        (false, None) => {
+            let root = root.ok_or(PolicyFileError::SigstoreRule)?;
+            let ids = doc
+                .identities
+                .into_iter()
+                .map(|i| Identity {
+                    issuer: i.issuer,
+                    subject: i.subject,
+                })
+                .collect();
+            SigstorePolicy::keyless(&root, ids).map_err(PolicyFileError::Sigstore)
+        }
+        (true, Some(key)) => {
+            let pem = read_field(base, "public_key", &key)?;
+            SigstorePolicy::public_key(&pem, root.as_deref()).map_err(PolicyFileError::Sigstore)
+        }
+        _ => Err(PolicyFileError::SigstoreRule),
+    }
 }
 
 #[derive(Deserialize)]
@@ -150,9 +307,13 @@ fn parse_time(
 fn parse_doc(
     yaml: &str,
     base_dir: &Path,
-) -> Result<(Policy, Option<AttestationDoc>), PolicyFileError> {
+) -> Result<(LoadedPolicy, Option<AttestationDoc>), PolicyFileError> {
     let doc: PolicyDoc = serde_yaml::from_str(yaml).map_err(PolicyFileError::Yaml)?;
     let attestation = doc.attestation;
+    let sigstore = doc
+        .sigstore
+        .map(|s| parse_sigstore(s, base_dir))
+        .transpose()?;
     let mut trusted = Vec::with_capacity(doc.trusted_keys.len());
     for (index, entry) in doc.trusted_keys.into_iter().enumerate() {
         let spec = match entry {
@@ -193,13 +354,21 @@ fn parse_doc(
             KeyId::from_hex(&value).ok_or(PolicyFileError::RevokedId { index, value })
         })
         .collect::<Result<BTreeSet<_>, _>>()?;
-    let policy = Policy::new(trusted, doc.threshold, doc.min_security_version, revoked)
-        .map_err(PolicyFileError::Policy)?;
-    Ok((policy, attestation))
+    let policy = match (&sigstore, trusted.is_empty()) {
+        (Some(_), true) if doc.threshold.is_none() => {
+            Policy::detached_only(doc.min_security_version, revoked)
+        }
+        (Some(_), _) => Policy::new(trusted, doc.threshold, doc.min_security_version, revoked)
+            .map_err(PolicyFileError::Policy)?
+            .with_detached_required(),
+        (None, _) => Policy::new(trusted, doc.threshold, doc.min_security_version, revoked)
+            .map_err(PolicyFileError::Policy)?,
+    };
+    Ok((LoadedPolicy { policy, sigstore }, attestation))
 }
 
 /// Reads and parses a policy file.
-pub fn load(path: &Path) -> Result<Policy, crate::error::CliError> {
+pub fn load(path: &Path) -> Result<LoadedPolicy, crate::error::CliError> {
     load_doc(path).map(|(policy, _, _)| policy)
 }
 
@@ -207,7 +376,7 @@ pub fn load(path: &Path) -> Result<Policy, crate::error::CliError> {
 /// section, which must be present.
 pub fn load_for_attestation(
     path: &Path,
-) -> Result<(Policy, AttestationPolicy), crate::error::CliError> {
+) -> Result<(LoadedPolicy, AttestationPolicy), crate::error::CliError> {
     use sha2::Digest;
     let (policy, attestation, text) = load_doc(path)?;
     let att = attestation.ok_or_else(|| crate::error::CliError::NoAttestationPolicy {
@@ -226,7 +395,7 @@ pub fn load_for_attestation(
 /// Reads and parses a policy file; also returns its text.
 fn load_doc(
     path: &Path,
-) -> Result<(Policy, Option<AttestationDoc>, String), crate::error::CliError> {
+) -> Result<(LoadedPolicy, Option<AttestationDoc>, String), crate::error::CliError> {
     let text = crate::error::read_text("policy file", path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let (policy, attestation) =
@@ -243,7 +412,7 @@ mod tests {
     use super::*;
 
     fn parse(yaml: &str, base_dir: &Path) -> Result<Policy, PolicyFileError> {
-        parse_doc(yaml, base_dir).map(|(policy, _)| policy)
+        parse_doc(yaml, base_dir).map(|(loaded, _)| loaded.policy)
     }
 
     #[test]

@@ -56,9 +56,13 @@ pub mod fuzzing;
 pub mod keys;
 pub mod manifest;
 pub mod policy;
+#[cfg(feature = "sigstore")]
+pub mod sigstore;
 pub mod verify;
 
 pub use digest::Sha256Digest;
 pub use keys::{KeyId, PublicKey};
 pub use policy::{Policy, PolicyError, TrustedKey, UnixTime};
-pub use verify::{inspect, verify, Bundle, Inspection, Verified, VerifyError};
+pub use verify::{
+    inspect, verify, verify_approved, Bundle, DetachedApproval, Inspection, Verified, VerifyError,
+};

@@ -83,6 +83,7 @@ pub struct Policy {
     threshold: usize,
     min_security_version: u64,
     revoked: BTreeSet<KeyId>,
+    detached_required: bool,
 }
 
 impl Policy {
@@ -125,7 +126,34 @@ impl Policy {
             threshold,
             min_security_version,
             revoked,
+            detached_required: false,
         })
+    }
+
+    /// A policy that trusts no Ed25519 key: a bundle is accepted only with a
+    /// [`DetachedApproval`](crate::DetachedApproval) over its exact bytes (a Sigstore
+    /// bundle or cosign signature checked by the `sigstore` feature), plus the usual
+    /// component, revocation and anti-rollback checks.
+    pub fn detached_only(min_security_version: u64, revoked: BTreeSet<KeyId>) -> Self {
+        Policy {
+            trusted: Vec::new(),
+            threshold: 0,
+            min_security_version,
+            revoked,
+            detached_required: true,
+        }
+    }
+
+    /// Also require a [`DetachedApproval`](crate::DetachedApproval) over the bundle file,
+    /// in addition to the Ed25519 signatures.
+    pub fn with_detached_required(mut self) -> Self {
+        self.detached_required = true;
+        self
+    }
+
+    /// Whether a detached approval (Sigstore) is required.
+    pub fn detached_required(&self) -> bool {
+        self.detached_required
     }
 
     /// The trusted keys.
@@ -133,7 +161,7 @@ impl Policy {
         &self.trusted
     }
 
-    /// How many distinct trusted keys must sign.
+    /// How many distinct trusted keys must sign (0 only for [`Policy::detached_only`]).
     pub fn threshold(&self) -> usize {
         self.threshold
     }

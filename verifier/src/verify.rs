@@ -19,12 +19,46 @@ use crate::policy::{Policy, TrustedKey, UnixTime};
 pub struct Verified<T> {
     value: T,
     signers: Vec<KeyId>,
+    approval: Option<String>,
 }
 
 impl<T> Verified<T> {
     /// The distinct trusted, valid, unrevoked keys whose signatures were accepted, sorted.
     pub fn signers(&self) -> &[KeyId] {
         &self.signers
+    }
+
+    /// Who approved the bundle file outside the Ed25519 envelope (a Sigstore identity or
+    /// managed key), if the policy asked for it.
+    pub fn approval(&self) -> Option<&str> {
+        self.approval.as_deref()
+    }
+}
+
+/// Proof that a signer the policy accepts, outside the bundle's own Ed25519 envelope,
+/// signed these exact bundle bytes: made only by this crate's Sigstore check (feature
+/// `sigstore`) and consumed by [`verify_approved`]. It names the file digest it covers, so
+/// an approval of one bundle cannot be presented with another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetachedApproval {
+    digest: Sha256Digest,
+    signer: String,
+}
+
+impl DetachedApproval {
+    #[cfg_attr(not(feature = "sigstore"), allow(dead_code))]
+    pub(crate) fn new(digest: Sha256Digest, signer: String) -> Self {
+        DetachedApproval { digest, signer }
+    }
+
+    /// SHA-256 of the bundle file the approval covers.
+    pub fn digest(&self) -> Sha256Digest {
+        self.digest
+    }
+
+    /// Who signed, e.g. `sigstore <subject> (issuer <issuer>)`.
+    pub fn signer(&self) -> &str {
+        &self.signer
     }
 }
 
@@ -188,6 +222,17 @@ pub enum VerifyError {
         /// Actual digest.
         actual: Sha256Digest,
     },
+    /// The policy requires a detached (Sigstore) signature and none was given.
+    #[error("the policy requires a Sigstore signature over the bundle and none was supplied")]
+    ApprovalMissing,
+    /// The detached approval covers another file.
+    #[error("the Sigstore signature covers sha256:{approved}, but the bundle is sha256:{actual}")]
+    ApprovalForOtherBundle {
+        /// What was approved.
+        approved: Sha256Digest,
+        /// The bundle's digest.
+        actual: Sha256Digest,
+    },
     /// The security version is below the policy's minimum.
     #[error("security version {security_version} is below the minimum {minimum} (rollback)")]
     Rollback {
@@ -218,6 +263,8 @@ impl VerifyError {
             VerifyError::SizeMismatch { .. } => "size_mismatch",
             VerifyError::DigestMismatch { .. } => "digest_mismatch",
             VerifyError::Rollback { .. } => "rollback",
+            VerifyError::ApprovalMissing => "sigstore_signature_missing",
+            VerifyError::ApprovalForOtherBundle { .. } => "sigstore_other_bundle",
         }
     }
 }
@@ -244,8 +291,38 @@ pub fn verify(
     policy: &Policy,
     now: UnixTime,
 ) -> Result<Verified<Bundle>, VerifyError> {
+    verify_approved(bytes, policy, now, None)
+}
+
+/// [`verify`] with a detached approval of the whole file (see [`DetachedApproval`]). A
+/// policy that requires one rejects the bundle without it; an approval of other bytes is
+/// rejected whatever the policy. The approval is checked first, before any parsing.
+pub fn verify_approved(
+    bytes: Vec<u8>,
+    policy: &Policy,
+    now: UnixTime,
+    approval: Option<DetachedApproval>,
+) -> Result<Verified<Bundle>, VerifyError> {
+    if let Some(a) = &approval {
+        let actual = Sha256Digest::of(&bytes);
+        if a.digest != actual {
+            return Err(VerifyError::ApprovalForOtherBundle {
+                approved: a.digest,
+                actual,
+            });
+        }
+    } else if policy.detached_required() {
+        return Err(VerifyError::ApprovalMissing);
+    }
     let (raw, envelope) = open(&bytes)?;
-    let signers = check_signatures(&envelope, policy, now)?;
+    let signers = if policy.threshold() == 0 {
+        // Detached-only policy: the approval above vouches for every byte; the envelope's
+        // own signatures are not required, but a revoked signer still rejects.
+        check_revocation(&envelope, policy)?;
+        Vec::new()
+    } else {
+        check_signatures(&envelope, policy, now)?
+    };
     let manifest = Manifest::from_statement_json(&envelope.payload)?;
     check_components(&raw, &manifest)?;
     if manifest.security_version < policy.min_security_version() {
@@ -265,7 +342,17 @@ pub fn verify(
             statement: envelope.payload,
         },
         signers,
+        approval: approval.map(|a| a.signer),
     })
+}
+
+fn check_revocation(envelope: &Envelope, policy: &Policy) -> Result<(), VerifyError> {
+    for (index, sig) in envelope.signatures.iter().enumerate() {
+        if let Some(key_id) = KeyId::from_hex(&sig.keyid).filter(|id| policy.is_revoked(id)) {
+            return Err(VerifyError::RevokedKey { index, key_id });
+        }
+    }
+    Ok(())
 }
 
 fn check_signatures(

@@ -19,7 +19,7 @@ use jek_attest::tpm2::Public;
 use jek_measure::plan::PCRS;
 use jek_tpm::identity::{AkBlobs, KeyHandle};
 use jek_tpm::Tpm;
-use jek_verifier::{verify, Bundle, UnixTime, Verified, VerifyError};
+use jek_verifier::{Bundle, UnixTime, Verified, VerifyError};
 use rand_core::{OsRng, RngCore};
 use serde_json::{json, Value};
 
@@ -37,6 +37,10 @@ pub struct Args {
     /// Policy file: trusted signers for the bundle, and `attestation.ek_ca`.
     #[arg(long)]
     policy: PathBuf,
+    /// Detached signature for the policy's `sigstore` rule (default: BUNDLE.sigstore.json,
+    /// then BUNDLE.sig).
+    #[arg(long, value_name = "FILE")]
+    sigstore: Option<PathBuf>,
     /// The pod files the pods were meant to get, matched by `metadata.name` (repeat). A pod
     /// without one is expected to have had no pod configuration.
     #[arg(long)]
@@ -282,7 +286,8 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     }
     let bytes = read("bundle", &args.bundle)?;
     let now = UnixTime::now();
-    let verified = verify(bytes, &policy, now);
+    let approval = policy.approve(&args.bundle, &bytes, args.sigstore.as_deref())?;
+    let verified = jek_verifier::verify_approved(bytes, &policy.policy, now, approval);
     let shared = Shared {
         bundle: verified.as_ref(),
         pods,

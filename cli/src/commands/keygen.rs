@@ -13,6 +13,10 @@ pub struct Args {
     /// Output prefix: writes PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM).
     #[arg(long, value_name = "PREFIX")]
     out: PathBuf,
+    /// Make a cosign key pair instead (ECDSA P-256; PREFIX.key encrypted under
+    /// $COSIGN_PASSWORD in cosign's format, as `cosign generate-key-pair` writes).
+    #[arg(long)]
+    cosign: bool,
     /// Replace existing key files.
     #[arg(long)]
     force: bool,
@@ -29,9 +33,19 @@ fn with_suffix(prefix: &std::path::Path, suffix: &str) -> PathBuf {
 
 /// Runs `jek keygen`.
 pub fn run(args: Args) -> Result<(), CliError> {
-    let key = keys::generate();
-    let private = keys::private_key_pem(&key).map_err(CliError::Keygen)?;
-    let public = keys::public_key_pem(&key).map_err(CliError::Keygen)?;
+    let (private, public, id) = if args.cosign {
+        let password = super::cosign_password()?;
+        let (private, public) =
+            jek_builder::cosign::generate(&password).map_err(CliError::CosignKeygen)?;
+        let id = jek_builder::cosign::key_id(&public).unwrap_or_default();
+        (private, public, id)
+    } else {
+        let key = keys::generate();
+        let private = keys::private_key_pem(&key).map_err(CliError::Keygen)?;
+        let public = keys::public_key_pem(&key).map_err(CliError::Keygen)?;
+        let id = keys::public_key(&key).id().to_string();
+        (private, public, id)
+    };
     let overwrite = if args.force {
         Overwrite::Allow
     } else {
@@ -51,11 +65,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     write_atomic(&key_path, private.as_bytes(), 0o600, overwrite)?;
     write_atomic(&pub_path, public.as_bytes(), 0o644, overwrite)?;
-    let id = keys::public_key(&key).id();
     tracing::info!(key_id = %id, "wrote {} and {}", key_path.display(), pub_path.display());
     if args.json {
         super::print_json(&serde_json::json!({
-            "keyId": id.to_string(),
+            "keyId": id,
             "privateKey": key_path,
             "publicKey": pub_path,
         }))

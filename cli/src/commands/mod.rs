@@ -69,6 +69,16 @@ pub fn print_json(value: &serde_json::Value) -> Result<(), CliError> {
     writeln!(out).map_err(CliError::Stdout)
 }
 
+/// The cosign key password, from `COSIGN_PASSWORD` as cosign reads it (it may be empty,
+/// but must be set: jek never prompts).
+pub fn cosign_password() -> Result<zeroize::Zeroizing<Vec<u8>>, CliError> {
+    std::env::var_os("COSIGN_PASSWORD")
+        .map(|v| zeroize::Zeroizing::new(v.into_encoded_bytes()))
+        .ok_or_else(|| CliError::KeyEnv {
+            var: "COSIGN_PASSWORD".into(),
+        })
+}
+
 /// Reads a PKCS#8 PEM signing key file; the text is wiped from memory afterwards.
 pub fn load_signing_key(path: &std::path::Path) -> Result<ed25519_dalek::SigningKey, CliError> {
     let pem = zeroize::Zeroizing::new(crate::error::read_text("signing key", path)?);

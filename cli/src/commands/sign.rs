@@ -11,13 +11,20 @@ use crate::error::{read, CliError};
 pub struct Args {
     /// The bundle to sign.
     bundle: PathBuf,
-    /// Signing key (PKCS#8 PEM).
-    #[arg(long)]
-    key: PathBuf,
+    /// Ed25519 signing key (PKCS#8 PEM): adds a signature inside the bundle.
+    #[arg(long, required_unless_present = "cosign_key")]
+    key: Option<PathBuf>,
     /// Write the signed bundle here instead of replacing BUNDLE (atomically).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Print `{"bundle", "keyId", "sha256"}` instead of the key ID.
+    /// cosign private key (password in $COSIGN_PASSWORD): writes a detached cosign blob
+    /// signature over the (signed) bundle file, which `cosign verify-blob --key` accepts.
+    #[arg(long, value_name = "KEY")]
+    cosign_key: Option<PathBuf>,
+    /// Where to write the cosign signature (default: the bundle's path + `.sig`).
+    #[arg(long, value_name = "FILE", requires = "cosign_key")]
+    signature: Option<PathBuf>,
+    /// Print `{"bundle", "keyId", "sha256", "cosign"}` instead of the key IDs.
     #[arg(long)]
     json: bool,
 }
@@ -25,22 +32,81 @@ pub struct Args {
 /// Runs `jek sign`.
 pub fn run(args: Args) -> Result<(), CliError> {
     let bytes = read("bundle", &args.bundle)?;
-    let key = super::load_signing_key(&args.key)?;
-    let signed =
-        jek_builder::pack::add_signature(&bytes, &key).map_err(|source| CliError::Sign {
-            path: args.bundle.clone(),
-            source,
-        })?;
-    let out = args.out.unwrap_or(args.bundle);
-    write_atomic(&out, &signed, 0o644, Overwrite::Allow)?;
-    let id = jek_builder::keys::public_key(&key).id();
+    // Load every key before writing anything: a bad cosign key leaves the bundle as it was.
+    let key = args
+        .key
+        .as_deref()
+        .map(super::load_signing_key)
+        .transpose()?;
+    let cosign = match &args.cosign_key {
+        Some(path) => {
+            let password = super::cosign_password()?;
+            let pem = zeroize::Zeroizing::new(read("cosign key", path)?);
+            let k = jek_builder::cosign::CosignKey::from_encrypted_pem(&pem, &password).map_err(
+                |source| CliError::CosignKey {
+                    path: path.clone(),
+                    source,
+                },
+            )?;
+            Some((path, k))
+        }
+        None => None,
+    };
+    let out = args.out.clone().unwrap_or_else(|| args.bundle.clone());
+    let (signed, id) = match &key {
+        Some(key) => {
+            let signed =
+                jek_builder::pack::add_signature(&bytes, key).map_err(|source| CliError::Sign {
+                    path: args.bundle.clone(),
+                    source,
+                })?;
+            (signed, Some(jek_builder::keys::public_key(key).id()))
+        }
+        None => (bytes, None),
+    };
+    let cosign_out = match &cosign {
+        Some((path, k)) => {
+            let sig = k.sign_blob(&signed).map_err(|source| CliError::CosignKey {
+                path: (*path).clone(),
+                source,
+            })?;
+            let sig_path = args
+                .signature
+                .clone()
+                .unwrap_or_else(|| crate::policy_file::default_signature_paths(&out)[1].clone());
+            let public = k.public_key_pem().map_err(|source| CliError::CosignKey {
+                path: (*path).clone(),
+                source,
+            })?;
+            Some((
+                sig_path,
+                sig,
+                jek_builder::cosign::key_id(&public).unwrap_or_default(),
+            ))
+        }
+        None => None,
+    };
+    if id.is_some() || out != args.bundle {
+        write_atomic(&out, &signed, 0o644, Overwrite::Allow)?;
+    }
+    if let Some((sig_path, sig, _)) = &cosign_out {
+        write_atomic(sig_path, sig.as_bytes(), 0o644, Overwrite::Allow)?;
+    }
     if args.json {
         return super::print_json(&serde_json::json!({
             "bundle": out,
-            "keyId": id.to_string(),
+            "keyId": id.map(|i| i.to_string()),
             "sha256": jek_verifier::Sha256Digest::of(&signed).to_string(),
+            "cosign": cosign_out.as_ref().map(|(p, _, k)| serde_json::json!({
+                "signature": p, "keyId": k,
+            })),
         }));
     }
-    println!("{id}");
+    if let Some(id) = id {
+        println!("{id}");
+    }
+    if let Some((p, _, k)) = &cosign_out {
+        println!("{k} {}", p.display());
+    }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use jek_init::spec::PodSpec;
 use jek_verifier::format::Role;
-use jek_verifier::{verify, Bundle, UnixTime, Verified};
+use jek_verifier::{Bundle, Verified};
 
 use crate::error::{read, CliError};
 
@@ -40,6 +40,10 @@ pub struct Target {
     /// Pod file (Kubernetes Pod subset): appended as the pod segment, measured into PCR 12.
     #[arg(long)]
     pub pod: Option<PathBuf>,
+    /// Detached signature for the policy's `sigstore` rule (default: BUNDLE.sigstore.json,
+    /// then BUNDLE.sig).
+    #[arg(long, value_name = "FILE")]
+    pub sigstore: Option<PathBuf>,
     /// Kernel format (default: bzimage if the bundle has one).
     #[arg(long, value_enum)]
     pub kernel: Option<KernelArg>,
@@ -59,11 +63,7 @@ impl Target {
         let policy = crate::policy_file::load(&self.policy)?;
         let pod = self.pod.as_deref().map(crate::pod_file::load).transpose()?;
         let bytes = read("bundle", &self.bundle)?;
-        let bundle =
-            verify(bytes, &policy, UnixTime::now()).map_err(|source| CliError::Rejected {
-                path: self.bundle.clone(),
-                source,
-            })?;
+        let bundle = policy.verify(&self.bundle, bytes, self.sigstore.as_deref())?;
         Ok(Loaded { bundle, pod })
     }
 

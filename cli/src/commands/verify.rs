@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use jek_verifier::{verify, Bundle, UnixTime, Verified};
+use jek_verifier::{Bundle, Verified};
 use serde_json::json;
 
 use crate::error::{read, CliError};
@@ -15,6 +15,10 @@ pub struct Args {
     /// Policy file (YAML).
     #[arg(long)]
     policy: PathBuf,
+    /// Detached signature over the bundle file for the policy's `sigstore` rule: a Sigstore
+    /// bundle (JSON) or a cosign signature (default: BUNDLE.sigstore.json, then BUNDLE.sig).
+    #[arg(long, value_name = "FILE")]
+    sigstore: Option<PathBuf>,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -31,6 +35,7 @@ fn bundle_json(b: &Verified<Bundle>) -> serde_json::Value {
         "created": m.created,
         "manifestDigest": b.manifest_digest().to_string(),
         "signers": b.signers().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "approvedBy": b.approval(),
         "components": m.components.iter().map(|c| json!({
             "role": c.role.name(), "size": c.size, "sha256": c.sha256.to_string(),
         })).collect::<Vec<_>>(),
@@ -41,7 +46,7 @@ fn bundle_json(b: &Verified<Bundle>) -> serde_json::Value {
 pub fn run(args: Args) -> Result<(), CliError> {
     let policy = crate::policy_file::load(&args.policy)?;
     let bytes = read("bundle", &args.bundle)?;
-    match verify(bytes, &policy, UnixTime::now()) {
+    match policy.verify(&args.bundle, bytes, args.sigstore.as_deref()) {
         Ok(b) => {
             if args.json {
                 super::print_json(&json!({ "accepted": true, "bundle": bundle_json(&b) }))?;
@@ -55,21 +60,27 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 for s in b.signers() {
                     println!("  signed by {s}");
                 }
+                if let Some(a) = b.approval() {
+                    println!("  approved by {a}");
+                }
             }
             Ok(())
         }
-        Err(source) => {
-            if args.json {
-                super::print_json(&json!({
-                    "accepted": false,
-                    "code": source.code(),
-                    "reason": crate::error::chain_line(&source),
-                }))?;
+        Err(e) => {
+            let verdict = match &e {
+                CliError::Rejected { source, .. } => {
+                    Some((source.code().to_string(), crate::error::chain_line(source)))
+                }
+                CliError::Sigstore { source, .. } => Some((
+                    format!("sigstore_{}", source.step.name().replace('-', "_")),
+                    crate::error::chain_line(source),
+                )),
+                _ => None,
+            };
+            if let (true, Some((code, reason))) = (args.json, verdict) {
+                super::print_json(&json!({ "accepted": false, "code": code, "reason": reason }))?;
             }
-            Err(CliError::Rejected {
-                path: args.bundle,
-                source,
-            })
+            Err(e)
         }
     }
 }

@@ -1,0 +1,121 @@
+//! cosign-format keys and blob signatures (feature `cosign`), with the `sigstore` crate.
+//!
+//! `cosign generate-key-pair` writes an ECDSA P-256 key encrypted under a password
+//! (`-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----`: scrypt + NaCl secretbox) and its SPKI
+//! PEM public key; `cosign sign-blob --key` writes the base64 of a DER ECDSA-SHA256
+//! signature over the file. This module reads and writes the same formats, so
+//! `cosign verify-blob --key cosign.pub --signature BUNDLE.sig BUNDLE` accepts what
+//! `jek sign --cosign-key` produces, and jek can sign with a key cosign generated.
+
+use base64::Engine as _;
+use sigstore::crypto::{SigStoreSigner, SigningScheme};
+use zeroize::Zeroizing;
+
+/// Why a cosign key could not be made, read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum CosignError {
+    /// Key generation failed.
+    #[error("cannot generate an ECDSA P-256 key")]
+    Generate(#[source] sigstore::errors::SigstoreError),
+    /// Encrypting or encoding the key failed.
+    #[error("cannot encode the cosign key")]
+    Encode(#[source] sigstore::errors::SigstoreError),
+    /// The key file is not an encrypted cosign key, or the password is wrong.
+    #[error("not a cosign private key, or the password (COSIGN_PASSWORD) is wrong")]
+    Decrypt(#[source] sigstore::errors::SigstoreError),
+    /// The key is not ECDSA P-256.
+    #[error("the cosign key is not ECDSA P-256")]
+    KeyType(#[source] sigstore::errors::SigstoreError),
+    /// Signing failed.
+    #[error("signing failed")]
+    Sign(#[source] sigstore::errors::SigstoreError),
+}
+
+/// A cosign signing key, decrypted in memory.
+pub struct CosignKey {
+    signer: SigStoreSigner,
+}
+
+impl std::fmt::Debug for CosignKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CosignKey(ECDSA P-256)")
+    }
+}
+
+/// A new key pair: (encrypted private key PEM, public key PEM).
+pub fn generate(password: &[u8]) -> Result<(Zeroizing<String>, String), CosignError> {
+    let signer = SigningScheme::ECDSA_P256_SHA256_ASN1
+        .create_signer()
+        .map_err(CosignError::Generate)?;
+    let pair = signer.to_sigstore_keypair().map_err(CosignError::Encode)?;
+    let private = pair
+        .private_key_to_encrypted_pem(password)
+        .map_err(CosignError::Encode)?;
+    let public = pair.public_key_to_pem().map_err(CosignError::Encode)?;
+    Ok((private, public))
+}
+
+/// The ID jek shows for a cosign public key: `sha256:` and the SHA-256 of its DER SPKI
+/// (the same as the verifier's approval names). `None` if `pem` is not PEM.
+pub fn key_id(pem: &str) -> Option<String> {
+    use sha2::Digest as _;
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .ok()?;
+    Some(format!("sha256:{}", hex::encode(sha2::Sha256::digest(der))))
+}
+
+impl CosignKey {
+    /// Decrypts a cosign private key file's text with `password`.
+    pub fn from_encrypted_pem(pem: &[u8], password: &[u8]) -> Result<Self, CosignError> {
+        let pair =
+            sigstore::crypto::signing_key::SigStoreKeyPair::from_encrypted_pem(pem, password)
+                .map_err(CosignError::Decrypt)?;
+        let signer = pair
+            .to_sigstore_signer(&SigningScheme::ECDSA_P256_SHA256_ASN1)
+            .map_err(CosignError::KeyType)?;
+        Ok(CosignKey { signer })
+    }
+
+    /// The public key, SPKI PEM (what `cosign public-key` prints).
+    pub fn public_key_pem(&self) -> Result<String, CosignError> {
+        self.signer
+            .to_sigstore_keypair()
+            .and_then(|p| p.public_key_to_pem())
+            .map_err(CosignError::Encode)
+    }
+
+    /// A cosign blob signature over `data`: base64 of the DER ECDSA-SHA256 signature.
+    pub fn sign_blob(&self, data: &[u8]) -> Result<String, CosignError> {
+        let der = self.signer.sign(data).map_err(CosignError::Sign)?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(der))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn generated_keys_round_trip_and_the_password_matters() {
+        let (private, public) = generate(b"pw").unwrap();
+        assert!(
+            private.contains("ENCRYPTED SIGSTORE PRIVATE KEY"),
+            "{}",
+            &*private
+        );
+        let key = CosignKey::from_encrypted_pem(private.as_bytes(), b"pw").unwrap();
+        assert_eq!(key.public_key_pem().unwrap(), public);
+        assert!(CosignKey::from_encrypted_pem(private.as_bytes(), b"wrong").is_err());
+        let sig = key.sign_blob(b"blob").unwrap();
+        assert!(base64::engine::general_purpose::STANDARD
+            .decode(sig)
+            .is_ok());
+    }
+}
