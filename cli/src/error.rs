@@ -85,6 +85,9 @@ pub enum CliError {
         #[source]
         source: jek_verifier::sigstore::SigstoreError,
     },
+    /// A registry push or pull failed.
+    #[error("registry")]
+    Registry(#[source] jek_oci::RegistryError),
     /// The bundle cannot be inspected.
     #[error("cannot inspect {path}")]
     Inspect {
@@ -266,6 +269,12 @@ impl CliError {
             | CliError::Sign { .. }
             | CliError::SourceDateEpoch { .. } => Exit::Usage,
             CliError::Keygen(_) | CliError::CosignKeygen(_) => Exit::Environment,
+            CliError::Registry(e) => match e {
+                jek_oci::RegistryError::BlobDigest { .. }
+                | jek_oci::RegistryError::Artifact { .. } => Exit::Rejected,
+                jek_oci::RegistryError::Reference { .. } => Exit::Usage,
+                _ => Exit::Environment,
+            },
             CliError::Build(e) => crate::commands::build::exit_of(e),
             CliError::NotReproducible { .. } | CliError::KconfigFindings { .. } => Exit::Rejected,
             CliError::Recipe { .. }

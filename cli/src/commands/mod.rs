@@ -9,6 +9,7 @@ mod completions;
 mod inspect;
 mod kconfig;
 mod keygen;
+mod oci;
 mod pack;
 mod predict;
 mod sign;
@@ -40,6 +41,10 @@ pub enum Command {
     /// Prove from each pod's vTPM that it booted clean: a fresh quote appraised against the
     /// signed bundle, as an EAR attestation result.
     Attest(attest::Args),
+    /// Push a bundle and its signatures (as referrers) to an OCI registry.
+    Push(oci::PushArgs),
+    /// Pull a bundle from an OCI registry, verify it under a policy, then write it.
+    Pull(oci::PullArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to standard output.
     Completions(completions::Args),
 }
@@ -58,6 +63,8 @@ pub fn run(cmd: Command, quiet: bool) -> Result<(), CliError> {
         Command::Boot(a) => boot::run(a, quiet),
         Command::Attest(a) => attest::run(a, quiet),
         Command::Completions(a) => completions::run(a),
+        Command::Push(a) => oci::push(a),
+        Command::Pull(a) => oci::pull(a),
     }
 }
 

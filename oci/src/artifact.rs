@@ -1,0 +1,432 @@
+//! The OCI layout of a jek bundle and its attachments: media types, manifest writers and
+//! strict manifest readers. No I/O.
+
+use sha2::{Digest as _, Sha256};
+
+/// `artifactType` of a bundle's manifest, and the media type of its one layer.
+pub const BUNDLE_ARTIFACT_TYPE: &str = "application/vnd.jek.bundle.v1";
+/// Media type of the bundle layer (the bundle file, byte for byte).
+pub const BUNDLE_LAYER_MEDIA_TYPE: &str = "application/vnd.jek.bundle.v1+binary";
+/// OCI image manifest.
+pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index (the referrers tag schema).
+pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+/// The empty config descriptor's media type (image-spec 1.1).
+pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+/// The empty config blob: `{}`.
+pub const EMPTY_CONFIG: &[u8] = b"{}";
+/// Annotation: the file name of a layer.
+pub const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
+/// The largest bundle a pull accepts (1 GiB): a registry cannot make jek allocate more.
+pub const MAX_BUNDLE_SIZE: u64 = 1 << 30;
+/// The largest attachment a pull accepts (16 MiB).
+pub const MAX_ATTACHMENT_SIZE: u64 = 16 << 20;
+/// The largest manifest or index a pull accepts (4 MiB, as Distribution's own limit).
+pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
+
+/// What an attachment (referrer) holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachmentKind {
+    /// A Sigstore bundle (JSON) over the bundle file.
+    SigstoreBundle,
+    /// A cosign blob signature (base64 DER ECDSA) over the bundle file.
+    CosignSignature,
+    /// The builder's provenance (an in-toto statement, JSON).
+    Provenance,
+}
+
+impl AttachmentKind {
+    /// Every kind.
+    pub const ALL: [AttachmentKind; 3] = [
+        AttachmentKind::SigstoreBundle,
+        AttachmentKind::CosignSignature,
+        AttachmentKind::Provenance,
+    ];
+
+    /// The referrer's `artifactType` and its layer's media type.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            AttachmentKind::SigstoreBundle => "application/vnd.dev.sigstore.bundle.v0.3+json",
+            AttachmentKind::CosignSignature => "application/vnd.jek.cosign-signature.v1+base64",
+            AttachmentKind::Provenance => "application/vnd.in-toto+json",
+        }
+    }
+
+    /// The kind with this media type.
+    pub fn from_media_type(media_type: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.media_type() == media_type)
+    }
+
+    /// A short name for messages and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachmentKind::SigstoreBundle => "sigstore-bundle",
+            AttachmentKind::CosignSignature => "cosign-signature",
+            AttachmentKind::Provenance => "provenance",
+        }
+    }
+
+    /// Whether this kind is a signature over the bundle.
+    pub fn is_signature(self) -> bool {
+        !matches!(self, AttachmentKind::Provenance)
+    }
+}
+
+/// An attachment's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// What it is.
+    pub kind: AttachmentKind,
+    /// Its bytes.
+    pub data: Vec<u8>,
+}
+
+/// A content descriptor: media type, `sha256:` digest and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    /// Media type.
+    pub media_type: String,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl Descriptor {
+    /// The descriptor of `data` with `media_type`.
+    pub fn of(media_type: &str, data: &[u8]) -> Self {
+        Descriptor {
+            media_type: media_type.into(),
+            digest: digest(data),
+            size: u64::try_from(data.len()).unwrap_or(u64::MAX),
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": self.size,
+        })
+    }
+}
+
+/// `sha256:<hex>` of `data`.
+pub fn digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// A manifest or index that is not what jek pushes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArtifactError {
+    /// Not JSON.
+    #[error("the manifest is not JSON: {0}")]
+    Json(String),
+    /// A required field is missing or of the wrong type.
+    #[error("the manifest has no valid {field}")]
+    Field {
+        /// The field.
+        field: &'static str,
+    },
+    /// The manifest is not a jek bundle.
+    #[error("{what} is {actual:?}, expected {expected:?}: not a jek bundle")]
+    NotABundle {
+        /// The field.
+        what: &'static str,
+        /// What was found.
+        actual: String,
+        /// What a jek bundle has.
+        expected: &'static str,
+    },
+    /// Not exactly one layer.
+    #[error("the bundle manifest has {0} layers, expected exactly 1")]
+    LayerCount(usize),
+    /// A blob larger than jek accepts.
+    #[error("{what} is {size} bytes, more than the {limit} bytes jek accepts")]
+    TooLarge {
+        /// Which blob.
+        what: &'static str,
+        /// Its declared size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A digest that is not `sha256:` and 64 lowercase hex digits.
+    #[error("unsupported digest {0:?} (jek accepts only sha256)")]
+    Digest(String),
+}
+
+/// The manifest of a bundle file.
+pub fn bundle_manifest(bundle: &[u8], title: &str) -> Vec<u8> {
+    let layer = Descriptor::of(BUNDLE_LAYER_MEDIA_TYPE, bundle);
+    let mut layer_json = layer.to_json();
+    layer_json["annotations"] = serde_json::json!({ TITLE_ANNOTATION: title });
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": BUNDLE_ARTIFACT_TYPE,
+        "config": Descriptor::of(EMPTY_MEDIA_TYPE, EMPTY_CONFIG).to_json(),
+        "layers": [layer_json],
+    });
+    manifest.to_string().into_bytes()
+}
+
+/// The manifest of an attachment whose subject is the bundle manifest `subject`.
+pub fn attachment_manifest(attachment: &Attachment, subject: &Descriptor) -> Vec<u8> {
+    let media_type = attachment.kind.media_type();
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": media_type,
+        "config": Descriptor::of(EMPTY_MEDIA_TYPE, EMPTY_CONFIG).to_json(),
+        "layers": [Descriptor::of(media_type, &attachment.data).to_json()],
+        "subject": subject.to_json(),
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The referrers index (tag schema): `existing` (if any) plus `entry`, deduplicated by
+/// digest.
+pub fn referrers_index(
+    existing: Option<&[u8]>,
+    entry: &Descriptor,
+    artifact_type: &str,
+) -> Result<Vec<u8>, ArtifactError> {
+    let mut manifests = match existing {
+        Some(bytes) => {
+            let v = parse(bytes)?;
+            v.get("manifests")
+                .and_then(|m| m.as_array())
+                .cloned()
+                .ok_or(ArtifactError::Field { field: "manifests" })?
+        }
+        None => Vec::new(),
+    };
+    manifests.retain(|m| m.get("digest").and_then(|d| d.as_str()) != Some(&entry.digest));
+    let mut e = entry.to_json();
+    e["artifactType"] = artifact_type.into();
+    manifests.push(e);
+    Ok(serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX_MEDIA_TYPE,
+        "manifests": manifests,
+    })
+    .to_string()
+    .into_bytes())
+}
+
+/// The tag of the referrers index for a manifest digest: `sha256-<hex>`.
+pub fn referrers_tag(manifest_digest: &str) -> String {
+    manifest_digest.replacen(':', "-", 1)
+}
+
+fn parse(bytes: &[u8]) -> Result<serde_json::Value, ArtifactError> {
+    serde_json::from_slice(bytes).map_err(|e| ArtifactError::Json(e.to_string()))
+}
+
+fn layers(v: &serde_json::Value) -> Result<Vec<Descriptor>, ArtifactError> {
+    let arr = v
+        .get("layers")
+        .and_then(|l| l.as_array())
+        .ok_or(ArtifactError::Field { field: "layers" })?;
+    arr.iter()
+        .map(|l| {
+            let media_type =
+                l.get("mediaType")
+                    .and_then(|m| m.as_str())
+                    .ok_or(ArtifactError::Field {
+                        field: "layers[].mediaType",
+                    })?;
+            let digest = l
+                .get("digest")
+                .and_then(|d| d.as_str())
+                .ok_or(ArtifactError::Field {
+                    field: "layers[].digest",
+                })?;
+            check_digest(digest)?;
+            let size = l
+                .get("size")
+                .and_then(|s| s.as_u64())
+                .ok_or(ArtifactError::Field {
+                    field: "layers[].size",
+                })?;
+            Ok(Descriptor {
+                media_type: media_type.into(),
+                digest: digest.into(),
+                size,
+            })
+        })
+        .collect()
+}
+
+fn check_digest(d: &str) -> Result<(), ArtifactError> {
+    let ok = d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ArtifactError::Digest(d.into()))
+    }
+}
+
+fn string_field<'a>(
+    v: &'a serde_json::Value,
+    field: &'static str,
+) -> Result<&'a str, ArtifactError> {
+    v.get(field)
+        .and_then(|m| m.as_str())
+        .ok_or(ArtifactError::Field { field })
+}
+
+/// Reads a bundle manifest: returns the bundle layer's descriptor.
+pub fn parse_bundle_manifest(bytes: &[u8]) -> Result<Descriptor, ArtifactError> {
+    let v = parse(bytes)?;
+    let media_type = string_field(&v, "mediaType")?;
+    if media_type != MANIFEST_MEDIA_TYPE {
+        return Err(ArtifactError::NotABundle {
+            what: "mediaType",
+            actual: media_type.into(),
+            expected: MANIFEST_MEDIA_TYPE,
+        });
+    }
+    let artifact_type = v.get("artifactType").and_then(|a| a.as_str()).unwrap_or("");
+    if artifact_type != BUNDLE_ARTIFACT_TYPE {
+        return Err(ArtifactError::NotABundle {
+            what: "artifactType",
+            actual: artifact_type.into(),
+            expected: BUNDLE_ARTIFACT_TYPE,
+        });
+    }
+    let mut l = layers(&v)?;
+    if l.len() != 1 {
+        return Err(ArtifactError::LayerCount(l.len()));
+    }
+    let layer = l.remove(0);
+    if layer.media_type != BUNDLE_LAYER_MEDIA_TYPE {
+        return Err(ArtifactError::NotABundle {
+            what: "the layer's mediaType",
+            actual: layer.media_type,
+            expected: BUNDLE_LAYER_MEDIA_TYPE,
+        });
+    }
+    if layer.size > MAX_BUNDLE_SIZE {
+        return Err(ArtifactError::TooLarge {
+            what: "the bundle layer",
+            size: layer.size,
+            limit: MAX_BUNDLE_SIZE,
+        });
+    }
+    Ok(layer)
+}
+
+/// Reads a referrer's manifest: its kind and layer, or `None` for an artifact type jek
+/// does not know (other tools' referrers are ignored). The subject must be `subject`.
+pub fn parse_attachment_manifest(
+    bytes: &[u8],
+    subject: &str,
+) -> Result<Option<(AttachmentKind, Descriptor)>, ArtifactError> {
+    let v = parse(bytes)?;
+    let artifact_type = v.get("artifactType").and_then(|a| a.as_str()).unwrap_or("");
+    let Some(kind) = AttachmentKind::from_media_type(artifact_type) else {
+        return Ok(None);
+    };
+    let subject_digest = v
+        .get("subject")
+        .and_then(|s| s.get("digest"))
+        .and_then(|d| d.as_str())
+        .ok_or(ArtifactError::Field { field: "subject" })?;
+    if subject_digest != subject {
+        return Ok(None);
+    }
+    let mut l = layers(&v)?;
+    if l.len() != 1 {
+        return Err(ArtifactError::LayerCount(l.len()));
+    }
+    let layer = l.remove(0);
+    if layer.size > MAX_ATTACHMENT_SIZE {
+        return Err(ArtifactError::TooLarge {
+            what: "an attachment",
+            size: layer.size,
+            limit: MAX_ATTACHMENT_SIZE,
+        });
+    }
+    Ok(Some((kind, layer)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn bundle_manifests_round_trip_and_foreign_manifests_are_refused() {
+        let m = bundle_manifest(b"bundle bytes", "demo.jek");
+        let layer = parse_bundle_manifest(&m).unwrap();
+        assert_eq!(layer.digest, digest(b"bundle bytes"));
+        assert_eq!(layer.size, 12);
+
+        let image = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:00","size":1},"layers":[]}"#;
+        assert!(matches!(
+            parse_bundle_manifest(image),
+            Err(ArtifactError::NotABundle {
+                what: "artifactType",
+                ..
+            })
+        ));
+        let mut v: serde_json::Value = serde_json::from_slice(&m).unwrap();
+        v["layers"][0]["digest"] = "sha512:abc".into();
+        assert!(matches!(
+            parse_bundle_manifest(v.to_string().as_bytes()),
+            Err(ArtifactError::Digest(_))
+        ));
+        v["layers"] = serde_json::json!([]);
+        assert_eq!(
+            parse_bundle_manifest(v.to_string().as_bytes()),
+            Err(ArtifactError::LayerCount(0))
+        );
+        let mut v: serde_json::Value = serde_json::from_slice(&m).unwrap();
+        v["layers"][0]["size"] = (MAX_BUNDLE_SIZE + 1).into();
+        assert!(matches!(
+            parse_bundle_manifest(v.to_string().as_bytes()),
+            Err(ArtifactError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            parse_bundle_manifest(b"{"),
+            Err(ArtifactError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn attachments_name_their_subject_and_indexes_accumulate() {
+        let m = bundle_manifest(b"bundle", "b");
+        let subject = Descriptor::of(MANIFEST_MEDIA_TYPE, &m);
+        let att = Attachment {
+            kind: AttachmentKind::SigstoreBundle,
+            data: b"{}".to_vec(),
+        };
+        let am = attachment_manifest(&att, &subject);
+        let (kind, layer) = parse_attachment_manifest(&am, &subject.digest)
+            .unwrap()
+            .unwrap();
+        assert_eq!(kind, AttachmentKind::SigstoreBundle);
+        assert_eq!(layer.digest, digest(b"{}"));
+        // Another subject: not ours.
+        assert_eq!(
+            parse_attachment_manifest(&am, &digest(b"other")).unwrap(),
+            None
+        );
+
+        let d1 = Descriptor::of(MANIFEST_MEDIA_TYPE, &am);
+        let idx = referrers_index(None, &d1, kind.media_type()).unwrap();
+        let d2 = Descriptor::of(MANIFEST_MEDIA_TYPE, b"another");
+        let idx = referrers_index(Some(&idx), &d2, "x").unwrap();
+        let idx = referrers_index(Some(&idx), &d1, kind.media_type()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&idx).unwrap();
+        assert_eq!(v["manifests"].as_array().unwrap().len(), 2);
+        assert_eq!(referrers_tag("sha256:ab"), "sha256-ab");
+    }
+}

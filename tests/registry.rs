@@ -1,0 +1,239 @@
+//! `jek push` / `jek pull` against a real registry: Debian's `docker-registry`, started on
+//! 127.0.0.1 by the test with its storage in a temporary directory.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+
+use common::{assert_exit, Workspace};
+use jek_sigstore_testroot::{Faults, Identity, TestRoot};
+
+struct RegistryProcess {
+    child: Child,
+    addr: String,
+    storage: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RegistryProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_registry() -> RegistryProcess {
+    let bin = std::env::var("JEK_DOCKER_REGISTRY").unwrap_or_else(|_| "docker-registry".into());
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let storage = dir.path().join("storage");
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            storage.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(&bin)
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin} (apt install docker-registry): {e}"));
+    let addr = format!("127.0.0.1:{port}");
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "registry did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    RegistryProcess {
+        child,
+        addr,
+        storage,
+        _dir: dir,
+    }
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn push_pull_verify_and_every_rejected_pull_writes_nothing() {
+    let reg = start_registry();
+    let ws = Workspace::new();
+    assert_exit(&ws.pack("demo.jek", 3, &["dev.key"]), 0);
+    let bundle = ws.read("demo.jek");
+    let root = TestRoot::new("registry");
+    let id = Identity::default();
+    ws.write("trusted_root.json", root.trusted_root_json().as_bytes());
+    ws.write(
+        "demo.jek.sigstore.json",
+        root.sign(&bundle, &id, Faults::None).as_bytes(),
+    );
+    ws.write(
+        "prov.json",
+        br#"{"_type":"https://in-toto.io/Statement/v1"}"#,
+    );
+    ws.policy(
+        "policy.yaml",
+        &format!(
+            "trusted_keys: [dev.pub]\nmin_security_version: 3\nsigstore:\n  trusted_root: trusted_root.json\n  identities:\n    - issuer: {}\n      subject: {}\n",
+            id.issuer, id.subject
+        ),
+    );
+    ws.policy(
+        "plain.yaml",
+        "trusted_keys: [dev.pub]\nmin_security_version: 3\n",
+    );
+
+    let reference = format!("{}/pods/kernel:6.1", reg.addr);
+    let out = ws.jek(&[
+        "push",
+        "demo.jek",
+        &reference,
+        "--provenance",
+        "prov.json",
+        "--plain-http",
+        "--json",
+    ]);
+    assert_exit(&out, 0);
+    let pushed = json(&out);
+    assert_eq!(
+        pushed["bundleDigest"],
+        format!("sha256:{}", jek_verifier::Sha256Digest::of(&bundle))
+    );
+    assert_eq!(pushed["attachments"].as_array().unwrap().len(), 2);
+
+    // Pull by tag and by digest: verified, then written with the accepted signature.
+    let by_digest = format!(
+        "{}/pods/kernel@{}",
+        reg.addr,
+        pushed["manifestDigest"].as_str().unwrap()
+    );
+    for (r, out_name) in [(&reference, "pulled.jek"), (&by_digest, "by-digest.jek")] {
+        let out = ws.jek(&[
+            "pull",
+            r,
+            "--policy",
+            "policy.yaml",
+            "--out",
+            out_name,
+            "--plain-http",
+            "--json",
+        ]);
+        assert_exit(&out, 0);
+        assert!(json(&out)["approvedBy"]
+            .as_str()
+            .unwrap()
+            .contains(&id.subject));
+        assert_eq!(ws.read(out_name), bundle);
+        assert!(ws.path(&format!("{out_name}.sigstore.json")).is_file());
+    }
+    // What was pulled boots the same checks locally.
+    let out = ws.jek(&["verify", "pulled.jek", "--policy", "policy.yaml"]);
+    assert_exit(&out, 0);
+
+    // A bundle pushed without a signature: a policy requiring one rejects it, nothing written;
+    // a policy without a sigstore rule accepts it.
+    assert_exit(&ws.pack("unsigned-sigstore.jek", 3, &["dev.key"]), 0);
+    let bare = format!("{}/pods/kernel:bare", reg.addr);
+    assert_exit(
+        &ws.jek(&["push", "unsigned-sigstore.jek", &bare, "--plain-http"]),
+        0,
+    );
+    let out = ws.jek(&[
+        "pull",
+        &bare,
+        "--policy",
+        "policy.yaml",
+        "--out",
+        "rejected.jek",
+        "--plain-http",
+    ]);
+    assert_exit(&out, 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("requires a Sigstore signature"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!ws.path("rejected.jek").exists());
+    let out = ws.jek(&[
+        "pull",
+        &bare,
+        "--policy",
+        "plain.yaml",
+        "--out",
+        "plain.jek",
+        "--plain-http",
+    ]);
+    assert_exit(&out, 0);
+
+    // Tamper with the bundle blob in the registry's storage: the pull is rejected.
+    let hex = jek_verifier::Sha256Digest::of(&bundle).to_string();
+    let blob = reg
+        .storage
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(&hex)
+        .join("data");
+    let mut stored = std::fs::read(&blob).unwrap();
+    assert_eq!(stored, bundle);
+    let n = stored.len();
+    stored[n / 2] ^= 0x40;
+    std::fs::write(&blob, &stored).unwrap();
+    let out = ws.jek(&[
+        "pull",
+        &reference,
+        "--policy",
+        "policy.yaml",
+        "--out",
+        "tampered.jek",
+        "--plain-http",
+    ]);
+    assert_exit(&out, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the manifest says"), "{stderr}");
+    assert!(!ws.path("tampered.jek").exists());
+    assert!(!ws.path("tampered.jek.sigstore.json").exists());
+
+    // Not a bundle at all, and an unreachable registry.
+    let out = ws.jek(&[
+        "pull",
+        "not a reference!",
+        "--policy",
+        "policy.yaml",
+        "--out",
+        "x.jek",
+    ]);
+    assert_exit(&out, 2);
+    drop(reg);
+    let out = ws.jek(&[
+        "pull",
+        &reference,
+        "--policy",
+        "policy.yaml",
+        "--out",
+        "x.jek",
+        "--plain-http",
+    ]);
+    assert_exit(&out, 3);
+    assert!(!ws.path("x.jek").exists());
+}
