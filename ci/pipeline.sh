@@ -46,4 +46,22 @@ printf 'trusted_keys: [signer.pub]\nmin_security_version: %s\n' "${sv:-0}" > "$w
 bundle=$(ls "$OUT"/*.jek)
 "$JEK" verify "$bundle" --policy "$work/policy.yaml"
 (cd "$OUT" && sha256sum -c SHA256SUMS)
+
+# Optional cosign signature (JEK_COSIGN_KEY_FILE, password in COSIGN_PASSWORD): a detached
+# signature over the final bundle file, which `cosign verify-blob --key` accepts. A keyless
+# Sigstore bundle made by the CI's own cosign (`cosign sign-blob --bundle
+# BUNDLE.sigstore.json`) next to the bundle is published the same way.
+if [ -n "${JEK_COSIGN_KEY_FILE:-}" ]; then
+  "$JEK" sign "$bundle" --cosign-key "$JEK_COSIGN_KEY_FILE"
+fi
+
+# Publish: JEK_PUBLISH_REF=registry/repository:tag pushes the bundle, its signatures and
+# its provenance (as referrers). JEK_PUBLISH_PLAIN_HTTP=1 for a registry on localhost.
+if [ -n "${JEK_PUBLISH_REF:-}" ]; then
+  push_args=()
+  prov=$(ls "$OUT"/*.provenance.json 2>/dev/null | head -1 || true)
+  [ -n "$prov" ] && push_args+=(--provenance "$prov")
+  [ "${JEK_PUBLISH_PLAIN_HTTP:-0}" = 1 ] && push_args+=(--plain-http)
+  "$JEK" push "$bundle" "$JEK_PUBLISH_REF" "${push_args[@]}"
+fi
 echo "pipeline: artifacts in $OUT" >&2

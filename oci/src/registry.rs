@@ -107,6 +107,8 @@ impl Registry {
             } else {
                 ClientProtocol::Https
             },
+            // One PUT per blob: chunked uploads of a 33 MB bundle cost 10x the time here.
+            use_monolithic_push: true,
             ..Default::default()
         };
         let auth = match (
