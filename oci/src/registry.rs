@@ -87,6 +87,18 @@ pub struct Pulled {
     pub attachments: Vec<Attachment>,
 }
 
+/// The error mapper for a failed request of `operation` on `reference`.
+fn request_error<'a>(
+    operation: &'static str,
+    reference: &'a str,
+) -> impl FnOnce(oci_client::errors::OciDistributionError) -> RegistryError + 'a {
+    move |source| RegistryError::Request {
+        operation,
+        reference: reference.to_string(),
+        source,
+    }
+}
+
 fn parse_ref(reference: &str) -> Result<Reference, RegistryError> {
     reference
         .parse()
@@ -139,13 +151,7 @@ impl Registry {
     ) -> Result<Pushed, RegistryError> {
         let image = parse_ref(reference)?;
         self.runtime.block_on(async {
-            let req = |operation: &'static str| {
-                move |source| RegistryError::Request {
-                    operation,
-                    reference: reference.to_string(),
-                    source,
-                }
-            };
+            let req = |operation| request_error(operation, reference);
             self.client
                 .store_auth_if_needed(image.resolve_registry(), &self.auth)
                 .await;
@@ -171,14 +177,10 @@ impl Registry {
                 .map_err(req("push the bundle manifest to"))?;
             let mut pushed = Vec::new();
             for att in attachments {
-                let digest =
-                    self.push_attachment(&image, att, &subject)
-                        .await
-                        .map_err(|source| RegistryError::Request {
-                            operation: "attach a referrer to",
-                            reference: reference.to_string(),
-                            source,
-                        })?;
+                let digest = self
+                    .push_attachment(&image, att, &subject)
+                    .await
+                    .map_err(req("attach a referrer to"))?;
                 pushed.push((att.kind, digest));
             }
             Ok(Pushed {
@@ -238,14 +240,9 @@ impl Registry {
     pub fn pull(&self, reference: &str) -> Result<Pulled, RegistryError> {
         let image = parse_ref(reference)?;
         self.runtime.block_on(async {
-            let req = |operation: &'static str| {
-                move |source| RegistryError::Request {
-                    operation,
-                    reference: reference.to_string(),
-                    source,
-                }
-            };
-            let (manifest, manifest_digest) = self
+            let req = |operation| request_error(operation, reference);
+            // The registry's digest header is not trusted: the digest is recomputed below.
+            let (manifest, _) = self
                 .client
                 .pull_manifest_raw(&image, &self.auth, &[artifact::MANIFEST_MEDIA_TYPE])
                 .await
@@ -261,7 +258,6 @@ impl Registry {
                     limit: u64::try_from(artifact::MAX_MANIFEST_SIZE).unwrap_or(u64::MAX),
                 }));
             }
-            // The registry's digest header is not trusted: recompute it.
             let manifest_digest_actual = artifact::digest(&manifest);
             if image.digest().is_some_and(|d| d != manifest_digest_actual) {
                 return Err(RegistryError::BlobDigest {
@@ -271,7 +267,6 @@ impl Registry {
                     actual: manifest_digest_actual,
                 });
             }
-            let _ = manifest_digest;
             let layer = artifact::parse_bundle_manifest(&manifest).map_err(artifact_err)?;
             let bundle = self
                 .fetch_blob(&image, &layer, "the bundle blob", reference)
@@ -344,11 +339,7 @@ impl Registry {
                 actual,
             });
         }
-        result.map_err(|source| RegistryError::Request {
-            operation: "pull a blob of",
-            reference: reference.to_string(),
-            source,
-        })?;
+        result.map_err(request_error("pull a blob of", reference))?;
         Ok(out)
     }
 }
