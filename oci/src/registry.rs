@@ -329,17 +329,21 @@ impl Registry {
         let mut out = Vec::new();
         let result = self.client.pull_blob(image, &desc, &mut out).await;
         // Check the bytes ourselves, whatever the client did: a registry serving other
-        // bytes than the manifest names is the one failure a pull must always catch.
+        // bytes than the manifest names is the one failure a pull must always catch. Any
+        // other failed request (no bytes, a dropped connection) stays a request error.
         let actual = artifact::digest(&out);
-        if actual != layer.digest || (result.is_err() && !out.is_empty()) {
-            return Err(RegistryError::BlobDigest {
-                what,
-                reference: reference.to_string(),
-                expected: layer.digest.clone(),
-                actual,
-            });
+        match result {
+            Ok(()) if actual == layer.digest => {}
+            Ok(()) | Err(oci_client::errors::OciDistributionError::DigestError(_)) => {
+                return Err(RegistryError::BlobDigest {
+                    what,
+                    reference: reference.to_string(),
+                    expected: layer.digest.clone(),
+                    actual,
+                })
+            }
+            Err(source) => return Err(request_error("pull a blob of", reference)(source)),
         }
-        result.map_err(request_error("pull a blob of", reference))?;
         Ok(out)
     }
 }
