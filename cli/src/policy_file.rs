@@ -170,20 +170,56 @@ pub fn default_signature_paths(bundle: &Path) -> [PathBuf; 2] {
     [with(".sigstore.json"), with(".sig")]
 }
 
+/// `--sigstore FILE`, shared by every command that verifies a bundle file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SignatureArg {
+    /// Detached signature for the policy's `sigstore` rule: a Sigstore bundle (JSON) or a
+    /// cosign signature (default: BUNDLE.sigstore.json, then BUNDLE.sig).
+    #[arg(long = "sigstore", value_name = "FILE")]
+    pub path: Option<PathBuf>,
+}
+
 impl LoadedPolicy {
-    /// The Sigstore step: with a `sigstore` rule, checks the signature file (`explicit`, or
-    /// the first of [`default_signature_paths`] that exists) over `bytes`. `Ok(None)` when
-    /// the policy has no rule or no signature was found (the verifier then rejects a bundle
-    /// whose policy requires one).
+    /// The Sigstore step over candidate signatures, each `(where it came from, bytes)`:
+    /// the first one the rule accepts, with its position; if none is accepted, the first
+    /// failure. `Ok(None)` when the policy has no rule or there is no candidate (the
+    /// verifier then rejects a bundle whose policy requires one).
+    pub fn approve_any(
+        &self,
+        bundle: &Path,
+        bytes: &[u8],
+        candidates: &[(PathBuf, &[u8])],
+    ) -> Result<Option<(usize, jek_verifier::DetachedApproval)>, crate::error::CliError> {
+        let Some(rule) = &self.sigstore else {
+            return Ok(None);
+        };
+        let mut first_failure = None;
+        for (i, (origin, signature)) in candidates.iter().enumerate() {
+            match rule.check(bytes, signature) {
+                Ok(approval) => return Ok(Some((i, approval))),
+                Err(source) => {
+                    first_failure.get_or_insert(crate::error::CliError::Sigstore {
+                        path: bundle.to_path_buf(),
+                        signature: origin.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        first_failure.map_or(Ok(None), Err)
+    }
+
+    /// The Sigstore step for a bundle file: the signature file `explicit`, or the first of
+    /// [`default_signature_paths`] that exists.
     pub fn approve(
         &self,
         bundle: &Path,
         bytes: &[u8],
         explicit: Option<&Path>,
     ) -> Result<Option<jek_verifier::DetachedApproval>, crate::error::CliError> {
-        let Some(rule) = &self.sigstore else {
+        if self.sigstore.is_none() {
             return Ok(None);
-        };
+        }
         let path = match explicit {
             Some(p) => p.to_path_buf(),
             None => match default_signature_paths(bundle)
@@ -195,13 +231,24 @@ impl LoadedPolicy {
             },
         };
         let signature = crate::error::read("Sigstore signature", &path)?;
-        rule.check(bytes, &signature)
-            .map(Some)
-            .map_err(|source| crate::error::CliError::Sigstore {
+        Ok(self
+            .approve_any(bundle, bytes, &[(path, &signature)])?
+            .map(|(_, approval)| approval))
+    }
+
+    /// The verifier's step, after the Sigstore step gave `approval`.
+    pub fn verify_approved(
+        &self,
+        bundle: &Path,
+        bytes: Vec<u8>,
+        approval: Option<jek_verifier::DetachedApproval>,
+    ) -> Result<jek_verifier::Verified<jek_verifier::Bundle>, crate::error::CliError> {
+        jek_verifier::verify_approved(bytes, &self.policy, UnixTime::now(), approval).map_err(
+            |source| crate::error::CliError::Rejected {
                 path: bundle.to_path_buf(),
-                signature: path,
                 source,
-            })
+            },
+        )
     }
 
     /// The whole check of a bundle file's bytes: the Sigstore step, then the verifier.
@@ -212,12 +259,7 @@ impl LoadedPolicy {
         explicit_signature: Option<&Path>,
     ) -> Result<jek_verifier::Verified<jek_verifier::Bundle>, crate::error::CliError> {
         let approval = self.approve(bundle, &bytes, explicit_signature)?;
-        jek_verifier::verify_approved(bytes, &self.policy, UnixTime::now(), approval).map_err(
-            |source| crate::error::CliError::Rejected {
-                path: bundle.to_path_buf(),
-                source,
-            },
-        )
+        self.verify_approved(bundle, bytes, approval)
     }
 }
 

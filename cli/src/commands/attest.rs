@@ -37,10 +37,8 @@ pub struct Args {
     /// Policy file: trusted signers for the bundle, and `attestation.ek_ca`.
     #[arg(long)]
     policy: PathBuf,
-    /// Detached signature for the policy's `sigstore` rule (default: BUNDLE.sigstore.json,
-    /// then BUNDLE.sig).
-    #[arg(long, value_name = "FILE")]
-    sigstore: Option<PathBuf>,
+    #[command(flatten)]
+    sigstore: crate::policy_file::SignatureArg,
     /// The pod files the pods were meant to get, matched by `metadata.name` (repeat). A pod
     /// without one is expected to have had no pod configuration.
     #[arg(long)]
@@ -286,7 +284,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     }
     let bytes = read("bundle", &args.bundle)?;
     let now = UnixTime::now();
-    let approval = policy.approve(&args.bundle, &bytes, args.sigstore.as_deref())?;
+    let approval = policy.approve(&args.bundle, &bytes, args.sigstore.path.as_deref())?;
     let verified = jek_verifier::verify_approved(bytes, &policy.policy, now, approval);
     let shared = Shared {
         bundle: verified.as_ref(),

@@ -120,43 +120,19 @@ pub fn pull(args: PullArgs) -> Result<(), CliError> {
         .iter()
         .filter(|a| a.kind.is_signature())
         .collect();
-    let mut approval = None;
-    let mut first_failure = None;
-    let mut accepted_sig = None;
-    if let Some(rule) = &policy.sigstore {
-        for sig in &signatures {
-            match rule.check(&pulled.bundle, &sig.data) {
-                Ok(a) => {
-                    approval = Some(a);
-                    accepted_sig = Some(*sig);
-                    break;
-                }
-                Err(e) => {
-                    first_failure.get_or_insert(e);
-                }
-            }
-        }
-        if let (None, Some(source_err)) = (&approval, first_failure) {
-            return Err(CliError::Sigstore {
-                path: source.to_path_buf(),
-                signature: PathBuf::from(format!(
-                    "{}@{} (referrer)",
-                    args.reference, pulled.manifest_digest
-                )),
-                source: source_err,
-            });
-        }
-    }
-    let verified = jek_verifier::verify_approved(
-        pulled.bundle,
-        &policy.policy,
-        jek_verifier::UnixTime::now(),
-        approval,
-    )
-    .map_err(|source_err| CliError::Rejected {
-        path: source.to_path_buf(),
-        source: source_err,
-    })?;
+    let origin = PathBuf::from(format!(
+        "{}@{} (referrer)",
+        args.reference, pulled.manifest_digest
+    ));
+    let candidates: Vec<(PathBuf, &[u8])> = signatures
+        .iter()
+        .map(|a| (origin.clone(), a.data.as_slice()))
+        .collect();
+    let (approval, accepted_sig) = match policy.approve_any(source, &pulled.bundle, &candidates)? {
+        Some((i, approval)) => (Some(approval), signatures.get(i).copied()),
+        None => (None, None),
+    };
+    let verified = policy.verify_approved(source, pulled.bundle, approval)?;
     write_atomic(&args.out, verified.bytes(), 0o644, Overwrite::Allow)?;
     if let Some(sig) = accepted_sig {
         let [sigstore_path, cosign_path] = crate::policy_file::default_signature_paths(&args.out);

@@ -40,10 +40,8 @@ pub struct Target {
     /// Pod file (Kubernetes Pod subset): appended as the pod segment, measured into PCR 12.
     #[arg(long)]
     pub pod: Option<PathBuf>,
-    /// Detached signature for the policy's `sigstore` rule (default: BUNDLE.sigstore.json,
-    /// then BUNDLE.sig).
-    #[arg(long, value_name = "FILE")]
-    pub sigstore: Option<PathBuf>,
+    #[command(flatten)]
+    pub sigstore: crate::policy_file::SignatureArg,
     /// Kernel format (default: bzimage if the bundle has one).
     #[arg(long, value_enum)]
     pub kernel: Option<KernelArg>,
@@ -63,7 +61,7 @@ impl Target {
         let policy = crate::policy_file::load(&self.policy)?;
         let pod = self.pod.as_deref().map(crate::pod_file::load).transpose()?;
         let bytes = read("bundle", &self.bundle)?;
-        let bundle = policy.verify(&self.bundle, bytes, self.sigstore.as_deref())?;
+        let bundle = policy.verify(&self.bundle, bytes, self.sigstore.path.as_deref())?;
         Ok(Loaded { bundle, pod })
     }
 

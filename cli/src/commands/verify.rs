@@ -15,10 +15,8 @@ pub struct Args {
     /// Policy file (YAML).
     #[arg(long)]
     policy: PathBuf,
-    /// Detached signature over the bundle file for the policy's `sigstore` rule: a Sigstore
-    /// bundle (JSON) or a cosign signature (default: BUNDLE.sigstore.json, then BUNDLE.sig).
-    #[arg(long, value_name = "FILE")]
-    sigstore: Option<PathBuf>,
+    #[command(flatten)]
+    sigstore: crate::policy_file::SignatureArg,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -46,7 +44,7 @@ fn bundle_json(b: &Verified<Bundle>) -> serde_json::Value {
 pub fn run(args: Args) -> Result<(), CliError> {
     let policy = crate::policy_file::load(&args.policy)?;
     let bytes = read("bundle", &args.bundle)?;
-    match policy.verify(&args.bundle, bytes, args.sigstore.as_deref()) {
+    match policy.verify(&args.bundle, bytes, args.sigstore.path.as_deref()) {
         Ok(b) => {
             if args.json {
                 super::print_json(&json!({ "accepted": true, "bundle": bundle_json(&b) }))?;
