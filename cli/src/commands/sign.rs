@@ -38,16 +38,16 @@ pub fn run(args: Args) -> Result<(), CliError> {
         .as_deref()
         .map(super::load_signing_key)
         .transpose()?;
+    let cosign_error = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| CliError::CosignKey { path, source }
+    };
     let cosign = match &args.cosign_key {
         Some(path) => {
             let password = super::cosign_password()?;
             let pem = zeroize::Zeroizing::new(read("cosign key", path)?);
-            let k = jek_builder::cosign::CosignKey::from_encrypted_pem(&pem, &password).map_err(
-                |source| CliError::CosignKey {
-                    path: path.clone(),
-                    source,
-                },
-            )?;
+            let k = jek_builder::cosign::CosignKey::from_encrypted_pem(&pem, &password)
+                .map_err(cosign_error(path))?;
             Some((path, k))
         }
         None => None,
@@ -66,18 +66,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
     };
     let cosign_out = match &cosign {
         Some((path, k)) => {
-            let sig = k.sign_blob(&signed).map_err(|source| CliError::CosignKey {
-                path: (*path).clone(),
-                source,
-            })?;
+            let sig = k.sign_blob(&signed).map_err(cosign_error(path))?;
             let sig_path = args
                 .signature
                 .clone()
                 .unwrap_or_else(|| crate::policy_file::default_signature_paths(&out)[1].clone());
-            let public = k.public_key_pem().map_err(|source| CliError::CosignKey {
-                path: (*path).clone(),
-                source,
-            })?;
+            let public = k.public_key_pem().map_err(cosign_error(path))?;
             Some((
                 sig_path,
                 sig,
