@@ -104,7 +104,7 @@ fn predict(env: &Env, bundle: &Path, pod: &str, log_out: &str) -> serde_json::Va
 fn tpm_pcrs(port: u16) -> serde_json::Value {
     let mut tpm = jek_tpm::Tpm::connect(&jek_tpm::swtpm::tcti_for(port)).unwrap();
     let pcrs = tpm.read_pcrs(&jek_measure::plan::PCRS).unwrap();
-    jek_loader::boot::pcrs_json(&pcrs)
+    serde_json::to_value(&pcrs).unwrap()
 }
 
 fn stop_kept(record: &serde_json::Value) {
@@ -132,7 +132,7 @@ fn qemu_boot_log_tpm_and_predict_agree_byte_for_byte() {
 
     let log_bytes = std::fs::read(env.ws.path("run/binary_bios_measurements")).unwrap();
     let log = EventLog::from_bytes(&log_bytes).unwrap();
-    let replay = jek_loader::boot::pcrs_json(&log.replay());
+    let replay = serde_json::to_value(log.replay()).unwrap();
     let predicted = predict(&env, bundle, "a.yaml", "predicted.log");
 
     assert_eq!(replay, record["pcrs"]);
@@ -376,12 +376,12 @@ fn kvm_backend_boots_a_signed_test_kernel_bundle_to_a_clean_exit() {
     let env = Env::new();
     let ws = &env.ws;
     ws.write("testkernel.bzImage", jek_testkernel::BZIMAGE);
-    let entries = [jek_init::cpio::Entry {
+    let entries = [jek_pod::cpio::Entry {
         path: "etc/hello".into(),
         perm: 0o644,
-        kind: jek_init::cpio::Kind::File(b"hello from the bundle\n".to_vec()),
+        kind: jek_pod::cpio::Kind::File(b"hello from the bundle\n".to_vec()),
     }];
-    let initramfs = jek_init::cpio::write(&entries, 0).unwrap();
+    let initramfs = jek_pod::cpio::write(&entries, 0).unwrap();
     ws.write("initrd.cpio", &initramfs);
     let cmdline = "console=ttyS0 jek.test=kvm-e2e";
     let out = ws.jek(&[
@@ -419,20 +419,20 @@ fn kvm_backend_boots_a_signed_test_kernel_bundle_to_a_clean_exit() {
     let report = jek_testkernel::Report::parse(&console);
     assert!(report.done, "{console}");
     assert_eq!(report.cmdline, cmdline);
-    let spec = jek_init::spec::PodSpec {
+    let spec = jek_pod::spec::PodSpec {
         name: "a".into(),
-        containers: vec![jek_init::spec::Container {
+        containers: vec![jek_pod::spec::Container {
             name: "app".into(),
             command: vec!["/bin/jek-sample-app".into()],
             args: vec!["--exit-code".into(), "0".into()],
-            env: vec![jek_init::spec::EnvVar {
+            env: vec![jek_pod::spec::EnvVar {
                 name: "POD".into(),
                 value: "a".into(),
             }],
         }],
     };
     let mut expected = initramfs.clone();
-    expected.extend(jek_init::pod::segment(&spec).unwrap());
+    expected.extend(jek_pod::segment(&spec).unwrap());
     assert_eq!(report.initrd_size, expected.len() as u64);
     assert_eq!(report.initrd_fnv1a, jek_testkernel::fnv1a(&expected));
 
@@ -440,7 +440,7 @@ fn kvm_backend_boots_a_signed_test_kernel_bundle_to_a_clean_exit() {
     // derives offline.
     let log = EventLog::from_bytes(&ws.read("run/binary_bios_measurements")).unwrap();
     assert_eq!(
-        jek_loader::boot::pcrs_json(&log.replay()),
+        serde_json::to_value(log.replay()).unwrap(),
         record["pcrs"],
         "{record}"
     );

@@ -18,27 +18,82 @@ use jek_measure::PcrValues;
 use jek_verifier::format::Role;
 use jek_verifier::{Bundle, Sha256Digest, Verified, VerifyError};
 use p256::ecdsa::signature::Verifier;
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::tpm2::{attr, EcdsaSignature, Public, PublicKey, Quote, ALG_SHA256, ECC_NIST_P256};
 
-/// The claims, in report order.
-pub const CLAIMS: [&str; 10] = [
-    "tpm-identity",
-    "freshness",
-    "evidence",
-    "kernel",
-    "initramfs",
-    "cmdline",
-    "signer",
-    "security-version",
-    "bundle",
-    "pod-config",
-];
+/// What the appraisal judges, in report order. An enum, so a misspelt claim does not
+/// compile (and cannot fail open).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Claim {
+    /// The AK lives in the pod's certified TPM and signed the quote.
+    TpmIdentity,
+    /// The quote carries this appraisal's nonce.
+    Freshness,
+    /// The quote covers jek's PCRs with these values; the event log parses.
+    Evidence,
+    /// PCR 4: the kernel image.
+    Kernel,
+    /// PCR 9: the initramfs.
+    Initramfs,
+    /// PCR 8: the command line.
+    Cmdline,
+    /// PCR 7: the signers.
+    Signer,
+    /// PCR 7: the security version.
+    SecurityVersion,
+    /// PCR 11: the signed manifest.
+    Bundle,
+    /// PCR 12: the pod segment.
+    PodConfig,
+}
+
+impl Claim {
+    /// Every claim, in report order.
+    pub const ALL: [Claim; 10] = [
+        Claim::TpmIdentity,
+        Claim::Freshness,
+        Claim::Evidence,
+        Claim::Kernel,
+        Claim::Initramfs,
+        Claim::Cmdline,
+        Claim::Signer,
+        Claim::SecurityVersion,
+        Claim::Bundle,
+        Claim::PodConfig,
+    ];
+
+    /// The claim's name in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Claim::TpmIdentity => "tpm-identity",
+            Claim::Freshness => "freshness",
+            Claim::Evidence => "evidence",
+            Claim::Kernel => "kernel",
+            Claim::Initramfs => "initramfs",
+            Claim::Cmdline => "cmdline",
+            Claim::Signer => "signer",
+            Claim::SecurityVersion => "security-version",
+            Claim::Bundle => "bundle",
+            Claim::PodConfig => "pod-config",
+        }
+    }
+}
+
+impl std::fmt::Display for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// EAR status tiers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Not appraised.
     None,
@@ -85,27 +140,72 @@ pub struct Finding {
     pub actual: Option<String>,
 }
 
-/// What the verifier established about the AK before appraisal.
+/// What the verifier established about the AK before appraisal. Its fields are private:
+/// an activated identity is made only by [`crate::protocol`], when a credential bound to
+/// the AK's name was released by the TPM whose EK certificate chains to a trusted CA, so no
+/// caller can claim one it did not prove.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Identity {
-    /// Credential activation succeeded for an object of this name in the TPM whose EK
-    /// certificate (subject given) chains to the trusted CA.
-    Activated {
-        /// The AK name the credential was bound to.
-        ak_name: Vec<u8>,
-        /// The EK certificate's subject.
-        ek: String,
-    },
-    /// The AK was pinned by the verifier beforehand (evidence mode).
-    Pinned {
-        /// The pinned name.
-        ak_name: Vec<u8>,
-    },
-    /// The AK's identity could not be established.
-    Unproven {
-        /// Why.
-        reason: String,
-    },
+pub struct Identity {
+    kind: IdentityKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IdentityKind {
+    Activated { ak_name: Vec<u8>, ek: String },
+    Pinned { ak_name: Vec<u8> },
+    Unproven { reason: String },
+}
+
+impl Identity {
+    pub(crate) fn activated(ak_name: Vec<u8>, ek_subject: String) -> Self {
+        Identity {
+            kind: IdentityKind::Activated {
+                ak_name,
+                ek: ek_subject,
+            },
+        }
+    }
+
+    pub(crate) fn pinned(ak_name: Vec<u8>) -> Self {
+        Identity {
+            kind: IdentityKind::Pinned { ak_name },
+        }
+    }
+
+    /// An AK whose TPM was not proven, and why. Appraised, it is contraindicated.
+    pub fn unproven(reason: impl Into<String>) -> Self {
+        Identity {
+            kind: IdentityKind::Unproven {
+                reason: reason.into(),
+            },
+        }
+    }
+
+    /// The AK name that was proven or pinned.
+    pub fn ak_name(&self) -> Option<&[u8]> {
+        match &self.kind {
+            IdentityKind::Activated { ak_name, .. } | IdentityKind::Pinned { ak_name } => {
+                Some(ak_name)
+            }
+            IdentityKind::Unproven { .. } => None,
+        }
+    }
+
+    /// The certified EK's subject, for an activated identity.
+    pub fn ek_subject(&self) -> Option<&str> {
+        match &self.kind {
+            IdentityKind::Activated { ek, .. } => Some(ek),
+            _ => None,
+        }
+    }
+
+    /// Why the identity is not proven, if it is not.
+    pub fn unproven_reason(&self) -> Option<&str> {
+        match &self.kind {
+            IdentityKind::Unproven { reason } => Some(reason),
+            _ => None,
+        }
+    }
 }
 
 /// The evidence of one pod.
@@ -135,7 +235,7 @@ pub struct Reference<'a> {
 #[derive(Debug, Clone)]
 pub struct Appraisal {
     /// Findings per claim (empty = affirming).
-    pub claims: BTreeMap<&'static str, Vec<Finding>>,
+    pub claims: BTreeMap<Claim, Vec<Finding>>,
     /// The AK name appraised.
     pub ak_name: Option<Vec<u8>>,
     /// The quoted PCR values.
@@ -145,7 +245,7 @@ pub struct Appraisal {
 impl Appraisal {
     fn new() -> Self {
         Appraisal {
-            claims: CLAIMS.iter().map(|c| (*c, Vec::new())).collect(),
+            claims: Claim::ALL.iter().map(|c| (*c, Vec::new())).collect(),
             ak_name: None,
             pcrs: PcrValues::new(),
         }
@@ -153,7 +253,7 @@ impl Appraisal {
 
     fn fail(
         &mut self,
-        claim: &'static str,
+        claim: Claim,
         reason: String,
         expected: Option<String>,
         actual: Option<String>,
@@ -163,7 +263,7 @@ impl Appraisal {
 
     fn add(
         &mut self,
-        claim: &'static str,
+        claim: Claim,
         status: Status,
         reason: String,
         expected: Option<String>,
@@ -178,46 +278,46 @@ impl Appraisal {
     }
 
     /// The status of one claim: the worst of its findings, affirming when it has none.
-    pub fn status(&self, claim: &str) -> Status {
+    pub fn status(&self, claim: Claim) -> Status {
         self.claims
-            .get(claim)
+            .get(&claim)
             .and_then(|f| f.iter().map(|f| f.status).max())
             .unwrap_or(Status::Affirming)
     }
 
     /// The overall status: the worst claim.
     pub fn overall(&self) -> Status {
-        CLAIMS
+        Claim::ALL
             .iter()
-            .map(|c| self.status(c))
+            .map(|c| self.status(*c))
             .max()
             .unwrap_or(Status::None)
     }
 }
 
 /// The claim an event of this kind belongs to.
-pub fn claim_of(what: &Measured) -> &'static str {
+pub fn claim_of(what: &Measured) -> Claim {
     match what {
-        Measured::Kernel(_) => "kernel",
-        Measured::Signer(_) => "signer",
-        Measured::SecurityVersion(_) => "security-version",
-        Measured::Cmdline => "cmdline",
-        Measured::Initramfs => "initramfs",
-        Measured::Manifest => "bundle",
-        Measured::PodConfig => "pod-config",
+        Measured::Kernel(_) => Claim::Kernel,
+        Measured::Signer(_) => Claim::Signer,
+        Measured::SecurityVersion(_) => Claim::SecurityVersion,
+        Measured::Cmdline => Claim::Cmdline,
+        Measured::Initramfs => Claim::Initramfs,
+        Measured::Manifest => Claim::Bundle,
+        Measured::PodConfig => Claim::PodConfig,
     }
 }
 
 /// The claims whose events go into a PCR.
-fn claims_of_pcr(pcr: u32) -> &'static [&'static str] {
+fn claims_of_pcr(pcr: u32) -> &'static [Claim] {
     match pcr {
-        4 => &["kernel"],
-        7 => &["signer", "security-version"],
-        8 => &["cmdline"],
-        9 => &["initramfs"],
-        11 => &["bundle"],
-        12 => &["pod-config"],
-        _ => &["evidence"],
+        4 => &[Claim::Kernel],
+        7 => &[Claim::Signer, Claim::SecurityVersion],
+        8 => &[Claim::Cmdline],
+        9 => &[Claim::Initramfs],
+        11 => &[Claim::Bundle],
+        12 => &[Claim::PodConfig],
+        _ => &[Claim::Evidence],
     }
 }
 
@@ -245,7 +345,7 @@ pub fn appraise(
         Ok(l) => Some(l),
         Err(e) => {
             a.fail(
-                "evidence",
+                Claim::Evidence,
                 format!("the event log does not parse: {e}"),
                 None,
                 None,
@@ -259,9 +359,9 @@ pub fn appraise(
     match reference.bundle {
         Err(e) => {
             let claim = if matches!(e, VerifyError::Rollback { .. }) {
-                "security-version"
+                Claim::SecurityVersion
             } else {
-                "signer"
+                Claim::Signer
             };
             a.fail(
                 claim,
@@ -269,7 +369,13 @@ pub fn appraise(
                 None,
                 None,
             );
-            for c in ["kernel", "initramfs", "cmdline", "bundle", "pod-config"] {
+            for c in [
+                Claim::Kernel,
+                Claim::Initramfs,
+                Claim::Cmdline,
+                Claim::Bundle,
+                Claim::PodConfig,
+            ] {
                 a.add(
                     c,
                     Status::None,
@@ -300,7 +406,7 @@ fn check_quote(
         Ok(ak) => ak,
         Err(e) => {
             a.fail(
-                "tpm-identity",
+                Claim::TpmIdentity,
                 format!("the AK public area does not parse: {e}"),
                 None,
                 None,
@@ -310,18 +416,20 @@ fn check_quote(
     };
     let name = ak.name();
     a.ak_name = Some(name.clone());
-    match identity {
-        Identity::Activated { ak_name, .. } | Identity::Pinned { ak_name } if *ak_name != name => {
+    match &identity.kind {
+        IdentityKind::Activated { ak_name, .. } | IdentityKind::Pinned { ak_name }
+            if *ak_name != name =>
+        {
             a.fail(
-                "tpm-identity",
+                Claim::TpmIdentity,
                 "the quote's AK is not the AK proven to live in the pod's certified TPM".into(),
                 Some(hex::encode(ak_name)),
                 Some(hex::encode(&name)),
             );
         }
-        Identity::Unproven { reason } => {
+        IdentityKind::Unproven { reason } => {
             a.fail(
-                "tpm-identity",
+                Claim::TpmIdentity,
                 format!("the AK's TPM is not proven: {reason}"),
                 None,
                 None,
@@ -332,7 +440,7 @@ fn check_quote(
     if ak.attributes & attr::AK_REQUIRED != attr::AK_REQUIRED || ak.attributes & attr::DECRYPT != 0
     {
         a.fail(
-            "tpm-identity",
+            Claim::TpmIdentity,
             "the AK is not a restricted, TPM-generated, fixedTPM signing key".into(),
             Some(format!("{:#010x} set, decrypt clear", attr::AK_REQUIRED)),
             Some(format!("{:#010x}", ak.attributes)),
@@ -346,7 +454,7 @@ fn check_quote(
     };
     let Some(key) = key else {
         a.fail(
-            "tpm-identity",
+            Claim::TpmIdentity,
             "the AK is not an ECC NIST P-256 key".into(),
             None,
             None,
@@ -373,14 +481,14 @@ fn check_quote(
                 .map_err(|_| "the quote signature does not verify under the AK".to_string())
         });
     if let Err(reason) = signed {
-        a.fail("tpm-identity", reason, None, Some(hex::encode(&name)));
+        a.fail(Claim::TpmIdentity, reason, None, Some(hex::encode(&name)));
         return None;
     }
     let quote = match Quote::parse(&evidence.attest) {
         Ok(q) => q,
         Err(e) => {
             a.fail(
-                "evidence",
+                Claim::Evidence,
                 format!("the signed quote does not parse: {e}"),
                 None,
                 None,
@@ -390,7 +498,7 @@ fn check_quote(
     };
     if quote.extra_data != nonce {
         a.fail(
-            "freshness",
+            Claim::Freshness,
             "the quote does not carry this appraisal's nonce (stale or replayed)".into(),
             Some(hex::encode(nonce)),
             Some(hex::encode(&quote.extra_data)),
@@ -401,7 +509,7 @@ fn check_quote(
         matches!(quote.selection.as_slice(), [s] if s.hash == ALG_SHA256 && s.pcrs == want);
     if !covered {
         a.fail(
-            "evidence",
+            Claim::Evidence,
             "the quote does not cover exactly jek's PCRs in the SHA-256 bank".into(),
             Some(format!("sha256:{want:?}")),
             Some(
@@ -419,7 +527,7 @@ fn check_quote(
         Some(d) if d.as_slice() == quote.pcr_digest => Some(quote),
         d => {
             a.fail(
-                "evidence",
+                Claim::Evidence,
                 "the PCR values given are not the ones the TPM quoted".into(),
                 Some(hex::encode(&quote.pcr_digest)),
                 d.map(hex::encode),
@@ -436,7 +544,7 @@ fn check_replay(log: &EventLog, pcrs: &PcrValues, a: &mut Appraisal) {
     for ev in &log.events {
         if !PCRS.contains(&ev.pcr) {
             a.fail(
-                "evidence",
+                Claim::Evidence,
                 format!(
                     "the event log extends PCR {}, which jek does not use",
                     ev.pcr
@@ -453,7 +561,7 @@ fn check_replay(log: &EventLog, pcrs: &PcrValues, a: &mut Appraisal) {
         if got != quoted {
             for claim in claims_of_pcr(p) {
                 a.fail(
-                    claim,
+                    *claim,
                     format!("PCR {p}: the quoted value is not what the event log replays to (extended outside the log, or the log was edited)"),
                     Some(got.to_string()),
                     Some(quoted.to_string()),
@@ -467,7 +575,7 @@ fn check_replay(log: &EventLog, pcrs: &PcrValues, a: &mut Appraisal) {
 fn check_events(log: &EventLog, bundle: &Verified<Bundle>, pod_segment: &[u8], a: &mut Appraisal) {
     let Some(reference) = reference_events(log, bundle, pod_segment) else {
         a.fail(
-            "kernel",
+            Claim::Kernel,
             "the bundle has no kernel image to derive references from".into(),
             None,
             None,
@@ -514,7 +622,7 @@ fn check_events(log: &EventLog, bundle: &Verified<Bundle>, pod_segment: &[u8], a
             (None, Some(got)) => {
                 for claim in claims_of_pcr(got.pcr) {
                     a.fail(
-                        claim,
+                        *claim,
                         format!(
                             "event {i} (PCR {}) is not in the reference: an extra measurement",
                             got.pcr
@@ -547,70 +655,4 @@ pub fn reference_events(
         }
     }
     fallback
-}
-
-/// The attestation result in the IETF RATS EAR shape (draft-ietf-rats-ear), unsigned: the
-/// claims set of one pod under `submods`, with jek's per-claim detail in `jek.claims`.
-pub fn ear(
-    appraisal: &Appraisal,
-    pod: &str,
-    nonce: &[u8],
-    iat: u64,
-    policy_id: &str,
-    extra: Value,
-) -> Value {
-    use base64::Engine;
-    let claims: serde_json::Map<String, Value> = CLAIMS
-        .iter()
-        .map(|c| {
-            let findings = appraisal.claims.get(c).cloned().unwrap_or_default();
-            let mut v = json!({ "status": appraisal.status(c).name() });
-            if let Some(first) = findings.first() {
-                v["reason"] = json!(first.reason);
-                if let Some(e) = &first.expected {
-                    v["expected"] = json!(e);
-                }
-                if let Some(a) = &first.actual {
-                    v["actual"] = json!(a);
-                }
-                if findings.len() > 1 {
-                    v["more"] = json!(findings[1..]
-                        .iter()
-                        .map(|f| f.reason.clone())
-                        .collect::<Vec<_>>());
-                }
-            }
-            ((*c).to_string(), v)
-        })
-        .collect();
-    let worst = |cs: &[&str]| {
-        cs.iter()
-            .map(|c| appraisal.status(c))
-            .max()
-            .unwrap_or(Status::None)
-            .tier()
-    };
-    let mut sub = json!({
-        "ear.status": appraisal.overall().name(),
-        "ear.trustworthiness-vector": {
-            "instance-identity": worst(&["tpm-identity", "freshness"]),
-            "hardware": worst(&["tpm-identity"]),
-            "executables": worst(&["kernel", "initramfs", "bundle", "signer", "security-version", "evidence"]),
-            "configuration": worst(&["cmdline", "pod-config", "evidence"]),
-        },
-        "ear.appraisal-policy-id": policy_id,
-        "jek.claims": Value::Object(claims),
-        "jek.pcrs": Value::Object(appraisal.pcrs.iter().map(|(k, v)| (k.to_string(), json!(v.to_string()))).collect()),
-        "jek.ak-name": appraisal.ak_name.as_ref().map(hex::encode),
-    });
-    if let (Value::Object(s), Value::Object(e)) = (&mut sub, extra) {
-        s.extend(e);
-    }
-    json!({
-        "eat_profile": "tag:github.com,2023:veraison/ear",
-        "iat": iat,
-        "ear.verifier-id": { "developer": "jek", "build": concat!("jek ", env!("CARGO_PKG_VERSION")) },
-        "eat_nonce": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce),
-        "submods": { pod: sub },
-    })
 }

@@ -17,9 +17,8 @@
 use std::collections::BTreeMap;
 
 use jek_measure::PcrValues;
-use jek_verifier::Sha256Digest;
 use p256::pkcs8::{EncodePublicKey, LineEnding};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::appraise::Evidence;
 use crate::tpm2::{tpm2_tools_pcrs, Public};
@@ -38,6 +37,14 @@ pub enum EvidenceError {
         /// Why.
         reason: String,
     },
+    /// Two files that carry the same thing do not agree.
+    #[error("evidence file {file} does not agree with {other}")]
+    Disagree {
+        /// The file.
+        file: &'static str,
+        /// The file it must agree with.
+        other: &'static str,
+    },
 }
 
 /// The EK identity material exported next to the quote.
@@ -49,29 +56,38 @@ pub struct EkMaterial {
     pub chain: String,
 }
 
-/// PCR values as JSON.
-pub fn pcrs_json(pcrs: &PcrValues) -> Value {
-    Value::Object(
-        pcrs.iter()
-            .map(|(k, v)| (k.to_string(), json!(v.to_string())))
-            .collect(),
-    )
+/// `evidence.json`: what the exporting verifier asked and got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EvidenceMeta {
+    /// The pod's name.
+    pub pod: String,
+    /// The nonce the quote was asked with (hex).
+    pub nonce: String,
+    /// The AK's name (hex).
+    pub ak_name: String,
 }
 
-/// Reads `{"4": "hex", ...}`.
-pub fn pcrs_from_json(v: &Value) -> Result<PcrValues, String> {
-    let obj = v.as_object().ok_or("not a JSON object")?;
-    let mut out = PcrValues::new();
-    for (k, v) in obj {
-        let pcr: u32 = k.parse().map_err(|_| format!("PCR index {k:?}"))?;
-        let hex_str = v.as_str().ok_or(format!("PCR {pcr}: not a string"))?;
-        let bytes = hex::decode(hex_str).map_err(|e| format!("PCR {pcr}: {e}"))?;
-        let d: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| format!("PCR {pcr}: not 32 bytes"))?;
-        out.insert(pcr, Sha256Digest(d));
-    }
-    Ok(out)
+fn ak_pem(ak: &Public) -> Result<String, EvidenceError> {
+    let point = ak.sec1_point().ok_or(EvidenceError::Malformed {
+        file: "ak.tpmt",
+        reason: "not an ECC key".into(),
+    })?;
+    p256::PublicKey::from_sec1_bytes(&point)
+        .map_err(|e| EvidenceError::Malformed {
+            file: "ak.tpmt",
+            reason: e.to_string(),
+        })?
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| EvidenceError::Malformed {
+            file: "ak.pem",
+            reason: e.to_string(),
+        })
+}
+
+fn pcrs_ser(pcrs: &PcrValues) -> Vec<u8> {
+    let values: Vec<(u32, [u8; 32])> = pcrs.iter().map(|(k, v)| (*k, v.0)).collect();
+    tpm2_tools_pcrs(&values)
 }
 
 /// The files of an evidence directory.
@@ -85,35 +101,22 @@ pub fn to_files(
         file: "ak.tpmt",
         reason: e.to_string(),
     })?;
-    let point = ak.sec1_point().ok_or(EvidenceError::Malformed {
-        file: "ak.tpmt",
-        reason: "not an ECC key".into(),
-    })?;
-    let pem = p256::PublicKey::from_sec1_bytes(&point)
-        .map_err(|e| EvidenceError::Malformed {
-            file: "ak.tpmt",
-            reason: e.to_string(),
-        })?
-        .to_public_key_pem(LineEnding::LF)
-        .map_err(|e| EvidenceError::Malformed {
-            file: "ak.pem",
-            reason: e.to_string(),
-        })?;
-    let values: Vec<(u32, [u8; 32])> = evidence.pcrs.iter().map(|(k, v)| (*k, v.0)).collect();
-    let meta = json!({
-        "pod": pod,
-        "nonce": hex::encode(nonce),
-        "akName": hex::encode(ak.name()),
-    });
+    let pem = ak_pem(&ak)?;
+    let meta = EvidenceMeta {
+        pod: pod.to_string(),
+        nonce: hex::encode(nonce),
+        ak_name: hex::encode(ak.name()),
+    };
     let mut files = BTreeMap::new();
     files.insert("quote.msg", evidence.attest.clone());
     files.insert("quote.sig", evidence.signature.clone());
     files.insert("ak.pem", pem.into_bytes());
     files.insert("ak.tpmt", evidence.ak_public.clone());
-    files.insert("pcrs.ser", tpm2_tools_pcrs(&values));
+    files.insert("pcrs.ser", pcrs_ser(&evidence.pcrs));
+    // Derived Serialize of maps of integers to hex strings cannot fail.
     files.insert(
         "pcrs.json",
-        serde_json::to_vec_pretty(&pcrs_json(&evidence.pcrs)).unwrap_or_default(),
+        serde_json::to_vec_pretty(&evidence.pcrs).unwrap_or_default(),
     );
     files.insert("binary_bios_measurements", evidence.event_log.clone());
     files.insert("ek-cert.der", ek.cert.clone());
@@ -125,10 +128,12 @@ pub fn to_files(
     Ok(files)
 }
 
-/// Reads an evidence directory through `read` (file name → bytes, `None` if absent).
+/// Reads an evidence directory through `read` (file name → bytes, `None` if absent). The
+/// copies must agree: `ak.pem` is the key of `ak.tpmt`, and `pcrs.ser` holds the values of
+/// `pcrs.json`, so a checker reading one file sees what the appraisal read in the other.
 pub fn from_files(
     mut read: impl FnMut(&'static str) -> Option<Vec<u8>>,
-) -> Result<(Evidence, EkMaterial, Value), EvidenceError> {
+) -> Result<(Evidence, EkMaterial, EvidenceMeta), EvidenceError> {
     let mut need = |f: &'static str| read(f).ok_or(EvidenceError::Missing(f));
     let attest = need("quote.msg")?;
     let signature = need("quote.sig")?;
@@ -138,17 +143,34 @@ pub fn from_files(
     let cert = need("ek-cert.der")?;
     let chain = need("ek-chain.pem")?;
     let meta = need("evidence.json")?;
-    let pcrs = serde_json::from_slice::<Value>(&pcrs_text)
-        .map_err(|e| e.to_string())
-        .and_then(|v| pcrs_from_json(&v))
-        .map_err(|reason| EvidenceError::Malformed {
+    let pem = need("ak.pem")?;
+    let ser = need("pcrs.ser")?;
+    let pcrs: PcrValues =
+        serde_json::from_slice(&pcrs_text).map_err(|e| EvidenceError::Malformed {
             file: "pcrs.json",
-            reason,
+            reason: e.to_string(),
         })?;
-    let meta: Value = serde_json::from_slice(&meta).map_err(|e| EvidenceError::Malformed {
-        file: "evidence.json",
+    let meta: EvidenceMeta =
+        serde_json::from_slice(&meta).map_err(|e| EvidenceError::Malformed {
+            file: "evidence.json",
+            reason: e.to_string(),
+        })?;
+    let ak = Public::parse(&ak_public).map_err(|e| EvidenceError::Malformed {
+        file: "ak.tpmt",
         reason: e.to_string(),
     })?;
+    if ak_pem(&ak)?.as_bytes() != pem.as_slice() {
+        return Err(EvidenceError::Disagree {
+            file: "ak.pem",
+            other: "ak.tpmt",
+        });
+    }
+    if pcrs_ser(&pcrs) != ser {
+        return Err(EvidenceError::Disagree {
+            file: "pcrs.ser",
+            other: "pcrs.json",
+        });
+    }
     let chain = String::from_utf8(chain).map_err(|e| EvidenceError::Malformed {
         file: "ek-chain.pem",
         reason: e.to_string(),

@@ -8,12 +8,12 @@ use jek_verifier::format::Role;
 use jek_verifier::{Sha256Digest, UnixTime};
 
 use crate::cpio::{self, Entry, Kind};
-use crate::fsio::{write_atomic, Overwrite, WriteError};
 use crate::kconfig;
 use crate::kernel::{self, KernelArtifacts, KernelBuildError, KernelInputs, Progress};
 use crate::pack::{pack, PackError, PackRequest};
 use crate::provenance::{self, Dependency, ProvenanceInput};
 use crate::recipe::Recipe;
+use jek_fsio::{write_atomic, Class, Overwrite, WriteError};
 
 /// Where and how to build.
 #[derive(Debug, Clone)]
@@ -63,15 +63,6 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
-    /// The kconfig policy is invalid.
-    #[error("invalid kconfig policy {path}")]
-    Policy {
-        /// Where.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: Box<kconfig::PolicyParseError>,
-    },
     /// The kernel build failed.
     #[error("kernel build failed")]
     Kernel(#[source] Box<KernelBuildError>),
@@ -98,6 +89,27 @@ pub enum BuildError {
     /// The recipe names no key and none was given.
     #[error("no signing key: name one in the recipe (signing.keys) or pass --key / --key-env")]
     NoKeys,
+}
+
+impl BuildError {
+    /// The kind of failure: a kernel config that fails its policy is rejected; a bad input
+    /// (missing file, fragment, dynamically linked binary, no key) is invalid; a failed
+    /// tool, compile or write is the environment's.
+    pub fn class(&self) -> Class {
+        match self {
+            BuildError::Kernel(k) => k.class(),
+            BuildError::Read { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => Class::Invalid,
+                _ => Class::Environment,
+            },
+            BuildError::NotStatic { .. }
+            | BuildError::Pack(_)
+            | BuildError::Initramfs(_)
+            | BuildError::NoKeys => Class::Invalid,
+            BuildError::Write(e) => e.class(),
+            BuildError::Reread(_) => Class::Environment,
+        }
+    }
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, BuildError> {
@@ -211,18 +223,7 @@ pub fn kernel_inputs(recipe: &Recipe, opts: &BuildOptions) -> Result<KernelInput
             Ok((file_name(p), text))
         })
         .collect::<Result<Vec<_>, BuildError>>()?;
-    let policy = match &recipe.policy {
-        Some(p) => {
-            let text = String::from_utf8_lossy(&read("kconfig policy", p)?).into_owned();
-            Some(
-                kconfig::Policy::from_yaml(&text).map_err(|source| BuildError::Policy {
-                    path: p.clone(),
-                    source: Box::new(source),
-                })?,
-            )
-        }
-        None => None,
-    };
+    let policy = recipe.kconfig_policy.clone();
     Ok(KernelInputs {
         source: recipe.source.clone(),
         fragments,

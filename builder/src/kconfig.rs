@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// A symbol's value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -226,23 +226,24 @@ pub fn merge(base: &str, fragments: &[(String, Config)]) -> Result<String, Kconf
     Ok(out)
 }
 
-/// What must and must not be in a resolved configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What must and must not be in a resolved configuration (the file format is read by
+/// `jek-config`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     /// Symbols that must be `=y`.
-    #[serde(default)]
     pub required: Vec<String>,
     /// Symbols that must be neither `=y` nor `=m`.
-    #[serde(default)]
     pub forbidden: Vec<String>,
 }
 
 impl Policy {
-    /// Parses and validates policy YAML.
-    pub fn from_yaml(text: &str) -> Result<Self, PolicyParseError> {
-        let p: Policy = serde_yaml::from_str(text).map_err(PolicyParseError::Yaml)?;
-        p.validate().map_err(PolicyParseError::Invalid)?;
+    /// A validated policy: symbol names without `CONFIG_`, none both required and forbidden.
+    pub fn new(required: Vec<String>, forbidden: Vec<String>) -> Result<Self, KconfigError> {
+        let p = Policy {
+            required,
+            forbidden,
+        };
+        p.validate()?;
         Ok(p)
     }
 
@@ -257,17 +258,6 @@ impl Policy {
         }
         Ok(())
     }
-}
-
-/// Why a policy file cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyParseError {
-    /// Not YAML of the right shape.
-    #[error("not a valid kconfig policy document")]
-    Yaml(#[source] serde_yaml::Error),
-    /// Symbol names or rules are invalid.
-    #[error("invalid kconfig policy")]
-    Invalid(#[source] KconfigError),
 }
 
 /// One problem in a resolved configuration.
@@ -482,21 +472,15 @@ mod tests {
     }
 
     #[test]
-    fn policy_yaml_is_validated() {
-        assert!(Policy::from_yaml("required: [A]\nforbidden: [B]\n").is_ok());
+    fn policies_are_validated() {
+        assert!(Policy::new(vec!["A".into()], vec!["B".into()]).is_ok());
         assert!(matches!(
-            Policy::from_yaml("required: [CONFIG_A]\n"),
-            Err(PolicyParseError::Invalid(KconfigError::PolicySymbol(_)))
+            Policy::new(vec!["CONFIG_A".into()], vec![]),
+            Err(KconfigError::PolicySymbol(_))
         ));
         assert!(matches!(
-            Policy::from_yaml("required: [A]\nforbidden: [A]\n"),
-            Err(PolicyParseError::Invalid(
-                KconfigError::PolicyContradiction(_)
-            ))
-        ));
-        assert!(matches!(
-            Policy::from_yaml("require: [A]\n"),
-            Err(PolicyParseError::Yaml(_))
+            Policy::new(vec!["A".into()], vec!["A".into()]),
+            Err(KconfigError::PolicyContradiction(_))
         ));
     }
 
@@ -521,6 +505,5 @@ mod tests {
             }
             assert!(c.iter().count() > 3);
         }
-        Policy::from_yaml(&std::fs::read_to_string(format!("{dir}/policy.yaml")).unwrap()).unwrap();
     }
 }

@@ -149,6 +149,22 @@ pub enum KernelBuildError {
     },
 }
 
+impl KernelBuildError {
+    /// The kind of failure.
+    pub fn class(&self) -> jek_fsio::Class {
+        use jek_fsio::Class;
+        match self {
+            KernelBuildError::ConfigCheck { .. } => Class::Rejected,
+            KernelBuildError::Fragment(_) | KernelBuildError::MissingSource { .. } => {
+                Class::Invalid
+            }
+            KernelBuildError::MissingTool { .. }
+            | KernelBuildError::Make { .. }
+            | KernelBuildError::Io { .. } => Class::Environment,
+        }
+    }
+}
+
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> KernelBuildError {
     let path = path.to_path_buf();
     move |source| KernelBuildError::Io { what, path, source }

@@ -4,15 +4,15 @@
 //! kernel images ([`kernel_image`]), packing and signing ([`pack`]), kconfig checks
 //! ([`kconfig`]), the cached kernel build ([`kernel`]), deterministic initramfs archives
 //! ([`cpio`]), recipes ([`recipe`]), SLSA provenance ([`provenance`]) and the whole
-//! `jek build` ([`build`]). Files are written atomically ([`fsio`]). This is the only crate
+//! `jek build` ([`build`]). Files are written atomically (`jek-fsio`). This is the only crate
 //! that handles private keys.
 #![forbid(unsafe_code)]
 
 pub mod build;
 #[cfg(feature = "cosign")]
 pub mod cosign;
-pub use jek_init::cpio;
-pub mod fsio;
+pub use jek_pod::cpio;
+
 pub mod fuzzing;
 pub mod kconfig;
 pub mod kernel;

@@ -1,8 +1,10 @@
-//! The CLI's error type and its mapping to documented exit codes.
+//! The CLI's error type and its mapping to documented exit codes. Each library error says
+//! what kind of failure it is (`class()`, an exhaustive match in its own crate); the CLI
+//! only maps kinds to codes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use jek_builder::fsio::WriteError;
+use jek_fsio::{Class, ReadError, WriteError};
 
 /// Process exit codes. Documented in the README and `docs/cli.md`; tests check them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +21,16 @@ pub enum Exit {
     PodFailed = 4,
 }
 
+impl From<Class> for Exit {
+    fn from(c: Class) -> Exit {
+        match c {
+            Class::Rejected => Exit::Rejected,
+            Class::Invalid => Exit::Usage,
+            Class::Environment => Exit::Environment,
+        }
+    }
+}
+
 /// Everything that can stop a command.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -31,20 +43,22 @@ pub enum CliError {
         path: PathBuf,
         /// Cause.
         #[source]
-        source: std::io::Error,
+        source: ReadError,
+    },
+    /// A file that must be text is not UTF-8.
+    #[error("{what} {path} is not UTF-8 text")]
+    NotText {
+        /// What the file is for.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
     },
     /// Writing an output file failed.
     #[error("cannot write output")]
     Write(#[from] WriteError),
-    /// The policy file is invalid.
-    #[error("invalid policy file {path}")]
-    Policy {
-        /// Its path.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: crate::policy_file::PolicyFileError,
-    },
+    /// A policy, pod, recipe or kconfig policy file is unusable.
+    #[error(transparent)]
+    Config(#[from] jek_config::ConfigError),
     /// A private key file is invalid.
     #[error("invalid signing key file {path}")]
     SigningKey {
@@ -57,14 +71,6 @@ pub enum CliError {
     /// Encoding a new key failed.
     #[error("cannot encode the new key")]
     Keygen(#[source] jek_builder::keys::KeyError),
-    /// A file that must be text is not UTF-8.
-    #[error("{what} {path} is not UTF-8 text")]
-    NotText {
-        /// What the file is for.
-        what: &'static str,
-        /// Its path.
-        path: PathBuf,
-    },
     /// Verification rejected the bundle.
     #[error("bundle {path} rejected")]
     Rejected {
@@ -74,20 +80,9 @@ pub enum CliError {
         #[source]
         source: jek_verifier::VerifyError,
     },
-    /// The Sigstore signature over the bundle was rejected.
-    #[error("bundle {path} rejected: its Sigstore signature {signature} failed")]
-    Sigstore {
-        /// The bundle.
-        path: PathBuf,
-        /// The signature file.
-        signature: PathBuf,
-        /// The failed step.
-        #[source]
-        source: jek_verifier::sigstore::SigstoreError,
-    },
     /// A registry push or pull failed.
     #[error("registry")]
-    Registry(#[source] jek_oci::RegistryError),
+    Registry(#[from] jek_oci::RegistryError),
     /// The bundle cannot be inspected.
     #[error("cannot inspect {path}")]
     Inspect {
@@ -115,26 +110,17 @@ pub enum CliError {
         /// The value.
         value: String,
     },
-    /// The recipe is invalid.
-    #[error("invalid recipe {path}")]
-    Recipe {
-        /// Its path.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: jek_builder::recipe::RecipeError,
-    },
     /// The build failed.
     #[error("build failed")]
-    Build(#[source] jek_builder::build::BuildError),
+    Build(#[from] jek_builder::build::BuildError),
     /// Two clean builds differ.
     #[error("the build is not reproducible: {component} differs between two clean builds")]
     NotReproducible {
         /// The first differing component.
         component: &'static str,
     },
-    /// `--key-env` names an unset variable.
-    #[error("environment variable {var} (named by --key-env) is not set")]
+    /// A key's environment variable is not set.
+    #[error("environment variable {var} is not set")]
     KeyEnv {
         /// The variable.
         var: String,
@@ -160,15 +146,6 @@ pub enum CliError {
         #[source]
         source: jek_builder::kconfig::KconfigError,
     },
-    /// A kconfig policy does not parse.
-    #[error("invalid kconfig policy {path}")]
-    KconfigPolicy {
-        /// Its path.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: jek_builder::kconfig::PolicyParseError,
-    },
     /// The config check found problems.
     #[error("{path}: {count} kernel config findings")]
     KconfigFindings {
@@ -180,15 +157,6 @@ pub enum CliError {
     /// Arguments that do not make sense together.
     #[error("{0}")]
     Usage(String),
-    /// The pod spec file is invalid.
-    #[error("invalid pod file {path}")]
-    Pod {
-        /// Its path.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: crate::pod_file::PodFileError,
-    },
     /// The payload (kernel choice, pod segment) cannot be assembled.
     #[error("cannot prepare the boot of {path}")]
     Payload {
@@ -215,11 +183,23 @@ pub enum CliError {
         /// The console transcript.
         console: PathBuf,
     },
-    /// The policy has no `attestation` section.
-    #[error("policy {path} has no `attestation:` section (attestation.ek_ca names the CA of pod EK certificates)")]
-    NoAttestationPolicy {
-        /// The policy file.
+    /// The attestation policy's CA certificates are unusable.
+    #[error("attestation.ek_ca {path}")]
+    EkCa {
+        /// The file.
         path: PathBuf,
+        /// Why.
+        #[source]
+        source: jek_attest::ekcert::ChainError,
+    },
+    /// An evidence directory is unusable.
+    #[error("evidence directory {path}")]
+    EvidenceDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: jek_attest::evidence::EvidenceError,
     },
     /// Some pods could not be attested at all.
     #[error("{count} pod(s) could not be attested")]
@@ -233,15 +213,6 @@ pub enum CliError {
         /// How many.
         count: usize,
     },
-    /// An evidence directory cannot be written.
-    #[error("cannot write evidence directory {path}")]
-    Evidence {
-        /// The directory.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
     /// Writing to standard output failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
@@ -250,66 +221,53 @@ pub enum CliError {
 impl CliError {
     /// The exit code for this error.
     pub fn exit(&self) -> Exit {
-        use std::io::ErrorKind;
         match self {
-            CliError::Rejected { .. } | CliError::Sigstore { .. } => Exit::Rejected,
-            CliError::Read { source, .. } => match source.kind() {
-                ErrorKind::NotFound | ErrorKind::IsADirectory | ErrorKind::InvalidInput => {
-                    Exit::Usage
-                }
-                _ => Exit::Environment,
-            },
-            CliError::Write(WriteError::Exists { .. }) => Exit::Usage,
-            CliError::Write(WriteError::Write { .. }) | CliError::Stdout(_) => Exit::Environment,
-            CliError::Policy { .. }
+            CliError::Read { source, .. } => source.class().into(),
+            CliError::Write(e) => e.class().into(),
+            CliError::Config(e) => e.class().into(),
+            CliError::Registry(e) => e.class().into(),
+            CliError::Build(e) => e.class().into(),
+            CliError::Boot { source, .. } => source.class().into(),
+            CliError::Rejected { .. }
+            | CliError::NotReproducible { .. }
+            | CliError::KconfigFindings { .. }
+            | CliError::Contraindicated { .. } => Exit::Rejected,
+            CliError::NotText { .. }
             | CliError::SigningKey { .. }
-            | CliError::NotText { .. }
             | CliError::Inspect { .. }
             | CliError::Pack(_)
             | CliError::Sign { .. }
-            | CliError::SourceDateEpoch { .. } => Exit::Usage,
-            CliError::Keygen(_) | CliError::CosignKeygen(_) => Exit::Environment,
-            CliError::Registry(e) => match e {
-                jek_oci::RegistryError::BlobDigest { .. }
-                | jek_oci::RegistryError::Artifact { .. } => Exit::Rejected,
-                jek_oci::RegistryError::Reference { .. } => Exit::Usage,
-                _ => Exit::Environment,
-            },
-            CliError::Build(e) => crate::commands::build::exit_of(e),
-            CliError::NotReproducible { .. } | CliError::KconfigFindings { .. } => Exit::Rejected,
-            CliError::Recipe { .. }
+            | CliError::SourceDateEpoch { .. }
             | CliError::KeyEnv { .. }
             | CliError::CosignKey { .. }
             | CliError::Kconfig { .. }
-            | CliError::KconfigPolicy { .. }
             | CliError::Usage(_)
-            | CliError::Pod { .. }
-            | CliError::Payload { .. } => Exit::Usage,
-            CliError::Boot { source, .. } => match source {
-                jek_loader::BootError::Payload(_) | jek_loader::BootError::RunDir { .. } => {
-                    Exit::Usage
-                }
-                _ => Exit::Environment,
-            },
+            | CliError::Payload { .. }
+            | CliError::EkCa { .. }
+            | CliError::EvidenceDir { .. } => Exit::Usage,
+            CliError::Keygen(_)
+            | CliError::CosignKeygen(_)
+            | CliError::AttestErrors { .. }
+            | CliError::Stdout(_) => Exit::Environment,
             CliError::PodFailed { .. } => Exit::PodFailed,
-            CliError::NoAttestationPolicy { .. } => Exit::Usage,
-            CliError::Contraindicated { .. } => Exit::Rejected,
-            CliError::AttestErrors { .. } | CliError::Evidence { .. } => Exit::Environment,
         }
     }
 }
 
-/// Reads a whole input file.
-pub fn read(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, CliError> {
-    std::fs::read(path).map_err(|source| CliError::Read {
-        what,
-        path: path.to_path_buf(),
-        source,
+/// Reads a whole input file named on the command line (symlinks followed; at most the
+/// largest bundle jek accepts, checked by size before reading).
+pub fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, CliError> {
+    jek_fsio::read_file(path, jek_verifier::format::MAX_BUNDLE_SIZE).map_err(|source| {
+        CliError::Read {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 
 /// Reads a whole input file that must be UTF-8 text.
-pub fn read_text(what: &'static str, path: &std::path::Path) -> Result<String, CliError> {
+pub fn read_text(what: &'static str, path: &Path) -> Result<String, CliError> {
     String::from_utf8(read(what, path)?).map_err(|_| CliError::NotText {
         what,
         path: path.to_path_buf(),

@@ -3,9 +3,6 @@
 
 mod commands;
 mod error;
-mod evidence_dir;
-mod pod_file;
-mod policy_file;
 mod progress;
 
 use clap::Parser;

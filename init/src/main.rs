@@ -1,10 +1,22 @@
-//! `jek-init`: PID 1 of a pod. See the crate documentation for the console protocol.
+//! # jek-init: PID 1 of a pod
+//!
+//! The guest side of jek. Built as a static binary and placed at `/init` in the bundle's
+//! initramfs. It mounts the pseudo file systems, brings up the loopback interface, prints
+//! one machine-readable ready line, runs the pod's containers with their arguments and
+//! environment, reaps every zombie, prints each exit status and powers the VM off. It never
+//! hangs silently: every failure is printed and followed by power-off.
+//!
+//! What it reads (the pod spec) and what it prints (the console protocol) are defined in
+//! `jek-pod`, which the host side uses too.
 #![forbid(unsafe_code)]
+
+mod netlink;
 
 use std::io::{Read as _, Write as _};
 use std::process::{Child, Command};
 
-use jek_init::spec::{PodSpec, APP_SPEC_PATH, POD_SPEC_PATH};
+use jek_pod::console::{ConsoleLine, ContainerExit, InitError, PowerOff, Ready};
+use jek_pod::spec::{PodSpec, APP_SPEC_PATH, POD_SPEC_PATH};
 use nix::mount::{mount, MsFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -23,15 +35,21 @@ fn fail(stage: impl Into<String>, error: impl std::fmt::Display) -> Failure {
 }
 
 /// Writes one console line in a single write, so kernel messages cannot split it.
-fn line(tag: &str, json: &serde_json::Value) {
-    let mut s = format!("{tag} {json}\n");
-    if s.len() > 4096 {
-        s.truncate(4095);
-        s.push('\n');
-    }
+fn line(l: ConsoleLine) {
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(s.as_bytes());
+    let _ = out.write_all(l.encode().as_bytes());
     let _ = out.flush();
+}
+
+fn exit_line(container: &str, status: i32) {
+    line(ConsoleLine::Exit(ContainerExit {
+        container: container.to_string(),
+        status,
+    }));
+}
+
+fn error_line(stage: String, error: String) {
+    line(ConsoleLine::Error(InitError { stage, error }));
 }
 
 fn mount_fs(fstype: &str, target: &str, flags: MsFlags, data: Option<&str>) -> Result<(), Failure> {
@@ -46,7 +64,7 @@ fn mount_fs(fstype: &str, target: &str, flags: MsFlags, data: Option<&str>) -> R
 }
 
 fn loopback() -> Result<(), Failure> {
-    jek_init::netlink::set_link_up(1).map_err(|e| fail("loopback up", e))?;
+    netlink::set_link_up(1).map_err(|e| fail("loopback up", e))?;
     // Prove 127.0.0.1 is reachable: connect to our own listener and echo one byte.
     let listener =
         std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| fail("loopback listen", e))?;
@@ -106,12 +124,12 @@ fn run() -> Result<i32, Failure> {
     let kernel = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .map_err(|e| fail("uname", e))?;
-    line(
-        "JEK-READY",
-        &serde_json::json!({
-            "pod": spec.name, "kernel": kernel, "loopback": "ok", "containers": spec.containers.len(),
-        }),
-    );
+    line(ConsoleLine::Ready(Ready {
+        pod: spec.name.clone(),
+        kernel,
+        loopback: "ok".into(),
+        containers: spec.containers.len(),
+    }));
 
     let mut running: Vec<(String, Child)> = Vec::new();
     let mut overall = 0;
@@ -128,14 +146,8 @@ fn run() -> Result<i32, Failure> {
         match cmd.spawn() {
             Ok(child) => running.push((c.name.clone(), child)),
             Err(e) => {
-                line(
-                    "JEK-ERROR",
-                    &serde_json::json!({ "stage": format!("start container {}", c.name), "error": e.to_string() }),
-                );
-                line(
-                    "JEK-EXIT",
-                    &serde_json::json!({ "container": c.name, "status": 127 }),
-                );
+                error_line(format!("start container {}", c.name), e.to_string());
+                exit_line(&c.name, 127);
                 overall = if overall == 0 { 127 } else { overall };
             }
         }
@@ -155,10 +167,7 @@ fn run() -> Result<i32, Failure> {
             .position(|(_, ch)| ch.id() == pid.as_raw().unsigned_abs())
         {
             let (name, _) = running.swap_remove(i);
-            line(
-                "JEK-EXIT",
-                &serde_json::json!({ "container": name, "status": code }),
-            );
+            exit_line(&name, code);
             if overall == 0 {
                 overall = code;
             }
@@ -180,21 +189,15 @@ fn main() {
     let status = match std::panic::catch_unwind(run) {
         Ok(Ok(code)) => code,
         Ok(Err(f)) => {
-            line(
-                "JEK-ERROR",
-                &serde_json::json!({ "stage": f.stage, "error": f.error }),
-            );
+            error_line(f.stage, f.error);
             255
         }
         Err(_) => {
-            line(
-                "JEK-ERROR",
-                &serde_json::json!({ "stage": "init", "error": "panic" }),
-            );
+            error_line("init".into(), "panic".into());
             254
         }
     };
-    line("JEK-POWEROFF", &serde_json::json!({ "status": status }));
+    line(ConsoleLine::PowerOff(PowerOff { status }));
     if std::process::id() == 1 {
         power_off();
     }

@@ -1,6 +1,7 @@
 //! # jek-measure: measured boot, as data
 //!
-//! What a jek loader extends into a pod's TPM before the first guest instruction, computed
+//! What a jek loader hands the VMM ([`payload`]: kernel, initramfs with the pod segment,
+//! command line) and extends into a pod's TPM before the first guest instruction, computed
 //! from a [`Verified<Bundle>`](jek_verifier::Verified) alone ([`plan`]), and the TCG PC
 //! Client crypto-agile event log that records it ([`eventlog`]). Both are pure: the same
 //! bundle and pod configuration always give the same events, log bytes and PCR values, so
@@ -11,7 +12,9 @@
 #![forbid(unsafe_code)]
 
 pub mod eventlog;
+pub mod payload;
 pub mod plan;
 
 pub use eventlog::{Event, EventLog, LogError, PcrValues};
+pub use payload::{default_kernel, Payload, PayloadError};
 pub use plan::{plan, Measured, PlannedEvent};

@@ -17,8 +17,8 @@ pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 pub const EMPTY_CONFIG: &[u8] = b"{}";
 /// Annotation: the file name of a layer.
 pub const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
-/// The largest bundle a pull accepts (1 GiB): a registry cannot make jek allocate more.
-pub const MAX_BUNDLE_SIZE: u64 = 1 << 30;
+/// The largest bundle layer accepted (the bundle format's own limit).
+pub const MAX_BUNDLE_SIZE: u64 = jek_verifier::format::MAX_BUNDLE_SIZE;
 /// The largest attachment a pull accepts (16 MiB).
 pub const MAX_ATTACHMENT_SIZE: u64 = 16 << 20;
 /// The largest manifest or index a pull accepts (4 MiB, as Distribution's own limit).

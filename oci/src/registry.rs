@@ -56,6 +56,20 @@ pub enum RegistryError {
     },
 }
 
+impl RegistryError {
+    /// The kind of failure: a bad reference is invalid input; an artifact that is not a
+    /// bundle or bytes that do not match their digest are rejected; a failed request or
+    /// runtime is the environment's.
+    pub fn class(&self) -> jek_fsio::Class {
+        use jek_fsio::Class;
+        match self {
+            RegistryError::Reference { .. } => Class::Invalid,
+            RegistryError::Runtime(_) | RegistryError::Request { .. } => Class::Environment,
+            RegistryError::Artifact { .. } | RegistryError::BlobDigest { .. } => Class::Rejected,
+        }
+    }
+}
+
 /// A registry client.
 pub struct Registry {
     client: Client,
@@ -109,10 +123,12 @@ fn parse_ref(reference: &str) -> Result<Reference, RegistryError> {
 }
 
 impl Registry {
-    /// A client. `plain_http` talks HTTP instead of HTTPS (a registry on localhost).
-    /// Credentials come from `JEK_REGISTRY_USERNAME` and `JEK_REGISTRY_PASSWORD` when set,
-    /// otherwise access is anonymous.
-    pub fn new(plain_http: bool) -> Result<Self, RegistryError> {
+    /// A client. `plain_http` talks HTTP instead of HTTPS (a registry on localhost);
+    /// `basic_auth` is a user name and password, else access is anonymous.
+    pub fn new(
+        plain_http: bool,
+        basic_auth: Option<(String, String)>,
+    ) -> Result<Self, RegistryError> {
         let config = ClientConfig {
             protocol: if plain_http {
                 ClientProtocol::Http
@@ -123,12 +139,9 @@ impl Registry {
             use_monolithic_push: true,
             ..Default::default()
         };
-        let auth = match (
-            std::env::var("JEK_REGISTRY_USERNAME"),
-            std::env::var("JEK_REGISTRY_PASSWORD"),
-        ) {
-            (Ok(u), Ok(p)) => RegistryAuth::Basic(u, p),
-            _ => RegistryAuth::Anonymous,
+        let auth = match basic_auth {
+            Some((u, p)) => RegistryAuth::Basic(u, p),
+            None => RegistryAuth::Anonymous,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -64,6 +64,12 @@ pub enum IdentityError {
         #[source]
         source: std::io::Error,
     },
+    /// A CA configuration file could not be written.
+    #[error("cannot write the TPM CA configuration")]
+    Write(#[source] jek_fsio::WriteError),
+    /// Reading the PCRs for a quote failed.
+    #[error("reading the PCRs failed")]
+    Pcrs(#[source] crate::TpmError),
     /// A TPM command failed.
     #[error("{op} failed")]
     Tpm {
@@ -75,6 +81,83 @@ pub enum IdentityError {
     },
 }
 
+impl IdentityError {
+    /// Whether the TPM itself refused a command (an error response code from the TPM
+    /// layer): a bad blob, a wrong name, a failed policy. Transport and resource failures
+    /// (the TCTI, a TPM warning such as out of memory or retry) are not refusals.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            IdentityError::Tpm { source, .. }
+            | IdentityError::Pcrs(crate::TpmError::Read { source, .. }) => is_tpm_refusal(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether a tss-esapi error is an error response of the TPM layer (not a warning).
+pub(crate) fn is_tpm_refusal(e: &tss_esapi::Error) -> bool {
+    use tss_esapi::constants::response_code::Tss2ResponseCode;
+    let tss_esapi::Error::Tss2Error(rc) = e else {
+        return false;
+    };
+    // The raw TSS2_RC is only reachable through Display ("Response code value: 0x...").
+    let raw = |text: String| {
+        text.rsplit("0x")
+            .next()
+            .and_then(|h| u32::from_str_radix(h.trim(), 16).ok())
+    };
+    let code = match rc {
+        Tss2ResponseCode::Success => return false,
+        Tss2ResponseCode::FormatZero(z) => raw(z.to_string()),
+        Tss2ResponseCode::FormatOne(o) => raw(o.to_string()),
+    };
+    let Some(c) = code else { return false };
+    // Bits 16..24 are the TSS layer (0: the TPM itself). Bit 7 selects format one (always
+    // an error); in format zero, bit 11 marks a warning (retry, memory, yielded...).
+    let tpm_layer = (c >> 16) & 0xff == 0;
+    let warning = c & 0x80 == 0 && c & 0x800 != 0;
+    tpm_layer && !warning
+}
+
+impl jek_attest::AttestationTpm for Tpm {
+    type Key = KeyHandle;
+    type Error = IdentityError;
+
+    fn ek_certificate(&mut self) -> Result<Vec<u8>, IdentityError> {
+        Tpm::ek_certificate(self)
+    }
+
+    fn load_ak(&mut self, ak: &AkBlobs) -> Result<KeyHandle, IdentityError> {
+        Tpm::load_ak(self, ak)
+    }
+
+    fn activate_credential(
+        &mut self,
+        ak: &KeyHandle,
+        id_object: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<Vec<u8>, IdentityError> {
+        Tpm::activate_credential(self, *ak, id_object, encrypted_secret)
+    }
+
+    fn quote(
+        &mut self,
+        ak: &KeyHandle,
+        nonce: &[u8],
+        pcrs: &[u32],
+    ) -> Result<(Vec<u8>, Vec<u8>), IdentityError> {
+        Tpm::quote(self, *ak, nonce, pcrs)
+    }
+
+    fn read_pcrs(&mut self, pcrs: &[u32]) -> Result<jek_measure::PcrValues, IdentityError> {
+        Tpm::read_pcrs(self, pcrs).map_err(IdentityError::Pcrs)
+    }
+
+    fn refused(error: &IdentityError) -> bool {
+        error.is_refusal()
+    }
+}
+
 fn tpm_err(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> IdentityError {
     move |source| IdentityError::Tpm { op, source }
 }
@@ -84,13 +167,21 @@ fn tpm_err(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> IdentityError {
 #[derive(Debug, Clone)]
 pub struct LocalCa {
     dir: PathBuf,
+    setup_program: PathBuf,
 }
 
 impl LocalCa {
-    /// The CA in `dir` (created with its keys on first use).
+    /// The CA in `dir` (created with its keys on first use); TPMs are manufactured with
+    /// `swtpm_setup` from `PATH`.
     pub fn new(dir: &Path) -> Self {
+        Self::with_setup_program(dir, Path::new("swtpm_setup"))
+    }
+
+    /// [`LocalCa::new`] with an explicit `swtpm_setup` program.
+    pub fn with_setup_program(dir: &Path, setup_program: &Path) -> Self {
         LocalCa {
             dir: dir.to_path_buf(),
+            setup_program: setup_program.to_path_buf(),
         }
     }
 
@@ -137,10 +228,8 @@ impl LocalCa {
         ];
         for (path, text) in files {
             if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
-                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                std::fs::write(&tmp, text)
-                    .and_then(|()| std::fs::rename(&tmp, path))
-                    .map_err(err(path))?;
+                jek_fsio::write_atomic(path, text.as_bytes(), 0o600, jek_fsio::Overwrite::Allow)
+                    .map_err(IdentityError::Write)?;
             }
         }
         // swtpm_localca locks its state directory while it issues a certificate; the first
@@ -172,9 +261,8 @@ impl LocalCa {
             path: state_dir.to_path_buf(),
             source,
         })?;
-        let program = std::env::var_os("JEK_SWTPM_SETUP")
-            .map_or_else(|| PathBuf::from("swtpm_setup"), PathBuf::from);
-        let out = Command::new(&program)
+        let program = &self.setup_program;
+        let out = Command::new(program)
             .arg("--tpm2")
             .arg("--tpmstate")
             .arg(state_dir)
@@ -200,14 +288,7 @@ impl LocalCa {
     }
 }
 
-/// An attestation key as stored in the run directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AkBlobs {
-    /// TPMT_PUBLIC bytes.
-    pub public: Vec<u8>,
-    /// The TPM2B_PRIVATE buffer (wrapped by the EK; useless outside that TPM).
-    pub private: Vec<u8>,
-}
+pub use jek_attest::AkBlobs;
 
 fn ek_handle(tpm: &mut Tpm) -> Result<KeyHandle, IdentityError> {
     let handle = PersistentTpmHandle::new(EK_HANDLE).map_err(tpm_err("EK handle"))?;

@@ -9,10 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The swtpm program, overridable for tests and packaging (`JEK_SWTPM`).
-pub fn program() -> PathBuf {
-    std::env::var_os("JEK_SWTPM").map_or_else(|| PathBuf::from("swtpm"), PathBuf::from)
-}
+/// The swtpm program looked up on `PATH` unless the caller names another.
+pub const DEFAULT_PROGRAM: &str = "swtpm";
 
 /// How long a new swtpm may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,7 +32,7 @@ pub enum SwtpmError {
     /// The program cannot be started (typically: not installed).
     #[error(
         "cannot run {program}: install swtpm (Debian: apt-get install swtpm swtpm-tools), \
-         or point JEK_SWTPM at it"
+         or name it with JEK_SWTPM"
     )]
     Spawn {
         /// The program.
@@ -131,7 +129,7 @@ impl Swtpm {
     /// initialised and started up (`TPM2_Startup(SU_CLEAR)`), and waits until it accepts
     /// connections. Its log is `state_dir/swtpm.log`.
     pub fn start(state_dir: &Path) -> Result<Self, SwtpmError> {
-        Self::start_program(&program(), state_dir)
+        Self::start_program(Path::new(DEFAULT_PROGRAM), state_dir)
     }
 
     /// [`Swtpm::start`] with an explicit swtpm program.

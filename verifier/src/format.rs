@@ -33,6 +33,8 @@ pub const ENVELOPE_KIND: u16 = 0x00ff;
 pub const MAX_ENVELOPE_LEN: u64 = 1 << 20;
 /// Largest command line (x86 `COMMAND_LINE_SIZE` is 2048 including the terminating NUL).
 pub const MAX_CMDLINE_LEN: u64 = 2047;
+/// The largest bundle file jek reads (checked by size before it is read).
+pub const MAX_BUNDLE_SIZE: u64 = 1 << 30;
 
 /// The role of a component: what its bytes are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

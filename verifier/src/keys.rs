@@ -7,9 +7,12 @@ use ed25519_dalek::VerifyingKey;
 
 use crate::digest::Sha256Digest;
 
-/// A key ID: the SHA-256 of the key's SubjectPublicKeyInfo DER, shown as hex. The same
-/// value `openssl pkey -pubin -outform DER | sha256sum` prints.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A key ID: the SHA-256 of the key's SubjectPublicKeyInfo DER, shown (and serialized) as
+/// hex. The same value `openssl pkey -pubin -outform DER | sha256sum` prints.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct KeyId(pub Sha256Digest);
 
 impl KeyId {

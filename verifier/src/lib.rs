@@ -62,7 +62,8 @@ pub mod verify;
 
 pub use digest::Sha256Digest;
 pub use keys::{KeyId, PublicKey};
-pub use policy::{Policy, PolicyError, TrustedKey, UnixTime};
+pub use policy::{KeyRule, Policy, PolicyError, SignerRule, TrustedKey, UnixTime};
 pub use verify::{
-    inspect, verify, verify_approved, Bundle, DetachedApproval, Inspection, Verified, VerifyError,
+    inspect, verify, verify_bundle, Bundle, DetachedApproval, DetachedSignature, Inspection,
+    Verified, VerifyError,
 };

@@ -76,27 +76,17 @@ pub enum PolicyError {
     },
 }
 
-/// What a bundle must satisfy to be accepted.
+/// Ed25519 signers inside the bundle's own envelope: `threshold` distinct keys of
+/// `trusted`, each within its validity window. Checked once, when it is built.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub struct KeyRule {
     trusted: Vec<TrustedKey>,
     threshold: usize,
-    min_security_version: u64,
-    revoked: BTreeSet<KeyId>,
-    detached_required: bool,
 }
 
-impl Policy {
-    /// Builds a policy: `threshold` distinct trusted keys must sign (default 1), the bundle's
-    /// security version must be at least `min_security_version`, and a signature by any
-    /// revoked key rejects the bundle outright. A key may be both trusted and revoked:
-    /// revocation wins, so revoking never requires editing the trusted list.
-    pub fn new(
-        trusted: Vec<TrustedKey>,
-        threshold: Option<usize>,
-        min_security_version: u64,
-        revoked: BTreeSet<KeyId>,
-    ) -> Result<Self, PolicyError> {
+impl KeyRule {
+    /// `threshold` (default 1) distinct keys of `trusted` must sign.
+    pub fn new(trusted: Vec<TrustedKey>, threshold: Option<usize>) -> Result<Self, PolicyError> {
         if trusted.is_empty() {
             return Err(PolicyError::NoTrustedKeys);
         }
@@ -121,39 +111,7 @@ impl Policy {
                 keys: trusted.len(),
             });
         }
-        Ok(Policy {
-            trusted,
-            threshold,
-            min_security_version,
-            revoked,
-            detached_required: false,
-        })
-    }
-
-    /// A policy that trusts no Ed25519 key: a bundle is accepted only with a
-    /// [`DetachedApproval`](crate::DetachedApproval) over its exact bytes (a Sigstore
-    /// bundle or cosign signature checked by the `sigstore` feature), plus the usual
-    /// component, revocation and anti-rollback checks.
-    pub fn detached_only(min_security_version: u64, revoked: BTreeSet<KeyId>) -> Self {
-        Policy {
-            trusted: Vec::new(),
-            threshold: 0,
-            min_security_version,
-            revoked,
-            detached_required: true,
-        }
-    }
-
-    /// Also require a [`DetachedApproval`](crate::DetachedApproval) over the bundle file,
-    /// in addition to the Ed25519 signatures.
-    pub fn with_detached_required(mut self) -> Self {
-        self.detached_required = true;
-        self
-    }
-
-    /// Whether a detached approval (Sigstore) is required.
-    pub fn detached_required(&self) -> bool {
-        self.detached_required
+        Ok(KeyRule { trusted, threshold })
     }
 
     /// The trusted keys.
@@ -161,9 +119,105 @@ impl Policy {
         &self.trusted
     }
 
-    /// How many distinct trusted keys must sign (0 only for [`Policy::detached_only`]).
+    /// How many distinct trusted keys must sign (at least 1).
     pub fn threshold(&self) -> usize {
         self.threshold
+    }
+
+    pub(crate) fn find(&self, id: &KeyId) -> Option<&TrustedKey> {
+        self.trusted.iter().find(|t| t.key.id() == *id)
+    }
+}
+
+/// Who must have signed a bundle. An enum, not a threshold of zero plus a flag: each way a
+/// policy can accept a bundle is a variant, and [`crate::verify_bundle`] matches on it.
+#[derive(Debug, Clone)]
+pub enum SignerRule {
+    /// Ed25519 signatures in the envelope by trusted keys.
+    Keys(KeyRule),
+    /// Only a detached Sigstore signature over the bundle file (the envelope's own
+    /// signatures are not required, but a revoked signer among them still rejects).
+    #[cfg(feature = "sigstore")]
+    Detached(std::sync::Arc<crate::sigstore::SigstorePolicy>),
+    /// Both: the Ed25519 rule and a detached Sigstore signature.
+    #[cfg(feature = "sigstore")]
+    Both(KeyRule, std::sync::Arc<crate::sigstore::SigstorePolicy>),
+}
+
+impl SignerRule {
+    /// The Ed25519 rule, if the policy has one.
+    pub fn keys(&self) -> Option<&KeyRule> {
+        match self {
+            SignerRule::Keys(k) => Some(k),
+            #[cfg(feature = "sigstore")]
+            SignerRule::Both(k, _) => Some(k),
+            #[cfg(feature = "sigstore")]
+            SignerRule::Detached(_) => None,
+        }
+    }
+
+    /// The Sigstore rule, if the policy has one.
+    #[cfg(feature = "sigstore")]
+    pub fn detached(&self) -> Option<&crate::sigstore::SigstorePolicy> {
+        match self {
+            SignerRule::Keys(_) => None,
+            SignerRule::Detached(d) | SignerRule::Both(_, d) => Some(d),
+        }
+    }
+}
+
+/// What a bundle must satisfy to be accepted.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    signers: SignerRule,
+    min_security_version: u64,
+    revoked: BTreeSet<KeyId>,
+}
+
+impl Policy {
+    /// Builds a policy: `threshold` distinct trusted keys must sign (default 1), the bundle's
+    /// security version must be at least `min_security_version`, and a signature by any
+    /// revoked key rejects the bundle outright. A key may be both trusted and revoked:
+    /// revocation wins, so revoking never requires editing the trusted list.
+    pub fn new(
+        trusted: Vec<TrustedKey>,
+        threshold: Option<usize>,
+        min_security_version: u64,
+        revoked: BTreeSet<KeyId>,
+    ) -> Result<Self, PolicyError> {
+        Ok(Policy::with_signers(
+            SignerRule::Keys(KeyRule::new(trusted, threshold)?),
+            min_security_version,
+            revoked,
+        ))
+    }
+
+    /// A policy with any signer rule.
+    pub fn with_signers(
+        signers: SignerRule,
+        min_security_version: u64,
+        revoked: BTreeSet<KeyId>,
+    ) -> Self {
+        Policy {
+            signers,
+            min_security_version,
+            revoked,
+        }
+    }
+
+    /// Who must have signed.
+    pub fn signers(&self) -> &SignerRule {
+        &self.signers
+    }
+
+    /// The trusted Ed25519 keys (none under a detached-only rule).
+    pub fn trusted(&self) -> &[TrustedKey] {
+        self.signers.keys().map_or(&[], KeyRule::trusted)
+    }
+
+    /// How many distinct trusted keys must sign (0 under a detached-only rule).
+    pub fn threshold(&self) -> usize {
+        self.signers.keys().map_or(0, KeyRule::threshold)
     }
 
     /// The lowest acceptable security version.
@@ -179,9 +233,5 @@ impl Policy {
     /// The revoked key IDs.
     pub fn revoked(&self) -> &BTreeSet<KeyId> {
         &self.revoked
-    }
-
-    pub(crate) fn find(&self, id: &KeyId) -> Option<&TrustedKey> {
-        self.trusted.iter().find(|t| t.key.id() == *id)
     }
 }

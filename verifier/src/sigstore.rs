@@ -5,7 +5,7 @@
 //! key (`jek sign --cosign-key`, `cosign sign-blob --key`). A host pins what it trusts in a
 //! [`SigstorePolicy`]: a `trusted_root.json` and the identities (OIDC issuer and subject)
 //! it accepts, or a public key. [`SigstorePolicy::check`] turns a signature into a
-//! [`DetachedApproval`] for [`crate::verify_approved`], or names the step that failed.
+//! [`DetachedApproval`] for [`crate::verify_bundle`], or names the step that failed.
 //!
 //! The checks are those of `sigstore-verify` (certificate chain to the pinned CA at the
 //! logged signing time, the embedded SCT, the SET, the Merkle inclusion proof, the signed
@@ -84,6 +84,30 @@ impl Step {
             Step::Signature => "signature",
             Step::Artifact => "artifact",
             Step::Timestamp => "timestamp",
+        }
+    }
+}
+
+impl Step {
+    /// The `--json` code of a failure at this step: `sigstore_` and the name with `_`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Step::TrustedRoot => "sigstore_trusted_root",
+            Step::BundleFormat => "sigstore_bundle_format",
+            Step::CertificateChain => "sigstore_certificate_chain",
+            Step::CertificateValidity => "sigstore_certificate_validity",
+            Step::Sct => "sigstore_sct",
+            Step::TlogUnknownLog => "sigstore_tlog_unknown_log",
+            Step::TlogSet => "sigstore_tlog_set",
+            Step::TlogInclusionProof => "sigstore_tlog_inclusion_proof",
+            Step::TlogCheckpoint => "sigstore_tlog_checkpoint",
+            Step::TlogEntry => "sigstore_tlog_entry",
+            Step::TlogIntegratedTime => "sigstore_tlog_integrated_time",
+            Step::IdentityIssuer => "sigstore_identity_issuer",
+            Step::IdentitySubject => "sigstore_identity_subject",
+            Step::Signature => "sigstore_signature",
+            Step::Artifact => "sigstore_artifact",
+            Step::Timestamp => "sigstore_timestamp",
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::dsse::{Envelope, EnvelopeError, IN_TOTO_PAYLOAD_TYPE};
 use crate::format::{self, FormatError, RawBundle, Role};
 use crate::keys::KeyId;
 use crate::manifest::{Manifest, ManifestError};
-use crate::policy::{Policy, TrustedKey, UnixTime};
+use crate::policy::{KeyRule, Policy, SignerRule, TrustedKey, UnixTime};
 
 /// A value that passed verification. Its fields are private to this module and it has no
 /// public constructor, so the only way to hold one is to call [`verify`]: code that takes a
@@ -19,7 +19,7 @@ use crate::policy::{Policy, TrustedKey, UnixTime};
 pub struct Verified<T> {
     value: T,
     signers: Vec<KeyId>,
-    approval: Option<String>,
+    approval: Option<(usize, String)>,
 }
 
 impl<T> Verified<T> {
@@ -31,13 +31,29 @@ impl<T> Verified<T> {
     /// Who approved the bundle file outside the Ed25519 envelope (a Sigstore identity or
     /// managed key), if the policy asked for it.
     pub fn approval(&self) -> Option<&str> {
-        self.approval.as_deref()
+        self.approval.as_ref().map(|(_, s)| s.as_str())
     }
+
+    /// Which of the detached signatures handed to [`verify_bundle`] approved the bundle.
+    pub fn approving_signature(&self) -> Option<usize> {
+        self.approval.as_ref().map(|(i, _)| *i)
+    }
+}
+
+/// A detached signature over a bundle file that a policy's Sigstore rule may accept: a
+/// Sigstore bundle (JSON) or a bare cosign signature, with where it came from (a file, a
+/// registry referrer) for the error that names it.
+#[derive(Debug, Clone, Copy)]
+pub struct DetachedSignature<'a> {
+    /// Where it came from.
+    pub origin: &'a str,
+    /// Its bytes.
+    pub bytes: &'a [u8],
 }
 
 /// Proof that a signer the policy accepts, outside the bundle's own Ed25519 envelope,
 /// signed these exact bundle bytes: made only by this crate's Sigstore check (feature
-/// `sigstore`) and consumed by [`verify_approved`]. It names the file digest it covers, so
+/// `sigstore`) and consumed by [`verify_bundle`]. It names the file digest it covers, so
 /// an approval of one bundle cannot be presented with another.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DetachedApproval {
@@ -225,6 +241,17 @@ pub enum VerifyError {
     /// The policy requires a detached (Sigstore) signature and none was given.
     #[error("the policy requires a Sigstore signature over the bundle and none was supplied")]
     ApprovalMissing,
+    /// No detached signature the policy's Sigstore rule accepts: the first candidate's
+    /// failure.
+    #[cfg(feature = "sigstore")]
+    #[error("its Sigstore signature {origin} failed")]
+    Sigstore {
+        /// Where the signature came from.
+        origin: String,
+        /// The failed step.
+        #[source]
+        source: crate::sigstore::SigstoreError,
+    },
     /// The detached approval covers another file.
     #[error("the Sigstore signature covers sha256:{approved}, but the bundle is sha256:{actual}")]
     ApprovalForOtherBundle {
@@ -265,6 +292,8 @@ impl VerifyError {
             VerifyError::Rollback { .. } => "rollback",
             VerifyError::ApprovalMissing => "sigstore_signature_missing",
             VerifyError::ApprovalForOtherBundle { .. } => "sigstore_other_bundle",
+            #[cfg(feature = "sigstore")]
+            VerifyError::Sigstore { source, .. } => source.step.code(),
         }
     }
 }
@@ -281,29 +310,33 @@ fn open(bytes: &[u8]) -> Result<(RawBundle<'_>, Envelope), VerifyError> {
     Ok((raw, envelope))
 }
 
-/// Verifies `bytes` as a bundle under `policy` at time `now`.
-///
-/// Order of checks: container structure, envelope, signatures over the exact payload bytes
-/// (before the payload is parsed), manifest, each component's size and digest, then the
-/// security version. The first failure is returned.
+/// Verifies `bytes` as a bundle under a policy of Ed25519 signers at time `now` (a policy
+/// whose rule needs a detached signature rejects: use [`verify_bundle`]).
 pub fn verify(
     bytes: Vec<u8>,
     policy: &Policy,
     now: UnixTime,
 ) -> Result<Verified<Bundle>, VerifyError> {
-    verify_approved(bytes, policy, now, None)
+    verify_bundle(bytes, policy, &[], now)
 }
 
-/// [`verify`] with a detached approval of the whole file (see [`DetachedApproval`]). A
-/// policy that requires one rejects the bundle without it; an approval of other bytes is
-/// rejected whatever the policy. The approval is checked first, before any parsing.
-pub fn verify_approved(
+/// The trust decision: is `bytes` a bundle that `policy` accepts at time `now`, given the
+/// `detached` signatures found beside it?
+///
+/// Order of checks: the policy's detached (Sigstore) rule over the whole file, trying each
+/// candidate until one is accepted (none: the first one's failure; no candidate at all:
+/// [`VerifyError::ApprovalMissing`]); then the container structure, the envelope, the
+/// Ed25519 signatures over the exact payload bytes (before the payload is parsed), the
+/// manifest, each component's size and digest, and the security version. The first failure
+/// is returned. Candidates are ignored by a policy with no detached rule.
+pub fn verify_bundle(
     bytes: Vec<u8>,
     policy: &Policy,
+    detached: &[DetachedSignature<'_>],
     now: UnixTime,
-    approval: Option<DetachedApproval>,
 ) -> Result<Verified<Bundle>, VerifyError> {
-    if let Some(a) = &approval {
+    let approval = approve(&bytes, policy.signers(), detached)?;
+    if let Some((_, a)) = &approval {
         let actual = Sha256Digest::of(&bytes);
         if a.digest != actual {
             return Err(VerifyError::ApprovalForOtherBundle {
@@ -311,17 +344,17 @@ pub fn verify_approved(
                 actual,
             });
         }
-    } else if policy.detached_required() {
-        return Err(VerifyError::ApprovalMissing);
     }
     let (raw, envelope) = open(&bytes)?;
-    let signers = if policy.threshold() == 0 {
-        // Detached-only policy: the approval above vouches for every byte; the envelope's
-        // own signatures are not required, but a revoked signer still rejects.
-        check_revocation(&envelope, policy)?;
-        Vec::new()
-    } else {
-        check_signatures(&envelope, policy, now)?
+    let signers = match policy.signers().keys() {
+        Some(keys) => check_signatures(&envelope, keys, policy, now)?,
+        None => {
+            // Detached-only policy: the approval above vouches for every byte; the
+            // envelope's own signatures are not required, but a revoked signer still
+            // rejects.
+            check_revocation(&envelope, policy)?;
+            Vec::new()
+        }
     };
     let manifest = Manifest::from_statement_json(&envelope.payload)?;
     check_components(&raw, &manifest)?;
@@ -342,8 +375,35 @@ pub fn verify_approved(
             statement: envelope.payload,
         },
         signers,
-        approval: approval.map(|a| a.signer),
+        approval: approval.map(|(i, a)| (i, a.signer)),
     })
+}
+
+/// The detached step: `None` when the rule needs no detached signature.
+#[cfg_attr(not(feature = "sigstore"), allow(clippy::unnecessary_wraps))]
+fn approve(
+    bytes: &[u8],
+    rule: &SignerRule,
+    detached: &[DetachedSignature<'_>],
+) -> Result<Option<(usize, DetachedApproval)>, VerifyError> {
+    #[cfg(feature = "sigstore")]
+    if let Some(sigstore) = rule.detached() {
+        let mut first_failure = None;
+        for (i, candidate) in detached.iter().enumerate() {
+            match sigstore.check(bytes, candidate.bytes) {
+                Ok(approval) => return Ok(Some((i, approval))),
+                Err(source) => {
+                    first_failure.get_or_insert(VerifyError::Sigstore {
+                        origin: candidate.origin.to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        return Err(first_failure.unwrap_or(VerifyError::ApprovalMissing));
+    }
+    let _ = (bytes, rule, detached);
+    Ok(None)
 }
 
 fn check_revocation(envelope: &Envelope, policy: &Policy) -> Result<(), VerifyError> {
@@ -357,6 +417,7 @@ fn check_revocation(envelope: &Envelope, policy: &Policy) -> Result<(), VerifyEr
 
 fn check_signatures(
     envelope: &Envelope,
+    keys: &KeyRule,
     policy: &Policy,
     now: UnixTime,
 ) -> Result<Vec<KeyId>, VerifyError> {
@@ -374,7 +435,7 @@ fn check_signatures(
         };
         let signer: &TrustedKey = if sig.keyid.is_empty() {
             // No key ID: try every trusted key.
-            match policy.trusted().iter().find(|t| verifies(t)) {
+            match keys.trusted().iter().find(|t| verifies(t)) {
                 Some(t) => t,
                 None => {
                     unknown.push("(none)".to_string());
@@ -389,7 +450,7 @@ fn check_signatures(
             if policy.is_revoked(&id) {
                 return Err(VerifyError::RevokedKey { index, key_id: id });
             }
-            let Some(t) = policy.find(&id) else {
+            let Some(t) = keys.find(&id) else {
                 unknown.push(sig.keyid.clone());
                 continue;
             };
@@ -420,14 +481,14 @@ fn check_signatures(
         }
         valid.insert(key_id);
     }
-    if valid.len() >= policy.threshold() {
+    if valid.len() >= keys.threshold() {
         return Ok(valid.into_iter().collect());
     }
     if valid.is_empty() {
         return Err(disqualified.unwrap_or(VerifyError::UnknownSigner { key_ids: unknown }));
     }
     Err(VerifyError::ThresholdNotMet {
-        required: policy.threshold(),
+        required: keys.threshold(),
         valid: valid.len(),
     })
 }

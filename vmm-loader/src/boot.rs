@@ -3,20 +3,20 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use jek_init::spec::PodSpec;
 use jek_kvm::{MemoryUse, VmRun};
 use jek_measure::PcrValues;
+use jek_pod::spec::PodSpec;
 use jek_tpm::identity::{IdentityError, LocalCa};
 use jek_tpm::swtpm::KeptSwtpm;
 use jek_tpm::{MeasureError, Swtpm, SwtpmError, Tpm, TpmError};
 use jek_verifier::format::Role;
 use jek_verifier::{Bundle, Verified};
-use serde_json::json;
 
 use crate::console::{pump, ConsoleOutcome};
-use crate::payload::{default_kernel, Payload, PayloadError};
 use crate::qemu::{QemuError, QemuOptions};
-use crate::run_dir::{write_atomic, RunDir};
+use crate::run_dir::RunDir;
+use jek_fsio::{write_atomic, Overwrite, WriteError};
+use jek_measure::payload::{default_kernel, Payload, PayloadError};
 
 /// Which VMM runs the pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,10 @@ pub enum TpmSource {
     /// Start a swtpm for the pod in the run directory; keep it running afterwards if asked
     /// (for attestation).
     Spawn {
+        /// The swtpm program.
+        program: PathBuf,
+        /// The swtpm_setup program (manufacturing an attestable TPM).
+        setup_program: PathBuf,
         /// Leave it running when the pod is gone.
         keep: bool,
         /// Give the TPM an identity for attestation: manufacture it with an EK certificate
@@ -94,6 +98,9 @@ pub enum BootError {
         #[source]
         source: std::io::Error,
     },
+    /// A file in the run directory could not be written.
+    #[error("cannot write into the run directory")]
+    Write(#[source] WriteError),
     /// The pod's TPM could not be given an identity (EK certificate, attestation key).
     #[error("cannot give the pod's TPM an identity for attestation")]
     Identity(#[source] IdentityError),
@@ -114,12 +121,32 @@ pub enum BootError {
     Kvm(#[source] jek_kvm::VmError),
     /// The guest ended without the init reporting a status.
     #[error("the pod ended without reporting an exit status{}", describe_end(.0))]
-    NoStatus(ConsoleOutcome),
+    NoStatus(Box<ConsoleOutcome>),
+}
+
+impl BootError {
+    /// The kind of failure: a payload the bundle cannot give or an unusable run directory
+    /// is invalid input; everything after that (TPM, measurement, VMM) is the
+    /// environment's.
+    pub fn class(&self) -> jek_fsio::Class {
+        use jek_fsio::Class;
+        match self {
+            BootError::Payload(_) | BootError::RunDir { .. } => Class::Invalid,
+            BootError::Write(e) => e.class(),
+            BootError::Identity(_)
+            | BootError::Swtpm(_)
+            | BootError::Tpm(_)
+            | BootError::Measure(_)
+            | BootError::Qemu(_)
+            | BootError::Kvm(_)
+            | BootError::NoStatus(_) => Class::Environment,
+        }
+    }
 }
 
 fn describe_end(o: &ConsoleOutcome) -> String {
     match (&o.error, &o.last_line) {
-        (Some(e), _) => format!(" (init error: {e})"),
+        (Some(e), _) => format!(" (init error at {}: {})", e.stage, e.error),
         (None, Some(l)) => format!(" (last console line: {l:?})"),
         (None, None) => " (no console output)".into(),
     }
@@ -176,56 +203,6 @@ pub struct BootReport {
     pub attestable: bool,
 }
 
-impl BootReport {
-    /// The run record written to `pod.json` and printed by `jek boot --json`.
-    pub fn to_json(&self, bundle: &Verified<Bundle>, vmm: Vmm) -> serde_json::Value {
-        let m = bundle.manifest();
-        json!({
-            "bundle": {
-                "name": m.name, "version": m.version, "securityVersion": m.security_version,
-                "kernelRelease": m.kernel_release,
-                "manifestDigest": bundle.manifest_digest().to_string(),
-                "signers": bundle.signers().iter().map(ToString::to_string).collect::<Vec<_>>(),
-            },
-            "pod": self.pod,
-            "vmm": vmm.name(),
-            "kernel": self.kernel.name(),
-            "pcrs": pcrs_json(&self.pcrs),
-            "tpm": {
-                "tcti": self.tcti,
-                "attestable": self.attestable,
-                "kept": self.kept_tpm.as_ref().map(|k| json!({
-                    "pid": k.pid, "port": k.port, "stateDir": k.state_dir,
-                })),
-            },
-            "status": self.status,
-            "ready": self.console.ready.as_deref().and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok()),
-            "timingsMs": {
-                "verify": ms(self.timings.verify),
-                "startToGuest": self.timings.guest_entered
-                    .map(|g| ms(g.saturating_duration_since(self.timings.started))),
-                "prepare": ms(self.timings.prepare), "tpmStart": ms(self.timings.tpm_start),
-                "measure": ms(self.timings.measure), "run": ms(self.timings.run),
-                "vmSetup": self.timings.vm_setup.map(ms),
-                "cpuAtGuestEntry": self.timings.cpu_at_guest_entry.map(ms),
-            },
-            "memoryKib": self.memory.map(|m| json!({
-                "peakRss": m.peak_rss_kib, "guestRss": m.guest_rss_kib,
-                "overhead": m.overhead_kib(),
-            })),
-        })
-    }
-}
-
-/// PCR values as a JSON object `{"4": "hex", ...}`.
-pub fn pcrs_json(pcrs: &PcrValues) -> serde_json::Value {
-    serde_json::Value::Object(
-        pcrs.iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
-            .collect(),
-    )
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -247,9 +224,11 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
     let t1 = Instant::now();
     let identity = match &opts.tpm {
         TpmSource::Spawn {
-            identity: Some(ca), ..
+            identity: Some(ca),
+            setup_program,
+            ..
         } => {
-            let ca = LocalCa::new(ca);
+            let ca = LocalCa::with_setup_program(ca, setup_program);
             ca.manufacture(&run.tpm_state())
                 .map_err(BootError::Identity)?;
             Some(ca)
@@ -257,8 +236,8 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
         _ => None,
     };
     let (swtpm, tcti) = match &opts.tpm {
-        TpmSource::Spawn { .. } => {
-            let s = Swtpm::start(&run.tpm_state()).map_err(BootError::Swtpm)?;
+        TpmSource::Spawn { program, .. } => {
+            let s = Swtpm::start_program(program, &run.tpm_state()).map_err(BootError::Swtpm)?;
             let tcti = s.tcti();
             (Some(s), tcti)
         }
@@ -280,10 +259,7 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
     // measure() has checked that the TPM holds exactly this replay.
     let pcrs = log.replay();
     let log_path = run.event_log();
-    write_atomic(&log_path, &log.to_bytes()).map_err(|source| BootError::RunDir {
-        path: log_path,
-        source,
-    })?;
+    write_atomic(&log_path, &log.to_bytes(), 0o600, Overwrite::Refuse).map_err(BootError::Write)?;
     let measure = t2.elapsed();
     tracing::info!(
         kernel = kernel_role.name(),
@@ -321,7 +297,7 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
     };
     let status = console
         .status
-        .ok_or_else(|| BootError::NoStatus(console.clone()))?;
+        .ok_or_else(|| BootError::NoStatus(Box::new(console.clone())))?;
     let report = BootReport {
         kernel: kernel_role,
         pcrs,
@@ -345,12 +321,9 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
         pod: opts.pod.as_ref().map(|p| p.name.clone()),
         attestable: identity.is_some(),
     };
-    let record = run.record();
-    let text = serde_json::to_vec_pretty(&report.to_json(bundle, opts.vmm)).unwrap_or_default();
-    write_atomic(&record, &text).map_err(|source| BootError::RunDir {
-        path: record,
-        source,
-    })?;
+    let record = crate::record::RunRecord::new(&report, bundle, opts.vmm);
+    write_atomic(&run.record(), &record.to_json(), 0o600, Overwrite::Refuse)
+        .map_err(BootError::Write)?;
     Ok(report)
 }
 
@@ -367,7 +340,7 @@ fn make_attestable(tpm: &mut Tpm, ca: &LocalCa, run: &RunDir) -> Result<(), Boot
         (run.ak_private(), &ak.private),
         (run.ek_chain(), &issuer),
     ] {
-        write_atomic(&path, bytes).map_err(|source| BootError::RunDir { path, source })?;
+        write_atomic(&path, bytes, 0o600, Overwrite::Refuse).map_err(BootError::Write)?;
     }
     Ok(())
 }

@@ -1,34 +1,37 @@
 //! The guest's serial console: copied to the terminal and to `console.log`, and read for
-//! the init's status lines (`JEK-READY`, `JEK-POWEROFF {"status":N}`, `JEK-ERROR`).
+//! the init's status lines ([`jek_pod::console`]: `JEK-READY`, `JEK-EXIT`, `JEK-ERROR`,
+//! `JEK-POWEROFF`).
 
 use std::io::{BufRead, Write};
+
+use jek_pod::console::{ConsoleLine, ContainerExit, InitError, Ready};
 
 /// What the console showed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsoleOutcome {
-    /// The `JEK-READY` JSON, if the init got that far.
-    pub ready: Option<String>,
+    /// The `JEK-READY` line, if the init got that far.
+    pub ready: Option<Ready>,
+    /// Each container's `JEK-EXIT`, in the order they ended.
+    pub exits: Vec<ContainerExit>,
     /// The pod's exit status from `JEK-POWEROFF`.
     pub status: Option<i32>,
     /// A `JEK-ERROR` line from the init.
-    pub error: Option<String>,
+    pub error: Option<InitError>,
     /// The last line of output (for errors when nothing else was seen).
     pub last_line: Option<String>,
 }
 
 impl ConsoleOutcome {
-    /// Takes in one console line.
+    /// Takes in one console line. A tagged line whose JSON does not parse is kept only as
+    /// the last line: the guest cannot fake a status with a malformed one.
     pub fn observe(&mut self, line: &str) {
         let line = line.trim_end_matches(['\r', '\n']);
-        if let Some(json) = line.strip_prefix("JEK-READY ") {
-            self.ready = Some(json.to_string());
-        } else if let Some(json) = line.strip_prefix("JEK-POWEROFF ") {
-            self.status = serde_json::from_str::<serde_json::Value>(json)
-                .ok()
-                .and_then(|v| v.get("status").and_then(serde_json::Value::as_i64))
-                .and_then(|s| i32::try_from(s).ok());
-        } else if let Some(json) = line.strip_prefix("JEK-ERROR ") {
-            self.error = Some(json.to_string());
+        match ConsoleLine::parse(line) {
+            Some(Ok(ConsoleLine::Ready(r))) => self.ready = Some(r),
+            Some(Ok(ConsoleLine::Exit(e))) => self.exits.push(e),
+            Some(Ok(ConsoleLine::Error(e))) => self.error = Some(e),
+            Some(Ok(ConsoleLine::PowerOff(p))) => self.status = Some(p.status),
+            Some(Err(_)) | None => {}
         }
         if !line.trim().is_empty() {
             self.last_line = Some(line.to_string());
@@ -71,11 +74,12 @@ mod tests {
     #[test]
     fn reads_status_lines() {
         let text =
-            b"Linux version 6.1\r\nJEK-READY {\"pod\":\"p\"}\r\nJEK-POWEROFF {\"status\":7}\r\n";
+            b"Linux version 6.1\r\nJEK-READY {\"pod\":\"p\",\"kernel\":\"6.1\",\"loopback\":\"ok\",\"containers\":1}\r\nJEK-EXIT {\"container\":\"a\",\"status\":7}\r\nJEK-POWEROFF {\"status\":7}\r\n";
         let mut log = Vec::new();
         let o = pump(&text[..], &mut log, true).unwrap();
         assert_eq!(o.status, Some(7));
-        assert_eq!(o.ready.as_deref(), Some("{\"pod\":\"p\"}"));
+        assert_eq!(o.ready.unwrap().pod, "p");
+        assert_eq!(o.exits[0].container, "a");
         assert_eq!(log, text);
     }
 }

@@ -3,7 +3,7 @@
 //! `jek boot` in library form. The caller reads the bundle once and verifies it; from then
 //! on only the bytes inside the [`Verified<Bundle>`](jek_verifier::Verified) are used:
 //!
-//! 1. [`payload`] (pure): the kernel image, the initramfs (the verified one, plus the pod
+//! 1. [`payload`] (pure, in `jek-measure`): the kernel image, the initramfs (the verified one, plus the pod
 //!    segment appended), the command line, and the measurement plan. `jek predict` stops
 //!    here and replays the plan.
 //! 2. [`boot`]: a fresh swtpm for the pod, every planned event extended into it (failing
@@ -18,10 +18,11 @@
 
 pub mod boot;
 pub mod console;
-pub mod payload;
 pub mod qemu;
+pub mod record;
 pub mod run_dir;
 pub mod tpm_proxy;
 
 pub use boot::{boot, BootError, BootOptions, BootReport, Vmm};
-pub use payload::{Payload, PayloadError};
+pub use jek_measure::payload::{self, Payload, PayloadError};
+pub use record::{RecordError, RunRecord};

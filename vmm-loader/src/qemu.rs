@@ -17,9 +17,9 @@ use std::process::{Command, Stdio};
 use rustix::fs::{fcntl_add_seals, memfd_create, MemfdFlags, SealFlags};
 
 use crate::console::{pump, ConsoleOutcome};
-use crate::payload::Payload;
 use crate::run_dir::RunDir;
 use crate::tpm_proxy::CtrlProxy;
+use jek_measure::payload::Payload;
 
 /// How to run QEMU.
 #[derive(Debug, Clone)]

@@ -1,29 +1,23 @@
 //! `jek attest`: ask each pod's TPM for a fresh quote and appraise it against the signed
-//! bundle, or appraise exported evidence alone.
-//!
-//! Per pod (online): read the run record and the AK files, check the EK certificate (from
-//! the TPM's NV) chains to the policy's CA, prove the AK lives in that TPM (MakeCredential
-//! here, ActivateCredential there), quote the PCRs with a fresh nonce, read the PCRs, then
-//! appraise in pure Rust (jek-attest). Pods are attested concurrently; one failing pod
-//! never hides another's result.
+//! bundle (`jek_attest::attest` drives the exchange), or appraise exported evidence alone.
+//! Pods are attested concurrently; one failing pod never hides another's result.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use jek_attest::appraise::{appraise, ear, Evidence, Identity, Reference, Status};
-use jek_attest::credential::make_credential;
-use jek_attest::ekcert::{verify_chain_to_any, Cert};
-use jek_attest::evidence::{from_files, to_files, EkMaterial};
-use jek_attest::tpm2::Public;
-use jek_measure::plan::PCRS;
-use jek_tpm::identity::{AkBlobs, KeyHandle};
+use jek_attest::ekcert::Cert;
+use jek_attest::evidence::{from_files, to_files};
+use jek_attest::{AkBlobs, Ear, Identity, PodMaterial, Status, Verifier};
+use jek_loader::run_dir::RunDir;
+use jek_loader::RunRecord;
 use jek_tpm::Tpm;
-use jek_verifier::{Bundle, UnixTime, Verified, VerifyError};
-use rand_core::{OsRng, RngCore};
-use serde_json::{json, Value};
+use jek_verifier::UnixTime;
+use serde::Serialize;
 
-use crate::error::{read, CliError};
+use crate::error::CliError;
+
+/// The largest AK blob, EK chain or evidence file read from a run directory.
+const MAX_TPM_FILE: u64 = 1 << 20;
 
 /// Arguments of `jek attest`.
 #[derive(Debug, clap::Args)]
@@ -38,7 +32,7 @@ pub struct Args {
     #[arg(long)]
     policy: PathBuf,
     #[command(flatten)]
-    sigstore: crate::policy_file::SignatureArg,
+    sigstore: super::verify::SignatureArg,
     /// The pod files the pods were meant to get, matched by `metadata.name` (repeat). A pod
     /// without one is expected to have had no pod configuration.
     #[arg(long)]
@@ -62,51 +56,72 @@ pub struct Args {
     json: bool,
 }
 
-/// What every pod is appraised against.
+/// What every pod is appraised against, beyond the verifier's view.
 struct Shared<'a> {
-    bundle: Result<&'a Verified<Bundle>, &'a VerifyError>,
+    verifier: Verifier<'a>,
     pods: BTreeMap<String, Vec<u8>>,
-    ca: Vec<Cert>,
-    policy_id: String,
-    now: u64,
 }
 
-/// One pod's outcome.
-struct PodResult {
-    dir: PathBuf,
-    pod: String,
-    outcome: Result<(Status, Value), String>,
+impl Shared<'_> {
+    fn segment(&self, pod: &str) -> &[u8] {
+        self.pods.get(pod).map_or(&[][..], Vec::as_slice)
+    }
 }
 
-fn random32() -> [u8; 32] {
-    let mut b = [0u8; 32];
-    OsRng.fill_bytes(&mut b);
-    b
+/// One pod's outcome, as `--json` prints it.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PodResult {
+    #[serde(rename_all = "camelCase")]
+    Appraised {
+        run_dir: PathBuf,
+        pod: String,
+        result: Box<Ear>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Failed { run_dir: PathBuf, error: String },
 }
 
-fn read_in(dir: &Path, name: &str) -> Result<Vec<u8>, String> {
-    let p = dir.join(name);
-    std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+impl PodResult {
+    fn status(&self) -> Option<Status> {
+        match self {
+            PodResult::Appraised { pod, result, .. } => result.submod(pod).map(|s| s.status),
+            PodResult::Failed { .. } => None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    results: &'a [PodResult],
+    summary: Summary,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    pods: usize,
+    affirming: usize,
+    contraindicated: usize,
+    errors: usize,
 }
 
 /// Run directories: those given that hold a run record, and the ones directly under those
 /// that do not.
 fn run_dirs(args: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
+    let has_record = |d: &Path| RunDir::new(d).record().is_file();
     let mut out = Vec::new();
     for a in args {
-        if a.join("pod.json").is_file() {
+        if has_record(a) {
             out.push(a.clone());
             continue;
         }
-        let entries = std::fs::read_dir(a).map_err(|source| CliError::Read {
-            what: "run directory",
-            path: a.clone(),
-            source,
+        let entries = std::fs::read_dir(a).map_err(|e| {
+            CliError::Usage(format!("cannot read run directory {}: {e}", a.display()))
         })?;
         let mut found: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.join("pod.json").is_file())
+            .filter(|p| has_record(p))
             .collect();
         if found.is_empty() {
             return Err(CliError::Usage(format!(
@@ -120,178 +135,133 @@ fn run_dirs(args: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
     Ok(out)
 }
 
-/// Proves the AK lives in the TPM whose EK certificate chains to the CA.
-fn establish_identity(
-    tpm: &mut Tpm,
-    ak: &AkBlobs,
-    chain_pem: &[u8],
-    shared: &Shared<'_>,
-) -> Result<(Identity, Option<KeyHandle>, Vec<u8>), String> {
-    let ek_der = tpm.ek_certificate().map_err(|e| crate::error::chain(&e))?;
-    let loaded = match tpm.load_ak(ak) {
-        Ok(h) => h,
-        Err(e) => {
-            let reason = format!(
-                "the AK cannot be loaded under this TPM's EK, so it was not created in this TPM: {}",
-                crate::error::chain_line(&e)
-            );
-            return Ok((Identity::Unproven { reason }, None, ek_der));
-        }
-    };
-    let name = Public::parse(&ak.public)
-        .map_err(|e| format!("the AK public area does not parse: {e}"))?
-        .name();
-    let identity = (|| {
-        let ek = Cert::from_der(&ek_der, "the EK certificate").map_err(|e| e.to_string())?;
-        let chain = Cert::from_pem_chain(&String::from_utf8_lossy(chain_pem), "tpm/ek-chain.pem")
-            .map_err(|e| e.to_string())?;
-        let ek_key =
-            verify_chain_to_any(&ek, &chain, &shared.ca, shared.now).map_err(|e| e.to_string())?;
-        let secret = random32();
-        let challenge = make_credential(&ek_key, &name, &secret).map_err(|e| e.to_string())?;
-        let released = tpm
-            .activate_credential(loaded, &challenge.id_object, &challenge.encrypted_secret)
-            .map_err(|e| {
-                format!(
-                    "the TPM did not release the credential for this AK: {}",
-                    crate::error::chain(&e)
-                )
-            })?;
-        if released != secret {
-            return Err("the TPM released a different credential".to_string());
-        }
-        Ok(Identity::Activated {
-            ak_name: name.clone(),
-            ek: ek.subject(),
-        })
-    })()
-    .unwrap_or_else(|reason| Identity::Unproven { reason });
-    Ok((identity, Some(loaded), ek_der))
+fn read_in(path: &Path) -> Result<Vec<u8>, String> {
+    jek_fsio::read_regular(path, MAX_TPM_FILE)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
+/// Attests the pod of one run directory through its kept TPM.
 fn attest_run_dir(
     dir: &Path,
     shared: &Shared<'_>,
     export: Option<&Path>,
-) -> Result<(String, Status, Value), String> {
-    let record: Value = serde_json::from_slice(&read_in(dir, "pod.json")?)
-        .map_err(|e| format!("{}/pod.json is not a run record: {e}", dir.display()))?;
-    let pod = record["pod"]
-        .as_str()
-        .map(str::to_string)
-        .or_else(|| dir.file_name().map(|n| n.to_string_lossy().to_string()))
+) -> Result<(String, Ear), String> {
+    let record = RunRecord::read(dir).map_err(|e| crate::error::chain_line(&e))?;
+    let run = RunDir::new(dir);
+    let pod = record
+        .pod
+        .clone()
+        .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default();
-    let port = record["tpm"]["kept"]["port"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
+    let kept = record
+        .tpm
+        .kept
+        .as_ref()
         .ok_or("the pod's TPM was not kept: boot it with --keep-tpm")?;
     let ak = AkBlobs {
-        public: read_in(dir, "tpm/ak.tpmt")?,
-        private: read_in(dir, "tpm/ak.priv")?,
+        public: read_in(&run.ak_public())?,
+        private: read_in(&run.ak_private())?,
     };
-    let chain = read_in(dir, "tpm/ek-chain.pem")?;
-    let event_log = read_in(dir, "binary_bios_measurements")?;
-    let t0 = Instant::now();
-    let mut tpm =
-        Tpm::connect(&jek_tpm::swtpm::tcti_for(port)).map_err(|e| crate::error::chain(&e))?;
-    let (identity, handle, ek_der) = establish_identity(&mut tpm, &ak, &chain, shared)?;
-    let t_identity = t0.elapsed();
-    let t1 = Instant::now();
-    let nonce = random32();
-    // Without a loadable AK there is no quote: the appraisal says why (tpm-identity).
-    let (attest, signature) = match handle {
-        Some(h) => tpm
-            .quote(h, &nonce, &PCRS)
-            .map_err(|e| crate::error::chain(&e))?,
-        None => (Vec::new(), Vec::new()),
+    let chain = String::from_utf8(read_in(&run.ek_chain())?)
+        .map_err(|_| format!("{} is not PEM text", run.ek_chain().display()))?;
+    let event_log = read_in(&run.event_log())?;
+    let mut tpm = Tpm::connect(&jek_tpm::swtpm::tcti_for(kept.port))
+        .map_err(|e| crate::error::chain_line(&e))?;
+    let material = PodMaterial {
+        name: &pod,
+        ak: &ak,
+        ek_chain_pem: &chain,
+        event_log: &event_log,
+        pod_segment: shared.segment(&pod),
     };
-    let pcrs = tpm.read_pcrs(&PCRS).map_err(|e| crate::error::chain(&e))?;
-    let evidence = Evidence {
-        attest,
-        signature,
-        ak_public: ak.public,
-        pcrs,
-        event_log,
-    };
+    let attested = jek_attest::attest(&mut tpm, &material, &shared.verifier, &mut rand_core::OsRng)
+        .map_err(|e| crate::error::chain_line(&e))?;
     if let Some(out) = export {
-        let ek = EkMaterial {
-            cert: ek_der,
-            chain: String::from_utf8_lossy(&chain).to_string(),
-        };
-        let files = to_files(&evidence, &ek, &pod, &nonce).map_err(|e| e.to_string())?;
-        crate::evidence_dir::write(out, &files).map_err(|e| crate::error::chain(&e))?;
+        let files = to_files(&attested.evidence, &attested.ek, &pod, &attested.nonce)
+            .map_err(|e| e.to_string())?;
+        let files: Vec<(&str, &[u8], u32)> = files
+            .iter()
+            .map(|(name, bytes)| (*name, bytes.as_slice(), 0o644))
+            .collect();
+        jek_fsio::write_dir_atomic(out, &files).map_err(|e| crate::error::chain_line(&e))?;
     }
-    let t2 = Instant::now();
-    let (status, mut value) = judge(&evidence, &pod, &nonce, &identity, shared);
-    let appraise = t2.elapsed();
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-    value["submods"][pod.as_str()]["jek.timingsMs"] = json!({
-        "identity": ms(t_identity),
-        "nonceToVerdict": ms(t1.elapsed()),
-        "appraise": ms(appraise),
-        "total": ms(t0.elapsed()),
-    });
-    Ok((pod, status, value))
+    Ok((pod, attested.ear))
 }
 
-fn judge(
-    evidence: &Evidence,
-    pod: &str,
-    nonce: &[u8],
-    identity: &Identity,
-    shared: &Shared<'_>,
-) -> (Status, Value) {
-    let segment = shared.pods.get(pod).map_or(&[][..], Vec::as_slice);
-    let reference = Reference {
-        bundle: shared.bundle,
-        pod_segment: segment,
+/// Evidence mode: appraise an exported directory against a nonce and a pinned AK name.
+fn appraise_evidence(dir: &Path, args: &Args, shared: &Shared<'_>) -> Result<PodResult, CliError> {
+    let nonce_hex = args.nonce.clone().unwrap_or_default();
+    let nonce = hex::decode(nonce_hex.trim())
+        .map_err(|e| CliError::Usage(format!("--nonce {nonce_hex:?} is not hex: {e}")))?;
+    let (evidence, ek, meta) =
+        from_files(|name| jek_fsio::read_regular(&dir.join(name), MAX_TPM_FILE).ok()).map_err(
+            |source| CliError::EvidenceDir {
+                path: dir.to_path_buf(),
+                source,
+            },
+        )?;
+    let identity = match &args.ak_name {
+        None => Identity::unproven(
+            "evidence mode without --ak-name: no credential activation proved this AK",
+        ),
+        Some(h) => {
+            let ak_name = hex::decode(h.trim())
+                .map_err(|e| CliError::Usage(format!("--ak-name is not hex: {e}")))?;
+            jek_attest::protocol::pin_identity(
+                ak_name,
+                &ek,
+                shared.verifier.ca,
+                shared.verifier.now,
+            )
+        }
     };
-    let appraisal = appraise(evidence, &reference, nonce, identity);
-    let mut extra = json!({});
-    if let Identity::Activated { ek, .. } = identity {
-        extra["jek.ek-subject"] = json!(ek);
-    }
-    if let Ok(b) = shared.bundle {
-        extra["jek.bundle"] = json!({
-            "name": b.manifest().name,
-            "securityVersion": b.manifest().security_version,
-            "manifestDigest": b.manifest_digest().to_string(),
-        });
-    }
-    let value = ear(
-        &appraisal,
-        pod,
-        nonce,
-        shared.now,
-        &format!("jek:policy:sha256:{}", shared.policy_id),
-        extra,
+    let (_, ear) = jek_attest::protocol::judge(
+        &evidence,
+        &meta.pod,
+        shared.segment(&meta.pod),
+        &nonce,
+        &identity,
+        &shared.verifier,
     );
-    (appraisal.overall(), value)
+    Ok(PodResult::Appraised {
+        run_dir: dir.to_path_buf(),
+        pod: meta.pod,
+        result: Box::new(ear),
+    })
 }
 
 /// Runs `jek attest`.
 pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
-    let (policy, att) = crate::policy_file::load_for_attestation(&args.policy)?;
+    let policy = jek_config::policy::load(&args.policy)?;
+    let att = policy.attestation()?;
     let ca_text = crate::error::read_text("attestation.ek_ca", &att.ek_ca)?;
-    let ca = Cert::from_pem_chain(&ca_text, "attestation.ek_ca")
-        .map_err(|e| CliError::Usage(format!("attestation.ek_ca {}: {e}", att.ek_ca.display())))?;
+    let ca =
+        Cert::from_pem_chain(&ca_text, "attestation.ek_ca").map_err(|source| CliError::EkCa {
+            path: att.ek_ca.clone(),
+            source,
+        })?;
     let mut pods = BTreeMap::new();
     for p in &args.pod {
-        let spec = crate::pod_file::load(p)?;
-        let seg = jek_init::pod::segment(&spec)
+        let spec = jek_config::pod::load(p)?;
+        let seg = jek_pod::segment(&spec)
             .map_err(|e| CliError::Usage(format!("pod file {}: {e}", p.display())))?;
         pods.insert(spec.name.clone(), seg);
     }
-    let bytes = read("bundle", &args.bundle)?;
-    let now = UnixTime::now();
-    let approval = policy.approve(&args.bundle, &bytes, args.sigstore.path.as_deref())?;
-    let verified = jek_verifier::verify_approved(bytes, &policy.policy, now, approval);
+    // The bundle's verdict is part of every pod's appraisal, not a reason to stop.
+    let verified = match super::verify::verify_file(&policy.policy, &args.bundle, &args.sigstore) {
+        Ok(b) => Ok(b),
+        Err(CliError::Rejected { source, .. }) => Err(source),
+        Err(e) => return Err(e),
+    };
+    let policy_id = format!("jek:policy:sha256:{}", policy.digest);
     let shared = Shared {
-        bundle: verified.as_ref(),
+        verifier: Verifier {
+            bundle: verified.as_ref(),
+            ca: &ca,
+            policy_id: &policy_id,
+            now: UnixTime::now().0,
+        },
         pods,
-        ca,
-        policy_id: att.digest,
-        now: now.0,
     };
 
     let results: Vec<PodResult> = if let Some(dir) = &args.evidence {
@@ -311,32 +281,26 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
                             e.clone()
                         }
                     });
-                    s.spawn(move || {
-                        let r = attest_run_dir(dir, shared, export.as_deref());
-                        match r {
-                            Ok((pod, status, value)) => PodResult {
-                                dir: dir.clone(),
-                                pod,
-                                outcome: Ok((status, value)),
-                            },
-                            Err(e) => PodResult {
-                                dir: dir.clone(),
-                                pod: String::new(),
-                                outcome: Err(e),
-                            },
-                        }
-                    })
+                    s.spawn(move || attest_run_dir(dir, shared, export.as_deref()))
                 })
                 .collect();
             handles
                 .into_iter()
                 .zip(&dirs)
                 .map(|(h, dir)| {
-                    h.join().unwrap_or_else(|_| PodResult {
-                        dir: dir.clone(),
-                        pod: String::new(),
-                        outcome: Err("attestation thread panicked".into()),
-                    })
+                    let run_dir = dir.clone();
+                    match h.join() {
+                        Ok(Ok((pod, ear))) => PodResult::Appraised {
+                            run_dir,
+                            pod,
+                            result: Box::new(ear),
+                        },
+                        Ok(Err(error)) => PodResult::Failed { run_dir, error },
+                        Err(_) => PodResult::Failed {
+                            run_dir,
+                            error: "attestation thread panicked".into(),
+                        },
+                    }
                 })
                 .collect()
         })
@@ -344,88 +308,47 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     report(&results, args.json, quiet)
 }
 
-fn appraise_evidence(dir: &Path, args: &Args, shared: &Shared<'_>) -> Result<PodResult, CliError> {
-    let nonce_hex = args.nonce.clone().unwrap_or_default();
-    let nonce = hex::decode(nonce_hex.trim())
-        .map_err(|e| CliError::Usage(format!("--nonce {nonce_hex:?} is not hex: {e}")))?;
-    let (evidence, ek, meta) = from_files(|name| std::fs::read(dir.join(name)).ok())
-        .map_err(|e| CliError::Usage(format!("evidence directory {}: {e}", dir.display())))?;
-    let pod = meta["pod"].as_str().unwrap_or_default().to_string();
-    let identity = match &args.ak_name {
-        None => Identity::Unproven {
-            reason: "evidence mode without --ak-name: no credential activation proved this AK"
-                .into(),
-        },
-        Some(h) => {
-            let ak_name = hex::decode(h.trim())
-                .map_err(|e| CliError::Usage(format!("--ak-name is not hex: {e}")))?;
-            // The EK chain is still checked: the pinned AK must come with a certified EK.
-            let chain_ok = Cert::from_der(&ek.cert, "ek-cert.der").and_then(|c| {
-                let chain = Cert::from_pem_chain(&ek.chain, "ek-chain.pem")?;
-                verify_chain_to_any(&c, &chain, &shared.ca, shared.now)
-            });
-            match chain_ok {
-                Ok(_) => Identity::Pinned { ak_name },
-                Err(e) => Identity::Unproven {
-                    reason: e.to_string(),
-                },
-            }
-        }
-    };
-    let (status, value) = judge(&evidence, &pod, &nonce, &identity, shared);
-    Ok(PodResult {
-        dir: dir.to_path_buf(),
-        pod,
-        outcome: Ok((status, value)),
-    })
-}
-
 fn report(results: &[PodResult], json_out: bool, quiet: bool) -> Result<(), CliError> {
-    let affirming = results
-        .iter()
-        .filter(|r| matches!(r.outcome, Ok((Status::Affirming, _))))
-        .count();
-    let errors = results.iter().filter(|r| r.outcome.is_err()).count();
+    let count = |want: Option<Status>| results.iter().filter(|r| r.status() == want).count();
+    let affirming = count(Some(Status::Affirming));
+    let errors = count(None);
     let contraindicated = results.len() - affirming - errors;
     if json_out {
-        let items: Vec<Value> = results
-            .iter()
-            .map(|r| match &r.outcome {
-                Ok((_, v)) => json!({ "runDir": r.dir, "pod": r.pod, "result": v }),
-                Err(e) => json!({ "runDir": r.dir, "error": e }),
-            })
-            .collect();
-        super::print_json(&json!({
-            "results": items,
-            "summary": {
-                "pods": results.len(), "affirming": affirming,
-                "contraindicated": contraindicated, "errors": errors,
+        super::print_json(&Report {
+            results,
+            summary: Summary {
+                pods: results.len(),
+                affirming,
+                contraindicated,
+                errors,
             },
-        }))?;
+        })?;
     } else if !quiet {
         for r in results {
-            match &r.outcome {
-                Ok((status, v)) => {
-                    println!("{}: {} ({})", r.pod, status.name(), r.dir.display());
-                    let claims = &v["submods"][&r.pod]["jek.claims"];
-                    if let Some(obj) = claims.as_object() {
-                        for (name, c) in obj {
-                            if c["status"] != "affirming" {
-                                println!(
-                                    "  {name}: {}: {}",
-                                    c["status"].as_str().unwrap_or(""),
-                                    c["reason"].as_str().unwrap_or("")
-                                );
-                                if let (Some(e), Some(a)) =
-                                    (c["expected"].as_str(), c["actual"].as_str())
-                                {
-                                    println!("    expected {e}\n    actual   {a}");
-                                }
-                            }
+            match r {
+                PodResult::Appraised {
+                    run_dir,
+                    pod,
+                    result,
+                } => {
+                    let Some(sub) = result.submod(pod) else {
+                        continue;
+                    };
+                    println!("{pod}: {} ({})", sub.status.name(), run_dir.display());
+                    for (claim, c) in sub.failing() {
+                        println!(
+                            "  {claim}: {}: {}",
+                            c.status.name(),
+                            c.reason.as_deref().unwrap_or("")
+                        );
+                        if let (Some(e), Some(a)) = (&c.expected, &c.actual) {
+                            println!("    expected {e}\n    actual   {a}");
                         }
                     }
                 }
-                Err(e) => println!("{}: error: {e}", r.dir.display()),
+                PodResult::Failed { run_dir, error } => {
+                    println!("{}: error: {error}", run_dir.display());
+                }
             }
         }
         println!(

@@ -76,6 +76,12 @@ pub fn default_tpm_ca() -> PathBuf {
     data.join("jek").join("tpm-ca")
 }
 
+/// A program named by an environment variable (for tests and packaging), else `default`
+/// from `PATH`.
+fn env_program(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from)
+}
+
 /// Runs `jek boot`.
 pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     let started = std::time::Instant::now();
@@ -103,6 +109,8 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         tpm: match args.tpm {
             Some(t) => TpmSource::Tcti(t),
             None => TpmSource::Spawn {
+                program: env_program("JEK_SWTPM", jek_tpm::swtpm::DEFAULT_PROGRAM),
+                setup_program: env_program("JEK_SWTPM_SETUP", "swtpm_setup"),
                 keep: args.keep_tpm,
                 identity: args
                     .keep_tpm
@@ -124,7 +132,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         source,
     })?;
     if args.json {
-        super::print_json(&report.to_json(&bundle, vmm))?;
+        super::print_json(&jek_loader::RunRecord::new(&report, &bundle, vmm))?;
     } else if !quiet {
         eprintln!(
             "jek: pod ended with status {} ({} backend, {} kernel); run directory {}",

@@ -2,12 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use jek_builder::build::{self, BuildError, BuildOptions};
-use jek_builder::kernel::KernelBuildError;
-use jek_builder::recipe::Recipe;
-use serde_json::json;
+use jek_builder::build::{self, BuildOptions};
+use jek_verifier::Sha256Digest;
+use serde::Serialize;
 
-use crate::error::{read_text, CliError};
+use crate::error::CliError;
 use crate::progress::StatusLine;
 
 /// Arguments of `jek build`.
@@ -51,23 +50,39 @@ pub fn default_cache_dir() -> PathBuf {
         .join("jek")
 }
 
-/// Loads a recipe file.
-pub fn load_recipe(path: &Path) -> Result<Recipe, CliError> {
-    let text = read_text("recipe", path)?;
-    let base = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
-    Recipe::from_yaml(&text, &base).map_err(|source| CliError::Recipe {
-        path: path.to_path_buf(),
-        source,
-    })
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Reproducible<'a> {
+    reproducible: bool,
+    first_difference: Option<&'static str>,
+    components: Vec<Compared<'a>>,
+}
+
+#[derive(Serialize)]
+struct Compared<'a> {
+    component: &'static str,
+    first: &'a Sha256Digest,
+    second: &'a Sha256Digest,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Built<'a> {
+    bundle: &'a Path,
+    provenance: &'a Path,
+    sha256sums: &'a Path,
+    bundle_sha256: Sha256Digest,
+    bundle_size: usize,
+    kernel_release: &'a str,
+    builtin_symbols: usize,
+    kernel_cached: bool,
+    cache_key: &'a str,
+    build_log: &'a Path,
 }
 
 /// Runs `jek build`.
 pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
-    let recipe = load_recipe(&args.recipe)?;
+    let recipe = jek_config::recipe::load(&args.recipe)?;
     let mut keys = Vec::new();
     for p in recipe.keys.iter().chain(&args.keys) {
         keys.push(super::load_signing_key(p)?);
@@ -101,13 +116,18 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         status.finish();
         let first_diff = cmp.iter().find(|c| !c.identical());
         if args.json {
-            super::print_json(&json!({
-                "reproducible": first_diff.is_none(),
-                "firstDifference": first_diff.map(|c| c.component),
-                "components": cmp.iter().map(|c| json!({
-                    "component": c.component, "first": c.first.to_string(), "second": c.second.to_string(),
-                })).collect::<Vec<_>>(),
-            }))?;
+            super::print_json(&Reproducible {
+                reproducible: first_diff.is_none(),
+                first_difference: first_diff.map(|c| c.component),
+                components: cmp
+                    .iter()
+                    .map(|c| Compared {
+                        component: c.component,
+                        first: &c.first,
+                        second: &c.second,
+                    })
+                    .collect(),
+            })?;
         } else {
             for c in &cmp {
                 let mark = if c.identical() {
@@ -128,18 +148,18 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     let out = build::build(&recipe, &keys, &opts, &mut report).map_err(CliError::Build)?;
     status.finish();
     if args.json {
-        return super::print_json(&json!({
-            "bundle": out.bundle,
-            "provenance": out.provenance,
-            "sha256sums": out.sums,
-            "bundleSha256": out.bundle_sha256.to_string(),
-            "bundleSize": out.bundle_size,
-            "kernelRelease": out.kernel_release,
-            "builtinSymbols": out.builtin_symbols,
-            "kernelCached": out.kernel.cached,
-            "cacheKey": out.kernel.key,
-            "buildLog": out.kernel.log,
-        }));
+        return super::print_json(&Built {
+            bundle: &out.bundle,
+            provenance: &out.provenance,
+            sha256sums: &out.sums,
+            bundle_sha256: out.bundle_sha256,
+            bundle_size: out.bundle_size,
+            kernel_release: &out.kernel_release,
+            builtin_symbols: out.builtin_symbols,
+            kernel_cached: out.kernel.cached,
+            cache_key: &out.kernel.key,
+            build_log: &out.kernel.log,
+        });
     }
     println!(
         "bundle      {} ({} bytes, sha256:{})",
@@ -160,22 +180,4 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         }
     );
     Ok(())
-}
-
-/// The exit code class of a build error.
-pub fn exit_of(e: &BuildError) -> crate::error::Exit {
-    use crate::error::Exit;
-    match e {
-        BuildError::Kernel(k) => match **k {
-            KernelBuildError::ConfigCheck { .. } => Exit::Rejected,
-            KernelBuildError::Fragment(_) | KernelBuildError::MissingSource { .. } => Exit::Usage,
-            _ => Exit::Environment,
-        },
-        BuildError::Policy { .. } | BuildError::NotStatic { .. } => Exit::Usage,
-        BuildError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            Exit::Usage
-        }
-        BuildError::Pack(_) | BuildError::Initramfs(_) | BuildError::NoKeys => Exit::Usage,
-        _ => Exit::Environment,
-    }
 }

@@ -2,9 +2,57 @@
 
 use std::path::PathBuf;
 
-use serde_json::json;
+use jek_verifier::manifest::KernelInfo;
+use jek_verifier::Sha256Digest;
+use serde::Serialize;
 
 use crate::error::{read, CliError};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InspectJson<'a> {
+    verified: bool,
+    size: usize,
+    format_version: u16,
+    manifest: ManifestJson<'a>,
+    components: Vec<SectionJson>,
+    signatures: Vec<SignatureJson<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ManifestJson<'a> {
+    #[serde(rename_all = "camelCase")]
+    Claimed {
+        name: &'a str,
+        version: &'a str,
+        security_version: u64,
+        kernel_release: &'a str,
+        created: &'a str,
+        kernel: &'a KernelInfo,
+        manifest_digest: Sha256Digest,
+    },
+    Invalid {
+        error: String,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SectionJson {
+    role: &'static str,
+    offset: usize,
+    size: usize,
+    sha256: Sha256Digest,
+    matches_manifest: Option<bool>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SignatureJson<'a> {
+    key_id: &'a str,
+    size: usize,
+}
 
 /// Arguments of `jek inspect`.
 #[derive(Debug, clap::Args)]
@@ -32,34 +80,45 @@ pub fn run(args: Args) -> Result<(), CliError> {
     };
     if args.json {
         let manifest = match &ins.manifest {
-            Ok(m) => json!({
-                "name": m.name,
-                "version": m.version,
-                "securityVersion": m.security_version,
-                "kernelRelease": m.kernel_release,
-                "created": m.created,
-                "kernel": m.kernel,
-                "manifestDigest": jek_verifier::Sha256Digest::of(&ins.envelope.payload).to_string(),
-            }),
-            Err(e) => json!({ "error": crate::error::chain_line(e) }),
+            Ok(m) => ManifestJson::Claimed {
+                name: &m.name,
+                version: &m.version,
+                security_version: m.security_version,
+                kernel_release: &m.kernel_release,
+                created: &m.created,
+                kernel: &m.kernel,
+                manifest_digest: Sha256Digest::of(&ins.envelope.payload),
+            },
+            Err(e) => ManifestJson::Invalid {
+                error: crate::error::chain_line(e),
+            },
         };
-        return super::print_json(&json!({
-            "verified": false,
-            "size": bytes.len(),
-            "formatVersion": jek_verifier::format::FORMAT_VERSION,
-            "manifest": manifest,
-            "components": ins.sections.iter().map(|s| json!({
-                "role": s.role.name(),
-                "offset": s.offset,
-                "size": s.size,
-                "sha256": s.sha256.to_string(),
-                "matchesManifest": matches(s.role, s.sha256),
-            })).collect::<Vec<_>>(),
-            "signatures": ins.envelope.signatures.iter().map(|s| json!({
-                "keyId": s.keyid,
-                "size": s.sig.len(),
-            })).collect::<Vec<_>>(),
-        }));
+        return super::print_json(&InspectJson {
+            verified: false,
+            size: bytes.len(),
+            format_version: jek_verifier::format::FORMAT_VERSION,
+            manifest,
+            components: ins
+                .sections
+                .iter()
+                .map(|s| SectionJson {
+                    role: s.role.name(),
+                    offset: s.offset,
+                    size: s.size,
+                    sha256: s.sha256,
+                    matches_manifest: matches(s.role, s.sha256),
+                })
+                .collect(),
+            signatures: ins
+                .envelope
+                .signatures
+                .iter()
+                .map(|s| SignatureJson {
+                    key_id: &s.keyid,
+                    size: s.sig.len(),
+                })
+                .collect(),
+        });
     }
     println!(
         "{} ({} bytes, format v{}) -- not verified",

@@ -2,8 +2,7 @@
 
 use std::path::PathBuf;
 
-use jek_builder::kconfig::{self, Config, Policy};
-use serde_json::json;
+use jek_builder::kconfig::{self, Config, Finding};
 
 use crate::error::{read_text, CliError};
 
@@ -45,16 +44,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 source,
             }
         })?;
-    let policy =
-        match &a.policy {
-            Some(p) => Some(Policy::from_yaml(&read_text("kconfig policy", p)?).map_err(
-                |source| CliError::KconfigPolicy {
-                    path: p.clone(),
-                    source,
-                },
-            )?),
-            None => None,
-        };
+    let policy = a
+        .policy
+        .as_deref()
+        .map(jek_config::kconfig::load)
+        .transpose()?;
     let mut fragments = Vec::new();
     for p in &a.fragments {
         let n = p.display().to_string();
@@ -68,12 +62,20 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     let findings = kconfig::check(&resolved, &fragments, policy.as_ref());
     if a.json {
-        super::print_json(&json!({
-            "config": a.config,
-            "builtinSymbols": resolved.count_builtin(),
-            "ok": findings.is_empty(),
-            "findings": findings,
-        }))?;
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Checked<'a> {
+            config: &'a std::path::Path,
+            builtin_symbols: usize,
+            ok: bool,
+            findings: &'a [Finding],
+        }
+        super::print_json(&Checked {
+            config: &a.config,
+            builtin_symbols: resolved.count_builtin(),
+            ok: findings.is_empty(),
+            findings: &findings,
+        })?;
     } else if findings.is_empty() {
         println!(
             "OK {name}: {} symbols =y, no findings",

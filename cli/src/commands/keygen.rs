@@ -1,9 +1,9 @@
 //! `jek keygen`: a new Ed25519 key pair.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use jek_builder::fsio::{write_atomic, Overwrite};
 use jek_builder::keys;
+use jek_fsio::{write_atomic, Overwrite};
 
 use crate::error::CliError;
 
@@ -59,7 +59,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         // Check both first so that a refusal leaves neither file written.
         for p in [&key_path, &pub_path] {
             if p.exists() {
-                return Err(jek_builder::fsio::WriteError::Exists { path: p.clone() }.into());
+                return Err(jek_fsio::WriteError::Exists { path: p.clone() }.into());
             }
         }
     }
@@ -67,11 +67,18 @@ pub fn run(args: Args) -> Result<(), CliError> {
     write_atomic(&pub_path, public.as_bytes(), 0o644, overwrite)?;
     tracing::info!(key_id = %id, "wrote {} and {}", key_path.display(), pub_path.display());
     if args.json {
-        super::print_json(&serde_json::json!({
-            "keyId": id,
-            "privateKey": key_path,
-            "publicKey": pub_path,
-        }))
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Keys<'a> {
+            key_id: &'a str,
+            private_key: &'a Path,
+            public_key: &'a Path,
+        }
+        super::print_json(&Keys {
+            key_id: &id,
+            private_key: &key_path,
+            public_key: &pub_path,
+        })
     } else {
         println!("{id}");
         Ok(())

@@ -68,8 +68,19 @@ pub fn run(cmd: Command, quiet: bool) -> Result<(), CliError> {
     }
 }
 
-/// Prints a JSON value on stdout.
-pub fn print_json(value: &serde_json::Value) -> Result<(), CliError> {
+/// `jek pack --json`: the bundle written.
+#[derive(serde::Serialize)]
+pub struct Written<'a> {
+    /// Its path.
+    pub bundle: &'a std::path::Path,
+    /// Its size.
+    pub size: usize,
+    /// Its SHA-256.
+    pub sha256: jek_verifier::Sha256Digest,
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value).map_err(|e| CliError::Stdout(e.into()))?;

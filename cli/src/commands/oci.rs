@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use jek_builder::fsio::{write_atomic, Overwrite};
+use jek_fsio::{write_atomic, Overwrite};
 use jek_oci::{Attachment, AttachmentKind, Registry};
+use jek_verifier::DetachedSignature;
 
 use crate::error::{read, CliError};
 
@@ -50,15 +51,23 @@ pub struct PullArgs {
     json: bool,
 }
 
-fn registry_error(source: jek_oci::RegistryError) -> CliError {
-    CliError::Registry(source)
+/// Registry credentials: `JEK_REGISTRY_USERNAME` and `JEK_REGISTRY_PASSWORD`, when both
+/// are set.
+fn registry_auth() -> Option<(String, String)> {
+    match (
+        std::env::var("JEK_REGISTRY_USERNAME"),
+        std::env::var("JEK_REGISTRY_PASSWORD"),
+    ) {
+        (Ok(u), Ok(p)) => Some((u, p)),
+        _ => None,
+    }
 }
 
 /// Runs `jek push`.
 pub fn push(args: PushArgs) -> Result<(), CliError> {
     let bundle = read("bundle", &args.bundle)?;
     let signature_files: Vec<PathBuf> = if args.signature.is_empty() {
-        crate::policy_file::default_signature_paths(&args.bundle)
+        jek_config::signatures::default_paths(&args.bundle)
             .into_iter()
             .filter(|p| p.is_file())
             .collect()
@@ -88,20 +97,37 @@ pub fn push(args: PushArgs) -> Result<(), CliError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "bundle.jek".into());
-    let registry = Registry::new(args.plain_http).map_err(registry_error)?;
-    let pushed = registry
-        .push(&bundle, &title, &args.reference, &attachments)
-        .map_err(registry_error)?;
+    let registry = Registry::new(args.plain_http, registry_auth())?;
+    let pushed = registry.push(&bundle, &title, &args.reference, &attachments)?;
     tracing::info!(reference = %pushed.reference, digest = %pushed.manifest_digest, "pushed");
     if args.json {
-        return super::print_json(&serde_json::json!({
-            "reference": pushed.reference,
-            "manifestDigest": pushed.manifest_digest,
-            "bundleDigest": pushed.bundle_digest,
-            "attachments": pushed.attachments.iter().map(|(k, d)| serde_json::json!({
-                "kind": k.name(), "manifestDigest": d,
-            })).collect::<Vec<_>>(),
-        }));
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Pushed<'a> {
+            reference: &'a str,
+            manifest_digest: &'a str,
+            bundle_digest: &'a str,
+            attachments: Vec<Attached<'a>>,
+        }
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Attached<'a> {
+            kind: &'static str,
+            manifest_digest: &'a str,
+        }
+        return super::print_json(&Pushed {
+            reference: &pushed.reference,
+            manifest_digest: &pushed.manifest_digest,
+            bundle_digest: &pushed.bundle_digest,
+            attachments: pushed
+                .attachments
+                .iter()
+                .map(|(k, d)| Attached {
+                    kind: k.name(),
+                    manifest_digest: d,
+                })
+                .collect(),
+        });
     }
     println!("{}@{}", pushed.reference, pushed.manifest_digest);
     Ok(())
@@ -109,33 +135,40 @@ pub fn push(args: PushArgs) -> Result<(), CliError> {
 
 /// Runs `jek pull`: fetch, verify under the policy, and only then write.
 pub fn pull(args: PullArgs) -> Result<(), CliError> {
-    let policy = crate::policy_file::load(&args.policy)?;
-    let registry = Registry::new(args.plain_http).map_err(registry_error)?;
-    let pulled = registry.pull(&args.reference).map_err(registry_error)?;
-    let source = Path::new(&args.reference);
-    // The first attached signature the policy's Sigstore rule accepts; if none does, the
-    // first one's failure is the reason.
+    let policy = jek_config::policy::load(&args.policy)?;
+    let registry = Registry::new(args.plain_http, registry_auth())?;
+    let pulled = registry.pull(&args.reference)?;
+    // Every attached signature is a candidate for the policy's Sigstore rule; the verifier
+    // takes the first one it accepts or reports the first one's failure.
     let signatures: Vec<&Attachment> = pulled
         .attachments
         .iter()
         .filter(|a| a.kind.is_signature())
         .collect();
-    let origin = PathBuf::from(format!(
-        "{}@{} (referrer)",
-        args.reference, pulled.manifest_digest
-    ));
-    let candidates: Vec<(PathBuf, &[u8])> = signatures
+    let origin = format!("{}@{} (referrer)", args.reference, pulled.manifest_digest);
+    let candidates: Vec<DetachedSignature<'_>> = signatures
         .iter()
-        .map(|a| (origin.clone(), a.data.as_slice()))
+        .map(|a| DetachedSignature {
+            origin: &origin,
+            bytes: &a.data,
+        })
         .collect();
-    let (approval, accepted_sig) = match policy.approve_any(source, &pulled.bundle, &candidates)? {
-        Some((i, approval)) => (Some(approval), signatures.get(i).copied()),
-        None => (None, None),
-    };
-    let verified = policy.verify_approved(source, pulled.bundle, approval)?;
+    let verified = jek_verifier::verify_bundle(
+        pulled.bundle,
+        &policy.policy,
+        &candidates,
+        jek_verifier::UnixTime::now(),
+    )
+    .map_err(|source| CliError::Rejected {
+        path: PathBuf::from(&args.reference),
+        source,
+    })?;
     write_atomic(&args.out, verified.bytes(), 0o644, Overwrite::Allow)?;
-    if let Some(sig) = accepted_sig {
-        let [sigstore_path, cosign_path] = crate::policy_file::default_signature_paths(&args.out);
+    if let Some(sig) = verified
+        .approving_signature()
+        .and_then(|i| signatures.get(i))
+    {
+        let [sigstore_path, cosign_path] = jek_config::signatures::default_paths(&args.out);
         let path = if sig.kind == AttachmentKind::SigstoreBundle {
             sigstore_path
         } else {
@@ -145,16 +178,28 @@ pub fn pull(args: PullArgs) -> Result<(), CliError> {
     }
     let m = verified.manifest();
     if args.json {
-        return super::print_json(&serde_json::json!({
-            "accepted": true,
-            "out": args.out,
-            "manifestDigest": pulled.manifest_digest,
-            "name": m.name,
-            "version": m.version,
-            "securityVersion": m.security_version,
-            "signers": verified.signers().iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "approvedBy": verified.approval(),
-        }));
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Pulled<'a> {
+            accepted: bool,
+            out: &'a Path,
+            manifest_digest: &'a str,
+            name: &'a str,
+            version: &'a str,
+            security_version: u64,
+            signers: &'a [jek_verifier::KeyId],
+            approved_by: Option<&'a str>,
+        }
+        return super::print_json(&Pulled {
+            accepted: true,
+            out: &args.out,
+            manifest_digest: &pulled.manifest_digest,
+            name: &m.name,
+            version: &m.version,
+            security_version: m.security_version,
+            signers: verified.signers(),
+            approved_by: verified.approval(),
+        });
     }
     println!(
         "ACCEPTED {} {} from {}; wrote {}",

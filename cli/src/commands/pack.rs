@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use jek_builder::fsio::{write_atomic, Overwrite};
 use jek_builder::pack::{pack, PackRequest};
+use jek_fsio::{write_atomic, Overwrite};
 use jek_verifier::UnixTime;
 
 use crate::error::{read, CliError};
@@ -100,11 +100,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
     write_atomic(&args.out, &bytes, 0o644, Overwrite::Allow)?;
     tracing::info!(bytes = bytes.len(), "wrote {}", args.out.display());
     if args.json {
-        return super::print_json(&serde_json::json!({
-            "bundle": args.out,
-            "size": bytes.len(),
-            "sha256": jek_verifier::Sha256Digest::of(&bytes).to_string(),
-        }));
+        return super::print_json(&super::Written {
+            bundle: &args.out,
+            size: bytes.len(),
+            sha256: jek_verifier::Sha256Digest::of(&bytes),
+        });
     }
     println!("{}", args.out.display());
     Ok(())

@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use jek_loader::boot::pcrs_json;
-use jek_loader::payload::{default_kernel, Payload};
-use serde_json::json;
+use jek_measure::payload::{default_kernel, Payload};
+use jek_measure::PcrValues;
+use jek_verifier::Sha256Digest;
+use serde::Serialize;
 
 use super::target::{Loaded, Target};
 use crate::error::CliError;
@@ -32,6 +33,22 @@ pub fn event_text(e: &jek_measure::Event) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+#[derive(Serialize)]
+struct Prediction {
+    kernel: &'static str,
+    pcrs: PcrValues,
+    events: Vec<EventJson>,
+}
+
+#[derive(Serialize)]
+struct EventJson {
+    pcr: u32,
+    #[serde(rename = "type")]
+    event_type: u32,
+    sha256: Sha256Digest,
+    data: String,
+}
+
 /// Runs `jek predict`.
 pub fn run(args: Args) -> Result<(), CliError> {
     let Loaded { bundle, pod } = args.target.load()?;
@@ -47,24 +64,23 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let log = payload.event_log();
     let pcrs = log.replay();
     if let Some(out) = &args.log_out {
-        jek_builder::fsio::write_atomic(
-            out,
-            &log.to_bytes(),
-            0o644,
-            jek_builder::fsio::Overwrite::Allow,
-        )?;
+        jek_fsio::write_atomic(out, &log.to_bytes(), 0o644, jek_fsio::Overwrite::Allow)?;
     }
     if args.json {
-        super::print_json(&json!({
-            "kernel": role.name(),
-            "pcrs": pcrs_json(&pcrs),
-            "events": log.events.iter().map(|e| json!({
-                "pcr": e.pcr,
-                "type": e.event_type,
-                "sha256": e.digest.to_string(),
-                "data": event_text(e),
-            })).collect::<Vec<_>>(),
-        }))?;
+        super::print_json(&Prediction {
+            kernel: role.name(),
+            pcrs: pcrs.clone(),
+            events: log
+                .events
+                .iter()
+                .map(|e| EventJson {
+                    pcr: e.pcr,
+                    event_type: e.event_type,
+                    sha256: e.digest,
+                    data: event_text(e),
+                })
+                .collect(),
+        })?;
     } else {
         println!("kernel {}; {} events", role.name(), log.events.len());
         for (pcr, value) in &pcrs {

@@ -1,8 +1,8 @@
 //! `jek sign`: add a signature to an existing bundle.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use jek_builder::fsio::{write_atomic, Overwrite};
+use jek_fsio::{write_atomic, Overwrite};
 
 use crate::error::{read, CliError};
 
@@ -70,7 +70,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             let sig_path = args
                 .signature
                 .clone()
-                .unwrap_or_else(|| crate::policy_file::default_signature_paths(&out)[1].clone());
+                .unwrap_or_else(|| jek_config::signatures::default_paths(&out)[1].clone());
             let public = k.public_key_pem().map_err(cosign_error(path))?;
             Some((
                 sig_path,
@@ -87,14 +87,29 @@ pub fn run(args: Args) -> Result<(), CliError> {
         write_atomic(sig_path, sig.as_bytes(), 0o644, Overwrite::Allow)?;
     }
     if args.json {
-        return super::print_json(&serde_json::json!({
-            "bundle": out,
-            "keyId": id.map(|i| i.to_string()),
-            "sha256": jek_verifier::Sha256Digest::of(&signed).to_string(),
-            "cosign": cosign_out.as_ref().map(|(p, _, k)| serde_json::json!({
-                "signature": p, "keyId": k,
-            })),
-        }));
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Signed<'a> {
+            bundle: &'a Path,
+            key_id: Option<jek_verifier::KeyId>,
+            sha256: jek_verifier::Sha256Digest,
+            cosign: Option<Cosign<'a>>,
+        }
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Cosign<'a> {
+            signature: &'a Path,
+            key_id: &'a str,
+        }
+        return super::print_json(&Signed {
+            bundle: &out,
+            key_id: id,
+            sha256: jek_verifier::Sha256Digest::of(&signed),
+            cosign: cosign_out.as_ref().map(|(p, _, k)| Cosign {
+                signature: p,
+                key_id: k,
+            }),
+        });
     }
     if let Some(id) = id {
         println!("{id}");

@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use jek_init::spec::PodSpec;
+use jek_pod::spec::PodSpec;
 use jek_verifier::format::Role;
 use jek_verifier::{Bundle, Verified};
 
-use crate::error::{read, CliError};
+use crate::error::CliError;
 
 /// Kernel formats on the command line.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -41,7 +41,7 @@ pub struct Target {
     #[arg(long)]
     pub pod: Option<PathBuf>,
     #[command(flatten)]
-    pub sigstore: crate::policy_file::SignatureArg,
+    pub sigstore: super::verify::SignatureArg,
     /// Kernel format (default: bzimage if the bundle has one).
     #[arg(long, value_enum)]
     pub kernel: Option<KernelArg>,
@@ -58,10 +58,9 @@ pub struct Loaded {
 impl Target {
     /// Parses the policy and the pod file, then reads and verifies the bundle.
     pub fn load(&self) -> Result<Loaded, CliError> {
-        let policy = crate::policy_file::load(&self.policy)?;
-        let pod = self.pod.as_deref().map(crate::pod_file::load).transpose()?;
-        let bytes = read("bundle", &self.bundle)?;
-        let bundle = policy.verify(&self.bundle, bytes, self.sigstore.path.as_deref())?;
+        let policy = jek_config::policy::load(&self.policy)?;
+        let pod = self.pod.as_deref().map(jek_config::pod::load).transpose()?;
+        let bundle = super::verify::verify_file(&policy.policy, &self.bundle, &self.sigstore)?;
         Ok(Loaded { bundle, pod })
     }
 

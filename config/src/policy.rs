@@ -1,5 +1,5 @@
 //! The policy file: YAML in, a validated [`Policy`] out. YAML stays here, outside the
-//! verifier's trusted path.
+//! verifier's trusted path. Every field: `docs/policy.md`.
 //!
 //! ```yaml
 //! trusted_keys:
@@ -29,10 +29,16 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use jek_fsio::ReadError;
 use jek_verifier::sigstore::{Identity, SigstoreError, SigstorePolicy};
-use jek_verifier::{KeyId, Policy, PolicyError, PublicKey, TrustedKey, UnixTime};
+use jek_verifier::{
+    KeyId, KeyRule, Policy, PolicyError, PublicKey, Sha256Digest, SignerRule, TrustedKey, UnixTime,
+};
 use serde::Deserialize;
+
+use crate::{ConfigError, MAX_CONFIG_SIZE, MAX_REFERENCED_SIZE};
 
 /// Why a policy file is invalid.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +70,7 @@ pub enum PolicyFileError {
         path: PathBuf,
         /// Cause.
         #[source]
-        source: std::io::Error,
+        source: ReadError,
     },
     /// Key text that is not an Ed25519 SPKI PEM.
     #[error("trusted_keys[{index}] is not a usable public key")]
@@ -108,7 +114,15 @@ pub enum PolicyFileError {
         path: PathBuf,
         /// Cause.
         #[source]
-        source: std::io::Error,
+        source: ReadError,
+    },
+    /// A file named in the policy is not UTF-8 text.
+    #[error("{field}: {path} is not UTF-8 text")]
+    NotText {
+        /// The field.
+        field: String,
+        /// The file.
+        path: PathBuf,
     },
     /// The trusted root, identities or key are unusable.
     #[error("sigstore section is unusable")]
@@ -149,126 +163,60 @@ struct IdentityDoc {
     subject: String,
 }
 
-/// A parsed policy file: the bundle policy and, if the file has a `sigstore` section, the
-/// Sigstore rule every bundle must also pass.
-#[derive(Debug)]
-pub struct LoadedPolicy {
-    /// The bundle policy (requires a detached approval when `sigstore` is set).
+/// A loaded policy file.
+#[derive(Debug, Clone)]
+pub struct PolicyFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The trust policy: signer rule, anti-rollback floor, revocations.
     pub policy: Policy,
-    /// The Sigstore rule.
-    pub sigstore: Option<SigstorePolicy>,
+    /// The `attestation` section, if present.
+    pub attestation: Option<AttestationPolicy>,
+    /// SHA-256 of the file's bytes: the EAR's appraisal-policy-id.
+    pub digest: Sha256Digest,
 }
 
-/// Where a bundle's detached signature is looked for when none is named: the Sigstore
-/// bundle `BUNDLE.sigstore.json`, then the cosign signature `BUNDLE.sig`.
-pub fn default_signature_paths(bundle: &Path) -> [PathBuf; 2] {
-    let with = |suffix: &str| {
-        let mut s = bundle.as_os_str().to_os_string();
-        s.push(suffix);
-        PathBuf::from(s)
-    };
-    [with(".sigstore.json"), with(".sig")]
-}
-
-/// `--sigstore FILE`, shared by every command that verifies a bundle file.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SignatureArg {
-    /// Detached signature for the policy's `sigstore` rule: a Sigstore bundle (JSON) or a
-    /// cosign signature (default: BUNDLE.sigstore.json, then BUNDLE.sig).
-    #[arg(long = "sigstore", value_name = "FILE")]
-    pub path: Option<PathBuf>,
-}
-
-impl LoadedPolicy {
-    /// The Sigstore step over candidate signatures, each `(where it came from, bytes)`:
-    /// the first one the rule accepts, with its position; if none is accepted, the first
-    /// failure. `Ok(None)` when the policy has no rule or there is no candidate (the
-    /// verifier then rejects a bundle whose policy requires one).
-    pub fn approve_any(
-        &self,
-        bundle: &Path,
-        bytes: &[u8],
-        candidates: &[(PathBuf, &[u8])],
-    ) -> Result<Option<(usize, jek_verifier::DetachedApproval)>, crate::error::CliError> {
-        let Some(rule) = &self.sigstore else {
-            return Ok(None);
-        };
-        let mut first_failure = None;
-        for (i, (origin, signature)) in candidates.iter().enumerate() {
-            match rule.check(bytes, signature) {
-                Ok(approval) => return Ok(Some((i, approval))),
-                Err(source) => {
-                    first_failure.get_or_insert(crate::error::CliError::Sigstore {
-                        path: bundle.to_path_buf(),
-                        signature: origin.clone(),
-                        source,
-                    });
-                }
-            }
-        }
-        first_failure.map_or(Ok(None), Err)
+impl PolicyFile {
+    /// The `attestation` section, which attestation commands require.
+    pub fn attestation(&self) -> Result<&AttestationPolicy, ConfigError> {
+        self.attestation
+            .as_ref()
+            .ok_or_else(|| ConfigError::NoAttestation {
+                path: self.path.clone(),
+            })
     }
+}
 
-    /// The Sigstore step for a bundle file: the signature file `explicit`, or the first of
-    /// [`default_signature_paths`] that exists.
-    pub fn approve(
-        &self,
-        bundle: &Path,
-        bytes: &[u8],
-        explicit: Option<&Path>,
-    ) -> Result<Option<jek_verifier::DetachedApproval>, crate::error::CliError> {
-        if self.sigstore.is_none() {
-            return Ok(None);
-        }
-        let path = match explicit {
-            Some(p) => p.to_path_buf(),
-            None => match default_signature_paths(bundle)
-                .into_iter()
-                .find(|p| p.is_file())
-            {
-                Some(p) => p,
-                None => return Ok(None),
-            },
-        };
-        let signature = crate::error::read("Sigstore signature", &path)?;
-        Ok(self
-            .approve_any(bundle, bytes, &[(path, &signature)])?
-            .map(|(_, approval)| approval))
-    }
+/// A file a policy names, and the field that names it.
+#[derive(Clone, Copy)]
+enum Field {
+    /// `trusted_keys[i]`.
+    Key(usize),
+    /// `sigstore.<name>`.
+    Sigstore(&'static str),
+}
 
-    /// The verifier's step, after the Sigstore step gave `approval`.
-    pub fn verify_approved(
-        &self,
-        bundle: &Path,
-        bytes: Vec<u8>,
-        approval: Option<jek_verifier::DetachedApproval>,
-    ) -> Result<jek_verifier::Verified<jek_verifier::Bundle>, crate::error::CliError> {
-        jek_verifier::verify_approved(bytes, &self.policy, UnixTime::now(), approval).map_err(
-            |source| crate::error::CliError::Rejected {
-                path: bundle.to_path_buf(),
+fn read_text_field(base: &Path, field: Field, file: &Path) -> Result<String, PolicyFileError> {
+    let path = base.join(file);
+    let bytes =
+        jek_fsio::read_regular(&path, MAX_REFERENCED_SIZE).map_err(|source| match field {
+            Field::Key(index) => PolicyFileError::ReadKey {
+                index,
+                path: path.clone(),
                 source,
             },
-        )
-    }
-
-    /// The whole check of a bundle file's bytes: the Sigstore step, then the verifier.
-    pub fn verify(
-        &self,
-        bundle: &Path,
-        bytes: Vec<u8>,
-        explicit_signature: Option<&Path>,
-    ) -> Result<jek_verifier::Verified<jek_verifier::Bundle>, crate::error::CliError> {
-        let approval = self.approve(bundle, &bytes, explicit_signature)?;
-        self.verify_approved(bundle, bytes, approval)
-    }
-}
-
-fn read_field(base: &Path, field: &'static str, file: &Path) -> Result<String, PolicyFileError> {
-    let path = base.join(file);
-    std::fs::read_to_string(&path).map_err(|source| PolicyFileError::SigstoreRead {
-        field,
+            Field::Sigstore(field) => PolicyFileError::SigstoreRead {
+                field,
+                path: path.clone(),
+                source,
+            },
+        })?;
+    String::from_utf8(bytes).map_err(|_| PolicyFileError::NotText {
+        field: match field {
+            Field::Key(index) => format!("trusted_keys[{index}]"),
+            Field::Sigstore(name) => format!("sigstore.{name}"),
+        },
         path,
-        source,
     })
 }
 
@@ -276,7 +224,7 @@ fn parse_sigstore(doc: SigstoreDoc, base: &Path) -> Result<SigstorePolicy, Polic
     let root = doc
         .trusted_root
         .as_deref()
-        .map(|f| read_field(base, "trusted_root", f))
+        .map(|f| read_text_field(base, Field::Sigstore("trusted_root"), f))
         .transpose()?;
     match (doc.identities.is_empty(), doc.public_key) {
         (false, None) => {
@@ -292,7 +240,7 @@ fn parse_sigstore(doc: SigstoreDoc, base: &Path) -> Result<SigstorePolicy, Polic
             SigstorePolicy::keyless(&root, ids).map_err(PolicyFileError::Sigstore)
         }
         (true, Some(key)) => {
-            let pem = read_field(base, "public_key", &key)?;
+            let pem = read_text_field(base, Field::Sigstore("public_key"), &key)?;
             SigstorePolicy::public_key(&pem, root.as_deref()).map_err(PolicyFileError::Sigstore)
         }
         _ => Err(PolicyFileError::SigstoreRule),
@@ -305,14 +253,12 @@ struct AttestationDoc {
     ek_ca: PathBuf,
 }
 
-/// What `jek attest` needs beyond the bundle policy.
+/// What attestation needs beyond the bundle policy.
 #[derive(Debug, Clone)]
 pub struct AttestationPolicy {
     /// The CA certificate(s) pod EK certificates must chain to (PEM), resolved against the
     /// policy file's directory.
     pub ek_ca: PathBuf,
-    /// SHA-256 of the policy file: the EAR's appraisal-policy-id.
-    pub digest: String,
 }
 
 #[derive(Deserialize)]
@@ -345,13 +291,16 @@ fn parse_time(
     Ok(Some(UnixTime(t.as_secs())))
 }
 
-/// Parses a policy document: the bundle policy and its `attestation` section, if any.
-fn parse_doc(
+/// Parses a policy document: the trust policy and its `attestation` section (paths
+/// resolved against `base_dir`, where referenced key files are read).
+pub fn parse(
     yaml: &str,
     base_dir: &Path,
-) -> Result<(LoadedPolicy, Option<AttestationDoc>), PolicyFileError> {
+) -> Result<(Policy, Option<AttestationPolicy>), PolicyFileError> {
     let doc: PolicyDoc = serde_yaml::from_str(yaml).map_err(PolicyFileError::Yaml)?;
-    let attestation = doc.attestation;
+    let attestation = doc.attestation.map(|a| AttestationPolicy {
+        ek_ca: base_dir.join(a.ek_ca),
+    });
     let sigstore = doc
         .sigstore
         .map(|s| parse_sigstore(s, base_dir))
@@ -369,14 +318,7 @@ fn parse_doc(
                 .map_err(|source| PolicyFileError::Entry { index, source })?,
         };
         let pem = match (spec.file, spec.pem) {
-            (Some(file), None) => {
-                let path = base_dir.join(file);
-                std::fs::read_to_string(&path).map_err(|source| PolicyFileError::ReadKey {
-                    index,
-                    path,
-                    source,
-                })?
-            }
+            (Some(file), None) => read_text_field(base_dir, Field::Key(index), &file)?,
             (None, Some(pem)) => pem,
             _ => return Err(PolicyFileError::KeySource { index }),
         };
@@ -396,56 +338,37 @@ fn parse_doc(
             KeyId::from_hex(&value).ok_or(PolicyFileError::RevokedId { index, value })
         })
         .collect::<Result<BTreeSet<_>, _>>()?;
-    let policy = match (&sigstore, trusted.is_empty()) {
-        (Some(_), true) if doc.threshold.is_none() => {
-            Policy::detached_only(doc.min_security_version, revoked)
-        }
-        (Some(_), _) => Policy::new(trusted, doc.threshold, doc.min_security_version, revoked)
-            .map_err(PolicyFileError::Policy)?
-            .with_detached_required(),
-        (None, _) => Policy::new(trusted, doc.threshold, doc.min_security_version, revoked)
-            .map_err(PolicyFileError::Policy)?,
+    let keys = || KeyRule::new(trusted.clone(), doc.threshold).map_err(PolicyFileError::Policy);
+    let signers = match sigstore.map(Arc::new) {
+        Some(rule) if trusted.is_empty() && doc.threshold.is_none() => SignerRule::Detached(rule),
+        Some(rule) => SignerRule::Both(keys()?, rule),
+        None => SignerRule::Keys(keys()?),
     };
-    Ok((LoadedPolicy { policy, sigstore }, attestation))
-}
-
-/// Reads and parses a policy file.
-pub fn load(path: &Path) -> Result<LoadedPolicy, crate::error::CliError> {
-    load_doc(path).map(|(policy, _, _)| policy)
-}
-
-/// Reads a policy file once for `jek attest`: the bundle policy and its `attestation`
-/// section, which must be present.
-pub fn load_for_attestation(
-    path: &Path,
-) -> Result<(LoadedPolicy, AttestationPolicy), crate::error::CliError> {
-    use sha2::Digest;
-    let (policy, attestation, text) = load_doc(path)?;
-    let att = attestation.ok_or_else(|| crate::error::CliError::NoAttestationPolicy {
-        path: path.to_path_buf(),
-    })?;
-    let base = path.parent().unwrap_or(Path::new("."));
     Ok((
-        policy,
-        AttestationPolicy {
-            ek_ca: base.join(att.ek_ca),
-            digest: hex::encode(sha2::Sha256::digest(text.as_bytes())),
-        },
+        Policy::with_signers(signers, doc.min_security_version, revoked),
+        attestation,
     ))
 }
 
-/// Reads and parses a policy file; also returns its text.
-fn load_doc(
-    path: &Path,
-) -> Result<(LoadedPolicy, Option<AttestationDoc>, String), crate::error::CliError> {
-    let text = crate::error::read_text("policy file", path)?;
-    let base = path.parent().unwrap_or(Path::new("."));
+/// Reads and parses a policy file.
+pub fn load(path: &Path) -> Result<PolicyFile, ConfigError> {
+    let bytes = crate::read("policy file", path, MAX_CONFIG_SIZE)?;
+    let digest = Sha256Digest::of(&bytes);
+    let text = String::from_utf8(bytes).map_err(|_| ConfigError::NotText {
+        what: "policy file",
+        path: path.to_path_buf(),
+    })?;
     let (policy, attestation) =
-        parse_doc(&text, base).map_err(|source| crate::error::CliError::Policy {
+        parse(&text, crate::base_dir(path)).map_err(|source| ConfigError::Policy {
             path: path.to_path_buf(),
             source,
         })?;
-    Ok((policy, attestation, text))
+    Ok(PolicyFile {
+        path: path.to_path_buf(),
+        policy,
+        attestation,
+        digest,
+    })
 }
 
 #[cfg(test)]
@@ -454,20 +377,20 @@ mod tests {
     use super::*;
 
     fn parse(yaml: &str, base_dir: &Path) -> Result<Policy, PolicyFileError> {
-        parse_doc(yaml, base_dir).map(|(loaded, _)| loaded.policy)
+        super::parse(yaml, base_dir).map(|(policy, _)| policy)
     }
 
     #[test]
     fn reads_the_attestation_section() {
-        let (_, att) = parse_doc(
+        let (_, att) = super::parse(
             &inline("min_security_version: 1\nattestation:\n  ek_ca: ca.pem\n"),
             Path::new("."),
         )
         .unwrap();
-        assert_eq!(att.unwrap().ek_ca, PathBuf::from("ca.pem"));
-        let (_, none) = parse_doc(&inline("min_security_version: 1\n"), Path::new(".")).unwrap();
+        assert_eq!(att.unwrap().ek_ca, PathBuf::from("./ca.pem"));
+        let (_, none) = super::parse(&inline("min_security_version: 1\n"), Path::new(".")).unwrap();
         assert!(none.is_none());
-        assert!(parse_doc(
+        assert!(super::parse(
             &inline("min_security_version: 1\nattestation: {ek_ca: a, extra: 1}\n"),
             Path::new(".")
         )

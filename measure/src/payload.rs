@@ -1,7 +1,8 @@
 //! What a boot hands the VMM and what it measures, computed from verified bytes only.
 
-use jek_init::spec::PodSpec;
-use jek_measure::{plan, EventLog, PlannedEvent};
+use jek_pod::spec::PodSpec;
+
+use crate::{plan, EventLog, PlannedEvent};
 use jek_verifier::format::Role;
 use jek_verifier::{Bundle, Verified};
 
@@ -16,7 +17,7 @@ pub enum PayloadError {
     NoKernel(&'static str),
     /// The pod spec cannot become a pod segment.
     #[error("cannot build the pod segment")]
-    Pod(#[from] jek_init::pod::SegmentError),
+    Pod(#[from] jek_pod::SegmentError),
 }
 
 /// Everything a VMM needs, borrowed from the verified bundle where possible.
@@ -50,7 +51,7 @@ impl<'a> Payload<'a> {
             .component(kernel_role)
             .ok_or(PayloadError::NoKernel(kernel_role.name()))?;
         let pod_segment = match pod {
-            Some(spec) => jek_init::pod::segment(spec)?,
+            Some(spec) => jek_pod::segment(spec)?,
             None => Vec::new(),
         };
         let base = bundle.component(Role::Initramfs).unwrap_or(&[]);

@@ -19,7 +19,9 @@
 
 use std::path::Path;
 
-use jek_init::spec::{Container, EnvVar, PodSpec};
+use jek_pod::spec::{Container, EnvVar, PodSpec};
+
+use crate::{ConfigError, MAX_CONFIG_SIZE};
 use serde::Deserialize;
 
 /// Why a pod file is invalid.
@@ -144,9 +146,9 @@ pub fn parse(yaml: &str) -> Result<PodSpec, PodFileError> {
 }
 
 /// Reads and parses a pod file.
-pub fn load(path: &Path) -> Result<PodSpec, crate::error::CliError> {
-    let text = crate::error::read_text("pod file", path)?;
-    parse(&text).map_err(|source| crate::error::CliError::Pod {
+pub fn load(path: &Path) -> Result<PodSpec, ConfigError> {
+    let text = crate::read_text("pod file", path, MAX_CONFIG_SIZE)?;
+    parse(&text).map_err(|source| ConfigError::Pod {
         path: path.to_path_buf(),
         source,
     })

@@ -1,0 +1,237 @@
+//! The attestation result: an EAT Attestation Result (EAR, draft-ietf-rats-ear) as serde
+//! types, one claims set per pod under `submods`, with jek's per-claim detail in
+//! `jek.claims`. Field by field: `docs/cli.md` ("jek attest").
+
+use std::collections::BTreeMap;
+
+use jek_verifier::{Bundle, Sha256Digest, Verified};
+use serde::{Deserialize, Serialize};
+
+use crate::appraise::{Appraisal, Claim, Identity, Status};
+
+/// The EAR profile jek's results follow.
+pub const EAR_PROFILE: &str = "tag:github.com,2023:veraison/ear";
+
+/// An attestation result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ear {
+    /// `eat_profile`: [`EAR_PROFILE`].
+    pub eat_profile: String,
+    /// `iat`: when the appraisal was made (Unix seconds).
+    pub iat: u64,
+    /// `ear.verifier-id`.
+    #[serde(rename = "ear.verifier-id")]
+    pub verifier_id: VerifierId,
+    /// `eat_nonce`: the verifier's nonce, base64url without padding.
+    pub eat_nonce: String,
+    /// One appraisal per pod, by pod name.
+    pub submods: BTreeMap<String, Submod>,
+}
+
+/// Who appraised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifierId {
+    /// `jek`.
+    pub developer: String,
+    /// `jek <version>`.
+    pub build: String,
+}
+
+/// The appraisal of one pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submod {
+    /// The worst claim's status.
+    #[serde(rename = "ear.status")]
+    pub status: Status,
+    /// The AR4SI trustworthiness vector.
+    #[serde(rename = "ear.trustworthiness-vector")]
+    pub trust_vector: TrustVector,
+    /// `jek:policy:sha256:<digest of the policy file>`.
+    #[serde(rename = "ear.appraisal-policy-id")]
+    pub policy_id: String,
+    /// Every claim, with why it is not affirming.
+    #[serde(rename = "jek.claims")]
+    pub claims: BTreeMap<Claim, ClaimResult>,
+    /// The quoted PCR values.
+    #[serde(rename = "jek.pcrs")]
+    pub pcrs: BTreeMap<u32, Sha256Digest>,
+    /// The appraised AK's name (hex).
+    #[serde(rename = "jek.ak-name")]
+    pub ak_name: Option<String>,
+    /// The certified EK's subject, when the AK was activated.
+    #[serde(
+        rename = "jek.ek-subject",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ek_subject: Option<String>,
+    /// The bundle the pod was appraised against, when the policy accepted it.
+    #[serde(
+        rename = "jek.bundle",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bundle: Option<BundleRef>,
+    /// How long each step took, for online attestation.
+    #[serde(
+        rename = "jek.timingsMs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timings_ms: Option<Timings>,
+}
+
+/// AR4SI trustworthiness claims (0 none, 2 affirming, 32 warning, 96 contraindicated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TrustVector {
+    /// TPM identity and freshness.
+    pub instance_identity: u8,
+    /// TPM identity.
+    pub hardware: u8,
+    /// Kernel, initramfs, bundle, signer, security version, evidence.
+    pub executables: u8,
+    /// Command line, pod configuration, evidence.
+    pub configuration: u8,
+}
+
+/// One claim's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimResult {
+    /// The claim's status.
+    pub status: Status,
+    /// The first finding's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The reference value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    /// What the evidence shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual: Option<String>,
+    /// Further findings' reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<String>,
+}
+
+/// The bundle a pod was appraised against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BundleRef {
+    /// Manifest name.
+    pub name: String,
+    /// Security version.
+    pub security_version: u64,
+    /// SHA-256 of the signed statement.
+    pub manifest_digest: Sha256Digest,
+}
+
+/// Online attestation's step durations, milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Timings {
+    /// EK certificate, chain, AK load, credential activation.
+    pub identity: f64,
+    /// From drawing the nonce to the verdict.
+    pub nonce_to_verdict: f64,
+    /// The appraisal alone.
+    pub appraise: f64,
+    /// The whole exchange.
+    pub total: f64,
+}
+
+impl Submod {
+    /// The claims set of one appraisal.
+    pub fn new(
+        appraisal: &Appraisal,
+        identity: &Identity,
+        bundle: Option<&Verified<Bundle>>,
+        policy_id: &str,
+    ) -> Self {
+        let claims = Claim::ALL
+            .iter()
+            .map(|c| {
+                let findings = appraisal.claims.get(c).map_or(&[][..], Vec::as_slice);
+                let first = findings.first();
+                (
+                    *c,
+                    ClaimResult {
+                        status: appraisal.status(*c),
+                        reason: first.map(|f| f.reason.clone()),
+                        expected: first.and_then(|f| f.expected.clone()),
+                        actual: first.and_then(|f| f.actual.clone()),
+                        more: findings.iter().skip(1).map(|f| f.reason.clone()).collect(),
+                    },
+                )
+            })
+            .collect();
+        let worst = |cs: &[Claim]| {
+            cs.iter()
+                .map(|c| appraisal.status(*c))
+                .max()
+                .unwrap_or(Status::None)
+                .tier()
+        };
+        Submod {
+            status: appraisal.overall(),
+            trust_vector: TrustVector {
+                instance_identity: worst(&[Claim::TpmIdentity, Claim::Freshness]),
+                hardware: worst(&[Claim::TpmIdentity]),
+                executables: worst(&[
+                    Claim::Kernel,
+                    Claim::Initramfs,
+                    Claim::Bundle,
+                    Claim::Signer,
+                    Claim::SecurityVersion,
+                    Claim::Evidence,
+                ]),
+                configuration: worst(&[Claim::Cmdline, Claim::PodConfig, Claim::Evidence]),
+            },
+            policy_id: policy_id.to_string(),
+            claims,
+            pcrs: appraisal.pcrs.clone(),
+            ak_name: appraisal.ak_name.as_ref().map(hex::encode),
+            ek_subject: identity.ek_subject().map(str::to_string),
+            bundle: bundle.map(|b| BundleRef {
+                name: b.manifest().name.clone(),
+                security_version: b.manifest().security_version,
+                manifest_digest: b.manifest_digest(),
+            }),
+            timings_ms: None,
+        }
+    }
+
+    /// The claims that are not affirming, in report order.
+    pub fn failing(&self) -> impl Iterator<Item = (Claim, &ClaimResult)> {
+        self.claims
+            .iter()
+            .filter(|(_, r)| r.status != Status::Affirming)
+            .map(|(c, r)| (*c, r))
+    }
+}
+
+impl Ear {
+    /// A result for one pod.
+    pub fn new(pod: &str, submod: Submod, nonce: &[u8], iat: u64) -> Self {
+        use base64::Engine;
+        Ear {
+            eat_profile: EAR_PROFILE.to_string(),
+            iat,
+            verifier_id: VerifierId {
+                developer: "jek".into(),
+                build: concat!("jek ", env!("CARGO_PKG_VERSION")).into(),
+            },
+            eat_nonce: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce),
+            submods: [(pod.to_string(), submod)].into_iter().collect(),
+        }
+    }
+
+    /// The claims set of `pod`.
+    pub fn submod(&self, pod: &str) -> Option<&Submod> {
+        self.submods.get(pod)
+    }
+}

@@ -1,0 +1,144 @@
+//! # jek-config: the files people write
+//!
+//! Each YAML file jek reads has its schema here, as `#[serde(deny_unknown_fields)]` raw
+//! structs, and is turned into a validated type before anything else happens. YAML stays
+//! in this crate: the trust core (`jek-verifier`), the loader and the services take the
+//! validated types only. Field-by-field reference: `docs/policy.md`.
+//!
+//! - [`policy`]: `policy.yaml` → [`jek_verifier::Policy`] (signer rule, anti-rollback,
+//!   revocation, Sigstore) and the `attestation` section;
+//! - [`pod`]: `pod.yaml` (a Kubernetes Pod subset) → [`jek_pod::PodSpec`];
+//! - [`recipe`]: a build recipe → [`jek_builder::recipe::Recipe`], with its kconfig policy;
+//! - [`kconfig`]: a kconfig policy → [`jek_builder::kconfig::Policy`];
+//! - [`signatures`]: the detached signatures found beside a bundle file.
+//!
+//! ```
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("pod.yaml");
+//! std::fs::write(&path, "apiVersion: v1\nkind: Pod\nmetadata: {name: hello}\nspec:\n  containers:\n    - {name: app, command: [/bin/app]}\n")?;
+//! let pod = jek_config::pod::load(&path)?;
+//! assert_eq!(pod.name, "hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+
+use jek_fsio::{Class, ReadError};
+
+pub mod kconfig;
+pub mod pod;
+pub mod policy;
+pub mod recipe;
+pub mod signatures;
+
+/// The largest configuration file jek reads (policies inline keys; still small).
+pub const MAX_CONFIG_SIZE: u64 = 1 << 20;
+/// The largest file a configuration names (a key, a trusted root, a CA certificate).
+pub const MAX_REFERENCED_SIZE: u64 = 4 << 20;
+
+/// Why a configuration file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {what} {path}")]
+    Read {
+        /// What the file is for.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: ReadError,
+    },
+    /// The file is not UTF-8 text.
+    #[error("{what} {path} is not UTF-8 text")]
+    NotText {
+        /// What the file is for.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+    },
+    /// The policy file is invalid.
+    #[error("invalid policy file {path}")]
+    Policy {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: policy::PolicyFileError,
+    },
+    /// The pod file is invalid.
+    #[error("invalid pod file {path}")]
+    Pod {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: pod::PodFileError,
+    },
+    /// The recipe is invalid.
+    #[error("invalid recipe {path}")]
+    Recipe {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: recipe::RecipeError,
+    },
+    /// The kconfig policy is invalid.
+    #[error("invalid kconfig policy {path}")]
+    KconfigPolicy {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: kconfig::KconfigPolicyError,
+    },
+    /// An attestation command was given a policy without an `attestation` section.
+    #[error("policy {path} has no `attestation:` section (attestation.ek_ca names the CA of pod EK certificates)")]
+    NoAttestation {
+        /// The policy file.
+        path: PathBuf,
+    },
+}
+
+impl ConfigError {
+    /// The kind of failure.
+    pub fn class(&self) -> Class {
+        match self {
+            ConfigError::Read { source, .. } => source.class(),
+            ConfigError::NotText { .. }
+            | ConfigError::Policy { .. }
+            | ConfigError::Pod { .. }
+            | ConfigError::Recipe { .. }
+            | ConfigError::KconfigPolicy { .. }
+            | ConfigError::NoAttestation { .. } => Class::Invalid,
+        }
+    }
+}
+
+/// Reads a configuration file (a regular file, not a symlink, at most `limit` bytes).
+pub fn read(what: &'static str, path: &Path, limit: u64) -> Result<Vec<u8>, ConfigError> {
+    jek_fsio::read_regular(path, limit).map_err(|source| ConfigError::Read {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads a configuration file that must be UTF-8 text.
+pub fn read_text(what: &'static str, path: &Path, limit: u64) -> Result<String, ConfigError> {
+    String::from_utf8(read(what, path, limit)?).map_err(|_| ConfigError::NotText {
+        what,
+        path: path.to_path_buf(),
+    })
+}
+
+/// The directory relative paths in a file are resolved against.
+pub(crate) fn base_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}

@@ -1,0 +1,352 @@
+//! # jek-fsio: file I/O at jek's trust boundaries
+//!
+//! - [`write_atomic`]: the workspace's one way to write a file. A temporary file is created
+//!   exclusively (`O_CREAT|O_EXCL`, so a planted symlink is never followed) in the
+//!   destination directory with its final mode, written, fsynced, renamed over the
+//!   destination, and the directory is fsynced. A failure leaves no half-written file.
+//! - [`write_dir_atomic`]: a whole directory of files, renamed into place at once.
+//! - [`read_regular`]: reading a file from a directory jek does not own: opened with
+//!   `O_NOFOLLOW`, it must be a regular file, and its size is checked (fstat) against a cap
+//!   before a byte is read.
+//!
+//! ```
+//! use jek_fsio::{read_regular, write_atomic, Overwrite};
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("out");
+//! write_atomic(&path, b"hello", 0o600, Overwrite::Refuse)?;
+//! assert_eq!(read_regular(&path, 1024)?, b"hello");
+//! assert!(read_regular(&path, 4).is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+
+/// What kind of failure an error is, for the exit code a binary gives it. Every library
+/// error in jek classifies each of its variants with an exhaustive `match` (no wildcard),
+/// so a new variant that nobody classified does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A check said no: a bundle, a signature, a config or a pod failed what it must pass.
+    Rejected,
+    /// The input is unusable: bad usage, an invalid or missing input file.
+    Invalid,
+    /// The environment failed: a missing tool, an I/O error, an unreachable service.
+    Environment,
+}
+
+/// Why a file could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Creating, writing or syncing the temporary file failed.
+    #[error("cannot write {path}")]
+    Write {
+        /// Destination path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The destination already exists and overwriting was not allowed.
+    #[error("{path} already exists (refusing to overwrite it)")]
+    Exists {
+        /// Destination path.
+        path: PathBuf,
+    },
+}
+
+impl WriteError {
+    /// The kind of failure.
+    pub fn class(&self) -> Class {
+        match self {
+            WriteError::Exists { .. } => Class::Invalid,
+            WriteError::Write { .. } => Class::Environment,
+        }
+    }
+}
+
+/// Whether an existing destination may be replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Replace it.
+    Allow,
+    /// Fail with [`WriteError::Exists`].
+    Refuse,
+}
+
+/// Writes `data` to `path` atomically with Unix permission bits `mode`.
+pub fn write_atomic(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    overwrite: Overwrite,
+) -> Result<(), WriteError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let err = |source| WriteError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".jek-tmp-")
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .map_err(err)?;
+    tmp.write_all(data).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    match overwrite {
+        Overwrite::Allow => tmp.persist(path).map(drop).map_err(|e| err(e.error))?,
+        Overwrite::Refuse => tmp.persist_noclobber(path).map(drop).map_err(|e| {
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                WriteError::Exists {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                err(e.error)
+            }
+        })?,
+    }
+    sync_dir(dir).map_err(err)
+}
+
+/// Flushes a directory's entries (a rename into it) to disk.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes `files` (name, bytes, mode) as the directory `out`, which must not exist yet or
+/// be empty: they go into a temporary sibling directory (mode 0700) that is fsynced and
+/// renamed into place, so readers see all of the files or none.
+pub fn write_dir_atomic(out: &Path, files: &[(&str, &[u8], u32)]) -> Result<(), WriteError> {
+    let err = |source| WriteError::Write {
+        path: out.to_path_buf(),
+        source,
+    };
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).map_err(err)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".jek-tmp-")
+        .tempdir_in(parent)
+        .map_err(err)?;
+    for (name, bytes, mode) in files {
+        if name.is_empty() || name.contains('/') || *name == "." || *name == ".." {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{name:?} is not a file name"),
+            )));
+        }
+        write_atomic(&tmp.path().join(name), bytes, *mode, Overwrite::Refuse)?;
+    }
+    if out.is_dir() && !out.is_symlink() {
+        // An empty directory may be replaced; anything else is refused by rmdir.
+        std::fs::remove_dir(out).map_err(err)?;
+    }
+    let tmp = tmp.keep();
+    std::fs::rename(&tmp, out)
+        .inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&tmp);
+        })
+        .map_err(err)?;
+    sync_dir(parent).map_err(err)
+}
+
+/// Why a file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Opening or reading failed (a symlink at the path fails with `ELOOP`). Displayed
+    /// as the I/O error alone: the caller's error names the file and what it is for.
+    #[error("{cause}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        cause: std::io::Error,
+    },
+    /// The path is a directory, device, FIFO or socket.
+    #[error("{path} is not a regular file")]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is larger than the caller accepts.
+    #[error("{path} is {size} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+impl ReadError {
+    /// The kind of failure: a missing, special, linked or oversized file is an invalid
+    /// input; any other I/O error is the environment's.
+    pub fn class(&self) -> Class {
+        match self {
+            ReadError::Io { cause, .. } => match cause.kind() {
+                std::io::ErrorKind::NotFound
+                | std::io::ErrorKind::IsADirectory
+                | std::io::ErrorKind::InvalidInput
+                | std::io::ErrorKind::InvalidFilename => Class::Invalid,
+                _ if cause.raw_os_error() == Some(40) => Class::Invalid, // ELOOP: a symlink
+                _ => Class::Environment,
+            },
+            ReadError::NotRegular { .. } | ReadError::TooLarge { .. } => Class::Invalid,
+        }
+    }
+
+    /// Whether the file was missing (as opposed to unreadable or refused).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ReadError::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// Reads a whole regular file of at most `limit` bytes without following a symlink at
+/// `path` (its parent directories are resolved as usual): for files in directories jek
+/// does not own (run directories, evidence).
+pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    read_capped(path, limit, true)
+}
+
+/// Reads a whole regular file of at most `limit` bytes, following symlinks: for files a
+/// user names on the command line. The size is checked before a byte is read.
+pub fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    read_capped(path, limit, false)
+}
+
+fn read_capped(path: &Path, limit: u64, no_follow: bool) -> Result<Vec<u8>, ReadError> {
+    use rustix::fs::{Mode, OFlags};
+    let io = |cause: std::io::Error| ReadError::Io {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let mut flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    if no_follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| io(e.into()))?;
+    let file = std::fs::File::from(fd);
+    let meta = file.metadata().map_err(io)?;
+    if !meta.file_type().is_file() {
+        return Err(ReadError::NotRegular {
+            path: path.to_path_buf(),
+        });
+    }
+    if meta.len() > limit {
+        return Err(ReadError::TooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+            limit,
+        });
+    }
+    let mut out = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // The file may grow after fstat: never read more than the limit plus one byte.
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(io)?;
+    if out.len() as u64 > limit {
+        return Err(ReadError::TooLarge {
+            path: path.to_path_buf(),
+            size: out.len() as u64,
+            limit,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn writes_with_mode_and_leaves_no_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        write_atomic(&p, b"secret", 0o600, Overwrite::Refuse).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"secret");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(matches!(
+            write_atomic(&p, b"other", 0o600, Overwrite::Refuse),
+            Err(WriteError::Exists { .. })
+        ));
+        assert_eq!(std::fs::read(&p).unwrap(), b"secret");
+        write_atomic(&p, b"other", 0o644, Overwrite::Allow).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"other");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn reads_refuse_symlinks_special_files_and_oversized_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("t");
+        std::fs::write(&target, b"12345").unwrap();
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(read_regular(&target, 5).unwrap(), b"12345");
+        assert!(matches!(
+            read_regular(&link, 5),
+            Err(ReadError::Io { ref cause, .. }) if cause.raw_os_error() == Some(40)
+        ));
+        assert!(matches!(
+            read_regular(dir.path(), 5),
+            Err(ReadError::NotRegular { .. })
+        ));
+        assert_eq!(
+            read_regular(&target, 4).unwrap_err().to_string(),
+            format!("{} is 5 bytes, more than the limit of 4", target.display())
+        );
+        assert!(read_regular(&dir.path().join("missing"), 4)
+            .unwrap_err()
+            .is_not_found());
+    }
+
+    #[test]
+    fn a_planted_symlink_at_the_destination_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let out = dir.path().join("out");
+        std::os::unix::fs::symlink(&victim, &out).unwrap();
+        write_atomic(&out, b"new", 0o644, Overwrite::Allow).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert!(!out.is_symlink());
+        assert_eq!(std::fs::read(&out).unwrap(), b"new");
+    }
+
+    #[test]
+    fn directories_appear_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("ev");
+        write_dir_atomic(&out, &[("a", b"1", 0o600), ("b", b"2", 0o644)]).unwrap();
+        assert_eq!(std::fs::read(out.join("b")).unwrap(), b"2");
+        assert!(write_dir_atomic(&out, &[("c", b"3", 0o600)]).is_err());
+        assert!(write_dir_atomic(&dir.path().join("x"), &[("../c", b"3", 0o600)]).is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error_naming_the_path() {
+        let err = write_atomic(
+            Path::new("/nonexistent-dir/x"),
+            b"",
+            0o644,
+            Overwrite::Allow,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent-dir/x"));
+    }
+}

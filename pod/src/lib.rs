@@ -1,0 +1,27 @@
+//! # jek-pod: the contract between the host and a pod's init
+//!
+//! Everything both sides of the VM boundary must agree on, in one small crate with no I/O,
+//! used by the guest init, the builder and the loader alike:
+//!
+//! - [`spec`]: the pod spec the init runs (`/etc/jek/pod.json` or `/etc/jek/app.json`);
+//! - [`segment`]: the pod segment, the exact `newc` bytes appended after the verified
+//!   initramfs and measured into PCR 12;
+//! - [`cpio`]: the strict `newc` codec both of them are made of;
+//! - [`console`]: the init's status lines on the serial console (`JEK-READY`, `JEK-EXIT`,
+//!   `JEK-ERROR`, `JEK-POWEROFF`), written by the init and read by the loader.
+//!
+//! ```
+//! use jek_pod::console::{ConsoleLine, PowerOff};
+//! let line = ConsoleLine::PowerOff(PowerOff { status: 3 }).encode();
+//! assert_eq!(line, "JEK-POWEROFF {\"status\":3}\n");
+//! assert_eq!(ConsoleLine::parse(&line), Some(Ok(ConsoleLine::PowerOff(PowerOff { status: 3 }))));
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod console;
+pub mod cpio;
+pub mod segment;
+pub mod spec;
+
+pub use segment::{segment, SegmentError};
+pub use spec::{Container, EnvVar, PodSpec};
