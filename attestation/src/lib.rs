@@ -27,4 +27,6 @@ pub mod tpm2;
 
 pub use appraise::{Claim, Identity, Status};
 pub use ear::Ear;
-pub use protocol::{attest, AkBlobs, AttestationTpm, PodMaterial, ProtocolError, Verifier};
+pub use protocol::{
+    attest, AkBlobs, AttestationTpm, Attested, PodMaterial, ProtocolError, Verifier,
+};

@@ -204,6 +204,8 @@ pub struct Quote {
     pub reset_count: u32,
     /// `clockInfo.restartCount`.
     pub restart_count: u32,
+    /// `clockInfo.safe`: the clock was not set back since it was last reported.
+    pub safe: bool,
     /// `firmwareVersion`.
     pub firmware_version: u64,
     /// The PCR selection the quote covers.
@@ -235,7 +237,18 @@ impl Quote {
         let clock = r.u64("clockInfo.clock")?;
         let reset_count = r.u32("clockInfo.resetCount")?;
         let restart_count = r.u32("clockInfo.restartCount")?;
-        let _safe = r.u8("clockInfo.safe")?;
+        let safe = match r.u8("clockInfo.safe")? {
+            0 => false,
+            1 => true,
+            other => {
+                return Err(Tpm2Error::Unsupported {
+                    structure: "TPMS_ATTEST",
+                    field: "clockInfo.safe",
+                    value: u32::from(other),
+                    expected: "YES (1) or NO (0)",
+                })
+            }
+        };
         let firmware_version = r.u64("firmwareVersion")?;
         let count = r.u32("pcrSelect.count")?;
         if count > 16 {
@@ -269,6 +282,7 @@ impl Quote {
             clock,
             reset_count,
             restart_count,
+            safe,
             firmware_version,
             selection,
             pcr_digest,
@@ -285,7 +299,7 @@ impl Quote {
         out.extend_from_slice(&self.clock.to_be_bytes());
         out.extend_from_slice(&self.reset_count.to_be_bytes());
         out.extend_from_slice(&self.restart_count.to_be_bytes());
-        out.push(1);
+        out.push(u8::from(self.safe));
         out.extend_from_slice(&self.firmware_version.to_be_bytes());
         out.extend_from_slice(
             &u32::try_from(self.selection.len())
@@ -460,6 +474,52 @@ impl Public {
         })
     }
 
+    /// Marshals a SHA-256-named TPMT_PUBLIC of `key` with `attributes` (no auth policy, no
+    /// symmetric parameters; the scheme's hash is SHA-256). `Public::parse` reads it back.
+    pub fn encode(attributes: u32, key: &PublicKey) -> Vec<u8> {
+        let mut out = Vec::new();
+        let scheme = |out: &mut Vec<u8>, alg: u16| {
+            out.extend_from_slice(&alg.to_be_bytes());
+            if alg != ALG_NULL {
+                out.extend_from_slice(&ALG_SHA256.to_be_bytes());
+            }
+        };
+        let kind = match key {
+            PublicKey::Ecc { .. } => ALG_ECC,
+            PublicKey::Rsa { .. } => ALG_RSA,
+        };
+        out.extend_from_slice(&kind.to_be_bytes());
+        out.extend_from_slice(&ALG_SHA256.to_be_bytes());
+        out.extend_from_slice(&attributes.to_be_bytes());
+        put_tpm2b(&mut out, &[]);
+        out.extend_from_slice(&ALG_NULL.to_be_bytes());
+        match key {
+            PublicKey::Ecc {
+                curve,
+                scheme: s,
+                x,
+                y,
+            } => {
+                scheme(&mut out, *s);
+                out.extend_from_slice(&curve.to_be_bytes());
+                scheme(&mut out, ALG_NULL);
+                put_tpm2b(&mut out, x);
+                put_tpm2b(&mut out, y);
+            }
+            PublicKey::Rsa {
+                bits,
+                exponent,
+                modulus,
+            } => {
+                scheme(&mut out, ALG_NULL);
+                out.extend_from_slice(&bits.to_be_bytes());
+                out.extend_from_slice(&exponent.to_be_bytes());
+                put_tpm2b(&mut out, modulus);
+            }
+        }
+        out
+    }
+
     /// The object's name: nameAlg followed by the SHA-256 of the TPMT_PUBLIC bytes.
     pub fn name(&self) -> Vec<u8> {
         let mut name = ALG_SHA256.to_be_bytes().to_vec();
@@ -537,6 +597,12 @@ pub fn fuzz(data: &[u8]) {
     if let Ok(p) = Public::parse(data) {
         assert_eq!(p.name().len(), 34);
         let _ = p.sec1_point();
+        let again = Public::parse(&Public::encode(p.attributes, &p.key));
+        assert_eq!(
+            again.map(|a| a.key).ok(),
+            Some(p.key),
+            "encode/parse round trip"
+        );
     }
 }
 
@@ -552,6 +618,7 @@ mod tests {
             clock: 5,
             reset_count: 1,
             restart_count: 2,
+            safe: true,
             firmware_version: 7,
             selection: vec![PcrSelection {
                 hash: ALG_SHA256,
@@ -580,6 +647,28 @@ mod tests {
         ));
         for n in 0..b.len() {
             assert!(Quote::parse(&b[..n]).is_err(), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn public_areas_round_trip() {
+        for key in [
+            PublicKey::Ecc {
+                curve: ECC_NIST_P256,
+                scheme: ALG_ECDSA,
+                x: vec![1; 32],
+                y: vec![2; 32],
+            },
+            PublicKey::Rsa {
+                bits: 2048,
+                exponent: 0,
+                modulus: vec![3; 256],
+            },
+        ] {
+            let bytes = Public::encode(attr::AK_REQUIRED, &key);
+            let p = Public::parse(&bytes).unwrap();
+            assert_eq!((p.attributes, &p.key), (attr::AK_REQUIRED, &key));
+            assert_eq!(p.bytes, bytes);
         }
     }
 

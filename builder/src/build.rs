@@ -49,6 +49,50 @@ pub struct BuildOutput {
     pub kernel_release: String,
 }
 
+/// What `jek build --json` prints of a build.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildSummary<'a> {
+    /// The signed bundle.
+    pub bundle: &'a Path,
+    /// The signed provenance.
+    pub provenance: &'a Path,
+    /// The checksum file.
+    pub sha256sums: &'a Path,
+    /// SHA-256 of the bundle file.
+    pub bundle_sha256: Sha256Digest,
+    /// Its size.
+    pub bundle_size: usize,
+    /// Kernel release.
+    pub kernel_release: &'a str,
+    /// Symbols `=y`.
+    pub builtin_symbols: usize,
+    /// Whether the kernel came from the cache.
+    pub kernel_cached: bool,
+    /// The kernel cache key.
+    pub cache_key: &'a str,
+    /// The kernel build log.
+    pub build_log: &'a Path,
+}
+
+impl BuildOutput {
+    /// The JSON view of the build.
+    pub fn summary(&self) -> BuildSummary<'_> {
+        BuildSummary {
+            bundle: &self.bundle,
+            provenance: &self.provenance,
+            sha256sums: &self.sums,
+            bundle_sha256: self.bundle_sha256,
+            bundle_size: self.bundle_size,
+            kernel_release: &self.kernel_release,
+            builtin_symbols: self.builtin_symbols,
+            kernel_cached: self.kernel.cached,
+            cache_key: &self.kernel.key,
+            build_log: &self.kernel.log,
+        }
+    }
+}
+
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -355,7 +399,7 @@ pub fn build(
 }
 
 /// One component compared by the reproducibility check.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Comparison {
     /// Component name.
     pub component: &'static str,

@@ -137,6 +137,28 @@ pub fn examine(image: &[u8]) -> Result<KernelFacts, KernelImageError> {
     })
 }
 
+/// A synthetic bzImage for tests and fixtures: a 2.15 setup header with a release string and
+/// an LZ4 payload magic, padded to 4 KiB. Not bootable; enough for `pack` to recognise and
+/// describe it.
+/// (Recipe: the layout of `Documentation/x86/boot.rst`, fields at the offsets written.)
+pub fn synthetic_bzimage(release: &str) -> Vec<u8> {
+    let mut b = vec![0u8; 0x1000];
+    b[0x1f1] = 1;
+    b[0x202..0x206].copy_from_slice(b"HdrS");
+    b[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    b[0x20e..0x210].copy_from_slice(&0x100u16.to_le_bytes());
+    let s = format!("{release} (jek@test) #1 SMP\0");
+    // The release string sits in the setup area before the payload (at most 0x500 bytes).
+    let n = s.len().min(0x500);
+    b[0x300..0x300 + n].copy_from_slice(&s.as_bytes()[..n]);
+    b[0x248..0x24c].copy_from_slice(&0x10u32.to_le_bytes());
+    b[1024 + 0x10..1024 + 0x14].copy_from_slice(b"\x02\x21\x4c\x18");
+    for (i, x) in b[0x800..].iter_mut().enumerate() {
+        *x = u8::try_from(i * 7 % 251).unwrap_or(0);
+    }
+    b
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]

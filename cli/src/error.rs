@@ -1,4 +1,4 @@
-//! The CLI's error type and its mapping to documented exit codes. Each library error says
+//! The CLI's error type (fields are named for what they hold) and its mapping to documented exit codes. Each library error says
 //! what kind of failure it is (`class()`, an exhaustive match in its own crate); the CLI
 //! only maps kinds to codes.
 
@@ -37,22 +37,14 @@ pub enum CliError {
     /// Reading an input file failed.
     #[error("cannot read {what} {path}")]
     Read {
-        /// What the file is for.
         what: &'static str,
-        /// Its path.
         path: PathBuf,
-        /// Cause.
         #[source]
         source: ReadError,
     },
     /// A file that must be text is not UTF-8.
     #[error("{what} {path} is not UTF-8 text")]
-    NotText {
-        /// What the file is for.
-        what: &'static str,
-        /// Its path.
-        path: PathBuf,
-    },
+    NotText { what: &'static str, path: PathBuf },
     /// Writing an output file failed.
     #[error("cannot write output")]
     Write(#[from] WriteError),
@@ -62,9 +54,7 @@ pub enum CliError {
     /// A private key file is invalid.
     #[error("invalid signing key file {path}")]
     SigningKey {
-        /// Its path.
         path: PathBuf,
-        /// Cause.
         #[source]
         source: jek_builder::keys::KeyError,
     },
@@ -74,9 +64,7 @@ pub enum CliError {
     /// Verification rejected the bundle.
     #[error("bundle {path} rejected")]
     Rejected {
-        /// The bundle.
         path: PathBuf,
-        /// Why.
         #[source]
         source: jek_verifier::VerifyError,
     },
@@ -86,9 +74,7 @@ pub enum CliError {
     /// The bundle cannot be inspected.
     #[error("cannot inspect {path}")]
     Inspect {
-        /// The bundle.
         path: PathBuf,
-        /// Why.
         #[source]
         source: jek_verifier::verify::InspectError,
     },
@@ -98,39 +84,26 @@ pub enum CliError {
     /// Signing failed.
     #[error("cannot sign {path}")]
     Sign {
-        /// The bundle.
         path: PathBuf,
-        /// Why.
         #[source]
         source: jek_builder::pack::SignError,
     },
     /// `SOURCE_DATE_EPOCH` is not a number.
     #[error("SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds")]
-    SourceDateEpoch {
-        /// The value.
-        value: String,
-    },
+    SourceDateEpoch { value: String },
     /// The build failed.
     #[error("build failed")]
     Build(#[from] jek_builder::build::BuildError),
     /// Two clean builds differ.
     #[error("the build is not reproducible: {component} differs between two clean builds")]
-    NotReproducible {
-        /// The first differing component.
-        component: &'static str,
-    },
+    NotReproducible { component: &'static str },
     /// A key's environment variable is not set.
     #[error("environment variable {var} is not set")]
-    KeyEnv {
-        /// The variable.
-        var: String,
-    },
+    KeyEnv { var: String },
     /// A cosign key file that cannot be decrypted or used.
     #[error("cosign key {path}")]
     CosignKey {
-        /// The key file.
         path: PathBuf,
-        /// Cause.
         #[source]
         source: jek_builder::cosign::CosignError,
     },
@@ -140,79 +113,53 @@ pub enum CliError {
     /// A kconfig file does not parse.
     #[error("invalid kconfig file {path}")]
     Kconfig {
-        /// Its path.
         path: PathBuf,
-        /// Cause.
         #[source]
         source: jek_builder::kconfig::KconfigError,
     },
     /// The config check found problems.
     #[error("{path}: {count} kernel config findings")]
-    KconfigFindings {
-        /// The config.
-        path: PathBuf,
-        /// How many.
-        count: usize,
-    },
+    KconfigFindings { path: PathBuf, count: usize },
     /// Arguments that do not make sense together.
     #[error("{0}")]
     Usage(String),
     /// The payload (kernel choice, pod segment) cannot be assembled.
     #[error("cannot prepare the boot of {path}")]
     Payload {
-        /// The bundle.
         path: PathBuf,
-        /// Why.
         #[source]
         source: jek_loader::PayloadError,
     },
     /// The boot failed.
     #[error("cannot boot {path}")]
     Boot {
-        /// The bundle.
         path: PathBuf,
-        /// Why.
         #[source]
         source: jek_loader::BootError,
     },
     /// The pod ran and exited with a non-zero status.
     #[error("the pod exited with status {status} (console: {console})")]
-    PodFailed {
-        /// The status.
-        status: i32,
-        /// The console transcript.
-        console: PathBuf,
-    },
+    PodFailed { status: i32, console: PathBuf },
     /// The attestation policy's CA certificates are unusable.
     #[error("attestation.ek_ca {path}")]
     EkCa {
-        /// The file.
         path: PathBuf,
-        /// Why.
         #[source]
         source: jek_attest::ekcert::ChainError,
     },
     /// An evidence directory is unusable.
     #[error("evidence directory {path}")]
     EvidenceDir {
-        /// The directory.
         path: PathBuf,
-        /// Why.
         #[source]
         source: jek_attest::evidence::EvidenceError,
     },
     /// Some pods could not be attested at all.
     #[error("{count} pod(s) could not be attested")]
-    AttestErrors {
-        /// How many.
-        count: usize,
-    },
+    AttestErrors { count: usize },
     /// Some pods did not boot clean.
     #[error("{count} pod(s) did not attest as affirming")]
-    Contraindicated {
-        /// How many.
-        count: usize,
-    },
+    Contraindicated { count: usize },
     /// Writing to standard output failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),

@@ -53,6 +53,19 @@ pub struct Event {
     pub data: Vec<u8>,
 }
 
+impl Event {
+    /// The readable part of the event's data: the tag text of an EV_EVENT_TAG, or the
+    /// string of an EV_IPL event (without its NUL).
+    pub fn text(&self) -> String {
+        let bytes = if self.event_type == EV_EVENT_TAG {
+            self.data.get(8..).unwrap_or(&[])
+        } else {
+            self.data.strip_suffix(&[0]).unwrap_or(&self.data)
+        };
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+}
+
 /// PCR values after a replay: only PCRs that were extended appear.
 pub type PcrValues = BTreeMap<u32, Sha256Digest>;
 

@@ -6,6 +6,31 @@ use crate::{plan, EventLog, PlannedEvent};
 use jek_verifier::format::Role;
 use jek_verifier::{Bundle, Verified};
 
+/// What `jek predict --json` prints: the kernel booted, the PCR values and every event.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Prediction {
+    /// The kernel format (`bzimage` or `vmlinux`).
+    pub kernel: &'static str,
+    /// The PCR values the boot will leave.
+    pub pcrs: crate::PcrValues,
+    /// The events, in order.
+    pub events: Vec<PredictedEvent>,
+}
+
+/// One predicted event.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PredictedEvent {
+    /// The PCR.
+    pub pcr: u32,
+    /// The TCG event type.
+    #[serde(rename = "type")]
+    pub event_type: u32,
+    /// The SHA-256 extended.
+    pub sha256: jek_verifier::Sha256Digest,
+    /// The readable part of the event data: the tag text, or the EV_IPL string.
+    pub data: String,
+}
+
 /// Why a payload cannot be assembled.
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
@@ -68,6 +93,25 @@ impl<'a> Payload<'a> {
             cmdline: bundle.cmdline(),
             events,
         })
+    }
+
+    /// The prediction of this boot.
+    pub fn prediction(&self) -> Prediction {
+        let log = self.event_log();
+        Prediction {
+            kernel: self.kernel_role.name(),
+            pcrs: log.replay(),
+            events: log
+                .events
+                .iter()
+                .map(|e| PredictedEvent {
+                    pcr: e.pcr,
+                    event_type: e.event_type,
+                    sha256: e.digest,
+                    data: e.text(),
+                })
+                .collect(),
+        }
     }
 
     /// The event log this boot will write.

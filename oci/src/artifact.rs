@@ -24,8 +24,9 @@ pub const MAX_ATTACHMENT_SIZE: u64 = 16 << 20;
 /// The largest manifest or index a pull accepts (4 MiB, as Distribution's own limit).
 pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
 
-/// What an attachment (referrer) holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an attachment (referrer) holds; serialized as its [`AttachmentKind::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum AttachmentKind {
     /// A Sigstore bundle (JSON) over the bundle file.
     SigstoreBundle,

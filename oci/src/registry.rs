@@ -77,8 +77,9 @@ pub struct Registry {
     runtime: tokio::runtime::Runtime,
 }
 
-/// What a push stored.
-#[derive(Debug, Clone)]
+/// What a push stored (`jek push --json` prints it).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Pushed {
     /// The reference pushed to.
     pub reference: String,
@@ -86,8 +87,18 @@ pub struct Pushed {
     pub manifest_digest: String,
     /// Digest of the bundle layer (the bundle file's SHA-256).
     pub bundle_digest: String,
-    /// Each attachment: kind and manifest digest.
-    pub attachments: Vec<(artifact::AttachmentKind, String)>,
+    /// Each attachment's kind and manifest digest.
+    pub attachments: Vec<Attached>,
+}
+
+/// One attachment pushed as a referrer.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attached {
+    /// Its kind.
+    pub kind: artifact::AttachmentKind,
+    /// Its manifest's digest.
+    pub manifest_digest: String,
 }
 
 /// What a pull fetched: bytes whose digests match their manifests, not yet verified.
@@ -194,7 +205,10 @@ impl Registry {
                     .push_attachment(&image, att, &subject)
                     .await
                     .map_err(req("attach a referrer to"))?;
-                pushed.push((att.kind, digest));
+                pushed.push(Attached {
+                    kind: att.kind,
+                    manifest_digest: digest,
+                });
             }
             Ok(Pushed {
                 reference: reference.to_string(),

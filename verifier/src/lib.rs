@@ -56,6 +56,7 @@ pub mod fuzzing;
 pub mod keys;
 pub mod manifest;
 pub mod policy;
+pub mod report;
 #[cfg(feature = "sigstore")]
 pub mod sigstore;
 pub mod verify;

@@ -179,3 +179,143 @@ fn bad_trusted_roots_and_empty_identity_lists_are_refused() {
     .expect_err("bad root");
     assert_eq!(e.step, Step::TrustedRoot);
 }
+
+/// The signer rule decides how a Sigstore signature combines with the envelope's own
+/// Ed25519 signatures, through the one entry point `verify_bundle`.
+#[test]
+fn signer_rules_combine_detached_and_ed25519_signatures() {
+    use std::sync::Arc;
+
+    use jek_verifier::{
+        verify_bundle, DetachedSignature, KeyRule, Policy, PublicKey, SignerRule, TrustedKey,
+        UnixTime, VerifyError,
+    };
+
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let other = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
+    let kernel = jek_builder::kernel_image::synthetic_bzimage("6.1.192-jek");
+    let bundle = |k: &ed25519_dalek::SigningKey| {
+        jek_builder::pack::pack(
+            &jek_builder::pack::PackRequest {
+                kernel: &kernel,
+                vmlinux: None,
+                initramfs: Some(b"initramfs"),
+                cmdline: "console=ttyS0",
+                config: None,
+                name: "demo".into(),
+                version: "1".into(),
+                security_version: 1,
+                kernel_release: None,
+                created: UnixTime(0),
+            },
+            std::slice::from_ref(k),
+        )
+        .unwrap()
+    };
+    let signed = bundle(&key);
+    let by_other = bundle(&other);
+    let root = TestRoot::new("rules");
+    let id = TestIdentity::default();
+    let sigstore = Arc::new(policy(&root, &id));
+    let keys = KeyRule::new(
+        vec![TrustedKey::new(PublicKey::from_verifying_key(
+            key.verifying_key(),
+        ))],
+        None,
+    )
+    .unwrap();
+    let now = UnixTime(1_800_000_000);
+    let sig_signed = root.sign(&signed, &id, Faults::None);
+    let sig_other = root.sign(&by_other, &id, Faults::None);
+    fn candidate<'a>(origin: &'a str, s: &'a str) -> DetachedSignature<'a> {
+        DetachedSignature {
+            origin,
+            bytes: s.as_bytes(),
+        }
+    }
+    let (sig_signed, sig_other) = (sig_signed.as_str(), sig_other.as_str());
+
+    let detached = Policy::with_signers(
+        SignerRule::Detached(sigstore.clone()),
+        1,
+        Default::default(),
+    );
+    let both = Policy::with_signers(
+        SignerRule::Both(keys.clone(), sigstore.clone()),
+        1,
+        Default::default(),
+    );
+    let ed_only = Policy::with_signers(SignerRule::Keys(keys), 1, Default::default());
+
+    // Detached only: the Sigstore signature is enough, the Ed25519 signer is not checked.
+    let v = verify_bundle(
+        by_other.clone(),
+        &detached,
+        &[candidate("o.sig", sig_other)],
+        now,
+    )
+    .unwrap();
+    assert!(v.signers().is_empty());
+    assert!(v.approval().unwrap().contains(&id.subject));
+    assert_eq!(v.approving_signature(), Some(0));
+    // ... but it must be there and over these bytes; the first candidate that verifies wins.
+    assert!(matches!(
+        verify_bundle(by_other.clone(), &detached, &[], now),
+        Err(VerifyError::ApprovalMissing)
+    ));
+    let err = verify_bundle(
+        by_other.clone(),
+        &detached,
+        &[candidate("wrong.sig", sig_signed)],
+        now,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, VerifyError::Sigstore { origin, .. } if origin == "wrong.sig"),
+        "{err}"
+    );
+    assert_eq!(err.code(), "sigstore_artifact");
+    let v = verify_bundle(
+        by_other.clone(),
+        &detached,
+        &[
+            candidate("wrong.sig", sig_signed),
+            candidate("o.sig", sig_other),
+        ],
+        now,
+    )
+    .unwrap();
+    assert_eq!(v.approving_signature(), Some(1));
+
+    // Both: each half is required.
+    let v = verify_bundle(
+        signed.clone(),
+        &both,
+        &[candidate("s.sig", sig_signed)],
+        now,
+    )
+    .unwrap();
+    assert_eq!(v.signers().len(), 1);
+    assert!(v.approval().is_some());
+    assert!(matches!(
+        verify_bundle(signed.clone(), &both, &[], now),
+        Err(VerifyError::ApprovalMissing)
+    ));
+    assert!(matches!(
+        verify_bundle(
+            by_other.clone(),
+            &both,
+            &[candidate("o.sig", sig_other)],
+            now
+        ),
+        Err(VerifyError::UnknownSigner { .. })
+    ));
+
+    // Ed25519 only: candidates are not consulted.
+    let v = verify_bundle(signed, &ed_only, &[candidate("x", "not a signature")], now).unwrap();
+    assert!(v.approval().is_none());
+    assert!(matches!(
+        verify_bundle(by_other, &ed_only, &[], now),
+        Err(VerifyError::UnknownSigner { .. })
+    ));
+}

@@ -12,10 +12,12 @@
 //!      and the pod's swtpm becomes the guest's TPM through [`tpm_proxy`], which refuses to
 //!      let the VMM reset the measured TPM.
 //!    - KVM (`jek-kvm`): jek's own VMM, direct boot without firmware.
-//! 3. [`console`]: the guest's serial output goes to the terminal and to `console.log`;
+//! 3. [`attest`]: later, the pod is attested through its kept TPM (`jek attest`).
+//! 4. [`console`]: the guest's serial output goes to the terminal and to `console.log`;
 //!    the init's `JEK-POWEROFF` line carries the pod's exit status back.
 #![forbid(unsafe_code)]
 
+pub mod attest;
 pub mod boot;
 pub mod console;
 pub mod qemu;

@@ -6,18 +6,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use jek_attest::ekcert::Cert;
-use jek_attest::evidence::{from_files, to_files};
-use jek_attest::{AkBlobs, Ear, Identity, PodMaterial, Status, Verifier};
-use jek_loader::run_dir::RunDir;
-use jek_loader::RunRecord;
-use jek_tpm::Tpm;
+use jek_attest::evidence::from_files;
+use jek_attest::{Identity, Verifier};
+use jek_loader::attest::{attest_run_dir, find_run_dirs, PodResult, Report, MAX_TPM_FILE};
 use jek_verifier::UnixTime;
-use serde::Serialize;
 
 use crate::error::CliError;
-
-/// The largest AK blob, EK chain or evidence file read from a run directory.
-const MAX_TPM_FILE: u64 = 1 << 20;
 
 /// Arguments of `jek attest`.
 #[derive(Debug, clap::Args)]
@@ -68,124 +62,20 @@ impl Shared<'_> {
     }
 }
 
-/// One pod's outcome, as `--json` prints it.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum PodResult {
-    #[serde(rename_all = "camelCase")]
-    Appraised {
-        run_dir: PathBuf,
-        pod: String,
-        result: Box<Ear>,
-    },
-    #[serde(rename_all = "camelCase")]
-    Failed { run_dir: PathBuf, error: String },
-}
-
-impl PodResult {
-    fn status(&self) -> Option<Status> {
-        match self {
-            PodResult::Appraised { pod, result, .. } => result.submod(pod).map(|s| s.status),
-            PodResult::Failed { .. } => None,
-        }
+/// Attests one run directory's pod.
+fn attest_one(dir: &Path, shared: &Shared<'_>, export: Option<&Path>) -> PodResult {
+    let seg = |pod: &str| shared.segment(pod).to_vec();
+    match attest_run_dir(dir, &shared.verifier, seg, export) {
+        Ok((pod, attested)) => PodResult::Appraised {
+            run_dir: dir.to_path_buf(),
+            pod,
+            result: Box::new(attested.ear),
+        },
+        Err(e) => PodResult::Failed {
+            run_dir: dir.to_path_buf(),
+            error: crate::error::chain_line(&e),
+        },
     }
-}
-
-#[derive(Serialize)]
-struct Report<'a> {
-    results: &'a [PodResult],
-    summary: Summary,
-}
-
-#[derive(Serialize)]
-struct Summary {
-    pods: usize,
-    affirming: usize,
-    contraindicated: usize,
-    errors: usize,
-}
-
-/// Run directories: those given that hold a run record, and the ones directly under those
-/// that do not.
-fn run_dirs(args: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
-    let has_record = |d: &Path| RunDir::new(d).record().is_file();
-    let mut out = Vec::new();
-    for a in args {
-        if has_record(a) {
-            out.push(a.clone());
-            continue;
-        }
-        let entries = std::fs::read_dir(a).map_err(|e| {
-            CliError::Usage(format!("cannot read run directory {}: {e}", a.display()))
-        })?;
-        let mut found: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| has_record(p))
-            .collect();
-        if found.is_empty() {
-            return Err(CliError::Usage(format!(
-                "{} is not a run directory (no pod.json) and holds none",
-                a.display()
-            )));
-        }
-        found.sort();
-        out.extend(found);
-    }
-    Ok(out)
-}
-
-fn read_in(path: &Path) -> Result<Vec<u8>, String> {
-    jek_fsio::read_regular(path, MAX_TPM_FILE)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
-
-/// Attests the pod of one run directory through its kept TPM.
-fn attest_run_dir(
-    dir: &Path,
-    shared: &Shared<'_>,
-    export: Option<&Path>,
-) -> Result<(String, Ear), String> {
-    let record = RunRecord::read(dir).map_err(|e| crate::error::chain_line(&e))?;
-    let run = RunDir::new(dir);
-    let pod = record
-        .pod
-        .clone()
-        .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default();
-    let kept = record
-        .tpm
-        .kept
-        .as_ref()
-        .ok_or("the pod's TPM was not kept: boot it with --keep-tpm")?;
-    let ak = AkBlobs {
-        public: read_in(&run.ak_public())?,
-        private: read_in(&run.ak_private())?,
-    };
-    let chain = String::from_utf8(read_in(&run.ek_chain())?)
-        .map_err(|_| format!("{} is not PEM text", run.ek_chain().display()))?;
-    let event_log = read_in(&run.event_log())?;
-    let mut tpm = Tpm::connect(&jek_tpm::swtpm::tcti_for(kept.port))
-        .map_err(|e| crate::error::chain_line(&e))?;
-    let material = PodMaterial {
-        name: &pod,
-        ak: &ak,
-        ek_chain_pem: &chain,
-        event_log: &event_log,
-        pod_segment: shared.segment(&pod),
-    };
-    let attested = jek_attest::attest(&mut tpm, &material, &shared.verifier, &mut rand_core::OsRng)
-        .map_err(|e| crate::error::chain_line(&e))?;
-    if let Some(out) = export {
-        let files = to_files(&attested.evidence, &attested.ek, &pod, &attested.nonce)
-            .map_err(|e| e.to_string())?;
-        let files: Vec<(&str, &[u8], u32)> = files
-            .iter()
-            .map(|(name, bytes)| (*name, bytes.as_slice(), 0o644))
-            .collect();
-        jek_fsio::write_dir_atomic(out, &files).map_err(|e| crate::error::chain_line(&e))?;
-    }
-    Ok((pod, attested.ear))
 }
 
 /// Evidence mode: appraise an exported directory against a nonce and a pinned AK name.
@@ -267,7 +157,12 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     let results: Vec<PodResult> = if let Some(dir) = &args.evidence {
         vec![appraise_evidence(dir, &args, &shared)?]
     } else {
-        let dirs = run_dirs(&args.run_dirs)?;
+        let dirs = find_run_dirs(&args.run_dirs).map_err(|a| {
+            CliError::Usage(format!(
+                "{} is not a run directory (no pod.json) and holds none",
+                a.display()
+            ))
+        })?;
         let several = dirs.len() > 1;
         std::thread::scope(|s| {
             let handles: Vec<_> = dirs
@@ -281,26 +176,17 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
                             e.clone()
                         }
                     });
-                    s.spawn(move || attest_run_dir(dir, shared, export.as_deref()))
+                    s.spawn(move || attest_one(dir, shared, export.as_deref()))
                 })
                 .collect();
             handles
                 .into_iter()
                 .zip(&dirs)
                 .map(|(h, dir)| {
-                    let run_dir = dir.clone();
-                    match h.join() {
-                        Ok(Ok((pod, ear))) => PodResult::Appraised {
-                            run_dir,
-                            pod,
-                            result: Box::new(ear),
-                        },
-                        Ok(Err(error)) => PodResult::Failed { run_dir, error },
-                        Err(_) => PodResult::Failed {
-                            run_dir,
-                            error: "attestation thread panicked".into(),
-                        },
-                    }
+                    h.join().unwrap_or_else(|_| PodResult::Failed {
+                        run_dir: dir.clone(),
+                        error: "attestation thread panicked".into(),
+                    })
                 })
                 .collect()
         })
@@ -309,20 +195,14 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
 }
 
 fn report(results: &[PodResult], json_out: bool, quiet: bool) -> Result<(), CliError> {
-    let count = |want: Option<Status>| results.iter().filter(|r| r.status() == want).count();
-    let affirming = count(Some(Status::Affirming));
-    let errors = count(None);
-    let contraindicated = results.len() - affirming - errors;
+    let report = Report::new(results);
+    let (affirming, contraindicated, errors) = (
+        report.summary.affirming,
+        report.summary.contraindicated,
+        report.summary.errors,
+    );
     if json_out {
-        super::print_json(&Report {
-            results,
-            summary: Summary {
-                pods: results.len(),
-                affirming,
-                contraindicated,
-                errors,
-            },
-        })?;
+        super::print_json(&report)?;
     } else if !quiet {
         for r in results {
             match r {

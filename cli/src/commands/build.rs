@@ -1,9 +1,8 @@
 //! `jek build`: recipe -> signed bundle, provenance and checksums.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use jek_builder::build::{self, BuildOptions};
-use jek_verifier::Sha256Digest;
 use serde::Serialize;
 
 use crate::error::CliError;
@@ -55,29 +54,7 @@ pub fn default_cache_dir() -> PathBuf {
 struct Reproducible<'a> {
     reproducible: bool,
     first_difference: Option<&'static str>,
-    components: Vec<Compared<'a>>,
-}
-
-#[derive(Serialize)]
-struct Compared<'a> {
-    component: &'static str,
-    first: &'a Sha256Digest,
-    second: &'a Sha256Digest,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Built<'a> {
-    bundle: &'a Path,
-    provenance: &'a Path,
-    sha256sums: &'a Path,
-    bundle_sha256: Sha256Digest,
-    bundle_size: usize,
-    kernel_release: &'a str,
-    builtin_symbols: usize,
-    kernel_cached: bool,
-    cache_key: &'a str,
-    build_log: &'a Path,
+    components: &'a [build::Comparison],
 }
 
 /// Runs `jek build`.
@@ -119,14 +96,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
             super::print_json(&Reproducible {
                 reproducible: first_diff.is_none(),
                 first_difference: first_diff.map(|c| c.component),
-                components: cmp
-                    .iter()
-                    .map(|c| Compared {
-                        component: c.component,
-                        first: &c.first,
-                        second: &c.second,
-                    })
-                    .collect(),
+                components: &cmp,
             })?;
         } else {
             for c in &cmp {
@@ -148,18 +118,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     let out = build::build(&recipe, &keys, &opts, &mut report).map_err(CliError::Build)?;
     status.finish();
     if args.json {
-        return super::print_json(&Built {
-            bundle: &out.bundle,
-            provenance: &out.provenance,
-            sha256sums: &out.sums,
-            bundle_sha256: out.bundle_sha256,
-            bundle_size: out.bundle_size,
-            kernel_release: &out.kernel_release,
-            builtin_symbols: out.builtin_symbols,
-            kernel_cached: out.kernel.cached,
-            cache_key: &out.kernel.key,
-            build_log: &out.kernel.log,
-        });
+        return super::print_json(&out.summary());
     }
     println!(
         "bundle      {} ({} bytes, sha256:{})",

@@ -2,57 +2,7 @@
 
 use std::path::PathBuf;
 
-use jek_verifier::manifest::KernelInfo;
-use jek_verifier::Sha256Digest;
-use serde::Serialize;
-
 use crate::error::{read, CliError};
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct InspectJson<'a> {
-    verified: bool,
-    size: usize,
-    format_version: u16,
-    manifest: ManifestJson<'a>,
-    components: Vec<SectionJson>,
-    signatures: Vec<SignatureJson<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum ManifestJson<'a> {
-    #[serde(rename_all = "camelCase")]
-    Claimed {
-        name: &'a str,
-        version: &'a str,
-        security_version: u64,
-        kernel_release: &'a str,
-        created: &'a str,
-        kernel: &'a KernelInfo,
-        manifest_digest: Sha256Digest,
-    },
-    Invalid {
-        error: String,
-    },
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SectionJson {
-    role: &'static str,
-    offset: usize,
-    size: usize,
-    sha256: Sha256Digest,
-    matches_manifest: Option<bool>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SignatureJson<'a> {
-    key_id: &'a str,
-    size: usize,
-}
 
 /// Arguments of `jek inspect`.
 #[derive(Debug, clap::Args)]
@@ -71,54 +21,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
         path: args.bundle.clone(),
         source,
     })?;
-    let matches = |role, sha| {
-        ins.manifest
-            .as_ref()
-            .ok()
-            .and_then(|m| m.component(role))
-            .map(|c| c.sha256 == sha)
-    };
     if args.json {
-        let manifest = match &ins.manifest {
-            Ok(m) => ManifestJson::Claimed {
-                name: &m.name,
-                version: &m.version,
-                security_version: m.security_version,
-                kernel_release: &m.kernel_release,
-                created: &m.created,
-                kernel: &m.kernel,
-                manifest_digest: Sha256Digest::of(&ins.envelope.payload),
-            },
-            Err(e) => ManifestJson::Invalid {
-                error: crate::error::chain_line(e),
-            },
-        };
-        return super::print_json(&InspectJson {
-            verified: false,
-            size: bytes.len(),
-            format_version: jek_verifier::format::FORMAT_VERSION,
-            manifest,
-            components: ins
-                .sections
-                .iter()
-                .map(|s| SectionJson {
-                    role: s.role.name(),
-                    offset: s.offset,
-                    size: s.size,
-                    sha256: s.sha256,
-                    matches_manifest: matches(s.role, s.sha256),
-                })
-                .collect(),
-            signatures: ins
-                .envelope
-                .signatures
-                .iter()
-                .map(|s| SignatureJson {
-                    key_id: &s.keyid,
-                    size: s.sig.len(),
-                })
-                .collect(),
-        });
+        return super::print_json(&ins.report(bytes.len(), |e| crate::error::chain_line(e)));
     }
     println!(
         "{} ({} bytes, format v{}) -- not verified",
@@ -154,7 +58,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     println!("  components:");
     for s in &ins.sections {
-        let note = match matches(s.role, s.sha256) {
+        let note = match ins.matches_manifest(s.role, s.sha256) {
             Some(true) => "matches manifest",
             Some(false) => "DIFFERS FROM MANIFEST",
             None => "NOT IN MANIFEST",

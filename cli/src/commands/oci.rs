@@ -101,33 +101,7 @@ pub fn push(args: PushArgs) -> Result<(), CliError> {
     let pushed = registry.push(&bundle, &title, &args.reference, &attachments)?;
     tracing::info!(reference = %pushed.reference, digest = %pushed.manifest_digest, "pushed");
     if args.json {
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Pushed<'a> {
-            reference: &'a str,
-            manifest_digest: &'a str,
-            bundle_digest: &'a str,
-            attachments: Vec<Attached<'a>>,
-        }
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Attached<'a> {
-            kind: &'static str,
-            manifest_digest: &'a str,
-        }
-        return super::print_json(&Pushed {
-            reference: &pushed.reference,
-            manifest_digest: &pushed.manifest_digest,
-            bundle_digest: &pushed.bundle_digest,
-            attachments: pushed
-                .attachments
-                .iter()
-                .map(|(k, d)| Attached {
-                    kind: k.name(),
-                    manifest_digest: d,
-                })
-                .collect(),
-        });
+        return super::print_json(&pushed);
     }
     println!("{}@{}", pushed.reference, pushed.manifest_digest);
     Ok(())

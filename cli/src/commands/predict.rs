@@ -3,9 +3,6 @@
 use std::path::PathBuf;
 
 use jek_measure::payload::{default_kernel, Payload};
-use jek_measure::PcrValues;
-use jek_verifier::Sha256Digest;
-use serde::Serialize;
 
 use super::target::{Loaded, Target};
 use crate::error::CliError;
@@ -21,32 +18,6 @@ pub struct Args {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
-}
-
-/// The readable part of an event's data: the tag text, or the EV_IPL string.
-pub fn event_text(e: &jek_measure::Event) -> String {
-    let bytes = if e.event_type == jek_measure::eventlog::EV_EVENT_TAG {
-        e.data.get(8..).unwrap_or(&[])
-    } else {
-        e.data.strip_suffix(&[0]).unwrap_or(&e.data)
-    };
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-#[derive(Serialize)]
-struct Prediction {
-    kernel: &'static str,
-    pcrs: PcrValues,
-    events: Vec<EventJson>,
-}
-
-#[derive(Serialize)]
-struct EventJson {
-    pcr: u32,
-    #[serde(rename = "type")]
-    event_type: u32,
-    sha256: Sha256Digest,
-    data: String,
 }
 
 /// Runs `jek predict`.
@@ -67,20 +38,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         jek_fsio::write_atomic(out, &log.to_bytes(), 0o644, jek_fsio::Overwrite::Allow)?;
     }
     if args.json {
-        super::print_json(&Prediction {
-            kernel: role.name(),
-            pcrs: pcrs.clone(),
-            events: log
-                .events
-                .iter()
-                .map(|e| EventJson {
-                    pcr: e.pcr,
-                    event_type: e.event_type,
-                    sha256: e.digest,
-                    data: event_text(e),
-                })
-                .collect(),
-        })?;
+        super::print_json(&payload.prediction())?;
     } else {
         println!("kernel {}; {} events", role.name(), log.events.len());
         for (pcr, value) in &pcrs {

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use jek_verifier::{Bundle, KeyId, Sha256Digest, Verified};
+use jek_verifier::report::BundleSummary;
+use jek_verifier::{Bundle, Verified};
 use serde::Serialize;
 
 use crate::error::CliError;
@@ -53,58 +54,10 @@ pub fn verify_file(
     )
 }
 
-/// A verified bundle, as `--json` prints it.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BundleJson<'a> {
-    name: &'a str,
-    version: &'a str,
-    security_version: u64,
-    kernel_release: &'a str,
-    created: &'a str,
-    manifest_digest: Sha256Digest,
-    signers: &'a [KeyId],
-    approved_by: Option<&'a str>,
-    components: Vec<ComponentJson>,
-}
-
-#[derive(Serialize)]
-struct ComponentJson {
-    role: &'static str,
-    size: u64,
-    sha256: Sha256Digest,
-}
-
-impl<'a> BundleJson<'a> {
-    /// The JSON view of a verified bundle.
-    pub fn of(b: &'a Verified<Bundle>) -> Self {
-        let m = b.manifest();
-        BundleJson {
-            name: &m.name,
-            version: &m.version,
-            security_version: m.security_version,
-            kernel_release: &m.kernel_release,
-            created: &m.created,
-            manifest_digest: b.manifest_digest(),
-            signers: b.signers(),
-            approved_by: b.approval(),
-            components: m
-                .components
-                .iter()
-                .map(|c| ComponentJson {
-                    role: c.role.name(),
-                    size: c.size,
-                    sha256: c.sha256,
-                })
-                .collect(),
-        }
-    }
-}
-
 #[derive(Serialize)]
 struct Accepted<'a> {
     accepted: bool,
-    bundle: BundleJson<'a>,
+    bundle: BundleSummary<'a>,
 }
 
 #[derive(Serialize)]
@@ -122,7 +75,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             if args.json {
                 super::print_json(&Accepted {
                     accepted: true,
-                    bundle: BundleJson::of(&b),
+                    bundle: BundleSummary::of(&b),
                 })?;
             } else {
                 let m = b.manifest();

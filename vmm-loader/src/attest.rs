@@ -1,0 +1,244 @@
+//! Attesting pods on this host through their kept TPMs (`jek boot --keep-tpm`): the run
+//! directory says which TPM and which AK, `jek_attest::attest` drives the exchange. Also
+//! the result shapes `jek attest --json` prints.
+
+use std::path::{Path, PathBuf};
+
+use jek_attest::evidence::to_files;
+use jek_attest::{AkBlobs, Attested, Ear, PodMaterial, Status, Verifier};
+use jek_fsio::{ReadError, WriteError};
+use jek_tpm::Tpm;
+use serde::Serialize;
+
+use crate::record::{RecordError, RunRecord};
+use crate::run_dir::RunDir;
+
+/// The largest AK blob, EK chain or event log read from a run directory.
+pub const MAX_TPM_FILE: u64 = 1 << 20;
+
+/// Why a pod could not be attested (as opposed to attesting as contraindicated).
+#[derive(Debug, thiserror::Error)]
+pub enum AttestError {
+    /// The run record is missing or unusable.
+    #[error("run directory {dir}")]
+    Record {
+        /// The run directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: RecordError,
+    },
+    /// The pod was booted without `--keep-tpm`.
+    #[error("the pod of {dir} did not keep its TPM: boot it with --keep-tpm")]
+    NotKept {
+        /// The run directory.
+        dir: PathBuf,
+    },
+    /// An AK or TPM file in the run directory cannot be read.
+    #[error("cannot read the pod's {what}")]
+    Read {
+        /// What it is.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: ReadError,
+    },
+    /// The EK chain file is not text.
+    #[error("{path} is not PEM text")]
+    NotPem {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The pod's TPM cannot be reached.
+    #[error("the pod's TPM (pid {pid}, port {port}) cannot be reached")]
+    Connect {
+        /// The swtpm's pid.
+        pid: u32,
+        /// Its port.
+        port: u16,
+        /// Why.
+        #[source]
+        source: jek_tpm::TpmError,
+    },
+    /// The exchange with the TPM failed.
+    #[error("the pod's TPM (pid {pid}, port {port}) failed")]
+    Protocol {
+        /// The swtpm's pid.
+        pid: u32,
+        /// Its port.
+        port: u16,
+        /// Why.
+        #[source]
+        source: jek_attest::ProtocolError<jek_tpm::identity::IdentityError>,
+    },
+    /// The evidence cannot be exported.
+    #[error("cannot export the evidence")]
+    Evidence(#[source] jek_attest::evidence::EvidenceError),
+    /// The evidence directory cannot be written.
+    #[error("cannot write the evidence directory")]
+    Export(#[source] WriteError),
+}
+
+/// Run directories: those given that hold a run record, and the ones directly under those
+/// that do not. `Err` names an argument that is neither.
+pub fn find_run_dirs(args: &[PathBuf]) -> Result<Vec<PathBuf>, PathBuf> {
+    let has_record = |d: &Path| RunDir::new(d).record().is_file();
+    let mut out = Vec::new();
+    for a in args {
+        if has_record(a) {
+            out.push(a.clone());
+            continue;
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(a)
+            .map_err(|_| a.clone())?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| has_record(p))
+            .collect();
+        if found.is_empty() {
+            return Err(a.clone());
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+/// Attests the pod of one run directory through its kept TPM; `segment` gives the pod
+/// segment a pod of that name was meant to get. With `export`, the evidence is also
+/// written there, whole or not at all.
+pub fn attest_run_dir(
+    dir: &Path,
+    verifier: &Verifier<'_>,
+    segment: impl Fn(&str) -> Vec<u8>,
+    export: Option<&Path>,
+) -> Result<(String, Attested), AttestError> {
+    let record = RunRecord::read(dir).map_err(|source| AttestError::Record {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let run = RunDir::new(dir);
+    let pod = record
+        .pod
+        .clone()
+        .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let kept = record
+        .tpm
+        .kept
+        .as_ref()
+        .ok_or_else(|| AttestError::NotKept {
+            dir: dir.to_path_buf(),
+        })?;
+    let read = |what, path: PathBuf| {
+        jek_fsio::read_regular(&path, MAX_TPM_FILE)
+            .map_err(|source| AttestError::Read { what, source })
+    };
+    let ak = AkBlobs {
+        public: read("AK public area", run.ak_public())?,
+        private: read("AK private blob", run.ak_private())?,
+    };
+    let chain = String::from_utf8(read("EK certificate chain", run.ek_chain())?).map_err(|_| {
+        AttestError::NotPem {
+            path: run.ek_chain(),
+        }
+    })?;
+    let event_log = read("event log", run.event_log())?;
+    let (pid, port) = (kept.pid, kept.port);
+    let mut tpm = Tpm::connect(&jek_tpm::swtpm::tcti_for(port))
+        .map_err(|source| AttestError::Connect { pid, port, source })?;
+    let seg = segment(&pod);
+    let material = PodMaterial {
+        name: &pod,
+        ak: &ak,
+        ek_chain_pem: &chain,
+        event_log: &event_log,
+        pod_segment: &seg,
+    };
+    let attested = jek_attest::attest(&mut tpm, &material, verifier, &mut rand_core::OsRng)
+        .map_err(|source| AttestError::Protocol { pid, port, source })?;
+    if let Some(out) = export {
+        let files = to_files(&attested.evidence, &attested.ek, &pod, &attested.nonce)
+            .map_err(AttestError::Evidence)?;
+        let files: Vec<(&str, &[u8], u32)> = files
+            .iter()
+            .map(|(name, bytes)| (*name, bytes.as_slice(), 0o644))
+            .collect();
+        jek_fsio::write_dir_atomic(out, &files).map_err(AttestError::Export)?;
+    }
+    Ok((pod, attested))
+}
+
+/// One pod's outcome, as `jek attest --json` prints it.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum PodResult {
+    /// Appraised (affirming or not).
+    #[serde(rename_all = "camelCase")]
+    Appraised {
+        /// Where the pod's evidence came from.
+        run_dir: PathBuf,
+        /// The pod.
+        pod: String,
+        /// The result.
+        result: Box<Ear>,
+    },
+    /// Not attested at all.
+    #[serde(rename_all = "camelCase")]
+    Failed {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// Why.
+        error: String,
+    },
+}
+
+impl PodResult {
+    /// The pod's overall status; `None` when it could not be attested.
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            PodResult::Appraised { pod, result, .. } => result.submod(pod).map(|s| s.status),
+            PodResult::Failed { .. } => None,
+        }
+    }
+}
+
+/// Every pod's outcome and the counts.
+#[derive(Debug, Serialize)]
+pub struct Report<'a> {
+    /// Per pod.
+    pub results: &'a [PodResult],
+    /// Counts.
+    pub summary: Summary,
+}
+
+/// How many pods ended how.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Summary {
+    /// All pods.
+    pub pods: usize,
+    /// Affirming.
+    pub affirming: usize,
+    /// Appraised, not affirming.
+    pub contraindicated: usize,
+    /// Not attested.
+    pub errors: usize,
+}
+
+impl<'a> Report<'a> {
+    /// The report of `results`.
+    pub fn new(results: &'a [PodResult]) -> Self {
+        let count = |want: Option<Status>| results.iter().filter(|r| r.status() == want).count();
+        let affirming = count(Some(Status::Affirming));
+        let errors = count(None);
+        Report {
+            results,
+            summary: Summary {
+                pods: results.len(),
+                affirming,
+                contraindicated: results.len() - affirming - errors,
+                errors,
+            },
+        }
+    }
+}
