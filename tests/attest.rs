@@ -414,13 +414,95 @@ fn a_clean_pod_attests_and_every_tampering_is_contraindicated() {
     contraindicated(&out, &v, "pod-config", "differs from the reference");
 
     // A PCR extended after boot (B's TPM, PCR 8).
-    let port = u16::try_from(rec_b["tpm"]["kept"]["port"].as_u64().unwrap()).unwrap();
-    let mut tpm = jek_tpm::Tpm::connect(&jek_tpm::swtpm::tcti_for(port)).unwrap();
+    let mut tpm = common::connect_kept(&rec_b);
     tpm.extend(8, &jek_verifier::Sha256Digest([0x42; 32]))
         .unwrap();
     drop(tpm);
     let (out, v) = run(with(&["runs/b", "--pod", "b.yaml"]));
     contraindicated(&out, &v, "cmdline", "PCR 8");
+
+    // A run directory pointed at another pod's kept TPM, with that pod's AK and log: the
+    // verifier binds the pod to the TPM it registered, not to what the run directory says.
+    let rec_a = env.kept[0].clone();
+    copy_dir(&env.ws.path("runs/b"), &env.ws.path("x/evil"));
+    for f in ["tpm/ak.tpmt", "tpm/ak.priv", "binary_bios_measurements"] {
+        std::fs::copy(env.ws.path("runs/a").join(f), env.ws.path("x/evil").join(f)).unwrap();
+    }
+    let mut evil = rec_b.clone();
+    evil["tpm"]["kept"] = rec_a["tpm"]["kept"].clone();
+    env.ws.write("x/evil/pod.json", evil.to_string().as_bytes());
+    let (out, v) = run(with(&["x/evil", "--pod", "b.yaml"]));
+    contraindicated(&out, &v, "tpm-identity", "not created in this TPM");
+    assert_eq!(
+        v["results"][0]["pod"], "b",
+        "reported as the pod it is registered as"
+    );
+
+    // Evidence mode refuses a nonce that a quote without qualifying data could match.
+    for short in ["", "00112233"] {
+        let (out, _) = run(with(&[
+            "--evidence",
+            "ev-b",
+            "--nonce",
+            short,
+            "--ak-name",
+            &ak_b,
+        ]));
+        assert_exit(&out, 2);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
+    }
+
+    // The TPM reset (power-cycled over its control socket, started up again) and the boot
+    // replayed from the pod's own log: every PCR is right, the epoch is not.
+    let replay_log = EventLog::from_bytes(&env.ws.read("runs/a/binary_bios_measurements")).unwrap();
+    power_cycle(&rec_a, tss_esapi::constants::StartupType::Clear, None);
+    let mut tpm = common::connect_kept(&rec_a);
+    for e in &replay_log.events {
+        tpm.extend(e.pcr, &e.digest).unwrap();
+    }
+    drop(tpm);
+    let (out, v) = run(with(&["runs/a", "--pod", "a.yaml"]));
+    contraindicated(&out, &v, "boot-epoch", "reset since the pod registered");
+    for (name, c) in claims(&v).as_object().unwrap() {
+        if name != "boot-epoch" {
+            assert_eq!(
+                c["status"], "affirming",
+                "only the epoch gives the replay away: {v}"
+            );
+        }
+    }
+
+    // Restarted instead (TPM2_Shutdown(STATE), power cycle, TPM2_Startup(STATE)): the PCRs
+    // survive, the restart count does not.
+    power_cycle(
+        &rec_b,
+        tss_esapi::constants::StartupType::State,
+        Some(tss_esapi::constants::StartupType::State),
+    );
+    let (out, v) = run(with(&["runs/b", "--pod", "b.yaml"]));
+    contraindicated(&out, &v, "boot-epoch", "restarted since the pod registered");
+}
+
+/// What an attacker with the TPM's control channel would do: optionally TPM2_Shutdown,
+/// then CMD_INIT (a power cycle), then TPM2_Startup.
+fn power_cycle(
+    record: &Value,
+    startup: tss_esapi::constants::StartupType,
+    shutdown_first: Option<tss_esapi::constants::StartupType>,
+) {
+    let kept = common::kept_swtpm(record).unwrap();
+    if let Some(kind) = shutdown_first {
+        let mut tpm = common::connect_kept(record);
+        tpm.context().shutdown(kind).unwrap();
+    }
+    let mut ctrl = kept.sockets.connect_ctrl().unwrap();
+    let resp =
+        jek_tpm::swtpm::ctrl_command(&mut ctrl, jek_tpm::swtpm::ctrl::INIT, &0u32.to_be_bytes())
+            .unwrap();
+    assert_eq!(resp, [0; 4], "CMD_INIT");
+    drop(ctrl);
+    let mut tpm = common::connect_kept(record);
+    tpm.context().startup(startup).unwrap();
 }
 
 fn load_policy(env: &Env) -> jek_verifier::Policy {

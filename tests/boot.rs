@@ -101,8 +101,8 @@ fn predict(env: &Env, bundle: &Path, pod: &str, log_out: &str) -> serde_json::Va
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn tpm_pcrs(port: u16) -> serde_json::Value {
-    let mut tpm = jek_tpm::Tpm::connect(&jek_tpm::swtpm::tcti_for(port)).unwrap();
+fn tpm_pcrs(record: &serde_json::Value) -> serde_json::Value {
+    let mut tpm = common::connect_kept(record);
     let pcrs = tpm.read_pcrs(&jek_measure::plan::PCRS).unwrap();
     serde_json::to_value(&pcrs).unwrap()
 }
@@ -126,8 +126,7 @@ fn qemu_boot_log_tpm_and_predict_agree_byte_for_byte() {
         record["ready"]["pod"], "a",
         "the pod segment reached the init"
     );
-    let port = u16::try_from(record["tpm"]["kept"]["port"].as_u64().unwrap()).unwrap();
-    let in_tpm = tpm_pcrs(port);
+    let in_tpm = tpm_pcrs(&record);
     stop_kept(&record);
 
     let log_bytes = std::fs::read(env.ws.path("run/binary_bios_measurements")).unwrap();
@@ -190,9 +189,9 @@ fn two_pods_at_once_have_separate_vtpms() {
         .collect();
     let records: Vec<serde_json::Value> = boots.into_iter().map(|h| h.join().unwrap()).collect();
     let (a, b) = (&records[0], &records[1]);
-    assert_ne!(a["tpm"]["kept"]["port"], b["tpm"]["kept"]["port"]);
-    let pa = tpm_pcrs(u16::try_from(a["tpm"]["kept"]["port"].as_u64().unwrap()).unwrap());
-    let pb = tpm_pcrs(u16::try_from(b["tpm"]["kept"]["port"].as_u64().unwrap()).unwrap());
+    assert_ne!(a["tpm"]["kept"]["socketDir"], b["tpm"]["kept"]["socketDir"]);
+    let pa = tpm_pcrs(a);
+    let pb = tpm_pcrs(b);
     records.iter().for_each(stop_kept);
     assert_eq!(pa, a["pcrs"]);
     assert_eq!(pb, b["pcrs"]);

@@ -20,6 +20,7 @@ use jek_verifier::{Bundle, Sha256Digest, Verified, VerifyError};
 use p256::ecdsa::signature::Verifier;
 use sha2::{Digest, Sha256};
 
+use crate::registration::Registration;
 use crate::tpm2::{attr, EcdsaSignature, Public, PublicKey, Quote, ALG_SHA256, ECC_NIST_P256};
 
 /// What the appraisal judges, in report order. An enum, so a misspelt claim does not
@@ -33,6 +34,9 @@ pub enum Claim {
     TpmIdentity,
     /// The quote carries this appraisal's nonce.
     Freshness,
+    /// The TPM was neither reset nor restarted since the pod registered, and its clock
+    /// moves forward.
+    BootEpoch,
     /// The quote covers jek's PCRs with these values; the event log parses.
     Evidence,
     /// PCR 4: the kernel image.
@@ -53,9 +57,10 @@ pub enum Claim {
 
 impl Claim {
     /// Every claim, in report order.
-    pub const ALL: [Claim; 10] = [
+    pub const ALL: [Claim; 11] = [
         Claim::TpmIdentity,
         Claim::Freshness,
+        Claim::BootEpoch,
         Claim::Evidence,
         Claim::Kernel,
         Claim::Initramfs,
@@ -71,6 +76,7 @@ impl Claim {
         match self {
             Claim::TpmIdentity => "tpm-identity",
             Claim::Freshness => "freshness",
+            Claim::BootEpoch => "boot-epoch",
             Claim::Evidence => "evidence",
             Claim::Kernel => "kernel",
             Claim::Initramfs => "initramfs",
@@ -223,12 +229,15 @@ pub struct Evidence {
     pub event_log: Vec<u8>,
 }
 
-/// The reference: the bundle as the policy judged it, and the pod configuration segment.
+/// The reference: the bundle as the policy judged it, the pod configuration segment, and
+/// what the verifier recorded when the pod registered.
 pub struct Reference<'a> {
     /// The verified bundle, or why the policy rejected it.
     pub bundle: Result<&'a Verified<Bundle>, &'a VerifyError>,
     /// The pod segment the pod was given (empty for none).
     pub pod_segment: &'a [u8],
+    /// The pod's registration (`None`: not registered, which fails `boot-epoch`).
+    pub registration: Option<&'a Registration>,
 }
 
 /// The appraisal of one pod.
@@ -339,8 +348,8 @@ pub fn appraise(
     identity: &Identity,
 ) -> Appraisal {
     let mut a = Appraisal::new();
-    a.pcrs = evidence.pcrs.clone();
     let quote = check_quote(evidence, nonce, identity, &mut a);
+    check_epoch(quote.as_ref(), reference.registration, &mut a);
     let log = match EventLog::from_bytes(&evidence.event_log) {
         Ok(l) => Some(l),
         Err(e) => {
@@ -504,6 +513,18 @@ fn check_quote(
             Some(hex::encode(&quote.extra_data)),
         );
     }
+    // The result reports only PCRs this quote covers.
+    a.pcrs = evidence
+        .pcrs
+        .iter()
+        .filter(|(p, _)| {
+            quote
+                .selection
+                .iter()
+                .any(|s| s.hash == ALG_SHA256 && s.pcrs.contains(p))
+        })
+        .map(|(p, v)| (*p, *v))
+        .collect();
     let want: Vec<u32> = PCRS.to_vec();
     let covered =
         matches!(quote.selection.as_slice(), [s] if s.hash == ALG_SHA256 && s.pcrs == want);
@@ -534,6 +555,56 @@ fn check_quote(
             );
             None
         }
+    }
+}
+
+/// The quote continues the registered epoch, under the registered AK.
+fn check_epoch(quote: Option<&Quote>, registration: Option<&Registration>, a: &mut Appraisal) {
+    let Some(reg) = registration else {
+        a.fail(
+            Claim::BootEpoch,
+            "the pod is not registered with this verifier: its TPM's epoch is unknown".into(),
+            None,
+            None,
+        );
+        return;
+    };
+    if let Some(name) = &a.ak_name {
+        if hex::encode(name) != reg.ak_name {
+            a.fail(
+                Claim::TpmIdentity,
+                "the quote's AK is not the one registered for this pod".into(),
+                Some(reg.ak_name.clone()),
+                Some(hex::encode(name)),
+            );
+        }
+    }
+    match quote {
+        Some(q) => {
+            if let Err(e) = reg.check(q) {
+                a.fail(
+                    Claim::BootEpoch,
+                    e.to_string(),
+                    Some(format!(
+                        "resetCount {}, restartCount {}, clock >= {}",
+                        reg.epoch.reset_count,
+                        reg.epoch.restart_count,
+                        reg.last_clock.max(reg.epoch.clock)
+                    )),
+                    Some(format!(
+                        "resetCount {}, restartCount {}, clock {}, safe {}",
+                        q.reset_count, q.restart_count, q.clock, q.safe
+                    )),
+                );
+            }
+        }
+        None => a.add(
+            Claim::BootEpoch,
+            Status::None,
+            "no trusted quote to read the epoch from".into(),
+            None,
+            None,
+        ),
     }
 }
 

@@ -179,7 +179,7 @@ impl Submod {
         Submod {
             status: appraisal.overall(),
             trust_vector: TrustVector {
-                instance_identity: worst(&[Claim::TpmIdentity, Claim::Freshness]),
+                instance_identity: worst(&[Claim::TpmIdentity, Claim::Freshness, Claim::BootEpoch]),
                 hardware: worst(&[Claim::TpmIdentity]),
                 executables: worst(&[
                     Claim::Kernel,

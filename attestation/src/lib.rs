@@ -23,6 +23,7 @@ pub mod ear;
 pub mod ekcert;
 pub mod evidence;
 pub mod protocol;
+pub mod registration;
 pub mod tpm2;
 
 pub use appraise::{Claim, Identity, Status};
@@ -30,3 +31,4 @@ pub use ear::Ear;
 pub use protocol::{
     attest, AkBlobs, AttestationTpm, Attested, PodMaterial, ProtocolError, Verifier,
 };
+pub use registration::{Epoch, Registration};

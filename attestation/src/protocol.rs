@@ -22,6 +22,7 @@ use crate::credential::make_credential;
 use crate::ear::{Ear, Submod, Timings};
 use crate::ekcert::{verify_chain_to_any, Cert};
 use crate::evidence::EkMaterial;
+use crate::registration::Registration;
 use crate::tpm2::Public;
 
 /// An attestation key as the pod's host stores it.
@@ -93,6 +94,8 @@ pub struct PodMaterial<'a> {
     pub event_log: &'a [u8],
     /// The pod segment it was meant to get (empty for none).
     pub pod_segment: &'a [u8],
+    /// What the verifier recorded when the pod registered.
+    pub registration: Option<&'a Registration>,
 }
 
 /// One pod's attestation.
@@ -167,7 +170,11 @@ pub fn attest<T: AttestationTpm>(
     let (appraisal, mut ear) = judge(
         &evidence,
         pod.name,
-        pod.pod_segment,
+        &Reference {
+            bundle: verifier.bundle,
+            pod_segment: pod.pod_segment,
+            registration: pod.registration,
+        },
         &nonce,
         &identity,
         verifier,
@@ -238,6 +245,16 @@ fn establish_identity<T: AttestationTpm>(
         Ok(v) => v,
         Err(reason) => return Ok((Identity::unproven(reason), Some(key))),
     };
+    if let Some(reg) = pod.registration {
+        let actual = jek_verifier::Sha256Digest::of(ek_cert);
+        if actual != reg.ek_cert_sha256 {
+            let reason = format!(
+                "this TPM's EK certificate (sha256:{actual}) is not the one registered for the pod (sha256:{})",
+                reg.ek_cert_sha256
+            );
+            return Ok((Identity::unproven(reason), Some(key)));
+        }
+    }
     let mut secret = [0u8; 32];
     rng.fill_bytes(&mut secret);
     let challenge = match make_credential(&ek_key, &name, &secret) {
@@ -270,20 +287,16 @@ pub fn pin_identity(ak_name: Vec<u8>, ek: &EkMaterial, ca: &[Cert], now: u64) ->
     }
 }
 
-/// Appraises one pod's evidence and makes its result.
+/// Appraises one pod's evidence against `reference` and makes its result.
 pub fn judge(
     evidence: &Evidence,
     pod: &str,
-    pod_segment: &[u8],
+    reference: &Reference<'_>,
     nonce: &[u8],
     identity: &Identity,
     verifier: &Verifier<'_>,
 ) -> (Appraisal, Ear) {
-    let reference = Reference {
-        bundle: verifier.bundle,
-        pod_segment,
-    };
-    let appraisal = appraise(evidence, &reference, nonce, identity);
+    let appraisal = appraise(evidence, reference, nonce, identity);
     let submod = Submod::new(
         &appraisal,
         identity,

@@ -11,9 +11,11 @@ use hmac::{Hmac, Mac};
 use jek_attest::appraise::{claim_of, Claim, Status};
 use jek_attest::credential::kdfa;
 use jek_attest::ekcert::Cert;
+use jek_attest::registration::TpmLocation;
 use jek_attest::tpm2::{attr, EcdsaSignature, PcrSelection, Public, PublicKey, Quote};
 use jek_attest::tpm2::{ALG_ECDSA, ALG_SHA256, ECC_NIST_P256};
 use jek_attest::{attest, AkBlobs, AttestationTpm, Attested, PodMaterial, Verifier};
+use jek_attest::{Epoch, Registration};
 use jek_measure::eventlog::EventLog;
 use jek_measure::{PcrValues, PlannedEvent};
 use jek_verifier::format::Role;
@@ -47,6 +49,10 @@ struct FakeTpm {
     lie_about: Option<u32>,
     /// Every command fails in transport.
     unreachable: bool,
+    /// `clockInfo` of the quotes.
+    reset_count: u32,
+    restart_count: u32,
+    clock: u64,
 }
 
 fn read(name: &str) -> Vec<u8> {
@@ -81,6 +87,9 @@ impl FakeTpm {
             stale_nonce: None,
             lie_about: None,
             unreachable: false,
+            reset_count: 2,
+            restart_count: 0,
+            clock: 1000,
         }
     }
 
@@ -101,6 +110,26 @@ impl FakeTpm {
 
     fn name(&self) -> Vec<u8> {
         Public::parse(&self.ak_public).unwrap().name()
+    }
+
+    /// What the verifier recorded when this TPM's pod registered.
+    fn registration(&self) -> Registration {
+        Registration {
+            id: "reg-web".into(),
+            pod: "web".into(),
+            ak_name: hex::encode(self.name()),
+            ek_cert_sha256: Sha256Digest::of(&self.ek_cert),
+            epoch: Epoch {
+                reset_count: self.reset_count,
+                restart_count: self.restart_count,
+                clock: self.clock,
+            },
+            last_clock: self.clock,
+            tpm: TpmLocation {
+                pid: 1,
+                socket_dir: "/nonexistent".into(),
+            },
+        }
     }
 
     fn up(&self) -> Result<(), FakeError> {
@@ -180,9 +209,9 @@ impl AttestationTpm for FakeTpm {
         let q = Quote {
             qualified_signer: self.name(),
             extra_data: self.stale_nonce.clone().unwrap_or_else(|| nonce.to_vec()),
-            clock: 1000,
-            reset_count: 2,
-            restart_count: 0,
+            clock: self.clock,
+            reset_count: self.reset_count,
+            restart_count: self.restart_count,
             safe: true,
             firmware_version: 1,
             selection: vec![PcrSelection {
@@ -300,11 +329,23 @@ struct Run<'a> {
     segment: &'a [u8],
 }
 
+/// Runs the exchange with the registration the fake TPM had at its creation.
 fn run(
     tpm: &mut FakeTpm,
     log: &[u8],
     blobs: &AkBlobs,
     r: &Run<'_>,
+) -> Result<Attested, jek_attest::ProtocolError<FakeError>> {
+    let reg = FakeTpm::new().registration();
+    run_registered(tpm, log, blobs, r, Some(&reg))
+}
+
+fn run_registered(
+    tpm: &mut FakeTpm,
+    log: &[u8],
+    blobs: &AkBlobs,
+    r: &Run<'_>,
+    registration: Option<&Registration>,
 ) -> Result<Attested, jek_attest::ProtocolError<FakeError>> {
     let verifier = Verifier {
         bundle: r.bundle,
@@ -319,15 +360,17 @@ fn run(
         ek_chain_pem: &chain,
         event_log: log,
         pod_segment: r.segment,
+        registration,
     };
     attest(tpm, &pod, &verifier, &mut rand_core::OsRng)
 }
 
-/// The claims that are not affirming.
+/// The claims that are contraindicated (a claim that could not be appraised because
+/// another failed first is `none`, not counted here).
 fn failing(a: &Attested) -> BTreeSet<Claim> {
     Claim::ALL
         .into_iter()
-        .filter(|c| a.appraisal.status(*c) != Status::Affirming)
+        .filter(|c| a.appraisal.status(*c) == Status::Contraindicated)
         .collect()
 }
 
@@ -343,19 +386,28 @@ fn a_clean_boot_is_affirming_on_every_claim_with_an_activated_identity() {
         segment: &r.segment,
     };
     let a = run(&mut tpm, &log, &blobs, &run_args).unwrap();
-    assert_eq!(failing(&a), BTreeSet::new(), "{:?}", a.appraisal.claims);
+    for c in Claim::ALL {
+        assert_eq!(
+            a.appraisal.status(c),
+            Status::Affirming,
+            "{c}: {:?}",
+            a.appraisal.claims
+        );
+    }
     assert_eq!(a.identity.ak_name(), Some(tpm.name().as_slice()));
     assert!(a.identity.ek_subject().unwrap().contains("jek test EK"));
     let sub = a.ear.submod("web").unwrap();
     assert_eq!(sub.status, Status::Affirming);
     assert_eq!(sub.bundle.as_ref().unwrap().security_version, 3);
     assert_eq!(a.ear.eat_profile, jek_attest::ear::EAR_PROFILE);
-    // The result is a serde type: it reads back as what was written.
-    let text = serde_json::to_string(&a.ear).unwrap();
-    assert_eq!(
-        serde_json::from_str::<jek_attest::Ear>(&text).unwrap(),
-        a.ear
-    );
+    // The result is a serde type: it reads back as what was written (timings aside, as
+    // floats do not round-trip through JSON text exactly).
+    let mut ear = a.ear.clone();
+    if let Some(s) = ear.submods.get_mut("web") {
+        s.timings_ms = None;
+    }
+    let text = serde_json::to_string(&ear).unwrap();
+    assert_eq!(serde_json::from_str::<jek_attest::Ear>(&text).unwrap(), ear);
     assert!(
         text.contains("\"tpm-identity\":{\"status\":\"affirming\"}"),
         "{text}"
@@ -501,4 +553,53 @@ fn a_rejected_bundle_fails_signer_or_security_version_and_another_pod_config_fai
     };
     let a = run(&mut booted(&r.events).0, &log, &blobs, &other).unwrap();
     assert_eq!(failing(&a), BTreeSet::from([Claim::PodConfig]));
+}
+
+#[test]
+fn a_reset_or_restarted_tpm_replaying_the_boot_fails_the_epoch_and_so_does_an_unknown_pod() {
+    let r = reference();
+    let trusted = ca("ca.pem");
+    let run_args = Run {
+        bundle: Ok(&r.bundle),
+        ca: &trusted,
+        segment: &r.segment,
+    };
+    // The attack: power-cycle the TPM, start it up, extend exactly the values `jek predict`
+    // gives and quote with the verifier's nonce under the pod's own AK. Every PCR and the
+    // log are right; only the epoch gives it away.
+    for (reset, restart, clock) in [(3, 0, 5000), (2, 1, 5000), (2, 0, 10)] {
+        let (mut tpm, log) = booted(&r.events);
+        tpm.reset_count = reset;
+        tpm.restart_count = restart;
+        tpm.clock = clock;
+        let blobs = tpm.blobs();
+        let a = run(&mut tpm, &log, &blobs, &run_args).unwrap();
+        assert_eq!(
+            failing(&a),
+            BTreeSet::from([Claim::BootEpoch]),
+            "reset {reset} restart {restart} clock {clock}"
+        );
+    }
+    let (mut tpm, log) = booted(&r.events);
+    let blobs = tpm.blobs();
+    let a = run_registered(&mut tpm, &log, &blobs, &run_args, None).unwrap();
+    assert_eq!(failing(&a), BTreeSet::from([Claim::BootEpoch]));
+    assert!(a.appraisal.claims[&Claim::BootEpoch][0]
+        .reason
+        .contains("not registered"));
+
+    // A registration for another AK, or another EK: the pod is bound to its own TPM.
+    let mut other_ak = tpm.registration();
+    other_ak.ak_name = "000b00".into();
+    let a = run_registered(&mut tpm, &log, &blobs, &run_args, Some(&other_ak)).unwrap();
+    assert_eq!(failing(&a), BTreeSet::from([Claim::TpmIdentity]));
+    let mut other_ek = tpm.registration();
+    other_ek.ek_cert_sha256 = Sha256Digest::of(b"another TPM's EK certificate");
+    let a = run_registered(&mut tpm, &log, &blobs, &run_args, Some(&other_ek)).unwrap();
+    assert_eq!(failing(&a), BTreeSet::from([Claim::TpmIdentity]));
+    assert!(a
+        .identity
+        .unproven_reason()
+        .unwrap()
+        .contains("not the one registered"));
 }

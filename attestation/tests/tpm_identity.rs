@@ -24,7 +24,7 @@ struct Pod {
 fn pod(ca: &LocalCa, dir: &std::path::Path) -> Pod {
     ca.manufacture(dir).unwrap();
     let swtpm = Swtpm::start(dir).unwrap();
-    let tpm = Tpm::connect(&swtpm.tcti()).unwrap();
+    let tpm = swtpm.connect().unwrap();
     Pod { _swtpm: swtpm, tpm }
 }
 

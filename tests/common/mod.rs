@@ -304,10 +304,12 @@ pub fn pod_yaml(name: &str) -> String {
 
 /// The swtpm a run record (`pod.json`) says was kept, if any.
 pub fn kept_swtpm(record: &serde_json::Value) -> Option<jek_tpm::swtpm::KeptSwtpm> {
-    let kept = &record["tpm"]["kept"];
-    Some(jek_tpm::swtpm::KeptSwtpm {
-        pid: u32::try_from(kept["pid"].as_u64()?).ok()?,
-        port: u16::try_from(kept["port"].as_u64()?).ok()?,
-        state_dir: PathBuf::from(kept["stateDir"].as_str()?),
-    })
+    let record: jek_loader::RunRecord = serde_json::from_value(record.clone()).ok()?;
+    record.tpm.kept.map(|k| k.swtpm())
+}
+
+/// A connection to the kept swtpm of a run record, as its owner.
+pub fn connect_kept(record: &serde_json::Value) -> jek_tpm::Tpm {
+    let kept = kept_swtpm(record).expect("the run record names a kept TPM");
+    jek_tpm::Tpm::connect_swtpm(&kept.sockets).unwrap()
 }

@@ -32,6 +32,15 @@ pub enum TpmError {
         #[source]
         source: tss_esapi::Error,
     },
+    /// The loopback bridge to a swtpm's sockets cannot be opened.
+    #[error("cannot open the bridge to the swtpm at {dir}")]
+    Bridge {
+        /// The swtpm's socket directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A PCR index outside 0..=23.
     #[error("PCR {0} does not exist (0..=23)")]
     NoSuchPcr(u32),
@@ -65,8 +74,10 @@ pub enum TpmError {
 
 /// An open TPM connection.
 pub struct Tpm {
+    // Declared before the bridge: the context is dropped (and disconnects) first.
     ctx: Context,
     tcti: String,
+    _bridge: Option<crate::bridge::Bridge>,
 }
 
 impl std::fmt::Debug for Tpm {
@@ -104,7 +115,29 @@ impl Tpm {
         Ok(Tpm {
             ctx,
             tcti: tcti.to_string(),
+            _bridge: None,
         })
+    }
+
+    /// Connects to a swtpm that listens on private Unix sockets, through a loopback bridge
+    /// only this process can use (see [`crate::bridge`]).
+    pub fn connect_swtpm(sockets: &crate::swtpm::Sockets) -> Result<Self, TpmError> {
+        let bridge =
+            crate::bridge::Bridge::start(&sockets.data(), &sockets.ctrl()).map_err(|source| {
+                TpmError::Bridge {
+                    dir: sockets.dir.clone(),
+                    source,
+                }
+            })?;
+        let mut tpm = Self::connect(&crate::swtpm::tcti_for(bridge.port()))?;
+        tpm.tcti = format!("swtpm:dir={}", sockets.dir.display());
+        tpm._bridge = Some(bridge);
+        Ok(tpm)
+    }
+
+    /// The loopback port of this connection's bridge, for a swtpm on Unix sockets.
+    pub fn bridge_port(&self) -> Option<u16> {
+        self._bridge.as_ref().map(crate::bridge::Bridge::port)
     }
 
     /// The TCTI this connection uses.

@@ -4,8 +4,9 @@
 //! crate puts them into a real TPM and proves that it did:
 //!
 //! - [`swtpm`]: one software TPM per pod, a child process with its state in the pod's run
-//!   directory and its own TCP port pair on 127.0.0.1 (the only transport tss-esapi 7.x
-//!   reaches reliably, see `shared/FACTS.md`).
+//!   directory, serving Unix sockets in a private 0700 directory: no other user can reach it.
+//! - [`bridge`]: the loopback port pair tss-esapi 7.x needs (its only working transport to
+//!   a swtpm, see `shared/FACTS.md`), forwarded to the sockets for this process only.
 //! - [`client`]: a tss-esapi context with the few commands the loader needs (extend, read).
 //! - [`identity`]: the pod TPM's EK certificate (local CA), attestation key, credential
 //!   activation and quotes.
@@ -14,6 +15,7 @@
 //!   the replay of the event log it returns. Any failure stops the boot and names the PCR.
 #![forbid(unsafe_code)]
 
+pub mod bridge;
 pub mod client;
 pub mod identity;
 pub mod swtpm;

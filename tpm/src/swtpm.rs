@@ -1,9 +1,12 @@
-//! One swtpm per pod: a child process with its state in the pod's run directory, listening
-//! on its own TCP port pair on 127.0.0.1 (data on `port`, control on `port + 1`).
+//! One swtpm per pod: a child process with its state in the pod's run directory, serving
+//! its data and control channels on Unix sockets (mode 0600) in a private directory (mode
+//! 0700, created with `mkdtemp`), so that no other user of the host can reach it. This
+//! process talks to it through a [`Bridge`](crate::bridge::Bridge) that only it can use.
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,8 +17,6 @@ pub const DEFAULT_PROGRAM: &str = "swtpm";
 
 /// How long a new swtpm may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How many port pairs to try when another process takes ours between probe and bind.
-const PORT_ATTEMPTS: usize = 16;
 
 /// Why a swtpm could not be started or controlled.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +42,9 @@ pub enum SwtpmError {
         #[source]
         source: std::io::Error,
     },
-    /// No free TCP port pair on 127.0.0.1.
-    #[error("no free TCP port pair on 127.0.0.1 for the swtpm")]
-    NoPorts(#[source] std::io::Error),
+    /// The private socket directory cannot be created.
+    #[error("cannot create a private socket directory for the swtpm")]
+    SocketDir(#[source] std::io::Error),
     /// The swtpm exited during start-up.
     #[error("swtpm exited during start-up ({status}); its log {log} ends with: {tail}")]
     Exited {
@@ -55,34 +56,76 @@ pub enum SwtpmError {
         tail: String,
     },
     /// The swtpm did not accept connections in time.
-    #[error("swtpm (pid {pid}) did not accept connections on 127.0.0.1:{port} within {secs} s")]
+    #[error("swtpm (pid {pid}) did not accept connections on {socket} within {secs} s")]
     NotReady {
         /// Process id.
         pid: u32,
-        /// Data port.
-        port: u16,
+        /// Its control socket.
+        socket: PathBuf,
         /// Seconds waited.
         secs: u64,
     },
     /// A control-channel command failed.
-    #[error("swtpm control command {command} on 127.0.0.1:{port} failed")]
+    #[error(
+        "swtpm control command {command} on {socket} failed (is the pod's TPM still running?)"
+    )]
     Control {
         /// Command code.
         command: u32,
-        /// Control port.
-        port: u16,
+        /// The control socket.
+        socket: PathBuf,
         /// Why.
         #[source]
         source: std::io::Error,
     },
 }
 
-/// A running swtpm. Dropping it stops the process unless [`Swtpm::keep`] was called.
+/// Where a swtpm listens: a private directory holding its data and control sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sockets {
+    /// The directory (mode 0700).
+    pub dir: PathBuf,
+}
+
+impl Sockets {
+    /// The TPM command channel.
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data.sock")
+    }
+
+    /// The control channel (swtpm_ioctls(3) over a socket).
+    pub fn ctrl(&self) -> PathBuf {
+        self.dir.join("ctrl.sock")
+    }
+
+    /// A connection to the control channel, with a response timeout.
+    pub fn connect_ctrl(&self) -> std::io::Result<UnixStream> {
+        let s = UnixStream::connect(self.ctrl())?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.set_write_timeout(Some(Duration::from_secs(5)))?;
+        Ok(s)
+    }
+
+    /// A private directory under the system's temporary directory: created with `mkdtemp`
+    /// (so its name cannot be predicted or pre-planted) with mode 0700. Unix socket paths
+    /// are limited to 108 bytes, which a run directory deep in a tree can exceed.
+    fn create() -> std::io::Result<Sockets> {
+        let dir = tempfile::Builder::new()
+            .prefix("jek-tpm-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()?
+            .keep();
+        Ok(Sockets { dir })
+    }
+}
+
+/// A running swtpm. Dropping it stops the process and removes its sockets unless
+/// [`Swtpm::keep`] was called.
 #[derive(Debug)]
 pub struct Swtpm {
     child: Option<Child>,
     pid: u32,
-    port: u16,
+    sockets: Sockets,
     state_dir: PathBuf,
 }
 
@@ -91,26 +134,10 @@ pub struct Swtpm {
 pub struct KeptSwtpm {
     /// Process id.
     pub pid: u32,
-    /// Data port; the control port is `port + 1`.
-    pub port: u16,
+    /// Its sockets.
+    pub sockets: Sockets,
     /// State directory.
     pub state_dir: PathBuf,
-}
-
-fn free_port_pair() -> std::io::Result<u16> {
-    let mut last = None;
-    for _ in 0..PORT_ATTEMPTS {
-        let a = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-        let port = a.local_addr()?.port();
-        let Some(next) = port.checked_add(1) else {
-            continue;
-        };
-        match TcpListener::bind((Ipv4Addr::LOCALHOST, next)) {
-            Ok(_) => return Ok(port),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| std::io::Error::other("every probed port was the last one")))
 }
 
 fn tail_of(path: &Path) -> String {
@@ -125,14 +152,15 @@ fn tail_of(path: &Path) -> String {
 }
 
 impl Swtpm {
-    /// Starts a TPM 2.0 swtpm with its state in `state_dir` on a free port pair, already
+    /// Starts a TPM 2.0 swtpm with its state in `state_dir` on private sockets, already
     /// initialised and started up (`TPM2_Startup(SU_CLEAR)`), and waits until it accepts
     /// connections. Its log is `state_dir/swtpm.log`.
     pub fn start(state_dir: &Path) -> Result<Self, SwtpmError> {
         Self::start_program(Path::new(DEFAULT_PROGRAM), state_dir)
     }
 
-    /// [`Swtpm::start`] with an explicit swtpm program.
+    /// [`Swtpm::start`] with an explicit swtpm program. `state_dir` is created with mode
+    /// 0700.
     pub fn start_program(program: &Path, state_dir: &Path) -> Result<Self, SwtpmError> {
         let program = program.to_path_buf();
         let dir_err = |source| SwtpmError::StateDir {
@@ -140,56 +168,44 @@ impl Swtpm {
             source,
         };
         std::fs::create_dir_all(state_dir).map_err(dir_err)?;
+        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(dir_err)?;
+        let sockets = Sockets::create().map_err(SwtpmError::SocketDir)?;
         let log = state_dir.join("swtpm.log");
-        let mut last_exit = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let port = free_port_pair().map_err(SwtpmError::NoPorts)?;
-            let log_file = File::create(&log).map_err(dir_err)?;
-            let mut cmd = Command::new(&program);
-            cmd.arg("socket")
-                .arg("--tpm2")
-                .arg("--server")
-                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-                .arg("--ctrl")
-                .arg(format!(
-                    "type=tcp,port={},bindaddr=127.0.0.1",
-                    u32::from(port) + 1
-                ))
-                .arg("--tpmstate")
-                .arg(format!("dir={}", state_dir.display()))
-                .arg("--flags")
-                .arg("not-need-init,startup-clear")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log_file))
-                // Its own process group: a Ctrl-C meant for jek does not kill a TPM that is
-                // kept for attestation; jek stops it itself otherwise.
-                .process_group(0);
-            let child = cmd.spawn().map_err(|source| SwtpmError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
-            let mut tpm = Swtpm {
-                pid: child.id(),
-                child: Some(child),
-                port,
-                state_dir: state_dir.to_path_buf(),
-            };
-            match tpm.wait_ready(&log) {
-                Ok(()) => {
-                    tracing::debug!(pid = tpm.pid, port, dir = %state_dir.display(), "swtpm ready");
-                    return Ok(tpm);
-                }
-                // Someone took the port between our probe and swtpm's bind: try another pair.
-                Err(SwtpmError::Exited { tail, .. }) if tail.contains("Address already in use") => {
-                    last_exit = Some(tail);
-                }
-                Err(e) => return Err(e),
+        let log_file = File::create(&log).map_err(dir_err)?;
+        let mut cmd = Command::new(&program);
+        cmd.arg("socket")
+            .arg("--tpm2")
+            .arg("--server")
+            .arg(unixio(&sockets.data()))
+            .arg("--ctrl")
+            .arg(unixio(&sockets.ctrl()))
+            .arg("--tpmstate")
+            .arg(format!("dir={}", state_dir.display()))
+            .arg("--flags")
+            .arg("not-need-init,startup-clear")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file))
+            // Its own process group: a Ctrl-C meant for jek does not kill a TPM that is
+            // kept for attestation; jek stops it itself otherwise.
+            .process_group(0);
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(source) => {
+                let _ = std::fs::remove_dir_all(&sockets.dir);
+                return Err(SwtpmError::Spawn { program, source });
             }
-        }
-        Err(SwtpmError::NoPorts(std::io::Error::other(
-            last_exit.unwrap_or_default(),
-        )))
+        };
+        let mut tpm = Swtpm {
+            pid: child.id(),
+            child: Some(child),
+            sockets,
+            state_dir: state_dir.to_path_buf(),
+        };
+        tpm.wait_ready(&log)?;
+        tracing::debug!(pid = tpm.pid, sockets = %tpm.sockets.dir.display(), "swtpm ready");
+        Ok(tpm)
     }
 
     fn wait_ready(&mut self, log: &Path) -> Result<(), SwtpmError> {
@@ -205,14 +221,13 @@ impl Swtpm {
                     });
                 }
             }
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.ctrl_port()));
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            if UnixStream::connect(self.sockets.data()).is_ok() {
                 return Ok(());
             }
             if start.elapsed() > READY_TIMEOUT {
                 return Err(SwtpmError::NotReady {
                     pid: self.pid,
-                    port: self.port,
+                    socket: self.sockets.data(),
                     secs: READY_TIMEOUT.as_secs(),
                 });
             }
@@ -225,14 +240,9 @@ impl Swtpm {
         self.pid
     }
 
-    /// TPM command port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Control channel port.
-    pub fn ctrl_port(&self) -> u16 {
-        self.port.saturating_add(1)
+    /// Its sockets.
+    pub fn sockets(&self) -> &Sockets {
+        &self.sockets
     }
 
     /// State directory.
@@ -240,9 +250,9 @@ impl Swtpm {
         &self.state_dir
     }
 
-    /// The TCTI string for tss-esapi and tpm2-tools.
-    pub fn tcti(&self) -> String {
-        tcti_for(self.port)
+    /// A TPM connection from this process.
+    pub fn connect(&self) -> Result<crate::Tpm, crate::TpmError> {
+        crate::Tpm::connect_swtpm(&self.sockets)
     }
 
     /// Leaves the swtpm running after this handle is gone (for attestation); returns where
@@ -251,7 +261,7 @@ impl Swtpm {
         self.child = None;
         KeptSwtpm {
             pid: self.pid,
-            port: self.port,
+            sockets: self.sockets.clone(),
             state_dir: self.state_dir.clone(),
         }
     }
@@ -259,8 +269,9 @@ impl Swtpm {
     /// Stops the swtpm: an orderly CMD_SHUTDOWN on its control channel, then waits; kills it
     /// if it does not exit within a second.
     pub fn stop(mut self) -> Result<(), SwtpmError> {
-        let result = shutdown(self.ctrl_port());
+        let result = shutdown(&self.sockets);
         self.reap();
+        let _ = std::fs::remove_dir_all(&self.sockets.dir);
         result
     }
 
@@ -284,8 +295,14 @@ impl Drop for Swtpm {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&self.sockets.dir);
         }
     }
+}
+
+/// swtpm's option for a Unix socket only its owner may connect to.
+fn unixio(path: &Path) -> String {
+    format!("type=unixio,path={},mode=0600", path.display())
 }
 
 /// The tss-esapi TCTI string of a swtpm on 127.0.0.1:`port` (control on `port + 1`).
@@ -341,7 +358,7 @@ pub mod ctrl {
 
 /// Sends one control command over `stream` and reads its fixed-size response.
 pub fn ctrl_command(
-    stream: &mut TcpStream,
+    stream: &mut (impl Read + Write),
     command: u32,
     request: &[u8],
 ) -> std::io::Result<Vec<u8>> {
@@ -359,23 +376,23 @@ pub fn ctrl_command(
     Ok(resp)
 }
 
-fn shutdown(ctrl_port: u16) -> Result<(), SwtpmError> {
+fn shutdown(sockets: &Sockets) -> Result<(), SwtpmError> {
     let err = |source| SwtpmError::Control {
         command: ctrl::SHUTDOWN,
-        port: ctrl_port,
+        socket: sockets.ctrl(),
         source,
     };
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ctrl_port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(err)?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(err)?;
+    let mut s = sockets.connect_ctrl().map_err(err)?;
     ctrl_command(&mut s, ctrl::SHUTDOWN, &[]).map_err(err)?;
     Ok(())
 }
 
-/// Stops a swtpm that was kept (by pid and control port): CMD_SHUTDOWN.
+/// Stops a swtpm that was kept: CMD_SHUTDOWN on its control socket, then its socket
+/// directory is removed.
 pub fn stop_kept(kept: &KeptSwtpm) -> Result<(), SwtpmError> {
-    shutdown(kept.port.saturating_add(1))
+    let result = shutdown(&kept.sockets);
+    let _ = std::fs::remove_dir_all(&kept.sockets.dir);
+    result
 }
 
 #[cfg(test)]
@@ -388,12 +405,5 @@ mod tests {
         assert_eq!(ctrl::response_len(ctrl::GET_CAPABILITY), Some(8));
         assert_eq!(ctrl::response_len(ctrl::SET_BUFFERSIZE), Some(16));
         assert_eq!(ctrl::response_len(ctrl::GET_STATEBLOB), None);
-    }
-
-    #[test]
-    fn port_pairs_are_free() {
-        let p = free_port_pair().unwrap();
-        TcpListener::bind((Ipv4Addr::LOCALHOST, p)).unwrap();
-        TcpListener::bind((Ipv4Addr::LOCALHOST, p + 1)).unwrap();
     }
 }

@@ -3,7 +3,9 @@
 
 use jek_measure::eventlog::EV_EVENT_TAG;
 use jek_measure::{Event, Measured, PlannedEvent};
-use jek_tpm::{measure, MeasureError, Swtpm, Tpm};
+use std::os::unix::fs::PermissionsExt;
+
+use jek_tpm::{measure, MeasureError, Swtpm};
 use jek_verifier::Sha256Digest;
 
 fn event(pcr: u32, text: &str) -> PlannedEvent {
@@ -22,7 +24,7 @@ fn event(pcr: u32, text: &str) -> PlannedEvent {
 fn measure_extends_and_log_replays_to_tpm() {
     let dir = tempfile::tempdir().unwrap();
     let swtpm = Swtpm::start(dir.path()).unwrap();
-    let mut tpm = Tpm::connect(&swtpm.tcti()).unwrap();
+    let mut tpm = swtpm.connect().unwrap();
     let events = [event(9, "a"), event(12, "b"), event(9, "c")];
     let log = measure(&mut tpm, &events).unwrap();
     assert_eq!(log.events.len(), 3);
@@ -46,9 +48,9 @@ fn two_tpms_do_not_share_pcrs() {
         Swtpm::start(a.path()).unwrap(),
         Swtpm::start(b.path()).unwrap(),
     );
-    assert_ne!(ta.port(), tb.port());
-    let mut ca = Tpm::connect(&ta.tcti()).unwrap();
-    let mut cb = Tpm::connect(&tb.tcti()).unwrap();
+    assert_ne!(ta.sockets(), tb.sockets());
+    let mut ca = ta.connect().unwrap();
+    let mut cb = tb.connect().unwrap();
     measure(&mut ca, &[event(12, "pod a")]).unwrap();
     measure(&mut cb, &[event(12, "pod b")]).unwrap();
     let (pa, pb) = (ca.read_pcrs(&[12]).unwrap(), cb.read_pcrs(&[12]).unwrap());
@@ -63,7 +65,7 @@ fn two_tpms_do_not_share_pcrs() {
 fn killed_swtpm_fails_measurement_naming_the_pcr() {
     let dir = tempfile::tempdir().unwrap();
     let swtpm = Swtpm::start(dir.path()).unwrap();
-    let mut tpm = Tpm::connect(&swtpm.tcti()).unwrap();
+    let mut tpm = swtpm.connect().unwrap();
     // Reachable for the freshness read, gone for the extend.
     tpm.read_pcrs(&[4]).unwrap();
     swtpm.stop().unwrap();
@@ -77,4 +79,125 @@ fn missing_swtpm_program_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let err = Swtpm::start_program("/nonexistent/swtpm".as_ref(), dir.path()).unwrap_err();
     assert!(format!("{err}").contains("install swtpm"), "{err}");
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// The inodes of the TCP sockets listening on this host (`/proc/net/tcp`, state 0A).
+fn listening_inodes() -> Vec<String> {
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(3) == Some(&"0A")).then(|| f[9].to_string())
+        })
+        .collect()
+}
+
+/// The socket inodes a process holds.
+fn socket_inodes(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect()
+}
+
+/// What another user of the host tried against a pod's TPM (issue: a user `nobody`
+/// power-cycled it over its control port, replayed predicted values and quoted; read its
+/// state blob). Each attempt runs as `nobody` and must be refused by the kernel.
+const AS_NOBODY: &str = r#"
+import socket, struct, sys, os
+ctrl, data, state, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+refused = []
+for path, msg in ((ctrl, struct.pack(">II", 2, 0)), (data, bytes.fromhex("80010000000c00000144 0000".replace(" ", "")))):
+    try:
+        s = socket.socket(socket.AF_UNIX); s.connect(path); s.sendall(msg)
+        print("REACHED", path); sys.exit(1)
+    except PermissionError:
+        refused.append(path)
+try:
+    os.listdir(state); print("READ STATE"); sys.exit(1)
+except PermissionError:
+    refused.append(state)
+# The loopback bridge of the process that holds a connection: accepted, then closed unread.
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(bytes.fromhex("80010000000c000001440000"))
+s.settimeout(5)
+if s.recv(10):
+    print("ANSWERED ON THE BRIDGE"); sys.exit(1)
+print("refused", len(refused))
+"#;
+
+#[test]
+fn another_user_cannot_reach_the_tpm_its_sockets_or_its_state() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test switches to the user nobody with setpriv: run it as root"
+    );
+    let parent = tempfile::tempdir().unwrap();
+    // The parent of a run directory is traversable by anyone, as jek-run/ usually is.
+    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = parent.path().join("tpm");
+    let swtpm = Swtpm::start(&state).unwrap();
+    let sockets = swtpm.sockets().clone();
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&sockets.dir), 0o700);
+    assert_eq!(
+        mode(&sockets.ctrl()) & 0o077,
+        0,
+        "ctrl.sock is the owner's only"
+    );
+    assert_eq!(
+        mode(&sockets.data()) & 0o077,
+        0,
+        "data.sock is the owner's only"
+    );
+    // The swtpm listens on no TCP port at all.
+    let listening = listening_inodes();
+    assert!(
+        socket_inodes(swtpm.pid())
+            .iter()
+            .all(|i| !listening.contains(i)),
+        "the swtpm holds a listening TCP socket"
+    );
+    // While this process talks to the TPM, its bridge is the only TCP door, and only for it.
+    let mut tpm = swtpm.connect().unwrap();
+    let port: u16 = tpm
+        .bridge_port()
+        .expect("a swtpm connection goes through the bridge");
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+        ])
+        .arg(AS_NOBODY)
+        .arg(sockets.ctrl())
+        .arg(sockets.data())
+        .arg(&state)
+        .arg(port.to_string())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("refused 3"), "{text}");
+    // The owner's connection still works, and the TPM was not reset.
+    tpm.read_pcrs(&[4]).unwrap();
+    drop(tpm);
+    swtpm.stop().unwrap();
+    assert!(
+        !sockets.dir.exists(),
+        "the socket directory is removed with the TPM"
+    );
 }

@@ -11,6 +11,7 @@ use jek_tpm::Tpm;
 use serde::Serialize;
 
 use crate::record::{RecordError, RunRecord};
+use crate::registry::Registry;
 use crate::run_dir::RunDir;
 
 /// The largest AK blob, EK chain or event log read from a run directory.
@@ -28,12 +29,23 @@ pub enum AttestError {
         #[source]
         source: RecordError,
     },
-    /// The pod was booted without `--keep-tpm`.
-    #[error("the pod of {dir} did not keep its TPM: boot it with --keep-tpm")]
+    /// The pod was booted without `--keep-tpm`, so it was never registered.
+    #[error("the pod of {dir} is not registered for attestation: boot it with --keep-tpm")]
     NotKept {
         /// The run directory.
         dir: PathBuf,
     },
+    /// The registration the run record names is not in the verifier's store.
+    #[error("the pod of {dir} names registration {id}, which this verifier's store does not hold")]
+    NotRegistered {
+        /// The run directory.
+        dir: PathBuf,
+        /// The registration it names.
+        id: String,
+    },
+    /// The store cannot be read or updated.
+    #[error("registration store")]
+    Registry(#[source] crate::registry::RegistryError),
     /// An AK or TPM file in the run directory cannot be read.
     #[error("cannot read the pod's {what}")]
     Read {
@@ -50,23 +62,23 @@ pub enum AttestError {
         path: PathBuf,
     },
     /// The pod's TPM cannot be reached.
-    #[error("the pod's TPM (pid {pid}, port {port}) cannot be reached")]
+    #[error("the pod's TPM (swtpm pid {pid}, sockets in {sockets}) cannot be reached; is it still running?")]
     Connect {
         /// The swtpm's pid.
         pid: u32,
-        /// Its port.
-        port: u16,
+        /// Its socket directory.
+        sockets: PathBuf,
         /// Why.
         #[source]
         source: jek_tpm::TpmError,
     },
     /// The exchange with the TPM failed.
-    #[error("the pod's TPM (pid {pid}, port {port}) failed")]
+    #[error("the pod's TPM (swtpm pid {pid}, sockets in {sockets}) failed")]
     Protocol {
         /// The swtpm's pid.
         pid: u32,
-        /// Its port.
-        port: u16,
+        /// Its socket directory.
+        sockets: PathBuf,
         /// Why.
         #[source]
         source: jek_attest::ProtocolError<jek_tpm::identity::IdentityError>,
@@ -107,9 +119,16 @@ pub fn find_run_dirs(args: &[PathBuf]) -> Result<Vec<PathBuf>, PathBuf> {
 /// Attests the pod of one run directory through its kept TPM; `segment` gives the pod
 /// segment a pod of that name was meant to get. With `export`, the evidence is also
 /// written there, whole or not at all.
+///
+/// The run directory is the pod host's and is not trusted for the binding: which TPM to
+/// ask, which AK and EK it must prove, the TPM's epoch and the pod's name all come from the
+/// registration in the verifier's `registry`. The run directory only supplies the AK blobs
+/// and the event log, both checked cryptographically. After an appraisal, the highest
+/// clock seen is recorded, so a TPM whose clock goes back later is caught.
 pub fn attest_run_dir(
     dir: &Path,
     verifier: &Verifier<'_>,
+    registry: &Registry,
     segment: impl Fn(&str) -> Vec<u8>,
     export: Option<&Path>,
 ) -> Result<(String, Attested), AttestError> {
@@ -118,18 +137,21 @@ pub fn attest_run_dir(
         source,
     })?;
     let run = RunDir::new(dir);
-    let pod = record
-        .pod
-        .clone()
-        .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default();
-    let kept = record
+    let id = record
         .tpm
-        .kept
-        .as_ref()
+        .registration
+        .clone()
         .ok_or_else(|| AttestError::NotKept {
             dir: dir.to_path_buf(),
         })?;
+    let mut reg = registry
+        .get(&id)
+        .map_err(AttestError::Registry)?
+        .ok_or_else(|| AttestError::NotRegistered {
+            dir: dir.to_path_buf(),
+            id: id.clone(),
+        })?;
+    let pod = reg.pod.clone();
     let read = |what, path: PathBuf| {
         jek_fsio::read_regular(&path, MAX_TPM_FILE)
             .map_err(|source| AttestError::Read { what, source })
@@ -144,9 +166,15 @@ pub fn attest_run_dir(
         }
     })?;
     let event_log = read("event log", run.event_log())?;
-    let (pid, port) = (kept.pid, kept.port);
-    let mut tpm = Tpm::connect(&jek_tpm::swtpm::tcti_for(port))
-        .map_err(|source| AttestError::Connect { pid, port, source })?;
+    let (pid, sockets) = (reg.tpm.pid, reg.tpm.socket_dir.clone());
+    let mut tpm = Tpm::connect_swtpm(&jek_tpm::swtpm::Sockets {
+        dir: sockets.clone(),
+    })
+    .map_err(|source| AttestError::Connect {
+        pid,
+        sockets: sockets.clone(),
+        source,
+    })?;
     let seg = segment(&pod);
     let material = PodMaterial {
         name: &pod,
@@ -154,9 +182,20 @@ pub fn attest_run_dir(
         ek_chain_pem: &chain,
         event_log: &event_log,
         pod_segment: &seg,
+        registration: Some(&reg),
     };
     let attested = jek_attest::attest(&mut tpm, &material, verifier, &mut rand_core::OsRng)
-        .map_err(|source| AttestError::Protocol { pid, port, source })?;
+        .map_err(|source| AttestError::Protocol {
+            pid,
+            sockets,
+            source,
+        })?;
+    if attested.appraisal.status(jek_attest::Claim::BootEpoch) == Status::Affirming {
+        if let Ok(q) = jek_attest::tpm2::Quote::parse(&attested.evidence.attest) {
+            reg.last_clock = reg.last_clock.max(q.clock);
+            registry.put(&reg).map_err(AttestError::Registry)?;
+        }
+    }
     if let Some(out) = export {
         let files = to_files(&attested.evidence, &attested.ek, &pod, &attested.nonce)
             .map_err(AttestError::Evidence)?;

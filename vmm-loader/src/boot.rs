@@ -50,8 +50,9 @@ pub enum TpmSource {
         /// Leave it running when the pod is gone.
         keep: bool,
         /// Give the TPM an identity for attestation: manufacture it with an EK certificate
-        /// from this local CA directory and create an attestation key under the EK.
-        identity: Option<PathBuf>,
+        /// from this local CA directory, create an attestation key under the EK, and
+        /// register the pod (AK, EK, epoch) in this verifier store.
+        identity: Option<(PathBuf, PathBuf)>,
     },
     /// Use an existing TPM through this TCTI (it must be fresh: PCRs at their reset value).
     Tcti(String),
@@ -104,6 +105,12 @@ pub enum BootError {
     /// The pod's TPM could not be given an identity (EK certificate, attestation key).
     #[error("cannot give the pod's TPM an identity for attestation")]
     Identity(#[source] IdentityError),
+    /// The pod could not be registered with the verifier store.
+    #[error("cannot register the pod for attestation")]
+    Register(#[source] crate::registry::RegistryError),
+    /// The TPM's first quote (its epoch) does not parse.
+    #[error("the TPM's registration quote does not parse")]
+    Epoch(#[source] jek_attest::tpm2::Tpm2Error),
     /// The pod's swtpm could not be started.
     #[error("cannot start the pod's TPM")]
     Swtpm(#[source] SwtpmError),
@@ -134,6 +141,8 @@ impl BootError {
             BootError::Payload(_) | BootError::RunDir { .. } => Class::Invalid,
             BootError::Write(e) => e.class(),
             BootError::Identity(_)
+            | BootError::Register(_)
+            | BootError::Epoch(_)
             | BootError::Swtpm(_)
             | BootError::Tpm(_)
             | BootError::Measure(_)
@@ -201,6 +210,8 @@ pub struct BootReport {
     pub pod: Option<String>,
     /// Whether the TPM was given an identity (EK certificate, AK) for attestation.
     pub attestable: bool,
+    /// The pod's registration in the verifier store, when it was made attestable.
+    pub registration: Option<String>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -224,37 +235,49 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
     let t1 = Instant::now();
     let identity = match &opts.tpm {
         TpmSource::Spawn {
-            identity: Some(ca),
+            identity: Some((ca, registry)),
             setup_program,
             ..
         } => {
+            let registry =
+                crate::registry::Registry::open(registry).map_err(BootError::Register)?;
             let ca = LocalCa::with_setup_program(ca, setup_program);
             ca.manufacture(&run.tpm_state())
                 .map_err(BootError::Identity)?;
-            Some(ca)
+            Some((ca, registry))
         }
         _ => None,
     };
-    let (swtpm, tcti) = match &opts.tpm {
+    let swtpm = match &opts.tpm {
         TpmSource::Spawn { program, .. } => {
-            let s = Swtpm::start_program(program, &run.tpm_state()).map_err(BootError::Swtpm)?;
-            let tcti = s.tcti();
-            (Some(s), tcti)
+            Some(Swtpm::start_program(program, &run.tpm_state()).map_err(BootError::Swtpm)?)
         }
-        TpmSource::Tcti(t) => (None, t.clone()),
+        TpmSource::Tcti(_) => None,
     };
     let tpm_start = t1.elapsed();
 
     let t2 = Instant::now();
-    let log = {
+    let (log, tcti, registration) = {
         // The connection is closed before the VMM starts: swtpm serves one command
         // connection at a time, and the guest's TPM needs it.
-        let mut tpm = Tpm::connect(&tcti).map_err(BootError::Tpm)?;
-        let log = jek_tpm::measure(&mut tpm, &payload.events).map_err(BootError::Measure)?;
-        if let Some(ca) = &identity {
-            make_attestable(&mut tpm, ca, &run)?;
+        let mut tpm = match (&swtpm, &opts.tpm) {
+            (Some(s), _) => s.connect(),
+            (None, TpmSource::Tcti(t)) => Tpm::connect(t),
+            (None, TpmSource::Spawn { .. }) => Tpm::connect(""),
         }
-        log
+        .map_err(BootError::Tpm)?;
+        let log = jek_tpm::measure(&mut tpm, &payload.events).map_err(BootError::Measure)?;
+        let registration = match (&identity, &swtpm) {
+            (Some((ca, registry)), Some(s)) => {
+                let pod = opts
+                    .pod
+                    .as_ref()
+                    .map_or_else(|| bundle.manifest().name.clone(), |p| p.name.clone());
+                Some(make_attestable(&mut tpm, ca, &run, s, &pod, registry)?)
+            }
+            _ => None,
+        };
+        (log, tpm.tcti().to_string(), registration)
     };
     // measure() has checked that the TPM holds exactly this replay.
     let pcrs = log.replay();
@@ -276,7 +299,7 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
             &opts.qemu,
             opts.memory_mib,
             opts.vcpus,
-            swtpm.as_ref().map(Swtpm::port),
+            swtpm.as_ref().map(Swtpm::sockets),
             opts.quiet,
         )
         .map(|c| (c, None))
@@ -320,6 +343,7 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
         memory: vm.and_then(|v| v.memory),
         pod: opts.pod.as_ref().map(|p| p.name.clone()),
         attestable: identity.is_some(),
+        registration,
     };
     let record = crate::record::RunRecord::new(&report, bundle, opts.vmm);
     write_atomic(&run.record(), &record.to_json(), 0o600, Overwrite::Refuse)
@@ -328,8 +352,18 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
 }
 
 /// Creates the pod's attestation key and stores it, with the EK certificate's issuers, in
-/// the run directory.
-fn make_attestable(tpm: &mut Tpm, ca: &LocalCa, run: &RunDir) -> Result<(), BootError> {
+/// the run directory; then registers the pod: its AK's name, its EK certificate's digest
+/// and the TPM's epoch (read from a first quote) go into the verifier store. Returns the
+/// registration's identifier.
+fn make_attestable(
+    tpm: &mut Tpm,
+    ca: &LocalCa,
+    run: &RunDir,
+    swtpm: &Swtpm,
+    pod: &str,
+    registry: &crate::registry::Registry,
+) -> Result<String, BootError> {
+    use jek_attest::registration::{Epoch, Registration, TpmLocation};
     let ak = tpm.create_ak().map_err(BootError::Identity)?;
     let issuer = std::fs::read(ca.issuer_cert()).map_err(|source| BootError::RunDir {
         path: ca.issuer_cert(),
@@ -342,7 +376,33 @@ fn make_attestable(tpm: &mut Tpm, ca: &LocalCa, run: &RunDir) -> Result<(), Boot
     ] {
         write_atomic(&path, bytes, 0o600, Overwrite::Refuse).map_err(BootError::Write)?;
     }
-    Ok(())
+    let ek_cert = tpm.ek_certificate().map_err(BootError::Identity)?;
+    let handle = tpm.load_ak(&ak).map_err(BootError::Identity)?;
+    let mut nonce = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+    let (attest, _) = tpm
+        .quote(handle, &nonce, &jek_measure::plan::PCRS)
+        .map_err(BootError::Identity)?;
+    let quote = jek_attest::tpm2::Quote::parse(&attest).map_err(BootError::Epoch)?;
+    let name = jek_attest::tpm2::Public::parse(&ak.public)
+        .map_err(BootError::Epoch)?
+        .name();
+    let epoch = Epoch::of(&quote);
+    let reg = Registration {
+        id: crate::registry::new_id(),
+        pod: pod.to_string(),
+        ak_name: hex::encode(name),
+        ek_cert_sha256: jek_verifier::Sha256Digest::of(&ek_cert),
+        epoch,
+        last_clock: epoch.clock,
+        tpm: TpmLocation {
+            pid: swtpm.pid(),
+            socket_dir: swtpm.sockets().dir.clone(),
+        },
+    };
+    registry.put(&reg).map_err(BootError::Register)?;
+    tracing::info!(id = %reg.id, pod, "registered the pod's TPM");
+    Ok(reg.id)
 }
 
 fn run_kvm(

@@ -22,6 +22,7 @@ pub mod boot;
 pub mod console;
 pub mod qemu;
 pub mod record;
+pub mod registry;
 pub mod run_dir;
 pub mod tpm_proxy;
 

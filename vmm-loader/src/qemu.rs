@@ -140,15 +140,15 @@ pub fn command(
     cmd
 }
 
-/// Boots `payload` under QEMU and returns what the console showed. `tpm_port` is the
-/// pod's swtpm (measured already), attached as the guest's TPM through the proxy.
+/// Boots `payload` under QEMU and returns what the console showed. `tpm` is the pod's
+/// swtpm (measured already), attached as the guest's TPM through the proxy.
 pub fn run(
     payload: &Payload<'_>,
     run: &RunDir,
     opts: &QemuOptions,
     memory_mib: u32,
     vcpus: u8,
-    tpm_port: Option<u16>,
+    tpm: Option<&jek_tpm::swtpm::Sockets>,
     quiet: bool,
 ) -> Result<ConsoleOutcome, QemuError> {
     if !opts.firmware.is_file() {
@@ -160,11 +160,11 @@ pub fn run(
     };
     let kernel = memfd("kernel", payload.kernel)?;
     let initrd = memfd("initramfs", &payload.initramfs)?;
-    let proxy = match tpm_port {
-        Some(port) => {
+    let proxy = match tpm {
+        Some(sockets) => {
             let socket = run.tpm_ctrl_socket();
             Some(
-                CtrlProxy::start(&socket, port)
+                CtrlProxy::start(&socket, sockets)
                     .map_err(|source| QemuError::Proxy { socket, source })?,
             )
         }

@@ -83,6 +83,9 @@ pub struct TpmRecord {
     pub attestable: bool,
     /// The swtpm left running (`--keep-tpm`).
     pub kept: Option<KeptRecord>,
+    /// The pod's registration in the verifier store (`--keep-tpm`).
+    #[serde(default)]
+    pub registration: Option<String>,
 }
 
 /// A swtpm left running after the pod.
@@ -91,10 +94,23 @@ pub struct TpmRecord {
 pub struct KeptRecord {
     /// Its process id.
     pub pid: u32,
-    /// Its data port on 127.0.0.1 (control: `port + 1`).
-    pub port: u16,
+    /// Its private socket directory (`data.sock`, `ctrl.sock`; mode 0700).
+    pub socket_dir: PathBuf,
     /// Its state directory.
     pub state_dir: PathBuf,
+}
+
+impl KeptRecord {
+    /// The kept swtpm this record names.
+    pub fn swtpm(&self) -> jek_tpm::swtpm::KeptSwtpm {
+        jek_tpm::swtpm::KeptSwtpm {
+            pid: self.pid,
+            sockets: jek_tpm::swtpm::Sockets {
+                dir: self.socket_dir.clone(),
+            },
+            state_dir: self.state_dir.clone(),
+        }
+    }
 }
 
 /// Step durations in milliseconds.
@@ -173,9 +189,10 @@ impl RunRecord {
                 attestable: report.attestable,
                 kept: report.kept_tpm.as_ref().map(|k| KeptRecord {
                     pid: k.pid,
-                    port: k.port,
+                    socket_dir: k.sockets.dir.clone(),
                     state_dir: k.state_dir.clone(),
                 }),
+                registration: report.registration.clone(),
             },
             status: report.status,
             ready: report.console.ready.clone(),
@@ -241,13 +258,14 @@ mod tests {
             kernel: "bzimage".into(),
             pcrs: [(4, Sha256Digest::of(b"k"))].into_iter().collect(),
             tpm: TpmRecord {
-                tcti: "swtpm:host=127.0.0.1,port=2321".into(),
+                tcti: "swtpm:dir=/tmp/jek-tpm-x".into(),
                 attestable: true,
                 kept: Some(KeptRecord {
                     pid: 7,
-                    port: 2321,
+                    socket_dir: "/tmp/jek-tpm-x".into(),
                     state_dir: "/x".into(),
                 }),
+                registration: Some("00".repeat(16)),
             },
             status: 0,
             ready: None,

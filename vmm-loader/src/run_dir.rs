@@ -24,10 +24,13 @@ impl RunDir {
         }
     }
 
-    /// Creates the directory (and parents); an existing run directory must be empty of a
+    /// Creates the directory (and parents) with mode 0700: the TPM state, the AK blobs and
+    /// the console are the pod owner's alone. An existing run directory must be empty of a
     /// previous pod's record, so two pods never share a TPM state or log.
     pub fn create(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(&self.root)?;
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))?;
         if self.record().exists() || self.event_log().exists() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,

@@ -6,24 +6,25 @@
 //! made before the guest's first instruction. swtpm also cannot serve a TCP data channel
 //! (which tss-esapi needs for measuring) and accept a data fd at the same time.
 //!
-//! So jek stands in between. QEMU connects to this proxy's socket:
-//! - `CMD_SET_DATAFD`: the fd QEMU sends is pumped to the swtpm's TCP command port;
+//! So jek stands in between. QEMU connects to this proxy's socket (in the 0700 run
+//! directory):
+//! - `CMD_SET_DATAFD`: the fd QEMU sends is pumped to the swtpm's data socket;
 //! - `CMD_INIT`, `CMD_STOP`, `CMD_SHUTDOWN`: answered with success and not forwarded. The
 //!   TPM was initialised and started up before measuring and keeps its PCRs; it is jek,
 //!   not the VMM, that ends its life;
 //! - state-blob migration: refused (`TPM_FAIL`);
 //! - `CMD_SET_BUFFERSIZE`: forwarded as a query (the size cannot change on a running TPM);
-//! - everything else with a fixed-size answer: forwarded to the swtpm's TCP control port,
+//! - everything else with a fixed-size answer: forwarded to the swtpm's control socket,
 //!   with `PTM_CAP_SET_DATAFD` added to the capabilities.
 
 use std::io::{IoSliceMut, Write};
 use std::mem::MaybeUninit;
-use std::net::{Ipv4Addr, Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
-use jek_tpm::swtpm::{ctrl, ctrl_command};
+use jek_tpm::swtpm::{ctrl, ctrl_command, Sockets};
 use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 
 /// `TPM_FAIL`, the answer to commands the proxy refuses.
@@ -38,13 +39,14 @@ pub struct CtrlProxy {
 
 impl CtrlProxy {
     /// Listens on `socket` (a path QEMU's `-chardev socket,path=` connects to) and serves
-    /// one QEMU, forwarding to the swtpm on 127.0.0.1:`port` (control on `port + 1`).
-    pub fn start(socket: &Path, port: u16) -> std::io::Result<Self> {
+    /// one QEMU, forwarding to the swtpm's `sockets`.
+    pub fn start(socket: &Path, sockets: &Sockets) -> std::io::Result<Self> {
         let _ = std::fs::remove_file(socket);
         let listener = UnixListener::bind(socket)?;
+        let sockets = sockets.clone();
         let thread = std::thread::Builder::new()
             .name("tpm-ctrl-proxy".into())
-            .spawn(move || serve(&listener, port))?;
+            .spawn(move || serve(&listener, &sockets))?;
         Ok(CtrlProxy {
             socket: socket.to_path_buf(),
             thread: Some(thread),
@@ -73,9 +75,9 @@ impl CtrlProxy {
     }
 }
 
-fn serve(listener: &UnixListener, port: u16) -> std::io::Result<()> {
+fn serve(listener: &UnixListener, sockets: &Sockets) -> std::io::Result<()> {
     let (mut qemu, _) = listener.accept()?;
-    let mut swtpm_ctrl = TcpStream::connect((Ipv4Addr::LOCALHOST, port.saturating_add(1)))?;
+    let mut swtpm_ctrl = sockets.connect_ctrl()?;
     let mut pumps = Vec::new();
     let mut buf = vec![0u8; 8192];
     loop {
@@ -110,7 +112,7 @@ fn serve(listener: &UnixListener, port: u16) -> std::io::Result<()> {
             ctrl::SET_DATAFD => match fds.pop() {
                 Some(fd) => {
                     let vm_side = UnixStream::from(fd);
-                    let tpm_side = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+                    let tpm_side = UnixStream::connect(sockets.data())?;
                     pumps.push(pump_pair(vm_side, tpm_side)?);
                     0u32.to_be_bytes().to_vec()
                 }
@@ -138,7 +140,7 @@ fn serve(listener: &UnixListener, port: u16) -> std::io::Result<()> {
 }
 
 /// Copies bytes both ways between the VMM's end of the TPM command channel and the swtpm.
-fn pump_pair(vm: UnixStream, tpm: TcpStream) -> std::io::Result<JoinHandle<()>> {
+fn pump_pair(vm: UnixStream, tpm: UnixStream) -> std::io::Result<JoinHandle<()>> {
     let (mut vm_r, mut tpm_w) = (vm.try_clone()?, tpm.try_clone()?);
     let (mut tpm_r, mut vm_w) = (tpm, vm);
     let up = std::thread::Builder::new()

@@ -9,6 +9,7 @@ use jek_attest::ekcert::Cert;
 use jek_attest::evidence::from_files;
 use jek_attest::{Identity, Verifier};
 use jek_loader::attest::{attest_run_dir, find_run_dirs, PodResult, Report, MAX_TPM_FILE};
+use jek_loader::registry::Registry;
 use jek_verifier::UnixTime;
 
 use crate::error::CliError;
@@ -45,15 +46,24 @@ pub struct Args {
     /// reports it as `jek.ak-name`). Without it the TPM identity is unproven.
     #[arg(long, requires = "evidence")]
     ak_name: Option<String>,
+    /// The verifier's registration store (`jek boot --keep-tpm --registry`); default
+    /// $XDG_DATA_HOME/jek/registry, else ~/.local/share/jek/registry.
+    #[arg(long, value_name = "DIR")]
+    registry: Option<PathBuf>,
     /// Machine-readable results (docs/cli.md).
     #[arg(long)]
     json: bool,
 }
 
+/// The shortest nonce accepted: a quote made without one, or with a guessable one, could
+/// be replayed.
+const MIN_NONCE: usize = 16;
+
 /// What every pod is appraised against, beyond the verifier's view.
 struct Shared<'a> {
     verifier: Verifier<'a>,
     pods: BTreeMap<String, Vec<u8>>,
+    registry: Registry,
 }
 
 impl Shared<'_> {
@@ -65,7 +75,7 @@ impl Shared<'_> {
 /// Attests one run directory's pod.
 fn attest_one(dir: &Path, shared: &Shared<'_>, export: Option<&Path>) -> PodResult {
     let seg = |pod: &str| shared.segment(pod).to_vec();
-    match attest_run_dir(dir, &shared.verifier, seg, export) {
+    match attest_run_dir(dir, &shared.verifier, &shared.registry, seg, export) {
         Ok((pod, attested)) => PodResult::Appraised {
             run_dir: dir.to_path_buf(),
             pod,
@@ -83,6 +93,12 @@ fn appraise_evidence(dir: &Path, args: &Args, shared: &Shared<'_>) -> Result<Pod
     let nonce_hex = args.nonce.clone().unwrap_or_default();
     let nonce = hex::decode(nonce_hex.trim())
         .map_err(|e| CliError::Usage(format!("--nonce {nonce_hex:?} is not hex: {e}")))?;
+    if nonce.len() < MIN_NONCE {
+        return Err(CliError::Usage(format!(
+            "--nonce is {} bytes; at least {MIN_NONCE} are required",
+            nonce.len()
+        )));
+    }
     let (evidence, ek, meta) =
         from_files(|name| jek_fsio::read_regular(&dir.join(name), MAX_TPM_FILE).ok()).map_err(
             |source| CliError::EvidenceDir {
@@ -90,6 +106,13 @@ fn appraise_evidence(dir: &Path, args: &Args, shared: &Shared<'_>) -> Result<Pod
                 source,
             },
         )?;
+    let registration = match &args.ak_name {
+        Some(h) => shared
+            .registry
+            .find_by_ak(h.trim())
+            .map_err(|e| CliError::Usage(crate::error::chain_line(&e)))?,
+        None => None,
+    };
     let identity = match &args.ak_name {
         None => Identity::unproven(
             "evidence mode without --ak-name: no credential activation proved this AK",
@@ -105,10 +128,15 @@ fn appraise_evidence(dir: &Path, args: &Args, shared: &Shared<'_>) -> Result<Pod
             )
         }
     };
+    let reference = jek_attest::appraise::Reference {
+        bundle: shared.verifier.bundle,
+        pod_segment: shared.segment(&meta.pod),
+        registration: registration.as_ref(),
+    };
     let (_, ear) = jek_attest::protocol::judge(
         &evidence,
         &meta.pod,
-        shared.segment(&meta.pod),
+        &reference,
         &nonce,
         &identity,
         &shared.verifier,
@@ -152,6 +180,13 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
             now: UnixTime::now().0,
         },
         pods,
+        registry: Registry::open(
+            &args
+                .registry
+                .clone()
+                .unwrap_or_else(super::boot::default_registry),
+        )
+        .map_err(|e| CliError::Usage(crate::error::chain_line(&e)))?,
     };
 
     let results: Vec<PodResult> = if let Some(dir) = &args.evidence {

@@ -44,6 +44,10 @@ pub struct Args {
     /// Default: $JEK_TPM_CA, else $XDG_DATA_HOME/jek/tpm-ca, else ~/.local/share/jek/tpm-ca.
     #[arg(long, value_name = "DIR", requires = "keep_tpm")]
     tpm_ca: Option<PathBuf>,
+    /// The verifier's registration store, where a kept TPM's AK, EK and epoch are recorded
+    /// (mode 0700). Default: $XDG_DATA_HOME/jek/registry, else ~/.local/share/jek/registry.
+    #[arg(long, value_name = "DIR", requires = "keep_tpm")]
+    registry: Option<PathBuf>,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 256)]
     memory: u32,
@@ -64,16 +68,23 @@ pub struct Args {
     json: bool,
 }
 
-/// The default local CA directory for pod EK certificates.
-pub fn default_tpm_ca() -> PathBuf {
-    if let Some(d) = std::env::var_os("JEK_TPM_CA") {
-        return PathBuf::from(d);
-    }
-    let data = std::env::var_os("XDG_DATA_HOME")
+/// jek's data directory: $XDG_DATA_HOME/jek, else ~/.local/share/jek.
+fn data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    data.join("jek").join("tpm-ca")
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("jek")
+}
+
+/// The default local CA directory for pod EK certificates.
+pub fn default_tpm_ca() -> PathBuf {
+    std::env::var_os("JEK_TPM_CA").map_or_else(|| data_dir().join("tpm-ca"), PathBuf::from)
+}
+
+/// The default registration store.
+pub fn default_registry() -> PathBuf {
+    data_dir().join("registry")
 }
 
 /// A program named by an environment variable (for tests and packaging), else `default`
@@ -112,9 +123,12 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
                 program: env_program("JEK_SWTPM", jek_tpm::swtpm::DEFAULT_PROGRAM),
                 setup_program: env_program("JEK_SWTPM_SETUP", "swtpm_setup"),
                 keep: args.keep_tpm,
-                identity: args
-                    .keep_tpm
-                    .then(|| args.tpm_ca.clone().unwrap_or_else(default_tpm_ca)),
+                identity: args.keep_tpm.then(|| {
+                    (
+                        args.tpm_ca.clone().unwrap_or_else(default_tpm_ca),
+                        args.registry.clone().unwrap_or_else(default_registry),
+                    )
+                }),
             },
         },
         memory_mib: args.memory,

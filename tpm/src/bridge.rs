@@ -1,0 +1,287 @@
+//! The loopback bridge: how this process reaches a swtpm that listens only on Unix sockets.
+//!
+//! A pod's swtpm serves its data and control channels on Unix sockets in a directory only
+//! the pod's owner can enter (mode 0700), so no other user of the host can reset, extend,
+//! quote or read out the TPM. tss-esapi 7.x can only reach a swtpm over TCP (its
+//! `swtpm:path=` form silently becomes `localhost:2321`), so while this process talks to
+//! the TPM it opens a port pair on 127.0.0.1 and forwards it to the sockets. Any local user
+//! can connect to a loopback port, so every accepted connection is checked before a byte
+//! is forwarded: the connecting socket must be one of *this process's* file descriptors
+//! (its inode is looked up in `/proc/net/tcp` and among `/proc/self/fd`, both written by
+//! the kernel). Any other connection is closed at once.
+//!
+//! The data channel is forwarded command by command (a TPM command header gives its size),
+//! and each response must arrive within the timeout: a TPM that accepts and never answers
+//! is an error within seconds, not a hung pod.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long the TPM may take to answer one command.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest TPM command or response forwarded (TPM 2.0 buffers are 4 KiB).
+pub const MAX_MESSAGE: usize = 64 << 10;
+/// TPM command and response headers: tag (2), size (4), code (4).
+const HEADER: usize = 10;
+
+/// A bridge from a loopback port pair to a swtpm's Unix sockets, for this process only.
+/// Dropping it closes the ports.
+#[derive(Debug)]
+pub struct Bridge {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn free_pair() -> std::io::Result<(TcpListener, TcpListener)> {
+    let mut last = None;
+    for _ in 0..32 {
+        let a = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let Some(next) = a.local_addr()?.port().checked_add(1) else {
+            continue;
+        };
+        match TcpListener::bind((Ipv4Addr::LOCALHOST, next)) {
+            Ok(b) => return Ok((a, b)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free port pair on 127.0.0.1")))
+}
+
+impl Bridge {
+    /// Forwards 127.0.0.1:`port()` to `data` and `port() + 1` to `ctrl`.
+    pub fn start(data: &Path, ctrl: &Path) -> std::io::Result<Bridge> {
+        let (data_l, ctrl_l) = free_pair()?;
+        let port = data_l.local_addr()?.port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (listener, target, framed) in [(data_l, data, true), (ctrl_l, ctrl, false)] {
+            let stop = stop.clone();
+            let target = target.to_path_buf();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tpm-bridge".into())
+                    .spawn(move || accept_loop(&listener, &target, framed, &stop))?,
+            );
+        }
+        Ok(Bridge {
+            port,
+            stop,
+            threads,
+        })
+    }
+
+    /// The data port (the control port is `port + 1`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake both accept() calls; they see the flag and return.
+        for p in [self.port, self.port.saturating_add(1)] {
+            let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, p));
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(listener: &TcpListener, target: &Path, framed: bool, stop: &AtomicBool) {
+    let Ok(local) = listener.local_addr() else {
+        return;
+    };
+    loop {
+        let Ok((client, peer)) = listener.accept() else {
+            return;
+        };
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match peer_is_this_process(local, peer) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                tracing::warn!(%peer, "refused a connection to the TPM bridge from another process");
+                let _ = client.shutdown(Shutdown::Both);
+                continue;
+            }
+        }
+        let target = target.to_path_buf();
+        let _ = std::thread::Builder::new()
+            .name("tpm-bridge-conn".into())
+            .spawn(move || {
+                if let Ok(tpm) = UnixStream::connect(&target) {
+                    let _ = if framed {
+                        forward_commands(client, tpm)
+                    } else {
+                        forward_raw(client, tpm)
+                    };
+                }
+            });
+    }
+}
+
+/// `/proc/net/tcp` spells 127.0.0.1:port as `0100007F:PORT` (address in host order).
+fn proc_addr(addr: SocketAddr) -> Option<String> {
+    let SocketAddr::V4(v4) = addr else {
+        return None;
+    };
+    let ip = u32::from_le_bytes(v4.ip().octets());
+    Some(format!("{ip:08X}:{:04X}", v4.port()))
+}
+
+/// Whether the socket connected from `peer` to our listener at `local` is one of this
+/// process's file descriptors.
+pub fn peer_is_this_process(local: SocketAddr, peer: SocketAddr) -> std::io::Result<bool> {
+    let (Some(want_local), Some(want_remote)) = (proc_addr(peer), proc_addr(local)) else {
+        return Ok(false);
+    };
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    let inode = table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.get(1) == Some(&want_local.as_str()) && f.get(2) == Some(&want_remote.as_str()))
+            .then(|| f.get(9).map(|s| (*s).to_string()))
+            .flatten()
+    });
+    let Some(inode) = inode.filter(|i| i != "0") else {
+        return Ok(false);
+    };
+    let want = format!("socket:[{inode}]");
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let Ok(entry) = entry else { continue };
+        if std::fs::read_link(entry.path()).is_ok_and(|l| l.as_os_str() == want.as_str()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The size a TPM command or response header declares, checked.
+pub fn message_size(header: &[u8; HEADER]) -> std::io::Result<usize> {
+    let size = u32::from_be_bytes([header[2], header[3], header[4], header[5]]);
+    usize::try_from(size)
+        .ok()
+        .filter(|s| (HEADER..=MAX_MESSAGE).contains(s))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("TPM message size {size} is outside {HEADER}..={MAX_MESSAGE}"),
+            )
+        })
+}
+
+/// Reads one whole TPM message (header and body) from `r`, or `None` at a clean end.
+pub fn read_message(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; HEADER];
+    match r.read(&mut header[..1])? {
+        0 => return Ok(None),
+        _ => r.read_exact(&mut header[1..])?,
+    }
+    let size = message_size(&header)?;
+    let mut msg = header.to_vec();
+    msg.resize(size, 0);
+    r.read_exact(&mut msg[HEADER..])?;
+    Ok(Some(msg))
+}
+
+/// One command at a time: the client's command to the TPM, the TPM's response (within
+/// [`RESPONSE_TIMEOUT`]) back.
+fn forward_commands(mut client: TcpStream, mut tpm: UnixStream) -> std::io::Result<()> {
+    tpm.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+    let result = (|| {
+        while let Some(cmd) = read_message(&mut client)? {
+            tpm.write_all(&cmd)?;
+            let resp = read_message(&mut tpm)?.ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the TPM closed the connection",
+                )
+            })?;
+            client.write_all(&resp)?;
+        }
+        Ok(())
+    })();
+    let _ = client.shutdown(Shutdown::Both);
+    result
+}
+
+/// The control channel, byte for byte both ways.
+fn forward_raw(client: TcpStream, tpm: UnixStream) -> std::io::Result<()> {
+    let (mut c_r, mut t_w) = (client.try_clone()?, tpm.try_clone()?);
+    let up = std::thread::Builder::new()
+        .name("tpm-bridge-ctrl".into())
+        .spawn(move || {
+            let _ = std::io::copy(&mut c_r, &mut t_w);
+            let _ = t_w.shutdown(Shutdown::Write);
+        })?;
+    let (mut t_r, mut c_w) = (tpm, client);
+    let _ = std::io::copy(&mut t_r, &mut c_w);
+    let _ = c_w.shutdown(Shutdown::Both);
+    let _ = up.join();
+    Ok(())
+}
+
+/// Fuzz entry: the command framing never panics, never accepts a message whose declared
+/// size is out of bounds, and reads exactly the declared size.
+pub fn fuzz(data: &[u8]) {
+    let mut r = data;
+    while let Ok(Some(msg)) = read_message(&mut r) {
+        let header: [u8; HEADER] = msg
+            .get(..HEADER)
+            .and_then(|h| h.try_into().ok())
+            .unwrap_or([0; HEADER]);
+        assert_eq!(message_size(&header).ok(), Some(msg.len()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn framing_reads_whole_messages_and_refuses_bad_sizes() {
+        let mut cmd = vec![0x80, 0x01, 0, 0, 0, 12, 0, 0, 1, 0x44, 7, 8];
+        cmd.extend_from_slice(&[0x80, 0x01, 0, 0, 0, 10, 0, 0, 1, 0x45]);
+        let mut r = cmd.as_slice();
+        assert_eq!(read_message(&mut r).unwrap().unwrap().len(), 12);
+        assert_eq!(read_message(&mut r).unwrap().unwrap().len(), 10);
+        assert!(read_message(&mut r).unwrap().is_none());
+        let huge = [0x80, 0x01, 0xff, 0xff, 0xff, 0xff, 0, 0, 1, 0x44];
+        assert!(read_message(&mut huge.as_slice()).is_err());
+        let tiny = [0x80, 0x01, 0, 0, 0, 3, 0, 0, 1, 0x44];
+        assert!(read_message(&mut tiny.as_slice()).is_err());
+    }
+
+    #[test]
+    fn only_this_process_gets_through() {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let local = l.local_addr().unwrap();
+        let ours = TcpStream::connect(local).unwrap();
+        let (_s, peer) = l.accept().unwrap();
+        assert_eq!(peer, ours.local_addr().unwrap());
+        assert!(peer_is_this_process(local, peer).unwrap());
+        // A connection from a child process (another process, even of the same user).
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import socket,time; s=socket.create_connection(('127.0.0.1',{})); time.sleep(5)",
+                local.port()
+            ))
+            .spawn()
+            .unwrap();
+        let (_s2, peer2) = l.accept().unwrap();
+        assert!(!peer_is_this_process(local, peer2).unwrap());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

@@ -1,0 +1,218 @@
+//! The verifier's registration store on this host: one JSON file per registered pod
+//! (`<id>.json`, mode 0600) in a directory only its owner can enter (mode 0700). `jek boot
+//! --keep-tpm` registers a pod here; `jek attest` reads the AK, EK and epoch it must find
+//! from here, never from the run directory, and records the highest clock it has seen.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use jek_attest::Registration;
+use jek_fsio::{write_atomic, Overwrite, ReadError, WriteError};
+
+/// The largest registration file read.
+const MAX_REGISTRATION: u64 = 64 << 10;
+
+/// Why the store cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The directory cannot be created or is not private.
+    #[error("registration store {path}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A registration cannot be read.
+    #[error("cannot read registration {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: ReadError,
+    },
+    /// A registration does not parse.
+    #[error("{path} is not a registration")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A registration cannot be written.
+    #[error("cannot write the registration")]
+    Write(#[source] WriteError),
+    /// An identifier that is not one this store issues.
+    #[error("{0:?} is not a registration identifier (32 lowercase hex digits)")]
+    BadId(String),
+}
+
+/// A registration store.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    dir: PathBuf,
+}
+
+/// A new registration identifier: 16 random bytes as hex.
+pub fn new_id() -> String {
+    use rand_core::RngCore;
+    let mut b = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+fn valid_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Registry {
+    /// Opens (creating it if needed) the store in `dir`: it must be a real directory owned
+    /// by this user, and is set to mode 0700.
+    pub fn open(dir: &Path) -> Result<Self, RegistryError> {
+        let err = |source| RegistryError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let meta = std::fs::symlink_metadata(dir).map_err(err)?;
+        if !meta.is_dir() || meta.uid() != rustix::process::geteuid().as_raw() {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "not a directory owned by this user",
+            )));
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+        Ok(Registry {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn path(&self, id: &str) -> Result<PathBuf, RegistryError> {
+        if !valid_id(id) {
+            return Err(RegistryError::BadId(id.to_string()));
+        }
+        Ok(self.dir.join(format!("{id}.json")))
+    }
+
+    /// Stores (or replaces) a registration.
+    pub fn put(&self, reg: &Registration) -> Result<(), RegistryError> {
+        let path = self.path(&reg.id)?;
+        // A derived Serialize of strings and numbers cannot fail.
+        let bytes = serde_json::to_vec_pretty(reg).unwrap_or_default();
+        write_atomic(&path, &bytes, 0o600, Overwrite::Allow).map_err(RegistryError::Write)
+    }
+
+    /// The registration `id`, if the store has it.
+    pub fn get(&self, id: &str) -> Result<Option<Registration>, RegistryError> {
+        let path = self.path(id)?;
+        let bytes = match jek_fsio::read_regular(&path, MAX_REGISTRATION) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(source) => return Err(RegistryError::Read { path, source }),
+        };
+        let reg: Registration = serde_json::from_slice(&bytes)
+            .map_err(|source| RegistryError::Parse { path, source })?;
+        // A file renamed to another pod's identifier is not that pod's registration.
+        Ok((reg.id == id).then_some(reg))
+    }
+
+    /// Every registration, by identifier.
+    pub fn list(&self) -> Result<Vec<Registration>, RegistryError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|source| RegistryError::Dir {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut ids: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".json")
+                    .map(String::from)
+            })
+            .filter(|id| valid_id(id))
+            .collect();
+        ids.sort();
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(r) = self.get(&id)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The registration of the AK named `ak_name` (hex), if any.
+    pub fn find_by_ak(&self, ak_name: &str) -> Result<Option<Registration>, RegistryError> {
+        Ok(self.list()?.into_iter().find(|r| r.ak_name == ak_name))
+    }
+
+    /// Forgets a registration.
+    pub fn remove(&self, id: &str) -> Result<(), RegistryError> {
+        let path = self.path(id)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(RegistryError::Dir { path, source }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use jek_attest::registration::TpmLocation;
+    use jek_attest::Epoch;
+
+    #[test]
+    fn stores_privately_and_refuses_foreign_ids() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("registry");
+        let store = Registry::open(&dir).unwrap();
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let reg = Registration {
+            id: new_id(),
+            pod: "p".into(),
+            ak_name: "000b01".into(),
+            ek_cert_sha256: jek_verifier::Sha256Digest::of(b"ek"),
+            epoch: Epoch {
+                reset_count: 1,
+                restart_count: 0,
+                clock: 9,
+            },
+            last_clock: 9,
+            tpm: TpmLocation {
+                pid: 1,
+                socket_dir: "/s".into(),
+            },
+        };
+        store.put(&reg).unwrap();
+        let file = dir.join(format!("{}.json", reg.id));
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(store.get(&reg.id).unwrap(), Some(reg.clone()));
+        assert_eq!(store.find_by_ak("000b01").unwrap(), Some(reg.clone()));
+        assert!(matches!(
+            store.get("../../etc/passwd"),
+            Err(RegistryError::BadId(_))
+        ));
+        // Copied under another pod's identifier: not that pod's registration.
+        let other = new_id();
+        std::fs::copy(&file, dir.join(format!("{other}.json"))).unwrap();
+        assert_eq!(store.get(&other).unwrap(), None);
+        store.remove(&reg.id).unwrap();
+        assert_eq!(store.get(&reg.id).unwrap(), None);
+    }
+}
