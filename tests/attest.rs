@@ -438,6 +438,21 @@ fn a_clean_pod_attests_and_every_tampering_is_contraindicated() {
         "reported as the pod it is registered as"
     );
 
+    // Files in a run directory are not followed through symlinks.
+    copy_dir(&env.ws.path("runs/a"), &env.ws.path("x/linked"));
+    let log = env.ws.path("x/linked/binary_bios_measurements");
+    std::fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink(env.ws.path("runs/a/binary_bios_measurements"), &log).unwrap();
+    let (out, v) = run(with(&["x/linked", "--pod", "a.yaml"]));
+    assert_exit(&out, 3);
+    assert!(
+        v["results"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("event log"),
+        "{v}"
+    );
+
     // Evidence mode refuses a nonce that a quote without qualifying data could match.
     for short in ["", "00112233"] {
         let (out, _) = run(with(&[

@@ -468,3 +468,129 @@ fn kvm_backend_boots_a_signed_test_kernel_bundle_to_a_clean_exit() {
         "{record}"
     );
 }
+
+/// The processes whose command line names `needle` (QEMU and swtpm name the run directory),
+/// zombies excepted.
+fn processes_naming(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'));
+        if !zombie
+            && String::from_utf8_lossy(&cmdline).contains(needle)
+            && pid != std::process::id()
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Starts `jek boot` of a pod that sleeps, waits until its application printed, then sends
+/// SIGTERM; returns the exit status and the processes naming the run directory just before
+/// the signal.
+fn boot_then_sigterm(env: &Env, run: &str, extra: &[&str]) -> (std::process::ExitStatus, Vec<u32>) {
+    use std::io::BufRead as _;
+    env.ws.write(
+        "sleeper.yaml",
+        common::pod_yaml("sleeper")
+            .replace(
+                "args: [--exit-code, \"0\"]",
+                "args: [--sleep-ms, \"120000\"]",
+            )
+            .as_bytes(),
+    );
+    let mut child = jek()
+        .arg("boot")
+        .arg(&default_build().bundle)
+        .args([
+            "--policy",
+            &env.p("policy.yaml"),
+            "--pod",
+            &env.p("sleeper.yaml"),
+        ])
+        .args(["--vmm", "qemu", "--run-dir", &env.p(run)])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if line.contains("jek-sample-app:") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the sleeping pod's application started");
+    let running = processes_naming(&env.p(run));
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    (child.wait().unwrap(), running)
+}
+
+#[test]
+fn sigterm_stops_the_pod_and_its_tpm_and_a_kept_tpm_is_listed_and_stopped() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let env = Env::new();
+    let (status, running) = boot_then_sigterm(&env, "run-sigterm", &[]);
+    assert_eq!(status.code(), Some(128 + 15), "{status:?}");
+    assert!(
+        running.len() >= 2,
+        "QEMU and the swtpm were running: {running:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(processes_naming(&env.p("run-sigterm")), Vec::<u32>::new());
+    assert!(
+        status.signal().is_none(),
+        "jek exited by itself after cleaning up"
+    );
+
+    // Kept for attestation, the TPM outlives the interrupted boot; jek tpm lists and stops it.
+    let registry = env.p("registry");
+    let (status, _) = boot_then_sigterm(
+        &env,
+        "run-kept",
+        &[
+            "--keep-tpm",
+            "--tpm-ca",
+            &env.p("ca"),
+            "--registry",
+            &registry,
+        ],
+    );
+    assert_eq!(status.code(), Some(143));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let left = processes_naming(&env.p("run-kept"));
+    assert_eq!(left.len(), 1, "only the kept swtpm: {left:?}");
+    let out = jek()
+        .args(["tpm", "list", "--registry", &registry, "--json"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let kept: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(kept[0]["running"], true, "{kept}");
+    assert_eq!(kept[0]["registration"]["pod"], "sleeper");
+    assert_eq!(kept[0]["registration"]["tpm"]["pid"], left[0]);
+    let out = jek()
+        .args(["tpm", "stop", "--all", "--registry", &registry])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(processes_naming(&env.p("run-kept")), Vec::<u32>::new());
+    let out = jek()
+        .args(["tpm", "list", "--registry", &registry, "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}

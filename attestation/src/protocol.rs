@@ -43,6 +43,8 @@ pub trait AttestationTpm {
 
     /// The EK certificate (DER) from the TPM's NV index.
     fn ek_certificate(&mut self) -> Result<Vec<u8>, Self::Error>;
+    /// The EK's public area (TPMT_PUBLIC) as the TPM reports it.
+    fn ek_public(&mut self) -> Result<Vec<u8>, Self::Error>;
     /// Loads the AK under the EK.
     fn load_ak(&mut self, ak: &AkBlobs) -> Result<Self::Key, Self::Error>;
     /// TPM2_ActivateCredential with the EK and `ak`: the released secret.
@@ -245,6 +247,13 @@ fn establish_identity<T: AttestationTpm>(
         Ok(v) => v,
         Err(reason) => return Ok((Identity::unproven(reason), Some(key))),
     };
+    // The certificate must certify this TPM's EK, not just any key the CA signed.
+    let ek_public = tpm
+        .ek_public()
+        .map_err(step("reading the EK's public area"))?;
+    if let Err(e) = crate::ekcert::check_ek_public(&ek_key, &ek_public) {
+        return Ok((Identity::unproven(e.to_string()), Some(key)));
+    }
     if let Some(reg) = pod.registration {
         let actual = jek_verifier::Sha256Digest::of(ek_cert);
         if actual != reg.ek_cert_sha256 {

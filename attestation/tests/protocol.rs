@@ -49,6 +49,8 @@ struct FakeTpm {
     lie_about: Option<u32>,
     /// Every command fails in transport.
     unreachable: bool,
+    /// Report another key as the EK's public area.
+    other_ek: bool,
     /// `clockInfo` of the quotes.
     reset_count: u32,
     restart_count: u32,
@@ -87,6 +89,7 @@ impl FakeTpm {
             stale_nonce: None,
             lie_about: None,
             unreachable: false,
+            other_ek: false,
             reset_count: 2,
             restart_count: 0,
             clock: 1000,
@@ -148,6 +151,23 @@ impl AttestationTpm for FakeTpm {
     fn ek_certificate(&mut self) -> Result<Vec<u8>, FakeError> {
         self.up()?;
         Ok(self.ek_cert.clone())
+    }
+
+    fn ek_public(&mut self) -> Result<Vec<u8>, FakeError> {
+        use rsa::traits::PublicKeyParts;
+        self.up()?;
+        let mut modulus = self.ek.n().to_bytes_be();
+        if self.other_ek {
+            modulus[0] ^= 1;
+        }
+        Ok(Public::encode(
+            0,
+            &PublicKey::Rsa {
+                bits: 2048,
+                exponent: 0,
+                modulus,
+            },
+        ))
     }
 
     fn load_ak(&mut self, ak: &AkBlobs) -> Result<(), FakeError> {
@@ -504,6 +524,17 @@ fn an_unproven_tpm_fails_identity_and_a_dead_one_is_an_error_not_a_verdict() {
     let a = run(&mut tpm, &log, &blobs, &untrusted).unwrap();
     assert_eq!(failing(&a), BTreeSet::from([Claim::TpmIdentity]));
     assert!(a.identity.ak_name().is_none());
+
+    // A certificate for another key than this TPM's EK.
+    let (mut tpm2, log2) = booted(&r.events);
+    tpm2.other_ek = true;
+    let a = run(&mut tpm2, &log2, &blobs, &run_args).unwrap();
+    assert_eq!(failing(&a), BTreeSet::from([Claim::TpmIdentity]));
+    assert!(a
+        .identity
+        .unproven_reason()
+        .unwrap()
+        .contains("another key than this TPM's EK"));
 
     // A TPM whose transport fails is an error naming the step.
     tpm.unreachable = true;

@@ -34,6 +34,17 @@ pub struct PackRequest<'a> {
     pub created: UnixTime,
 }
 
+/// A bundle written, as `jek pack --json` prints it.
+#[derive(Debug, serde::Serialize)]
+pub struct Packed<'a> {
+    /// Its path.
+    pub bundle: &'a std::path::Path,
+    /// Its size.
+    pub size: usize,
+    /// Its SHA-256.
+    pub sha256: jek_verifier::Sha256Digest,
+}
+
 /// Why packing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {

@@ -152,7 +152,7 @@ pub enum CliError {
     EvidenceDir {
         path: PathBuf,
         #[source]
-        source: jek_attest::evidence::EvidenceError,
+        source: jek_loader::attest::ExportedError,
     },
     /// Some pods could not be attested at all.
     #[error("{count} pod(s) could not be attested")]
@@ -160,6 +160,9 @@ pub enum CliError {
     /// Some pods did not boot clean.
     #[error("{count} pod(s) did not attest as affirming")]
     Contraindicated { count: usize },
+    /// The registration store cannot be used.
+    #[error(transparent)]
+    Store(#[from] jek_loader::registry::RegistryError),
     /// Writing to standard output failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
@@ -175,6 +178,7 @@ impl CliError {
             CliError::Registry(e) => e.class().into(),
             CliError::Build(e) => e.class().into(),
             CliError::Boot { source, .. } => source.class().into(),
+            CliError::Store(e) => e.class().into(),
             CliError::Rejected { .. }
             | CliError::NotReproducible { .. }
             | CliError::KconfigFindings { .. }

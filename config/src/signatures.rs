@@ -71,6 +71,43 @@ pub fn candidates(
         .collect()
 }
 
+/// Why a bundle file was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyFileError {
+    /// The bundle or a signature file cannot be read.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The policy rejects the bundle.
+    #[error("bundle {path} rejected")]
+    Rejected {
+        /// The bundle.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: jek_verifier::VerifyError,
+    },
+}
+
+/// The policy's decision on a bundle file: reads the bundle once (at most the format's
+/// limit, checked by size first) and the candidate detached signatures, and hands them to
+/// the verifier's single entry point.
+pub fn verify_file(
+    policy: &jek_verifier::Policy,
+    bundle: &Path,
+    explicit: Option<&Path>,
+    now: jek_verifier::UnixTime,
+) -> Result<jek_verifier::Verified<jek_verifier::Bundle>, VerifyFileError> {
+    let bytes = crate::read("bundle", bundle, jek_verifier::format::MAX_BUNDLE_SIZE)?;
+    let candidates = candidates(bundle, explicit, policy.signers().detached().is_some())?;
+    let detached: Vec<_> = candidates.iter().map(Candidate::as_detached).collect();
+    jek_verifier::verify_bundle(bytes, policy, &detached, now).map_err(|source| {
+        VerifyFileError::Rejected {
+            path: bundle.to_path_buf(),
+            source,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

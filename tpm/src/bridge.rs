@@ -10,9 +10,11 @@
 //! (its inode is looked up in `/proc/net/tcp` and among `/proc/self/fd`, both written by
 //! the kernel). Any other connection is closed at once.
 //!
-//! The data channel is forwarded command by command (a TPM command header gives its size),
-//! and each response must arrive within the timeout: a TPM that accepts and never answers
-//! is an error within seconds, not a hung pod.
+//! Both channels are forwarded command by command (a TPM command header gives its size; a
+//! control command's code gives its request and response sizes), and each response must
+//! arrive within the timeout: a TPM that accepts and never answers is an error within
+//! seconds, not a hung pod. Control commands a TCTI never sends (state-blob transfer,
+//! data-fd hand-over) are not forwarded at all.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -123,7 +125,7 @@ fn accept_loop(listener: &TcpListener, target: &Path, framed: bool, stop: &Atomi
                     let _ = if framed {
                         forward_commands(client, tpm)
                     } else {
-                        forward_raw(client, tpm)
+                        forward_ctrl(client, tpm)
                     };
                 }
             });
@@ -214,20 +216,52 @@ fn forward_commands(mut client: TcpStream, mut tpm: UnixStream) -> std::io::Resu
     result
 }
 
-/// The control channel, byte for byte both ways.
-fn forward_raw(client: TcpStream, tpm: UnixStream) -> std::io::Result<()> {
-    let (mut c_r, mut t_w) = (client.try_clone()?, tpm.try_clone()?);
-    let up = std::thread::Builder::new()
-        .name("tpm-bridge-ctrl".into())
-        .spawn(move || {
-            let _ = std::io::copy(&mut c_r, &mut t_w);
-            let _ = t_w.shutdown(Shutdown::Write);
-        })?;
-    let (mut t_r, mut c_w) = (tpm, client);
-    let _ = std::io::copy(&mut t_r, &mut c_w);
-    let _ = c_w.shutdown(Shutdown::Both);
-    let _ = up.join();
-    Ok(())
+/// The length of the request that follows a control command's code, for the commands a
+/// TCTI sends (swtpm_ioctls(3)); `None` for any other command, which is refused.
+pub fn ctrl_request_len(code: u32) -> Option<usize> {
+    use crate::swtpm::ctrl;
+    match code {
+        ctrl::GET_CAPABILITY
+        | ctrl::SHUTDOWN
+        | ctrl::GET_TPMESTABLISHED
+        | ctrl::STOP
+        | ctrl::GET_CONFIG
+        | ctrl::CANCEL_TPM_CMD => Some(0),
+        ctrl::SET_LOCALITY | ctrl::RESET_TPMESTABLISHED => Some(1),
+        ctrl::INIT | ctrl::SET_BUFFERSIZE => Some(4),
+        _ => None,
+    }
+}
+
+/// The control channel, one command at a time: code and request to the swtpm, its
+/// fixed-size response (within [`RESPONSE_TIMEOUT`]) back. Commands a TCTI does not send
+/// (state-blob transfer, data-fd hand-over) end the connection.
+fn forward_ctrl(mut client: TcpStream, mut tpm: UnixStream) -> std::io::Result<()> {
+    tpm.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+    let result = (|| loop {
+        let mut code = [0u8; 4];
+        match client.read(&mut code[..1])? {
+            0 => return Ok(()),
+            _ => client.read_exact(&mut code[1..])?,
+        }
+        let c = u32::from_be_bytes(code);
+        let (Some(req), Some(resp)) = (ctrl_request_len(c), crate::swtpm::ctrl::response_len(c))
+        else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("control command {c} is not forwarded"),
+            ));
+        };
+        let mut msg = code.to_vec();
+        msg.resize(4 + req, 0);
+        client.read_exact(&mut msg[4..])?;
+        tpm.write_all(&msg)?;
+        let mut answer = vec![0u8; resp];
+        tpm.read_exact(&mut answer)?;
+        client.write_all(&answer)?;
+    })();
+    let _ = client.shutdown(Shutdown::Both);
+    result
 }
 
 /// Fuzz entry: the command framing never panics, never accepts a message whose declared

@@ -127,6 +127,18 @@ impl jek_attest::AttestationTpm for Tpm {
         Tpm::ek_certificate(self)
     }
 
+    fn ek_public(&mut self) -> Result<Vec<u8>, IdentityError> {
+        let ek = ek_handle(self)?;
+        let ctx = self.context();
+        ctx.clear_sessions();
+        let (public, _, _) = ctx
+            .read_public(ek)
+            .map_err(tpm_err("TPM2_ReadPublic of the EK"))?;
+        public
+            .marshall()
+            .map_err(tpm_err("marshalling the EK public area"))
+    }
+
     fn load_ak(&mut self, ak: &AkBlobs) -> Result<KeyHandle, IdentityError> {
         Tpm::load_ak(self, ak)
     }

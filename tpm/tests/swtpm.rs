@@ -201,3 +201,28 @@ fn another_user_cannot_reach_the_tpm_its_sockets_or_its_state() {
         "the socket directory is removed with the TPM"
     );
 }
+
+/// A TPM that accepts connections and never answers (a hung or malicious swtpm): the
+/// command fails once the bridge's response timeout passes, instead of hanging the pod.
+#[test]
+fn a_tpm_that_never_answers_is_an_error_not_a_hang() {
+    use std::os::unix::net::UnixListener;
+    let dir = tempfile::tempdir().unwrap();
+    let sockets = jek_tpm::swtpm::Sockets {
+        dir: dir.path().to_path_buf(),
+    };
+    let mut held = Vec::new();
+    for path in [sockets.data(), sockets.ctrl()] {
+        let l = UnixListener::bind(path).unwrap();
+        held.push(std::thread::spawn(move || {
+            // Accept and read, never write; keep the connections open for a while.
+            let mut conns = Vec::new();
+            for c in l.incoming().take(4).flatten() {
+                conns.push(c);
+            }
+            std::thread::sleep(std::time::Duration::from_secs(30));
+        }));
+    }
+    let result = jek_tpm::Tpm::connect_swtpm(&sockets).and_then(|mut t| t.read_pcrs(&[4]));
+    assert!(result.is_err(), "a silent TPM must be an error");
+}

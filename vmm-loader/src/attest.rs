@@ -208,6 +208,140 @@ pub fn attest_run_dir(
     Ok((pod, attested))
 }
 
+/// What each pod is appraised against: the verifier's view, the pod segments by pod name,
+/// and the registration store.
+pub struct Attestor<'a> {
+    /// Bundle verdict, trusted CAs, policy id, time.
+    pub verifier: Verifier<'a>,
+    /// The pod segment each pod (by name) was meant to get.
+    pub segments: std::collections::BTreeMap<String, Vec<u8>>,
+    /// The verifier's registrations.
+    pub registry: Registry,
+}
+
+impl Attestor<'_> {
+    fn segment(&self, pod: &str) -> &[u8] {
+        self.segments.get(pod).map_or(&[][..], Vec::as_slice)
+    }
+
+    /// Attests every run directory concurrently, one thread and one TPM connection each;
+    /// with `export`, each pod's evidence goes to `export` (or `export/<run dir name>` when
+    /// there are several). One pod's failure never hides another's result.
+    pub fn attest_all(&self, dirs: &[PathBuf], export: Option<&Path>) -> Vec<PodResult> {
+        let several = dirs.len() > 1;
+        std::thread::scope(|s| {
+            let handles: Vec<_> = dirs
+                .iter()
+                .map(|dir| {
+                    let export = export.map(|e| {
+                        if several {
+                            e.join(dir.file_name().unwrap_or_default())
+                        } else {
+                            e.to_path_buf()
+                        }
+                    });
+                    s.spawn(move || self.attest_one(dir, export.as_deref()))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .zip(dirs)
+                .map(|(h, dir)| {
+                    h.join().unwrap_or_else(|_| PodResult::Failed {
+                        run_dir: dir.clone(),
+                        error: "attestation thread panicked".into(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn attest_one(&self, dir: &Path, export: Option<&Path>) -> PodResult {
+        let seg = |pod: &str| self.segment(pod).to_vec();
+        match attest_run_dir(dir, &self.verifier, &self.registry, seg, export) {
+            Ok((pod, attested)) => PodResult::Appraised {
+                run_dir: dir.to_path_buf(),
+                pod,
+                result: Box::new(attested.ear),
+            },
+            Err(e) => PodResult::Failed {
+                run_dir: dir.to_path_buf(),
+                error: chain_line(&e),
+            },
+        }
+    }
+
+    /// Evidence mode: appraises an exported directory against the `nonce` the verifier
+    /// sent and the AK name an earlier activation proved (`None`: the identity is
+    /// unproven). The registration is found by that AK name.
+    pub fn appraise_exported(
+        &self,
+        dir: &Path,
+        nonce: &[u8],
+        ak_name: Option<Vec<u8>>,
+    ) -> Result<PodResult, ExportedError> {
+        let (evidence, ek, meta) = jek_attest::evidence::from_files(|name| {
+            jek_fsio::read_regular(&dir.join(name), MAX_TPM_FILE).ok()
+        })
+        .map_err(ExportedError::Evidence)?;
+        let registration = match &ak_name {
+            Some(n) => self
+                .registry
+                .find_by_ak(&hex::encode(n))
+                .map_err(ExportedError::Registry)?,
+            None => None,
+        };
+        let identity = match ak_name {
+            None => jek_attest::Identity::unproven(
+                "evidence mode without --ak-name: no credential activation proved this AK",
+            ),
+            Some(n) => {
+                jek_attest::protocol::pin_identity(n, &ek, self.verifier.ca, self.verifier.now)
+            }
+        };
+        let reference = jek_attest::appraise::Reference {
+            bundle: self.verifier.bundle,
+            pod_segment: self.segment(&meta.pod),
+            registration: registration.as_ref(),
+        };
+        let (_, ear) = jek_attest::protocol::judge(
+            &evidence,
+            &meta.pod,
+            &reference,
+            nonce,
+            &identity,
+            &self.verifier,
+        );
+        Ok(PodResult::Appraised {
+            run_dir: dir.to_path_buf(),
+            pod: meta.pod,
+            result: Box::new(ear),
+        })
+    }
+}
+
+/// Why an exported evidence directory cannot be appraised.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportedError {
+    /// The directory's files are missing, malformed or disagree.
+    #[error(transparent)]
+    Evidence(jek_attest::evidence::EvidenceError),
+    /// The registration store cannot be read.
+    #[error("registration store")]
+    Registry(#[source] crate::registry::RegistryError),
+}
+
+fn chain_line(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
 /// One pod's outcome, as `jek attest --json` prints it.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]

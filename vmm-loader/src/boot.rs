@@ -82,6 +82,9 @@ pub struct BootOptions {
     /// When the caller started (before it read and verified the bundle): timings are
     /// also reported from this instant.
     pub started: Instant,
+    /// Where the boot records the processes an interruption must stop (the caller's
+    /// signal handler runs it).
+    pub cleanup: crate::lifecycle::Cleanup,
 }
 
 /// Why a boot failed.
@@ -254,6 +257,13 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
         }
         TpmSource::Tcti(_) => None,
     };
+    // Interrupted, a TPM that is not kept goes with the pod.
+    let swtpm_token = match (&swtpm, &opts.tpm) {
+        (Some(s), TpmSource::Spawn { keep: false, .. }) => {
+            Some(opts.cleanup.track(s.pid(), Some(s.sockets().dir.clone())))
+        }
+        _ => None,
+    };
     let tpm_start = t1.elapsed();
 
     let t2 = Instant::now();
@@ -293,21 +303,16 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
 
     let t3 = Instant::now();
     let (console, vm) = match opts.vmm {
-        Vmm::Qemu => crate::qemu::run(
-            &payload,
-            &run,
-            &opts.qemu,
-            opts.memory_mib,
-            opts.vcpus,
-            swtpm.as_ref().map(Swtpm::sockets),
-            opts.quiet,
-        )
-        .map(|c| (c, None))
-        .map_err(BootError::Qemu)?,
+        Vmm::Qemu => crate::qemu::run(&payload, &run, opts, swtpm.as_ref().map(Swtpm::sockets))
+            .map(|c| (c, None))
+            .map_err(BootError::Qemu)?,
         Vmm::Kvm => run_kvm(&payload, &run, opts).map(|(c, vm)| (c, Some(vm)))?,
     };
     let run_time = t3.elapsed();
 
+    if let Some(t) = swtpm_token {
+        opts.cleanup.forget(t);
+    }
     let kept_tpm = match (swtpm, &opts.tpm) {
         (Some(s), TpmSource::Spawn { keep: true, .. }) => Some(s.keep()),
         (Some(s), _) => {

@@ -20,6 +20,7 @@
 pub mod attest;
 pub mod boot;
 pub mod console;
+pub mod lifecycle;
 pub mod qemu;
 pub mod record;
 pub mod registry;

@@ -145,12 +145,11 @@ pub fn command(
 pub fn run(
     payload: &Payload<'_>,
     run: &RunDir,
-    opts: &QemuOptions,
-    memory_mib: u32,
-    vcpus: u8,
+    boot: &crate::boot::BootOptions,
     tpm: Option<&jek_tpm::swtpm::Sockets>,
-    quiet: bool,
 ) -> Result<ConsoleOutcome, QemuError> {
+    let (opts, memory_mib, vcpus, quiet) = (&boot.qemu, boot.memory_mib, boot.vcpus, boot.quiet);
+    let cleanup = &boot.cleanup;
     if !opts.firmware.is_file() {
         return Err(QemuError::Firmware(opts.firmware.clone()));
     }
@@ -193,6 +192,7 @@ pub fn run(
         program: opts.program.clone(),
         source,
     })?;
+    let token = cleanup.track(child.id(), None);
     drop((kernel, initrd));
     let console_path = run.console();
     let log = std::fs::File::create(&console_path).map_err(console_err(&console_path))?;
@@ -200,7 +200,9 @@ pub fn run(
         Some(out) => pump(out, log, quiet).map_err(console_err(&console_path))?,
         None => ConsoleOutcome::default(),
     };
-    let status = child.wait().map_err(console_err(&console_path))?;
+    let status = child.wait().map_err(console_err(&console_path));
+    cleanup.forget(token);
+    let status = status?;
     if let Some(p) = proxy {
         let socket = p.socket().to_path_buf();
         p.finish()

@@ -50,6 +50,19 @@ pub enum RegistryError {
     BadId(String),
 }
 
+impl RegistryError {
+    /// The kind of failure.
+    pub fn class(&self) -> jek_fsio::Class {
+        use jek_fsio::Class;
+        match self {
+            RegistryError::BadId(_) | RegistryError::Parse { .. } => Class::Invalid,
+            RegistryError::Read { source, .. } => source.class(),
+            RegistryError::Write(e) => e.class(),
+            RegistryError::Dir { .. } => Class::Environment,
+        }
+    }
+}
+
 /// A registration store.
 #[derive(Debug, Clone)]
 pub struct Registry {

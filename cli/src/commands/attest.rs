@@ -3,12 +3,11 @@
 //! Pods are attested concurrently; one failing pod never hides another's result.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use jek_attest::ekcert::Cert;
-use jek_attest::evidence::from_files;
-use jek_attest::{Identity, Verifier};
-use jek_loader::attest::{attest_run_dir, find_run_dirs, PodResult, Report, MAX_TPM_FILE};
+use jek_attest::Verifier;
+use jek_loader::attest::{find_run_dirs, Attestor, PodResult, Report};
 use jek_loader::registry::Registry;
 use jek_verifier::UnixTime;
 
@@ -59,95 +58,6 @@ pub struct Args {
 /// be replayed.
 const MIN_NONCE: usize = 16;
 
-/// What every pod is appraised against, beyond the verifier's view.
-struct Shared<'a> {
-    verifier: Verifier<'a>,
-    pods: BTreeMap<String, Vec<u8>>,
-    registry: Registry,
-}
-
-impl Shared<'_> {
-    fn segment(&self, pod: &str) -> &[u8] {
-        self.pods.get(pod).map_or(&[][..], Vec::as_slice)
-    }
-}
-
-/// Attests one run directory's pod.
-fn attest_one(dir: &Path, shared: &Shared<'_>, export: Option<&Path>) -> PodResult {
-    let seg = |pod: &str| shared.segment(pod).to_vec();
-    match attest_run_dir(dir, &shared.verifier, &shared.registry, seg, export) {
-        Ok((pod, attested)) => PodResult::Appraised {
-            run_dir: dir.to_path_buf(),
-            pod,
-            result: Box::new(attested.ear),
-        },
-        Err(e) => PodResult::Failed {
-            run_dir: dir.to_path_buf(),
-            error: crate::error::chain_line(&e),
-        },
-    }
-}
-
-/// Evidence mode: appraise an exported directory against a nonce and a pinned AK name.
-fn appraise_evidence(dir: &Path, args: &Args, shared: &Shared<'_>) -> Result<PodResult, CliError> {
-    let nonce_hex = args.nonce.clone().unwrap_or_default();
-    let nonce = hex::decode(nonce_hex.trim())
-        .map_err(|e| CliError::Usage(format!("--nonce {nonce_hex:?} is not hex: {e}")))?;
-    if nonce.len() < MIN_NONCE {
-        return Err(CliError::Usage(format!(
-            "--nonce is {} bytes; at least {MIN_NONCE} are required",
-            nonce.len()
-        )));
-    }
-    let (evidence, ek, meta) =
-        from_files(|name| jek_fsio::read_regular(&dir.join(name), MAX_TPM_FILE).ok()).map_err(
-            |source| CliError::EvidenceDir {
-                path: dir.to_path_buf(),
-                source,
-            },
-        )?;
-    let registration = match &args.ak_name {
-        Some(h) => shared
-            .registry
-            .find_by_ak(h.trim())
-            .map_err(|e| CliError::Usage(crate::error::chain_line(&e)))?,
-        None => None,
-    };
-    let identity = match &args.ak_name {
-        None => Identity::unproven(
-            "evidence mode without --ak-name: no credential activation proved this AK",
-        ),
-        Some(h) => {
-            let ak_name = hex::decode(h.trim())
-                .map_err(|e| CliError::Usage(format!("--ak-name is not hex: {e}")))?;
-            jek_attest::protocol::pin_identity(
-                ak_name,
-                &ek,
-                shared.verifier.ca,
-                shared.verifier.now,
-            )
-        }
-    };
-    let reference = jek_attest::appraise::Reference {
-        bundle: shared.verifier.bundle,
-        pod_segment: shared.segment(&meta.pod),
-        registration: registration.as_ref(),
-    };
-    let (_, ear) = jek_attest::protocol::judge(
-        &evidence,
-        &meta.pod,
-        &reference,
-        &nonce,
-        &identity,
-        &shared.verifier,
-    );
-    Ok(PodResult::Appraised {
-        run_dir: dir.to_path_buf(),
-        pod: meta.pod,
-        result: Box::new(ear),
-    })
-}
-
 /// Runs `jek attest`.
 pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     let policy = jek_config::policy::load(&args.policy)?;
@@ -172,25 +82,45 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         Err(e) => return Err(e),
     };
     let policy_id = format!("jek:policy:sha256:{}", policy.digest);
-    let shared = Shared {
+    let attestor = Attestor {
         verifier: Verifier {
             bundle: verified.as_ref(),
             ca: &ca,
             policy_id: &policy_id,
             now: UnixTime::now().0,
         },
-        pods,
+        segments: pods,
         registry: Registry::open(
             &args
                 .registry
                 .clone()
                 .unwrap_or_else(super::boot::default_registry),
-        )
-        .map_err(|e| CliError::Usage(crate::error::chain_line(&e)))?,
+        )?,
     };
 
     let results: Vec<PodResult> = if let Some(dir) = &args.evidence {
-        vec![appraise_evidence(dir, &args, &shared)?]
+        let hex_arg = |name: &str, v: &str| {
+            hex::decode(v.trim())
+                .map_err(|e| CliError::Usage(format!("--{name} {v:?} is not hex: {e}")))
+        };
+        let nonce = hex_arg("nonce", args.nonce.as_deref().unwrap_or_default())?;
+        if nonce.len() < MIN_NONCE {
+            return Err(CliError::Usage(format!(
+                "--nonce is {} bytes; at least {MIN_NONCE} are required",
+                nonce.len()
+            )));
+        }
+        let ak_name = args
+            .ak_name
+            .as_deref()
+            .map(|h| hex_arg("ak-name", h))
+            .transpose()?;
+        vec![attestor
+            .appraise_exported(dir, &nonce, ak_name)
+            .map_err(|source| CliError::EvidenceDir {
+                path: dir.clone(),
+                source,
+            })?]
     } else {
         let dirs = find_run_dirs(&args.run_dirs).map_err(|a| {
             CliError::Usage(format!(
@@ -198,33 +128,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
                 a.display()
             ))
         })?;
-        let several = dirs.len() > 1;
-        std::thread::scope(|s| {
-            let handles: Vec<_> = dirs
-                .iter()
-                .map(|dir| {
-                    let shared = &shared;
-                    let export = args.export.as_ref().map(|e| {
-                        if several {
-                            e.join(dir.file_name().unwrap_or_default())
-                        } else {
-                            e.clone()
-                        }
-                    });
-                    s.spawn(move || attest_one(dir, shared, export.as_deref()))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .zip(&dirs)
-                .map(|(h, dir)| {
-                    h.join().unwrap_or_else(|_| PodResult::Failed {
-                        run_dir: dir.clone(),
-                        error: "attestation thread panicked".into(),
-                    })
-                })
-                .collect()
-        })
+        attestor.attest_all(&dirs, args.export.as_deref())
     };
     report(&results, args.json, quiet)
 }

@@ -140,7 +140,10 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         },
         quiet: quiet || args.json,
         started,
+        cleanup: jek_loader::lifecycle::Cleanup::default(),
     };
+    jek_loader::lifecycle::stop_on_signals(&opts.cleanup)
+        .map_err(|e| CliError::Usage(format!("cannot install signal handlers: {e}")))?;
     let report = boot(&bundle, &opts).map_err(|source| CliError::Boot {
         path: args.target.bundle.clone(),
         source,

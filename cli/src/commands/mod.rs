@@ -14,6 +14,7 @@ mod pack;
 mod predict;
 mod sign;
 mod target;
+mod tpm;
 mod verify;
 
 /// The subcommands.
@@ -45,6 +46,9 @@ pub enum Command {
     Push(oci::PushArgs),
     /// Pull a bundle from an OCI registry, verify it under a policy, then write it.
     Pull(oci::PullArgs),
+    /// The TPMs kept for attestation: list them, stop them.
+    #[command(subcommand)]
+    Tpm(tpm::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to standard output.
     Completions(completions::Args),
 }
@@ -63,20 +67,10 @@ pub fn run(cmd: Command, quiet: bool) -> Result<(), CliError> {
         Command::Boot(a) => boot::run(a, quiet),
         Command::Attest(a) => attest::run(a, quiet),
         Command::Completions(a) => completions::run(a),
+        Command::Tpm(a) => tpm::run(a),
         Command::Push(a) => oci::push(a),
         Command::Pull(a) => oci::pull(a),
     }
-}
-
-/// `jek pack --json`: the bundle written.
-#[derive(serde::Serialize)]
-pub struct Written<'a> {
-    /// Its path.
-    pub bundle: &'a std::path::Path,
-    /// Its size.
-    pub size: usize,
-    /// Its SHA-256.
-    pub sha256: jek_verifier::Sha256Digest,
 }
 
 /// Prints a value as pretty JSON on stdout.

@@ -100,7 +100,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     write_atomic(&args.out, &bytes, 0o644, Overwrite::Allow)?;
     tracing::info!(bytes = bytes.len(), "wrote {}", args.out.display());
     if args.json {
-        return super::print_json(&super::Written {
+        return super::print_json(&jek_builder::pack::Packed {
             bundle: &args.out,
             size: bytes.len(),
             sha256: jek_verifier::Sha256Digest::of(&bytes),

@@ -32,26 +32,18 @@ pub struct SignatureArg {
     pub path: Option<PathBuf>,
 }
 
-/// The policy's decision on a bundle file: reads the policy, the bundle (once) and the
-/// candidate detached signatures, and hands them to the verifier's single entry point.
+/// The policy's decision on a bundle file (`jek_config::signatures::verify_file`).
 pub fn verify_file(
     policy: &jek_verifier::Policy,
     bundle: &std::path::Path,
     signature: &SignatureArg,
 ) -> Result<Verified<Bundle>, CliError> {
-    let bytes = crate::error::read("bundle", bundle)?;
-    let candidates = jek_config::signatures::candidates(
-        bundle,
-        signature.path.as_deref(),
-        policy.signers().detached().is_some(),
-    )?;
-    let detached: Vec<_> = candidates.iter().map(|c| c.as_detached()).collect();
-    jek_verifier::verify_bundle(bytes, policy, &detached, jek_verifier::UnixTime::now()).map_err(
-        |source| CliError::Rejected {
-            path: bundle.to_path_buf(),
-            source,
-        },
-    )
+    use jek_config::signatures::{verify_file, VerifyFileError};
+    let now = jek_verifier::UnixTime::now();
+    verify_file(policy, bundle, signature.path.as_deref(), now).map_err(|e| match e {
+        VerifyFileError::Config(c) => c.into(),
+        VerifyFileError::Rejected { path, source } => CliError::Rejected { path, source },
+    })
 }
 
 #[derive(Serialize)]

@@ -1,0 +1,79 @@
+//! `jek tpm list` and `jek tpm stop`: the TPMs kept for attestation, from the registration
+//! store.
+
+use std::path::PathBuf;
+
+use jek_loader::lifecycle;
+use jek_loader::registry::Registry;
+
+use crate::error::CliError;
+
+/// `jek tpm` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Args {
+    /// List the kept TPMs: registration, pod, swtpm pid, sockets, whether it runs.
+    List(Common),
+    /// Stop kept TPMs (by registration identifier, or --all) and forget them.
+    Stop {
+        /// Registration identifiers, as `jek tpm list` prints them.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Every kept TPM.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Options of every `jek tpm` subcommand.
+#[derive(Debug, clap::Args)]
+pub struct Common {
+    /// The registration store (default: $XDG_DATA_HOME/jek/registry).
+    #[arg(long, value_name = "DIR")]
+    registry: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `jek tpm`.
+pub fn run(args: Args) -> Result<(), CliError> {
+    let (Args::List(c) | Args::Stop { common: c, .. }) = &args;
+    let dir = c
+        .registry
+        .clone()
+        .unwrap_or_else(super::boot::default_registry);
+    let registry = Registry::open(&dir)?;
+    let kept = lifecycle::kept(&registry)?;
+    let Args::Stop { ids, all, .. } = &args else {
+        if c.json {
+            return super::print_json(&kept);
+        }
+        for k in &kept {
+            let (r, state) = (&k.registration, if k.running { "running" } else { "gone" });
+            let sockets = r.tpm.socket_dir.display();
+            println!("{} {} pid {} {sockets} {state}", r.id, r.pod, r.tpm.pid);
+        }
+        return Ok(());
+    };
+    let known = |id: &String| kept.iter().any(|k| &k.registration.id == id);
+    if let Some(id) = ids.iter().find(|id| !known(id)) {
+        return Err(CliError::Usage(format!(
+            "no kept TPM {id} in {}",
+            dir.display()
+        )));
+    }
+    let ids: Vec<String> = match all {
+        true => kept.iter().map(|k| k.registration.id.clone()).collect(),
+        false => ids.clone(),
+    };
+    for id in &ids {
+        lifecycle::stop(&registry, id)?;
+    }
+    if c.json {
+        return super::print_json(&ids);
+    }
+    ids.iter().for_each(|id| println!("stopped {id}"));
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! A pod's processes and what survives the `jek` process.
+//!
+//! - [`Cleanup`]: the processes and directories a boot started that must not outlive an
+//!   interrupted `jek boot` (QEMU, and the swtpm unless it is kept). The binary's signal
+//!   handler runs it on SIGINT, SIGTERM or SIGHUP; a boot that ends normally removes its
+//!   entries itself.
+//! - [`kept`] and [`stop`]: the TPMs kept for attestation, as the registration store lists
+//!   them (`jek tpm list`, `jek tpm stop`).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use jek_attest::Registration;
+use serde::Serialize;
+
+use crate::registry::{Registry, RegistryError};
+
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    pid: u32,
+    dir: Option<PathBuf>,
+}
+
+/// What an interrupted boot must stop. Cloning shares the list.
+#[derive(Debug, Clone, Default)]
+pub struct Cleanup {
+    inner: Arc<Mutex<(u64, Vec<Entry>)>>,
+}
+
+impl Cleanup {
+    /// Stop process `pid` (and remove `dir`) if the boot is interrupted. Returns a token
+    /// for [`Cleanup::forget`].
+    pub fn track(&self, pid: u32, dir: Option<PathBuf>) -> u64 {
+        let mut g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.0 += 1;
+        let id = g.0;
+        g.1.push(Entry { id, pid, dir });
+        id
+    }
+
+    /// The process was stopped, or handed over (a kept TPM): nothing to do for it.
+    pub fn forget(&self, token: u64) {
+        let mut g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.1.retain(|e| e.id != token);
+    }
+
+    /// Kills every tracked process (SIGKILL, newest first) and removes its directory.
+    /// Returns how many processes were stopped.
+    pub fn run(&self) -> usize {
+        let mut g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut stopped = 0;
+        while let Some(e) = g.1.pop() {
+            let pid = i32::try_from(e.pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw);
+            if let Some(pid) = pid {
+                if rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok() {
+                    stopped += 1;
+                }
+            }
+            if let Some(d) = e.dir {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+        stopped
+    }
+}
+
+/// On SIGINT, SIGTERM or SIGHUP, runs `cleanup` (the pod's VM and its TPM unless kept)
+/// and exits with 128 + the signal, as a shell reports a process it killed. For binaries:
+/// it ends the process.
+pub fn stop_on_signals(cleanup: &Cleanup) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let cleanup = cleanup.clone();
+    std::thread::Builder::new()
+        .name("jek-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let n = cleanup.run();
+                eprintln!("jek: interrupted (signal {sig}); stopped {n} process(es) of the pod");
+                std::process::exit(128 + sig);
+            }
+        })?;
+    Ok(())
+}
+
+/// A kept TPM as `jek tpm list` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeptTpm {
+    /// Its registration.
+    pub registration: Registration,
+    /// Whether its swtpm still answers on its control socket.
+    pub running: bool,
+}
+
+/// The TPMs the store has registrations for, and whether each still runs.
+pub fn kept(registry: &Registry) -> Result<Vec<KeptTpm>, RegistryError> {
+    Ok(registry
+        .list()?
+        .into_iter()
+        .map(|registration| {
+            let sockets = jek_tpm::swtpm::Sockets {
+                dir: registration.tpm.socket_dir.clone(),
+            };
+            let running = sockets.connect_ctrl().is_ok();
+            KeptTpm {
+                registration,
+                running,
+            }
+        })
+        .collect())
+}
+
+/// Stops the kept TPM of registration `id` (CMD_SHUTDOWN on its control socket; a swtpm
+/// that is gone already is fine) and forgets the registration.
+pub fn stop(registry: &Registry, id: &str) -> Result<Option<Registration>, RegistryError> {
+    let Some(reg) = registry.get(id)? else {
+        return Ok(None);
+    };
+    let kept = jek_tpm::swtpm::KeptSwtpm {
+        pid: reg.tpm.pid,
+        sockets: jek_tpm::swtpm::Sockets {
+            dir: reg.tpm.socket_dir.clone(),
+        },
+        state_dir: PathBuf::new(),
+    };
+    if let Err(e) = jek_tpm::swtpm::stop_kept(&kept) {
+        tracing::info!(error = %e, id, "the kept TPM was not running");
+    }
+    registry.remove(id)?;
+    Ok(Some(reg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_boot_kills_what_it_tracked_and_nothing_it_forgot() {
+        let mut a = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap_or_else(|e| panic!("sleep: {e}"));
+        let mut b = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap_or_else(|e| panic!("sleep: {e}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")).keep();
+        let c = Cleanup::default();
+        c.track(a.id(), Some(dir.clone()));
+        let tb = c.track(b.id(), None);
+        c.forget(tb);
+        assert_eq!(c.run(), 1);
+        assert!(
+            a.wait().is_ok_and(|s| !s.success()),
+            "the tracked process was killed"
+        );
+        assert!(!dir.exists());
+        assert!(
+            b.try_wait().is_ok_and(|s| s.is_none()),
+            "the forgotten one runs on"
+        );
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+}
