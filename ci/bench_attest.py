@@ -12,7 +12,6 @@ and 32 pods (pods per second), and on exported evidence `tpm2_checkquote` next t
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -61,7 +60,7 @@ try:
             out, err = p.communicate()
             if p.returncode != 0:
                 sys.exit(f"boot {n} exited {p.returncode}: {err.decode()[-2000:]}")
-            kept.append(json.loads(out)["tpm"]["kept"]["pid"])
+            kept.append(json.loads(out)["tpm"]["registration"])
     one = {"identity": [], "nonceToVerdict": [], "appraise": [], "total": []}
     one_wall = []
     for _ in range(runs):
@@ -108,8 +107,6 @@ try:
         "evidenceModeMs": med(offline),
     }))
 finally:
-    for pid in kept:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    # Stops each kept swtpm, removes its socket directory and forgets its registration.
+    if kept:
+        subprocess.run([jek, "tpm", "stop", *kept], check=False, stdout=subprocess.DEVNULL)

@@ -101,7 +101,7 @@ for k in sorted(rec["pcrs"], key=int):
 PY
 
 say "attesting the pod: EK certificate -> credential activation -> fresh quote -> appraisal against the bundle"
-stop_tpm() { kill "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tpm"]["kept"]["pid"])' "$RUN/pod.json")" 2>/dev/null || true; }
+stop_tpm() { "$JEK" tpm stop "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tpm"]["registration"])' "$RUN/pod.json")" >/dev/null 2>&1 || true; }
 trap stop_tpm EXIT
 timed attest "$JEK" attest "$RUN" --bundle "$BUNDLE" --policy "$OUT/policy.yaml" --pod "$OUT/pod.yaml" --export "$RUN/evidence"
 "$JEK" attest "$RUN" --bundle "$BUNDLE" --policy "$OUT/policy.yaml" --pod "$OUT/pod.yaml" --json > "$RUN/attestation.json"

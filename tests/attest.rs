@@ -164,6 +164,26 @@ fn a_clean_pod_attests_and_every_tampering_is_contraindicated() {
         env.attest(&refs)
     };
 
+    // The run directory and the TPM files in it are the pod owner's alone.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &str| {
+        std::fs::metadata(env.ws.path(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("runs/a"), 0o700);
+    for f in [
+        "tpm",
+        "tpm/ak.priv",
+        "tpm/ak.tpmt",
+        "pod.json",
+        "binary_bios_measurements",
+    ] {
+        assert_eq!(mode(&format!("runs/a/{f}")) & 0o077, 0, "runs/a/{f}");
+    }
+
     // Clean: affirming on every claim, exported evidence included.
     let (out, v) = run(with(&["runs/a", "--pod", "a.yaml", "--export", "ev-a"]));
     assert_exit(&out, 0);

@@ -14,7 +14,8 @@
 //! use jek_pod::console::{ConsoleLine, PowerOff};
 //! let line = ConsoleLine::PowerOff(PowerOff { status: 3 }).encode();
 //! assert_eq!(line, "JEK-POWEROFF {\"status\":3}\n");
-//! assert_eq!(ConsoleLine::parse(&line), Some(Ok(ConsoleLine::PowerOff(PowerOff { status: 3 }))));
+//! let back = ConsoleLine::parse(&line).and_then(Result::ok);
+//! assert_eq!(back, Some(ConsoleLine::PowerOff(PowerOff { status: 3 })));
 //! ```
 #![forbid(unsafe_code)]
 
