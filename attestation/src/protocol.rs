@@ -222,7 +222,7 @@ fn establish_identity<T: AttestationTpm>(
         Err(e) if T::refused(&e) => {
             let reason = format!(
                 "the AK cannot be loaded under this TPM's EK, so it was not created in this TPM: {}",
-                chain_line(&e)
+                jek_fsio::chain_line(&e)
             );
             return Ok((Identity::unproven(reason), None));
         }
@@ -276,7 +276,7 @@ fn establish_identity<T: AttestationTpm>(
             Ok(_) => Identity::unproven("the TPM released a different credential"),
             Err(e) if T::refused(&e) => Identity::unproven(format!(
                 "the TPM did not release the credential for this AK: {}",
-                chain_line(&e)
+                jek_fsio::chain_line(&e)
             )),
             Err(e) => return Err(step("TPM2_ActivateCredential")(e)),
         };
@@ -314,15 +314,4 @@ pub fn judge(
     );
     let ear = Ear::new(pod, submod, nonce, verifier.now);
     (appraisal, ear)
-}
-
-fn chain_line(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cur = e.source();
-    }
-    out
 }

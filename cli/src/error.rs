@@ -237,7 +237,4 @@ pub fn chain(err: &dyn std::error::Error) -> String {
     out
 }
 
-/// The `source()` chain on one line, for JSON `reason` fields.
-pub fn chain_line(err: &dyn std::error::Error) -> String {
-    chain(err).replace("\n  caused by: ", ": ")
-}
+pub use jek_fsio::chain_line;

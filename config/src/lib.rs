@@ -118,9 +118,10 @@ impl ConfigError {
     }
 }
 
-/// Reads a configuration file (a regular file, not a symlink, at most `limit` bytes).
+/// Reads a configuration file a user named (symlinks followed; a regular file of at most
+/// `limit` bytes, checked by size before reading).
 pub fn read(what: &'static str, path: &Path, limit: u64) -> Result<Vec<u8>, ConfigError> {
-    jek_fsio::read_regular(path, limit).map_err(|source| ConfigError::Read {
+    jek_fsio::read_file(path, limit).map_err(|source| ConfigError::Read {
         what,
         path: path.to_path_buf(),
         source,

@@ -198,19 +198,18 @@ enum Field {
 
 fn read_text_field(base: &Path, field: Field, file: &Path) -> Result<String, PolicyFileError> {
     let path = base.join(file);
-    let bytes =
-        jek_fsio::read_regular(&path, MAX_REFERENCED_SIZE).map_err(|source| match field {
-            Field::Key(index) => PolicyFileError::ReadKey {
-                index,
-                path: path.clone(),
-                source,
-            },
-            Field::Sigstore(field) => PolicyFileError::SigstoreRead {
-                field,
-                path: path.clone(),
-                source,
-            },
-        })?;
+    let bytes = jek_fsio::read_file(&path, MAX_REFERENCED_SIZE).map_err(|source| match field {
+        Field::Key(index) => PolicyFileError::ReadKey {
+            index,
+            path: path.clone(),
+            source,
+        },
+        Field::Sigstore(field) => PolicyFileError::SigstoreRead {
+            field,
+            path: path.clone(),
+            source,
+        },
+    })?;
     String::from_utf8(bytes).map_err(|_| PolicyFileError::NotText {
         field: match field {
             Field::Key(index) => format!("trusted_keys[{index}]"),

@@ -36,6 +36,19 @@ pub enum Class {
     Environment,
 }
 
+/// An error and its whole `source()` chain on one line, `: `-separated (for a per-pod
+/// error field in a result, where a multi-line chain does not fit).
+pub fn chain_line(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
 /// Why a file could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {

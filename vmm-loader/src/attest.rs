@@ -266,7 +266,7 @@ impl Attestor<'_> {
             },
             Err(e) => PodResult::Failed {
                 run_dir: dir.to_path_buf(),
-                error: chain_line(&e),
+                error: jek_fsio::chain_line(&e),
             },
         }
     }
@@ -329,17 +329,6 @@ pub enum ExportedError {
     /// The registration store cannot be read.
     #[error("registration store")]
     Registry(#[source] crate::registry::RegistryError),
-}
-
-fn chain_line(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cur = e.source();
-    }
-    out
 }
 
 /// One pod's outcome, as `jek attest --json` prints it.
