@@ -9,10 +9,18 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The `jek` binary under test.
+/// The `jek` binary under test. Its data directory (the default local TPM CA and
+/// registration store) is under `target/`, not the user's home: registrations of the
+/// tests' pods never mix with real ones.
 pub fn jek() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_jek"));
-    c.env_remove("SOURCE_DATE_EPOCH").env_remove("JEK_LOG");
+    c.env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("JEK_LOG")
+        .env_remove("JEK_TPM_CA")
+        .env(
+            "XDG_DATA_HOME",
+            repo_root().join("target").join("jek-test-data"),
+        );
     c
 }
 
