@@ -109,9 +109,15 @@ fn accept_loop(listener: &TcpListener, target: &Path, framed: bool, stop: &Atomi
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        match peer_is_this_process(local, peer) {
-            Ok(true) => {}
-            Ok(false) | Err(_) => {
+        match peer_of(local, peer) {
+            Ok(Peer::ThisProcess) => {}
+            Ok(Peer::Gone) => {
+                // Closed before it could be checked (a TCTI probing the port): nothing to
+                // forward, and nobody to warn about.
+                tracing::debug!(%peer, "a connection to the TPM bridge closed before its check");
+                continue;
+            }
+            Ok(Peer::Other) | Err(_) => {
                 tracing::warn!(%peer, "refused a connection to the TPM bridge from another process");
                 let _ = client.shutdown(Shutdown::Both);
                 continue;
@@ -141,11 +147,28 @@ fn proc_addr(addr: SocketAddr) -> Option<String> {
     Some(format!("{ip:08X}:{:04X}", v4.port()))
 }
 
+/// Who holds the socket that connected from `peer` to a listener at `local`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// One of this process's file descriptors.
+    ThisProcess,
+    /// Some other process (of any user).
+    Other,
+    /// Nobody any more: it was closed (its table entry is gone or has no inode).
+    Gone,
+}
+
 /// Whether the socket connected from `peer` to our listener at `local` is one of this
 /// process's file descriptors.
 pub fn peer_is_this_process(local: SocketAddr, peer: SocketAddr) -> std::io::Result<bool> {
+    Ok(peer_of(local, peer)? == Peer::ThisProcess)
+}
+
+/// Who holds the socket that connected from `peer` to our listener at `local`: its inode
+/// from `/proc/net/tcp`, looked up among `/proc/self/fd`.
+pub fn peer_of(local: SocketAddr, peer: SocketAddr) -> std::io::Result<Peer> {
     let (Some(want_local), Some(want_remote)) = (proc_addr(peer), proc_addr(local)) else {
-        return Ok(false);
+        return Ok(Peer::Other);
     };
     let table = std::fs::read_to_string("/proc/net/tcp")?;
     let inode = table.lines().skip(1).find_map(|line| {
@@ -155,16 +178,16 @@ pub fn peer_is_this_process(local: SocketAddr, peer: SocketAddr) -> std::io::Res
             .flatten()
     });
     let Some(inode) = inode.filter(|i| i != "0") else {
-        return Ok(false);
+        return Ok(Peer::Gone);
     };
     let want = format!("socket:[{inode}]");
     for entry in std::fs::read_dir("/proc/self/fd")? {
         let Ok(entry) = entry else { continue };
         if std::fs::read_link(entry.path()).is_ok_and(|l| l.as_os_str() == want.as_str()) {
-            return Ok(true);
+            return Ok(Peer::ThisProcess);
         }
     }
-    Ok(false)
+    Ok(Peer::Other)
 }
 
 /// The size a TPM command or response header declares, checked.
