@@ -12,7 +12,9 @@
 //!       ...
 //! threshold: 1                 # distinct trusted keys that must sign (default 1)
 //! min_security_version: 3      # required: the anti-rollback floor
-//! revoked_keys: [<key id hex>]
+//! revoked_keys:               # a key ID, or the key itself (file or pem, as above)
+//!   - <key id hex>
+//!   - file: leaked.pub
 //! attestation:                 # for `jek attest` (ignored by verify, boot, predict)
 //!   ek_ca: tpm-ca/swtpm-localca-rootca-cert.pem   # the CA pod EK certificates chain to
 //! sigstore:                    # also (or, with no trusted_keys, only) require a Sigstore
@@ -99,6 +101,48 @@ pub enum PolicyFileError {
         /// The text.
         value: String,
     },
+    /// A `revoked_keys` entry of the wrong shape.
+    #[error("revoked_keys[{index}] is invalid")]
+    RevokedEntry {
+        /// Position in the list.
+        index: usize,
+        /// Cause.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A `revoked_keys` entry with neither or both of `file` and `pem`.
+    #[error("revoked_keys[{index}] needs a key ID, or exactly one of `file` or `pem`")]
+    RevokedSource {
+        /// Position in the list.
+        index: usize,
+    },
+    /// A revoked key file that cannot be read.
+    #[error("revoked_keys[{index}]: cannot read {path}")]
+    ReadRevoked {
+        /// Position in the list.
+        index: usize,
+        /// The key file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: ReadError,
+    },
+    /// A revoked key that is not an Ed25519 SPKI PEM.
+    #[error("revoked_keys[{index}] is not a usable public key")]
+    RevokedKey {
+        /// Position in the list.
+        index: usize,
+        /// Cause.
+        #[source]
+        source: jek_verifier::keys::KeyError,
+    },
+    /// A detached-only policy revoking a key by ID alone: its signatures could not be
+    /// recognised once their keyid is stripped.
+    #[error("revoked_keys names {key_id} by ID only; a policy without trusted_keys must give the revoked key itself (file: or pem:), so that its signatures are recognised whatever keyid they claim")]
+    RevokedWithoutKey {
+        /// The key ID.
+        key_id: KeyId,
+    },
     /// The rules contradict each other.
     #[error("the policy is inconsistent")]
     Policy(#[source] PolicyError),
@@ -138,7 +182,7 @@ struct PolicyDoc {
     threshold: Option<usize>,
     min_security_version: u64,
     #[serde(default)]
-    revoked_keys: Vec<String>,
+    revoked_keys: Vec<serde_yaml::Value>,
     #[serde(default)]
     attestation: Option<AttestationDoc>,
     #[serde(default)]
@@ -194,6 +238,8 @@ enum Field {
     Key(usize),
     /// `sigstore.<name>`.
     Sigstore(&'static str),
+    /// `revoked_keys[i]`.
+    Revoked(usize),
 }
 
 fn read_text_field(base: &Path, field: Field, file: &Path) -> Result<String, PolicyFileError> {
@@ -209,11 +255,17 @@ fn read_text_field(base: &Path, field: Field, file: &Path) -> Result<String, Pol
             path: path.clone(),
             source,
         },
+        Field::Revoked(index) => PolicyFileError::ReadRevoked {
+            index,
+            path: path.clone(),
+            source,
+        },
     })?;
     String::from_utf8(bytes).map_err(|_| PolicyFileError::NotText {
         field: match field {
             Field::Key(index) => format!("trusted_keys[{index}]"),
             Field::Sigstore(name) => format!("sigstore.{name}"),
+            Field::Revoked(index) => format!("revoked_keys[{index}]"),
         },
         path,
     })
@@ -258,6 +310,16 @@ pub struct AttestationPolicy {
     /// The CA certificate(s) pod EK certificates must chain to (PEM), resolved against the
     /// policy file's directory.
     pub ek_ca: PathBuf,
+}
+
+/// A revoked key given by its public half.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokedSpec {
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default)]
+    pem: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -329,24 +391,44 @@ pub fn parse(
             not_after: parse_time(index, "not_after", spec.not_after)?,
         });
     }
-    let revoked = doc
-        .revoked_keys
-        .into_iter()
-        .enumerate()
-        .map(|(index, value)| {
-            KeyId::from_hex(&value).ok_or(PolicyFileError::RevokedId { index, value })
-        })
-        .collect::<Result<BTreeSet<_>, _>>()?;
+    let mut revoked = BTreeSet::new();
+    let mut revoked_keys = Vec::new();
+    for (index, entry) in doc.revoked_keys.into_iter().enumerate() {
+        match entry {
+            serde_yaml::Value::String(value) => {
+                revoked.insert(
+                    KeyId::from_hex(&value).ok_or(PolicyFileError::RevokedId { index, value })?,
+                );
+            }
+            other => {
+                let spec: RevokedSpec = serde_yaml::from_value(other)
+                    .map_err(|source| PolicyFileError::RevokedEntry { index, source })?;
+                let pem = match (spec.file, spec.pem) {
+                    (Some(file), None) => read_text_field(base_dir, Field::Revoked(index), &file)?,
+                    (None, Some(pem)) => pem,
+                    _ => return Err(PolicyFileError::RevokedSource { index }),
+                };
+                revoked_keys.push(
+                    PublicKey::from_spki_pem(&pem)
+                        .map_err(|source| PolicyFileError::RevokedKey { index, source })?,
+                );
+            }
+        }
+    }
     let keys = || KeyRule::new(trusted.clone(), doc.threshold).map_err(PolicyFileError::Policy);
     let signers = match sigstore.map(Arc::new) {
         Some(rule) if trusted.is_empty() && doc.threshold.is_none() => SignerRule::Detached(rule),
         Some(rule) => SignerRule::Both(keys()?, rule),
         None => SignerRule::Keys(keys()?),
     };
-    Ok((
-        Policy::with_signers(signers, doc.min_security_version, revoked),
-        attestation,
-    ))
+    let policy = Policy::with_signers(signers, doc.min_security_version, revoked)
+        .with_revoked_keys(revoked_keys);
+    if matches!(policy.signers(), SignerRule::Detached(_)) {
+        if let Some(id) = policy.unresolved_revocations().next() {
+            return Err(PolicyFileError::RevokedWithoutKey { key_id: *id });
+        }
+    }
+    Ok((policy, attestation))
 }
 
 /// Reads and parses a policy file.
@@ -416,6 +498,46 @@ mod tests {
         assert_eq!(p.trusted()[0].not_after, Some(UnixTime(1_893_456_000)));
         assert_eq!(p.revoked().len(), 1);
     }
+
+    #[test]
+    fn revoked_keys_may_be_given_by_id_or_by_key() {
+        let y = format!(
+            "min_security_version: 1\nrevoked_keys:\n  - pem: |\n{}",
+            PEM.lines()
+                .map(|l| format!("      {l}\n"))
+                .collect::<String>()
+        );
+        // Same key trusted and revoked: revocation wins, known by its public half.
+        let p = parse(&inline(&y), Path::new(".")).unwrap();
+        assert_eq!(p.revoked_keys().len(), 1);
+        assert_eq!(p.unresolved_revocations().count(), 0);
+    }
+
+    #[test]
+    fn a_detached_only_policy_must_name_revoked_keys_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cosign.pub"), COSIGN_PEM).unwrap();
+        let id = "00000000000000000000000000000000000000000000000000000000000000aa";
+        let y = format!(
+            "min_security_version: 1\nsigstore: {{public_key: cosign.pub}}\nrevoked_keys: [\"{id}\"]\n"
+        );
+        let err = parse(&y, dir.path()).unwrap_err();
+        assert!(
+            matches!(err, PolicyFileError::RevokedWithoutKey { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains(id), "{err}");
+        std::fs::write(dir.path().join("leaked.pub"), PEM).unwrap();
+        let y = "min_security_version: 1\nsigstore: {public_key: cosign.pub}\nrevoked_keys: [{file: leaked.pub}]\n";
+        assert_eq!(parse(y, dir.path()).unwrap().revoked_keys().len(), 1);
+        let y = "min_security_version: 1\nsigstore: {public_key: cosign.pub}\nrevoked_keys: [{file: a, pem: b}]\n";
+        assert_eq!(
+            parse(y, dir.path()).unwrap_err().to_string(),
+            "revoked_keys[0] needs a key ID, or exactly one of `file` or `pem`"
+        );
+    }
+
+    const COSIGN_PEM: &str = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEnVhZ/AkxaB2ojZDgsKyoZu/e1OKZ\nd3HVChXlfHuflKVjVHfYGXSAayL5LDizdvEuWiqNHUaMCAJCvT3UEiaP4g==\n-----END PUBLIC KEY-----\n";
 
     #[test]
     fn names_what_is_wrong() {

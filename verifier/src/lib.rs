@@ -53,6 +53,7 @@ pub mod digest;
 pub mod dsse;
 pub mod format;
 pub mod fuzzing;
+pub mod kernel;
 pub mod keys;
 pub mod manifest;
 pub mod policy;

@@ -1,8 +1,6 @@
 //! The signed manifest: an in-toto Statement v1 whose subjects are the bundle's components
 //! and whose predicate describes the bundle.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha256Digest;
@@ -137,7 +135,15 @@ struct StatementJson {
 #[serde(deny_unknown_fields)]
 struct SubjectJson {
     name: String,
-    digest: BTreeMap<String, String>,
+    digest: DigestJson,
+}
+
+/// A subject's digest set. A struct rather than a map: serde rejects a field given twice
+/// (`{"sha256":A,"sha256":B}` has no "last value wins") and any other algorithm.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DigestJson {
+    sha256: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -182,6 +188,54 @@ fn check_field(
     Ok(())
 }
 
+/// Whether `s` is exactly `YYYY-MM-DDTHH:MM:SSZ` naming a real instant: UTC with a `Z`
+/// (no offsets, not even `+00:00`), no fraction, month 1-12, a day that exists in that
+/// month (30 February does not), hour below 24, minute and second below 60. One instant
+/// has one spelling, so one signed manifest has one encoding.
+pub fn is_rfc3339_utc(s: &str) -> bool {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let digits = b.get(r)?;
+        digits.iter().try_fold(0u32, |acc, &d| {
+            d.is_ascii_digit()
+                .then(|| acc.saturating_mul(10).saturating_add(u32::from(d - b'0')))
+        })
+    };
+    if b.len() != 20
+        || [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'Z'),
+        ]
+        .iter()
+        .any(|&(i, c)| b.get(i) != Some(&c))
+    {
+        return false;
+    }
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
+        num(0..4),
+        num(5..7),
+        num(8..10),
+        num(11..13),
+        num(14..16),
+        num(17..19),
+    ) else {
+        return false;
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&day) && hour < 24 && minute < 60 && second < 60
+}
+
 impl Manifest {
     /// Checks every field's shape. Called by both the reader and the writer, so that a
     /// manifest this crate writes is always one it reads back.
@@ -193,7 +247,12 @@ impl Manifest {
         check_field("kernelRelease", &self.kernel_release, 64, |b| {
             b.is_ascii_graphic()
         })?;
-        check_field("created", &self.created, 64, |b| b.is_ascii_graphic())?;
+        if !is_rfc3339_utc(&self.created) {
+            return Err(ManifestError::Field {
+                field: "created",
+                reason: "not an RFC 3339 UTC time of the form YYYY-MM-DDTHH:MM:SSZ",
+            });
+        }
         let mut seen = Vec::new();
         for c in &self.components {
             if seen.contains(&c.role) {
@@ -234,12 +293,10 @@ impl Manifest {
             if subject.name != comp.role {
                 return Err(ManifestError::SubjectsDisagree { index });
             }
-            let sha256 = match (subject.digest.len(), subject.digest.get("sha256")) {
-                (1, Some(h)) => Sha256Digest::from_hex(h),
-                _ => None,
-            }
-            .ok_or_else(|| ManifestError::BadDigest {
-                name: subject.name.clone(),
+            let sha256 = Sha256Digest::from_hex(&subject.digest.sha256).ok_or_else(|| {
+                ManifestError::BadDigest {
+                    name: subject.name.clone(),
+                }
             })?;
             components.push(Component {
                 role,
@@ -271,7 +328,9 @@ impl Manifest {
                 .iter()
                 .map(|c| SubjectJson {
                     name: c.role.name().into(),
-                    digest: BTreeMap::from([("sha256".to_string(), c.sha256.to_hex())]),
+                    digest: DigestJson {
+                        sha256: c.sha256.to_hex(),
+                    },
                 })
                 .collect(),
             predicate_type: PREDICATE_TYPE.into(),
@@ -348,6 +407,50 @@ mod tests {
     }
 
     #[test]
+    fn created_is_strict_rfc3339_utc() {
+        for ok in [
+            "2026-01-01T00:00:00Z",
+            "2024-02-29T23:59:59Z",
+            "2000-02-29T12:00:00Z",
+        ] {
+            assert!(is_rfc3339_utc(ok), "{ok}");
+        }
+        for bad in [
+            "2026-01-01T00:00:00+00:00",
+            "2026-01-01T00:00:00-01:00",
+            "2026-13-01T00:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "2026-01-01T24:00:00Z",
+            "2026-01-01T00:60:00Z",
+            "2026-01-01T00:00:60Z",
+            "2026-01-01t00:00:00z",
+            "2026-01-01T00:00:00.5Z",
+            "2026-01-01 00:00:00Z",
+            "2026-00-01T00:00:00Z",
+            "2026-01-00T00:00:00Z",
+            "+026-01-01T00:00:00Z",
+            "",
+        ] {
+            assert!(!is_rfc3339_utc(bad), "{bad}");
+        }
+        let mut m = sample();
+        m.created = "2026-02-30T00:00:00Z".into();
+        assert!(m.to_statement_json().is_err());
+        let json = String::from_utf8(sample().to_statement_json().unwrap()).unwrap();
+        let bad = json.replace("2026-01-01T00:00:00Z", "2026-01-01T00:00:00+00:00");
+        assert!(matches!(
+            Manifest::from_statement_json(bad.as_bytes()),
+            Err(ManifestError::Field {
+                field: "created",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn rejects_inconsistent_statements() {
         let json = String::from_utf8(sample().to_statement_json().unwrap()).unwrap();
         let cases = [
@@ -379,7 +482,15 @@ mod tests {
                 json.replace("\"role\":\"cmdline\"", "\"role\":\"fw\""),
                 "UnknownRole",
             ),
-            (json.replace("\"sha256\"", "\"sha512\""), "BadDigest"),
+            (json.replace("\"sha256\"", "\"sha512\""), "Json"),
+            (
+                json.replacen("{\"sha256\":", "{\"sha256\":\"00\",\"sha256\":", 1),
+                "Json",
+            ),
+            (
+                json.replacen("\"sha256\":\"", "\"sha256\":\"zz", 1),
+                "BadDigest",
+            ),
             (
                 json.replace("\"created\"", "\"extra\":1,\"created\""),
                 "Json",

@@ -172,6 +172,7 @@ pub struct Policy {
     signers: SignerRule,
     min_security_version: u64,
     revoked: BTreeSet<KeyId>,
+    revoked_keys: Vec<PublicKey>,
 }
 
 impl Policy {
@@ -198,11 +199,54 @@ impl Policy {
         min_security_version: u64,
         revoked: BTreeSet<KeyId>,
     ) -> Self {
-        Policy {
+        let mut policy = Policy {
             signers,
             min_security_version,
             revoked,
+            revoked_keys: Vec::new(),
+        };
+        policy.resolve_revoked();
+        policy
+    }
+
+    /// Also revokes these public keys. A key known by its public half is recognised by
+    /// trying it against every signature, whatever key ID the signature claims (or none):
+    /// stripping or forging a keyid does not hide a revoked signer.
+    #[must_use]
+    pub fn with_revoked_keys(mut self, keys: impl IntoIterator<Item = PublicKey>) -> Self {
+        for key in keys {
+            self.revoked.insert(key.id());
+            self.revoked_keys.push(key);
         }
+        self.resolve_revoked();
+        self
+    }
+
+    /// Keeps `revoked_keys` = every revoked key whose public half is known (given, or
+    /// trusted and revoked by ID), each once.
+    fn resolve_revoked(&mut self) {
+        let trusted: Vec<PublicKey> = self.trusted().iter().map(|t| t.key.clone()).collect();
+        for key in trusted {
+            if self.revoked.contains(&key.id()) {
+                self.revoked_keys.push(key);
+            }
+        }
+        let mut seen = BTreeSet::new();
+        self.revoked_keys.retain(|k| seen.insert(k.id()));
+    }
+
+    /// The revoked keys whose public half is known: each is tried against every signature.
+    pub fn revoked_keys(&self) -> &[PublicKey] {
+        &self.revoked_keys
+    }
+
+    /// Revoked key IDs whose public key is unknown: such a revocation catches only a
+    /// signature that claims that keyid. Harmless under an Ed25519 rule (an untrusted key
+    /// never counts towards the threshold), but a detached-only policy must name the key.
+    pub fn unresolved_revocations(&self) -> impl Iterator<Item = &KeyId> {
+        self.revoked
+            .iter()
+            .filter(|id| !self.revoked_keys.iter().any(|k| k.id() == **id))
     }
 
     /// Who must have signed.

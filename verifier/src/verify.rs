@@ -260,6 +260,16 @@ pub enum VerifyError {
         /// The bundle's digest.
         actual: Sha256Digest,
     },
+    /// A signed kernel fact that the kernel image bytes contradict.
+    #[error("the manifest signs kernel.{field} = {}, but the kernel image says {}", show(.signed), show(.actual))]
+    KernelFact {
+        /// The manifest field (`bootProtocol`, `payloadFormat`, `elfEntry`).
+        field: &'static str,
+        /// What the manifest signs.
+        signed: Option<String>,
+        /// What the image bytes say.
+        actual: Option<String>,
+    },
     /// The security version is below the policy's minimum.
     #[error("security version {security_version} is below the minimum {minimum} (rollback)")]
     Rollback {
@@ -289,6 +299,7 @@ impl VerifyError {
             VerifyError::MissingComponent { .. } => "missing_component",
             VerifyError::SizeMismatch { .. } => "size_mismatch",
             VerifyError::DigestMismatch { .. } => "digest_mismatch",
+            VerifyError::KernelFact { .. } => "kernel_fact_mismatch",
             VerifyError::Rollback { .. } => "rollback",
             VerifyError::ApprovalMissing => "sigstore_signature_missing",
             VerifyError::ApprovalForOtherBundle { .. } => "sigstore_other_bundle",
@@ -296,6 +307,11 @@ impl VerifyError {
             VerifyError::Sigstore { source, .. } => source.step.code(),
         }
     }
+}
+
+fn show(v: &Option<String>) -> String {
+    v.as_deref()
+        .map_or_else(|| "nothing".to_string(), |s| format!("{s:?}"))
 }
 
 /// The first steps of every check: container structure, envelope, payload type.
@@ -358,6 +374,7 @@ pub fn verify_bundle(
     };
     let manifest = Manifest::from_statement_json(&envelope.payload)?;
     check_components(&raw, &manifest)?;
+    check_kernel_facts(&raw, &manifest)?;
     if manifest.security_version < policy.min_security_version() {
         return Err(VerifyError::Rollback {
             security_version: manifest.security_version,
@@ -406,13 +423,58 @@ fn approve(
     Ok(None)
 }
 
+/// A signature by a revoked key rejects the bundle outright: one that claims a revoked
+/// keyid, and one that any revoked public key verifies, whatever keyid it claims.
 fn check_revocation(envelope: &Envelope, policy: &Policy) -> Result<(), VerifyError> {
+    let message = envelope.signed_bytes();
     for (index, sig) in envelope.signatures.iter().enumerate() {
         if let Some(key_id) = KeyId::from_hex(&sig.keyid).filter(|id| policy.is_revoked(id)) {
             return Err(VerifyError::RevokedKey { index, key_id });
         }
+        let Ok(ed_sig) = EdSignature::from_slice(&sig.sig) else {
+            continue;
+        };
+        if let Some(key) = policy
+            .revoked_keys()
+            .iter()
+            .find(|k| k.verifying_key().verify_strict(&message, &ed_sig).is_ok())
+        {
+            return Err(VerifyError::RevokedKey {
+                index,
+                key_id: key.id(),
+            });
+        }
     }
     Ok(())
+}
+
+/// The signed `kernel` object must be exactly what the kernel bytes say
+/// ([`crate::kernel::facts`]): a signer cannot claim a boot protocol, payload format or
+/// entry point that the image does not have.
+fn check_kernel_facts(raw: &RawBundle<'_>, manifest: &Manifest) -> Result<(), VerifyError> {
+    let data = |role| raw.section(role).map(|s| s.data);
+    let actual = crate::kernel::facts(data(Role::BzImage), data(Role::Vmlinux));
+    let signed = &manifest.kernel;
+    let mismatch = |field: &'static str, signed: &Option<String>, actual: &Option<String>| {
+        (signed != actual).then(|| VerifyError::KernelFact {
+            field,
+            signed: signed.clone(),
+            actual: actual.clone(),
+        })
+    };
+    match mismatch("bootProtocol", &signed.boot_protocol, &actual.boot_protocol)
+        .or_else(|| {
+            mismatch(
+                "payloadFormat",
+                &signed.payload_format,
+                &actual.payload_format,
+            )
+        })
+        .or_else(|| mismatch("elfEntry", &signed.elf_entry, &actual.elf_entry))
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn check_signatures(
@@ -424,6 +486,7 @@ fn check_signatures(
     if envelope.signatures.is_empty() {
         return Err(VerifyError::NoSignatures);
     }
+    check_revocation(envelope, policy)?;
     let message = envelope.signed_bytes();
     let mut valid = BTreeSet::new();
     let mut unknown = Vec::new();
@@ -532,6 +595,7 @@ pub fn check_integrity(bytes: &[u8]) -> Result<(RawBundle<'_>, Envelope), Verify
     let (raw, envelope) = open(bytes)?;
     let manifest = Manifest::from_statement_json(&envelope.payload)?;
     check_components(&raw, &manifest)?;
+    check_kernel_facts(&raw, &manifest)?;
     Ok((raw, envelope))
 }
 

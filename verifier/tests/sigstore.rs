@@ -311,6 +311,29 @@ fn signer_rules_combine_detached_and_ed25519_signatures() {
         Err(VerifyError::UnknownSigner { .. })
     ));
 
+    // Detached only, with the envelope's signer revoked: rejected, and still rejected
+    // when the envelope's signature claims no keyid (or another one), because the revoked
+    // public key is tried against every signature.
+    let revoking = Policy::with_signers(
+        SignerRule::Detached(sigstore.clone()),
+        1,
+        Default::default(),
+    )
+    .with_revoked_keys([PublicKey::from_verifying_key(other.verifying_key())]);
+    for claim in ["", "00"] {
+        let raw = jek_verifier::format::parse(&by_other).unwrap();
+        let mut env = jek_verifier::dsse::Envelope::from_json(raw.envelope).unwrap();
+        env.signatures[0].keyid = claim.to_string();
+        let parts: Vec<_> = raw.sections.iter().map(|s| (s.role, s.data)).collect();
+        let stripped = jek_verifier::format::encode(&parts, &env.to_json()).unwrap();
+        let sig = root.sign(&stripped, &id, Faults::None);
+        let err = verify_bundle(stripped, &revoking, &[candidate("s.sig", &sig)], now).unwrap_err();
+        assert!(
+            matches!(err, VerifyError::RevokedKey { index: 0, .. }),
+            "{claim:?}: {err}"
+        );
+    }
+
     // Ed25519 only: candidates are not consulted.
     let v = verify_bundle(signed, &ed_only, &[candidate("x", "not a signature")], now).unwrap();
     assert!(v.approval().is_none());
