@@ -41,10 +41,6 @@ fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
 }
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 /// Reads the release from a `"Linux version 6.1.0 (...)"` banner anywhere in `bytes`.
 fn release_from_banner(bytes: &[u8]) -> Option<String> {
     const BANNER: &[u8] = b"Linux version ";
@@ -60,22 +56,6 @@ fn release_token(bytes: &[u8]) -> Option<String> {
         return None;
     }
     String::from_utf8(token.to_vec()).ok()
-}
-
-fn payload_format(payload: &[u8]) -> Option<&'static str> {
-    const MAGICS: [(&[u8], &str); 7] = [
-        (b"\x1f\x8b", "gzip"),
-        (b"\xfd7zXZ\x00", "xz"),
-        (b"\x02\x21\x4c\x18", "lz4"),
-        (b"\x28\xb5\x2f\xfd", "zstd"),
-        (b"BZh", "bzip2"),
-        (b"\x89LZO", "lzo"),
-        (b"\x5d\x00\x00", "lzma"),
-    ];
-    MAGICS
-        .iter()
-        .find(|(m, _)| payload.starts_with(m))
-        .map(|(_, n)| *n)
 }
 
 /// Recognises a kernel image and reads what it says about itself.
@@ -116,18 +96,7 @@ pub fn examine(image: &[u8]) -> Result<KernelFacts, KernelImageError> {
         .filter(|&p| p != 0)
         .and_then(|p| image.get(usize::from(p) + 0x200..))
         .and_then(release_token);
-    let setup_sects = match image.get(0x1f1).copied() {
-        Some(0) | None => 4,
-        Some(n) => usize::from(n),
-    };
-    let payload_format = if version >= 0x0208 {
-        u32_at(image, 0x248).and_then(|off| {
-            let start = (setup_sects + 1) * 512 + usize::try_from(off).ok()?;
-            payload_format(image.get(start..)?)
-        })
-    } else {
-        None
-    };
+    let payload_format = jek_verifier::kernel::payload_format(image);
     Ok(KernelFacts {
         role: Role::BzImage,
         release,

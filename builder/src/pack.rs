@@ -3,7 +3,7 @@
 use ed25519_dalek::{Signer as _, SigningKey};
 use jek_verifier::dsse::{self, Envelope, IN_TOTO_PAYLOAD_TYPE};
 use jek_verifier::format::{self, EncodeError, Role};
-use jek_verifier::manifest::{Component, KernelInfo, Manifest, ManifestError};
+use jek_verifier::manifest::{Component, Manifest, ManifestError};
 use jek_verifier::{Sha256Digest, UnixTime, VerifyError};
 
 use crate::kernel_image::{self, KernelImageError};
@@ -138,11 +138,6 @@ pub fn pack(req: &PackRequest<'_>, signing_keys: &[SigningKey]) -> Result<Vec<u8
     }
     let facts = kernel_image::examine(req.kernel).map_err(PackError::Kernel)?;
     let mut parts: Vec<(Role, &[u8])> = vec![(facts.role, req.kernel)];
-    let mut info = KernelInfo {
-        boot_protocol: facts.boot_protocol.clone(),
-        payload_format: facts.payload_format.map(str::to_string),
-        elf_entry: facts.elf_entry.map(|e| format!("{e:#x}")),
-    };
     let mut release = facts.release.clone();
     if let Some(vmlinux) = req.vmlinux {
         let vf = kernel_image::examine(vmlinux).map_err(PackError::Kernel)?;
@@ -158,7 +153,6 @@ pub fn pack(req: &PackRequest<'_>, signing_keys: &[SigningKey]) -> Result<Vec<u8
             }
         }
         release = release.or(vf.release);
-        info.elf_entry = vf.elf_entry.map(|e| format!("{e:#x}"));
         parts.push((Role::Vmlinux, vmlinux));
     }
     if let Some(i) = req.initramfs {
@@ -169,6 +163,10 @@ pub fn pack(req: &PackRequest<'_>, signing_keys: &[SigningKey]) -> Result<Vec<u8
         parts.push((Role::Config, c));
     }
     parts.sort_by_key(|(r, _)| r.kind());
+    // The signed kernel facts come from the verifier's own reader, so what is signed is
+    // exactly what verification recomputes.
+    let part = |role| parts.iter().find(|(r, _)| *r == role).map(|(_, d)| *d);
+    let info = jek_verifier::kernel::facts(part(Role::BzImage), part(Role::Vmlinux));
     let kernel_release = req
         .kernel_release
         .clone()
