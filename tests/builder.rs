@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use common::{
@@ -170,7 +171,10 @@ fn boot_past_calibration(
             return b;
         }
         stalls += 1;
-        eprintln!("{machine}: the emulated guest stalled in clock calibration; booting again");
+        let _ = writeln!(
+            std::io::stderr(),
+            "{machine}: the emulated guest stalled in clock calibration; booting again"
+        );
     }
 }
 

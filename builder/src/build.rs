@@ -186,16 +186,25 @@ fn require_static(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
 
 /// The pod spec the init reads when the loader supplies none (`/etc/jek/app.json`).
 pub fn app_spec_json(recipe: &Recipe) -> Vec<u8> {
-    let v = serde_json::json!({
-        "name": recipe.name,
-        "containers": [{
-            "name": recipe.app.name,
-            "command": recipe.app.command,
-            "args": recipe.app.args,
-            "env": recipe.app.env.iter().map(|(k, v)| serde_json::json!({"name": k, "value": v})).collect::<Vec<_>>(),
+    let spec = jek_pod::spec::PodSpec {
+        name: recipe.name.clone(),
+        containers: vec![jek_pod::spec::Container {
+            name: recipe.app.name.clone(),
+            command: recipe.app.command.clone(),
+            args: recipe.app.args.clone(),
+            env: recipe
+                .app
+                .env
+                .iter()
+                .map(|(name, value)| jek_pod::spec::EnvVar {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
         }],
-    });
-    serde_json::to_vec(&v).unwrap_or_default()
+    };
+    // Serializing strings and vectors into a Vec cannot fail.
+    serde_json::to_vec(&spec).unwrap_or_default()
 }
 
 /// Builds the initramfs: `/init`, `/dev/console`, the mount points, `/etc/jek/app.json` and

@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use jek_fsio::{Class, ReadError, WriteError};
+use jek_fsio::{Class, WriteError};
+use jek_verifier::format::MAX_BUNDLE_SIZE;
 
 /// Process exit codes. Documented in the README and `docs/cli.md`; tests check them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,17 +35,6 @@ impl From<Class> for Exit {
 /// Everything that can stop a command.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// Reading an input file failed.
-    #[error("cannot read {what} {path}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: ReadError,
-    },
-    /// A file that must be text is not UTF-8.
-    #[error("{what} {path} is not UTF-8 text")]
-    NotText { what: &'static str, path: PathBuf },
     /// Writing an output file failed.
     #[error("cannot write output")]
     Write(#[from] WriteError),
@@ -172,7 +162,6 @@ impl CliError {
     /// The exit code for this error.
     pub fn exit(&self) -> Exit {
         match self {
-            CliError::Read { source, .. } => source.class().into(),
             CliError::Write(e) => e.class().into(),
             CliError::Config(e) => e.class().into(),
             CliError::Registry(e) => e.class().into(),
@@ -183,8 +172,7 @@ impl CliError {
             | CliError::NotReproducible { .. }
             | CliError::KconfigFindings { .. }
             | CliError::Contraindicated { .. } => Exit::Rejected,
-            CliError::NotText { .. }
-            | CliError::SigningKey { .. }
+            CliError::SigningKey { .. }
             | CliError::Inspect { .. }
             | CliError::Pack(_)
             | CliError::Sign { .. }
@@ -208,21 +196,12 @@ impl CliError {
 /// Reads a whole input file named on the command line (symlinks followed; at most the
 /// largest bundle jek accepts, checked by size before reading).
 pub fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, CliError> {
-    jek_fsio::read_file(path, jek_verifier::format::MAX_BUNDLE_SIZE).map_err(|source| {
-        CliError::Read {
-            what,
-            path: path.to_path_buf(),
-            source,
-        }
-    })
+    Ok(jek_config::read(what, path, MAX_BUNDLE_SIZE)?)
 }
 
 /// Reads a whole input file that must be UTF-8 text.
 pub fn read_text(what: &'static str, path: &Path) -> Result<String, CliError> {
-    String::from_utf8(read(what, path)?).map_err(|_| CliError::NotText {
-        what,
-        path: path.to_path_buf(),
-    })
+    Ok(jek_config::read_text(what, path, MAX_BUNDLE_SIZE)?)
 }
 
 /// The whole `source()` chain of an error, one cause per line.

@@ -1,6 +1,29 @@
 //! `jek`: signed just-enough-kernel bundles and measured boot for microVM pods.
 #![forbid(unsafe_code)]
 
+/// `println!` for everything jek prints: the line passes [`jek_fsio::terminal::escape`]
+/// first, so untrusted text in it (key IDs, manifest fields, pod names) cannot drive the
+/// terminal. The std macros are disallowed in this crate (`cli/clippy.toml`).
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::print_line(false, &::std::format!($($arg)*)) };
+}
+
+/// `eprintln!` through the same escaping as [`outln!`].
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::print_line(true, &::std::format!($($arg)*)) };
+}
+
+/// The one place the CLI prints a line (see [`outln!`]).
+#[allow(clippy::disallowed_macros)]
+fn print_line(stderr: bool, line: &str) {
+    let line = jek_fsio::terminal::escape(line);
+    if stderr {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
 mod commands;
 mod error;
 mod progress;
@@ -61,7 +84,7 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::from(Exit::Ok as u8),
         Err(e) => {
-            eprintln!("error: {}", error::chain(&e));
+            errln!("error: {}", error::chain(&e));
             std::process::ExitCode::from(e.exit() as u8)
         }
     }

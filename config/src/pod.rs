@@ -51,9 +51,25 @@ pub enum PodFileError {
     /// No containers.
     #[error("spec.containers is empty")]
     NoContainers,
-    /// A name that is empty.
-    #[error("{0} is empty")]
-    EmptyName(String),
+    /// A name that is not a DNS-1123 label (as in Kubernetes): it would become a
+    /// directory name and part of option strings.
+    #[error("{field} = {value:?} is not a DNS-1123 label (1-63 of a-z, 0-9 and '-', starting and ending with a letter or digit): {reason}")]
+    Name {
+        /// The field.
+        field: String,
+        /// The name found.
+        value: String,
+        /// What is wrong with it.
+        reason: jek_pod::spec::LabelError,
+    },
+}
+
+fn label(field: impl FnOnce() -> String, value: &str) -> Result<(), PodFileError> {
+    jek_pod::spec::check_label(value).map_err(|reason| PodFileError::Name {
+        field: field(),
+        value: value.to_string(),
+        reason,
+    })
 }
 
 #[derive(Deserialize)]
@@ -106,19 +122,13 @@ pub fn parse(yaml: &str) -> Result<PodSpec, PodFileError> {
             kind: doc.kind,
         });
     }
-    if doc.metadata.name.is_empty() {
-        return Err(PodFileError::EmptyName("metadata.name".into()));
-    }
+    label(|| "metadata.name".into(), &doc.metadata.name)?;
     if doc.spec.containers.is_empty() {
         return Err(PodFileError::NoContainers);
     }
     let mut containers = Vec::new();
     for (index, c) in doc.spec.containers.into_iter().enumerate() {
-        if c.name.is_empty() {
-            return Err(PodFileError::EmptyName(format!(
-                "spec.containers[{index}].name"
-            )));
-        }
+        label(|| format!("spec.containers[{index}].name"), &c.name)?;
         if c.command.is_empty() {
             return Err(PodFileError::NoCommand {
                 index,
@@ -184,6 +194,27 @@ mod tests {
             parse(&POD.replace("command: [/bin/x]", "args: [x]")),
             Err(PodFileError::NoCommand { index: 0, .. })
         ));
+    }
+
+    #[test]
+    fn names_must_be_dns_1123_labels() {
+        for (bad, field) in [
+            ("metadata: {name: ../../x}", "metadata.name"),
+            ("metadata: {name: \"p,dir=/tmp/evil\"}", "metadata.name"),
+            ("metadata: {name: \"\"}", "metadata.name"),
+            ("metadata: {name: Web}", "metadata.name"),
+        ] {
+            let err = parse(&POD.replace("metadata: {name: p}", bad)).unwrap_err();
+            assert!(
+                matches!(&err, PodFileError::Name { field: f, .. } if f == field),
+                "{bad}: {err}"
+            );
+        }
+        let err = parse(&POD.replace("- name: a", "- name: a/b")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.containers[0].name = \"a/b\" is not a DNS-1123 label (1-63 of a-z, 0-9 and '-', starting and ending with a letter or digit): the character at position 1 is not a lowercase letter, digit or '-'"
+        );
     }
 
     impl PodFileError {

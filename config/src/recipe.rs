@@ -139,6 +139,16 @@ pub fn parse(text: &str, base: &Path) -> Result<Recipe, RecipeError> {
     if doc.app.command.is_empty() {
         return Err(field("app.command", "must name an executable"));
     }
+    // The recipe's name and app name become the default pod and container names the
+    // guest init checks (and the name of the run directory).
+    for (f, value) in [("name", &doc.name), ("app.name", &doc.app.name)] {
+        jek_pod::spec::check_label(value).map_err(|e| {
+            field(
+                f,
+                format!("{value:?} is not a DNS-1123 label (a-z, 0-9, '-'): {e}"),
+            )
+        })?;
+    }
     if doc.cmdline.len() > 2047 || !doc.cmdline.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
         return Err(field(
             "cmdline",

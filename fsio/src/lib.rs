@@ -5,6 +5,7 @@
 //!   destination directory with its final mode, written, fsynced, renamed over the
 //!   destination, and the directory is fsynced. A failure leaves no half-written file.
 //! - [`write_dir_atomic`]: a whole directory of files, renamed into place at once.
+//! - [`terminal::escape`]: untrusted text made inert before it reaches a terminal.
 //! - [`read_regular`]: reading a file from a directory jek does not own: opened with
 //!   `O_NOFOLLOW`, it must be a regular file, and its size is checked (fstat) against a cap
 //!   before a byte is read.
@@ -19,6 +20,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
+
+pub mod terminal;
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};

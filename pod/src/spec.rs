@@ -44,6 +44,59 @@ pub struct EnvVar {
     pub value: String,
 }
 
+/// The longest DNS-1123 label (RFC 1123, as Kubernetes uses it for pod and container
+/// names).
+pub const MAX_LABEL_LEN: usize = 63;
+
+/// Why a name is not a DNS-1123 label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelError {
+    /// Empty.
+    Empty,
+    /// Longer than [`MAX_LABEL_LEN`] bytes.
+    TooLong,
+    /// A character other than `a-z`, `0-9` and `-`, at this byte position.
+    Character(usize),
+    /// Starts or ends with `-`.
+    Edge,
+}
+
+impl std::fmt::Display for LabelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LabelError::Empty => f.write_str("it is empty"),
+            LabelError::TooLong => write!(f, "it is longer than {MAX_LABEL_LEN} characters"),
+            LabelError::Character(at) => write!(
+                f,
+                "the character at position {at} is not a lowercase letter, digit or '-'"
+            ),
+            LabelError::Edge => f.write_str("it starts or ends with '-'"),
+        }
+    }
+}
+
+/// Checks that `name` is a DNS-1123 label: 1 to 63 of `a-z 0-9 -`, starting and ending
+/// with a letter or digit. Pod names become directory names and parts of option strings
+/// (swtpm's `dir=`), so no `/`, `.`, `,` or `=` may pass.
+pub fn check_label(name: &str) -> Result<(), LabelError> {
+    if name.is_empty() {
+        return Err(LabelError::Empty);
+    }
+    if name.len() > MAX_LABEL_LEN {
+        return Err(LabelError::TooLong);
+    }
+    if let Some(at) = name
+        .bytes()
+        .position(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+    {
+        return Err(LabelError::Character(at));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err(LabelError::Edge);
+    }
+    Ok(())
+}
+
 /// Why a spec is unusable.
 #[derive(Debug)]
 pub enum SpecError {
@@ -51,6 +104,8 @@ pub enum SpecError {
     Json(serde_json::Error),
     /// No containers, or a container without a command.
     Empty(&'static str),
+    /// A pod or container name that is not a DNS-1123 label.
+    Name(String, LabelError),
 }
 
 impl std::fmt::Display for SpecError {
@@ -58,6 +113,12 @@ impl std::fmt::Display for SpecError {
         match self {
             SpecError::Json(e) => write!(f, "invalid pod spec JSON: {e}"),
             SpecError::Empty(what) => write!(f, "invalid pod spec: {what}"),
+            SpecError::Name(name, e) => {
+                write!(
+                    f,
+                    "invalid pod spec: name {name:?} is not a DNS-1123 label: {e}"
+                )
+            }
         }
     }
 }
@@ -74,6 +135,9 @@ impl PodSpec {
         if spec.containers.iter().any(|c| c.command.is_empty()) {
             return Err(SpecError::Empty("a container has an empty command"));
         }
+        for name in std::iter::once(&spec.name).chain(spec.containers.iter().map(|c| &c.name)) {
+            check_label(name).map_err(|e| SpecError::Name(name.clone(), e))?;
+        }
         Ok(spec)
     }
 }
@@ -82,6 +146,30 @@ impl PodSpec {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn names_are_dns_1123_labels() {
+        for ok in ["a", "web-1", "0abc", &"a".repeat(63)] {
+            assert_eq!(check_label(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(check_label(""), Err(LabelError::Empty));
+        assert_eq!(check_label(&"a".repeat(64)), Err(LabelError::TooLong));
+        assert_eq!(check_label("../../x"), Err(LabelError::Character(0)));
+        assert_eq!(check_label("p,dir=/tmp"), Err(LabelError::Character(1)));
+        assert_eq!(check_label("Web"), Err(LabelError::Character(0)));
+        assert_eq!(check_label("a.b"), Err(LabelError::Character(1)));
+        assert_eq!(check_label("ü"), Err(LabelError::Character(0)));
+        assert_eq!(check_label("-a"), Err(LabelError::Edge));
+        assert_eq!(check_label("a-"), Err(LabelError::Edge));
+        assert!(PodSpec::from_json(
+            br#"{"name":"../x","containers":[{"name":"a","command":["/x"]}]}"#
+        )
+        .is_err());
+        assert!(PodSpec::from_json(
+            br#"{"name":"p","containers":[{"name":"A","command":["/x"]}]}"#
+        )
+        .is_err());
+    }
 
     #[test]
     fn parses_and_rejects() {

@@ -39,31 +39,69 @@ impl ConsoleOutcome {
     }
 }
 
+/// The most bytes of console output held in memory: one line of the init's protocol
+/// ([`jek_pod::console::MAX_LINE`]). A longer line is written out in pieces of this size
+/// as it arrives, so a guest that never writes a newline cannot grow the host's memory,
+/// and its output still reaches `console.log`.
+pub const MAX_PIECE: usize = jek_pod::console::MAX_LINE;
+
 /// Copies `from` line by line to `log` and (unless `quiet`) to stdout until end of input.
+/// Lines longer than [`MAX_PIECE`] are passed on in pieces; what reaches the terminal has
+/// its control characters escaped ([`jek_fsio::terminal::escape_console_line`]), while
+/// `console.log` keeps the exact bytes.
 pub fn pump(
     from: impl std::io::Read,
     mut log: impl Write,
     quiet: bool,
 ) -> std::io::Result<ConsoleOutcome> {
-    let mut reader = std::io::BufReader::new(from);
+    let mut reader = std::io::BufReader::with_capacity(MAX_PIECE, from);
     let mut outcome = ConsoleOutcome::default();
-    let mut line = Vec::new();
+    let mut line: Vec<u8> = Vec::with_capacity(MAX_PIECE);
     let stdout = std::io::stdout();
     loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
             break;
         }
-        log.write_all(&line)?;
-        if !quiet {
-            let mut out = stdout.lock();
-            out.write_all(&line)?;
-            out.flush()?;
+        let room = MAX_PIECE.saturating_sub(line.len());
+        let (take, complete) = match buf.iter().take(room).position(|&b| b == b'\n') {
+            Some(i) => (i.saturating_add(1), true),
+            None => (
+                buf.len().min(room),
+                line.len().saturating_add(buf.len()) >= MAX_PIECE,
+            ),
+        };
+        line.extend_from_slice(buf.get(..take).unwrap_or_default());
+        reader.consume(take);
+        if !complete {
+            continue;
         }
-        outcome.observe(&String::from_utf8_lossy(&line));
+        emit(&line, &mut log, quiet, &stdout, &mut outcome)?;
+        line.clear();
+    }
+    if !line.is_empty() {
+        emit(&line, &mut log, quiet, &stdout, &mut outcome)?;
     }
     log.flush()?;
     Ok(outcome)
+}
+
+fn emit(
+    line: &[u8],
+    log: &mut impl Write,
+    quiet: bool,
+    stdout: &std::io::Stdout,
+    outcome: &mut ConsoleOutcome,
+) -> std::io::Result<()> {
+    log.write_all(line)?;
+    let text = String::from_utf8_lossy(line);
+    if !quiet {
+        let mut out = stdout.lock();
+        out.write_all(jek_fsio::terminal::escape_console_line(&text).as_bytes())?;
+        out.flush()?;
+    }
+    outcome.observe(&text);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -81,5 +119,20 @@ mod tests {
         assert_eq!(o.ready.unwrap().pod, "p");
         assert_eq!(o.exits[0].container, "a");
         assert_eq!(log, text);
+    }
+
+    #[test]
+    fn long_lines_are_passed_on_in_pieces() {
+        let mut text = vec![b'x'; MAX_PIECE * 2 + 10];
+        text.extend_from_slice(b"\nJEK-POWEROFF {\"status\":3}\n");
+        let mut log = Vec::new();
+        let o = pump(&text[..], &mut log, true).unwrap();
+        assert_eq!(log, text);
+        assert_eq!(o.status, Some(3));
+        // The last line kept is a piece, never more than the cap.
+        let mut tail = vec![b'y'; MAX_PIECE * 3];
+        tail.push(b'z');
+        let o = pump(&tail[..], std::io::sink(), true).unwrap();
+        assert_eq!(o.last_line.as_deref(), Some("z"));
     }
 }

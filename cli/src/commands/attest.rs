@@ -153,24 +153,24 @@ fn report(results: &[PodResult], json_out: bool, quiet: bool) -> Result<(), CliE
                     let Some(sub) = result.submod(pod) else {
                         continue;
                     };
-                    println!("{pod}: {} ({})", sub.status.name(), run_dir.display());
+                    outln!("{pod}: {} ({})", sub.status.name(), run_dir.display());
                     for (claim, c) in sub.failing() {
-                        println!(
+                        outln!(
                             "  {claim}: {}: {}",
                             c.status.name(),
                             c.reason.as_deref().unwrap_or("")
                         );
                         if let (Some(e), Some(a)) = (&c.expected, &c.actual) {
-                            println!("    expected {e}\n    actual   {a}");
+                            outln!("    expected {e}\n    actual   {a}");
                         }
                     }
                 }
                 PodResult::Failed { run_dir, error } => {
-                    println!("{}: error: {error}", run_dir.display());
+                    outln!("{}: error: {error}", run_dir.display());
                 }
             }
         }
-        println!(
+        outln!(
             "{} pods: {affirming} affirming, {contraindicated} contraindicated, {errors} errors",
             results.len()
         );

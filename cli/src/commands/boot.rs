@@ -151,7 +151,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     if args.json {
         super::print_json(&jek_loader::RunRecord::new(&report, &bundle, vmm))?;
     } else if !quiet {
-        eprintln!(
+        errln!(
             "jek: pod ended with status {} ({} backend, {} kernel); run directory {}",
             report.status,
             vmm.name(),

@@ -105,7 +105,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
                 } else {
                     "DIFFERS"
                 };
-                println!("{:<10} {mark}  {} {}", c.component, c.first, c.second);
+                outln!("{:<10} {mark}  {} {}", c.component, c.first, c.second);
             }
         }
         return match first_diff {
@@ -120,15 +120,15 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     if args.json {
         return super::print_json(&out.summary());
     }
-    println!(
+    outln!(
         "bundle      {} ({} bytes, sha256:{})",
         out.bundle.display(),
         out.bundle_size,
         out.bundle_sha256
     );
-    println!("provenance  {}", out.provenance.display());
-    println!("checksums   {}", out.sums.display());
-    println!(
+    outln!("provenance  {}", out.provenance.display());
+    outln!("checksums   {}", out.sums.display());
+    outln!(
         "kernel      {} ({} symbols =y, {})",
         out.kernel_release,
         out.builtin_symbols,

@@ -24,7 +24,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if args.json {
         return super::print_json(&ins.report(bytes.len(), |e| crate::error::chain_line(e)));
     }
-    println!(
+    outln!(
         "{} ({} bytes, format v{}) -- not verified",
         args.bundle.display(),
         bytes.len(),
@@ -32,38 +32,38 @@ pub fn run(args: Args) -> Result<(), CliError> {
     );
     match &ins.manifest {
         Ok(m) => {
-            println!("  name             {}", m.name);
-            println!("  version          {}", m.version);
-            println!("  security version {}", m.security_version);
-            println!("  kernel release   {}", m.kernel_release);
-            println!("  created          {}", m.created);
+            outln!("  name             {}", m.name);
+            outln!("  version          {}", m.version);
+            outln!("  security version {}", m.security_version);
+            outln!("  kernel release   {}", m.kernel_release);
+            outln!("  created          {}", m.created);
             if let Some(p) = &m.kernel.boot_protocol {
-                println!("  boot protocol    {p}");
+                outln!("  boot protocol    {p}");
             }
             if let Some(p) = &m.kernel.payload_format {
-                println!("  payload          {p}");
+                outln!("  payload          {p}");
             }
             if let Some(e) = &m.kernel.elf_entry {
-                println!("  ELF entry        {e}");
+                outln!("  ELF entry        {e}");
             }
-            println!(
+            outln!(
                 "  manifest digest  sha256:{}",
                 jek_verifier::Sha256Digest::of(&ins.envelope.payload)
             );
         }
-        Err(e) => println!(
+        Err(e) => outln!(
             "  manifest         INVALID: {}",
             crate::error::chain_line(e)
         ),
     }
-    println!("  components:");
+    outln!("  components:");
     for s in &ins.sections {
         let note = match ins.matches_manifest(s.role, s.sha256) {
             Some(true) => "matches manifest",
             Some(false) => "DIFFERS FROM MANIFEST",
             None => "NOT IN MANIFEST",
         };
-        println!(
+        outln!(
             "    {:<10} {:>10} bytes at {:>9}  sha256:{}  {note}",
             s.role.name(),
             s.size,
@@ -71,14 +71,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
             s.sha256
         );
     }
-    println!("  signatures:");
+    outln!("  signatures:");
     for s in &ins.envelope.signatures {
         let id = if s.keyid.is_empty() {
             "(no key id)"
         } else {
             &s.keyid
         };
-        println!("    key {id}");
+        outln!("    key {id}");
     }
     Ok(())
 }

@@ -77,13 +77,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
             findings: &findings,
         })?;
     } else if findings.is_empty() {
-        println!(
+        outln!(
             "OK {name}: {} symbols =y, no findings",
             resolved.count_builtin()
         );
     } else {
         for f in &findings {
-            println!("{f}");
+            outln!("{f}");
         }
     }
     if findings.is_empty() {

@@ -80,7 +80,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             public_key: &pub_path,
         })
     } else {
-        println!("{id}");
+        outln!("{id}");
         Ok(())
     }
 }

@@ -103,7 +103,7 @@ pub fn push(args: PushArgs) -> Result<(), CliError> {
     if args.json {
         return super::print_json(&pushed);
     }
-    println!("{}@{}", pushed.reference, pushed.manifest_digest);
+    outln!("{}@{}", pushed.reference, pushed.manifest_digest);
     Ok(())
 }
 
@@ -175,7 +175,7 @@ pub fn pull(args: PullArgs) -> Result<(), CliError> {
             approved_by: verified.approval(),
         });
     }
-    println!(
+    outln!(
         "ACCEPTED {} {} from {}; wrote {}",
         m.name,
         m.version,

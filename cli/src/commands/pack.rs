@@ -106,6 +106,6 @@ pub fn run(args: Args) -> Result<(), CliError> {
             sha256: jek_verifier::Sha256Digest::of(&bytes),
         });
     }
-    println!("{}", args.out.display());
+    outln!("{}", args.out.display());
     Ok(())
 }

@@ -40,9 +40,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if args.json {
         super::print_json(&payload.prediction())?;
     } else {
-        println!("kernel {}; {} events", role.name(), log.events.len());
+        outln!("kernel {}; {} events", role.name(), log.events.len());
         for (pcr, value) in &pcrs {
-            println!("  PCR {pcr:>2}  sha256:{value}");
+            outln!("  PCR {pcr:>2}  sha256:{value}");
         }
     }
     Ok(())

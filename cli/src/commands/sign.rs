@@ -112,10 +112,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
         });
     }
     if let Some(id) = id {
-        println!("{id}");
+        outln!("{id}");
     }
     if let Some((p, _, k)) = &cosign_out {
-        println!("{k} {}", p.display());
+        outln!("{k} {}", p.display());
     }
     Ok(())
 }

@@ -53,7 +53,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         for k in &kept {
             let (r, state) = (&k.registration, if k.running { "running" } else { "gone" });
             let sockets = r.tpm.socket_dir.display();
-            println!("{} {} pid {} {sockets} {state}", r.id, r.pod, r.tpm.pid);
+            outln!("{} {} pid {} {sockets} {state}", r.id, r.pod, r.tpm.pid);
         }
         return Ok(());
     };
@@ -74,6 +74,6 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if c.json {
         return super::print_json(&ids);
     }
-    ids.iter().for_each(|id| println!("stopped {id}"));
+    ids.iter().for_each(|id| outln!("stopped {id}"));
     Ok(())
 }

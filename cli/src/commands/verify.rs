@@ -71,16 +71,19 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 })?;
             } else {
                 let m = b.manifest();
-                println!(
+                outln!(
                     "ACCEPTED {} {} (security version {}, kernel {})",
-                    m.name, m.version, m.security_version, m.kernel_release
+                    m.name,
+                    m.version,
+                    m.security_version,
+                    m.kernel_release
                 );
-                println!("  manifest sha256:{}", b.manifest_digest());
+                outln!("  manifest sha256:{}", b.manifest_digest());
                 for s in b.signers() {
-                    println!("  signed by {s}");
+                    outln!("  signed by {s}");
                 }
                 if let Some(a) = b.approval() {
-                    println!("  approved by {a}");
+                    outln!("  approved by {a}");
                 }
             }
             Ok(())
