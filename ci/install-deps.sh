@@ -10,6 +10,8 @@ APT_PACKAGES=(
   qemu-system-x86 swtpm swtpm-tools tpm2-tools libtss2-dev libtss2-tcti-swtpm0 pkg-config
   # interop checks
   openssl python3 python3-pip
+  # peak-memory assertions in the boundary tests (GNU time -f %M)
+  time
   # OCI distribution: a local registry for the push/pull tests, skopeo for the benchmark
   docker-registry skopeo
 )

@@ -1,6 +1,9 @@
 //! The OCI layout of a jek bundle and its attachments: media types, manifest writers and
-//! strict manifest readers. No I/O.
+//! strict manifest readers, on oci-client's typed manifest records. No I/O.
 
+use std::collections::BTreeMap;
+
+use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageIndex, OciImageManifest};
 use sha2::{Digest as _, Sha256};
 
 /// `artifactType` of a bundle's manifest, and the media type of its one layer.
@@ -103,11 +106,24 @@ impl Descriptor {
         }
     }
 
-    fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "mediaType": self.media_type,
-            "digest": self.digest,
-            "size": self.size,
+    fn to_oci(&self) -> OciDescriptor {
+        OciDescriptor {
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            size: i64::try_from(self.size).unwrap_or(i64::MAX),
+            urls: None,
+            annotations: None,
+            artifact_type: None,
+        }
+    }
+
+    /// A descriptor read from a registry: a `sha256:` digest and a non-negative size.
+    fn from_oci(d: &OciDescriptor, field: &'static str) -> Result<Self, ArtifactError> {
+        check_digest(&d.digest)?;
+        Ok(Descriptor {
+            media_type: d.media_type.clone(),
+            digest: d.digest.clone(),
+            size: u64::try_from(d.size).map_err(|_| ArtifactError::Field { field })?,
         })
     }
 }
@@ -152,39 +168,61 @@ pub enum ArtifactError {
         /// The limit.
         limit: u64,
     },
+    /// A blob the registry served past its declared size.
+    #[error("{what}: the registry served more than the {declared} bytes the manifest declares")]
+    Oversized {
+        /// Which blob.
+        what: &'static str,
+        /// The declared size.
+        declared: u64,
+    },
+    /// A referrers index with more entries than jek looks at.
+    #[error("the referrers index lists {0} manifests, more than the {MAX_REFERRERS} jek reads")]
+    TooManyReferrers(usize),
     /// A digest that is not `sha256:` and 64 lowercase hex digits.
     #[error("unsupported digest {0:?} (jek accepts only sha256)")]
     Digest(String),
 }
 
+fn to_json(value: &impl serde::Serialize) -> Vec<u8> {
+    // Serializing strings, numbers and maps into a Vec cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn empty_config() -> OciDescriptor {
+    Descriptor::of(EMPTY_MEDIA_TYPE, EMPTY_CONFIG).to_oci()
+}
+
 /// The manifest of a bundle file.
 pub fn bundle_manifest(bundle: &[u8], title: &str) -> Vec<u8> {
-    let layer = Descriptor::of(BUNDLE_LAYER_MEDIA_TYPE, bundle);
-    let mut layer_json = layer.to_json();
-    layer_json["annotations"] = serde_json::json!({ TITLE_ANNOTATION: title });
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA_TYPE,
-        "artifactType": BUNDLE_ARTIFACT_TYPE,
-        "config": Descriptor::of(EMPTY_MEDIA_TYPE, EMPTY_CONFIG).to_json(),
-        "layers": [layer_json],
-    });
-    manifest.to_string().into_bytes()
+    let mut layer = Descriptor::of(BUNDLE_LAYER_MEDIA_TYPE, bundle).to_oci();
+    layer.annotations = Some(BTreeMap::from([(
+        TITLE_ANNOTATION.to_string(),
+        title.to_string(),
+    )]));
+    to_json(&OciImageManifest {
+        schema_version: 2,
+        media_type: Some(MANIFEST_MEDIA_TYPE.into()),
+        config: empty_config(),
+        layers: vec![layer],
+        subject: None,
+        artifact_type: Some(BUNDLE_ARTIFACT_TYPE.into()),
+        annotations: None,
+    })
 }
 
 /// The manifest of an attachment whose subject is the bundle manifest `subject`.
 pub fn attachment_manifest(attachment: &Attachment, subject: &Descriptor) -> Vec<u8> {
     let media_type = attachment.kind.media_type();
-    serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA_TYPE,
-        "artifactType": media_type,
-        "config": Descriptor::of(EMPTY_MEDIA_TYPE, EMPTY_CONFIG).to_json(),
-        "layers": [Descriptor::of(media_type, &attachment.data).to_json()],
-        "subject": subject.to_json(),
+    to_json(&OciImageManifest {
+        schema_version: 2,
+        media_type: Some(MANIFEST_MEDIA_TYPE.into()),
+        config: empty_config(),
+        layers: vec![Descriptor::of(media_type, &attachment.data).to_oci()],
+        subject: Some(subject.to_oci()),
+        artifact_type: Some(media_type.into()),
+        annotations: None,
     })
-    .to_string()
-    .into_bytes()
 }
 
 /// The referrers index (tag schema): `existing` (if any) plus `entry`, deduplicated by
@@ -195,26 +233,25 @@ pub fn referrers_index(
     artifact_type: &str,
 ) -> Result<Vec<u8>, ArtifactError> {
     let mut manifests = match existing {
-        Some(bytes) => {
-            let v = parse(bytes)?;
-            v.get("manifests")
-                .and_then(|m| m.as_array())
-                .cloned()
-                .ok_or(ArtifactError::Field { field: "manifests" })?
-        }
+        Some(bytes) => parse_json::<OciImageIndex>(bytes)?.manifests,
         None => Vec::new(),
     };
-    manifests.retain(|m| m.get("digest").and_then(|d| d.as_str()) != Some(&entry.digest));
-    let mut e = entry.to_json();
-    e["artifactType"] = artifact_type.into();
-    manifests.push(e);
-    Ok(serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": INDEX_MEDIA_TYPE,
-        "manifests": manifests,
-    })
-    .to_string()
-    .into_bytes())
+    manifests.retain(|m| m.digest != entry.digest);
+    manifests.push(ImageIndexEntry {
+        media_type: entry.media_type.clone(),
+        digest: entry.digest.clone(),
+        size: i64::try_from(entry.size).unwrap_or(i64::MAX),
+        platform: None,
+        annotations: None,
+        artifact_type: Some(artifact_type.into()),
+    });
+    Ok(to_json(&OciImageIndex {
+        schema_version: 2,
+        media_type: Some(INDEX_MEDIA_TYPE.into()),
+        manifests,
+        artifact_type: None,
+        annotations: None,
+    }))
 }
 
 /// The tag of the referrers index for a manifest digest: `sha256-<hex>`.
@@ -222,43 +259,10 @@ pub fn referrers_tag(manifest_digest: &str) -> String {
     manifest_digest.replacen(':', "-", 1)
 }
 
-fn parse(bytes: &[u8]) -> Result<serde_json::Value, ArtifactError> {
+/// Strict JSON into a typed record: a field given twice is an error (serde's derived
+/// readers refuse duplicates), not "last value wins".
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ArtifactError> {
     serde_json::from_slice(bytes).map_err(|e| ArtifactError::Json(e.to_string()))
-}
-
-fn layers(v: &serde_json::Value) -> Result<Vec<Descriptor>, ArtifactError> {
-    let arr = v
-        .get("layers")
-        .and_then(|l| l.as_array())
-        .ok_or(ArtifactError::Field { field: "layers" })?;
-    arr.iter()
-        .map(|l| {
-            let media_type =
-                l.get("mediaType")
-                    .and_then(|m| m.as_str())
-                    .ok_or(ArtifactError::Field {
-                        field: "layers[].mediaType",
-                    })?;
-            let digest = l
-                .get("digest")
-                .and_then(|d| d.as_str())
-                .ok_or(ArtifactError::Field {
-                    field: "layers[].digest",
-                })?;
-            check_digest(digest)?;
-            let size = l
-                .get("size")
-                .and_then(|s| s.as_u64())
-                .ok_or(ArtifactError::Field {
-                    field: "layers[].size",
-                })?;
-            Ok(Descriptor {
-                media_type: media_type.into(),
-                digest: digest.into(),
-                size,
-            })
-        })
-        .collect()
 }
 
 fn check_digest(d: &str) -> Result<(), ArtifactError> {
@@ -274,19 +278,18 @@ fn check_digest(d: &str) -> Result<(), ArtifactError> {
     }
 }
 
-fn string_field<'a>(
-    v: &'a serde_json::Value,
-    field: &'static str,
-) -> Result<&'a str, ArtifactError> {
-    v.get(field)
-        .and_then(|m| m.as_str())
-        .ok_or(ArtifactError::Field { field })
+/// The one layer of a jek manifest.
+fn only_layer(m: &OciImageManifest) -> Result<Descriptor, ArtifactError> {
+    match m.layers.as_slice() {
+        [layer] => Descriptor::from_oci(layer, "layers[0].size"),
+        other => Err(ArtifactError::LayerCount(other.len())),
+    }
 }
 
 /// Reads a bundle manifest: returns the bundle layer's descriptor.
 pub fn parse_bundle_manifest(bytes: &[u8]) -> Result<Descriptor, ArtifactError> {
-    let v = parse(bytes)?;
-    let media_type = string_field(&v, "mediaType")?;
+    let m: OciImageManifest = parse_json(bytes)?;
+    let media_type = m.media_type.as_deref().unwrap_or("");
     if media_type != MANIFEST_MEDIA_TYPE {
         return Err(ArtifactError::NotABundle {
             what: "mediaType",
@@ -294,7 +297,7 @@ pub fn parse_bundle_manifest(bytes: &[u8]) -> Result<Descriptor, ArtifactError> 
             expected: MANIFEST_MEDIA_TYPE,
         });
     }
-    let artifact_type = v.get("artifactType").and_then(|a| a.as_str()).unwrap_or("");
+    let artifact_type = m.artifact_type.as_deref().unwrap_or("");
     if artifact_type != BUNDLE_ARTIFACT_TYPE {
         return Err(ArtifactError::NotABundle {
             what: "artifactType",
@@ -302,11 +305,7 @@ pub fn parse_bundle_manifest(bytes: &[u8]) -> Result<Descriptor, ArtifactError> 
             expected: BUNDLE_ARTIFACT_TYPE,
         });
     }
-    let mut l = layers(&v)?;
-    if l.len() != 1 {
-        return Err(ArtifactError::LayerCount(l.len()));
-    }
-    let layer = l.remove(0);
+    let layer = only_layer(&m)?;
     if layer.media_type != BUNDLE_LAYER_MEDIA_TYPE {
         return Err(ArtifactError::NotABundle {
             what: "the layer's mediaType",
@@ -330,24 +329,20 @@ pub fn parse_attachment_manifest(
     bytes: &[u8],
     subject: &str,
 ) -> Result<Option<(AttachmentKind, Descriptor)>, ArtifactError> {
-    let v = parse(bytes)?;
-    let artifact_type = v.get("artifactType").and_then(|a| a.as_str()).unwrap_or("");
+    let m: OciImageManifest = parse_json(bytes)?;
+    let artifact_type = m.artifact_type.as_deref().unwrap_or("");
     let Some(kind) = AttachmentKind::from_media_type(artifact_type) else {
         return Ok(None);
     };
-    let subject_digest = v
-        .get("subject")
-        .and_then(|s| s.get("digest"))
-        .and_then(|d| d.as_str())
+    let subject_digest = m
+        .subject
+        .as_ref()
+        .map(|s| s.digest.as_str())
         .ok_or(ArtifactError::Field { field: "subject" })?;
     if subject_digest != subject {
         return Ok(None);
     }
-    let mut l = layers(&v)?;
-    if l.len() != 1 {
-        return Err(ArtifactError::LayerCount(l.len()));
-    }
-    let layer = l.remove(0);
+    let layer = only_layer(&m)?;
     if layer.size > MAX_ATTACHMENT_SIZE {
         return Err(ArtifactError::TooLarge {
             what: "an attachment",
@@ -356,6 +351,23 @@ pub fn parse_attachment_manifest(
         });
     }
     Ok(Some((kind, layer)))
+}
+
+/// The most referrers a pull looks at.
+pub const MAX_REFERRERS: usize = 64;
+
+/// Reads a referrers index (API answer or tag schema): the digests of its entries, each a
+/// well-formed `sha256:` digest (it becomes part of a URL), at most [`MAX_REFERRERS`].
+pub fn parse_index(bytes: &[u8]) -> Result<Vec<String>, ArtifactError> {
+    let index: OciImageIndex = parse_json(bytes)?;
+    if index.manifests.len() > MAX_REFERRERS {
+        return Err(ArtifactError::TooManyReferrers(index.manifests.len()));
+    }
+    index
+        .manifests
+        .into_iter()
+        .map(|e| check_digest(&e.digest).map(|()| e.digest))
+        .collect()
 }
 
 #[cfg(test)]
@@ -398,6 +410,40 @@ mod tests {
         assert!(matches!(
             parse_bundle_manifest(b"{"),
             Err(ArtifactError::Json(_))
+        ));
+        // One manifest, one meaning: a field given twice is refused.
+        let text = String::from_utf8(m.clone()).unwrap();
+        let twice = text.replacen(
+            "\"artifactType\":",
+            "\"artifactType\":\"application/x-other\",\"artifactType\":",
+            1,
+        );
+        assert!(matches!(
+            parse_bundle_manifest(twice.as_bytes()),
+            Err(ArtifactError::Json(e)) if e.contains("duplicate field")
+        ));
+    }
+
+    #[test]
+    fn referrer_indexes_are_bounded_and_their_digests_checked() {
+        let d = Descriptor::of(MANIFEST_MEDIA_TYPE, b"m");
+        let idx = referrers_index(None, &d, "x").unwrap();
+        assert_eq!(parse_index(&idx).unwrap(), vec![d.digest.clone()]);
+        let evil = String::from_utf8(idx.clone())
+            .unwrap()
+            .replace(&d.digest, "sha256:../../v2/other/manifests/x");
+        assert!(matches!(
+            parse_index(evil.as_bytes()),
+            Err(ArtifactError::Digest(_))
+        ));
+        let mut many = idx;
+        for i in 0..=MAX_REFERRERS {
+            let e = Descriptor::of(MANIFEST_MEDIA_TYPE, format!("m{i}").as_bytes());
+            many = referrers_index(Some(&many), &e, "x").unwrap();
+        }
+        assert!(matches!(
+            parse_index(&many),
+            Err(ArtifactError::TooManyReferrers(_))
         ));
     }
 

@@ -1,5 +1,15 @@
 //! The network shell: push and pull jek artifacts with `oci-client`, on a one-thread tokio
 //! runtime per call (the CLI is synchronous).
+//!
+//! Everything a pull reads from the registry is bounded by what jek accepts, not by what
+//! the registry declares: manifests and the referrers index are fetched here (oci-client
+//! buffers whole bodies) with the body streamed and the read stopped at
+//! [`artifact::MAX_MANIFEST_SIZE`]; blobs are streamed into a writer that refuses a byte
+//! past the size the manifest declared (itself capped). A registry that declares 100 bytes
+//! and serves gigabytes costs one cap's worth of memory.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
@@ -42,6 +52,27 @@ pub enum RegistryError {
         #[source]
         source: ArtifactError,
     },
+    /// A manifest request failed at the HTTP level.
+    #[error("{operation} {reference}")]
+    Http {
+        /// What was being done.
+        operation: &'static str,
+        /// The reference.
+        reference: String,
+        /// Cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The registry answered a manifest request with an error status.
+    #[error("{operation} {reference}: the registry answered HTTP {status}")]
+    Status {
+        /// What was being done.
+        operation: &'static str,
+        /// The reference.
+        reference: String,
+        /// The status code.
+        status: u16,
+    },
     /// A blob's bytes do not match the digest its manifest gives.
     #[error("{what} from {reference}: the registry served bytes with digest {actual}, the manifest says {expected}")]
     BlobDigest {
@@ -64,7 +95,10 @@ impl RegistryError {
         use jek_fsio::Class;
         match self {
             RegistryError::Reference { .. } => Class::Invalid,
-            RegistryError::Runtime(_) | RegistryError::Request { .. } => Class::Environment,
+            RegistryError::Runtime(_)
+            | RegistryError::Request { .. }
+            | RegistryError::Http { .. }
+            | RegistryError::Status { .. } => Class::Environment,
             RegistryError::Artifact { .. } | RegistryError::BlobDigest { .. } => Class::Rejected,
         }
     }
@@ -73,6 +107,8 @@ impl RegistryError {
 /// A registry client.
 pub struct Registry {
     client: Client,
+    http: reqwest::Client,
+    plain_http: bool,
     auth: RegistryAuth,
     runtime: tokio::runtime::Runtime,
 }
@@ -158,8 +194,14 @@ impl Registry {
             .enable_all()
             .build()
             .map_err(RegistryError::Runtime)?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::limited(4))
+            .build()
+            .map_err(|e| RegistryError::Runtime(std::io::Error::other(e)))?;
         Ok(Registry {
             client: Client::new(config),
+            http,
+            plain_http,
             auth,
             runtime,
         })
@@ -268,23 +310,37 @@ impl Registry {
         let image = parse_ref(reference)?;
         self.runtime.block_on(async {
             let req = |operation| request_error(operation, reference);
-            // The registry's digest header is not trusted: the digest is recomputed below.
-            let (manifest, _) = self
+            // Authenticate once for the repository; manifests are then fetched with a
+            // bounded read (oci-client would buffer whole bodies).
+            let token = self
                 .client
-                .pull_manifest_raw(&image, &self.auth, &[artifact::MANIFEST_MEDIA_TYPE])
+                .auth(&image, &self.auth, oci_client::RegistryOperation::Pull)
                 .await
-                .map_err(req("pull the manifest of"))?;
+                .map_err(req("authenticate to"))?;
+            // The registry's digest header is not trusted: the digest is recomputed below.
+            let tag_or_digest = image
+                .digest()
+                .or(image.tag())
+                .unwrap_or("latest")
+                .to_string();
+            let manifest = self
+                .get_manifest(
+                    &image,
+                    &tag_or_digest,
+                    artifact::MANIFEST_MEDIA_TYPE,
+                    token.as_deref(),
+                    "pull the manifest of",
+                )
+                .await?
+                .ok_or_else(|| RegistryError::Status {
+                    operation: "pull the manifest of",
+                    reference: reference.to_string(),
+                    status: 404,
+                })?;
             let artifact_err = |source| RegistryError::Artifact {
                 reference: reference.to_string(),
                 source,
             };
-            if manifest.len() > artifact::MAX_MANIFEST_SIZE {
-                return Err(artifact_err(ArtifactError::TooLarge {
-                    what: "the manifest",
-                    size: u64::try_from(manifest.len()).unwrap_or(u64::MAX),
-                    limit: u64::try_from(artifact::MAX_MANIFEST_SIZE).unwrap_or(u64::MAX),
-                }));
-            }
             let manifest_digest_actual = artifact::digest(&manifest);
             if image.digest().is_some_and(|d| d != manifest_digest_actual) {
                 return Err(RegistryError::BlobDigest {
@@ -299,25 +355,30 @@ impl Registry {
                 .fetch_blob(&image, &layer, "the bundle blob", reference)
                 .await?;
 
-            let by_digest = image.clone_with_digest(manifest_digest_actual.clone());
             let index = self
-                .client
-                .pull_referrers(&by_digest, None)
-                .await
-                .map_err(req("list the referrers of"))?;
+                .referrers(&image, &manifest_digest_actual, token.as_deref(), reference)
+                .await?;
             let mut attachments = Vec::new();
-            for entry in index.manifests {
-                let r = image.clone_with_digest(entry.digest.clone());
-                let (bytes, _) = self
-                    .client
-                    .pull_manifest_raw(&r, &self.auth, &[artifact::MANIFEST_MEDIA_TYPE])
-                    .await
-                    .map_err(req("pull a referrer of"))?;
-                if artifact::digest(&bytes) != entry.digest {
+            for entry in index {
+                let bytes = self
+                    .get_manifest(
+                        &image,
+                        &entry,
+                        artifact::MANIFEST_MEDIA_TYPE,
+                        token.as_deref(),
+                        "pull a referrer of",
+                    )
+                    .await?
+                    .ok_or_else(|| RegistryError::Status {
+                        operation: "pull a referrer of",
+                        reference: reference.to_string(),
+                        status: 404,
+                    })?;
+                if artifact::digest(&bytes) != entry {
                     return Err(RegistryError::BlobDigest {
                         what: "a referrer manifest",
                         reference: reference.to_string(),
-                        expected: entry.digest,
+                        expected: entry,
                         actual: artifact::digest(&bytes),
                     });
                 }
@@ -353,8 +414,18 @@ impl Registry {
             size: i64::try_from(layer.size).unwrap_or(i64::MAX),
             ..Default::default()
         };
-        let mut out = Vec::new();
+        let mut out = Bounded::new(layer.size);
         let result = self.client.pull_blob(image, &desc, &mut out).await;
+        if out.overflowed {
+            return Err(RegistryError::Artifact {
+                reference: reference.to_string(),
+                source: ArtifactError::Oversized {
+                    what,
+                    declared: layer.size,
+                },
+            });
+        }
+        let out = out.bytes;
         // Check the bytes ourselves, whatever the client did: a registry serving other
         // bytes than the manifest names is the one failure a pull must always catch. Any
         // other failed request (no bytes, a dropped connection) stays a request error.
@@ -372,6 +443,170 @@ impl Registry {
             Err(source) => return Err(request_error("pull a blob of", reference)(source)),
         }
         Ok(out)
+    }
+}
+
+impl Registry {
+    /// GETs the manifest (or index) `tag_or_digest` of `image`'s repository, accepting
+    /// `accept` (see [`Registry::get_bounded`]).
+    async fn get_manifest(
+        &self,
+        image: &Reference,
+        tag_or_digest: &str,
+        accept: &str,
+        token: Option<&str>,
+        operation: &'static str,
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        let url = self.v2_url(image, "manifests", tag_or_digest);
+        self.get_bounded(&url, accept, token, operation, image)
+            .await
+    }
+
+    fn v2_url(&self, image: &Reference, kind: &str, tail: &str) -> String {
+        format!(
+            "{}://{}/v2/{}/{kind}/{tail}",
+            if self.plain_http { "http" } else { "https" },
+            image.resolve_registry(),
+            image.repository(),
+        )
+    }
+
+    /// A GET with the body streamed and the read stopped at
+    /// [`artifact::MAX_MANIFEST_SIZE`], whatever the registry declares. `None`: HTTP 404.
+    async fn get_bounded(
+        &self,
+        url: &str,
+        accept: &str,
+        token: Option<&str>,
+        operation: &'static str,
+        image: &Reference,
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        let reference = || format!("{}/{}", image.registry(), image.repository());
+        let http_err = |source| RegistryError::Http {
+            operation,
+            reference: reference(),
+            source,
+        };
+        let mut request = self.http.get(url).header(http::header::ACCEPT, accept);
+        request = match (token, &self.auth) {
+            (Some(t), _) => request.bearer_auth(t),
+            (None, RegistryAuth::Basic(u, p)) => request.basic_auth(u, Some(p)),
+            (None, _) => request,
+        };
+        let mut response = request.send().await.map_err(http_err)?;
+        let status = response.status();
+        if status == http::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(RegistryError::Status {
+                operation,
+                reference: reference(),
+                status: status.as_u16(),
+            });
+        }
+        let limit = u64::try_from(artifact::MAX_MANIFEST_SIZE).unwrap_or(u64::MAX);
+        let too_large = |size: u64| RegistryError::Artifact {
+            reference: reference(),
+            source: ArtifactError::TooLarge {
+                what: "a manifest",
+                size,
+                limit,
+            },
+        };
+        if let Some(declared) = response.content_length().filter(|&n| n > limit) {
+            return Err(too_large(declared));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(http_err)? {
+            let total = u64::try_from(body.len().saturating_add(chunk.len())).unwrap_or(u64::MAX);
+            if total > limit {
+                return Err(too_large(total));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(body))
+    }
+
+    /// The referrers of `subject`: the referrers API, or (HTTP 404, a registry without it)
+    /// the referrers tag schema; no index at all is no referrers. Each entry's digest is
+    /// checked when its manifest is fetched.
+    async fn referrers(
+        &self,
+        image: &Reference,
+        subject: &str,
+        token: Option<&str>,
+        reference: &str,
+    ) -> Result<Vec<String>, RegistryError> {
+        let url = self.v2_url(image, "referrers", subject);
+        let operation = "list the referrers of";
+        let via_api = self
+            .get_bounded(&url, artifact::INDEX_MEDIA_TYPE, token, operation, image)
+            .await?;
+        let bytes = match via_api {
+            Some(b) => Some(b),
+            None => {
+                self.get_manifest(
+                    image,
+                    &artifact::referrers_tag(subject),
+                    artifact::INDEX_MEDIA_TYPE,
+                    token,
+                    operation,
+                )
+                .await?
+            }
+        };
+        match bytes {
+            None => Ok(Vec::new()),
+            Some(b) => artifact::parse_index(&b).map_err(|source| RegistryError::Artifact {
+                reference: reference.to_string(),
+                source,
+            }),
+        }
+    }
+}
+
+/// A blob sink that holds at most the size the manifest declared: the write past it fails
+/// (stopping the download) and marks the pull as oversized.
+struct Bounded {
+    bytes: Vec<u8>,
+    limit: u64,
+    overflowed: bool,
+}
+
+impl Bounded {
+    fn new(limit: u64) -> Self {
+        Bounded {
+            bytes: Vec::new(),
+            limit,
+            overflowed: false,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Bounded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let total = u64::try_from(self.bytes.len().saturating_add(buf.len())).unwrap_or(u64::MAX);
+        if total > self.limit {
+            self.overflowed = true;
+            return Poll::Ready(Err(std::io::Error::other(
+                "the registry served more bytes than the manifest declares",
+            )));
+        }
+        self.bytes.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 

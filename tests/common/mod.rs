@@ -321,3 +321,30 @@ pub fn connect_kept(record: &serde_json::Value) -> jek_tpm::Tpm {
     let kept = kept_swtpm(record).expect("the run record names a kept TPM");
     jek_tpm::Tpm::connect_swtpm(&kept.sockets).unwrap()
 }
+
+/// Runs `jek args` in `dir` under GNU time (`/usr/bin/time`, package `time`): its output
+/// and its peak resident set size in KiB, as the kernel accounted it for that process.
+pub fn jek_peak_rss(dir: &Path, args: &[&str]) -> (Output, u64) {
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let inner = jek();
+    let mut c = Command::new("/usr/bin/time");
+    c.arg("-f").arg("%M").arg("-o").arg(report.path());
+    c.arg(inner.get_program()).args(args).current_dir(dir);
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let out = c
+        .output()
+        .expect("run jek under /usr/bin/time (apt install time)");
+    let text = std::fs::read_to_string(report.path()).unwrap();
+    // GNU time prefixes "Command exited with non-zero status N" on its own line.
+    let kib = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in {text:?}"));
+    (out, kib)
+}
