@@ -17,6 +17,7 @@
 
 use sigstore_verify::crypto::{verify_signature, SigningScheme};
 use sigstore_verify::trust_root::TrustedRoot;
+use sigstore_verify::types::bundle::SignatureContent;
 use sigstore_verify::types::{Bundle as SigstoreBundle, DerPublicKey, Sha256Hash, SignatureBytes};
 use sigstore_verify::{
     CertificateError, Error as LibError, PublicKeyVerificationPolicy, TransparencyLogError,
@@ -310,11 +311,41 @@ fn list<'a>(items: impl Iterator<Item = &'a String>) -> String {
     v.join(", ")
 }
 
+/// The DSSE payload type of a Sigstore attestation that approves a jek bundle file (an
+/// in-toto statement whose subject is the file). Any other DSSE attestation (a SLSA
+/// provenance, an SBOM, a scan result) says something else about the file and is no
+/// approval, even when an accepted identity signed it.
+pub const APPROVAL_PAYLOAD_TYPE: &str = "application/vnd.jek.bundle-approval.v1+json";
+
 fn parse_bundle(bytes: &[u8]) -> Result<SigstoreBundle, SigstoreError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| SigstoreError::new(Step::BundleFormat, "the Sigstore bundle is not UTF-8"))?;
-    SigstoreBundle::from_json(text)
-        .map_err(|e| SigstoreError::new(Step::BundleFormat, e.to_string()))
+    let bundle = SigstoreBundle::from_json(text)
+        .map_err(|e| SigstoreError::new(Step::BundleFormat, e.to_string()))?;
+    check_content(&bundle)?;
+    Ok(bundle)
+}
+
+/// What a Sigstore bundle signs decides whether it can approve: a message signature over
+/// the file (`cosign sign-blob`), or a DSSE envelope of [`APPROVAL_PAYLOAD_TYPE`]. Checked
+/// before any cryptography, so an attestation of another kind is refused by what it is.
+fn check_content(bundle: &SigstoreBundle) -> Result<(), SigstoreError> {
+    match &bundle.content {
+        SignatureContent::MessageSignature(_) => Ok(()),
+        SignatureContent::DsseEnvelope(env) if env.payload_type == APPROVAL_PAYLOAD_TYPE => Ok(()),
+        SignatureContent::DsseEnvelope(env) => Err(SigstoreError::new(
+            Step::BundleFormat,
+            format!(
+                "the Sigstore bundle is a DSSE attestation of type {:?}, not a signature over the bundle file (a message signature, or a DSSE envelope of type {APPROVAL_PAYLOAD_TYPE:?})",
+                env.payload_type
+            ),
+        )),
+        #[allow(unreachable_patterns)]
+        _ => Err(SigstoreError::new(
+            Step::BundleFormat,
+            "the Sigstore bundle holds neither a message signature nor a DSSE envelope",
+        )),
+    }
 }
 
 /// A cosign blob signature file: base64 of a DER ECDSA signature (surrounding whitespace

@@ -342,3 +342,32 @@ fn signer_rules_combine_detached_and_ed25519_signatures() {
         Err(VerifyError::UnknownSigner { .. })
     ));
 }
+
+#[test]
+fn a_provenance_attestation_by_an_accepted_signer_is_not_an_approval() {
+    use jek_verifier::sigstore::APPROVAL_PAYLOAD_TYPE;
+    use sha2::Digest as _;
+
+    let root = TestRoot::new("attest");
+    let policy = SigstorePolicy::public_key(&root.signer_public_key_pem(), None).unwrap();
+    let artifact = b"the bundle file";
+    let statement = format!(
+        r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"name":"demo.jek","digest":{{"sha256":"{}"}}}}],"predicateType":"https://slsa.dev/provenance/v1","predicate":{{}}}}"#,
+        hex::encode(sha2::Sha256::digest(artifact))
+    );
+    // jek's own payload type passes the content check (and then fails later, here for
+    // want of log evidence: the test root cannot log DSSE entries).
+    let approval = root.sign_dsse_with_key(APPROVAL_PAYLOAD_TYPE, statement.as_bytes());
+    let err = policy.check(artifact, approval.as_bytes()).unwrap_err();
+    assert!(!err.detail.contains("DSSE attestation of type"), "{err}");
+    // A SLSA provenance (payload type in-toto) over the same file by the same key says
+    // "this was built", not "this may boot": refused by what it is.
+    let provenance = root.sign_dsse_with_key("application/vnd.in-toto+json", statement.as_bytes());
+    let err = policy.check(artifact, provenance.as_bytes()).unwrap_err();
+    assert_eq!(err.step, Step::BundleFormat, "{err}");
+    assert!(
+        err.detail
+            .contains("DSSE attestation of type \"application/vnd.in-toto+json\""),
+        "{err}"
+    );
+}

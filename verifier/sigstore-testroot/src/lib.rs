@@ -303,6 +303,25 @@ impl TestRoot {
             .expect("PEM")
     }
 
+    /// A Sigstore bundle (v0.3) holding a DSSE envelope of `payload_type` over
+    /// `payload`, signed by the leaf key as a managed key (no certificate, no log entry):
+    /// what `cosign attest-blob --key` makes, for policies without a trusted root.
+    pub fn sign_dsse_with_key(&self, payload_type: &str, payload: &[u8]) -> String {
+        let mut pae = format!(
+            "DSSEv1 {} {payload_type} {} ",
+            payload_type.len(),
+            payload.len()
+        )
+        .into_bytes();
+        pae.extend_from_slice(payload);
+        let sig = sign_der(&self.leaf_key, &pae);
+        format!(
+            r#"{{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","verificationMaterial":{{"publicKey":{{"hint":""}},"tlogEntries":[]}},"dsseEnvelope":{{"payload":"{}","payloadType":"{payload_type}","signatures":[{{"sig":"{}","keyid":""}}]}}}}"#,
+            B64.encode(payload),
+            B64.encode(sig),
+        )
+    }
+
     /// `trusted_root.json` (Sigstore trusted root, media type version 0.1) for this root.
     pub fn trusted_root_json(&self) -> String {
         let log = |key: &SigningKey, url: &str| {
