@@ -31,8 +31,20 @@ else
   exit 2
 fi
 
+# A kernel cache restored from CI storage is not trusted to sign from: whoever could write
+# it could plant a kernel (jek checks each entry's config against the policy and its
+# outputs against the digests recorded at build time, but a planted entry can carry a
+# matching record). With JEK_CACHE_RESTORED=true (the workflow sets it on a cache hit) the
+# kernel is rebuilt from source and compared with the cached one, and any difference stops
+# the pipeline with nothing left to publish.
+build_args=()
+[ "${JEK_CACHE_RESTORED:-false}" = true ] && build_args+=(--check-reproducible)
 mkdir -p "$OUT"
-"$JEK" build "$RECIPE" "${key_args[@]}" --out-dir "$OUT"
+if ! "$JEK" build "$RECIPE" "${key_args[@]}" --out-dir "$OUT" "${build_args[@]}"; then
+  rm -rf "$OUT"
+  echo "pipeline: build failed; nothing to publish" >&2
+  exit 1
+fi
 
 # Verify what we are about to publish, under a policy that trusts exactly our key.
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT

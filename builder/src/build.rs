@@ -380,6 +380,7 @@ pub fn build(
             toolchain: &kernel.inputs.toolchain,
             invocation_id: &kernel.key,
             source_date_epoch: opts.source_date_epoch,
+            kernel_from_cache: kernel.cached,
         },
         keys,
     );

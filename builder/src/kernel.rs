@@ -6,6 +6,15 @@
 //! `CACHE/kernel/<key>/` where `key` is the SHA-256 of [`InputRecord`]: the source digest,
 //! each fragment's name and digest, the toolchain versions, `SOURCE_DATE_EPOCH` and this
 //! module's recipe version. An unchanged recipe finds its entry and builds nothing.
+//!
+//! A cache entry is checked, not trusted: the cache directory may be restored from a CI
+//! cache or written by another job. On every hit the entry's resolved `.config` is checked
+//! against the fragments and the policy again, and its bzImage, vmlinux and config are
+//! hashed and compared with the digests recorded (`outputs.json`) when it was built. Any
+//! difference refuses the build before anything is signed, and the provenance records
+//! that the kernel came from the cache. (Whoever can write the cache can also rewrite
+//! `outputs.json`: a signing job builds without a restored cache or with
+//! `--check-reproducible`, which rebuilds from source and compares.)
 
 use std::io::{BufRead as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -52,6 +61,18 @@ pub struct InputRecord {
     pub toolchain: Vec<String>,
     /// Build timestamp.
     pub source_date_epoch: u64,
+}
+
+/// The digests of a cache entry's outputs, recorded when it was built (`outputs.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutputRecord {
+    /// SHA-256 of `bzImage` (hex).
+    pub bzimage: String,
+    /// SHA-256 of `vmlinux` (hex).
+    pub vmlinux: String,
+    /// SHA-256 of `config` (hex).
+    pub config: String,
 }
 
 /// A name and a SHA-256.
@@ -124,6 +145,26 @@ pub enum KernelBuildError {
         /// Where the resolved config was saved.
         config: PathBuf,
     },
+    /// A cache entry whose outputs are not the ones recorded when it was built.
+    #[error("kernel cache entry {entry} is not what was built: {file} has sha256 {actual}, its build recorded {expected} (delete the entry to rebuild it)")]
+    CacheTampered {
+        /// The entry directory.
+        entry: PathBuf,
+        /// The file that differs.
+        file: &'static str,
+        /// The recorded digest.
+        expected: String,
+        /// The file's digest now.
+        actual: String,
+    },
+    /// A cache entry whose resolved config the policy or the fragments refuse.
+    #[error("kernel cache entry {entry} was not built from these fragments under this policy ({count} findings):\n{list}\n(delete the entry to rebuild it)", count = findings.len(), list = findings.iter().map(|f| format!("  - {f}")).collect::<Vec<_>>().join("\n"))]
+    CachePolicy {
+        /// The entry directory.
+        entry: PathBuf,
+        /// The findings.
+        findings: Vec<Finding>,
+    },
     /// A make step failed.
     #[error("`make {step}` failed with {status}; full log: {log}\n{tail}")]
     Make {
@@ -154,7 +195,9 @@ impl KernelBuildError {
     pub fn class(&self) -> jek_fsio::Class {
         use jek_fsio::Class;
         match self {
-            KernelBuildError::ConfigCheck { .. } => Class::Rejected,
+            KernelBuildError::ConfigCheck { .. }
+            | KernelBuildError::CacheTampered { .. }
+            | KernelBuildError::CachePolicy { .. } => Class::Rejected,
             KernelBuildError::Fragment(_) | KernelBuildError::MissingSource { .. } => {
                 Class::Invalid
             }
@@ -333,8 +376,13 @@ pub fn build(
     lock.lock().map_err(io("cannot lock", &lock_path))?;
     let entry = kdir.join(&key);
     if entry.join("complete").is_file() {
-        tracing::info!(key = %key, "kernel cache hit");
-        return Ok(entry_artifacts(&entry, &key, record, true, &logs));
+        if entry.join(OUTPUTS_FILE).is_file() {
+            progress(Progress::Step("checking the cached kernel"));
+            check_entry(&entry, &fragments, inputs.policy.as_ref())?;
+            tracing::info!(key = %key, "kernel cache hit (checked)");
+            return Ok(entry_artifacts(&entry, &key, record, true, &logs));
+        }
+        tracing::warn!(entry = %entry.display(), "kernel cache entry has no output record (made by an older jek): rebuilding it");
     }
     let work = cache.join("work").join(&key);
     let out = compile(
@@ -356,11 +404,74 @@ pub fn build(
     }
     let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
     std::fs::write(tmp.join("inputs.json"), json).map_err(io("cannot write", &tmp))?;
+    let hash = |name: &str| {
+        let p = tmp.join(name);
+        sha256_file(&p).map_err(io("cannot read", &p))
+    };
+    let outputs = OutputRecord {
+        bzimage: hash("bzImage")?,
+        vmlinux: hash("vmlinux")?,
+        config: hash("config")?,
+    };
+    let json = serde_json::to_vec_pretty(&outputs).unwrap_or_default();
+    std::fs::write(tmp.join(OUTPUTS_FILE), json).map_err(io("cannot write", &tmp))?;
     let _ = std::fs::remove_dir_all(&entry);
     std::fs::rename(&tmp, &entry).map_err(io("cannot move cache entry into place", &entry))?;
     std::fs::write(entry.join("complete"), b"").map_err(io("cannot write", &entry))?;
     let _ = std::fs::remove_dir_all(&work);
     Ok(entry_artifacts(&entry, &key, record, false, &logs))
+}
+
+/// The output record's file name in a cache entry.
+pub const OUTPUTS_FILE: &str = "outputs.json";
+
+/// Checks a cache entry before it is used: its outputs are the ones its build recorded,
+/// and its resolved config passes the fragments and the policy (as a fresh build's would).
+pub fn check_entry(
+    entry: &Path,
+    fragments: &[(String, Config)],
+    policy: Option<&kconfig::Policy>,
+) -> Result<(), KernelBuildError> {
+    let record_path = entry.join(OUTPUTS_FILE);
+    let bytes =
+        jek_fsio::read_regular(&record_path, 64 << 10).map_err(|e| KernelBuildError::Io {
+            what: "cannot read the cache entry's output record",
+            path: record_path.clone(),
+            source: std::io::Error::other(jek_fsio::chain_line(&e)),
+        })?;
+    let recorded: OutputRecord =
+        serde_json::from_slice(&bytes).map_err(|e| KernelBuildError::Io {
+            what: "invalid output record",
+            path: record_path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+    for (file, expected) in [
+        ("bzImage", &recorded.bzimage),
+        ("vmlinux", &recorded.vmlinux),
+        ("config", &recorded.config),
+    ] {
+        let path = entry.join(file);
+        let actual = sha256_file(&path).map_err(io("cannot read", &path))?;
+        if &actual != expected {
+            return Err(KernelBuildError::CacheTampered {
+                entry: entry.to_path_buf(),
+                file,
+                expected: expected.clone(),
+                actual,
+            });
+        }
+    }
+    let config_path = entry.join("config");
+    let text = std::fs::read_to_string(&config_path).map_err(io("cannot read", &config_path))?;
+    let resolved = Config::parse(&text, ".config").map_err(KernelBuildError::Fragment)?;
+    let findings = kconfig::check(&resolved, fragments, policy);
+    if !findings.is_empty() {
+        return Err(KernelBuildError::CachePolicy {
+            entry: entry.to_path_buf(),
+            findings,
+        });
+    }
+    Ok(())
 }
 
 struct Outputs {

@@ -36,6 +36,9 @@ pub struct ProvenanceInput<'a> {
     pub invocation_id: &'a str,
     /// `SOURCE_DATE_EPOCH`.
     pub source_date_epoch: u64,
+    /// Whether the kernel was taken from the build cache (checked against its recorded
+    /// outputs and the policy) rather than compiled in this build.
+    pub kernel_from_cache: bool,
 }
 
 /// The statement JSON bytes.
@@ -59,6 +62,14 @@ pub fn statement(p: &ProvenanceInput<'_>) -> Vec<u8> {
                     "version": { "jek": env!("CARGO_PKG_VERSION"), "toolchain": p.toolchain },
                 },
                 "metadata": { "invocationId": p.invocation_id },
+                // Where the kernel came from: compiled by this run, or taken from the
+                // kernel cache under the invocation ID (the cache key).
+                "byproducts": [{
+                    "name": "kernel",
+                    "annotations": {
+                        "jek.dev/kernel-origin": if p.kernel_from_cache { "cache" } else { "build" },
+                    },
+                }],
             },
         },
     });
