@@ -426,6 +426,7 @@ fn run_kvm(
         cmdline: payload.cmdline,
         memory_mib: opts.memory_mib,
         vcpus: opts.vcpus,
+        run_as: jek_kvm::confine::default_run_as(),
     };
     let console_path = run.console();
     let log = std::fs::File::create(&console_path).map_err(|source| BootError::RunDir {

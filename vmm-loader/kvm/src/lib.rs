@@ -11,10 +11,12 @@
 //! - [`devices`]: COM1 (a vm-superio 16550 wired to an irqfd) and the i8042 reset line.
 //!   No keyboard, no video, no PCI, no BIOS.
 //! - [`vm`]: memory, loading (linux-loader), the vCPU loop, exits.
+//! - [`confine`]: the vCPU thread's unprivileged user and seccomp filter.
 //! - [`usage`]: CPU time at guest entry and resident memory beyond guest RAM.
 //!
 //! This crate is the only one in jek with `unsafe` code; every block says why it is sound.
 
+pub mod confine;
 pub mod cpu;
 pub mod devices;
 pub mod layout;

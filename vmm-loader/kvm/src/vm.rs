@@ -42,6 +42,9 @@ pub struct VmConfig<'a> {
     pub memory_mib: u32,
     /// vCPUs.
     pub vcpus: u8,
+    /// The unprivileged user the vCPU thread drops to before running the guest (see
+    /// [`crate::confine`]; `None` keeps the process's user, as when it is not root).
+    pub run_as: Option<crate::confine::RunAs>,
 }
 
 /// How the guest ended.
@@ -71,6 +74,12 @@ pub struct VmRun {
 /// Why the VM could not be set up or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
+    /// The vCPU thread could not be confined; the guest was not started.
+    #[error("cannot confine the vCPU thread")]
+    Confine(#[source] crate::confine::ConfineError),
+    /// The vCPU thread panicked.
+    #[error("the vCPU thread panicked")]
+    VcpuPanicked,
     /// `/dev/kvm` cannot be opened.
     #[error("cannot open /dev/kvm: is KVM available to this user? (modprobe kvm_intel/kvm_amd, add the user to group kvm)")]
     NoKvm(#[source] kvm_ioctls::Error),
@@ -348,7 +357,7 @@ fn set_lint(vcpu: &VcpuFd) -> Result<(), VmError> {
 
 /// Boots `cfg` and runs until the guest resets, shuts down or fails. The serial console
 /// is written to `console`.
-pub fn run<W: Write>(cfg: &VmConfig<'_>, console: W) -> Result<VmRun, VmError> {
+pub fn run<W: Write + Send>(cfg: &VmConfig<'_>, console: W) -> Result<VmRun, VmError> {
     if cfg.vcpus != 1 {
         return Err(VmError::Vcpus(cfg.vcpus));
     }
@@ -402,8 +411,19 @@ pub fn run<W: Write>(cfg: &VmConfig<'_>, console: W) -> Result<VmRun, VmError> {
 
     let cpu_at_entry = process_cpu_time();
     let entered = Instant::now();
-    let exit = vcpu_loop(&mut vcpu, &mut bus);
-    bus.flush();
+    // The guest runs in its own thread, confined (crate::confine) before its first
+    // KVM_RUN; the calling thread only waits, and keeps its privileges for what follows.
+    let run_as = cfg.run_as;
+    let exit = std::thread::scope(|s| {
+        s.spawn(|| {
+            crate::confine::confine_this_thread(run_as).map_err(VmError::Confine)?;
+            let exit = vcpu_loop(&mut vcpu, &mut bus);
+            bus.flush();
+            exit
+        })
+        .join()
+        .unwrap_or(Err(VmError::VcpuPanicked))
+    });
     let guest: Vec<usize> = mem.iter().map(|r| r.as_ptr() as usize).collect();
     Ok(VmRun {
         exit: exit?,

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         cmdline: &args.cmdline,
         memory_mib: args.memory,
         vcpus: args.vcpus,
+        run_as: jek_kvm::confine::default_run_as(),
     };
     match run(&cfg, std::io::stdout()) {
         Ok(r) => {
