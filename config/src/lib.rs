@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use jek_fsio::{Class, ReadError};
 
+pub mod fuzzing;
 pub mod kconfig;
 pub mod pod;
 pub mod policy;

@@ -370,10 +370,38 @@ pub fn parse_index(bytes: &[u8]) -> Result<Vec<String>, ArtifactError> {
         .collect()
 }
 
+/// Fuzz entry (`fuzz/fuzz_targets/oci_manifest.rs`): the manifest and index readers on
+/// arbitrary bytes never panic; an accepted bundle manifest names a sha256 layer within
+/// the cap; an index that parses is one `referrers_index` can extend.
+pub fn fuzz(data: &[u8]) {
+    if let Ok(layer) = parse_bundle_manifest(data) {
+        assert!(layer.size <= MAX_BUNDLE_SIZE);
+        assert!(check_digest(&layer.digest).is_ok());
+    }
+    let subject = digest(b"subject");
+    if let Ok(Some((_, layer))) = parse_attachment_manifest(data, &subject) {
+        assert!(layer.size <= MAX_ATTACHMENT_SIZE);
+    }
+    if let Ok(digests) = parse_index(data) {
+        assert!(digests.len() <= MAX_REFERRERS);
+        let entry = Descriptor::of(MANIFEST_MEDIA_TYPE, b"entry");
+        let grown = referrers_index(Some(data), &entry, "x");
+        assert!(grown.is_ok(), "an index that parses can be extended");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn fuzz_entry_survives_degenerate_inputs() {
+        for d in [&b""[..], b"{}", b"[]", b"{\"manifests\":[]}"] {
+            fuzz(d);
+        }
+        fuzz(&bundle_manifest(b"b", "t"));
+    }
 
     #[test]
     fn bundle_manifests_round_trip_and_foreign_manifests_are_refused() {

@@ -433,3 +433,33 @@ fn classify(e: LibError) -> SigstoreError {
     };
     SigstoreError::new(step, detail)
 }
+
+/// Fuzz entry (`fuzz/fuzz_targets/sigstore_bundle.rs`): arbitrary bytes as a detached
+/// signature under a managed-key policy and a keyless one never panic and never approve
+/// (no fuzzer finds an ECDSA signature or a log entry by chance).
+pub fn fuzz(data: &[u8]) {
+    const KEY: &str = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEnVhZ/AkxaB2ojZDgsKyoZu/e1OKZ\nd3HVChXlfHuflKVjVHfYGXSAayL5LDizdvEuWiqNHUaMCAJCvT3UEiaP4g==\n-----END PUBLIC KEY-----\n";
+    let artifact = b"a jek bundle";
+    if let Ok(policy) = SigstorePolicy::public_key(KEY, None) {
+        assert!(policy.check(artifact, data).is_err());
+    }
+    if let Ok(policy) = SigstorePolicy::keyless(
+        EMPTY_TRUSTED_ROOT,
+        vec![Identity {
+            issuer: "https://issuer.invalid".into(),
+            subject: "someone".into(),
+        }],
+    ) {
+        assert!(policy.check(artifact, data).is_err());
+    }
+}
+
+#[cfg(test)]
+mod fuzz_tests {
+    #[test]
+    fn fuzz_entry_refuses_degenerate_inputs() {
+        for d in [&b""[..], b"{}", b"MEUCIQ==", b"{\"mediaType\":1}"] {
+            super::fuzz(d);
+        }
+    }
+}

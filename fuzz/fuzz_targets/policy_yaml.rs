@@ -1,0 +1,3 @@
+//! policy.yaml (and kconfig policy YAML) from arbitrary bytes: parsed or refused.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| jek_config::fuzzing::policy(data));
