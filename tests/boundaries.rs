@@ -168,3 +168,48 @@ fn a_bundle_file_larger_than_the_format_allows_is_refused_by_its_size() {
     assert!(stderr.contains("huge.jek"), "{stderr}");
     assert!(kib < BOUND_KIB, "peak RSS {kib} KiB");
 }
+
+#[test]
+fn untrusted_strings_cannot_drive_the_terminal() {
+    use jek_verifier::{dsse::Envelope, format};
+    let ws = Workspace::new();
+    assert_exit(&ws.pack("demo.jek", 1, &["dev.key"]), 0);
+    ws.policy(
+        "policy.yaml",
+        "trusted_keys: [dev.pub]\nmin_security_version: 1\n",
+    );
+    // A keyid that clears the line and prints a green ACCEPTED.
+    let bytes = ws.read("demo.jek");
+    let raw = format::parse(&bytes).unwrap();
+    let mut env = Envelope::from_json(raw.envelope).unwrap();
+    let evil = "\u{1b}[2K\r\u{1b}[32mACCEPTED\u{1b}[0m \u{202e}";
+    env.signatures[0].keyid = evil.to_string();
+    let parts: Vec<_> = raw.sections.iter().map(|s| (s.role, s.data)).collect();
+    ws.write("evil.jek", &format::encode(&parts, &env.to_json()).unwrap());
+    for args in [
+        &["inspect", "evil.jek"][..],
+        &["verify", "evil.jek", "--policy", "policy.yaml"][..],
+    ] {
+        let out = ws.jek(args);
+        for (name, stream) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            let text = String::from_utf8_lossy(stream);
+            assert!(
+                !stream.contains(&0x1b),
+                "{args:?} {name} has a raw ESC: {text}"
+            );
+            assert!(
+                !text.contains('\u{202e}'),
+                "{args:?} {name} has a raw bidi override"
+            );
+        }
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            all.contains("\\x1b[32mACCEPTED"),
+            "{args:?}: the keyid is shown, escaped: {all}"
+        );
+    }
+}
