@@ -213,3 +213,22 @@ fn untrusted_strings_cannot_drive_the_terminal() {
         );
     }
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    // `jek inspect B | head -0`: the pipe's reading end is closed before jek writes.
+    let ws = Workspace::new();
+    assert_exit(&ws.pack("demo.jek", 1, &["dev.key"]), 0);
+    let mut child = common::jek()
+        .current_dir(ws.path(""))
+        .args(["inspect", "demo.jek"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

@@ -13,14 +13,17 @@ macro_rules! errln {
     ($($arg:tt)*) => { $crate::print_line(true, &::std::format!($($arg)*)) };
 }
 
-/// The one place the CLI prints a line (see [`outln!`]).
-#[allow(clippy::disallowed_macros)]
+/// The one place the CLI prints a line (see [`outln!`]). A reader that went away
+/// (`jek inspect B | head -1`) ends the output quietly, as SIGPIPE ends peers' output.
 fn print_line(stderr: bool, line: &str) {
+    use std::io::Write as _;
     let line = jek_fsio::terminal::escape(line);
-    if stderr {
-        eprintln!("{line}");
-    } else {
-        println!("{line}");
+    let written = match stderr {
+        true => writeln!(std::io::stderr(), "{line}"),
+        false => writeln!(std::io::stdout(), "{line}"),
+    };
+    if written.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+        std::process::exit(Exit::Ok as i32);
     }
 }
 
@@ -29,7 +32,7 @@ mod error;
 mod progress;
 
 use clap::Parser;
-use error::{CliError, Exit};
+use error::Exit;
 
 /// Logging flags shared by every subcommand.
 #[derive(Debug, clap::Args)]
@@ -58,30 +61,27 @@ struct Cli {
 }
 
 fn init_tracing(log: &LogArgs) {
-    let level = match (log.quiet, log.verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, 2) => "debug",
-        _ => "trace",
-    };
+    let levels = ["warn", "info", "debug", "trace"];
+    let verbosity = levels.get(usize::from(log.verbose)).unwrap_or(&"trace");
+    let level = if log.quiet { "error" } else { verbosity };
     let filter = tracing_subscriber::EnvFilter::try_from_env("JEK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal, and never with NO_COLOR set.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .with_target(false)
         .init();
-}
-
-fn run(cli: Cli) -> Result<(), CliError> {
-    commands::run(cli.command, cli.log.quiet)
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log);
-    match run(cli) {
+    match commands::run(cli.command, cli.log.quiet) {
         Ok(()) => std::process::ExitCode::from(Exit::Ok as u8),
         Err(e) => {
             errln!("error: {}", error::chain(&e));
