@@ -40,6 +40,16 @@ pub enum KeyError {
     /// The text is not an Ed25519 SubjectPublicKeyInfo in PEM.
     #[error("not an Ed25519 public key in SPKI PEM form")]
     SpkiPem(#[source] ed25519_dalek::pkcs8::spki::Error),
+    /// A well-formed public key of another algorithm.
+    #[error("this is {algorithm} public key (OID {oid}), not an Ed25519 key (OID 1.3.101.112): jek bundle signatures are Ed25519{hint}")]
+    Algorithm {
+        /// The algorithm's name, with its article ("an ECDSA", "an RSA").
+        algorithm: &'static str,
+        /// Its OID.
+        oid: String,
+        /// Where such a key belongs, if jek uses it somewhere else.
+        hint: &'static str,
+    },
     /// The bytes are not an Ed25519 SubjectPublicKeyInfo in DER.
     #[error("not an Ed25519 public key in SPKI DER form")]
     SpkiDer(#[source] ed25519_dalek::pkcs8::spki::Error),
@@ -55,7 +65,8 @@ pub struct PublicKey {
 impl PublicKey {
     /// Reads a `-----BEGIN PUBLIC KEY-----` PEM block.
     pub fn from_spki_pem(pem: &str) -> Result<Self, KeyError> {
-        let key = VerifyingKey::from_public_key_pem(pem).map_err(KeyError::SpkiPem)?;
+        let key = VerifyingKey::from_public_key_pem(pem)
+            .map_err(|e| other_algorithm(pem).unwrap_or(KeyError::SpkiPem(e)))?;
         Ok(Self::from_verifying_key(key))
     }
 
@@ -93,6 +104,30 @@ impl fmt::Debug for PublicKey {
     }
 }
 
+/// A PEM public key of an algorithm other than Ed25519, named (the spki crate's own error
+/// would only say which OID it expected).
+fn other_algorithm(pem: &str) -> Option<KeyError> {
+    use ed25519_dalek::pkcs8::spki::der::{pem as der_pem, Decode as _};
+    let (_, der) = der_pem::decode_vec(pem.trim().as_bytes()).ok()?;
+    let spki = ed25519_dalek::pkcs8::spki::SubjectPublicKeyInfoRef::from_der(&der).ok()?;
+    let oid = spki.algorithm.oid.to_string();
+    let (algorithm, hint) = match oid.as_str() {
+        "1.2.840.10045.2.1" => (
+            "an ECDSA",
+            " (an ECDSA P-256 cosign key belongs under sigstore.public_key)",
+        ),
+        "1.2.840.113549.1.1.1" => ("an RSA", ""),
+        "1.3.101.113" => ("an Ed448", ""),
+        "1.3.101.112" => return None,
+        _ => ("a", ""),
+    };
+    Some(KeyError::Algorithm {
+        algorithm,
+        oid,
+        hint,
+    })
+}
+
 /// The SPKI DER of an Ed25519 key: a fixed 12-byte prefix and the 32 key bytes (RFC 8410).
 fn spki_der(key: &VerifyingKey) -> Vec<u8> {
     match key.to_public_key_der() {
@@ -113,6 +148,21 @@ fn spki_der(key: &VerifyingKey) -> Vec<u8> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_key_of_another_algorithm_is_named() {
+        let ecdsa = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEnVhZ/AkxaB2ojZDgsKyoZu/e1OKZ\nd3HVChXlfHuflKVjVHfYGXSAayL5LDizdvEuWiqNHUaMCAJCvT3UEiaP4g==\n-----END PUBLIC KEY-----\n";
+        let err = super::PublicKey::from_spki_pem(ecdsa)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("this is an ECDSA public key (OID 1.2.840.10045.2.1)"),
+            "{err}"
+        );
+        assert!(err.contains("sigstore.public_key"), "{err}");
+        let garbage = super::PublicKey::from_spki_pem("not a key").unwrap_err();
+        assert!(matches!(garbage, super::KeyError::SpkiPem(_)));
+    }
 
     // RFC 8410 section 10.1 example public key.
     const RFC8410_PEM: &str = "-----BEGIN PUBLIC KEY-----\n\

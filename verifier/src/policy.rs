@@ -22,6 +22,19 @@ impl UnixTime {
     }
 }
 
+/// Shown as RFC 3339 UTC (`2027-01-01T00:00:00Z`), as policies write times; a time past
+/// year 9999 is shown as seconds.
+impl std::fmt::Display for UnixTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(self.0)) {
+            Some(t) if self.0 < 253_402_300_800 => {
+                write!(f, "{}", humantime::format_rfc3339_seconds(t))
+            }
+            _ => write!(f, "{} seconds after the epoch", self.0),
+        }
+    }
+}
+
 /// A trusted signing key with an optional validity window (inclusive bounds, compared with
 /// the verification time).
 #[derive(Debug, Clone)]
@@ -277,5 +290,20 @@ impl Policy {
     /// The revoked key IDs.
     pub fn revoked(&self) -> &BTreeSet<KeyId> {
         &self.revoked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_show_as_rfc3339() {
+        assert_eq!(
+            super::UnixTime(1_893_456_000).to_string(),
+            "2030-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            super::UnixTime(u64::MAX).to_string(),
+            format!("{} seconds after the epoch", u64::MAX)
+        );
     }
 }

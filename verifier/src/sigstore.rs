@@ -211,6 +211,7 @@ impl SigstorePolicy {
     pub fn public_key(pem: &str, trusted_root_json: Option<&str>) -> Result<Self, SigstoreError> {
         let key = DerPublicKey::from_pem(pem)
             .map_err(|e| SigstoreError::new(Step::TrustedRoot, format!("public key: {e}")))?;
+        check_p256(key.as_bytes())?;
         let verifier = match trusted_root_json {
             Some(json) => trusted_root(json)?,
             None => trusted_root(EMPTY_TRUSTED_ROOT)?,
@@ -301,6 +302,33 @@ impl SigstorePolicy {
             }
         }
     }
+}
+
+/// A managed Sigstore key must be ECDSA P-256 (what cosign makes and what
+/// [`SigstorePolicy::check`] verifies with): any other key is refused when the policy
+/// loads, not at the first verification.
+fn check_p256(der: &[u8]) -> Result<(), SigstoreError> {
+    use ed25519_dalek::pkcs8::spki::der::Decode as _;
+    const EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+    const P256: &str = "1.2.840.10045.3.1.7";
+    let spki = ed25519_dalek::pkcs8::spki::SubjectPublicKeyInfoRef::from_der(der)
+        .map_err(|e| SigstoreError::new(Step::TrustedRoot, format!("public key: {e}")))?;
+    let oid = spki.algorithm.oid.to_string();
+    let curve = spki
+        .algorithm
+        .parameters_oid()
+        .map(|o| o.to_string())
+        .unwrap_or_default();
+    if oid == EC_PUBLIC_KEY && curve == P256 {
+        return Ok(());
+    }
+    Err(SigstoreError::new(
+        Step::TrustedRoot,
+        format!(
+            "public key: sigstore.public_key must be an ECDSA P-256 key (cosign's), this one has algorithm OID {oid}{} (an Ed25519 key signs the bundle itself: put it under trusted_keys)",
+            if curve.is_empty() { String::new() } else { format!(" on curve {curve}") }
+        ),
+    ))
 }
 
 /// A trusted root with no authorities and no logs: for a managed key without a log.
@@ -456,6 +484,15 @@ pub fn fuzz(data: &[u8]) {
 
 #[cfg(test)]
 mod fuzz_tests {
+    #![allow(clippy::unwrap_used)]
+    #[test]
+    fn a_managed_key_must_be_p256() {
+        let ed25519 = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
+        let err = super::SigstorePolicy::public_key(ed25519, None).unwrap_err();
+        assert!(err.detail.contains("OID 1.3.101.112"), "{err}");
+        assert!(err.detail.contains("trusted_keys"), "{err}");
+    }
+
     #[test]
     fn fuzz_entry_refuses_degenerate_inputs() {
         for d in [&b""[..], b"{}", b"MEUCIQ==", b"{\"mediaType\":1}"] {

@@ -174,7 +174,7 @@ pub enum VerifyError {
         key_id: KeyId,
     },
     /// A trusted key used before its validity window.
-    #[error("key {key_id} is not valid before {not_before} (now {now})", not_before = .not_before.0, now = .now.0)]
+    #[error("key {key_id} is not valid before {not_before} (now {now})")]
     KeyNotYetValid {
         /// The key.
         key_id: KeyId,
@@ -184,7 +184,7 @@ pub enum VerifyError {
         now: UnixTime,
     },
     /// A trusted key used after its validity window.
-    #[error("key {key_id} expired at {not_after} (now {now})", not_after = .not_after.0, now = .now.0)]
+    #[error("key {key_id} expired at {not_after} (now {now})")]
     KeyExpired {
         /// The key.
         key_id: KeyId,
