@@ -21,7 +21,7 @@ step "cargo test"
 cargo test --locked --workspace
 
 if [ "${JEK_SKIP_FUZZ:-0}" != 1 ]; then
-  FUZZ_SECONDS="${JEK_FUZZ_SECONDS:-15}"
+  FUZZ_SECONDS="${JEK_FUZZ_SECONDS:-10}"
   for target in bundle kernel_image cpio kconfig eventlog tpm2 console \
     policy_yaml pod_yaml oci_manifest sigstore_bundle tpm_framing evidence; do
     step "fuzz smoke: $target (${FUZZ_SECONDS}s)"

@@ -186,6 +186,22 @@ fn push_pull_verify_and_every_rejected_pull_writes_nothing() {
     ]);
     assert_exit(&out, 0);
 
+    // A tag that does not exist: rejected (exit 1) and said plainly.
+    let missing = format!("{}/pods/kernel:9.9.9", reg.addr);
+    let out = ws.jek(&[
+        "pull",
+        &missing,
+        "--policy",
+        "plain.yaml",
+        "--out",
+        "none.jek",
+        "--plain-http",
+    ]);
+    assert_exit(&out, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pods/kernel:9.9.9 not found"), "{stderr}");
+    assert!(!ws.path("none.jek").exists());
+
     // Tamper with the bundle blob in the registry's storage: the pull is rejected.
     let hex = jek_verifier::Sha256Digest::of(&bundle).to_string();
     let blob = reg

@@ -73,6 +73,12 @@ pub enum RegistryError {
         /// The status code.
         status: u16,
     },
+    /// The registry has no manifest at the reference (HTTP 404: no such tag or digest).
+    #[error("{reference} not found: the registry has no such tag or digest")]
+    NotFound {
+        /// The reference.
+        reference: String,
+    },
     /// A blob's bytes do not match the digest its manifest gives.
     #[error("{what} from {reference}: the registry served bytes with digest {actual}, the manifest says {expected}")]
     BlobDigest {
@@ -99,7 +105,9 @@ impl RegistryError {
             | RegistryError::Request { .. }
             | RegistryError::Http { .. }
             | RegistryError::Status { .. } => Class::Environment,
-            RegistryError::Artifact { .. } | RegistryError::BlobDigest { .. } => Class::Rejected,
+            RegistryError::Artifact { .. }
+            | RegistryError::BlobDigest { .. }
+            | RegistryError::NotFound { .. } => Class::Rejected,
         }
     }
 }
@@ -332,10 +340,8 @@ impl Registry {
                     "pull the manifest of",
                 )
                 .await?
-                .ok_or_else(|| RegistryError::Status {
-                    operation: "pull the manifest of",
+                .ok_or_else(|| RegistryError::NotFound {
                     reference: reference.to_string(),
-                    status: 404,
                 })?;
             let artifact_err = |source| RegistryError::Artifact {
                 reference: reference.to_string(),
