@@ -20,6 +20,40 @@ pub enum KeyError {
     EncodePublic(#[source] ed25519_dalek::pkcs8::spki::Error),
 }
 
+/// Why a key-pair prefix cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    /// The prefix names a directory (or ends in `/`): the files would be hidden `.key` and
+    /// `.pub`.
+    #[error("{prefix} is a directory: give a file prefix inside it, such as {prefix}/dev (writes dev.key and dev.pub)", prefix = .0.trim_end_matches('/'))]
+    Directory(String),
+    /// The directory the files would go into does not exist.
+    #[error("directory {0} does not exist")]
+    NoParent(String),
+}
+
+/// The two files of a key pair with this prefix: `PREFIX.key` and `PREFIX.pub`, checked
+/// so that a directory or a missing parent is refused by name before any key is made.
+pub fn pair_paths(
+    prefix: &std::path::Path,
+) -> Result<(std::path::PathBuf, std::path::PathBuf), PrefixError> {
+    let text = prefix.to_string_lossy();
+    if text.ends_with('/') || prefix.is_dir() || prefix.file_name().is_none() {
+        return Err(PrefixError::Directory(text.into_owned()));
+    }
+    if let Some(parent) = prefix.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            return Err(PrefixError::NoParent(parent.display().to_string()));
+        }
+    }
+    let with = |suffix: &str| {
+        let mut s = prefix.as_os_str().to_os_string();
+        s.push(suffix);
+        std::path::PathBuf::from(s)
+    };
+    Ok((with(".key"), with(".pub")))
+}
+
 /// A fresh key from the operating system's random number generator.
 pub fn generate() -> SigningKey {
     SigningKey::generate(&mut rand_core::OsRng)
@@ -56,6 +90,29 @@ pub fn public_key(key: &SigningKey) -> PublicKey {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn key_pair_prefixes_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let (k, p) = pair_paths(&dir.path().join("dev")).unwrap();
+        assert_eq!(k, dir.path().join("dev.key"));
+        assert_eq!(p, dir.path().join("dev.pub"));
+        assert_eq!(
+            pair_paths(std::path::Path::new("dev")).unwrap().0,
+            std::path::Path::new("dev.key")
+        );
+        let err = pair_paths(dir.path()).unwrap_err();
+        assert_eq!(err.to_string(), format!("{d} is a directory: give a file prefix inside it, such as {d}/dev (writes dev.key and dev.pub)"));
+        assert!(matches!(
+            pair_paths(std::path::Path::new("adir/")),
+            Err(PrefixError::Directory(_))
+        ));
+        assert_eq!(
+            pair_paths(&dir.path().join("nodir/dev")).unwrap_err(),
+            PrefixError::NoParent(format!("{d}/nodir"))
+        );
+    }
 
     #[test]
     fn pem_round_trips_and_is_pkcs8_v1() {

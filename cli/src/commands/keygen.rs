@@ -25,14 +25,10 @@ pub struct Args {
     json: bool,
 }
 
-fn with_suffix(prefix: &std::path::Path, suffix: &str) -> PathBuf {
-    let mut s = prefix.as_os_str().to_os_string();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
 /// Runs `jek keygen`.
 pub fn run(args: Args) -> Result<(), CliError> {
+    let (key_path, pub_path) =
+        keys::pair_paths(&args.out).map_err(|e| CliError::Usage(e.to_string()))?;
     let (private, public, id) = if args.cosign {
         let password = super::cosign_password()?;
         let (private, public) =
@@ -51,10 +47,6 @@ pub fn run(args: Args) -> Result<(), CliError> {
     } else {
         Overwrite::Refuse
     };
-    let (key_path, pub_path) = (
-        with_suffix(&args.out, ".key"),
-        with_suffix(&args.out, ".pub"),
-    );
     if !args.force {
         // Check both first so that a refusal leaves neither file written.
         for p in [&key_path, &pub_path] {
