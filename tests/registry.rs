@@ -105,6 +105,24 @@ fn push_pull_verify_and_every_rejected_pull_writes_nothing() {
     );
 
     let reference = format!("{}/pods/kernel:6.1", reg.addr);
+    // HTTPS against a plain-HTTP registry: said plainly, with the flag to use.
+    let out = ws.jek(&["push", "demo.jek", &reference]);
+    assert_exit(&out, 3);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("answered in plain HTTP, not HTTPS") && stderr.contains("--plain-http"),
+        "{stderr}"
+    );
+    let out = ws.jek(&[
+        "pull",
+        &reference,
+        "--policy",
+        "plain.yaml",
+        "--out",
+        "x.jek",
+    ]);
+    assert_exit(&out, 3);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--plain-http"));
     let out = ws.jek(&[
         "push",
         "demo.jek",

@@ -73,6 +73,12 @@ pub enum RegistryError {
         /// The status code.
         status: u16,
     },
+    /// HTTPS was tried and the registry answered in plain HTTP.
+    #[error("{reference}: the registry answered in plain HTTP, not HTTPS (for a registry on localhost, pass --plain-http)")]
+    PlainHttp {
+        /// The reference.
+        reference: String,
+    },
     /// The registry has no manifest at the reference (HTTP 404: no such tag or digest).
     #[error("{reference} not found: the registry has no such tag or digest")]
     NotFound {
@@ -104,6 +110,7 @@ impl RegistryError {
             RegistryError::Runtime(_)
             | RegistryError::Request { .. }
             | RegistryError::Http { .. }
+            | RegistryError::PlainHttp { .. }
             | RegistryError::Status { .. } => Class::Environment,
             RegistryError::Artifact { .. }
             | RegistryError::BlobDigest { .. }
@@ -161,10 +168,18 @@ fn request_error<'a>(
     operation: &'static str,
     reference: &'a str,
 ) -> impl FnOnce(oci_client::errors::OciDistributionError) -> RegistryError + 'a {
-    move |source| RegistryError::Request {
-        operation,
-        reference: reference.to_string(),
-        source,
+    move |source| {
+        // rustls's words for a TLS client that got a plain-HTTP answer.
+        if jek_fsio::chain_line(&source).contains("InvalidContentType") {
+            return RegistryError::PlainHttp {
+                reference: reference.to_string(),
+            };
+        }
+        RegistryError::Request {
+            operation,
+            reference: reference.to_string(),
+            source,
+        }
     }
 }
 
