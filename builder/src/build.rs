@@ -329,10 +329,12 @@ pub fn build(
         return Err(BuildError::NoKeys);
     }
     let inputs = kernel_inputs(recipe, opts)?;
-    let kernel = kernel::build(&inputs, &opts.cache, progress)
-        .map_err(|e| BuildError::Kernel(Box::new(e)))?;
+    // Every recipe input is read before the kernel compiles: a missing init or file is
+    // reported in a second, not after minutes of make.
     progress(Progress::Step("initramfs"));
     let (initramfs, init_deps) = initramfs(recipe, mtime(opts))?;
+    let kernel = kernel::build(&inputs, &opts.cache, progress)
+        .map_err(|e| BuildError::Kernel(Box::new(e)))?;
     let parts = Parts {
         bzimage: read("bzImage", &kernel.bzimage)?,
         vmlinux: if recipe.vmlinux {

@@ -132,3 +132,46 @@ fn a_config_edited_behind_the_record_is_refused() {
         KernelBuildError::CacheTampered { file: "config", .. }
     ));
 }
+
+#[test]
+fn a_missing_init_is_reported_before_the_kernel_compiles() {
+    use jek_builder::build::{build, BuildError, BuildOptions};
+    use jek_builder::recipe::{App, Recipe};
+    let (dir, _) = setup();
+    let source = dir.path().join("linux");
+    let recipe = Recipe {
+        name: "demo".into(),
+        version: "1".into(),
+        security_version: 1,
+        source: source.clone(),
+        fragments: vec![],
+        policy: None,
+        vmlinux: false,
+        cmdline: "console=ttyS0".into(),
+        init: dir.path().join("no-such-init"),
+        files: vec![],
+        app: App {
+            name: "app".into(),
+            command: vec!["/bin/app".into()],
+            args: vec![],
+            env: Default::default(),
+        },
+        keys: vec![],
+        as_json: serde_json::Value::Null,
+        kconfig_policy: None,
+    };
+    let cache = dir.path().join("cache");
+    let opts = BuildOptions {
+        cache: cache.clone(),
+        out_dir: dir.path().join("out"),
+        source_date_epoch: 1_700_000_000,
+        jobs: 1,
+    };
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let err = build(&recipe, &[key], &opts, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, BuildError::Read { .. }), "{err}");
+    assert!(err.to_string().contains("no-such-init"), "{err}");
+    // Nothing of a kernel build was started.
+    assert!(!cache.join("work").exists());
+    assert!(!cache.join("kernel").exists());
+}
