@@ -486,6 +486,9 @@ fn check_signatures(
     if envelope.signatures.is_empty() {
         return Err(VerifyError::NoSignatures);
     }
+    // Every revocation is decided here, before any signature counts: a claimed revoked
+    // keyid, and any signature a revoked key verifies (trusted keys revoked by ID
+    // included, see `Policy::revoked_keys`).
     check_revocation(envelope, policy)?;
     let message = envelope.signed_bytes();
     let mut valid = BTreeSet::new();
@@ -510,9 +513,6 @@ fn check_signatures(
                 unknown.push(sig.keyid.clone());
                 continue;
             };
-            if policy.is_revoked(&id) {
-                return Err(VerifyError::RevokedKey { index, key_id: id });
-            }
             let Some(t) = keys.find(&id) else {
                 unknown.push(sig.keyid.clone());
                 continue;
@@ -523,9 +523,6 @@ fn check_signatures(
             t
         };
         let key_id = signer.key.id();
-        if policy.is_revoked(&key_id) {
-            return Err(VerifyError::RevokedKey { index, key_id });
-        }
         if let Some(not_before) = signer.not_before.filter(|nb| now < *nb) {
             disqualified.get_or_insert(VerifyError::KeyNotYetValid {
                 key_id,
