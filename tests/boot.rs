@@ -428,6 +428,8 @@ fn kvm_backend_boots_a_signed_test_kernel_bundle_to_a_clean_exit() {
                 name: "POD".into(),
                 value: "a".into(),
             }],
+            image: None,
+            working_dir: None,
         }],
     };
     let mut expected = initramfs.clone();

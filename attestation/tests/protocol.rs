@@ -281,9 +281,11 @@ fn pod_segment(name: &str) -> Vec<u8> {
         name: name.into(),
         containers: vec![jek_pod::Container {
             name: "app".into(),
+            image: None,
             command: vec!["/bin/app".into()],
             args: vec![],
             env: vec![],
+            working_dir: None,
         }],
     })
     .unwrap()

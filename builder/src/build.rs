@@ -190,6 +190,8 @@ pub fn app_spec_json(recipe: &Recipe) -> Vec<u8> {
         name: recipe.name.clone(),
         containers: vec![jek_pod::spec::Container {
             name: recipe.app.name.clone(),
+            image: None,
+            working_dir: None,
             command: recipe.app.command.clone(),
             args: recipe.app.args.clone(),
             env: recipe

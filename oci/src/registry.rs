@@ -468,6 +468,60 @@ impl Registry {
 }
 
 impl Registry {
+    /// GETs the manifest or index `tag_or_digest` of the repository of `reference` (any
+    /// OCI or Docker image media type in `accept`), with the bounded read every manifest
+    /// gets. `None`: the registry has no such manifest. The caller checks the digest.
+    pub fn image_manifest(
+        &self,
+        reference: &str,
+        tag_or_digest: &str,
+        accept: &[&str],
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        let image = parse_ref(reference)?;
+        self.runtime.block_on(async {
+            let token = self
+                .client
+                .auth(&image, &self.auth, oci_client::RegistryOperation::Pull)
+                .await
+                .map_err(request_error("authenticate to", reference))?;
+            self.get_manifest(
+                &image,
+                tag_or_digest,
+                &accept.join(", "),
+                token.as_deref(),
+                "pull an image manifest of",
+            )
+            .await
+        })
+    }
+
+    /// Fetches blob `digest` of the repository of `reference`: at most `size` bytes (the
+    /// size its descriptor declares), checked against the digest.
+    pub fn image_blob(
+        &self,
+        reference: &str,
+        digest: &str,
+        size: u64,
+        media_type: &str,
+        what: &'static str,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let image = parse_ref(reference)?;
+        let desc = Descriptor {
+            media_type: media_type.to_string(),
+            digest: digest.to_string(),
+            size,
+        };
+        self.runtime.block_on(async {
+            self.client
+                .auth(&image, &self.auth, oci_client::RegistryOperation::Pull)
+                .await
+                .map_err(request_error("authenticate to", reference))?;
+            self.fetch_blob(&image, &desc, what, reference).await
+        })
+    }
+}
+
+impl Registry {
     /// GETs the manifest (or index) `tag_or_digest` of `image`'s repository, accepting
     /// `accept` (see [`Registry::get_bounded`]).
     async fn get_manifest(

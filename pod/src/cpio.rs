@@ -49,6 +49,9 @@ pub enum CpioError {
     /// A path used both as a directory and as something else.
     #[error("archive path {0:?} is needed as a directory but is not one")]
     NotADirectory(String),
+    /// Hard links given for a member that is not a regular file.
+    #[error("archive path {0:?} has hard links but is not a regular file")]
+    LinkToNonFile(String),
     /// A member too large for the format's 32-bit size field.
     #[error("archive member {0:?} is larger than 4 GiB")]
     TooLarge(String),
@@ -85,21 +88,25 @@ fn pad4(out: &mut Vec<u8>) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn header(
-    out: &mut Vec<u8>,
+/// The numeric fields of a `newc` header that jek sets.
+#[derive(Default)]
+struct Header {
     ino: u32,
     mode: u32,
+    uid: u32,
+    gid: u32,
     nlink: u32,
     mtime: u32,
     size: u32,
     rdev: (u32, u32),
-    name: &str,
-) {
+}
+
+fn header(out: &mut Vec<u8>, h: &Header, name: &str) {
     out.extend_from_slice(b"070701");
     let namesize = u32::try_from(name.len() + 1).unwrap_or(u32::MAX);
     for v in [
-        ino, mode, 0, 0, nlink, mtime, size, 0, 0, rdev.0, rdev.1, namesize, 0,
+        h.ino, h.mode, h.uid, h.gid, h.nlink, h.mtime, h.size, 0, 0, h.rdev.0, h.rdev.1, namesize,
+        0,
     ] {
         out.extend_from_slice(format!("{v:08X}").as_bytes());
     }
@@ -110,60 +117,143 @@ fn header(
 
 /// Writes the archive.
 pub fn write(entries: &[Entry], mtime: u32) -> Result<Vec<u8>, CpioError> {
-    let mut all: BTreeMap<String, &Entry> = BTreeMap::new();
-    for e in entries {
-        if !valid_path(&e.path) {
-            return Err(CpioError::BadPath(e.path.clone()));
+    let members: Vec<Member> = entries
+        .iter()
+        .map(|e| Member {
+            path: e.path.clone(),
+            perm: e.perm,
+            uid: 0,
+            gid: 0,
+            mtime,
+            kind: e.kind.clone(),
+            links: Vec::new(),
+        })
+        .collect();
+    write_tree(&members, mtime)
+}
+
+/// One member of a file tree with owners, times and hard links: a container's root file
+/// system as its image describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Path without a leading `/`.
+    pub path: String,
+    /// Permission bits, setuid, setgid and sticky included (`0o4755`).
+    pub perm: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time (seconds since the epoch).
+    pub mtime: u32,
+    /// What it is.
+    pub kind: Kind,
+    /// Further names of this regular file (hard links).
+    pub links: Vec<String>,
+}
+
+/// Writes the archive of a file tree. Members are written in path order (so every
+/// directory comes before what it holds); parent directories that are not members are
+/// added (mode 0755, root, `implicit_mtime`). The names of a hard-linked file share one
+/// inode number and carry its `nlink`; the data is written once, with the first name, which
+/// is how the kernel's initramfs unpacker links the later names to it.
+pub fn write_tree(members: &[Member], implicit_mtime: u32) -> Result<Vec<u8>, CpioError> {
+    // Every name, with the member it belongs to.
+    let mut names: BTreeMap<&str, Option<usize>> = BTreeMap::new();
+    for (i, m) in members.iter().enumerate() {
+        if !m.links.is_empty() && !matches!(m.kind, Kind::File(_)) {
+            return Err(CpioError::LinkToNonFile(m.path.clone()));
         }
-        if all.insert(e.path.clone(), e).is_some() {
-            return Err(CpioError::Duplicate(e.path.clone()));
+        for p in std::iter::once(&m.path).chain(&m.links) {
+            if !valid_path(p) {
+                return Err(CpioError::BadPath(p.clone()));
+            }
+            if names.insert(p, Some(i)).is_some() {
+                return Err(CpioError::Duplicate(p.clone()));
+            }
         }
     }
-    let implicit_dir = Entry {
-        path: String::new(),
-        perm: 0o755,
-        kind: Kind::Dir,
-    };
     let mut parents = Vec::new();
-    for path in all.keys() {
-        let mut p = path.as_str();
+    for path in names.keys() {
+        let mut p = *path;
         while let Some((parent, _)) = p.rsplit_once('/') {
-            parents.push(parent.to_string());
+            parents.push(parent);
             p = parent;
         }
     }
     for parent in parents {
-        match all.get(&parent) {
-            Some(e) if e.kind != Kind::Dir => return Err(CpioError::NotADirectory(parent)),
+        match names.get(parent) {
+            Some(Some(i)) if members[*i].kind != Kind::Dir => {
+                return Err(CpioError::NotADirectory(parent.to_string()))
+            }
             Some(_) => {}
             None => {
-                all.insert(parent, &implicit_dir);
+                names.insert(parent, None);
             }
         }
     }
+    let implicit_dir = Member {
+        path: String::new(),
+        perm: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: implicit_mtime,
+        kind: Kind::Dir,
+        links: Vec::new(),
+    };
     let mut out = Vec::new();
-    for (ino, (path, e)) in (1u32..).zip(all.iter()) {
-        let (mode, nlink, data, rdev): (u32, u32, &[u8], (u32, u32)) = match &e.kind {
+    // Inode numbers count up in path order; a hard-linked file keeps its first one.
+    let mut inodes: BTreeMap<usize, u32> = BTreeMap::new();
+    let mut next_ino = 1u32;
+    for (path, index) in &names {
+        let m = index.map_or(&implicit_dir, |i| &members[i]);
+        let (ino, first) = match index {
+            Some(i) => match inodes.get(i) {
+                Some(ino) => (*ino, false),
+                None => {
+                    inodes.insert(*i, next_ino);
+                    (next_ino, true)
+                }
+            },
+            None => (next_ino, true),
+        };
+        if first {
+            next_ino = next_ino.saturating_add(1);
+        }
+        let links = u32::try_from(m.links.len()).unwrap_or(u32::MAX);
+        let (mode, nlink, data, rdev): (u32, u32, &[u8], (u32, u32)) = match &m.kind {
             Kind::Dir => (S_IFDIR, 2, &[], (0, 0)),
-            Kind::File(d) => (S_IFREG, 1, d.as_slice(), (0, 0)),
+            Kind::File(d) => (S_IFREG, links.saturating_add(1), d.as_slice(), (0, 0)),
             Kind::CharDev { major, minor } => (S_IFCHR, 1, &[], (*major, *minor)),
             Kind::Symlink(t) => (S_IFLNK, 1, t.as_bytes(), (0, 0)),
         };
-        let size = u32::try_from(data.len()).map_err(|_| CpioError::TooLarge(path.clone()))?;
+        let data = if first { data } else { &[] };
+        let size = u32::try_from(data.len()).map_err(|_| CpioError::TooLarge(path.to_string()))?;
         header(
             &mut out,
-            ino,
-            mode | (e.perm & 0o7777),
-            nlink,
-            mtime,
-            size,
-            rdev,
+            &Header {
+                ino,
+                mode: mode | (m.perm & 0o7777),
+                uid: m.uid,
+                gid: m.gid,
+                nlink,
+                mtime: m.mtime,
+                size,
+                rdev,
+            },
             path,
         );
         out.extend_from_slice(data);
         pad4(&mut out);
     }
-    header(&mut out, 0, 0, 1, 0, 0, (0, 0), TRAILER);
+    header(
+        &mut out,
+        &Header {
+            nlink: 1,
+            ..Header::default()
+        },
+        TRAILER,
+    );
     Ok(out)
 }
 
@@ -354,6 +444,67 @@ mod tests {
                 Err(CpioError::Malformed { offset: 110, .. })
             ));
         }
+    }
+
+    #[test]
+    fn trees_keep_owners_times_and_hard_links() {
+        let member = |path: &str, kind: Kind, links: &[&str]| Member {
+            path: path.into(),
+            perm: 0o4755,
+            uid: 1000,
+            gid: 100,
+            mtime: 42,
+            kind,
+            links: links.iter().map(|l| l.to_string()).collect(),
+        };
+        let a = write_tree(
+            &[
+                member("usr/bin/busybox", Kind::File(b"BB".to_vec()), &["bin/sh"]),
+                member("bin", Kind::Dir, &[]),
+            ],
+            0,
+        )
+        .unwrap();
+        // Fields of the header at `at`: 0 ino, 1 mode, 2 uid, 3 gid, 4 nlink, 5 mtime, 6 size.
+        let field = |at: usize, i: usize| hex_field(&a, at + 6 + i * 8).unwrap();
+        let mut at = 0;
+        let mut seen = Vec::new();
+        loop {
+            let namesize = usize::try_from(field(at, 11)).unwrap();
+            let name = std::str::from_utf8(&a[at + 110..at + 110 + namesize - 1]).unwrap();
+            if name == TRAILER {
+                break;
+            }
+            let size = usize::try_from(field(at, 6)).unwrap();
+            seen.push((
+                name.to_string(),
+                field(at, 0),
+                field(at, 2),
+                field(at, 4),
+                size,
+            ));
+            at = align4(align4(at + 110 + namesize) + size);
+        }
+        let names: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(
+            names,
+            ["bin", "bin/sh", "usr", "usr/bin", "usr/bin/busybox"]
+        );
+        let sh = &seen[1];
+        let busybox = &seen[4];
+        // One inode, nlink 2, the data once (with the first name), the owner kept.
+        assert_eq!((sh.1, sh.3, sh.4), (busybox.1, 2, 2));
+        assert_eq!((busybox.2, busybox.4), (1000, 0));
+        // Implicit parents belong to root.
+        assert_eq!(seen[2].2, 0);
+        assert!(matches!(
+            write_tree(&[member("d", Kind::Dir, &["e"])], 0),
+            Err(CpioError::LinkToNonFile(_))
+        ));
+        assert!(matches!(
+            write_tree(&[member("f", Kind::File(vec![]), &["f"])], 0),
+            Err(CpioError::Duplicate(_))
+        ));
     }
 
     proptest! {

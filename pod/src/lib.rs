@@ -6,6 +6,8 @@
 //! - [`spec`]: the pod spec the init runs (`/etc/jek/pod.json` or `/etc/jek/app.json`);
 //! - [`segment`]: the pod segment, the exact `newc` bytes appended after the verified
 //!   initramfs and measured into PCR 12;
+//! - [`image`]: the container segment of a container with an OCI image, and the rules by
+//!   which the init starts its process;
 //! - [`cpio`]: the strict `newc` codec both of them are made of;
 //! - [`console`]: the init's status lines on the serial console (`JEK-READY`, `JEK-EXIT`,
 //!   `JEK-ERROR`, `JEK-POWEROFF`), written by the init and read by the loader.
@@ -21,6 +23,7 @@
 
 pub mod console;
 pub mod cpio;
+pub mod image;
 pub mod segment;
 pub mod spec;
 

@@ -63,9 +63,11 @@ mod tests {
             name: name.into(),
             containers: vec![Container {
                 name: "app".into(),
+                image: None,
                 command: vec!["/bin/app".into()],
                 args: vec![],
                 env: vec![],
+                working_dir: None,
             }],
         }
     }

@@ -24,7 +24,13 @@ pub struct PodSpec {
 pub struct Container {
     /// Container name.
     pub name: String,
-    /// Executable and leading arguments.
+    /// The OCI image the container runs, as the pod file names it (a registry reference
+    /// or `oci:DIR[:TAG]`). Its root file system and record arrive in the container's own
+    /// segment ([`crate::image`]). `None`: a program of the bundle's root file system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Executable and leading arguments (empty with an image: its Entrypoint and Cmd).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
     /// Further arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -32,6 +38,13 @@ pub struct Container {
     /// Environment variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    /// Working directory (default: the image's, else `/`).
+    #[serde(
+        default,
+        rename = "workingDir",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub working_dir: Option<String>,
 }
 
 /// One environment variable.
@@ -106,6 +119,8 @@ pub enum SpecError {
     Empty(&'static str),
     /// A pod or container name that is not a DNS-1123 label.
     Name(String, LabelError),
+    /// Two containers of this name.
+    Duplicate(String),
 }
 
 impl std::fmt::Display for SpecError {
@@ -113,6 +128,9 @@ impl std::fmt::Display for SpecError {
         match self {
             SpecError::Json(e) => write!(f, "invalid pod spec JSON: {e}"),
             SpecError::Empty(what) => write!(f, "invalid pod spec: {what}"),
+            SpecError::Duplicate(name) => {
+                write!(f, "invalid pod spec: two containers are named {name:?}")
+            }
             SpecError::Name(name, e) => {
                 write!(
                     f,
@@ -132,8 +150,18 @@ impl PodSpec {
         if spec.containers.is_empty() {
             return Err(SpecError::Empty("no containers"));
         }
-        if spec.containers.iter().any(|c| c.command.is_empty()) {
-            return Err(SpecError::Empty("a container has an empty command"));
+        if spec
+            .containers
+            .iter()
+            .any(|c| c.command.is_empty() && c.image.is_none())
+        {
+            return Err(SpecError::Empty(
+                "a container has neither a command nor an image",
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        if let Some(c) = spec.containers.iter().find(|c| !names.insert(&c.name)) {
+            return Err(SpecError::Duplicate(c.name.clone()));
         }
         for name in std::iter::once(&spec.name).chain(spec.containers.iter().map(|c| &c.name)) {
             check_label(name).map_err(|e| SpecError::Name(name.clone(), e))?;

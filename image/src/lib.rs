@@ -1,0 +1,287 @@
+//! # jek-image: OCI container images for pods
+//!
+//! A pod file's `containers[].image` becomes a container segment ([`jek_pod::image`]): the
+//! image is resolved (registry or OCI layout; an index selects linux/amd64), checked
+//! against the image policy before a layer is fetched, unpacked in memory with the OCI
+//! changeset rules ([`tree`]), and written as a deterministic `newc` archive that the
+//! loader appends after the pod segment and measures into its own PCR. Every blob is
+//! checked against its digest before it is parsed; every uncompressed layer against the
+//! config's diff_id.
+//!
+//! A pure core ([`reference`], [`policy`], [`manifest`], [`tree`], [`layer`]) and a thin
+//! I/O shell ([`source`], [`cache`], [`prepare`]).
+#![forbid(unsafe_code)]
+
+pub mod build;
+pub mod cache;
+pub mod layer;
+pub mod manifest;
+pub mod policy;
+pub mod reference;
+pub mod source;
+pub mod tree;
+
+use std::path::PathBuf;
+
+use jek_pod::image::{ContainerImage, ResolveError};
+use jek_pod::spec::PodSpec;
+
+pub use cache::Cache;
+pub use policy::{ImagePolicy, Refusal};
+pub use reference::ImageRef;
+
+use manifest::{Document, ManifestError};
+use source::{Source, SourceError};
+
+/// A container's image, ready to boot.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The container record (also inside the segment).
+    pub image: ContainerImage,
+    /// The container segment.
+    pub segment: Vec<u8>,
+    /// Whether the segment came from the cache.
+    pub cached: bool,
+}
+
+/// How images are fetched.
+pub struct Options<'a> {
+    /// The cache.
+    pub cache: Cache,
+    /// The registry client (`None`: registry references are refused, layouts only).
+    pub registry: Option<&'a jek_oci::Registry>,
+    /// The directory relative `oci:` paths are taken from (the pod file's).
+    pub base_dir: PathBuf,
+}
+
+/// What failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    /// The reference does not parse.
+    #[error(transparent)]
+    Reference(#[from] reference::ReferenceError),
+    /// Fetching failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A document is unusable.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The image policy refuses the image.
+    #[error("the image policy refuses it: {0}")]
+    Policy(#[from] Refusal),
+    /// A layer cannot be unpacked.
+    #[error(transparent)]
+    Layer(#[from] layer::LayerError),
+    /// The container's process cannot be worked out from the image.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The segment cannot be written.
+    #[error(transparent)]
+    Segment(#[from] jek_pod::image::ContainerSegmentError),
+    /// The cache cannot be written.
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
+    /// A registry reference with no registry client.
+    #[error("no registry client is configured")]
+    NoRegistry,
+}
+
+/// A container's image could not be prepared.
+#[derive(Debug, thiserror::Error)]
+#[error("container {container:?}: image {reference}")]
+pub struct ImageError {
+    /// The container.
+    pub container: String,
+    /// The image reference as written.
+    pub reference: String,
+    /// Why.
+    #[source]
+    pub cause: Cause,
+}
+
+impl ImageError {
+    /// The exit-code class: a refused or broken image is rejected, a bad reference is
+    /// invalid input, a failed fetch or cache the environment's.
+    pub fn class(&self) -> jek_fsio::Class {
+        use jek_fsio::Class;
+        match &self.cause {
+            Cause::Reference(_) | Cause::NoRegistry => Class::Invalid,
+            Cause::Source(e) => e.class(),
+            Cause::Manifest(_)
+            | Cause::Policy(_)
+            | Cause::Layer(_)
+            | Cause::Resolve(_)
+            | Cause::Segment(_) => Class::Rejected,
+            Cause::Cache(_) => Class::Environment,
+        }
+    }
+}
+
+/// Prepares the image of every container of `spec` that has one, in container order,
+/// under `policy` (`None`: the policy has no `images:`, so any image is refused). Nothing
+/// of a refused image beyond its manifest is fetched.
+pub fn prepare(
+    spec: &PodSpec,
+    policy: Option<&ImagePolicy>,
+    opts: &Options<'_>,
+) -> Result<Vec<Prepared>, ImageError> {
+    let mut out = Vec::new();
+    for c in &spec.containers {
+        let Some(reference) = &c.image else { continue };
+        let prepared = prepare_one(c, reference, policy, opts).map_err(|cause| ImageError {
+            container: c.name.clone(),
+            reference: reference.clone(),
+            cause,
+        })?;
+        out.push(prepared);
+    }
+    Ok(out)
+}
+
+/// The manifest (not an index) of an image: its digest and bytes, and the digests of the
+/// indexes passed on the way.
+fn resolve_manifest(
+    text: &str,
+    image: &ImageRef,
+    source: &Source<'_>,
+    cache: &Cache,
+) -> Result<(String, Vec<u8>, Vec<String>), Cause> {
+    let fetch = |digest: &str| -> Result<Vec<u8>, Cause> {
+        if let Some(b) = cache.blob(digest, manifest::MAX_MANIFEST_SIZE) {
+            return Ok(b);
+        }
+        let b = source.manifest(digest)?;
+        cache.put_blob(digest, &b)?;
+        Ok(b)
+    };
+    let (mut digest, mut bytes, tag) = match image {
+        ImageRef::Registry(r) => match r.digest() {
+            Some(d) => {
+                manifest::check_digest(text, "the reference", d)?;
+                (d.to_string(), fetch(d)?, None)
+            }
+            None => {
+                let b = source.top(r.tag())?;
+                (source::digest_of(&b), b, None)
+            }
+        },
+        ImageRef::Layout { tag, .. } => {
+            let b = source.top(None)?;
+            (source::digest_of(&b), b, tag.clone())
+        }
+    };
+    let mut indexes = Vec::new();
+    let mut tag = tag;
+    // An OCI layout's index.json is no image digest anyone pins.
+    let mut pinnable = !matches!(image, ImageRef::Layout { .. });
+    for _ in 0..3 {
+        match manifest::parse_document(text, &bytes)? {
+            Document::Manifest(_) => return Ok((digest, bytes, indexes)),
+            Document::Index(index) => {
+                let entry = manifest::select(text, &index, tag.take().as_deref())?;
+                let next = entry.digest().to_string();
+                manifest::check_digest(text, "an index entry", &next)?;
+                if pinnable {
+                    indexes.push(digest.clone());
+                }
+                pinnable = true;
+                bytes = fetch(&next)?;
+                digest = next;
+            }
+        }
+    }
+    Err(ManifestError::Nested {
+        reference: text.to_string(),
+    }
+    .into())
+}
+
+fn prepare_one(
+    c: &jek_pod::spec::Container,
+    text: &str,
+    policy: Option<&ImagePolicy>,
+    opts: &Options<'_>,
+) -> Result<Prepared, Cause> {
+    let image = ImageRef::parse(text, &opts.base_dir)?;
+    let policy = policy.ok_or(Refusal::NoImagePolicy)?;
+    let source = match &image {
+        ImageRef::Registry(r) => Source::Registry {
+            client: opts.registry.ok_or(Cause::NoRegistry)?,
+            reference: r.whole(),
+        },
+        ImageRef::Layout { dir, .. } => Source::Layout { dir: dir.clone() },
+    };
+    let cache = &opts.cache;
+    let (manifest_digest, manifest_bytes, indexes) =
+        resolve_manifest(text, &image, &source, cache)?;
+    // Checked before any layer is fetched: the manifest itself, or an index that led to
+    // it, must be allowed.
+    let repository = image.repository();
+    let verdict = policy.check(&repository, &manifest_digest);
+    if verdict.is_err() && !indexes.iter().any(|d| policy.check(&repository, d).is_ok()) {
+        verdict?;
+    }
+    let limit = policy.max_rootfs_bytes;
+    if let Some((record, segment)) = cache.segment(&manifest_digest, &c.name, text, limit) {
+        return Ok(Prepared {
+            image: record,
+            segment,
+            cached: true,
+        });
+    }
+    let Document::Manifest(m) = manifest::parse_document(text, &manifest_bytes)? else {
+        return Err(ManifestError::Nested {
+            reference: text.to_string(),
+        }
+        .into());
+    };
+    let config_desc = m.config();
+    let config_digest = config_desc.digest().to_string();
+    manifest::check_digest(text, "the config", &config_digest)?;
+    let blob = |digest: &str, size: u64, media_type: &str, what| -> Result<Vec<u8>, Cause> {
+        if let Some(b) = cache.blob(digest, size) {
+            return Ok(b);
+        }
+        let b = source.blob(digest, size, media_type, what)?;
+        cache.put_blob(digest, &b)?;
+        Ok(b)
+    };
+    let config_bytes = blob(
+        &config_digest,
+        config_desc.size().min(manifest::MAX_MANIFEST_SIZE),
+        &config_desc.media_type().to_string(),
+        "the image config",
+    )?;
+    let config = manifest::parse_config(text, &config_bytes)?;
+    let layers = manifest::layers(text, &m, &config)?;
+    let mut root = tree::RootFs::new();
+    let mut budget = limit;
+    for l in &layers {
+        // A compressed layer larger than the cap cannot fit once uncompressed either
+        // (gzip and zstd add at most a few bytes per block).
+        let size = l.size.min(limit.saturating_add(1 << 20));
+        let bytes = blob(&l.digest, size, &l.media_type, "a layer")?;
+        layer::unpack(l, &bytes, &mut root, &mut budget, limit)?;
+    }
+    let record = ContainerImage {
+        container: c.name.clone(),
+        reference: text.to_string(),
+        manifest: manifest_digest,
+        config_digest,
+        config: manifest::process_config(&config),
+    };
+    // The init's own rules, applied now: a container it could not start never boots.
+    let read = |p: &str| {
+        root.read(p)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
+    jek_pod::image::resolve(c, Some(&record.config), &read)?;
+    let segment = jek_pod::image::container_segment(&record, &root.members())?;
+    cache.put_segment(&record, &segment, limit - budget)?;
+    tracing::debug!(container = %c.name, manifest = %record.manifest, bytes = segment.len(), "container segment ready");
+    Ok(Prepared {
+        image: record,
+        segment,
+        cached: false,
+    })
+}
