@@ -38,7 +38,7 @@ fn tpm2_eventlog_reads_our_log_and_replays_to_our_pcrs() {
     let key = PublicKey::from_spki_pem(&String::from_utf8(ws.read("dev.pub")).unwrap()).unwrap();
     let policy = Policy::new(vec![TrustedKey::new(key)], None, 3, Default::default()).unwrap();
     let bundle = verify(ws.read("demo.jek"), &policy, UnixTime::now()).unwrap();
-    let events = plan(&bundle, Role::BzImage, b"pod segment bytes").unwrap();
+    let events = plan(&bundle, Role::BzImage, b"pod segment bytes", &[]).unwrap();
     let log = EventLog {
         events: events.into_iter().map(|e| e.event).collect(),
     };

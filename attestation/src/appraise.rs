@@ -9,11 +9,14 @@
 //! | `freshness` | the quote carries this appraisal's nonce |
 //! | `evidence` | the quote covers exactly jek's PCRs, its digest is that of the PCR values, the event log parses |
 //! | `kernel`, `initramfs`, `cmdline`, `signer`, `security-version`, `bundle`, `pod-config` | the event log replays to the quoted PCRs, and each event is, in order, the one `jek predict` derives from the bundle and the pod configuration; the bundle passes the policy |
+//! | `images` | PCR 13 names, in order, exactly the pod's containers with an image, each with the reference the pod file gives, and the image policy allows each image's manifest digest now |
 
 use std::collections::BTreeMap;
 
 use jek_measure::eventlog::EventLog;
-use jek_measure::plan::{plan, Measured, PlannedEvent, PCRS};
+use jek_measure::plan::{
+    containers_in_log, plan_with_images, ContainerEvent, Measured, PlannedEvent, PCRS,
+};
 use jek_measure::PcrValues;
 use jek_verifier::format::Role;
 use jek_verifier::{Bundle, Sha256Digest, Verified, VerifyError};
@@ -53,11 +56,13 @@ pub enum Claim {
     Bundle,
     /// PCR 12: the pod segment.
     PodConfig,
+    /// PCR 13: the container images.
+    Images,
 }
 
 impl Claim {
     /// Every claim, in report order.
-    pub const ALL: [Claim; 11] = [
+    pub const ALL: [Claim; 12] = [
         Claim::TpmIdentity,
         Claim::Freshness,
         Claim::BootEpoch,
@@ -69,6 +74,7 @@ impl Claim {
         Claim::SecurityVersion,
         Claim::Bundle,
         Claim::PodConfig,
+        Claim::Images,
     ];
 
     /// The claim's name in results.
@@ -85,6 +91,7 @@ impl Claim {
             Claim::SecurityVersion => "security-version",
             Claim::Bundle => "bundle",
             Claim::PodConfig => "pod-config",
+            Claim::Images => "images",
         }
     }
 }
@@ -229,6 +236,18 @@ pub struct Evidence {
     pub event_log: Vec<u8>,
 }
 
+/// The image policy's verdict on the image a container ran.
+pub type ImageVerdict<'a> = &'a (dyn Fn(&ContainerEvent) -> Result<(), String> + Sync);
+
+/// What a pod's containers with images must have run.
+#[derive(Clone, Copy, Default)]
+pub struct ImageRules<'a> {
+    /// (container, image reference as the pod file writes it), in container order.
+    pub expected: &'a [(String, String)],
+    /// The image policy (`None`: it allows no image).
+    pub allow: Option<ImageVerdict<'a>>,
+}
+
 /// The reference: the bundle as the policy judged it, the pod configuration segment, and
 /// what the verifier recorded when the pod registered.
 pub struct Reference<'a> {
@@ -236,6 +255,8 @@ pub struct Reference<'a> {
     pub bundle: Result<&'a Verified<Bundle>, &'a VerifyError>,
     /// The pod segment the pod was given (empty for none).
     pub pod_segment: &'a [u8],
+    /// What its containers with images must have run.
+    pub images: ImageRules<'a>,
     /// The pod's registration (`None`: not registered, which fails `boot-epoch`).
     pub registration: Option<&'a Registration>,
 }
@@ -249,6 +270,17 @@ pub struct Appraisal {
     pub ak_name: Option<Vec<u8>>,
     /// The quoted PCR values.
     pub pcrs: PcrValues,
+    /// The images the log says the containers ran, with their segment digests.
+    pub images: Vec<(ContainerEvent, Sha256Digest)>,
+}
+
+impl std::fmt::Debug for ImageRules<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageRules")
+            .field("expected", &self.expected)
+            .field("allow", &self.allow.map(|_| "<image policy>"))
+            .finish()
+    }
 }
 
 impl Appraisal {
@@ -257,6 +289,7 @@ impl Appraisal {
             claims: Claim::ALL.iter().map(|c| (*c, Vec::new())).collect(),
             ak_name: None,
             pcrs: PcrValues::new(),
+            images: Vec::new(),
         }
     }
 
@@ -314,6 +347,7 @@ pub fn claim_of(what: &Measured) -> Claim {
         Measured::Initramfs => Claim::Initramfs,
         Measured::Manifest => Claim::Bundle,
         Measured::PodConfig => Claim::PodConfig,
+        Measured::Container(_) | Measured::Containers(_) => Claim::Images,
     }
 }
 
@@ -326,6 +360,7 @@ fn claims_of_pcr(pcr: u32) -> &'static [Claim] {
         9 => &[Claim::Initramfs],
         11 => &[Claim::Bundle],
         12 => &[Claim::PodConfig],
+        13 => &[Claim::Images],
         _ => &[Claim::Evidence],
     }
 }
@@ -365,6 +400,10 @@ pub fn appraise(
     if let (Some(_), Some(log)) = (quote, &log) {
         check_replay(log, &evidence.pcrs, &mut a);
     }
+    if let Some(log) = &log {
+        a.images = containers_in_log(log);
+        check_images(&reference.images, &mut a);
+    }
     match reference.bundle {
         Err(e) => {
             let claim = if matches!(e, VerifyError::Rollback { .. }) {
@@ -384,6 +423,7 @@ pub fn appraise(
                 Claim::Cmdline,
                 Claim::Bundle,
                 Claim::PodConfig,
+                Claim::Images,
             ] {
                 a.add(
                     c,
@@ -396,7 +436,8 @@ pub fn appraise(
         }
         Ok(bundle) => {
             if let Some(log) = &log {
-                check_events(log, bundle, reference.pod_segment, &mut a);
+                let images = a.images.clone();
+                check_events(log, bundle, reference.pod_segment, &images, &mut a);
             }
         }
     }
@@ -643,8 +684,14 @@ fn check_replay(log: &EventLog, pcrs: &PcrValues, a: &mut Appraisal) {
 }
 
 /// Each event, in order, is the reference event.
-fn check_events(log: &EventLog, bundle: &Verified<Bundle>, pod_segment: &[u8], a: &mut Appraisal) {
-    let Some(reference) = reference_events(log, bundle, pod_segment) else {
+fn check_events(
+    log: &EventLog,
+    bundle: &Verified<Bundle>,
+    pod_segment: &[u8],
+    images: &[(ContainerEvent, Sha256Digest)],
+    a: &mut Appraisal,
+) {
+    let Some(reference) = reference_events(log, bundle, pod_segment, images) else {
         a.fail(
             Claim::Kernel,
             "the bundle has no kernel image to derive references from".into(),
@@ -708,17 +755,65 @@ fn check_events(log: &EventLog, bundle: &Verified<Bundle>, pod_segment: &[u8], a
     }
 }
 
+/// The images claim: the containers the log names are, in order, the pod's containers
+/// with an image, with the references the pod file gives, and the image policy allows each
+/// image now. (Their events' form and digests are checked with every other event.)
+fn check_images(rules: &ImageRules<'_>, a: &mut Appraisal) {
+    let ran: Vec<(String, String)> = a
+        .images
+        .iter()
+        .map(|(e, _)| (e.container.clone(), e.reference.clone()))
+        .collect();
+    if ran != rules.expected {
+        let list = |v: &[(String, String)]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.iter()
+                    .map(|(c, r)| format!("{c}={r}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        a.fail(
+            Claim::Images,
+            "the containers' images are not the ones the pod file names".into(),
+            Some(list(rules.expected)),
+            Some(list(&ran)),
+        );
+    }
+    let mut refusals = Vec::new();
+    for (event, _) in &a.images {
+        let verdict = match rules.allow {
+            Some(allow) => allow(event),
+            None => Err("the policy allows no images (it has no images: section)".into()),
+        };
+        if let Err(reason) = verdict {
+            refusals.push((event.clone(), reason));
+        }
+    }
+    for (event, reason) in refusals {
+        a.fail(
+            Claim::Images,
+            format!("container {}: {reason}", event.container),
+            None,
+            Some(format!("{}@{}", event.reference, event.manifest)),
+        );
+    }
+}
+
 /// The reference events for the kernel the log says was booted (bzImage or vmlinux, both
-/// signed), defaulting to the bzImage.
+/// signed), defaulting to the bzImage, with the containers `images`.
 pub fn reference_events(
     log: &EventLog,
     bundle: &Verified<Bundle>,
     pod_segment: &[u8],
+    images: &[(ContainerEvent, Sha256Digest)],
 ) -> Option<Vec<PlannedEvent>> {
     let booted = log.events.first().map(|e| e.digest);
     let mut fallback = None;
     for role in [Role::BzImage, Role::Vmlinux] {
-        if let Some(events) = plan(bundle, role, pod_segment) {
+        if let Some(events) = plan_with_images(bundle, role, pod_segment, images) {
             if events.first().map(|e| e.event.digest) == booted {
                 return Some(events);
             }

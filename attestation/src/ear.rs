@@ -75,6 +75,9 @@ pub struct Submod {
         skip_serializing_if = "Option::is_none"
     )]
     pub bundle: Option<BundleRef>,
+    /// The images the pod's containers ran (PCR 13), in container order.
+    #[serde(rename = "jek.images", default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<RanImage>,
     /// How long each step took, for online attestation.
     #[serde(
         rename = "jek.timingsMs",
@@ -130,6 +133,22 @@ pub struct BundleRef {
     pub manifest_digest: Sha256Digest,
 }
 
+/// An image a container ran, as PCR 13 measured it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RanImage {
+    /// The container.
+    pub container: String,
+    /// The image reference as the pod file wrote it.
+    pub reference: String,
+    /// The image manifest's digest.
+    pub manifest_digest: String,
+    /// The image config's digest.
+    pub config_digest: String,
+    /// The SHA-256 of the container segment (the root file system as booted).
+    pub segment_digest: Sha256Digest,
+}
+
 /// Online attestation's step durations, milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -182,6 +201,7 @@ impl Submod {
                 instance_identity: worst(&[Claim::TpmIdentity, Claim::Freshness, Claim::BootEpoch]),
                 hardware: worst(&[Claim::TpmIdentity]),
                 executables: worst(&[
+                    Claim::Images,
                     Claim::Kernel,
                     Claim::Initramfs,
                     Claim::Bundle,
@@ -201,6 +221,17 @@ impl Submod {
                 security_version: b.manifest().security_version,
                 manifest_digest: b.manifest_digest(),
             }),
+            images: appraisal
+                .images
+                .iter()
+                .map(|(e, d)| RanImage {
+                    container: e.container.clone(),
+                    reference: e.reference.clone(),
+                    manifest_digest: e.manifest.clone(),
+                    config_digest: e.config.clone(),
+                    segment_digest: *d,
+                })
+                .collect(),
             timings_ms: None,
         }
     }

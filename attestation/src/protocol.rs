@@ -96,6 +96,8 @@ pub struct PodMaterial<'a> {
     pub event_log: &'a [u8],
     /// The pod segment it was meant to get (empty for none).
     pub pod_segment: &'a [u8],
+    /// What its containers with images must have run.
+    pub images: crate::appraise::ImageRules<'a>,
     /// What the verifier recorded when the pod registered.
     pub registration: Option<&'a Registration>,
 }
@@ -175,6 +177,7 @@ pub fn attest<T: AttestationTpm>(
         &Reference {
             bundle: verifier.bundle,
             pod_segment: pod.pod_segment,
+            images: pod.images,
             registration: pod.registration,
         },
         &nonce,

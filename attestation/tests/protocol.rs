@@ -321,7 +321,7 @@ fn reference() -> Reference {
     .unwrap();
     let bundle = jek_verifier::verify(bytes, &policy, UnixTime::now()).unwrap();
     let segment = pod_segment("web");
-    let events = jek_measure::plan(&bundle, Role::BzImage, &segment).unwrap();
+    let events = jek_measure::plan(&bundle, Role::BzImage, &segment, &[]).unwrap();
     Reference {
         bundle,
         segment,
@@ -382,6 +382,7 @@ fn run_registered(
         ek_chain_pem: &chain,
         event_log: log,
         pod_segment: r.segment,
+        images: Default::default(),
         registration,
     };
     attest(tpm, &pod, &verifier, &mut rand_core::OsRng)

@@ -61,6 +61,9 @@ pub enum CliError {
     /// A registry push or pull failed.
     #[error("registry")]
     Registry(#[from] jek_oci::RegistryError),
+    /// A container's image is refused or cannot be prepared.
+    #[error(transparent)]
+    Image(#[from] jek_image::ImageError),
     /// The bundle cannot be inspected.
     #[error("cannot inspect {path}")]
     Inspect {
@@ -165,6 +168,7 @@ impl CliError {
             CliError::Write(e) => e.class().into(),
             CliError::Config(e) => e.class().into(),
             CliError::Registry(e) => e.class().into(),
+            CliError::Image(e) => e.class().into(),
             CliError::Build(e) => e.class().into(),
             CliError::Boot { source, .. } => source.class().into(),
             CliError::Store(e) => e.class().into(),

@@ -138,7 +138,7 @@ pub fn read_text(what: &'static str, path: &Path, limit: u64) -> Result<String, 
 }
 
 /// The directory relative paths in a file are resolved against.
-pub(crate) fn base_dir(path: &Path) -> &Path {
+pub fn base_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

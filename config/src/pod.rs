@@ -15,7 +15,16 @@
 //!       env:
 //!         - name: GREETING
 //!           value: hi
+//!     - name: web
+//!       image: localhost:5000/jek/busybox:1.35   # or oci:DIR[:TAG]
+//!       command: [/bin/sh, -c]                   # optional with an image
+//!       args: ["echo hi from $(hostname)"]
+//!       workingDir: /tmp
 //! ```
+//!
+//! A container with `image` runs that OCI image (its root file system, Entrypoint, Cmd,
+//! Env, WorkingDir and User, with Kubernetes' override rules); one without runs a program
+//! of the bundle's own root file system.
 
 use std::path::Path;
 
@@ -40,8 +49,27 @@ pub enum PodFileError {
         /// Found kind.
         kind: String,
     },
-    /// A container without a command.
-    #[error("spec.containers[{index}] ({name:?}) has no command")]
+    /// A container with an image reference that does not parse.
+    #[error("spec.containers[{index}].image ({name:?})")]
+    Image {
+        /// Index.
+        index: usize,
+        /// Name.
+        name: String,
+        /// Why.
+        #[source]
+        source: jek_image::reference::ReferenceError,
+    },
+    /// Two containers with one name.
+    #[error("spec.containers[{index}].name = {name:?} is used by an earlier container too")]
+    Duplicate {
+        /// Index.
+        index: usize,
+        /// Name.
+        name: String,
+    },
+    /// A container without a command or an image.
+    #[error("spec.containers[{index}] ({name:?}) has neither a command nor an image")]
     NoCommand {
         /// Index.
         index: usize,
@@ -98,7 +126,11 @@ struct Spec {
 struct ContainerDoc {
     name: String,
     #[serde(default)]
+    image: Option<String>,
+    #[serde(default)]
     command: Vec<String>,
+    #[serde(default, rename = "workingDir")]
+    working_dir: Option<String>,
     #[serde(default)]
     args: Vec<String>,
     #[serde(default)]
@@ -129,7 +161,21 @@ pub fn parse(yaml: &str) -> Result<PodSpec, PodFileError> {
     let mut containers = Vec::new();
     for (index, c) in doc.spec.containers.into_iter().enumerate() {
         label(|| format!("spec.containers[{index}].name"), &c.name)?;
-        if c.command.is_empty() {
+        if containers.iter().any(|o: &Container| o.name == c.name) {
+            return Err(PodFileError::Duplicate {
+                index,
+                name: c.name,
+            });
+        }
+        if let Some(image) = &c.image {
+            jek_image::ImageRef::parse(image, Path::new("/")).map_err(|source| {
+                PodFileError::Image {
+                    index,
+                    name: c.name.clone(),
+                    source,
+                }
+            })?;
+        } else if c.command.is_empty() {
             return Err(PodFileError::NoCommand {
                 index,
                 name: c.name,
@@ -137,6 +183,8 @@ pub fn parse(yaml: &str) -> Result<PodSpec, PodFileError> {
         }
         containers.push(Container {
             name: c.name,
+            image: c.image,
+            working_dir: c.working_dir,
             command: c.command,
             args: c.args,
             env: c
@@ -193,6 +241,34 @@ mod tests {
         assert!(matches!(
             parse(&POD.replace("command: [/bin/x]", "args: [x]")),
             Err(PodFileError::NoCommand { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn images() {
+        let pod = POD.replace(
+            "command: [/bin/x]",
+            "image: localhost:5000/jek/busybox:1\n      workingDir: /srv",
+        );
+        let p = parse(&pod).unwrap();
+        assert_eq!(
+            p.containers[0].image.as_deref(),
+            Some("localhost:5000/jek/busybox:1")
+        );
+        assert_eq!(p.containers[0].working_dir.as_deref(), Some("/srv"));
+        assert!(p.containers[0].command.is_empty());
+        let bad = POD.replace("command: [/bin/x]", "image: \"a b\"");
+        assert!(matches!(
+            parse(&bad),
+            Err(PodFileError::Image { index: 0, .. })
+        ));
+        let two = POD.replace(
+            "spec:\n  containers:\n",
+            "spec:\n  containers:\n    - {name: a, command: [/y]}\n",
+        );
+        assert!(matches!(
+            parse(&two),
+            Err(PodFileError::Duplicate { index: 1, .. })
         ));
     }
 

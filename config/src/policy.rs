@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jek_fsio::ReadError;
+use jek_image::policy::{AllowRule, ImagePolicy};
 use jek_verifier::sigstore::{Identity, SigstoreError, SigstorePolicy};
 use jek_verifier::{
     KeyId, KeyRule, Policy, PolicyError, PublicKey, Sha256Digest, SignerRule, TrustedKey, UnixTime,
@@ -171,6 +172,24 @@ pub enum PolicyFileError {
     /// The trusted root, identities or key are unusable.
     #[error("sigstore section is unusable")]
     Sigstore(#[source] SigstoreError),
+    /// An `images.allow` repository that is not one.
+    #[error("images.allow[{index}].repository {value:?}: {reason}")]
+    ImageRepository {
+        /// Index.
+        index: usize,
+        /// The value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// An `images.allow` digest that is not `sha256:` and 64 lowercase hex digits.
+    #[error("images.allow[{index}].digests: {value:?} is not a sha256 digest (sha256: and 64 lowercase hex digits)")]
+    ImageDigest {
+        /// Index.
+        index: usize,
+        /// The value.
+        value: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -187,6 +206,68 @@ struct PolicyDoc {
     attestation: Option<AttestationDoc>,
     #[serde(default)]
     sigstore: Option<SigstoreDoc>,
+    #[serde(default)]
+    images: Option<ImagesDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImagesDoc {
+    #[serde(default)]
+    max_rootfs_bytes: Option<u64>,
+    #[serde(default)]
+    allow: Vec<AllowDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowDoc {
+    repository: String,
+    #[serde(default)]
+    digests: Vec<String>,
+}
+
+fn parse_images(doc: ImagesDoc, base: &Path) -> Result<ImagePolicy, PolicyFileError> {
+    let mut allow = Vec::with_capacity(doc.allow.len());
+    for (index, a) in doc.allow.into_iter().enumerate() {
+        let repository =
+            jek_image::policy::normalize_repository(&a.repository, base).map_err(|reason| {
+                PolicyFileError::ImageRepository {
+                    index,
+                    value: a.repository.clone(),
+                    reason,
+                }
+            })?;
+        for d in &a.digests {
+            jek_image::manifest::check_digest(&a.repository, "images.allow", d).map_err(|_| {
+                PolicyFileError::ImageDigest {
+                    index,
+                    value: d.clone(),
+                }
+            })?;
+        }
+        allow.push(AllowRule {
+            repository,
+            digests: a.digests,
+        });
+    }
+    Ok(ImagePolicy {
+        allow,
+        max_rootfs_bytes: doc
+            .max_rootfs_bytes
+            .unwrap_or(jek_image::policy::DEFAULT_MAX_ROOTFS_BYTES),
+    })
+}
+
+/// A parsed policy document.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// The trust policy.
+    pub policy: Policy,
+    /// The `attestation` section.
+    pub attestation: Option<AttestationPolicy>,
+    /// The `images` section.
+    pub images: Option<ImagePolicy>,
 }
 
 #[derive(Deserialize)]
@@ -216,6 +297,8 @@ pub struct PolicyFile {
     pub policy: Policy,
     /// The `attestation` section, if present.
     pub attestation: Option<AttestationPolicy>,
+    /// The `images` section, if present (without it no container image is allowed).
+    pub images: Option<ImagePolicy>,
     /// SHA-256 of the file's bytes: the EAR's appraisal-policy-id.
     pub digest: Sha256Digest,
 }
@@ -354,11 +437,9 @@ fn parse_time(
 
 /// Parses a policy document: the trust policy and its `attestation` section (paths
 /// resolved against `base_dir`, where referenced key files are read).
-pub fn parse(
-    yaml: &str,
-    base_dir: &Path,
-) -> Result<(Policy, Option<AttestationPolicy>), PolicyFileError> {
+pub fn parse(yaml: &str, base_dir: &Path) -> Result<Parsed, PolicyFileError> {
     let doc: PolicyDoc = serde_yaml::from_str(yaml).map_err(PolicyFileError::Yaml)?;
+    let images = doc.images.map(|i| parse_images(i, base_dir)).transpose()?;
     let attestation = doc.attestation.map(|a| AttestationPolicy {
         ek_ca: base_dir.join(a.ek_ca),
     });
@@ -428,7 +509,11 @@ pub fn parse(
             return Err(PolicyFileError::RevokedWithoutKey { key_id: *id });
         }
     }
-    Ok((policy, attestation))
+    Ok(Parsed {
+        policy,
+        attestation,
+        images,
+    })
 }
 
 /// Reads and parses a policy file.
@@ -439,15 +524,15 @@ pub fn load(path: &Path) -> Result<PolicyFile, ConfigError> {
         what: "policy file",
         path: path.to_path_buf(),
     })?;
-    let (policy, attestation) =
-        parse(&text, crate::base_dir(path)).map_err(|source| ConfigError::Policy {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let parsed = parse(&text, crate::base_dir(path)).map_err(|source| ConfigError::Policy {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(PolicyFile {
         path: path.to_path_buf(),
-        policy,
-        attestation,
+        policy: parsed.policy,
+        attestation: parsed.attestation,
+        images: parsed.images,
         digest,
     })
 }
@@ -458,18 +543,65 @@ mod tests {
     use super::*;
 
     fn parse(yaml: &str, base_dir: &Path) -> Result<Policy, PolicyFileError> {
-        super::parse(yaml, base_dir).map(|(policy, _)| policy)
+        super::parse(yaml, base_dir).map(|p| p.policy)
+    }
+
+    #[test]
+    fn reads_the_images_section() {
+        let pin = format!("sha256:{}", "a".repeat(64));
+        let y = inline(&format!("min_security_version: 1\nimages:\n  max_rootfs_bytes: 1000\n  allow:\n    - repository: busybox\n      digests: [{pin}]\n    - repository: oci:./layout\n"));
+        let images = super::parse(&y, Path::new("/etc/jek"))
+            .unwrap()
+            .images
+            .unwrap();
+        assert_eq!(images.max_rootfs_bytes, 1000);
+        assert_eq!(images.allow[0].repository, "docker.io/library/busybox");
+        assert_eq!(images.allow[0].digests, [pin]);
+        assert_eq!(images.allow[1].repository, "oci:/etc/jek/layout");
+        assert!(
+            super::parse(&inline("min_security_version: 1\n"), Path::new("."))
+                .unwrap()
+                .images
+                .is_none()
+        );
+        for (bad, want) in [
+            (
+                "    - repository: busybox:1.35\n",
+                "images.allow[0].repository",
+            ),
+            (
+                "    - repository: busybox\n      digests: [sha256:ABC]\n",
+                "is not a sha256 digest",
+            ),
+            (
+                "    - repository: busybox\n      digest: x\n",
+                "unknown field",
+            ),
+        ] {
+            let y = inline(&format!(
+                "min_security_version: 1\nimages:\n  allow:\n{bad}"
+            ));
+            let err = super::parse(&y, Path::new(".")).unwrap_err();
+            let text = match &err {
+                PolicyFileError::Yaml(e) => e.to_string(),
+                e => e.to_string(),
+            };
+            assert!(text.contains(want), "{bad}: {text}");
+        }
     }
 
     #[test]
     fn reads_the_attestation_section() {
-        let (_, att) = super::parse(
+        let att = super::parse(
             &inline("min_security_version: 1\nattestation:\n  ek_ca: ca.pem\n"),
             Path::new("."),
         )
-        .unwrap();
+        .unwrap()
+        .attestation;
         assert_eq!(att.unwrap().ek_ca, PathBuf::from("./ca.pem"));
-        let (_, none) = super::parse(&inline("min_security_version: 1\n"), Path::new(".")).unwrap();
+        let none = super::parse(&inline("min_security_version: 1\n"), Path::new("."))
+            .unwrap()
+            .attestation;
         assert!(none.is_none());
         assert!(super::parse(
             &inline("min_security_version: 1\nattestation: {ek_ca: a, extra: 1}\n"),

@@ -23,7 +23,7 @@ pub mod tree;
 
 use std::path::PathBuf;
 
-use jek_pod::image::{ContainerImage, ResolveError};
+use jek_pod::image::{ContainerImage, ContainerSegment, ResolveError};
 use jek_pod::spec::PodSpec;
 
 pub use cache::Cache;
@@ -36,10 +36,8 @@ use source::{Source, SourceError};
 /// A container's image, ready to boot.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// The container record (also inside the segment).
-    pub image: ContainerImage,
-    /// The container segment.
-    pub segment: Vec<u8>,
+    /// The container segment and its record.
+    pub segment: ContainerSegment,
     /// Whether the segment came from the cache.
     pub cached: bool,
 }
@@ -96,7 +94,7 @@ pub struct ImageError {
     pub reference: String,
     /// Why.
     #[source]
-    pub cause: Cause,
+    pub cause: Box<Cause>,
 }
 
 impl ImageError {
@@ -104,7 +102,7 @@ impl ImageError {
     /// invalid input, a failed fetch or cache the environment's.
     pub fn class(&self) -> jek_fsio::Class {
         use jek_fsio::Class;
-        match &self.cause {
+        match self.cause.as_ref() {
             Cause::Reference(_) | Cause::NoRegistry => Class::Invalid,
             Cause::Source(e) => e.class(),
             Cause::Manifest(_)
@@ -131,21 +129,20 @@ pub fn prepare(
         let prepared = prepare_one(c, reference, policy, opts).map_err(|cause| ImageError {
             container: c.name.clone(),
             reference: reference.clone(),
-            cause,
+            cause: Box::new(cause),
         })?;
         out.push(prepared);
     }
     Ok(out)
 }
 
-/// The manifest (not an index) of an image: its digest and bytes, and the digests of the
-/// indexes passed on the way.
+/// The manifest (not an index) of an image: its digest and bytes.
 fn resolve_manifest(
     text: &str,
     image: &ImageRef,
     source: &Source<'_>,
     cache: &Cache,
-) -> Result<(String, Vec<u8>, Vec<String>), Cause> {
+) -> Result<(String, Vec<u8>), Cause> {
     let fetch = |digest: &str| -> Result<Vec<u8>, Cause> {
         if let Some(b) = cache.blob(digest, manifest::MAX_MANIFEST_SIZE) {
             return Ok(b);
@@ -170,21 +167,14 @@ fn resolve_manifest(
             (source::digest_of(&b), b, tag.clone())
         }
     };
-    let mut indexes = Vec::new();
     let mut tag = tag;
-    // An OCI layout's index.json is no image digest anyone pins.
-    let mut pinnable = !matches!(image, ImageRef::Layout { .. });
     for _ in 0..3 {
         match manifest::parse_document(text, &bytes)? {
-            Document::Manifest(_) => return Ok((digest, bytes, indexes)),
+            Document::Manifest(_) => return Ok((digest, bytes)),
             Document::Index(index) => {
                 let entry = manifest::select(text, &index, tag.take().as_deref())?;
                 let next = entry.digest().to_string();
                 manifest::check_digest(text, "an index entry", &next)?;
-                if pinnable {
-                    indexes.push(digest.clone());
-                }
-                pinnable = true;
                 bytes = fetch(&next)?;
                 digest = next;
             }
@@ -212,20 +202,17 @@ fn prepare_one(
         ImageRef::Layout { dir, .. } => Source::Layout { dir: dir.clone() },
     };
     let cache = &opts.cache;
-    let (manifest_digest, manifest_bytes, indexes) =
-        resolve_manifest(text, &image, &source, cache)?;
-    // Checked before any layer is fetched: the manifest itself, or an index that led to
-    // it, must be allowed.
-    let repository = image.repository();
-    let verdict = policy.check(&repository, &manifest_digest);
-    if verdict.is_err() && !indexes.iter().any(|d| policy.check(&repository, d).is_ok()) {
-        verdict?;
-    }
+    let (manifest_digest, manifest_bytes) = resolve_manifest(text, &image, &source, cache)?;
+    // Checked before any layer is fetched. A pin names the image manifest (for an
+    // index, its linux/amd64 entry): the digest that is measured and attested.
+    policy.check(&image.repository(), &manifest_digest)?;
     let limit = policy.max_rootfs_bytes;
     if let Some((record, segment)) = cache.segment(&manifest_digest, &c.name, text, limit) {
         return Ok(Prepared {
-            image: record,
-            segment,
+            segment: ContainerSegment {
+                image: record,
+                bytes: segment,
+            },
             cached: true,
         });
     }
@@ -249,7 +236,7 @@ fn prepare_one(
     let config_bytes = blob(
         &config_digest,
         config_desc.size().min(manifest::MAX_MANIFEST_SIZE),
-        &config_desc.media_type().to_string(),
+        config_desc.media_type().as_ref(),
         "the image config",
     )?;
     let config = manifest::parse_config(text, &config_bytes)?;
@@ -280,8 +267,10 @@ fn prepare_one(
     cache.put_segment(&record, &segment, limit - budget)?;
     tracing::debug!(container = %c.name, manifest = %record.manifest, bytes = segment.len(), "container segment ready");
     Ok(Prepared {
-        image: record,
-        segment,
+        segment: ContainerSegment {
+            image: record,
+            bytes: segment,
+        },
         cached: false,
     })
 }

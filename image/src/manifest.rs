@@ -116,7 +116,7 @@ pub struct Layer {
 /// A manifest or an index, told apart by their fields.
 pub enum Document {
     /// An image index (or Docker manifest list).
-    Index(ImageIndex),
+    Index(Box<ImageIndex>),
     /// An image manifest.
     Manifest(Box<ImageManifest>),
 }
@@ -165,7 +165,7 @@ pub fn parse_document(reference: &str, bytes: &[u8]) -> Result<Document, Manifes
         serde_json::from_slice(bytes).map_err(json_err("the manifest", reference))?;
     if probe.manifests.is_some() {
         serde_json::from_slice(bytes)
-            .map(Document::Index)
+            .map(|i| Document::Index(Box::new(i)))
             .map_err(json_err("the image index", reference))
     } else {
         serde_json::from_slice(bytes)

@@ -88,9 +88,9 @@ fn a_layout_becomes_a_measurable_container_segment_and_is_cached() {
     assert_eq!(first.len(), 1);
     let prepared = &first[0];
     assert!(!prepared.cached);
-    assert_eq!(prepared.image.manifest, digest);
-    assert_eq!(prepared.image.config.user.as_deref(), Some("app"));
-    let entries = cpio::read(&prepared.segment).unwrap();
+    assert_eq!(prepared.segment.image.manifest, digest);
+    assert_eq!(prepared.segment.image.config.user.as_deref(), Some("app"));
+    let entries = cpio::read(&prepared.segment.bytes).unwrap();
     let find = |p: &str| entries.iter().find(|e| e.path == p);
     assert!(find("run/containers/web/etc/motd").is_some());
     assert!(
@@ -105,7 +105,7 @@ fn a_layout_becomes_a_measurable_container_segment_and_is_cached() {
     // The same image again: from the cache, the same bytes.
     let again = prepare(&pod("oci:img:v1"), Some(&p), &o).unwrap();
     assert!(again[0].cached);
-    assert_eq!(again[0].segment, prepared.segment);
+    assert_eq!(again[0].segment.bytes, prepared.segment.bytes);
     // A corrupted cache entry is not used.
     let seg_dir = t.path().join("cache/segments");
     for e in std::fs::read_dir(&seg_dir).unwrap() {
@@ -119,7 +119,7 @@ fn a_layout_becomes_a_measurable_container_segment_and_is_cached() {
     }
     let third = prepare(&pod("oci:img:v1"), Some(&p), &o).unwrap();
     assert!(!third[0].cached);
-    assert_eq!(third[0].segment, prepared.segment);
+    assert_eq!(third[0].segment.bytes, prepared.segment.bytes);
 }
 
 #[test]
@@ -164,7 +164,7 @@ fn the_policy_decides_before_layers_are_read() {
         ),
     ] {
         let err = prepare(&pod("oci:img:v1"), policy.as_ref(), &o).unwrap_err();
-        assert!(matches!(err.cause, Cause::Policy(_)), "{err:?}");
+        assert!(matches!(*err.cause, Cause::Policy(_)), "{err:?}");
         let text = format!("{err}: {}", err.cause);
         assert!(text.contains(want) && text.contains("\"web\""), "{text}");
     }

@@ -1,19 +1,21 @@
 //! # jek-init: PID 1 of a pod
 //!
 //! The guest side of jek. Built as a static binary and placed at `/init` in the bundle's
-//! initramfs. It mounts the pseudo file systems, brings up the loopback interface, prints
-//! one machine-readable ready line, runs the pod's containers with their arguments and
-//! environment, reaps every zombie, prints each exit status and powers the VM off. It never
-//! hangs silently: every failure is printed and followed by power-off.
+//! initramfs. It mounts the pseudo file systems, brings up the loopback interface, sets the
+//! host name to the pod's name, prints one machine-readable ready line, runs the pod's
+//! containers at once (an image's in its own root, see [`container`]) with each output
+//! line prefixed by the container's name, reaps every zombie, prints each exit status and
+//! powers the VM off. It never hangs silently: every failure is printed and followed by
+//! power-off.
 //!
 //! What it reads (the pod spec) and what it prints (the console protocol) are defined in
 //! `jek-pod`, which the host side uses too.
 #![forbid(unsafe_code)]
 
+mod container;
 mod netlink;
 
 use std::io::{Read as _, Write as _};
-use std::process::{Child, Command};
 
 use jek_pod::console::{ConsoleLine, ContainerExit, InitError, PowerOff, Ready};
 use jek_pod::spec::{PodSpec, APP_SPEC_PATH, POD_SPEC_PATH};
@@ -107,12 +109,8 @@ fn run() -> Result<i32, Failure> {
     mount_fs("devtmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=0755"))?;
     mount_fs("proc", "/proc", nosuid | MsFlags::MS_NODEV, None)?;
     mount_fs("sysfs", "/sys", nosuid | MsFlags::MS_NODEV, None)?;
-    mount_fs(
-        "tmpfs",
-        "/run",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0755"),
-    )?;
+    // /run stays the initramfs's own: the container roots were unpacked into it.
+    std::fs::create_dir_all("/run").map_err(|e| fail("create /run", e))?;
     mount_fs(
         "tmpfs",
         "/tmp",
@@ -121,6 +119,7 @@ fn run() -> Result<i32, Failure> {
     )?;
     loopback()?;
     let spec = read_spec()?;
+    nix::unistd::sethostname(&spec.name).map_err(|e| fail("sethostname", e))?;
     let kernel = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .map_err(|e| fail("uname", e))?;
@@ -131,22 +130,13 @@ fn run() -> Result<i32, Failure> {
         containers: spec.containers.len(),
     }));
 
-    let mut running: Vec<(String, Child)> = Vec::new();
+    let mut running: Vec<container::Running> = Vec::new();
     let mut overall = 0;
     for c in &spec.containers {
-        let mut cmd = Command::new(&c.command[0]);
-        cmd.args(&c.command[1..])
-            .args(&c.args)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-            .env("HOME", "/");
-        for e in &c.env {
-            cmd.env(&e.name, &e.value);
-        }
-        match cmd.spawn() {
-            Ok(child) => running.push((c.name.clone(), child)),
+        match container::start(c) {
+            Ok(r) => running.push(r),
             Err(e) => {
-                error_line(format!("start container {}", c.name), e.to_string());
+                error_line(format!("start container {}", c.name), e);
                 exit_line(&c.name, 127);
                 overall = if overall == 0 { 127 } else { overall };
             }
@@ -164,10 +154,20 @@ fn run() -> Result<i32, Failure> {
         };
         if let Some(i) = running
             .iter()
-            .position(|(_, ch)| ch.id() == pid.as_raw().unsigned_abs())
+            .position(|r| r.child.id() == pid.as_raw().unsigned_abs())
         {
-            let (name, _) = running.swap_remove(i);
-            exit_line(&name, code);
+            let r = running.swap_remove(i);
+            // Its output first (both pipes at end of file), unless a process it left
+            // behind keeps them open.
+            for _ in 0..2 {
+                if r.done
+                    .recv_timeout(std::time::Duration::from_secs(2))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            exit_line(&r.name, code);
             if overall == 0 {
                 overall = code;
             }
@@ -186,6 +186,10 @@ fn power_off() -> ! {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(container::EXEC_ARG) {
+        container::exec_helper(&args[2..]);
+    }
     let status = match std::panic::catch_unwind(run) {
         Ok(Ok(code)) => code,
         Ok(Err(f)) => {

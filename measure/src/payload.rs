@@ -1,5 +1,6 @@
 //! What a boot hands the VMM and what it measures, computed from verified bytes only.
 
+use jek_pod::image::ContainerSegment;
 use jek_pod::spec::PodSpec;
 
 use crate::{plan, EventLog, PlannedEvent};
@@ -43,6 +44,9 @@ pub enum PayloadError {
     /// The pod spec cannot become a pod segment.
     #[error("cannot build the pod segment")]
     Pod(#[from] jek_pod::SegmentError),
+    /// The container segments are not one per container with an image, in order.
+    #[error("the container segments do not match the pod's containers with an image")]
+    Containers,
 }
 
 /// Everything a VMM needs, borrowed from the verified bundle where possible.
@@ -52,10 +56,12 @@ pub struct Payload<'a> {
     pub kernel_role: Role,
     /// The kernel image bytes (verified).
     pub kernel: &'a [u8],
-    /// The verified initramfs with the pod segment appended.
+    /// The verified initramfs with the pod segment and the container segments appended.
     pub initramfs: Vec<u8>,
     /// The pod segment alone (empty without a pod spec).
     pub pod_segment: Vec<u8>,
+    /// The container records, in container order (their segments are in `initramfs`).
+    pub containers: Vec<jek_pod::image::ContainerImage>,
     /// The command line, exactly as signed.
     pub cmdline: &'a str,
     /// The measurement plan.
@@ -63,11 +69,13 @@ pub struct Payload<'a> {
 }
 
 impl<'a> Payload<'a> {
-    /// Assembles the payload for booting `kernel_role` from `bundle` with an optional pod.
+    /// Assembles the payload for booting `kernel_role` from `bundle` with an optional pod
+    /// and the segments of its containers' images (`jek_image::prepare`).
     pub fn new(
         bundle: &'a Verified<Bundle>,
         kernel_role: Role,
         pod: Option<&PodSpec>,
+        containers: &[ContainerSegment],
     ) -> Result<Self, PayloadError> {
         if !kernel_role.is_kernel() {
             return Err(PayloadError::NotAKernel(kernel_role.name()));
@@ -79,17 +87,35 @@ impl<'a> Payload<'a> {
             Some(spec) => jek_pod::segment(spec)?,
             None => Vec::new(),
         };
+        let images = pod.map_or(0, |p| {
+            p.containers.iter().filter(|c| c.image.is_some()).count()
+        });
+        let matches = pod.is_some_and(|p| {
+            p.containers
+                .iter()
+                .filter(|c| c.image.is_some())
+                .map(|c| c.name.as_str())
+                .eq(containers.iter().map(|s| s.image.container.as_str()))
+        });
+        if containers.len() != images || (images > 0 && !matches) {
+            return Err(PayloadError::Containers);
+        }
         let base = bundle.component(Role::Initramfs).unwrap_or(&[]);
-        let mut initramfs = Vec::with_capacity(base.len() + pod_segment.len());
+        let extra: usize = containers.iter().map(|c| c.bytes.len()).sum();
+        let mut initramfs = Vec::with_capacity(base.len() + pod_segment.len() + extra);
         initramfs.extend_from_slice(base);
         initramfs.extend_from_slice(&pod_segment);
-        let events = plan(bundle, kernel_role, &pod_segment)
+        for c in containers {
+            initramfs.extend_from_slice(&c.bytes);
+        }
+        let events = plan(bundle, kernel_role, &pod_segment, containers)
             .ok_or(PayloadError::NoKernel(kernel_role.name()))?;
         Ok(Payload {
             kernel_role,
             kernel,
             initramfs,
             pod_segment,
+            containers: containers.iter().map(|c| c.image.clone()).collect(),
             cmdline: bundle.cmdline(),
             events,
         })

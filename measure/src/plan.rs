@@ -11,6 +11,7 @@
 //! | 9 | kernel-initrd | the bundle's initramfs |
 //! | 11 | kernel-boot | the signed manifest (the bundle's identity) |
 //! | 12 | kernel-config | the pod configuration segment (empty when there is none) |
+//! | 13 | sysexts | each container segment (container order), then the container count |
 //!
 //! Event data (so that standard tools such as `tpm2_eventlog` read and check the log):
 //!
@@ -21,9 +22,15 @@
 //!   image, initramfs, manifest and pod configuration the digest is the SHA-256 of those
 //!   bytes; for signers and the security version the description is the measured value
 //!   itself and the digest is its SHA-256.
+//! - a container's event describes `jek:container:NAME MANIFEST CONFIG REFERENCE` (the
+//!   image's manifest and config digests and the reference as the pod file wrote it) and
+//!   its digest is the SHA-256 of the container segment; PCR 13 always ends with
+//!   `jek:containers:N`, so a log that drops a container's event does not replay.
 
 use jek_verifier::format::Role;
 use jek_verifier::{Bundle, KeyId, Sha256Digest, Verified};
+
+use jek_pod::image::ContainerSegment;
 
 use crate::eventlog::{Event, EV_EVENT_TAG, EV_IPL};
 
@@ -39,6 +46,8 @@ pub const PCR_INITRAMFS: u32 = 9;
 pub const PCR_MANIFEST: u32 = 11;
 /// PCR of the pod configuration.
 pub const PCR_POD: u32 = 12;
+/// PCR of the container images (the UAPI registry's PCR for system extension images).
+pub const PCR_CONTAINERS: u32 = 13;
 /// `taggedEventID`s of jek's tagged events: `"JEK"` and a number.
 pub mod tag {
     /// The kernel image.
@@ -53,16 +62,21 @@ pub mod tag {
     pub const MANIFEST: u32 = 0x4A45_4B05;
     /// The pod configuration segment.
     pub const POD_CONFIG: u32 = 0x4A45_4B06;
+    /// A container segment.
+    pub const CONTAINER: u32 = 0x4A45_4B07;
+    /// The number of container segments.
+    pub const CONTAINERS: u32 = 0x4A45_4B08;
 }
 
 /// Every PCR jek extends, ascending: what a quote must cover.
-pub const PCRS: [u32; 6] = [
+pub const PCRS: [u32; 7] = [
     PCR_KERNEL,
     PCR_AUTHORITY,
     PCR_CMDLINE,
     PCR_INITRAMFS,
     PCR_MANIFEST,
     PCR_POD,
+    PCR_CONTAINERS,
 ];
 
 /// What an event measures.
@@ -82,6 +96,10 @@ pub enum Measured {
     Manifest,
     /// The pod configuration segment.
     PodConfig,
+    /// The segment of this container.
+    Container(String),
+    /// The number of container segments.
+    Containers(usize),
 }
 
 impl std::fmt::Display for Measured {
@@ -95,6 +113,8 @@ impl std::fmt::Display for Measured {
             Measured::Initramfs => f.write_str("the initramfs"),
             Measured::Manifest => f.write_str("the manifest"),
             Measured::PodConfig => f.write_str("the pod configuration"),
+            Measured::Container(name) => write!(f, "the image of container {name}"),
+            Measured::Containers(n) => write!(f, "the container count ({n})"),
         }
     }
 }
@@ -151,10 +171,120 @@ fn cmdline_event(cmdline: &str) -> PlannedEvent {
     }
 }
 
-/// The events a boot of `bundle` with kernel image `kernel` and pod configuration segment
-/// `pod` extends, in extend order. Returns `None` when the bundle has no component of role
-/// `kernel` (or `kernel` is not a kernel role).
-pub fn plan(bundle: &Verified<Bundle>, kernel: Role, pod: &[u8]) -> Option<Vec<PlannedEvent>> {
+/// What a container's event says (its description, parsed back by the appraisal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    /// The container.
+    pub container: String,
+    /// The image manifest's digest.
+    pub manifest: String,
+    /// The image config's digest.
+    pub config: String,
+    /// The reference as the pod file wrote it.
+    pub reference: String,
+}
+
+impl ContainerEvent {
+    /// The event description.
+    pub fn text(&self) -> String {
+        format!(
+            "jek:container:{} {} {} {}",
+            self.container, self.manifest, self.config, self.reference
+        )
+    }
+
+    /// Parses a description written by [`ContainerEvent::text`].
+    pub fn parse(text: &str) -> Option<Self> {
+        let rest = text.strip_prefix("jek:container:")?;
+        let mut it = rest.splitn(4, ' ');
+        let (container, manifest, config, reference) =
+            (it.next()?, it.next()?, it.next()?, it.next()?);
+        if [container, manifest, config, reference]
+            .iter()
+            .any(|f| f.is_empty())
+        {
+            return None;
+        }
+        Some(ContainerEvent {
+            container: container.into(),
+            manifest: manifest.into(),
+            config: config.into(),
+            reference: reference.into(),
+        })
+    }
+}
+
+impl ContainerEvent {
+    /// What the event of this container segment says.
+    pub fn of(segment: &ContainerSegment) -> Self {
+        ContainerEvent {
+            container: segment.image.container.clone(),
+            manifest: segment.image.manifest.clone(),
+            config: segment.image.config_digest.clone(),
+            reference: segment.image.reference.clone(),
+        }
+    }
+}
+
+/// The PCR 13 events of these containers: each one's description and segment digest, then
+/// the count.
+pub fn container_events(containers: &[(ContainerEvent, Sha256Digest)]) -> Vec<PlannedEvent> {
+    let mut events: Vec<PlannedEvent> = containers
+        .iter()
+        .map(|(c, digest)| PlannedEvent {
+            what: Measured::Container(c.container.clone()),
+            event: Event {
+                pcr: PCR_CONTAINERS,
+                event_type: EV_EVENT_TAG,
+                digest: *digest,
+                data: tagged_data(tag::CONTAINER, &c.text()),
+            },
+        })
+        .collect();
+    events.push(textual(
+        PCR_CONTAINERS,
+        tag::CONTAINERS,
+        &format!("jek:containers:{}", containers.len()),
+        Measured::Containers(containers.len()),
+    ));
+    events
+}
+
+/// The containers a log's PCR 13 events name, with their segment digests, in log order.
+pub fn containers_in_log(log: &crate::EventLog) -> Vec<(ContainerEvent, Sha256Digest)> {
+    log.events
+        .iter()
+        .filter(|e| {
+            e.pcr == PCR_CONTAINERS && e.data.get(..4) == Some(&tag::CONTAINER.to_le_bytes()[..])
+        })
+        .filter_map(|e| Some((ContainerEvent::parse(&e.text())?, e.digest)))
+        .collect()
+}
+
+/// The events a boot of `bundle` with kernel image `kernel`, pod configuration segment
+/// `pod` and container segments `containers` extends, in extend order. Returns `None` when
+/// the bundle has no component of role `kernel` (or `kernel` is not a kernel role).
+pub fn plan(
+    bundle: &Verified<Bundle>,
+    kernel: Role,
+    pod: &[u8],
+    containers: &[ContainerSegment],
+) -> Option<Vec<PlannedEvent>> {
+    let images: Vec<(ContainerEvent, Sha256Digest)> = containers
+        .iter()
+        .map(|c| (ContainerEvent::of(c), Sha256Digest::of(&c.bytes)))
+        .collect();
+    plan_with_images(bundle, kernel, pod, &images)
+}
+
+/// [`plan`] with the containers given by their events and segment digests (what an
+/// appraisal knows).
+pub fn plan_with_images(
+    bundle: &Verified<Bundle>,
+    kernel: Role,
+    pod: &[u8],
+    images: &[(ContainerEvent, Sha256Digest)],
+) -> Option<Vec<PlannedEvent>> {
     if !kernel.is_kernel() {
         return None;
     }
@@ -205,6 +335,7 @@ pub fn plan(bundle: &Verified<Bundle>, kernel: Role, pod: &[u8]) -> Option<Vec<P
         pod,
         Measured::PodConfig,
     ));
+    events.extend(container_events(images));
     Some(events)
 }
 
@@ -267,7 +398,7 @@ mod tests {
     #[test]
     fn the_plan_measures_exactly_the_documented_bytes() {
         let b = bundle();
-        let p = plan(&b, Role::BzImage, b"POD").unwrap();
+        let p = plan(&b, Role::BzImage, b"POD", &[]).unwrap();
         let got: Vec<(u32, u32, Vec<u8>, Sha256Digest)> = p
             .iter()
             .map(|e| {
@@ -330,6 +461,12 @@ mod tests {
                     t(tag::POD_CONFIG, "jek:pod-config"),
                     Sha256Digest::of(b"POD")
                 ),
+                (
+                    13,
+                    EV_EVENT_TAG,
+                    t(tag::CONTAINERS, "jek:containers:0"),
+                    Sha256Digest::of(b"jek:containers:0")
+                ),
             ]
         );
         let log = EventLog {
@@ -339,7 +476,7 @@ mod tests {
         assert_eq!(pcrs.keys().copied().collect::<Vec<_>>(), PCRS.to_vec());
         // A different pod configuration changes PCR 12 and nothing else.
         let other = EventLog {
-            events: plan(&b, Role::BzImage, b"OTHER")
+            events: plan(&b, Role::BzImage, b"OTHER", &[])
                 .unwrap()
                 .into_iter()
                 .map(|e| e.event)
@@ -352,9 +489,48 @@ mod tests {
     }
 
     #[test]
+    fn each_container_image_is_one_event_in_pcr_13() {
+        let b = bundle();
+        let seg = |name: &str, bytes: &[u8]| ContainerSegment {
+            image: jek_pod::image::ContainerImage {
+                container: name.into(),
+                reference: "localhost:5000/busybox:1.35 x".into(),
+                manifest: "sha256:m".into(),
+                config_digest: "sha256:c".into(),
+                config: Default::default(),
+            },
+            bytes: bytes.to_vec(),
+        };
+        let p = plan(&b, Role::BzImage, b"POD", &[seg("a", b"A"), seg("b", b"B")]).unwrap();
+        let pcr13: Vec<&PlannedEvent> =
+            p.iter().filter(|e| e.event.pcr == PCR_CONTAINERS).collect();
+        assert_eq!(pcr13.len(), 3);
+        assert_eq!(pcr13[0].event.digest, Sha256Digest::of(b"A"));
+        assert_eq!(pcr13[1].what, Measured::Container("b".into()));
+        assert_eq!(pcr13[2].event.text(), "jek:containers:2");
+        let parsed = ContainerEvent::parse(&pcr13[0].event.text()).unwrap();
+        assert_eq!(parsed.container, "a");
+        assert_eq!(parsed.reference, "localhost:5000/busybox:1.35 x");
+        assert_eq!(ContainerEvent::parse(&parsed.text()), Some(parsed));
+        assert_eq!(ContainerEvent::parse("jek:container:a b c"), None);
+        // Other images change PCR 13 and nothing else.
+        let replay = |p: Vec<PlannedEvent>| {
+            EventLog {
+                events: p.into_iter().map(|e| e.event).collect(),
+            }
+            .replay()
+        };
+        let one = replay(p);
+        let other = replay(plan(&b, Role::BzImage, b"POD", &[seg("a", b"A")]).unwrap());
+        for pcr in PCRS {
+            assert_eq!(one[&pcr] == other[&pcr], pcr != PCR_CONTAINERS, "PCR {pcr}");
+        }
+    }
+
+    #[test]
     fn no_plan_for_a_kernel_the_bundle_lacks() {
         let b = bundle();
-        assert!(plan(&b, Role::Vmlinux, b"").is_none());
-        assert!(plan(&b, Role::Initramfs, b"").is_none());
+        assert!(plan(&b, Role::Vmlinux, b"", &[]).is_none());
+        assert!(plan(&b, Role::Initramfs, b"", &[]).is_none());
     }
 }

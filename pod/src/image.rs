@@ -75,6 +75,15 @@ pub struct ContainerImage {
     pub config: ImageConfig,
 }
 
+/// A container's segment with its record: what the loader appends and measures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSegment {
+    /// The record (inside the segment too).
+    pub image: ContainerImage,
+    /// The segment's bytes.
+    pub bytes: Vec<u8>,
+}
+
 /// The process the init starts for a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {

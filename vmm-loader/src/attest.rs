@@ -4,9 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
+use jek_attest::appraise::ImageRules;
 use jek_attest::evidence::to_files;
 use jek_attest::{AkBlobs, Attested, Ear, PodMaterial, Status, Verifier};
 use jek_fsio::{ReadError, WriteError};
+use jek_measure::plan::ContainerEvent;
 use jek_tpm::Tpm;
 use serde::Serialize;
 
@@ -116,9 +118,9 @@ pub fn find_run_dirs(args: &[PathBuf]) -> Result<Vec<PathBuf>, PathBuf> {
     Ok(out)
 }
 
-/// Attests the pod of one run directory through its kept TPM; `segment` gives the pod
-/// segment a pod of that name was meant to get. With `export`, the evidence is also
-/// written there, whole or not at all.
+/// Attests the pod of one run directory through its kept TPM; `reference` gives what a
+/// pod of that name was meant to get (its pod segment and images). With `export`, the
+/// evidence is also written there, whole or not at all.
 ///
 /// The run directory is the pod host's and is not trusted for the binding: which TPM to
 /// ask, which AK and EK it must prove, the TPM's epoch and the pod's name all come from the
@@ -129,7 +131,8 @@ pub fn attest_run_dir(
     dir: &Path,
     verifier: &Verifier<'_>,
     registry: &Registry,
-    segment: impl Fn(&str) -> Vec<u8>,
+    reference: &dyn Fn(&str) -> PodReference,
+    images: Option<&jek_image::ImagePolicy>,
     export: Option<&Path>,
 ) -> Result<(String, Attested), AttestError> {
     let record = RunRecord::read(dir).map_err(|source| AttestError::Record {
@@ -175,13 +178,18 @@ pub fn attest_run_dir(
         sockets: sockets.clone(),
         source,
     })?;
-    let seg = segment(&pod);
+    let meant = reference(&pod);
+    let verdict = |e: &ContainerEvent| image_verdict(images, &meant.base_dir, e);
     let material = PodMaterial {
         name: &pod,
         ak: &ak,
         ek_chain_pem: &chain,
         event_log: &event_log,
-        pod_segment: &seg,
+        pod_segment: &meant.segment,
+        images: ImageRules {
+            expected: &meant.images,
+            allow: Some(&verdict),
+        },
         registration: Some(&reg),
     };
     let attested = jek_attest::attest(&mut tpm, &material, verifier, &mut rand_core::OsRng)
@@ -208,20 +216,61 @@ pub fn attest_run_dir(
     Ok((pod, attested))
 }
 
-/// What each pod is appraised against: the verifier's view, the pod segments by pod name,
-/// and the registration store.
+/// What a pod was meant to get, from its pod file.
+#[derive(Debug, Clone, Default)]
+pub struct PodReference {
+    /// Its pod segment.
+    pub segment: Vec<u8>,
+    /// Its containers with an image: (container, reference as written), in order.
+    pub images: Vec<(String, String)>,
+    /// The directory relative `oci:` references are taken from (the pod file's).
+    pub base_dir: PathBuf,
+}
+
+impl PodReference {
+    /// The reference of the pod `spec` read from a pod file in `base_dir`.
+    pub fn new(spec: &jek_pod::PodSpec, base_dir: &Path) -> Result<Self, jek_pod::SegmentError> {
+        Ok(PodReference {
+            segment: jek_pod::segment(spec)?,
+            images: spec
+                .containers
+                .iter()
+                .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
+                .collect(),
+            base_dir: base_dir.to_path_buf(),
+        })
+    }
+}
+
+/// What each pod is appraised against: the verifier's view, what each pod was meant to
+/// get (by pod name), the image policy and the registration store.
 pub struct Attestor<'a> {
     /// Bundle verdict, trusted CAs, policy id, time.
     pub verifier: Verifier<'a>,
-    /// The pod segment each pod (by name) was meant to get.
-    pub segments: std::collections::BTreeMap<String, Vec<u8>>,
+    /// What each pod (by name) was meant to get.
+    pub pods: std::collections::BTreeMap<String, PodReference>,
+    /// The image policy (`None`: the policy allows no image).
+    pub images: Option<jek_image::ImagePolicy>,
     /// The verifier's registrations.
     pub registry: Registry,
 }
 
+/// The image policy's verdict on a container event, with references resolved from
+/// `base_dir`.
+fn image_verdict(
+    policy: Option<&jek_image::ImagePolicy>,
+    base_dir: &Path,
+    event: &ContainerEvent,
+) -> Result<(), String> {
+    let image =
+        jek_image::ImageRef::parse(&event.reference, base_dir).map_err(|e| e.to_string())?;
+    jek_image::policy::check(policy, &image.repository(), &event.manifest)
+        .map_err(|e| e.to_string())
+}
+
 impl Attestor<'_> {
-    fn segment(&self, pod: &str) -> &[u8] {
-        self.segments.get(pod).map_or(&[][..], Vec::as_slice)
+    fn pod(&self, pod: &str) -> PodReference {
+        self.pods.get(pod).cloned().unwrap_or_default()
     }
 
     /// Attests every run directory concurrently, one thread and one TPM connection each;
@@ -257,8 +306,9 @@ impl Attestor<'_> {
     }
 
     fn attest_one(&self, dir: &Path, export: Option<&Path>) -> PodResult {
-        let seg = |pod: &str| self.segment(pod).to_vec();
-        match attest_run_dir(dir, &self.verifier, &self.registry, seg, export) {
+        let lookup = |pod: &str| self.pod(pod);
+        let policy = self.images.as_ref();
+        match attest_run_dir(dir, &self.verifier, &self.registry, &lookup, policy, export) {
             Ok((pod, attested)) => PodResult::Appraised {
                 run_dir: dir.to_path_buf(),
                 pod,
@@ -299,9 +349,16 @@ impl Attestor<'_> {
                 jek_attest::protocol::pin_identity(n, &ek, self.verifier.ca, self.verifier.now)
             }
         };
+        let pod = self.pod(&meta.pod);
+        let policy = self.images.as_ref();
+        let verdict = |e: &ContainerEvent| image_verdict(policy, &pod.base_dir, e);
         let reference = jek_attest::appraise::Reference {
             bundle: self.verifier.bundle,
-            pod_segment: self.segment(&meta.pod),
+            pod_segment: &pod.segment,
+            images: ImageRules {
+                expected: &pod.images,
+                allow: Some(&verdict),
+            },
             registration: registration.as_ref(),
         };
         let (_, ear) = jek_attest::protocol::judge(

@@ -67,6 +67,9 @@ pub struct BootOptions {
     pub kernel: Option<Role>,
     /// The pod spec, appended as the pod segment.
     pub pod: Option<PodSpec>,
+    /// The segments of the pod's containers with an image, in container order
+    /// (`jek_image::prepare`), appended after the pod segment and measured into PCR 13.
+    pub containers: Vec<jek_pod::image::ContainerSegment>,
     /// The run directory.
     pub run_dir: PathBuf,
     /// The pod's TPM.
@@ -227,7 +230,7 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
     let t0 = Instant::now();
     let verify = t0.saturating_duration_since(opts.started);
     let kernel_role = opts.kernel.unwrap_or_else(|| default_kernel(bundle));
-    let payload = Payload::new(bundle, kernel_role, opts.pod.as_ref())?;
+    let payload = Payload::new(bundle, kernel_role, opts.pod.as_ref(), &opts.containers)?;
     let run = RunDir::new(&opts.run_dir);
     run.create().map_err(|source| BootError::RunDir {
         path: opts.run_dir.clone(),

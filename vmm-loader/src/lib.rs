@@ -21,6 +21,7 @@ pub mod attest;
 pub mod boot;
 pub mod console;
 pub mod lifecycle;
+pub mod paths;
 pub mod qemu;
 pub mod record;
 pub mod registry;

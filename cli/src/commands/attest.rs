@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use jek_attest::ekcert::Cert;
 use jek_attest::Verifier;
-use jek_loader::attest::{find_run_dirs, Attestor, PodResult, Report};
+use jek_loader::attest::{find_run_dirs, Attestor, PodReference, PodResult, Report};
 use jek_loader::registry::Registry;
 use jek_verifier::UnixTime;
 
@@ -28,7 +28,8 @@ pub struct Args {
     #[command(flatten)]
     sigstore: super::verify::SignatureArg,
     /// The pod files the pods were meant to get, matched by `metadata.name` (repeat). A pod
-    /// without one is expected to have had no pod configuration.
+    /// without one is expected to have had no pod configuration. Their images are judged
+    /// by the policy's `images:` now.
     #[arg(long)]
     pod: Vec<PathBuf>,
     /// Also write each pod's evidence here (`DIR/<pod>` when there are several), in formats
@@ -71,9 +72,9 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     let mut pods = BTreeMap::new();
     for p in &args.pod {
         let spec = jek_config::pod::load(p)?;
-        let seg = jek_pod::segment(&spec)
+        let meant = PodReference::new(&spec, jek_config::base_dir(p))
             .map_err(|e| CliError::Usage(format!("pod file {}: {e}", p.display())))?;
-        pods.insert(spec.name.clone(), seg);
+        pods.insert(spec.name.clone(), meant);
     }
     // The bundle's verdict is part of every pod's appraisal, not a reason to stop.
     let verified = match super::verify::verify_file(&policy.policy, &args.bundle, &args.sigstore) {
@@ -89,12 +90,13 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
             policy_id: &policy_id,
             now: UnixTime::now().0,
         },
-        segments: pods,
+        pods,
+        images: policy.images.clone(),
         registry: Registry::open(
             &args
                 .registry
                 .clone()
-                .unwrap_or_else(super::boot::default_registry),
+                .unwrap_or_else(jek_loader::paths::default_registry),
         )?,
     };
 

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use jek_loader::boot::TpmSource;
+use jek_loader::paths::{default_registry, default_tpm_ca, env_program};
 use jek_loader::qemu::QemuOptions;
 use jek_loader::{boot, BootOptions, Vmm};
 use jek_verifier::UnixTime;
@@ -68,36 +69,15 @@ pub struct Args {
     json: bool,
 }
 
-/// jek's data directory: $XDG_DATA_HOME/jek, else ~/.local/share/jek.
-fn data_dir() -> PathBuf {
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("jek")
-}
-
-/// The default local CA directory for pod EK certificates.
-pub fn default_tpm_ca() -> PathBuf {
-    std::env::var_os("JEK_TPM_CA").map_or_else(|| data_dir().join("tpm-ca"), PathBuf::from)
-}
-
-/// The default registration store.
-pub fn default_registry() -> PathBuf {
-    data_dir().join("registry")
-}
-
-/// A program named by an environment variable (for tests and packaging), else `default`
-/// from `PATH`.
-fn env_program(var: &str, default: &str) -> PathBuf {
-    std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from)
-}
-
 /// Runs `jek boot`.
 pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     let started = std::time::Instant::now();
     // The only read of the bundle file: from here on, only these bytes.
-    let Loaded { bundle, pod } = args.target.load()?;
+    let Loaded {
+        bundle,
+        pod,
+        containers,
+    } = args.target.load()?;
     let name = pod
         .as_ref()
         .map_or_else(|| bundle.manifest().name.clone(), |p| p.name.clone());
@@ -116,6 +96,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         vmm,
         kernel: args.target.kernel_role(),
         pod,
+        containers,
         run_dir: run_dir.clone(),
         tpm: match args.tpm {
             Some(t) => TpmSource::Tcti(t),

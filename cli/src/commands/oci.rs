@@ -53,7 +53,7 @@ pub struct PullArgs {
 
 /// Registry credentials: `JEK_REGISTRY_USERNAME` and `JEK_REGISTRY_PASSWORD`, when both
 /// are set.
-fn registry_auth() -> Option<(String, String)> {
+pub fn registry_auth() -> Option<(String, String)> {
     match (
         std::env::var("JEK_REGISTRY_USERNAME"),
         std::env::var("JEK_REGISTRY_PASSWORD"),

@@ -22,16 +22,21 @@ pub struct Args {
 
 /// Runs `jek predict`.
 pub fn run(args: Args) -> Result<(), CliError> {
-    let Loaded { bundle, pod } = args.target.load()?;
+    let Loaded {
+        bundle,
+        pod,
+        containers,
+    } = args.target.load()?;
     let role = args
         .target
         .kernel_role()
         .unwrap_or_else(|| default_kernel(&bundle));
-    let payload =
-        Payload::new(&bundle, role, pod.as_ref()).map_err(|source| CliError::Payload {
+    let payload = Payload::new(&bundle, role, pod.as_ref(), &containers).map_err(|source| {
+        CliError::Payload {
             path: args.target.bundle.clone(),
             source,
-        })?;
+        }
+    })?;
     let log = payload.event_log();
     let pcrs = log.replay();
     if let Some(out) = &args.log_out {

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use jek_pod::image::ContainerSegment;
 use jek_pod::spec::PodSpec;
 use jek_verifier::format::Role;
 use jek_verifier::{Bundle, Verified};
@@ -37,9 +38,14 @@ pub struct Target {
     /// Policy file. The signer measurements (PCR 7) are the keys it accepts the bundle with.
     #[arg(long)]
     pub policy: PathBuf,
-    /// Pod file (Kubernetes Pod subset): appended as the pod segment, measured into PCR 12.
+    /// Pod file (Kubernetes Pod subset): appended as the pod segment, measured into PCR 12;
+    /// its containers' images are pulled (or taken from the image cache), checked against
+    /// the policy's `images:` and measured into PCR 13.
     #[arg(long)]
     pub pod: Option<PathBuf>,
+    /// Talk HTTP, not HTTPS, to image registries (a registry on localhost).
+    #[arg(long)]
+    pub plain_http: bool,
     #[command(flatten)]
     pub sigstore: super::verify::SignatureArg,
     /// Kernel format (default: bzimage if the bundle has one).
@@ -53,15 +59,33 @@ pub struct Loaded {
     pub bundle: Verified<Bundle>,
     /// The pod spec, if a pod file was given.
     pub pod: Option<PodSpec>,
+    /// The segments of its containers' images, in container order.
+    pub containers: Vec<ContainerSegment>,
 }
 
 impl Target {
-    /// Parses the policy and the pod file, then reads and verifies the bundle.
+    /// Parses the policy and the pod file, reads and verifies the bundle, then prepares the
+    /// pod's images under the policy (a refused image stops here, before any VM or TPM).
     pub fn load(&self) -> Result<Loaded, CliError> {
         let policy = jek_config::policy::load(&self.policy)?;
         let pod = self.pod.as_deref().map(jek_config::pod::load).transpose()?;
         let bundle = super::verify::verify_file(&policy.policy, &self.bundle, &self.sigstore)?;
-        Ok(Loaded { bundle, pod })
+        let mut containers = Vec::new();
+        if let (Some(spec), Some(file)) = (&pod, &self.pod) {
+            let registry = jek_oci::Registry::new(self.plain_http, super::oci::registry_auth())?;
+            let opts = jek_image::Options {
+                cache: jek_image::Cache::new(jek_image::Cache::default_dir()),
+                registry: Some(&registry),
+                base_dir: jek_config::base_dir(file).to_path_buf(),
+            };
+            let prepared = jek_image::prepare(spec, policy.images.as_ref(), &opts)?;
+            containers = prepared.into_iter().map(|p| p.segment).collect();
+        }
+        Ok(Loaded {
+            bundle,
+            pod,
+            containers,
+        })
     }
 
     /// The kernel role asked for, if any.

@@ -43,7 +43,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let dir = c
         .registry
         .clone()
-        .unwrap_or_else(super::boot::default_registry);
+        .unwrap_or_else(jek_loader::paths::default_registry);
     let registry = Registry::open(&dir)?;
     let kept = lifecycle::kept(&registry)?;
     let Args::Stop { ids, all, .. } = &args else {

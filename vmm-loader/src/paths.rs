@@ -1,0 +1,29 @@
+//! Where jek keeps its state by default, and the helper programs it runs.
+
+use std::path::PathBuf;
+
+/// jek's data directory: $XDG_DATA_HOME/jek, else ~/.local/share/jek.
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("jek")
+}
+
+/// The default local CA directory for pod EK certificates: $JEK_TPM_CA, else
+/// `data_dir()/tpm-ca`.
+pub fn default_tpm_ca() -> PathBuf {
+    std::env::var_os("JEK_TPM_CA").map_or_else(|| data_dir().join("tpm-ca"), PathBuf::from)
+}
+
+/// The default registration store: `data_dir()/registry`.
+pub fn default_registry() -> PathBuf {
+    data_dir().join("registry")
+}
+
+/// A program named by an environment variable (for tests and packaging), else `default`
+/// from `PATH`.
+pub fn env_program(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from)
+}
