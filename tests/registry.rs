@@ -4,66 +4,8 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-
-use common::{assert_exit, Workspace};
+use common::{assert_exit, start_registry, Workspace};
 use jek_sigstore_testroot::{Faults, Identity, TestRoot};
-
-struct RegistryProcess {
-    child: Child,
-    addr: String,
-    storage: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for RegistryProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_registry() -> RegistryProcess {
-    let bin = std::env::var("JEK_DOCKER_REGISTRY").unwrap_or_else(|_| "docker-registry".into());
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let storage = dir.path().join("storage");
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            storage.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(&bin)
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin} (apt install docker-registry): {e}"));
-    let addr = format!("127.0.0.1:{port}");
-    let start = std::time::Instant::now();
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
-            "registry did not listen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    RegistryProcess {
-        child,
-        addr,
-        storage,
-        _dir: dir,
-    }
-}
 
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {

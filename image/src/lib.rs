@@ -65,7 +65,7 @@ pub enum Cause {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     /// The image policy refuses the image.
-    #[error("the image policy refuses it: {0}")]
+    #[error("the image policy refuses it")]
     Policy(#[from] Refusal),
     /// A layer cannot be unpacked.
     #[error(transparent)]

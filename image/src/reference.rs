@@ -11,8 +11,8 @@ pub enum ImageRef {
     Registry(oci_spec::distribution::Reference),
     /// A local OCI image layout.
     Layout {
-        /// The layout directory (absolute: relative paths are taken from the pod file's
-        /// directory).
+        /// The layout directory, made absolute (relative paths are taken from the pod
+        /// file's directory, then the working directory).
         dir: PathBuf,
         /// The `org.opencontainers.image.ref.name` to select (default: the index's only
         /// manifest).
@@ -49,9 +49,11 @@ impl ImageRef {
             if dir.is_empty() {
                 return Err(ReferenceError::EmptyLayout(text.to_string()));
             }
+            // Absolute, `.` components dropped: equal paths compare equal in the policy.
+            let joined = base.join(dir);
+            let absolute = std::path::absolute(&joined).unwrap_or(joined);
             return Ok(ImageRef::Layout {
-                // `.` components dropped, so equal paths compare equal in the policy.
-                dir: base.join(dir).components().collect(),
+                dir: absolute.components().collect(),
                 tag: tag.filter(|t| !t.is_empty()),
             });
         }

@@ -348,3 +348,64 @@ pub fn jek_peak_rss(dir: &Path, args: &[&str]) -> (Output, u64) {
         .unwrap_or_else(|| panic!("no peak RSS in {text:?}"));
     (out, kib)
 }
+
+/// A `docker-registry` on 127.0.0.1 with its storage in a temporary directory; stopped
+/// when dropped.
+pub struct RegistryProcess {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// Its storage directory.
+    pub storage: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RegistryProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts Debian's `docker-registry` (or `$JEK_DOCKER_REGISTRY`).
+pub fn start_registry() -> RegistryProcess {
+    let bin = std::env::var("JEK_DOCKER_REGISTRY").unwrap_or_else(|_| "docker-registry".into());
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let storage = dir.path().join("storage");
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            storage.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(&bin)
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin} (apt install docker-registry): {e}"));
+    let addr = format!("127.0.0.1:{port}");
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "registry did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    RegistryProcess {
+        child,
+        addr,
+        storage,
+        _dir: dir,
+    }
+}

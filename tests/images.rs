@@ -1,0 +1,298 @@
+//! Pods that run OCI container images (issue 16), end to end with no internet: a busybox
+//! image made here from Debian's busybox-static (two layers, the second deleting a file of
+//! the first), written as an OCI layout and pushed to a local docker-registry with skopeo.
+//! `jek boot` runs two containers at once (one from the registry, one from the layout)
+//! under QEMU, each in its own root with its image config and the pod's overrides; the pod
+//! attests with the image digests in the EAR; a pinned digest that does not match starts
+//! no VM and no TPM, and the same policy at attestation time contraindicates `images`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{assert_exit, default_build, jek, start_registry, test_key, Workspace};
+use jek_image::build::{layer_tar, write_layout, Item, Process};
+use jek_image::manifest::Compression;
+use serde_json::Value;
+
+const BUSYBOX: &str = "/bin/busybox";
+const APPLETS: [&str; 10] = [
+    "sh", "echo", "id", "pwd", "hostname", "cat", "test", "sleep", "env", "ls",
+];
+
+/// The test image: busybox with its applets as hard links, passwd and group naming `app`
+/// (1000) and `staff` (50); a second layer whites out /etc/removed and adds /etc/motd.
+pub fn busybox_layout(dir: &Path) -> String {
+    let busybox = std::fs::read(BUSYBOX)
+        .unwrap_or_else(|e| panic!("{BUSYBOX}: {e} (apt install busybox-static)"));
+    let mut base = vec![
+        Item::Dir("bin", 0o755),
+        Item::Dir("etc", 0o755),
+        Item::File("bin/busybox".into(), 0o755, busybox),
+    ];
+    for a in APPLETS {
+        base.push(Item::HardLink(format!("bin/{a}"), "bin/busybox".into()));
+    }
+    base.extend([
+        Item::Symlink("usr/bin/env".into(), "../../bin/busybox".into()),
+        Item::File(
+            "etc/passwd".into(),
+            0o644,
+            b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n".to_vec(),
+        ),
+        Item::File(
+            "etc/group".into(),
+            0o644,
+            b"root:x:0:\nstaff:x:50:app\n".to_vec(),
+        ),
+        Item::File("etc/removed".into(), 0o644, b"lower layer\n".to_vec()),
+    ]);
+    let top = vec![
+        Item::Whiteout("etc/removed".into()),
+        Item::File(
+            "etc/motd".into(),
+            0o644,
+            b"motd from the top layer\n".to_vec(),
+        ),
+    ];
+    write_layout(
+        dir,
+        &[
+            (layer_tar(&base).unwrap(), Compression::Gzip),
+            (layer_tar(&top).unwrap(), Compression::Zstd),
+        ],
+        &Process {
+            entrypoint: vec!["/bin/sh".into(), "-c".into()],
+            cmd: vec!["echo side: $(id -un) in $(pwd)".into()],
+            env: vec!["PATH=/bin:/usr/bin".into(), "GREETING=from-image".into()],
+            working_dir: Some("/srv".into()),
+            user: Some("app:staff".into()),
+        },
+        "jek-test",
+    )
+    .unwrap()
+}
+
+fn skopeo(args: &[&str]) -> std::process::Output {
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo must be installed (ci/install-deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn policy(key: &Path, allow: &str) -> String {
+    format!(
+        "trusted_keys: [{}]\nmin_security_version: 1\nattestation:\n  ek_ca: ca/swtpm-localca-rootca-cert.pem\nimages:\n  allow:\n{allow}",
+        key.with_extension("pub").display()
+    )
+}
+
+const POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: imgpod
+spec:
+  containers:
+    - name: web
+      image: REGISTRY/jek/busybox:jek-test
+      args: ['echo \"id=$(id -u):$(id -g) cwd=$(pwd) host=$(hostname) greet=$GREETING pod=$POD\"; test -e /etc/removed && echo removed-present; cat /etc/motd; exit 3']
+      env: [{name: POD, value: from-pod}]
+    - name: side
+      image: oci:layout:jek-test
+";
+
+#[test]
+fn a_pod_runs_measures_and_attests_container_images() {
+    let built = default_build();
+    let ws = Workspace::new();
+    let registry = start_registry();
+    let digest = busybox_layout(&ws.path("layout"));
+    let target = format!("docker://{}/jek/busybox:jek-test", registry.addr);
+    let layout = format!("oci:{}:jek-test", ws.path("layout").display());
+    skopeo(&["copy", "--dest-tls-verify=false", &layout, &target]);
+    let inspected = skopeo(&["inspect", "--tls-verify=false", "--raw", &target]);
+    let pushed = jek_oci::artifact::digest(&inspected.stdout);
+    assert_eq!(pushed, digest, "skopeo keeps the manifest as it is");
+
+    let key = test_key();
+    let repo = format!("{}/jek/busybox", registry.addr);
+    let layout_repo = format!("oci:{}", ws.path("layout").display());
+    ws.policy(
+        "policy.yaml",
+        &policy(
+            &key,
+            &format!("    - repository: {repo}\n      digests: [{digest}]\n    - repository: {layout_repo}\n"),
+        ),
+    );
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    ws.policy(
+        "pinned-elsewhere.yaml",
+        &policy(
+            &key,
+            &format!("    - repository: {repo}\n      digests: [{wrong}]\n    - repository: {layout_repo}\n"),
+        ),
+    );
+    ws.write(
+        "pod.yaml",
+        POD.replace("REGISTRY", &registry.addr).as_bytes(),
+    );
+    let boot = |policy: &str, run: &str| {
+        jek()
+            .current_dir(ws.path(""))
+            .env("XDG_CACHE_HOME", ws.path("cache"))
+            .arg("boot")
+            .arg(&built.bundle)
+            .args(["--policy", policy, "--pod", "pod.yaml", "--plain-http"])
+            .args(["--vmm", "qemu", "--keep-tpm", "--tpm-ca", "ca", "--json"])
+            .args(["--run-dir", run])
+            .output()
+            .unwrap()
+    };
+
+    // A pin that does not match: refused before any VM or TPM, nothing left behind.
+    let out = boot("pinned-elsewhere.yaml", "runs/refused");
+    assert_exit(&out, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"web\"") && stderr.contains("not one of the digests the policy pins"),
+        "{stderr}"
+    );
+    assert!(
+        !ws.path("runs/refused").exists(),
+        "no run directory for a refused image"
+    );
+
+    // The pod: both containers run at once, each in its own root, prefixed; the pod's
+    // status is the first non-zero one.
+    let out = boot("policy.yaml", "runs/ok");
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let kept = common::kept_swtpm(&record);
+    let _stop = Stop(kept);
+    assert_exit(&out, 4);
+    let console = std::fs::read_to_string(ws.path("runs/ok/console.log")).unwrap();
+    assert!(
+        console.contains("[web] id=1000:50 cwd=/srv host=imgpod greet=from-image pod=from-pod"),
+        "user, group, working directory, hostname and env: {console}"
+    );
+    assert!(
+        console.contains("[web] motd from the top layer"),
+        "{console}"
+    );
+    assert!(
+        !console.contains("removed-present"),
+        "the whiteout applied: {console}"
+    );
+    assert!(console.contains("[side] side: app in /srv"), "{console}");
+    let exits: Vec<&str> = console
+        .lines()
+        .filter(|l| l.starts_with("JEK-EXIT"))
+        .collect();
+    assert_eq!(exits.len(), 2, "{console}");
+    assert!(console.contains("JEK-POWEROFF {\"status\":3}"), "{console}");
+
+    // The images are measured (predict agrees with the TPM) and attested.
+    let predicted = jek()
+        .current_dir(ws.path(""))
+        .env("XDG_CACHE_HOME", ws.path("cache"))
+        .arg("predict")
+        .arg(&built.bundle)
+        .args([
+            "--policy",
+            "policy.yaml",
+            "--pod",
+            "pod.yaml",
+            "--plain-http",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&predicted, 0);
+    let predicted: Value = serde_json::from_slice(&predicted.stdout).unwrap();
+    assert_eq!(
+        predicted["pcrs"]["13"], record["pcrs"]["13"],
+        "{predicted}\n{record}"
+    );
+    let containers: Vec<&Value> = predicted["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["pcr"] == 13)
+        .collect();
+    assert_eq!(containers.len(), 3, "two containers and the count");
+    assert!(containers[0]["data"].as_str().unwrap().contains(&digest));
+
+    let attest = |policy: &str, pod: &str| {
+        let out = jek()
+            .current_dir(ws.path(""))
+            .arg("attest")
+            .arg("runs/ok")
+            .arg("--bundle")
+            .arg(&built.bundle)
+            .args(["--policy", policy, "--pod", pod, "--json"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out, v)
+    };
+    let (out, v) = attest("policy.yaml", "pod.yaml");
+    assert_exit(&out, 0);
+    let sub = &v["results"][0]["result"]["submods"]["imgpod"];
+    assert_eq!(sub["ear.status"], "affirming", "{v}");
+    assert_eq!(sub["jek.claims"]["images"]["status"], "affirming", "{v}");
+    let images = sub["jek.images"].as_array().unwrap();
+    assert_eq!(images.len(), 2, "{v}");
+    assert_eq!(images[0]["container"], "web");
+    assert_eq!(images[0]["manifestDigest"], digest.as_str());
+    assert_eq!(images[1]["reference"], "oci:layout:jek-test");
+
+    // The pin moved: the same pod is contraindicated on images at the next appraisal.
+    let (out, v) = attest("pinned-elsewhere.yaml", "pod.yaml");
+    assert_exit(&out, 1);
+    let c = &v["results"][0]["result"]["submods"]["imgpod"]["jek.claims"]["images"];
+    assert_eq!(c["status"], "contraindicated", "{v}");
+    assert!(
+        c["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not one of the digests"),
+        "{c}"
+    );
+
+    // A pod file naming another image than the one that ran.
+    ws.write(
+        "other.yaml",
+        POD.replace("REGISTRY", &registry.addr)
+            .replace("busybox:jek-test", "busybox:other")
+            .as_bytes(),
+    );
+    let (out, v) = attest("policy.yaml", "other.yaml");
+    assert_exit(&out, 1);
+    let c = &v["results"][0]["result"]["submods"]["imgpod"]["jek.claims"]["images"];
+    assert_eq!(c["status"], "contraindicated", "{v}");
+    assert!(
+        c["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not the ones the pod file names"),
+        "{c}"
+    );
+}
+
+/// Stops a kept swtpm when the test ends, pass or fail.
+struct Stop(Option<jek_tpm::swtpm::KeptSwtpm>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        if let Some(k) = &self.0 {
+            let _ = jek_tpm::swtpm::stop_kept(k);
+        }
+    }
+}
