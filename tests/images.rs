@@ -13,67 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{assert_exit, default_build, jek, start_registry, test_key, Workspace};
-use jek_image::build::{layer_tar, write_layout, Item, Process};
-use jek_image::manifest::Compression;
 use serde_json::Value;
-
-const BUSYBOX: &str = "/bin/busybox";
-const APPLETS: [&str; 10] = [
-    "sh", "echo", "id", "pwd", "hostname", "cat", "test", "sleep", "env", "ls",
-];
-
-/// The test image: busybox with its applets as hard links, passwd and group naming `app`
-/// (1000) and `staff` (50); a second layer whites out /etc/removed and adds /etc/motd.
-pub fn busybox_layout(dir: &Path) -> String {
-    let busybox = std::fs::read(BUSYBOX)
-        .unwrap_or_else(|e| panic!("{BUSYBOX}: {e} (apt install busybox-static)"));
-    let mut base = vec![
-        Item::Dir("bin", 0o755),
-        Item::Dir("etc", 0o755),
-        Item::File("bin/busybox".into(), 0o755, busybox),
-    ];
-    for a in APPLETS {
-        base.push(Item::HardLink(format!("bin/{a}"), "bin/busybox".into()));
-    }
-    base.extend([
-        Item::Symlink("usr/bin/env".into(), "../../bin/busybox".into()),
-        Item::File(
-            "etc/passwd".into(),
-            0o644,
-            b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n".to_vec(),
-        ),
-        Item::File(
-            "etc/group".into(),
-            0o644,
-            b"root:x:0:\nstaff:x:50:app\n".to_vec(),
-        ),
-        Item::File("etc/removed".into(), 0o644, b"lower layer\n".to_vec()),
-    ]);
-    let top = vec![
-        Item::Whiteout("etc/removed".into()),
-        Item::File(
-            "etc/motd".into(),
-            0o644,
-            b"motd from the top layer\n".to_vec(),
-        ),
-    ];
-    write_layout(
-        dir,
-        &[
-            (layer_tar(&base).unwrap(), Compression::Gzip),
-            (layer_tar(&top).unwrap(), Compression::Zstd),
-        ],
-        &Process {
-            entrypoint: vec!["/bin/sh".into(), "-c".into()],
-            cmd: vec!["echo side: $(id -un) in $(pwd)".into()],
-            env: vec!["PATH=/bin:/usr/bin".into(), "GREETING=from-image".into()],
-            working_dir: Some("/srv".into()),
-            user: Some("app:staff".into()),
-        },
-        "jek-test",
-    )
-    .unwrap()
-}
 
 fn skopeo(args: &[&str]) -> std::process::Output {
     let out = Command::new("skopeo")
@@ -114,7 +54,8 @@ fn a_pod_runs_measures_and_attests_container_images() {
     let built = default_build();
     let ws = Workspace::new();
     let registry = start_registry();
-    let digest = busybox_layout(&ws.path("layout"));
+    let digest = jek_image::build::busybox_layout(&ws.path("layout"), Path::new("/bin/busybox"))
+        .unwrap_or_else(|e| panic!("/bin/busybox: {e} (apt install busybox-static)"));
     let target = format!("docker://{}/jek/busybox:jek-test", registry.addr);
     let layout = format!("oci:{}:jek-test", ws.path("layout").display());
     skopeo(&["copy", "--dest-tls-verify=false", &layout, &target]);
@@ -295,4 +236,76 @@ impl Drop for Stop {
             let _ = jek_tpm::swtpm::stop_kept(k);
         }
     }
+}
+
+#[test]
+fn hostile_and_oversized_images_are_refused_by_name() {
+    use jek_image::build::{layer_tar, write_layout, Item, Process};
+    use jek_image::manifest::Compression;
+    let built = default_build();
+    let ws = Workspace::new();
+    // A layer that plants a symbolic link to the guest's /etc, then writes through it.
+    let layer = layer_tar(&[
+        Item::Symlink("etc".into(), "/etc".into()),
+        Item::File("etc/jek/pod.json".into(), 0o644, b"{}".to_vec()),
+    ])
+    .unwrap();
+    write_layout(
+        &ws.path("evil"),
+        &[(layer, Compression::Gzip)],
+        &Process {
+            cmd: vec!["/bin/sh".into()],
+            ..Process::default()
+        },
+        "t",
+    )
+    .unwrap();
+    jek_image::build::busybox_layout(&ws.path("layout"), Path::new("/bin/busybox")).unwrap();
+    let key = test_key();
+    let allow = format!(
+        "    - repository: oci:{}\n    - repository: oci:{}\n",
+        ws.path("evil").display(),
+        ws.path("layout").display()
+    );
+    ws.policy("policy.yaml", &policy(&key, &allow));
+    ws.policy(
+        "small.yaml",
+        &policy(&key, &allow).replace("images:\n", "images:\n  max_rootfs_bytes: 100000\n"),
+    );
+    let pod = |image: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n    - name: c\n      image: {image}\n")
+    };
+    ws.write("evil.yaml", pod("oci:evil:t").as_bytes());
+    ws.write("busybox.yaml", pod("oci:layout:jek-test").as_bytes());
+    let predict = |policy: &str, pod: &str| {
+        jek()
+            .current_dir(ws.path(""))
+            .env("XDG_CACHE_HOME", ws.path("cache"))
+            .arg("predict")
+            .arg(&built.bundle)
+            .args(["--policy", policy, "--pod", pod])
+            .output()
+            .unwrap()
+    };
+    let out = predict("policy.yaml", "evil.yaml");
+    assert_exit(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "\"etc/jek/pod.json\" lies beneath \"etc\", which is not a directory (a symbolic link)"
+        ),
+        "{err}"
+    );
+    let out = predict("small.yaml", "busybox.yaml");
+    assert_exit(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exceed the cap of 100000 bytes"), "{err}");
+    // Without an images: section, no image is allowed at all.
+    ws.policy(
+        "none.yaml",
+        &policy(&key, "").replace("images:\n  allow:\n", ""),
+    );
+    let out = predict("none.yaml", "busybox.yaml");
+    assert_exit(&out, 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allows no images"));
 }

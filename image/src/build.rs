@@ -182,3 +182,63 @@ pub fn write_layout(
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     Ok(manifest_digest)
 }
+
+/// The busybox applets the test image links.
+pub const APPLETS: [&str; 10] = [
+    "sh", "echo", "id", "pwd", "hostname", "cat", "test", "sleep", "env", "ls",
+];
+
+/// The image the tests, the main job and the benchmark run: `busybox` (a static binary,
+/// Debian's busybox-static) with its applets as hard links, `/etc/passwd` and `/etc/group`
+/// naming `app` (1000) and `staff` (50); a second layer whites out `/etc/removed` and adds
+/// `/etc/motd`. Entrypoint `/bin/sh -c`, Cmd prints who and where it runs, Env sets
+/// `GREETING=from-image`, WorkingDir `/srv` (not in the image), User `app:staff`. Tag
+/// `jek-test`; returns the manifest digest.
+pub fn busybox_layout(dir: &Path, busybox: &Path) -> std::io::Result<String> {
+    let binary = std::fs::read(busybox)?;
+    let mut base = vec![
+        Item::Dir("bin", 0o755),
+        Item::Dir("etc", 0o755),
+        Item::File("bin/busybox".into(), 0o755, binary),
+    ];
+    for a in APPLETS {
+        base.push(Item::HardLink(format!("bin/{a}"), "bin/busybox".into()));
+    }
+    base.extend([
+        Item::Symlink("usr/bin/env".into(), "../../bin/busybox".into()),
+        Item::File(
+            "etc/passwd".into(),
+            0o644,
+            b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n".to_vec(),
+        ),
+        Item::File(
+            "etc/group".into(),
+            0o644,
+            b"root:x:0:\nstaff:x:50:app\n".to_vec(),
+        ),
+        Item::File("etc/removed".into(), 0o644, b"lower layer\n".to_vec()),
+    ]);
+    let top = vec![
+        Item::Whiteout("etc/removed".into()),
+        Item::File(
+            "etc/motd".into(),
+            0o644,
+            b"motd from the top layer\n".to_vec(),
+        ),
+    ];
+    write_layout(
+        dir,
+        &[
+            (layer_tar(&base)?, Compression::Gzip),
+            (layer_tar(&top)?, Compression::Zstd),
+        ],
+        &Process {
+            entrypoint: vec!["/bin/sh".into(), "-c".into()],
+            cmd: vec!["echo side: $(id -un) in $(pwd)".into()],
+            env: vec!["PATH=/bin:/usr/bin".into(), "GREETING=from-image".into()],
+            working_dir: Some("/srv".into()),
+            user: Some("app:staff".into()),
+        },
+        "jek-test",
+    )
+}

@@ -244,10 +244,12 @@ fn prepare_one(
     let mut root = tree::RootFs::new();
     let mut budget = limit;
     for l in &layers {
-        // A compressed layer larger than the cap cannot fit once uncompressed either
-        // (gzip and zstd add at most a few bytes per block).
-        let size = l.size.min(limit.saturating_add(1 << 20));
-        let bytes = blob(&l.digest, size, &l.media_type, "a layer")?;
+        // A compressed layer larger than what is left of the cap cannot fit once
+        // uncompressed either (gzip and zstd add well under 1/64 to incompressible data).
+        if l.size > budget.saturating_add(budget / 64).saturating_add(64 << 10) {
+            return Err(layer::LayerError::TooLarge { limit }.into());
+        }
+        let bytes = blob(&l.digest, l.size, &l.media_type, "a layer")?;
         layer::unpack(l, &bytes, &mut root, &mut budget, limit)?;
     }
     let record = ContainerImage {
