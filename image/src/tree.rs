@@ -414,6 +414,26 @@ impl RootFs {
     }
 }
 
+/// Fuzzing entry: arbitrary bytes as two layers (the same stream twice, so whiteouts meet
+/// a lower layer), then the archive members and a container segment.
+pub fn fuzz(data: &[u8]) {
+    let mut fs = RootFs::new();
+    if fs.apply("fuzz-1", data).is_ok() && fs.apply("fuzz-2", data).is_ok() {
+        let members = fs.members();
+        let _ = fs.read("etc/passwd");
+        let image = jek_pod::image::ContainerImage {
+            container: "fuzz".into(),
+            reference: "fuzz".into(),
+            manifest: String::new(),
+            config_digest: String::new(),
+            config: jek_pod::image::ImageConfig::default(),
+        };
+        let seg = jek_pod::image::container_segment(&image, &members);
+        // Everything the tree admits must be a writable archive.
+        assert!(seg.is_ok(), "{seg:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -165,7 +165,7 @@ fn the_policy_decides_before_layers_are_read() {
     ] {
         let err = prepare(&pod("oci:img:v1"), policy.as_ref(), &o).unwrap_err();
         assert!(matches!(*err.cause, Cause::Policy(_)), "{err:?}");
-        let text = format!("{err}: {}", err.cause);
+        let text = jek_fsio::chain_line(&err);
         assert!(text.contains(want) && text.contains("\"web\""), "{text}");
     }
 }
