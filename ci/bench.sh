@@ -101,6 +101,11 @@ QEMU_FULL=$(python3 ci/bench_loader.py "$RUNS" "$L/qemu-full" -- "$JEK" boot "$B
   --policy "$L/policy.yaml" --pod "$L/pod.yaml" --vmm qemu)
 QEMU_BZ=$(python3 ci/bench_loader.py "$RUNS" "$L/qemu-bz" -- "$JEK" boot "$L/default-bz.jek" \
   --policy "$L/policy.yaml" --pod "$L/pod.yaml" --vmm qemu)
+echo "==> container images: preparation and boot to the first container line" >&2
+cargo build --release -q -p jek-image --example busybox-layout
+printf 'trusted_keys: [%s]\nmin_security_version: 1\n' "$B/bench.pub" > "$B/images-policy-base.yaml"
+IMAGES=$(python3 ci/bench_images.py "$RUNS" "$JEK" "$PWD/target/release/examples/busybox-layout" \
+  "$L/testkernel.jek" "$BUNDLE" "$B/images-policy-base.yaml" "$B/images")
 echo "==> attestation: 32 pods, jek attest and tpm2_checkquote" >&2
 ATTEST=$(python3 ci/bench_attest.py "$RUNS" "$B/attest" "$JEK" "$L/testkernel.jek" "$B/bench.pub")
 BZ_SIZE=$(stat -c %s "$L/default-bz.jek")
@@ -203,6 +208,8 @@ and the verified bundle, which the loader holds in memory for the whole boot.
 HDR
 echo
 python3 ci/attest_section.py "$ATTEST"
+echo
+python3 ci/images_section.py "$IMAGES"
 } > "$md"
 mv "$md" docs/benchmarks.md
 echo "==> wrote docs/benchmarks.md" >&2

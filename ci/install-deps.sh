@@ -14,6 +14,10 @@ APT_PACKAGES=(
   time
   # OCI distribution: a local registry for the push/pull tests, skopeo for the benchmark
   docker-registry skopeo
+  # container images in pods: the tests and the main job make a busybox image from it
+  busybox-static
+  # the image benchmark's peer: tar --zstd needs the zstd program
+  zstd
 )
 
 missing=()

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # jek's main job on the built-in default recipe (the README's first command):
 # install what is needed, create (or reuse) a development key, build the just-enough kernel
-# and initramfs, sign the bundle, and verify it under a policy that trusts that key.
+# and initramfs, sign the bundle, and verify it under a policy that trusts that key; predict,
+# boot and attest a pod; then push a busybox container image to a local registry and boot,
+# measure and attest a pod that runs it under a policy that pins its digest.
 # A second run reuses the cached kernel and finishes in seconds.
 #
 #   ci/main.sh              the normal run
@@ -26,7 +28,7 @@ say() { printf '\n==> %s\n' "$*" >&2; }
 say "installing dependencies (idempotent)"
 timed deps env JEK_SKIP_FUZZ=1 ci/install-deps.sh
 say "building jek and the guest binaries"
-timed tools bash -c 'cargo build --release -q -p jek && ci/build-guest.sh'
+timed tools bash -c 'cargo build --release -q -p jek && cargo build --release -q -p jek-image --example busybox-layout && ci/build-guest.sh'
 JEK=target/release/jek
 OUT=out/demo
 mkdir -p .jek "$OUT"
@@ -107,6 +109,48 @@ timed attest "$JEK" attest "$RUN" --bundle "$BUNDLE" --policy "$OUT/policy.yaml"
 "$JEK" attest "$RUN" --bundle "$BUNDLE" --policy "$OUT/policy.yaml" --pod "$OUT/pod.yaml" --json > "$RUN/attestation.json"
 ATTEST_STATUS=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]["result"]; print(next(iter(r["submods"].values()))["ear.status"])' "$RUN/attestation.json")
 
+say "a container image: busybox (Debian's busybox-static, two layers) pushed to a local registry"
+IMG="$OUT/image"; rm -rf "$IMG"; mkdir -p "$IMG"
+target/release/examples/busybox-layout "$IMG/layout" >/dev/null
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s}\n' "$PWD/$IMG/registry" "$PORT" > "$IMG/registry.yml"
+docker-registry serve "$IMG/registry.yml" >/dev/null 2>&1 & REGISTRY_PID=$!
+stop_all() { stop_tpm; [ -n "${IMG_RUN:-}" ] && "$JEK" tpm stop "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tpm"]["registration"])' "$IMG_RUN/pod.json" 2>/dev/null)" >/dev/null 2>&1; kill "$REGISTRY_PID" 2>/dev/null || true; }
+trap stop_all EXIT
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+REF="127.0.0.1:$PORT/jek/busybox:jek-test"
+skopeo copy -q --dest-tls-verify=false "oci:$IMG/layout:jek-test" "docker://$REF"
+DIGEST=$(skopeo inspect --tls-verify=false --format '{{.Digest}}' "docker://$REF")
+{ cat "$OUT/policy.yaml"; printf '# Container images: this repository only, pinned to the pushed digest.\nimages:\n  allow:\n    - repository: 127.0.0.1:%s/jek/busybox\n      digests: [%s]\n' "$PORT" "$DIGEST"; } > "$IMG/policy.yaml"
+sed -i 's#\.\./\.\./\.jek#../../../.jek#g' "$IMG/policy.yaml"
+cat > "$IMG/pod.yaml" <<POD
+apiVersion: v1
+kind: Pod
+metadata:
+  name: busybox
+spec:
+  containers:
+    - name: shell
+      image: $REF
+      args: ['echo "hello from \$(hostname) as \$(id -un) in \$(pwd)"; cat /etc/motd']
+POD
+IMG_RUN="$IMG/run-$(date +%s)"
+say "booting a pod that runs $REF (pinned to $DIGEST)"
+timed image_boot "$JEK" boot "$BUNDLE" --policy "$IMG/policy.yaml" --pod "$IMG/pod.yaml" --plain-http \
+  --vmm "$VMM" --run-dir "$IMG_RUN" --keep-tpm --tpm-ca .jek/tpm-ca
+grep -q '^\[shell\] hello from busybox as app in /srv' "$IMG_RUN/console.log" || { echo "the container's output is missing" >&2; exit 1; }
+say "attesting it: the images claim and the image digests in the EAR"
+timed image_attest "$JEK" attest "$IMG_RUN" --bundle "$BUNDLE" --policy "$IMG/policy.yaml" --pod "$IMG/pod.yaml" --json > "$IMG_RUN/attestation.json"
+IMAGE_SUMMARY=$(python3 - "$IMG_RUN/attestation.json" "$DIGEST" <<'PY'
+import json, sys
+sub = next(iter(json.load(open(sys.argv[1]))["results"][0]["result"]["submods"].values()))
+imgs = sub.get("jek.images", [])
+if sub["ear.status"] != "affirming" or [i["manifestDigest"] for i in imgs] != [sys.argv[2]]:
+    sys.exit(f"the image pod did not attest with its digest: {sub['ear.status']} {imgs}")
+print(f"{sub['ear.status']}, images claim {sub['jek.claims']['images']['status']}, {imgs[0]['container']} ran {imgs[0]['reference']} @ {imgs[0]['manifestDigest']}")
+PY
+)
+
 say "summary"
 python3 - "$RUN/pod.json" "$BUNDLE" "$VMM" <<'PY'
 import hashlib, json, sys
@@ -122,4 +166,5 @@ PY
 printf '  artifacts        %s (bundle, provenance, SHA256SUMS, policy)\n' "$OUT"
 printf '  run directory    %s (event log, console, TPM state, pod.json)\n' "$RUN"
 printf '  attestation      %s (EAR result: %s; evidence for tpm2_checkquote: %s)\n' "$ATTEST_STATUS" "$RUN/attestation.json" "$RUN/evidence"
-printf '  timings          deps %.1fs, tools %.1fs, build %.1fs, verify %.2fs, predict %.2fs, boot %.2fs, attest %.2fs\n' "${T[deps]}" "${T[tools]}" "${T[build]}" "${T[verify]}" "${T[predict]}" "${T[boot]}" "${T[attest]}"
+printf '  container image  %s (run directory %s)\n' "$IMAGE_SUMMARY" "$IMG_RUN"
+printf '  timings          deps %.1fs, tools %.1fs, build %.1fs, verify %.2fs, predict %.2fs, boot %.2fs, attest %.2fs, image boot %.2fs, image attest %.2fs\n' "${T[deps]}" "${T[tools]}" "${T[build]}" "${T[verify]}" "${T[predict]}" "${T[boot]}" "${T[attest]}" "${T[image_boot]}" "${T[image_attest]}"

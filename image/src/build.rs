@@ -188,13 +188,11 @@ pub const APPLETS: [&str; 10] = [
     "sh", "echo", "id", "pwd", "hostname", "cat", "test", "sleep", "env", "ls",
 ];
 
-/// The image the tests, the main job and the benchmark run: `busybox` (a static binary,
-/// Debian's busybox-static) with its applets as hard links, `/etc/passwd` and `/etc/group`
-/// naming `app` (1000) and `staff` (50); a second layer whites out `/etc/removed` and adds
-/// `/etc/motd`. Entrypoint `/bin/sh -c`, Cmd prints who and where it runs, Env sets
-/// `GREETING=from-image`, WorkingDir `/srv` (not in the image), User `app:staff`. Tag
-/// `jek-test`; returns the manifest digest.
-pub fn busybox_layout(dir: &Path, busybox: &Path) -> std::io::Result<String> {
+/// The layers of the busybox test image: `busybox` (a static binary, Debian's
+/// busybox-static) with its applets as hard links, `/etc/passwd` and `/etc/group` naming
+/// `app` (1000) and `staff` (50), `/etc/removed`; then a layer that whites out
+/// `/etc/removed` and adds `/etc/motd`.
+fn busybox_layers(busybox: &Path) -> std::io::Result<Vec<(Vec<u8>, Compression)>> {
     let binary = std::fs::read(busybox)?;
     let mut base = vec![
         Item::Dir("bin", 0o755),
@@ -226,19 +224,64 @@ pub fn busybox_layout(dir: &Path, busybox: &Path) -> std::io::Result<String> {
             b"motd from the top layer\n".to_vec(),
         ),
     ];
+    Ok(vec![
+        (layer_tar(&base)?, Compression::Gzip),
+        (layer_tar(&top)?, Compression::Zstd),
+    ])
+}
+
+/// The test image's config: Entrypoint `/bin/sh -c`, a Cmd that prints who and where it
+/// runs, `GREETING=from-image`, WorkingDir `/srv` (not in the image), User `app:staff`.
+fn busybox_process() -> Process {
+    Process {
+        entrypoint: vec!["/bin/sh".into(), "-c".into()],
+        cmd: vec!["echo side: $(id -un) in $(pwd)".into()],
+        env: vec!["PATH=/bin:/usr/bin".into(), "GREETING=from-image".into()],
+        working_dir: Some("/srv".into()),
+        user: Some("app:staff".into()),
+    }
+}
+
+/// The image the tests, the main job and the benchmark run ([`busybox_layers`],
+/// [`busybox_process`]), tag `jek-test`; returns the manifest digest.
+pub fn busybox_layout(dir: &Path, busybox: &Path) -> std::io::Result<String> {
     write_layout(
         dir,
-        &[
-            (layer_tar(&base)?, Compression::Gzip),
-            (layer_tar(&top)?, Compression::Zstd),
-        ],
-        &Process {
-            entrypoint: vec!["/bin/sh".into(), "-c".into()],
-            cmd: vec!["echo side: $(id -un) in $(pwd)".into()],
-            env: vec!["PATH=/bin:/usr/bin".into(), "GREETING=from-image".into()],
-            working_dir: Some("/srv".into()),
-            user: Some("app:staff".into()),
-        },
+        &busybox_layers(busybox)?,
+        &busybox_process(),
         "jek-test",
     )
+}
+
+/// A larger image for the benchmark: the busybox image plus a third layer of `files` files
+/// of `size` bytes each under `/usr/share/filler/` (deterministic, half words from a small
+/// vocabulary and half pseudo-random bytes, so it compresses about as well as a
+/// distribution's files). Tag `jek-test`; returns the manifest digest.
+pub fn sized_layout(
+    dir: &Path,
+    busybox: &Path,
+    files: usize,
+    size: usize,
+) -> std::io::Result<String> {
+    let mut layers = busybox_layers(busybox)?;
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let words: [&[u8]; 4] = [b"lib ", b"config ", b"share ", b"usr "];
+    let mut filler = Vec::with_capacity(files);
+    for i in 0..files {
+        let mut data = Vec::with_capacity(size + 8);
+        while data.len() < size {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            if state & 1 == 0 {
+                data.extend_from_slice(&state.to_le_bytes());
+            } else {
+                data.extend_from_slice(words[usize::try_from(state >> 62).unwrap_or(0)]);
+            }
+        }
+        data.truncate(size);
+        filler.push(Item::File(format!("usr/share/filler/{i:05}"), 0o644, data));
+    }
+    layers.push((layer_tar(&filler)?, Compression::Gzip));
+    write_layout(dir, &layers, &busybox_process(), "jek-test")
 }

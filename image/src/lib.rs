@@ -43,13 +43,29 @@ pub struct Prepared {
 }
 
 /// How images are fetched.
-pub struct Options<'a> {
+pub struct Options {
     /// The cache.
     pub cache: Cache,
     /// The registry client (`None`: registry references are refused, layouts only).
-    pub registry: Option<&'a jek_oci::Registry>,
+    pub registry: Option<jek_oci::Registry>,
     /// The directory relative `oci:` paths are taken from (the pod file's).
     pub base_dir: PathBuf,
+}
+
+impl Options {
+    /// The default cache ([`Cache::default_dir`]) and a registry client as `jek pull`
+    /// makes it (`plain_http`, optional basic credentials), for a pod file in `base_dir`.
+    pub fn new(
+        base_dir: &std::path::Path,
+        plain_http: bool,
+        basic_auth: Option<(String, String)>,
+    ) -> Result<Self, jek_oci::RegistryError> {
+        Ok(Options {
+            cache: Cache::new(Cache::default_dir()),
+            registry: Some(jek_oci::Registry::new(plain_http, basic_auth)?),
+            base_dir: base_dir.to_path_buf(),
+        })
+    }
 }
 
 /// What failed.
@@ -121,7 +137,7 @@ impl ImageError {
 pub fn prepare(
     spec: &PodSpec,
     policy: Option<&ImagePolicy>,
-    opts: &Options<'_>,
+    opts: &Options,
 ) -> Result<Vec<Prepared>, ImageError> {
     let mut out = Vec::new();
     for c in &spec.containers {
@@ -190,13 +206,13 @@ fn prepare_one(
     c: &jek_pod::spec::Container,
     text: &str,
     policy: Option<&ImagePolicy>,
-    opts: &Options<'_>,
+    opts: &Options,
 ) -> Result<Prepared, Cause> {
     let image = ImageRef::parse(text, &opts.base_dir)?;
     let policy = policy.ok_or(Refusal::NoImagePolicy)?;
     let source = match &image {
         ImageRef::Registry(r) => Source::Registry {
-            client: opts.registry.ok_or(Cause::NoRegistry)?,
+            client: opts.registry.as_ref().ok_or(Cause::NoRegistry)?,
             reference: r.whole(),
         },
         ImageRef::Layout { dir, .. } => Source::Layout { dir: dir.clone() },

@@ -69,7 +69,7 @@ fn policy(repository: &str, digests: Vec<String>) -> ImagePolicy {
     }
 }
 
-fn opts(cache: &Path, base: &Path) -> Options<'static> {
+fn opts(cache: &Path, base: &Path) -> Options {
     Options {
         cache: Cache::new(cache),
         registry: None,

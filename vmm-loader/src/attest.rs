@@ -216,6 +216,10 @@ pub fn attest_run_dir(
     Ok((pod, attested))
 }
 
+/// The shortest nonce an exported quote is appraised with: a quote made without one, or
+/// with a guessable one, could be replayed.
+pub const MIN_NONCE: usize = 16;
+
 /// What a pod was meant to get, from its pod file.
 #[derive(Debug, Clone, Default)]
 pub struct PodReference {
@@ -330,6 +334,9 @@ impl Attestor<'_> {
         nonce: &[u8],
         ak_name: Option<Vec<u8>>,
     ) -> Result<PodResult, ExportedError> {
+        if nonce.len() < MIN_NONCE {
+            return Err(ExportedError::ShortNonce { len: nonce.len() });
+        }
         let (evidence, ek, meta) = jek_attest::evidence::from_files(|name| {
             jek_fsio::read_regular(&dir.join(name), MAX_TPM_FILE).ok()
         })
@@ -380,6 +387,12 @@ impl Attestor<'_> {
 /// Why an exported evidence directory cannot be appraised.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportedError {
+    /// A nonce too short to make a quote unguessable.
+    #[error("the nonce is {len} bytes; at least {MIN_NONCE} are required")]
+    ShortNonce {
+        /// Its length.
+        len: usize,
+    },
     /// The directory's files are missing, malformed or disagree.
     #[error(transparent)]
     Evidence(jek_attest::evidence::EvidenceError),

@@ -55,10 +55,6 @@ pub struct Args {
     json: bool,
 }
 
-/// The shortest nonce accepted: a quote made without one, or with a guessable one, could
-/// be replayed.
-const MIN_NONCE: usize = 16;
-
 /// Runs `jek attest`.
 pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     let policy = jek_config::policy::load(&args.policy)?;
@@ -106,12 +102,6 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
                 .map_err(|e| CliError::Usage(format!("--{name} {v:?} is not hex: {e}")))
         };
         let nonce = hex_arg("nonce", args.nonce.as_deref().unwrap_or_default())?;
-        if nonce.len() < MIN_NONCE {
-            return Err(CliError::Usage(format!(
-                "--nonce is {} bytes; at least {MIN_NONCE} are required",
-                nonce.len()
-            )));
-        }
         let ak_name = args
             .ak_name
             .as_deref()

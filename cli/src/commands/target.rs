@@ -72,12 +72,8 @@ impl Target {
         let bundle = super::verify::verify_file(&policy.policy, &self.bundle, &self.sigstore)?;
         let mut containers = Vec::new();
         if let (Some(spec), Some(file)) = (&pod, &self.pod) {
-            let registry = jek_oci::Registry::new(self.plain_http, super::oci::registry_auth())?;
-            let opts = jek_image::Options {
-                cache: jek_image::Cache::new(jek_image::Cache::default_dir()),
-                registry: Some(&registry),
-                base_dir: jek_config::base_dir(file).to_path_buf(),
-            };
+            let auth = super::oci::registry_auth();
+            let opts = jek_image::Options::new(jek_config::base_dir(file), self.plain_http, auth)?;
             let prepared = jek_image::prepare(spec, policy.images.as_ref(), &opts)?;
             containers = prepared.into_iter().map(|p| p.segment).collect();
         }
