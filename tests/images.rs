@@ -64,6 +64,7 @@ fn a_pod_runs_measures_and_attests_container_images() {
     assert_eq!(pushed, digest, "skopeo keeps the manifest as it is");
 
     let key = test_key();
+    let key_path = key.clone();
     let repo = format!("{}/jek/busybox", registry.addr);
     let layout_repo = format!("oci:{}", ws.path("layout").display());
     ws.policy(
@@ -177,7 +178,7 @@ fn a_pod_runs_measures_and_attests_container_images() {
             .arg("runs/ok")
             .arg("--bundle")
             .arg(&built.bundle)
-            .args(["--policy", policy, "--pod", pod, "--json"])
+            .args(["--policy", policy, "--pod", pod, "--plain-http", "--json"])
             .output()
             .unwrap();
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
@@ -207,6 +208,136 @@ fn a_pod_runs_measures_and_attests_container_images() {
         "{c}"
     );
 
+    // A policy that requires a cosign signature: refused while there is none, accepted with
+    // a signature by the policy's key, refused under another key.
+    let cosign = |args: &[&str]| {
+        let out = jek()
+            .current_dir(ws.path(""))
+            .env("COSIGN_PASSWORD", "pw")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+    };
+    cosign(&["keygen", "--cosign", "--out", "cosign"]);
+    cosign(&["keygen", "--cosign", "--out", "other-cosign"]);
+    for (name, key) in [
+        ("signed.yaml", "cosign.pub"),
+        ("signed-other.yaml", "other-cosign.pub"),
+    ] {
+        ws.policy(
+            name,
+            &policy(
+                &key_path,
+                &format!("    - repository: {repo}\n      digests: [{digest}]\n      cosign_key: {key}\n    - repository: {layout_repo}\n"),
+            ),
+        );
+    }
+    let predict_with = |policy: &str| {
+        jek()
+            .current_dir(ws.path(""))
+            .env("XDG_CACHE_HOME", ws.path("cache"))
+            .arg("predict")
+            .arg(&built.bundle)
+            .args(["--policy", policy, "--pod", "pod.yaml", "--plain-http"])
+            .output()
+            .unwrap()
+    };
+    let out = predict_with("signed.yaml");
+    assert_exit(&out, 1);
+    let tag = jek_image::signature::signature_tag(&digest);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "requires a cosign signature, and {tag} holds none"
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let signer =
+        jek_builder::cosign::CosignKey::from_encrypted_pem(&ws.read("cosign.key"), b"pw").unwrap();
+    let payload = jek_image::signature::payload(&repo, &digest);
+    let sig = signer.sign_blob(&payload).unwrap();
+    jek_image::build::write_signature_layout(&ws.path("sig"), &payload, &sig, &tag).unwrap();
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:{tag}", ws.path("sig").display()),
+        &format!("docker://{repo}:{tag}"),
+    ]);
+    assert_exit(&predict_with("signed.yaml"), 0);
+    let out = predict_with("signed-other.yaml");
+    assert_exit(&out, 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("none of the 1 cosign signatures"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The tag now points at another image (same repository, still allowed): the pod that
+    // ran the old one is contraindicated on images.
+    let moved = ws.path("moved");
+    let other_digest =
+        jek_image::build::sized_layout(&moved, Path::new("/bin/busybox"), 2, 10).unwrap();
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:jek-test", moved.display()),
+        &target,
+    ]);
+    ws.policy(
+        "both.yaml",
+        &policy(
+            &key,
+            &format!("    - repository: {repo}\n      digests: [{digest}, {other_digest}]\n    - repository: {layout_repo}\n"),
+        ),
+    );
+    let (out, v) = attest("both.yaml", "pod.yaml");
+    assert_exit(&out, 1);
+    let c = &v["results"][0]["result"]["submods"]["imgpod"]["jek.claims"]["images"];
+    assert_eq!(c["status"], "contraindicated", "{v}");
+    assert!(
+        c["reason"]
+            .as_str()
+            .unwrap()
+            .contains("now names another image"),
+        "{c}"
+    );
+    assert_eq!(c["expected"], other_digest.as_str(), "{c}");
+    assert_eq!(c["actual"], digest.as_str(), "{c}");
+
+    // A layer tampered in the registry's storage: refused before any VM, with a cold cache.
+    let layer_blob = find_blob(&registry.storage, &largest_layer(&ws.path("layout")));
+    let mut bytes = std::fs::read(&layer_blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&layer_blob, bytes).unwrap();
+    let old = POD
+        .replace("REGISTRY", &registry.addr)
+        .replace(":jek-test", &format!("@{digest}"));
+    ws.write("by-digest.yaml", old.as_bytes());
+    let out = jek()
+        .current_dir(ws.path(""))
+        .env("XDG_CACHE_HOME", ws.path("cold-cache"))
+        .arg("boot")
+        .arg(&built.bundle)
+        .args([
+            "--policy",
+            "policy.yaml",
+            "--pod",
+            "by-digest.yaml",
+            "--plain-http",
+        ])
+        .args(["--vmm", "qemu", "--run-dir", "runs/tampered"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("a layer from") && stderr.contains("the registry served bytes with digest"),
+        "{stderr}"
+    );
+    assert!(!ws.path("runs/tampered").exists());
+
     // A pod file naming another image than the one that ran.
     ws.write(
         "other.yaml",
@@ -225,6 +356,27 @@ fn a_pod_runs_measures_and_attests_container_images() {
             .contains("not the ones the pod file names"),
         "{c}"
     );
+}
+
+/// The digest of the largest blob of an OCI layout (the busybox layer).
+fn largest_layer(layout: &Path) -> String {
+    let blobs = layout.join("blobs/sha256");
+    let biggest = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    biggest.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// The file docker-registry keeps blob `hex` in.
+fn find_blob(storage: &Path, hex: &str) -> std::path::PathBuf {
+    let p = storage.join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
+    assert!(p.is_file(), "{}", p.display());
+    p
 }
 
 /// Stops a kept swtpm when the test ends, pass or fail.

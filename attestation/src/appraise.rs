@@ -239,11 +239,23 @@ pub struct Evidence {
 /// The image policy's verdict on the image a container ran.
 pub type ImageVerdict<'a> = &'a (dyn Fn(&ContainerEvent) -> Result<(), String> + Sync);
 
+/// A container's image as the verifier expects it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedImage {
+    /// The container.
+    pub container: String,
+    /// The image reference as the pod file writes it.
+    pub reference: String,
+    /// The manifest digest the reference resolves to now (a tag asked of its registry at
+    /// appraisal time), or why it could not be resolved.
+    pub manifest: Result<String, String>,
+}
+
 /// What a pod's containers with images must have run.
 #[derive(Clone, Copy, Default)]
 pub struct ImageRules<'a> {
-    /// (container, image reference as the pod file writes it), in container order.
-    pub expected: &'a [(String, String)],
+    /// The pod's containers with an image, in container order.
+    pub expected: &'a [ExpectedImage],
     /// The image policy (`None`: it allows no image).
     pub allow: Option<ImageVerdict<'a>>,
 }
@@ -764,7 +776,12 @@ fn check_images(rules: &ImageRules<'_>, a: &mut Appraisal) {
         .iter()
         .map(|(e, _)| (e.container.clone(), e.reference.clone()))
         .collect();
-    if ran != rules.expected {
+    let named: Vec<(String, String)> = rules
+        .expected
+        .iter()
+        .map(|e| (e.container.clone(), e.reference.clone()))
+        .collect();
+    if ran != named {
         let list = |v: &[(String, String)]| {
             if v.is_empty() {
                 "none".to_string()
@@ -778,9 +795,36 @@ fn check_images(rules: &ImageRules<'_>, a: &mut Appraisal) {
         a.fail(
             Claim::Images,
             "the containers' images are not the ones the pod file names".into(),
-            Some(list(rules.expected)),
+            Some(list(&named)),
             Some(list(&ran)),
         );
+    } else {
+        // The same references: each must still name the image that ran.
+        let mut moved = Vec::new();
+        for ((event, _), want) in a.images.iter().zip(rules.expected) {
+            match &want.manifest {
+                Ok(d) if *d == event.manifest => {}
+                Ok(d) => moved.push((
+                    format!(
+                        "container {}: {} now names another image than the one that ran",
+                        event.container, event.reference
+                    ),
+                    Some(d.clone()),
+                    Some(event.manifest.clone()),
+                )),
+                Err(why) => moved.push((
+                    format!(
+                        "container {}: cannot resolve {} now: {why}",
+                        event.container, event.reference
+                    ),
+                    None,
+                    Some(event.manifest.clone()),
+                )),
+            }
+        }
+        for (reason, expected, actual) in moved {
+            a.fail(Claim::Images, reason, expected, actual);
+        }
     }
     let mut refusals = Vec::new();
     for (event, _) in &a.images {

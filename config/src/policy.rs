@@ -182,6 +182,26 @@ pub enum PolicyFileError {
         /// Why.
         reason: String,
     },
+    /// An `images.allow[].cosign_key` file that cannot be read.
+    #[error("images.allow[{index}].cosign_key: cannot read {path}")]
+    ReadImageKey {
+        /// Index.
+        index: usize,
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: ReadError,
+    },
+    /// An `images.allow[].cosign_key` that is not a P-256 public key.
+    #[error("images.allow[{index}].cosign_key is unusable")]
+    ImageKey {
+        /// Index.
+        index: usize,
+        /// Why.
+        #[source]
+        source: SigstoreError,
+    },
     /// An `images.allow` digest that is not `sha256:` and 64 lowercase hex digits.
     #[error("images.allow[{index}].digests: {value:?} is not a sha256 digest (sha256: and 64 lowercase hex digits)")]
     ImageDigest {
@@ -225,6 +245,8 @@ struct AllowDoc {
     repository: String,
     #[serde(default)]
     digests: Vec<String>,
+    #[serde(default)]
+    cosign_key: Option<PathBuf>,
 }
 
 fn parse_images(doc: ImagesDoc, base: &Path) -> Result<ImagePolicy, PolicyFileError> {
@@ -246,9 +268,19 @@ fn parse_images(doc: ImagesDoc, base: &Path) -> Result<ImagePolicy, PolicyFileEr
                 }
             })?;
         }
+        let cosign_key = match &a.cosign_key {
+            Some(file) => {
+                let pem = read_text_field(base, Field::ImageKey(index), file)?;
+                let key = SigstorePolicy::public_key(&pem, None)
+                    .map_err(|source| PolicyFileError::ImageKey { index, source })?;
+                Some(Arc::new(key))
+            }
+            None => None,
+        };
         allow.push(AllowRule {
             repository,
             digests: a.digests,
+            cosign_key,
         });
     }
     Ok(ImagePolicy {
@@ -323,6 +355,8 @@ enum Field {
     Sigstore(&'static str),
     /// `revoked_keys[i]`.
     Revoked(usize),
+    /// `images.allow[i].cosign_key`.
+    ImageKey(usize),
 }
 
 fn read_text_field(base: &Path, field: Field, file: &Path) -> Result<String, PolicyFileError> {
@@ -343,12 +377,18 @@ fn read_text_field(base: &Path, field: Field, file: &Path) -> Result<String, Pol
             path: path.clone(),
             source,
         },
+        Field::ImageKey(index) => PolicyFileError::ReadImageKey {
+            index,
+            path: path.clone(),
+            source,
+        },
     })?;
     String::from_utf8(bytes).map_err(|_| PolicyFileError::NotText {
         field: match field {
             Field::Key(index) => format!("trusted_keys[{index}]"),
             Field::Sigstore(name) => format!("sigstore.{name}"),
             Field::Revoked(index) => format!("revoked_keys[{index}]"),
+            Field::ImageKey(index) => format!("images.allow[{index}].cosign_key"),
         },
         path,
     })

@@ -285,3 +285,55 @@ pub fn sized_layout(
     layers.push((layer_tar(&filler)?, Compression::Gzip));
     write_layout(dir, &layers, &busybox_process(), "jek-test")
 }
+
+/// Writes a cosign signature image as an OCI layout under `tag` (cosign's
+/// `sha256-<hex>.sig`): an empty config and one simple-signing payload layer carrying its
+/// base64 signature in the `dev.cosignproject.cosign/signature` annotation. Returns the
+/// signature manifest's digest.
+pub fn write_signature_layout(
+    dir: &Path,
+    payload: &[u8],
+    signature: &str,
+    tag: &str,
+) -> std::io::Result<String> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs)?;
+    let put = |data: &[u8]| -> std::io::Result<String> {
+        let d = digest_of(data);
+        write_atomic(
+            &blobs.join(d.trim_start_matches("sha256:")),
+            data,
+            0o644,
+            Overwrite::Allow,
+        )
+        .map_err(std::io::Error::other)?;
+        Ok(d)
+    };
+    let config = b"{}";
+    let config_digest = put(config)?;
+    let payload_digest = put(payload)?;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{
+            "mediaType": crate::signature::PAYLOAD_MEDIA_TYPE,
+            "digest": payload_digest,
+            "size": payload.len(),
+            "annotations": {crate::signature::SIGNATURE_ANNOTATION: signature},
+        }],
+    }))?;
+    let manifest_digest = put(&manifest)?;
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }],
+    }))?;
+    std::fs::write(dir.join("index.json"), index)?;
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    Ok(manifest_digest)
+}

@@ -18,6 +18,7 @@ pub mod layer;
 pub mod manifest;
 pub mod policy;
 pub mod reference;
+pub mod signature;
 pub mod source;
 pub mod tree;
 
@@ -83,6 +84,9 @@ pub enum Cause {
     /// The image policy refuses the image.
     #[error("the image policy refuses it")]
     Policy(#[from] Refusal),
+    /// The signature the image policy requires is missing or invalid.
+    #[error("the image policy refuses it")]
+    Signature(#[from] signature::SignatureError),
     /// A layer cannot be unpacked.
     #[error(transparent)]
     Layer(#[from] layer::LayerError),
@@ -123,6 +127,7 @@ impl ImageError {
             Cause::Source(e) => e.class(),
             Cause::Manifest(_)
             | Cause::Policy(_)
+            | Cause::Signature(_)
             | Cause::Layer(_)
             | Cause::Resolve(_)
             | Cause::Segment(_) => Class::Rejected,
@@ -150,6 +155,31 @@ pub fn prepare(
         out.push(prepared);
     }
     Ok(out)
+}
+
+/// The manifest digest `text` names now (an index resolved to its linux/amd64 entry), without
+/// fetching a config or layer: what an appraisal compares the measured image with.
+pub fn current_manifest(text: &str, opts: &Options) -> Result<String, ImageError> {
+    let err = |cause: Cause| ImageError {
+        container: String::new(),
+        reference: text.to_string(),
+        cause: Box::new(cause),
+    };
+    let image = ImageRef::parse(text, &opts.base_dir).map_err(|e| err(e.into()))?;
+    let source = source_of(&image, opts).map_err(err)?;
+    resolve_manifest(text, &image, &source, &opts.cache)
+        .map(|(digest, _)| digest)
+        .map_err(err)
+}
+
+fn source_of<'a>(image: &ImageRef, opts: &'a Options) -> Result<Source<'a>, Cause> {
+    Ok(match image {
+        ImageRef::Registry(r) => Source::Registry {
+            client: opts.registry.as_ref().ok_or(Cause::NoRegistry)?,
+            reference: r.whole(),
+        },
+        ImageRef::Layout { dir, .. } => Source::Layout { dir: dir.clone() },
+    })
 }
 
 /// The manifest (not an index) of an image: its digest and bytes.
@@ -210,18 +240,19 @@ fn prepare_one(
 ) -> Result<Prepared, Cause> {
     let image = ImageRef::parse(text, &opts.base_dir)?;
     let policy = policy.ok_or(Refusal::NoImagePolicy)?;
-    let source = match &image {
-        ImageRef::Registry(r) => Source::Registry {
-            client: opts.registry.as_ref().ok_or(Cause::NoRegistry)?,
-            reference: r.whole(),
-        },
-        ImageRef::Layout { dir, .. } => Source::Layout { dir: dir.clone() },
-    };
+    let source = source_of(&image, opts)?;
     let cache = &opts.cache;
     let (manifest_digest, manifest_bytes) = resolve_manifest(text, &image, &source, cache)?;
     // Checked before any layer is fetched. A pin names the image manifest (for an
     // index, its linux/amd64 entry): the digest that is measured and attested.
-    policy.check(&image.repository(), &manifest_digest)?;
+    let repository = image.repository();
+    policy.check(&repository, &manifest_digest)?;
+    if let Some(key) = policy
+        .rule(&repository)
+        .and_then(|r| r.cosign_key.as_deref())
+    {
+        signature::require(text, &source, &manifest_digest, key)?;
+    }
     let limit = policy.max_rootfs_bytes;
     if let Some((record, segment)) = cache.segment(&manifest_digest, &c.name, text, limit) {
         return Ok(Prepared {

@@ -298,3 +298,64 @@ pub fn fuzz(data: &[u8]) {
         let _ = process_config(&c);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn index(entries: &[(&str, &str, &str)]) -> ImageIndex {
+        let manifests: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(os, arch, hexdigit)| {
+                serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": format!("sha256:{}", hexdigit.repeat(64)),
+                    "size": 1,
+                    "platform": {"os": os, "architecture": arch},
+                })
+            })
+            .collect();
+        let bytes =
+            serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": manifests}))
+                .unwrap();
+        match parse_document("r", &bytes).unwrap() {
+            Document::Index(i) => *i,
+            Document::Manifest(_) => panic!("not an index"),
+        }
+    }
+
+    #[test]
+    fn an_index_selects_linux_amd64() {
+        let i = index(&[
+            ("linux", "arm64", "a"),
+            ("windows", "amd64", "b"),
+            ("linux", "amd64", "c"),
+        ]);
+        assert_eq!(
+            select("r", &i, None).unwrap().digest().to_string(),
+            format!("sha256:{}", "c".repeat(64))
+        );
+        let none = index(&[("linux", "arm64", "a"), ("linux", "s390x", "b")]);
+        assert!(matches!(
+            select("r", &none, None),
+            Err(ManifestError::NoPlatform { .. })
+        ));
+        assert!(matches!(
+            select("r", &i, Some("v1")),
+            Err(ManifestError::NoPlatform { .. })
+        ));
+    }
+
+    #[test]
+    fn digests_must_be_canonical_sha256() {
+        check_digest("r", "x", &format!("sha256:{}", "a".repeat(64))).unwrap();
+        for bad in [
+            "sha256:AB",
+            &format!("sha512:{}", "a".repeat(64)),
+            &format!("sha256:{}/..", "a".repeat(62)),
+        ] {
+            assert!(check_digest("r", "x", bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -9,16 +9,19 @@ use crate::reference::ImageRef;
 pub const DEFAULT_MAX_ROOTFS_BYTES: u64 = 256 << 20;
 
 /// One allowed repository.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AllowRule {
     /// `registry/repository` or `oci:DIR` (see [`ImageRef::repository`]).
     pub repository: String,
     /// The manifest digests allowed; empty: any.
     pub digests: Vec<String>,
+    /// A cosign signature under this key required on the image (checked when the image is
+    /// prepared, before any layer is fetched).
+    pub cosign_key: Option<std::sync::Arc<jek_verifier::sigstore::SigstorePolicy>>,
 }
 
 /// The image policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ImagePolicy {
     /// Allowed repositories.
     pub allow: Vec<AllowRule>,
@@ -64,6 +67,11 @@ pub fn normalize_repository(text: &str, base: &std::path::Path) -> Result<String
 }
 
 impl ImagePolicy {
+    /// The rule for `repository`.
+    pub fn rule(&self, repository: &str) -> Option<&AllowRule> {
+        self.allow.iter().find(|r| r.repository == repository)
+    }
+
     /// Checks an image of `repository` whose manifest has `digest`.
     pub fn check(&self, repository: &str, digest: &str) -> Result<(), Refusal> {
         let rule = self
@@ -103,10 +111,12 @@ mod tests {
                 AllowRule {
                     repository: "localhost:5000/busybox".into(),
                     digests: vec!["sha256:aa".into()],
+                    cosign_key: None,
                 },
                 AllowRule {
                     repository: "docker.io/library/alpine".into(),
                     digests: vec![],
+                    cosign_key: None,
                 },
             ],
             max_rootfs_bytes: DEFAULT_MAX_ROOTFS_BYTES,

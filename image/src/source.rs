@@ -99,6 +99,32 @@ impl Source<'_> {
         }
     }
 
+    /// The manifest tagged `tag` (a registry tag, or in a layout the `index.json` entry
+    /// annotated with that `org.opencontainers.image.ref.name`), or `None` if there is none.
+    pub fn tagged(&self, tag: &str) -> Result<Option<Vec<u8>>, SourceError> {
+        match self {
+            Source::Registry { client, reference } => {
+                Ok(client.image_manifest(reference, tag, crate::manifest::ACCEPT)?)
+            }
+            Source::Layout { .. } => {
+                let index = self.top(None)?;
+                let Ok(crate::manifest::Document::Index(index)) =
+                    crate::manifest::parse_document(tag, &index)
+                else {
+                    return Ok(None);
+                };
+                let Ok(entry) = crate::manifest::select(tag, &index, Some(tag)) else {
+                    return Ok(None);
+                };
+                let digest = entry.digest().to_string();
+                if crate::manifest::check_digest(tag, "an index entry", &digest).is_err() {
+                    return Ok(None);
+                }
+                self.manifest(&digest).map(Some)
+            }
+        }
+    }
+
     /// The manifest or index `digest`, checked.
     pub fn manifest(&self, digest: &str) -> Result<Vec<u8>, SourceError> {
         let bytes = match self {

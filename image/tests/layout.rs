@@ -64,6 +64,7 @@ fn policy(repository: &str, digests: Vec<String>) -> ImagePolicy {
         allow: vec![AllowRule {
             repository: repository.into(),
             digests,
+            cosign_key: None,
         }],
         max_rootfs_bytes: DEFAULT_MAX_ROOTFS_BYTES,
     }

@@ -170,14 +170,17 @@ pub fn peer_of(local: SocketAddr, peer: SocketAddr) -> std::io::Result<Peer> {
     let (Some(want_local), Some(want_remote)) = (proc_addr(peer), proc_addr(local)) else {
         return Ok(Peer::Other);
     };
-    let table = std::fs::read_to_string("/proc/net/tcp")?;
-    let inode = table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        (f.get(1) == Some(&want_local.as_str()) && f.get(2) == Some(&want_remote.as_str()))
-            .then(|| f.get(9).map(|s| (*s).to_string()))
-            .flatten()
-    });
-    let Some(inode) = inode.filter(|i| i != "0") else {
+    let inode_now = || -> std::io::Result<Option<String>> {
+        let table = std::fs::read_to_string("/proc/net/tcp")?;
+        Ok(table.lines().skip(1).find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.get(1) == Some(&want_local.as_str()) && f.get(2) == Some(&want_remote.as_str()))
+                .then(|| f.get(9).map(|s| (*s).to_string()))
+                .flatten()
+                .filter(|i| i != "0")
+        }))
+    };
+    let Some(inode) = inode_now()? else {
         return Ok(Peer::Gone);
     };
     let want = format!("socket:[{inode}]");
@@ -186,6 +189,12 @@ pub fn peer_of(local: SocketAddr, peer: SocketAddr) -> std::io::Result<Peer> {
         if std::fs::read_link(entry.path()).is_ok_and(|l| l.as_os_str() == want.as_str()) {
             return Ok(Peer::ThisProcess);
         }
+    }
+    // Not among our descriptors. A socket this process closed a moment ago (a TCTI probing
+    // the port) leaves its descriptor before it leaves the table: if the socket is gone
+    // now, it was no other process's.
+    if inode_now()?.as_deref() != Some(inode.as_str()) {
+        return Ok(Peer::Gone);
     }
     Ok(Peer::Other)
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use jek_attest::appraise::ImageRules;
+use jek_attest::appraise::{ExpectedImage, ImageRules};
 use jek_attest::evidence::to_files;
 use jek_attest::{AkBlobs, Attested, Ear, PodMaterial, Status, Verifier};
 use jek_fsio::{ReadError, WriteError};
@@ -225,23 +225,37 @@ pub const MIN_NONCE: usize = 16;
 pub struct PodReference {
     /// Its pod segment.
     pub segment: Vec<u8>,
-    /// Its containers with an image: (container, reference as written), in order.
-    pub images: Vec<(String, String)>,
+    /// Its containers with an image, in order, with the digests their references name now.
+    pub images: Vec<ExpectedImage>,
     /// The directory relative `oci:` references are taken from (the pod file's).
     pub base_dir: PathBuf,
 }
 
 impl PodReference {
-    /// The reference of the pod `spec` read from a pod file in `base_dir`.
-    pub fn new(spec: &jek_pod::PodSpec, base_dir: &Path) -> Result<Self, jek_pod::SegmentError> {
+    /// The reference of the pod `spec` read from a pod file in `opts.base_dir`: its pod
+    /// segment, and the manifest digest each image reference names now (a tag is asked of
+    /// its registry; a failure is kept, to contraindicate the claim, not to stop).
+    pub fn new(
+        spec: &jek_pod::PodSpec,
+        opts: &jek_image::Options,
+    ) -> Result<Self, jek_pod::SegmentError> {
         Ok(PodReference {
             segment: jek_pod::segment(spec)?,
             images: spec
                 .containers
                 .iter()
-                .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
+                .filter_map(|c| {
+                    let reference = c.image.clone()?;
+                    let manifest = jek_image::current_manifest(&reference, opts)
+                        .map_err(|e| jek_fsio::chain_line(&e));
+                    Some(ExpectedImage {
+                        container: c.name.clone(),
+                        reference,
+                        manifest,
+                    })
+                })
                 .collect(),
-            base_dir: base_dir.to_path_buf(),
+            base_dir: opts.base_dir.clone(),
         })
     }
 }

@@ -11,6 +11,7 @@ use jek_loader::attest::{find_run_dirs, Attestor, PodReference, PodResult, Repor
 use jek_loader::registry::Registry;
 use jek_verifier::UnixTime;
 
+use super::oci::registry_auth as auth;
 use crate::error::CliError;
 
 /// Arguments of `jek attest`.
@@ -50,6 +51,9 @@ pub struct Args {
     /// $XDG_DATA_HOME/jek/registry, else ~/.local/share/jek/registry.
     #[arg(long, value_name = "DIR")]
     registry: Option<PathBuf>,
+    /// Talk HTTP, not HTTPS, to image registries when resolving the pod files' images.
+    #[arg(long)]
+    plain_http: bool,
     /// Machine-readable results (docs/cli.md).
     #[arg(long)]
     json: bool,
@@ -68,7 +72,8 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     let mut pods = BTreeMap::new();
     for p in &args.pod {
         let spec = jek_config::pod::load(p)?;
-        let meant = PodReference::new(&spec, jek_config::base_dir(p))
+        let opts = jek_image::Options::new(jek_config::base_dir(p), args.plain_http, auth())?;
+        let meant = PodReference::new(&spec, &opts)
             .map_err(|e| CliError::Usage(format!("pod file {}: {e}", p.display())))?;
         pods.insert(spec.name.clone(), meant);
     }
