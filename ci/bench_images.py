@@ -84,6 +84,7 @@ try:
             # The peer: the same steps with standard tools.
             d = os.path.join(work, f"peer-{name}-{i}")
             shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d)
             t = time.perf_counter()
             run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{img['ref']}", f"oci:{d}/oci:t"])
             idx = json.load(open(f"{d}/oci/index.json"))
@@ -109,9 +110,11 @@ try:
         cache = os.path.join(work, "boot-cache")
         times = []
         for i in range(runs):
+            run_dir = os.path.join(work, f"run-{os.path.basename(pod)}-{i}")
+            shutil.rmtree(run_dir, ignore_errors=True)
             t = time.perf_counter()
             p = subprocess.Popen([jek, "boot", bundle, "--policy", policy, "--pod", pod, "--plain-http", "--vmm", "qemu",
-                                  "--run-dir", os.path.join(work, f"run-{os.path.basename(pod)}-{i}")],
+                                  "--run-dir", run_dir],
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env_for(cache))
             got = None
             for line in p.stdout:

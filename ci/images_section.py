@@ -35,4 +35,11 @@ same boot running the bundle's own sample app.
 | pod | command start to first container line |
 |---|---|
 | busybox image (`echo hello from the image`) | {ms(d["bootImage"]["medianMs"])} ({d["bootImage"]["reached"]} of {runs} runs reached it) |
-| the bundle's sample app (no image) | {ms(d["bootSampleApp"]["medianMs"])} ({d["bootSampleApp"]["reached"]} of {runs} runs reached it) |""")
+| the bundle's sample app (no image) | {ms(d["bootSampleApp"]["medianMs"])} ({d["bootSampleApp"]["reached"]} of {runs} runs reached it) |
+
+Reading: the warm figure is what a pod with a cached image pays at every boot (one
+manifest request for the tag, the cached segment read and hashed, the PCR plan). The peer
+writes every file to disk, so its figure swings with the disk cache from run to run; jek
+never touches the host file system with image contents. The boot difference is the
+container segment the guest kernel unpacks under TCG plus the container's set-up (mounts,
+the exec helper's chroot and identity change).""")

@@ -47,10 +47,18 @@ pub struct Prepared {
 pub struct Options {
     /// The cache.
     pub cache: Cache,
-    /// The registry client (`None`: registry references are refused, layouts only).
-    pub registry: Option<jek_oci::Registry>,
     /// The directory relative `oci:` paths are taken from (the pod file's).
     pub base_dir: PathBuf,
+    /// How to reach registries (`None`: registry references are refused, layouts only).
+    registry: Option<RegistryConfig>,
+}
+
+/// A registry client, made on first use: a pod without registry images pays nothing for
+/// TLS roots and an async runtime.
+struct RegistryConfig {
+    plain_http: bool,
+    basic_auth: Option<(String, String)>,
+    client: std::sync::OnceLock<Result<jek_oci::Registry, String>>,
 }
 
 impl Options {
@@ -60,12 +68,37 @@ impl Options {
         base_dir: &std::path::Path,
         plain_http: bool,
         basic_auth: Option<(String, String)>,
-    ) -> Result<Self, jek_oci::RegistryError> {
-        Ok(Options {
+    ) -> Self {
+        Options {
             cache: Cache::new(Cache::default_dir()),
-            registry: Some(jek_oci::Registry::new(plain_http, basic_auth)?),
             base_dir: base_dir.to_path_buf(),
-        })
+            registry: Some(RegistryConfig {
+                plain_http,
+                basic_auth,
+                client: std::sync::OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Layouts only, with this cache.
+    pub fn layouts_only(cache: Cache, base_dir: &std::path::Path) -> Self {
+        Options {
+            cache,
+            base_dir: base_dir.to_path_buf(),
+            registry: None,
+        }
+    }
+
+    fn registry(&self) -> Result<&jek_oci::Registry, Cause> {
+        let config = self.registry.as_ref().ok_or(Cause::NoRegistry)?;
+        config
+            .client
+            .get_or_init(|| {
+                jek_oci::Registry::new(config.plain_http, config.basic_auth.clone())
+                    .map_err(|e| jek_fsio::chain_line(&e))
+            })
+            .as_ref()
+            .map_err(|e| Cause::Client(e.clone()))
     }
 }
 
@@ -102,6 +135,9 @@ pub enum Cause {
     /// A registry reference with no registry client.
     #[error("no registry client is configured")]
     NoRegistry,
+    /// The registry client cannot be made.
+    #[error("cannot make a registry client: {0}")]
+    Client(String),
 }
 
 /// A container's image could not be prepared.
@@ -131,7 +167,7 @@ impl ImageError {
             | Cause::Layer(_)
             | Cause::Resolve(_)
             | Cause::Segment(_) => Class::Rejected,
-            Cause::Cache(_) => Class::Environment,
+            Cause::Cache(_) | Cause::Client(_) => Class::Environment,
         }
     }
 }
@@ -175,8 +211,9 @@ pub fn current_manifest(text: &str, opts: &Options) -> Result<String, ImageError
 fn source_of<'a>(image: &ImageRef, opts: &'a Options) -> Result<Source<'a>, Cause> {
     Ok(match image {
         ImageRef::Registry(r) => Source::Registry {
-            client: opts.registry.as_ref().ok_or(Cause::NoRegistry)?,
-            reference: r.whole(),
+            client: opts.registry()?,
+            registry: r.registry().to_string(),
+            repository: r.repository().to_string(),
         },
         ImageRef::Layout { dir, .. } => Source::Layout { dir: dir.clone() },
     })

@@ -70,12 +70,14 @@ pub fn check(what: &'static str, expected: &str, data: &[u8]) -> Result<(), Sour
 
 /// An image's origin.
 pub enum Source<'a> {
-    /// A registry repository (`reference` names it; its tag or digest is not used here).
+    /// A registry repository.
     Registry {
         /// The client.
         client: &'a Registry,
-        /// The reference (for the repository).
-        reference: String,
+        /// The registry host (and port).
+        registry: String,
+        /// The repository.
+        repository: String,
     },
     /// A local OCI image layout.
     Layout {
@@ -89,11 +91,15 @@ impl Source<'_> {
     /// `None`).
     pub fn top(&self, tag_or_digest: Option<&str>) -> Result<Vec<u8>, SourceError> {
         match self {
-            Source::Registry { client, reference } => {
+            Source::Registry {
+                client,
+                registry,
+                repository,
+            } => {
                 let t = tag_or_digest.unwrap_or("latest");
                 client
-                    .image_manifest(reference, t, crate::manifest::ACCEPT)?
-                    .ok_or_else(|| SourceError::NotFound(format!("{reference} ({t})")))
+                    .image_manifest(registry, repository, t, crate::manifest::ACCEPT)?
+                    .ok_or_else(|| SourceError::NotFound(format!("{registry}/{repository} ({t})")))
             }
             Source::Layout { dir } => read_layout(&dir.join("index.json"), MAX_MANIFEST_SIZE),
         }
@@ -103,9 +109,11 @@ impl Source<'_> {
     /// annotated with that `org.opencontainers.image.ref.name`), or `None` if there is none.
     pub fn tagged(&self, tag: &str) -> Result<Option<Vec<u8>>, SourceError> {
         match self {
-            Source::Registry { client, reference } => {
-                Ok(client.image_manifest(reference, tag, crate::manifest::ACCEPT)?)
-            }
+            Source::Registry {
+                client,
+                registry,
+                repository,
+            } => Ok(client.image_manifest(registry, repository, tag, crate::manifest::ACCEPT)?),
             Source::Layout { .. } => {
                 let index = self.top(None)?;
                 let Ok(crate::manifest::Document::Index(index)) =
@@ -128,9 +136,15 @@ impl Source<'_> {
     /// The manifest or index `digest`, checked.
     pub fn manifest(&self, digest: &str) -> Result<Vec<u8>, SourceError> {
         let bytes = match self {
-            Source::Registry { client, reference } => client
-                .image_manifest(reference, digest, crate::manifest::ACCEPT)?
-                .ok_or_else(|| SourceError::NotFound(format!("{reference}@{digest}")))?,
+            Source::Registry {
+                client,
+                registry,
+                repository,
+            } => client
+                .image_manifest(registry, repository, digest, crate::manifest::ACCEPT)?
+                .ok_or_else(|| {
+                    SourceError::NotFound(format!("{registry}/{repository}@{digest}"))
+                })?,
             Source::Layout { dir } => read_layout(&blob_path(dir, digest), MAX_MANIFEST_SIZE)?,
         };
         check("the manifest", digest, &bytes)?;
@@ -146,9 +160,11 @@ impl Source<'_> {
         what: &'static str,
     ) -> Result<Vec<u8>, SourceError> {
         let bytes = match self {
-            Source::Registry { client, reference } => {
-                client.image_blob(reference, digest, size, media_type, what)?
-            }
+            Source::Registry {
+                client,
+                registry,
+                repository,
+            } => client.image_blob(registry, repository, digest, size, media_type, what)?,
             Source::Layout { dir } => read_layout(&blob_path(dir, digest), size)?,
         };
         check(what, digest, &bytes)?;

@@ -71,11 +71,7 @@ fn policy(repository: &str, digests: Vec<String>) -> ImagePolicy {
 }
 
 fn opts(cache: &Path, base: &Path) -> Options {
-    Options {
-        cache: Cache::new(cache),
-        registry: None,
-        base_dir: base.to_path_buf(),
-    }
+    Options::layouts_only(Cache::new(cache), base)
 }
 
 #[test]

@@ -73,7 +73,7 @@ impl Target {
         let mut containers = Vec::new();
         if let (Some(spec), Some(file)) = (&pod, &self.pod) {
             let auth = super::oci::registry_auth();
-            let opts = jek_image::Options::new(jek_config::base_dir(file), self.plain_http, auth)?;
+            let opts = jek_image::Options::new(jek_config::base_dir(file), self.plain_http, auth);
             let prepared = jek_image::prepare(spec, policy.images.as_ref(), &opts)?;
             containers = prepared.into_iter().map(|p| p.segment).collect();
         }
