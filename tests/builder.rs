@@ -150,6 +150,31 @@ fn a_second_build_of_the_same_recipe_reuses_the_cached_kernel() {
     assert_eq!(j["bundleSha256"], first.json["bundleSha256"]);
 }
 
+#[test]
+fn without_source_date_epoch_the_build_time_comes_from_the_inputs() {
+    let first = default_build();
+    let dir = tempfile::tempdir().unwrap();
+    // The recipe fixes the time the tests' builds use: no SOURCE_DATE_EPOCH, same cache key.
+    let recipe = recipe_variant(dir.path(), |t| t + "source_date_epoch: 1700000000\n");
+    let out = common::jek()
+        .env_remove("SOURCE_DATE_EPOCH")
+        .arg("build")
+        .arg(&recipe)
+        .arg("--key")
+        .arg(common::test_key())
+        .arg("--cache-dir")
+        .arg(common::test_cache_dir())
+        .arg("--out-dir")
+        .arg(dir.path().join("out"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["kernelCached"], true, "{j}");
+    assert_eq!(j["cacheKey"], first.json["cacheKey"]);
+}
+
 /// What an emulated guest prints when TCG starved its clock calibration: the guest's
 /// timers, not jek, failed (docs/benchmarks.md counts such boots: about 1 in 5 under
 /// `-M microvm` on these machines, even one at a time).

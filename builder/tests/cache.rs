@@ -140,6 +140,7 @@ fn a_missing_init_is_reported_before_the_kernel_compiles() {
     let (dir, _) = setup();
     let source = dir.path().join("linux");
     let recipe = Recipe {
+        source_date_epoch: None,
         name: "demo".into(),
         version: "1".into(),
         security_version: 1,

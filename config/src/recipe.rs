@@ -19,7 +19,12 @@
 //!   env: { GREETING: hello }
 //! signing:
 //!   keys: [../.jek/dev.key]
+//! source_date_epoch: 1700000000   # optional: the build time when SOURCE_DATE_EPOCH is unset
 //! ```
+//!
+//! Without `SOURCE_DATE_EPOCH` and without `source_date_epoch`, the build time is the
+//! kernel source's modification time: the inputs alone decide it, so a second build of
+//! the same inputs hits the kernel cache.
 //!
 //! Relative paths are resolved against the recipe file's directory. The kconfig policy it
 //! names is read and validated here too, so a bad one is reported before any compile.
@@ -46,6 +51,8 @@ struct RecipeDoc {
     app: AppDoc,
     #[serde(default)]
     signing: Option<SigningDoc>,
+    #[serde(default)]
+    source_date_epoch: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -207,6 +214,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Recipe, RecipeError> {
             .signing
             .map(|s| s.keys.iter().map(|p| abs(p)).collect())
             .unwrap_or_default(),
+        source_date_epoch: doc.source_date_epoch,
         as_json,
         kconfig_policy: None,
     })

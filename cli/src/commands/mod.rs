@@ -27,6 +27,9 @@ pub enum Command {
     /// Add a signature to a bundle.
     Sign(sign::Args),
     /// Build a just-enough kernel and initramfs from a recipe and pack them into a signed bundle.
+    ///
+    /// The build time is $SOURCE_DATE_EPOCH, else the recipe's `source_date_epoch`, else the
+    /// kernel source's modification time: unchanged inputs hit the kernel cache.
     Build(build::Args),
     /// Kernel configuration checks.
     #[command(subcommand)]

@@ -54,13 +54,8 @@ pub struct PullArgs {
 /// Registry credentials: `JEK_REGISTRY_USERNAME` and `JEK_REGISTRY_PASSWORD`, when both
 /// are set.
 pub fn registry_auth() -> Option<(String, String)> {
-    match (
-        std::env::var("JEK_REGISTRY_USERNAME"),
-        std::env::var("JEK_REGISTRY_PASSWORD"),
-    ) {
-        (Ok(u), Ok(p)) => Some((u, p)),
-        _ => None,
-    }
+    let var = |name| std::env::var(name).ok();
+    Some((var("JEK_REGISTRY_USERNAME")?, var("JEK_REGISTRY_PASSWORD")?))
 }
 
 /// Runs `jek push`.

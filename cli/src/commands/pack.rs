@@ -49,15 +49,15 @@ pub struct Args {
     json: bool,
 }
 
-/// The creation time: `SOURCE_DATE_EPOCH` when set, else now.
-pub fn created_time() -> Result<UnixTime, CliError> {
+/// The creation time: `SOURCE_DATE_EPOCH` when set, else `default()`.
+pub fn created_time_or(default: impl FnOnce() -> u64) -> Result<UnixTime, CliError> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(value) => value
             .trim()
             .parse::<u64>()
             .map(UnixTime)
             .map_err(|_| CliError::SourceDateEpoch { value }),
-        Err(_) => Ok(UnixTime::now()),
+        Err(_) => Ok(UnixTime(default())),
     }
 }
 
@@ -94,7 +94,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         version: args.version,
         security_version: args.security_version,
         kernel_release: args.kernel_release,
-        created: created_time()?,
+        created: created_time_or(|| UnixTime::now().0)?,
     };
     let bytes = pack(&req, &keys).map_err(CliError::Pack)?;
     write_atomic(&args.out, &bytes, 0o644, Overwrite::Allow)?;
