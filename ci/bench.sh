@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 COLD=0; COLD_FLAG=""; if [ "${1:-}" = "--cold" ]; then COLD=1; COLD_FLAG=" --cold"; fi
 RUNS="${JEK_BENCH_RUNS:-5}"
+# The KVM loader figures boot a test kernel, which a software KVM runs too (FACTS.md).
+export JEK_EMULATED_KVM=true
 JEK_SKIP_FUZZ=1 ci/install-deps.sh
 cargo build --release -q -p jek -p jek-testkernel
 ci/build-guest.sh

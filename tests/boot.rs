@@ -405,6 +405,27 @@ fn kvm_backend_boots_a_signed_test_kernel_bundle_to_a_clean_exit() {
         "test.jek",
     ]);
     assert_exit(&out, 0);
+    // Without --emulated-kvm, a host without VT-x/AMD-V is refused at once, before any
+    // TPM or run directory; a host with it boots as below.
+    let out = jek()
+        .env_remove("JEK_EMULATED_KVM")
+        .arg("boot")
+        .arg(ws.path("test.jek"))
+        .args(["--policy", &env.p("policy.yaml"), "--vmm", "kvm"])
+        .args(["--run-dir", &env.p("no-emulation")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if jek_loader::boot::hardware_virtualization() {
+        assert_exit(&out, 0);
+    } else {
+        assert_exit(&out, 3);
+        assert!(
+            stderr.contains("no hardware virtualization") && stderr.contains("--vmm qemu"),
+            "{stderr}"
+        );
+        assert!(!ws.path("no-emulation").exists());
+    }
     let record = boot_json(
         &env,
         &ws.path("test.jek"),

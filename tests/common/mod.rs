@@ -11,12 +11,15 @@ use std::process::{Command, Output};
 
 /// The `jek` binary under test. Its data directory (the default local TPM CA and
 /// registration store) is under `target/`, not the user's home: registrations of the
-/// tests' pods never mix with real ones.
+/// tests' pods never mix with real ones. `JEK_EMULATED_KVM=true`: the KVM tests boot test
+/// kernels, which a software KVM (these machines, see FACTS.md) runs; the refusal without
+/// hardware virtualization has its own test (tests/boot.rs).
 pub fn jek() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_jek"));
     c.env_remove("SOURCE_DATE_EPOCH")
         .env_remove("JEK_LOG")
         .env_remove("JEK_TPM_CA")
+        .env("JEK_EMULATED_KVM", "true")
         .env(
             "XDG_DATA_HOME",
             repo_root().join("target").join("jek-test-data"),

@@ -63,6 +63,8 @@ pub enum TpmSource {
 pub struct BootOptions {
     /// The VMM.
     pub vmm: Vmm,
+    /// Run the KVM backend even on a host without hardware virtualization.
+    pub emulated_kvm: bool,
     /// The kernel format to boot (default: bzImage if present, else vmlinux).
     pub kernel: Option<Role>,
     /// The pod spec, appended as the pod segment.
@@ -132,6 +134,9 @@ pub enum BootError {
     /// The KVM backend failed.
     #[error("KVM backend")]
     Kvm(#[source] jek_kvm::VmError),
+    /// `--vmm kvm` on a host without VT-x/AMD-V.
+    #[error("this host has no hardware virtualization (no vmx or svm flag in /proc/cpuinfo): KVM here runs the guest emulated and Linux does not reach userspace; use --vmm qemu, or --emulated-kvm for test kernels")]
+    NoHardwareVirtualization,
     /// The guest ended without the init reporting a status.
     #[error("the pod ended without reporting an exit status{}", describe_end(.0))]
     NoStatus(Box<ConsoleOutcome>),
@@ -145,6 +150,7 @@ impl BootError {
         use jek_fsio::Class;
         match self {
             BootError::Payload(_) | BootError::RunDir { .. } => Class::Invalid,
+            BootError::NoHardwareVirtualization => Class::Environment,
             BootError::Write(e) => e.class(),
             BootError::Identity(_)
             | BootError::Register(_)
@@ -220,6 +226,15 @@ pub struct BootReport {
     pub registration: Option<String>,
 }
 
+/// Whether the CPU offers VT-x or AMD-V (the `vmx` or `svm` flag in /proc/cpuinfo).
+pub fn hardware_virtualization() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
+        c.lines()
+            .filter(|l| l.starts_with("flags"))
+            .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+    })
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -229,6 +244,9 @@ fn ms(d: Duration) -> f64 {
 pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport, BootError> {
     let t0 = Instant::now();
     let verify = t0.saturating_duration_since(opts.started);
+    if opts.vmm == Vmm::Kvm && !opts.emulated_kvm && !hardware_virtualization() {
+        return Err(BootError::NoHardwareVirtualization);
+    }
     let kernel_role = opts.kernel.unwrap_or_else(|| default_kernel(bundle));
     let payload = Payload::new(bundle, kernel_role, opts.pod.as_ref(), &opts.containers)?;
     let run = RunDir::new(&opts.run_dir);

@@ -17,6 +17,15 @@ pub struct RunDir {
 }
 
 impl RunDir {
+    /// The default run directory of a pod (or bundle) `name`:
+    /// `jek-run/<name>-<unix time>-<pid>`.
+    pub fn default_path(name: &str) -> PathBuf {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from("jek-run").join(format!("{name}-{now}-{}", std::process::id()))
+    }
+
     /// A run directory at `root` (created by [`RunDir::create`]).
     pub fn new(root: &Path) -> Self {
         RunDir {

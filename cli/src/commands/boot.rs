@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use jek_loader::boot::TpmSource;
 use jek_loader::paths::{default_registry, default_tpm_ca, env_program};
 use jek_loader::qemu::QemuOptions;
+use jek_loader::run_dir::RunDir;
 use jek_loader::{boot, BootOptions, Vmm};
-use jek_verifier::UnixTime;
 
 use super::target::{Loaded, Target};
 use crate::error::CliError;
@@ -64,6 +64,10 @@ pub struct Args {
     /// QEMU accelerator: tcg works everywhere, kvm needs hardware virtualization.
     #[arg(long, default_value = "tcg")]
     accel: String,
+    /// Use KVM even without VT-x/AMD-V (a software KVM such as PVM runs test kernels, but
+    /// no Linux guest reaches userspace): without it, such a host is refused at once.
+    #[arg(long, env = "JEK_EMULATED_KVM")]
+    emulated_kvm: bool,
     /// Machine-readable output (the run record) instead of the console.
     #[arg(long)]
     json: bool,
@@ -78,22 +82,15 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         pod,
         containers,
     } = args.target.load()?;
-    let name = pod
-        .as_ref()
-        .map_or_else(|| bundle.manifest().name.clone(), |p| p.name.clone());
-    let run_dir = args.run_dir.clone().unwrap_or_else(|| {
-        PathBuf::from("jek-run").join(format!(
-            "{name}-{}-{}",
-            UnixTime::now().0,
-            std::process::id()
-        ))
-    });
+    let name = pod.as_ref().map_or(&bundle.manifest().name, |p| &p.name);
+    let run_dir = (args.run_dir.clone()).unwrap_or_else(|| RunDir::default_path(name));
     let vmm = match args.vmm {
         VmmArg::Kvm => Vmm::Kvm,
         VmmArg::Qemu => Vmm::Qemu,
     };
     let opts = BootOptions {
         vmm,
+        emulated_kvm: args.emulated_kvm,
         kernel: args.target.kernel_role(),
         pod,
         containers,
