@@ -76,6 +76,20 @@ fn push_pull_verify_and_every_rejected_pull_writes_nothing() {
     ]);
     assert_exit(&out, 0);
     let pushed = json(&out);
+    // `jek inspect` and `jek extract` read a registry reference as they read a file.
+    let out = ws.jek(&["inspect", &reference, "--plain-http", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["cmdline"], "console=ttyS0 quiet");
+    let out = ws.jek(&[
+        "extract",
+        &reference,
+        "initramfs",
+        "--out",
+        "initrd.out",
+        "--plain-http",
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(ws.read("initrd.out"), ws.read("initrd.cpio"));
     assert_eq!(
         pushed["bundleDigest"],
         format!("sha256:{}", jek_verifier::Sha256Digest::of(&bundle))

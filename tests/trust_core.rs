@@ -258,6 +258,44 @@ fn version_names_the_format_and_completions_cover_every_command() {
 }
 
 #[test]
+fn inspect_shows_the_command_line_and_extract_writes_one_component() {
+    let ws = Workspace::new();
+    assert_exit(&ws.pack("demo.jek", 3, &["dev.key"]), 0);
+    let out = ws.jek(&["inspect", "demo.jek"]);
+    assert_exit(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("command line     console=ttyS0 quiet"),
+        "{text}"
+    );
+    let out = ws.jek(&["extract", "demo.jek", "bzimage", "--out", "k.out"]);
+    assert_exit(&out, 0);
+    assert_eq!(ws.read("k.out"), ws.read("bzImage"));
+    // An existing output is kept unless --force.
+    let out = ws.jek(&["extract", "demo.jek", "cmdline", "--out", "k.out"]);
+    assert_exit(&out, 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exists"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ws.read("k.out"), ws.read("bzImage"));
+    assert_exit(
+        &ws.jek(&[
+            "extract", "demo.jek", "cmdline", "--out", "k.out", "--force",
+        ]),
+        0,
+    );
+    assert_eq!(ws.read("k.out"), b"console=ttyS0 quiet");
+    // No such role, no such component.
+    assert_exit(&ws.jek(&["extract", "demo.jek", "kernel", "--out", "x"]), 2);
+    let out = ws.jek(&["extract", "demo.jek", "vmlinux", "--out", "x"]);
+    assert_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no vmlinux component"));
+    assert!(!ws.path("x").exists());
+}
+
+#[test]
 fn pack_and_sign_report_json() {
     let ws = Workspace::new();
     ws.keygen("a");

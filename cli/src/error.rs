@@ -208,16 +208,4 @@ pub fn read_text(what: &'static str, path: &Path) -> Result<String, CliError> {
     Ok(jek_config::read_text(what, path, MAX_BUNDLE_SIZE)?)
 }
 
-/// The whole `source()` chain of an error, one cause per line.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        out.push_str("\n  caused by: ");
-        out.push_str(&e.to_string());
-        cur = e.source();
-    }
-    out
-}
-
 pub use jek_fsio::chain_line;

@@ -84,7 +84,7 @@ fn main() -> std::process::ExitCode {
     match commands::run(cli.command, cli.log.quiet) {
         Ok(()) => std::process::ExitCode::from(Exit::Ok as u8),
         Err(e) => {
-            errln!("error: {}", error::chain(&e));
+            errln!("error: {}", jek_fsio::chain_lines(&e));
             std::process::ExitCode::from(e.exit() as u8)
         }
     }

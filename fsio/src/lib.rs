@@ -52,6 +52,19 @@ pub fn chain_line(err: &dyn std::error::Error) -> String {
     out
 }
 
+/// An error and its whole `source()` chain, one cause per line (`caused by: ...`): what a
+/// command prints when it fails.
+pub fn chain_lines(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str("\n  caused by: ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
 /// Why a file could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {

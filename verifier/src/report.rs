@@ -82,6 +82,9 @@ pub struct InspectReport<'a> {
     pub format_version: u16,
     /// The manifest as claimed, or why it does not parse.
     pub manifest: ClaimedManifest<'a>,
+    /// The command line section's text, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<&'a str>,
     /// Every section with its actual digest.
     pub components: Vec<SectionReport>,
     /// The envelope's signatures (not checked).
@@ -143,6 +146,72 @@ pub struct SignatureReport<'a> {
     pub size: usize,
 }
 
+impl InspectReport<'_> {
+    /// The report as the lines `jek inspect` prints for `file` (untrusted text in them is
+    /// escaped by the printer).
+    pub fn text(&self, file: &str) -> Vec<String> {
+        let mut out = vec![format!(
+            "{file} ({} bytes, format v{}) -- not verified",
+            self.size, self.format_version
+        )];
+        match &self.manifest {
+            ClaimedManifest::Claimed {
+                name,
+                version,
+                security_version,
+                kernel_release,
+                created,
+                kernel,
+                manifest_digest,
+            } => {
+                out.push(format!("  name             {name}"));
+                out.push(format!("  version          {version}"));
+                out.push(format!("  security version {security_version}"));
+                out.push(format!("  kernel release   {kernel_release}"));
+                out.push(format!("  created          {created}"));
+                for (label, v) in [
+                    ("boot protocol ", &kernel.boot_protocol),
+                    ("payload       ", &kernel.payload_format),
+                    ("ELF entry     ", &kernel.elf_entry),
+                ] {
+                    if let Some(v) = v {
+                        out.push(format!("  {label}   {v}"));
+                    }
+                }
+                out.push(format!("  manifest digest  sha256:{manifest_digest}"));
+            }
+            ClaimedManifest::Invalid { error } => {
+                out.push(format!("  manifest         INVALID: {error}"));
+            }
+        }
+        if let Some(c) = self.cmdline {
+            out.push(format!("  command line     {c}"));
+        }
+        out.push("  components:".into());
+        for s in &self.components {
+            let note = match s.matches_manifest {
+                Some(true) => "matches manifest",
+                Some(false) => "DIFFERS FROM MANIFEST",
+                None => "NOT IN MANIFEST",
+            };
+            out.push(format!(
+                "    {:<10} {:>10} bytes at {:>9}  sha256:{}  {note}",
+                s.role, s.size, s.offset, s.sha256
+            ));
+        }
+        out.push("  signatures:".into());
+        for s in &self.signatures {
+            let id = if s.key_id.is_empty() {
+                "(no key id)"
+            } else {
+                s.key_id
+            };
+            out.push(format!("    key {id}"));
+        }
+        out
+    }
+}
+
 impl Inspection {
     /// Whether a section's actual digest matches the claimed manifest (`None` when the
     /// manifest does not parse or does not list the role).
@@ -182,6 +251,7 @@ impl Inspection {
                     error: manifest_error(e),
                 },
             },
+            cmdline: self.cmdline.as_deref(),
             components: self
                 .sections
                 .iter()

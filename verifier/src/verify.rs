@@ -619,6 +619,8 @@ pub struct Inspection {
     pub envelope: Envelope,
     /// The manifest as claimed by the payload, or why it does not parse.
     pub manifest: Result<Manifest, ManifestError>,
+    /// The command line section's text (invalid UTF-8 replaced), if there is one.
+    pub cmdline: Option<String>,
 }
 
 /// Why a bundle could not even be inspected.
@@ -630,6 +632,14 @@ pub enum InspectError {
     /// The envelope is malformed.
     #[error("malformed signature envelope")]
     Envelope(#[from] EnvelopeError),
+}
+
+/// One component of a bundle as stored, without verifying anything (`jek extract`):
+/// `Ok(None)` when the bundle has no component of that role.
+pub fn extract(bytes: &[u8], role: Role) -> Result<Option<&[u8]>, InspectError> {
+    let raw = format::parse(bytes)?;
+    Envelope::from_json(raw.envelope)?;
+    Ok(raw.section(role).map(|s| s.data))
 }
 
 /// Reads a bundle's structure without verifying anything.
@@ -647,9 +657,13 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, InspectError> {
         })
         .collect();
     let manifest = Manifest::from_statement_json(&envelope.payload);
+    let cmdline = raw
+        .section(Role::Cmdline)
+        .map(|s| String::from_utf8_lossy(s.data).into_owned());
     Ok(Inspection {
         sections,
         envelope,
         manifest,
+        cmdline,
     })
 }

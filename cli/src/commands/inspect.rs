@@ -1,84 +1,90 @@
-//! `jek inspect`: what a bundle claims, without trusting it.
+//! `jek inspect`: what a bundle claims, without trusting it; `jek extract`: one of its
+//! components, as stored. Both read a file or pull a registry reference, unverified.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use jek_fsio::{write_atomic, Overwrite};
+use jek_verifier::format::Role;
 
 use crate::error::{read, CliError};
+
+/// A bundle to look at.
+#[derive(Debug, clap::Args)]
+pub struct Source {
+    /// The bundle: a file, or a registry reference (registry/repository:tag) pulled as is.
+    bundle: String,
+    /// Talk HTTP, not HTTPS, to the registry.
+    #[arg(long)]
+    plain_http: bool,
+}
+
+impl Source {
+    /// A file if one exists, else a registry reference if it looks like one.
+    fn load(&self) -> Result<Vec<u8>, CliError> {
+        let b = &self.bundle;
+        if Path::new(b).exists() || !(b.contains('/') && (b.contains(':') || b.contains('@'))) {
+            return read("bundle", Path::new(b));
+        }
+        let registry = jek_oci::Registry::new(self.plain_http, super::oci::registry_auth())?;
+        Ok(registry.pull(b)?.bundle)
+    }
+
+    fn error(&self) -> impl FnOnce(jek_verifier::verify::InspectError) -> CliError + '_ {
+        |source| CliError::Inspect {
+            path: self.bundle.clone().into(),
+            source,
+        }
+    }
+}
 
 /// Arguments of `jek inspect`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The bundle.
-    bundle: PathBuf,
+    #[command(flatten)]
+    source: Source,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
 }
 
+/// Arguments of `jek extract`.
+#[derive(Debug, clap::Args)]
+pub struct ExtractArgs {
+    #[command(flatten)]
+    source: Source,
+    /// The component: bzimage, vmlinux, initramfs, cmdline or config.
+    #[arg(value_parser = |s: &str| Role::from_name(s).ok_or("not a component role"))]
+    component: Role,
+    /// Where to write it.
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace an existing output file.
+    #[arg(long)]
+    force: bool,
+}
+
 /// Runs `jek inspect`.
 pub fn run(args: Args) -> Result<(), CliError> {
-    let bytes = read("bundle", &args.bundle)?;
-    let ins = jek_verifier::inspect(&bytes).map_err(|source| CliError::Inspect {
-        path: args.bundle.clone(),
-        source,
-    })?;
+    let bytes = args.source.load()?;
+    let ins = jek_verifier::inspect(&bytes).map_err(args.source.error())?;
+    let report = ins.report(bytes.len(), |e| crate::error::chain_line(e));
     if args.json {
-        return super::print_json(&ins.report(bytes.len(), |e| crate::error::chain_line(e)));
+        return super::print_json(&report);
     }
-    outln!(
-        "{} ({} bytes, format v{}) -- not verified",
-        args.bundle.display(),
-        bytes.len(),
-        jek_verifier::format::FORMAT_VERSION
-    );
-    match &ins.manifest {
-        Ok(m) => {
-            outln!("  name             {}", m.name);
-            outln!("  version          {}", m.version);
-            outln!("  security version {}", m.security_version);
-            outln!("  kernel release   {}", m.kernel_release);
-            outln!("  created          {}", m.created);
-            if let Some(p) = &m.kernel.boot_protocol {
-                outln!("  boot protocol    {p}");
-            }
-            if let Some(p) = &m.kernel.payload_format {
-                outln!("  payload          {p}");
-            }
-            if let Some(e) = &m.kernel.elf_entry {
-                outln!("  ELF entry        {e}");
-            }
-            outln!(
-                "  manifest digest  sha256:{}",
-                jek_verifier::Sha256Digest::of(&ins.envelope.payload)
-            );
-        }
-        Err(e) => outln!(
-            "  manifest         INVALID: {}",
-            crate::error::chain_line(e)
-        ),
+    for line in report.text(&args.source.bundle) {
+        outln!("{line}");
     }
-    outln!("  components:");
-    for s in &ins.sections {
-        let note = match ins.matches_manifest(s.role, s.sha256) {
-            Some(true) => "matches manifest",
-            Some(false) => "DIFFERS FROM MANIFEST",
-            None => "NOT IN MANIFEST",
-        };
-        outln!(
-            "    {:<10} {:>10} bytes at {:>9}  sha256:{}  {note}",
-            s.role.name(),
-            s.size,
-            s.offset,
-            s.sha256
-        );
-    }
-    outln!("  signatures:");
-    for s in &ins.envelope.signatures {
-        let id = if s.keyid.is_empty() {
-            "(no key id)"
-        } else {
-            &s.keyid
-        };
-        outln!("    key {id}");
-    }
+    Ok(())
+}
+
+/// Runs `jek extract`.
+pub fn extract(args: ExtractArgs) -> Result<(), CliError> {
+    let bytes = args.source.load()?;
+    let role = args.component;
+    let data = jek_verifier::verify::extract(&bytes, role)
+        .map_err(args.source.error())?
+        .ok_or_else(|| CliError::Usage(format!("the bundle has no {} component", role.name())))?;
+    let overwrite = [Overwrite::Refuse, Overwrite::Allow][usize::from(args.force)];
+    write_atomic(&args.out, data, 0o644, overwrite)?;
     Ok(())
 }

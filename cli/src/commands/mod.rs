@@ -34,8 +34,11 @@ pub enum Command {
     /// Kernel configuration checks.
     #[command(subcommand)]
     Kconfig(kconfig::Args),
-    /// Show a bundle's manifest, components and signatures (without verifying them).
+    /// Show a bundle's manifest, command line, components and signatures (without verifying
+    /// them), from a file or a registry.
     Inspect(inspect::Args),
+    /// Write one component of a bundle (as stored, not verified) to a file.
+    Extract(inspect::ExtractArgs),
     /// Verify a bundle under a policy: exit 0 only if the policy accepts it.
     Verify(verify::Args),
     /// Compute offline the PCR values and event log a boot of this bundle will produce.
@@ -65,6 +68,7 @@ pub fn run(cmd: Command, quiet: bool) -> Result<(), CliError> {
         Command::Pack(a) => pack::run(a),
         Command::Sign(a) => sign::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Extract(a) => inspect::extract(a),
         Command::Verify(a) => verify::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Boot(a) => boot::run(a, quiet),
