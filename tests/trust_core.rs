@@ -296,6 +296,22 @@ fn inspect_shows_the_command_line_and_extract_writes_one_component() {
 }
 
 #[test]
+fn verify_with_a_key_and_no_policy_file() {
+    let ws = Workspace::new();
+    assert_exit(&ws.pack("demo.jek", 3, &["dev.key"]), 0);
+    let out = ws.jek(&["verify", "demo.jek", "--key", "dev.pub"]);
+    assert_exit(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ACCEPTED demo 1.0.0"));
+    ws.keygen("other");
+    assert_exit(&ws.jek(&["verify", "demo.jek", "--key", "other.pub"]), 1);
+    let out = ws.jek(&["verify", "demo.jek", "--key", "dev.key"]);
+    assert_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid public key file dev.key"));
+    // One of --policy and --key.
+    assert_exit(&ws.jek(&["verify", "demo.jek"]), 2);
+}
+
+#[test]
 fn pack_and_sign_report_json() {
     let ws = Workspace::new();
     ws.keygen("a");

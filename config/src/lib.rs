@@ -69,6 +69,15 @@ pub enum ConfigError {
         #[source]
         source: policy::PolicyFileError,
     },
+    /// A public key file (`jek verify --key`) is not an Ed25519 SPKI PEM key.
+    #[error("invalid public key file {path}")]
+    Key {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: jek_verifier::keys::KeyError,
+    },
     /// The pod file is invalid.
     #[error("invalid pod file {path}")]
     Pod {
@@ -111,6 +120,7 @@ impl ConfigError {
             ConfigError::Read { source, .. } => source.class(),
             ConfigError::NotText { .. }
             | ConfigError::Policy { .. }
+            | ConfigError::Key { .. }
             | ConfigError::Pod { .. }
             | ConfigError::Recipe { .. }
             | ConfigError::KconfigPolicy { .. }

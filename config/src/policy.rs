@@ -556,6 +556,22 @@ pub fn parse(yaml: &str, base_dir: &Path) -> Result<Parsed, PolicyFileError> {
     })
 }
 
+/// The policy of `jek verify --key FILE`, as `cosign verify-blob --key`: that one key
+/// (Ed25519, SPKI PEM) must sign; any security version.
+pub fn for_key(path: &Path) -> Result<Policy, ConfigError> {
+    let pem = crate::read_text("public key", path, MAX_REFERENCED_SIZE)?;
+    let key = PublicKey::from_spki_pem(&pem).map_err(|source| ConfigError::Key {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Policy::new(vec![TrustedKey::new(key)], None, 0, BTreeSet::new()).map_err(|source| {
+        ConfigError::Policy {
+            path: path.to_path_buf(),
+            source: PolicyFileError::Policy(source),
+        }
+    })
+}
+
 /// Reads and parses a policy file.
 pub fn load(path: &Path) -> Result<PolicyFile, ConfigError> {
     let bytes = crate::read("policy file", path, MAX_CONFIG_SIZE)?;

@@ -14,8 +14,11 @@ pub struct Args {
     /// The bundle.
     bundle: PathBuf,
     /// Policy file (YAML).
-    #[arg(long)]
-    policy: PathBuf,
+    #[arg(long, required_unless_present = "key")]
+    policy: Option<PathBuf>,
+    /// Instead of a policy: accept the bundle if this key (Ed25519, SPKI PEM) signed it.
+    #[arg(long, conflicts_with = "policy")]
+    key: Option<PathBuf>,
     #[command(flatten)]
     sigstore: SignatureArg,
     /// Machine-readable output.
@@ -61,8 +64,11 @@ struct Refused {
 
 /// Runs `jek verify`.
 pub fn run(args: Args) -> Result<(), CliError> {
-    let policy = jek_config::policy::load(&args.policy)?;
-    match verify_file(&policy.policy, &args.bundle, &args.sigstore) {
+    let policy = match (&args.policy, &args.key) {
+        (Some(p), _) => jek_config::policy::load(p)?.policy,
+        (None, k) => jek_config::policy::for_key(k.as_deref().unwrap_or(".".as_ref()))?,
+    };
+    match verify_file(&policy, &args.bundle, &args.sigstore) {
         Ok(b) => {
             if args.json {
                 super::print_json(&Accepted {
