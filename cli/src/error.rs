@@ -161,7 +161,41 @@ pub enum CliError {
     Stdout(#[source] std::io::Error),
 }
 
+/// What a failed command prints on stdout with `--json` (docs/cli.md).
+#[derive(Debug, serde::Serialize)]
+pub struct ErrorReport {
+    /// `false` when a bundle was rejected (verify, pull, predict, boot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<bool>,
+    /// The exit code.
+    pub exit: u8,
+    /// The verifier's rejection code, else the kind: `rejected`, `usage`, `environment`.
+    pub code: &'static str,
+    /// The error and its causes on one line.
+    pub reason: String,
+}
+
 impl CliError {
+    /// The `--json` error object, unless the command printed its JSON result already (an
+    /// attestation report, a run record).
+    pub fn report(&self) -> Option<ErrorReport> {
+        let exit = self.exit();
+        let code = match (self, exit) {
+            (CliError::AttestErrors { .. } | CliError::Contraindicated { .. }, _)
+            | (CliError::PodFailed { .. }, _) => return None,
+            (CliError::Rejected { source, .. }, _) => source.code(),
+            (_, Exit::Rejected) => "rejected",
+            (_, Exit::Environment) => "environment",
+            _ => "usage",
+        };
+        Some(ErrorReport {
+            accepted: matches!(self, CliError::Rejected { .. }).then_some(false),
+            exit: exit as u8,
+            code,
+            reason: chain_line(self),
+        })
+    }
+
     /// The exit code for this error.
     pub fn exit(&self) -> Exit {
         match self {

@@ -79,12 +79,32 @@ fn init_tracing(log: &LogArgs) {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // With --json, a failure is also one JSON object on stdout, whatever the command.
+    let json = std::env::args_os().any(|a| a == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            if json && e.use_stderr() {
+                let (exit, code, reason) = (Exit::Usage as u8, "usage", e.kind().to_string());
+                let report = error::ErrorReport {
+                    accepted: None,
+                    exit,
+                    code,
+                    reason,
+                };
+                let _ = commands::print_json(&report);
+            }
+            e.exit()
+        }
+    };
     init_tracing(&cli.log);
     match commands::run(cli.command, cli.log.quiet) {
         Ok(()) => std::process::ExitCode::from(Exit::Ok as u8),
         Err(e) => {
             errln!("error: {}", jek_fsio::chain_lines(&e));
+            if let Some(report) = e.report().filter(|_| json) {
+                let _ = commands::print_json(&report);
+            }
             std::process::ExitCode::from(e.exit() as u8)
         }
     }

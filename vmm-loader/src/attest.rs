@@ -487,4 +487,45 @@ impl<'a> Report<'a> {
             },
         }
     }
+
+    /// The lines `jek attest` prints: each pod's status and its failing claims, then the
+    /// counts (untrusted text in them is escaped by the printer).
+    pub fn text(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in self.results {
+            match r {
+                PodResult::Appraised {
+                    run_dir,
+                    pod,
+                    result,
+                } => {
+                    let Some(sub) = result.submod(pod) else {
+                        continue;
+                    };
+                    out.push(format!(
+                        "{pod}: {} ({})",
+                        sub.status.name(),
+                        run_dir.display()
+                    ));
+                    for (claim, c) in sub.failing() {
+                        let reason = c.reason.as_deref().unwrap_or("");
+                        out.push(format!("  {claim}: {}: {reason}", c.status.name()));
+                        if let (Some(e), Some(a)) = (&c.expected, &c.actual) {
+                            out.push(format!("    expected {e}"));
+                            out.push(format!("    actual   {a}"));
+                        }
+                    }
+                }
+                PodResult::Failed { run_dir, error } => {
+                    out.push(format!("{}: error: {error}", run_dir.display()));
+                }
+            }
+        }
+        let s = self.summary;
+        out.push(format!(
+            "{} pods: {} affirming, {} contraindicated, {} errors",
+            s.pods, s.affirming, s.contraindicated, s.errors
+        ));
+        out
+    }
 }

@@ -132,53 +132,18 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
 
 fn report(results: &[PodResult], json_out: bool, quiet: bool) -> Result<(), CliError> {
     let report = Report::new(results);
-    let (affirming, contraindicated, errors) = (
-        report.summary.affirming,
-        report.summary.contraindicated,
-        report.summary.errors,
-    );
     if json_out {
         super::print_json(&report)?;
     } else if !quiet {
-        for r in results {
-            match r {
-                PodResult::Appraised {
-                    run_dir,
-                    pod,
-                    result,
-                } => {
-                    let Some(sub) = result.submod(pod) else {
-                        continue;
-                    };
-                    outln!("{pod}: {} ({})", sub.status.name(), run_dir.display());
-                    for (claim, c) in sub.failing() {
-                        outln!(
-                            "  {claim}: {}: {}",
-                            c.status.name(),
-                            c.reason.as_deref().unwrap_or("")
-                        );
-                        if let (Some(e), Some(a)) = (&c.expected, &c.actual) {
-                            outln!("    expected {e}\n    actual   {a}");
-                        }
-                    }
-                }
-                PodResult::Failed { run_dir, error } => {
-                    outln!("{}: error: {error}", run_dir.display());
-                }
-            }
+        for line in report.text() {
+            outln!("{line}");
         }
-        outln!(
-            "{} pods: {affirming} affirming, {contraindicated} contraindicated, {errors} errors",
-            results.len()
-        );
     }
-    if errors > 0 {
-        return Err(CliError::AttestErrors { count: errors });
+    match report.summary {
+        s if s.errors > 0 => Err(CliError::AttestErrors { count: s.errors }),
+        s if s.contraindicated > 0 => Err(CliError::Contraindicated {
+            count: s.contraindicated,
+        }),
+        _ => Ok(()),
     }
-    if contraindicated > 0 {
-        return Err(CliError::Contraindicated {
-            count: contraindicated,
-        });
-    }
-    Ok(())
 }

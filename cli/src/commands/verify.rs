@@ -55,54 +55,33 @@ struct Accepted<'a> {
     bundle: BundleSummary<'a>,
 }
 
-#[derive(Serialize)]
-struct Refused {
-    accepted: bool,
-    code: &'static str,
-    reason: String,
-}
-
-/// Runs `jek verify`.
+/// Runs `jek verify`. A rejection is an error; with --json, main prints it as
+/// `{"accepted": false, "code", "reason"}`.
 pub fn run(args: Args) -> Result<(), CliError> {
     let policy = match (&args.policy, &args.key) {
         (Some(p), _) => jek_config::policy::load(p)?.policy,
         (None, k) => jek_config::policy::for_key(k.as_deref().unwrap_or(".".as_ref()))?,
     };
-    match verify_file(&policy, &args.bundle, &args.sigstore) {
-        Ok(b) => {
-            if args.json {
-                super::print_json(&Accepted {
-                    accepted: true,
-                    bundle: BundleSummary::of(&b),
-                })?;
-            } else {
-                let m = b.manifest();
-                outln!(
-                    "ACCEPTED {} {} (security version {}, kernel {})",
-                    m.name,
-                    m.version,
-                    m.security_version,
-                    m.kernel_release
-                );
-                outln!("  manifest sha256:{}", b.manifest_digest());
-                for s in b.signers() {
-                    outln!("  signed by {s}");
-                }
-                if let Some(a) = b.approval() {
-                    outln!("  approved by {a}");
-                }
-            }
-            Ok(())
-        }
-        Err(e) => {
-            if let (true, CliError::Rejected { source, .. }) = (args.json, &e) {
-                super::print_json(&Refused {
-                    accepted: false,
-                    code: source.code(),
-                    reason: crate::error::chain_line(source),
-                })?;
-            }
-            Err(e)
-        }
+    let b = verify_file(&policy, &args.bundle, &args.sigstore)?;
+    if args.json {
+        let bundle = BundleSummary::of(&b);
+        return super::print_json(&Accepted {
+            accepted: true,
+            bundle,
+        });
     }
+    let m = b.manifest();
+    let (name, version, sv) = (&m.name, &m.version, m.security_version);
+    outln!(
+        "ACCEPTED {name} {version} (security version {sv}, kernel {})",
+        m.kernel_release
+    );
+    outln!("  manifest sha256:{}", b.manifest_digest());
+    for s in b.signers() {
+        outln!("  signed by {s}");
+    }
+    if let Some(a) = b.approval() {
+        outln!("  approved by {a}");
+    }
+    Ok(())
 }
