@@ -356,6 +356,18 @@ fn a_pod_runs_measures_and_attests_container_images() {
             .contains("not the ones the pod file names"),
         "{c}"
     );
+
+    // The pod's swtpm stopped: said plainly, without the TCTI's own log lines.
+    jek_tpm::swtpm::stop_kept(_stop.0.as_ref().unwrap()).unwrap();
+    let (out, v) = attest("policy.yaml", "pod.yaml");
+    assert_exit(&out, 3);
+    let error = v["results"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("is not running"), "{v}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("WARNING") && !stderr.contains("tcti"),
+        "{stderr}"
+    );
 }
 
 /// The digest of the largest blob of an OCI layout (the busybox layer).

@@ -316,7 +316,10 @@ fn with_json_every_failure_is_one_json_object_on_stdout() {
     let ws = Workspace::new();
     assert_exit(&ws.pack("demo.jek", 3, &["dev.key"]), 0);
     ws.keygen("other");
-    ws.policy("other.yaml", "trusted_keys: [other.pub]\nmin_security_version: 1\n");
+    ws.policy(
+        "other.yaml",
+        "trusted_keys: [other.pub]\nmin_security_version: 1\n",
+    );
     let json = |args: &[&str], exit: i32| -> serde_json::Value {
         let out = ws.jek(args);
         assert_exit(&out, exit);
@@ -324,13 +327,27 @@ fn with_json_every_failure_is_one_json_object_on_stdout() {
             .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
     };
     let v = json(&["inspect", "missing.jek", "--json"], 2);
-    assert_eq!((v["exit"].as_i64(), v["code"].as_str()), (Some(2), Some("usage")), "{v}");
+    assert_eq!(
+        (v["exit"].as_i64(), v["code"].as_str()),
+        (Some(2), Some("usage")),
+        "{v}"
+    );
     assert!(v["reason"].as_str().unwrap().contains("missing.jek"), "{v}");
-    let v = json(&["predict", "demo.jek", "--policy", "other.yaml", "--json"], 1);
+    let v = json(
+        &["predict", "demo.jek", "--policy", "other.yaml", "--json"],
+        1,
+    );
     assert_eq!(v["accepted"], false, "{v}");
     assert_eq!(v["code"], "unknown_signer", "{v}");
-    let v = json(&["verify", "demo.jek", "--policy", "other.yaml", "--json"], 1);
-    assert_eq!((v["accepted"].as_bool(), v["exit"].as_i64()), (Some(false), Some(1)), "{v}");
+    let v = json(
+        &["verify", "demo.jek", "--policy", "other.yaml", "--json"],
+        1,
+    );
+    assert_eq!(
+        (v["accepted"].as_bool(), v["exit"].as_i64()),
+        (Some(false), Some(1)),
+        "{v}"
+    );
     // A usage error clap finds, before any command runs.
     let v = json(&["verify", "demo.jek", "--json"], 2);
     assert_eq!(v["code"], "usage", "{v}");

@@ -32,6 +32,15 @@ pub enum TpmError {
         #[source]
         source: tss_esapi::Error,
     },
+    /// Nothing answers on the swtpm's control socket: the swtpm has stopped.
+    #[error("the swtpm at {dir} is not running (nothing answers on its control socket)")]
+    NotRunning {
+        /// The swtpm's socket directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The loopback bridge to a swtpm's sockets cannot be opened.
     #[error("cannot open the bridge to the swtpm at {dir}")]
     Bridge {
@@ -122,6 +131,14 @@ impl Tpm {
     /// Connects to a swtpm that listens on private Unix sockets, through a loopback bridge
     /// only this process can use (see [`crate::bridge`]).
     pub fn connect_swtpm(sockets: &crate::swtpm::Sockets) -> Result<Self, TpmError> {
+        // Asked first, so a stopped swtpm is named as such, not reported by the TCTI's own
+        // retries and log lines.
+        sockets
+            .connect_ctrl()
+            .map_err(|source| TpmError::NotRunning {
+                dir: sockets.dir.clone(),
+                source,
+            })?;
         let bridge =
             crate::bridge::Bridge::start(&sockets.data(), &sockets.ctrl()).map_err(|source| {
                 TpmError::Bridge {
