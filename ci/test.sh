@@ -20,6 +20,9 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --locked --workspace
 
+step "the README tour, as written"
+ci/tour.sh > target/tour.log 2>&1 || { tail -40 target/tour.log >&2; exit 1; }
+
 if [ "${JEK_SKIP_FUZZ:-0}" != 1 ]; then
   FUZZ_SECONDS="${JEK_FUZZ_SECONDS:-10}"
   for target in bundle kernel_image cpio kconfig eventlog tpm2 console \
