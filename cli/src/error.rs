@@ -177,12 +177,13 @@ pub struct ErrorReport {
 
 impl CliError {
     /// The `--json` error object, unless the command printed its JSON result already (an
-    /// attestation report, a run record).
+    /// attestation report, a run record, kconfig findings, a reproducibility comparison).
     pub fn report(&self) -> Option<ErrorReport> {
         let exit = self.exit();
         let code = match (self, exit) {
             (CliError::AttestErrors { .. } | CliError::Contraindicated { .. }, _)
-            | (CliError::PodFailed { .. }, _) => return None,
+            | (CliError::PodFailed { .. } | CliError::KconfigFindings { .. }, _)
+            | (CliError::NotReproducible { .. }, _) => return None,
             (CliError::Rejected { source, .. }, _) => source.code(),
             (_, Exit::Rejected) => "rejected",
             (_, Exit::Environment) => "environment",
