@@ -113,6 +113,45 @@ pub struct Process {
     pub user: Option<String>,
 }
 
+/// Stores `data` as a blob of the layout at `dir`; returns its digest.
+fn put_blob(dir: &Path, data: &[u8]) -> std::io::Result<String> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs)?;
+    let d = digest_of(data);
+    let path = blobs.join(d.trim_start_matches("sha256:"));
+    write_atomic(&path, data, 0o644, Overwrite::Allow).map_err(std::io::Error::other)?;
+    Ok(d)
+}
+
+/// Stores `manifest` and writes the layout's `index.json` (its one entry tagged `tag`,
+/// with the linux/amd64 platform when `platform`) and `oci-layout`; returns the manifest's
+/// digest.
+fn finish_layout(
+    dir: &Path,
+    manifest: &[u8],
+    tag: &str,
+    platform: bool,
+) -> std::io::Result<String> {
+    let manifest_digest = put_blob(dir, manifest)?;
+    let mut entry = json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": manifest_digest,
+        "size": manifest.len(),
+        "annotations": {"org.opencontainers.image.ref.name": tag},
+    });
+    if platform {
+        entry["platform"] = json!({"architecture": "amd64", "os": "linux"});
+    }
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry],
+    }))?;
+    std::fs::write(dir.join("index.json"), index)?;
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    Ok(manifest_digest)
+}
+
 /// Writes an OCI image layout at `dir` with these layers (tar streams and how to compress
 /// each) under `tag`; returns the image manifest's digest.
 pub fn write_layout(
@@ -121,19 +160,7 @@ pub fn write_layout(
     process: &Process,
     tag: &str,
 ) -> std::io::Result<String> {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs)?;
-    let put = |data: &[u8]| -> std::io::Result<String> {
-        let d = digest_of(data);
-        write_atomic(
-            &blobs.join(d.trim_start_matches("sha256:")),
-            data,
-            0o644,
-            Overwrite::Allow,
-        )
-        .map_err(std::io::Error::other)?;
-        Ok(d)
-    };
+    let put = |data: &[u8]| put_blob(dir, data);
     let mut layer_descs = Vec::new();
     let mut diff_ids = Vec::new();
     for (tar, c) in layers {
@@ -166,21 +193,7 @@ pub fn write_layout(
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
         "layers": layer_descs,
     }))?;
-    let manifest_digest = put(&manifest)?;
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest,
-            "size": manifest.len(),
-            "platform": {"architecture": "amd64", "os": "linux"},
-            "annotations": {"org.opencontainers.image.ref.name": tag},
-        }],
-    }))?;
-    std::fs::write(dir.join("index.json"), index)?;
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    Ok(manifest_digest)
+    finish_layout(dir, &manifest, tag, true)
 }
 
 /// The busybox applets the test image links.
@@ -296,19 +309,7 @@ pub fn write_signature_layout(
     signature: &str,
     tag: &str,
 ) -> std::io::Result<String> {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs)?;
-    let put = |data: &[u8]| -> std::io::Result<String> {
-        let d = digest_of(data);
-        write_atomic(
-            &blobs.join(d.trim_start_matches("sha256:")),
-            data,
-            0o644,
-            Overwrite::Allow,
-        )
-        .map_err(std::io::Error::other)?;
-        Ok(d)
-    };
+    let put = |data: &[u8]| put_blob(dir, data);
     let config = b"{}";
     let config_digest = put(config)?;
     let payload_digest = put(payload)?;
@@ -323,17 +324,5 @@ pub fn write_signature_layout(
             "annotations": {crate::signature::SIGNATURE_ANNOTATION: signature},
         }],
     }))?;
-    let manifest_digest = put(&manifest)?;
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest,
-            "size": manifest.len(),
-            "annotations": {"org.opencontainers.image.ref.name": tag},
-        }],
-    }))?;
-    std::fs::write(dir.join("index.json"), index)?;
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    Ok(manifest_digest)
+    finish_layout(dir, &manifest, tag, false)
 }
