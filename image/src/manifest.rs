@@ -143,12 +143,7 @@ pub fn check_digest(
     what: &'static str,
     digest: &str,
 ) -> Result<(), ManifestError> {
-    let ok = digest.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    });
-    if ok {
+    if jek_oci::artifact::is_sha256_digest(digest) {
         Ok(())
     } else {
         Err(ManifestError::Digest {

@@ -159,12 +159,7 @@ impl RegistryRef {
     pub fn parse(text: &str) -> Result<Self, &'static str> {
         let (rest, digest) = match text.split_once('@') {
             Some((r, d)) => {
-                let ok = d.strip_prefix("sha256:").is_some_and(|h| {
-                    h.len() == 64
-                        && h.bytes()
-                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                });
-                if !ok {
+                if !jek_oci::artifact::is_sha256_digest(d) {
                     return Err("the digest is not sha256: and 64 lowercase hex digits");
                 }
                 (r, Some(d.to_string()))

@@ -25,7 +25,7 @@ pub const MAX_PAYLOAD: u64 = 64 << 10;
 
 /// The tag cosign stores the signatures of manifest `digest` under.
 pub fn signature_tag(digest: &str) -> String {
-    digest.replacen(':', "-", 1) + ".sig"
+    jek_oci::artifact::referrers_tag(digest) + ".sig"
 }
 
 /// Why an image's signature is not accepted.

@@ -265,13 +265,18 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Artifac
     serde_json::from_slice(bytes).map_err(|e| ArtifactError::Json(e.to_string()))
 }
 
-fn check_digest(d: &str) -> Result<(), ArtifactError> {
-    let ok = d.strip_prefix("sha256:").is_some_and(|h| {
+/// Whether `d` is `sha256:` and 64 lowercase hex digits: the only digest form jek puts into
+/// a path or URL.
+pub fn is_sha256_digest(d: &str) -> bool {
+    d.strip_prefix("sha256:").is_some_and(|h| {
         h.len() == 64
             && h.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    });
-    if ok {
+    })
+}
+
+fn check_digest(d: &str) -> Result<(), ArtifactError> {
+    if is_sha256_digest(d) {
         Ok(())
     } else {
         Err(ArtifactError::Digest(d.into()))
