@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzing at scale (not part of CI, which runs a 10-second smoke per target): every fuzz
+# Fuzzing at scale (not part of CI, which runs a 4-second smoke per target on its seeds and corpus): every fuzz
 # target runs until JEK_FUZZ_RUNS executions (default 10 million) or JEK_FUZZ_SECONDS
 # seconds (default 1800), whichever comes first, on its seeds and its growing corpus.
 # The figures (executions, coverage, corpus, peak RSS, crashes) are printed and written

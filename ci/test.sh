@@ -24,7 +24,7 @@ step "the README tour, as written"
 ci/tour.sh > target/tour.log 2>&1 || { tail -40 target/tour.log >&2; exit 1; }
 
 if [ "${JEK_SKIP_FUZZ:-0}" != 1 ]; then
-  FUZZ_SECONDS="${JEK_FUZZ_SECONDS:-10}"
+  FUZZ_SECONDS="${JEK_FUZZ_SECONDS:-4}"
   for target in bundle kernel_image cpio kconfig eventlog tpm2 console \
     policy_yaml pod_yaml oci_manifest sigstore_bundle tpm_framing evidence \
     image_manifest image_layer; do
