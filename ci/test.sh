@@ -8,6 +8,12 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+# CI builds once from a fresh clone: incremental state would only take disk.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+
+step "free disk"
+ci/disk-check.sh
+
 step "dependencies"
 ci/install-deps.sh
 
