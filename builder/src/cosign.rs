@@ -20,9 +20,12 @@ pub enum CosignError {
     /// Encrypting or encoding the key failed.
     #[error("cannot encode the cosign key")]
     Encode(#[source] sigstore::errors::SigstoreError),
-    /// The key file is not an encrypted cosign key, or the password is wrong.
-    #[error("not a cosign private key, or the password (COSIGN_PASSWORD) is wrong")]
-    Decrypt(#[source] sigstore::errors::SigstoreError),
+    /// The file is not an encrypted cosign private key at all.
+    #[error("not an encrypted cosign private key ({0})")]
+    NotCosignKey(&'static str),
+    /// The file is a cosign key, but it does not decrypt under the password given.
+    #[error("the password in COSIGN_PASSWORD does not decrypt this cosign key")]
+    WrongPassword(#[source] sigstore::errors::SigstoreError),
     /// The key is not ECDSA P-256.
     #[error("the cosign key is not ECDSA P-256")]
     KeyType(#[source] sigstore::errors::SigstoreError),
@@ -70,12 +73,54 @@ pub fn key_id(pem: &str) -> Option<String> {
     Some(format!("sha256:{}", hex::encode(sha2::Sha256::digest(der))))
 }
 
+/// The fields of cosign's encrypted key (the JSON inside the PEM), as cosign writes them.
+#[derive(serde::Deserialize)]
+struct EncryptedKey {
+    kdf: serde_json::Value,
+    cipher: serde_json::Value,
+    ciphertext: String,
+}
+
+/// Checks that `pem` is one `ENCRYPTED SIGSTORE` (or `COSIGN`) `PRIVATE KEY` block whose
+/// body is cosign's JSON with a kdf, a cipher and a ciphertext.
+fn check_shape(pem: &[u8]) -> Result<(), CosignError> {
+    let text = std::str::from_utf8(pem).map_err(|_| CosignError::NotCosignKey("not text"))?;
+    let begin = ["SIGSTORE", "COSIGN"]
+        .iter()
+        .find_map(|k| text.find(&format!("-----BEGIN ENCRYPTED {k} PRIVATE KEY-----")))
+        .ok_or(CosignError::NotCosignKey(
+            "no -----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY----- line",
+        ))?;
+    let body: String = text[begin..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|_| CosignError::NotCosignKey("the PEM body is not base64"))?;
+    let key: EncryptedKey = serde_json::from_slice(&json).map_err(|_| {
+        CosignError::NotCosignKey("the PEM body is not cosign's kdf/cipher/ciphertext JSON")
+    })?;
+    if !key.kdf.is_object() || !key.cipher.is_object() || key.ciphertext.is_empty() {
+        return Err(CosignError::NotCosignKey(
+            "kdf, cipher or ciphertext is empty",
+        ));
+    }
+    Ok(())
+}
+
 impl CosignKey {
     /// Decrypts a cosign private key file's text with `password`.
+    ///
+    /// The key's shape is checked first, so a wrong file and a wrong password get
+    /// different errors: the secretbox is authenticated, so a well-formed key that fails to
+    /// open was encrypted under another password.
     pub fn from_encrypted_pem(pem: &[u8], password: &[u8]) -> Result<Self, CosignError> {
+        check_shape(pem)?;
         let pair =
             sigstore::crypto::signing_key::SigStoreKeyPair::from_encrypted_pem(pem, password)
-                .map_err(CosignError::Decrypt)?;
+                .map_err(CosignError::WrongPassword)?;
         let signer = pair
             .to_sigstore_signer(&SigningScheme::ECDSA_P256_SHA256_ASN1)
             .map_err(CosignError::KeyType)?;
@@ -112,7 +157,19 @@ mod tests {
         );
         let key = CosignKey::from_encrypted_pem(private.as_bytes(), b"pw").unwrap();
         assert_eq!(key.public_key_pem().unwrap(), public);
-        assert!(CosignKey::from_encrypted_pem(private.as_bytes(), b"wrong").is_err());
+        assert!(matches!(
+            CosignKey::from_encrypted_pem(private.as_bytes(), b"wrong"),
+            Err(CosignError::WrongPassword(_))
+        ));
+        assert!(matches!(
+            CosignKey::from_encrypted_pem(public.as_bytes(), b"pw"),
+            Err(CosignError::NotCosignKey(_))
+        ));
+        let ed = "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\nbm90IGpzb24=\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n";
+        assert!(matches!(
+            CosignKey::from_encrypted_pem(ed.as_bytes(), b"pw"),
+            Err(CosignError::NotCosignKey(_))
+        ));
         let sig = key.sign_blob(b"blob").unwrap();
         assert!(base64::engine::general_purpose::STANDARD
             .decode(sig)
