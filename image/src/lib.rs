@@ -56,25 +56,19 @@ pub struct Options {
 /// A registry client, made on first use: a pod without registry images pays nothing for
 /// TLS roots and an async runtime.
 struct RegistryConfig {
-    plain_http: bool,
-    basic_auth: Option<(String, String)>,
+    options: jek_oci::ClientOptions,
     client: std::sync::OnceLock<Result<jek_oci::Registry, String>>,
 }
 
 impl Options {
     /// The default cache ([`Cache::default_dir`]) and a registry client as `jek pull`
-    /// makes it (`plain_http`, optional basic credentials), for a pod file in `base_dir`.
-    pub fn new(
-        base_dir: &std::path::Path,
-        plain_http: bool,
-        basic_auth: Option<(String, String)>,
-    ) -> Self {
+    /// makes it (protocol, credentials, trust roots), for a pod file in `base_dir`.
+    pub fn new(base_dir: &std::path::Path, options: jek_oci::ClientOptions) -> Self {
         Options {
             cache: Cache::new(Cache::default_dir()),
             base_dir: base_dir.to_path_buf(),
             registry: Some(RegistryConfig {
-                plain_http,
-                basic_auth,
+                options,
                 client: std::sync::OnceLock::new(),
             }),
         }
@@ -94,8 +88,7 @@ impl Options {
         config
             .client
             .get_or_init(|| {
-                jek_oci::Registry::new(config.plain_http, config.basic_auth.clone())
-                    .map_err(|e| jek_fsio::chain_line(&e))
+                jek_oci::Registry::new(&config.options).map_err(|e| jek_fsio::chain_line(&e))
             })
             .as_ref()
             .map_err(|e| Cause::Client(e.clone()))

@@ -16,7 +16,9 @@
 #![forbid(unsafe_code)]
 
 pub mod artifact;
+pub mod auth;
 pub mod registry;
 
 pub use artifact::{ArtifactError, Attachment, AttachmentKind};
+pub use auth::{AuthError, ClientOptions, Credentials};
 pub use registry::{Pulled, Pushed, Registry, RegistryError};

@@ -124,7 +124,7 @@ pub struct Registry {
     client: Client,
     http: reqwest::Client,
     plain_http: bool,
-    auth: RegistryAuth,
+    credentials: crate::auth::Credentials,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -202,12 +202,14 @@ fn parse_ref(reference: &str) -> Result<Reference, RegistryError> {
 }
 
 impl Registry {
-    /// A client. `plain_http` talks HTTP instead of HTTPS (a registry on localhost);
-    /// `basic_auth` is a user name and password, else access is anonymous.
-    pub fn new(
-        plain_http: bool,
-        basic_auth: Option<(String, String)>,
-    ) -> Result<Self, RegistryError> {
+    /// A client with these options (protocol, credentials, extra trust roots).
+    pub fn new(options: &crate::auth::ClientOptions) -> Result<Self, RegistryError> {
+        let plain_http = options.plain_http;
+        let roots = match &options.ca_pem {
+            Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| RegistryError::Runtime(std::io::Error::other(e)))?,
+            None => Vec::new(),
+        };
         let config = ClientConfig {
             protocol: if plain_http {
                 ClientProtocol::Http
@@ -216,17 +218,22 @@ impl Registry {
             },
             // One PUT per blob: chunked uploads of a 33 MB bundle cost 10x the time here.
             use_monolithic_push: true,
+            extra_root_certificates: options
+                .ca_pem
+                .iter()
+                .map(|pem| oci_client::client::Certificate {
+                    encoding: oci_client::client::CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
             ..Default::default()
-        };
-        let auth = match basic_auth {
-            Some((u, p)) => RegistryAuth::Basic(u, p),
-            None => RegistryAuth::Anonymous,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(RegistryError::Runtime)?;
         let http = reqwest::Client::builder()
+            .tls_certs_merge(roots)
             .redirect(reqwest::redirect::Policy::limited(4))
             .build()
             .map_err(|e| RegistryError::Runtime(std::io::Error::other(e)))?;
@@ -234,9 +241,20 @@ impl Registry {
             client: Client::new(config),
             http,
             plain_http,
-            auth,
+            credentials: options.credentials.clone(),
             runtime,
         })
+    }
+
+    /// The credentials for `image`'s repository (see [`crate::auth`]).
+    fn auth_for(&self, image: &Reference) -> RegistryAuth {
+        match self
+            .credentials
+            .lookup(image.registry(), image.repository())
+        {
+            Some(b) => RegistryAuth::Basic(b.username.clone(), b.password.to_string()),
+            None => RegistryAuth::Anonymous,
+        }
     }
 
     /// Pushes `bundle` to `reference` (a tag), then each attachment as a referrer of it.
@@ -251,10 +269,14 @@ impl Registry {
         self.runtime.block_on(async {
             let req = |operation| request_error(operation, reference);
             self.client
-                .store_auth_if_needed(image.resolve_registry(), &self.auth)
+                .store_auth_if_needed(image.resolve_registry(), &self.auth_for(&image))
                 .await;
             self.client
-                .auth(&image, &self.auth, oci_client::RegistryOperation::Push)
+                .auth(
+                    &image,
+                    &self.auth_for(&image),
+                    oci_client::RegistryOperation::Push,
+                )
                 .await
                 .map_err(req("authenticate to"))?;
             let empty = artifact::digest(artifact::EMPTY_CONFIG);
@@ -318,7 +340,11 @@ impl Registry {
         );
         let existing = self
             .client
-            .pull_manifest_raw(&tag_ref, &self.auth, &[artifact::INDEX_MEDIA_TYPE])
+            .pull_manifest_raw(
+                &tag_ref,
+                &self.auth_for(image),
+                &[artifact::INDEX_MEDIA_TYPE],
+            )
             .await
             .ok()
             .map(|(bytes, _)| bytes.to_vec());
@@ -346,7 +372,11 @@ impl Registry {
             // bounded read (oci-client would buffer whole bodies).
             let token = self
                 .client
-                .auth(&image, &self.auth, oci_client::RegistryOperation::Pull)
+                .auth(
+                    &image,
+                    &self.auth_for(&image),
+                    oci_client::RegistryOperation::Pull,
+                )
                 .await
                 .map_err(req("authenticate to"))?;
             // The registry's digest header is not trusted: the digest is recomputed below.
@@ -493,7 +523,11 @@ impl Registry {
         self.runtime.block_on(async {
             let token = self
                 .client
-                .auth(&image, &self.auth, oci_client::RegistryOperation::Pull)
+                .auth(
+                    &image,
+                    &self.auth_for(&image),
+                    oci_client::RegistryOperation::Pull,
+                )
                 .await
                 .map_err(request_error("authenticate to", reference))?;
             self.get_manifest(
@@ -527,7 +561,11 @@ impl Registry {
         };
         self.runtime.block_on(async {
             self.client
-                .auth(&image, &self.auth, oci_client::RegistryOperation::Pull)
+                .auth(
+                    &image,
+                    &self.auth_for(&image),
+                    oci_client::RegistryOperation::Pull,
+                )
                 .await
                 .map_err(request_error("authenticate to", reference))?;
             self.fetch_blob(&image, &desc, what, reference).await
@@ -577,7 +615,7 @@ impl Registry {
             source,
         };
         let mut request = self.http.get(url).header(http::header::ACCEPT, accept);
-        request = match (token, &self.auth) {
+        request = match (token, self.auth_for(image)) {
             (Some(t), _) => request.bearer_auth(t),
             (None, RegistryAuth::Basic(u, p)) => request.basic_auth(u, Some(p)),
             (None, _) => request,
@@ -701,4 +739,114 @@ impl tokio::io::AsyncWrite for Bounded {
 
 fn manifest_content_type() -> http::HeaderValue {
     http::HeaderValue::from_static(artifact::MANIFEST_MEDIA_TYPE)
+}
+
+/// A pull that the policy accepted: the verified bundle and the referrer that approved
+/// it (a Sigstore bundle or cosign signature), if the policy has a detached rule.
+#[derive(Debug)]
+pub struct VerifiedPull {
+    /// The manifest digest pulled.
+    pub manifest_digest: String,
+    /// The bundle, verified.
+    pub bundle: jek_verifier::Verified<jek_verifier::Bundle>,
+    /// The approving attachment, to keep beside the bundle file.
+    pub approval: Option<Attachment>,
+}
+
+/// What `jek pull --json` prints.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullSummary<'a> {
+    /// Always true (a rejection is an error).
+    pub accepted: bool,
+    /// Where the bundle was written.
+    pub out: &'a std::path::Path,
+    /// The manifest digest pulled.
+    pub manifest_digest: &'a str,
+    /// The bundle's name.
+    pub name: &'a str,
+    /// Its version.
+    pub version: &'a str,
+    /// Its security version.
+    pub security_version: u64,
+    /// The keys whose signatures counted.
+    pub signers: &'a [jek_verifier::KeyId],
+    /// The detached rule's approver, if any.
+    pub approved_by: Option<&'a str>,
+}
+
+impl VerifiedPull {
+    /// The JSON summary, for a bundle written to `out`.
+    pub fn summary<'a>(&'a self, out: &'a std::path::Path) -> PullSummary<'a> {
+        let m = self.bundle.manifest();
+        PullSummary {
+            accepted: true,
+            out,
+            manifest_digest: &self.manifest_digest,
+            name: &m.name,
+            version: &m.version,
+            security_version: m.security_version,
+            signers: self.bundle.signers(),
+            approved_by: self.bundle.approval(),
+        }
+    }
+}
+
+/// Why a verified pull failed: the registry, or the policy.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// Fetching failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The policy rejected what was fetched.
+    #[error("{reference} rejected")]
+    Rejected {
+        /// The reference pulled.
+        reference: String,
+        /// Why.
+        #[source]
+        source: jek_verifier::VerifyError,
+    },
+}
+
+impl Registry {
+    /// Pulls `reference` and verifies it under `policy` at `now`, with every attached
+    /// signature as a candidate for the policy's detached rule (the verifier takes the
+    /// first it accepts, or reports the first one's failure). Nothing is written.
+    pub fn pull_verified(
+        &self,
+        reference: &str,
+        policy: &jek_verifier::Policy,
+        now: jek_verifier::UnixTime,
+    ) -> Result<VerifiedPull, PullError> {
+        let pulled = self.pull(reference)?;
+        let mut signatures: Vec<Attachment> = pulled
+            .attachments
+            .into_iter()
+            .filter(|a| a.kind.is_signature())
+            .collect();
+        let origin = format!("{reference}@{} (referrer)", pulled.manifest_digest);
+        let candidates: Vec<jek_verifier::DetachedSignature<'_>> = signatures
+            .iter()
+            .map(|a| jek_verifier::DetachedSignature {
+                origin: &origin,
+                bytes: &a.data,
+            })
+            .collect();
+        let bundle = jek_verifier::verify_bundle(pulled.bundle, policy, &candidates, now).map_err(
+            |source| PullError::Rejected {
+                reference: reference.to_string(),
+                source,
+            },
+        )?;
+        let approval = bundle
+            .approving_signature()
+            .filter(|i| *i < signatures.len())
+            .map(|i| signatures.swap_remove(i));
+        Ok(VerifiedPull {
+            manifest_digest: pulled.manifest_digest,
+            bundle,
+            approval,
+        })
+    }
 }

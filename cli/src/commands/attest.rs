@@ -11,7 +11,6 @@ use jek_loader::attest::{find_run_dirs, Attestor, PodReference, PodResult, Repor
 use jek_loader::registry::Registry;
 use jek_verifier::UnixTime;
 
-use super::oci::registry_auth as auth;
 use crate::error::CliError;
 
 /// Arguments of `jek attest`.
@@ -51,9 +50,9 @@ pub struct Args {
     /// $XDG_DATA_HOME/jek/registry, else ~/.local/share/jek/registry.
     #[arg(long, value_name = "DIR")]
     registry: Option<PathBuf>,
-    /// Talk HTTP, not HTTPS, to image registries when resolving the pod files' images.
-    #[arg(long)]
-    plain_http: bool,
+    /// How to reach image registries when resolving the pod files' images.
+    #[command(flatten)]
+    images: super::oci::RegistryArgs,
     /// Machine-readable results (docs/cli.md).
     #[arg(long)]
     json: bool,
@@ -72,7 +71,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     let mut pods = BTreeMap::new();
     for p in &args.pod {
         let spec = jek_config::pod::load(p)?;
-        let opts = jek_image::Options::new(jek_config::base_dir(p), args.plain_http, auth());
+        let opts = jek_image::Options::new(jek_config::base_dir(p), args.images.options()?);
         let meant = PodReference::new(&spec, &opts)
             .map_err(|e| CliError::Usage(format!("pod file {}: {e}", p.display())))?;
         pods.insert(spec.name.clone(), meant);

@@ -13,9 +13,8 @@ use crate::error::{read, CliError};
 pub struct Source {
     /// The bundle: a file, or a registry reference (registry/repository:tag) pulled as is.
     bundle: String,
-    /// Talk HTTP, not HTTPS, to the registry.
-    #[arg(long)]
-    plain_http: bool,
+    #[command(flatten)]
+    registry: super::oci::RegistryArgs,
 }
 
 impl Source {
@@ -25,7 +24,7 @@ impl Source {
         if Path::new(b).exists() || !(b.contains('/') && (b.contains(':') || b.contains('@'))) {
             return read("bundle", Path::new(b));
         }
-        let registry = jek_oci::Registry::new(self.plain_http, super::oci::registry_auth())?;
+        let registry = jek_oci::Registry::new(&self.registry.options()?)?;
         Ok(registry.pull(b)?.bundle)
     }
 
@@ -84,7 +83,6 @@ pub fn extract(args: ExtractArgs) -> Result<(), CliError> {
     let data = jek_verifier::verify::extract(&bytes, role)
         .map_err(args.source.error())?
         .ok_or_else(|| CliError::Usage(format!("the bundle has no {} component", role.name())))?;
-    let overwrite = [Overwrite::Refuse, Overwrite::Allow][usize::from(args.force)];
-    write_atomic(&args.out, data, 0o644, overwrite)?;
+    write_atomic(&args.out, data, 0o644, Overwrite::from_force(args.force))?;
     Ok(())
 }

@@ -43,9 +43,8 @@ pub struct Target {
     /// the policy's `images:` and measured into PCR 13.
     #[arg(long)]
     pub pod: Option<PathBuf>,
-    /// Talk HTTP, not HTTPS, to image registries (a registry on localhost).
-    #[arg(long)]
-    pub plain_http: bool,
+    #[command(flatten)]
+    pub registry: super::oci::RegistryArgs,
     #[command(flatten)]
     pub sigstore: super::verify::SignatureArg,
     /// Kernel format (default: bzimage if the bundle has one).
@@ -72,8 +71,8 @@ impl Target {
         let bundle = super::verify::verify_file(&policy.policy, &self.bundle, &self.sigstore)?;
         let mut containers = Vec::new();
         if let (Some(spec), Some(file)) = (&pod, &self.pod) {
-            let auth = super::oci::registry_auth();
-            let opts = jek_image::Options::new(jek_config::base_dir(file), self.plain_http, auth);
+            let opts =
+                jek_image::Options::new(jek_config::base_dir(file), self.registry.options()?);
             let prepared = jek_image::prepare(spec, policy.images.as_ref(), &opts)?;
             containers = prepared.into_iter().map(|p| p.segment).collect();
         }
