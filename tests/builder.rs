@@ -373,3 +373,153 @@ fn the_default_recipe_is_reproducible() {
         .unwrap();
     assert_eq!(bundle["first"], b.json["bundleSha256"]);
 }
+
+/// A kernel "source" whose Makefile runs `recipe` for `make tinyconfig`: enough to reach
+/// the compile step in a second, without a real kernel.
+fn fake_source(dir: &Path, recipe: &str) -> PathBuf {
+    let src = dir.join("linux-fake");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("Makefile"), format!("tinyconfig:\n\t{recipe}\n")).unwrap();
+    let tar = dir.join("linux-fake.tar");
+    let st = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(dir)
+        .arg("linux-fake")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    tar
+}
+
+fn fake_build(dir: &Path, source: &Path) -> std::process::Command {
+    build_guest();
+    let recipe = recipe_variant(dir, |t| {
+        t.replace(
+            "/usr/src/linux-source-6.1.tar.xz",
+            &source.display().to_string(),
+        )
+    });
+    let mut c = jek();
+    c.arg("build")
+        .arg(&recipe)
+        .arg("--key")
+        .arg(test_key())
+        .arg("--out-dir")
+        .arg(dir.join("out"))
+        .arg("--cache-dir")
+        .arg(dir.join("cache"));
+    c
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn failed_and_interrupted_builds_leave_no_work_directory_and_cache_prune_finds_leftovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cache = dir.join("cache");
+
+    // A compile that fails: the error names the step and the log, and the 'work' tree is gone.
+    let failing = fake_source(dir, "@echo broken; exit 2");
+    let out = fake_build(dir, &failing).output().unwrap();
+    assert_exit(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tinyconfig"), "{err}");
+    assert_eq!(entries(&cache.join("work")), Vec::<String>::new());
+
+    // SIGTERM in the middle of make: make and what it started are stopped, the work tree
+    // is removed, and jek exits 143 as a shell reports it.
+    let pidfile = dir.join("sleep.pid");
+    let slow = fake_source(
+        dir,
+        &format!("@sh -c 'echo $$$$ > {}; exec sleep 120'", pidfile.display()),
+    );
+    let mut child = fake_build(dir, &slow).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while !pidfile.exists() {
+        assert!(start.elapsed().as_secs() < 60, "make never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        entries(&cache.join("work")).len(),
+        1,
+        "a build in progress has its work tree"
+    );
+    // While it runs, `jek cache list` shows the work tree as in use and prune keeps it.
+    let list = jek()
+        .args(["cache", "list", "--json", "--cache-dir"])
+        .arg(&cache)
+        .output()
+        .unwrap();
+    assert_exit(&list, 0);
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let work = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "work")
+        .expect("the work tree is listed");
+    assert_eq!(work["inUse"], true, "{listed}");
+    let prune = jek()
+        .args(["cache", "prune", "--cache-dir"])
+        .arg(&cache)
+        .output()
+        .unwrap();
+    assert_exit(&prune, 0);
+    assert_eq!(
+        entries(&cache.join("work")).len(),
+        1,
+        "prune spares a build in progress"
+    );
+
+    let pid = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(143));
+    assert_eq!(entries(&cache.join("work")), Vec::<String>::new());
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    });
+    assert!(gone, "the compile make started (pid {pid}) still runs");
+
+    // A leftover from a build that was killed outright: prune removes it and says so.
+    std::fs::create_dir_all(cache.join("work/0123abcd/obj")).unwrap();
+    std::fs::write(cache.join("work/0123abcd/obj/x.o"), vec![0u8; 4096]).unwrap();
+    let prune = jek()
+        .args(["cache", "prune", "--json", "--cache-dir"])
+        .arg(&cache)
+        .output()
+        .unwrap();
+    assert_exit(&prune, 0);
+    let removed: serde_json::Value = serde_json::from_slice(&prune.stdout).unwrap();
+    assert!(
+        removed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "work" && e["key"] == "0123abcd" && e["bytes"] == 4096),
+        "{removed}"
+    );
+    assert_eq!(entries(&cache.join("work")), Vec::<String>::new());
+}

@@ -178,7 +178,25 @@ fn cosign_keys_sign_bundles_that_openssl_and_the_policy_verify() {
             .env("COSIGN_PASSWORD", password);
         c.output().unwrap()
     };
-    assert_exit(&sign("wrong"), 2);
+    // A wrong password and a wrong file are told apart.
+    let out = sign("wrong");
+    assert_exit(&out, 2);
+    assert!(
+        json(&out)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the password in COSIGN_PASSWORD does not decrypt this cosign key"),
+        "{}",
+        json(&out)
+    );
+    let mut c = common::jek();
+    c.current_dir(ws.dir.path())
+        .args(["sign", "demo.jek", "--cosign-key", "cosign.pub"])
+        .env("COSIGN_PASSWORD", "correct horse");
+    let out = c.output().unwrap();
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not an encrypted cosign private key"), "{err}");
     assert!(!ws.path("demo.jek.sig").exists());
     let before = ws.read("demo.jek");
     let out = sign("correct horse");
@@ -263,6 +281,58 @@ fn cosign_keys_sign_bundles_that_openssl_and_the_policy_verify() {
     ]);
     assert_exit(&out, 1);
     assert_eq!(json(&out)["code"], "sigstore_signature");
+
+    // `sign --key` after `--cosign-key` would leave demo.jek.sig stale: refused, and the
+    // bundle is left as it was; signed with both at once, the new cosign signature
+    // verifies; --force removes the stale file.
+    for k in ["dev2", "dev3"] {
+        assert_exit(&ws.jek(&["keygen", "--out", k]), 0);
+    }
+    let before = ws.read("demo.jek");
+    let out = ws.jek(&["sign", "demo.jek", "--key", "dev2.key"]);
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("demo.jek.sig is a detached signature over demo.jek") && err.contains("stale"),
+        "{err}"
+    );
+    assert_eq!(ws.read("demo.jek"), before);
+    let mut c = common::jek();
+    c.current_dir(ws.dir.path())
+        .args([
+            "sign",
+            "demo.jek",
+            "--key",
+            "dev2.key",
+            "--cosign-key",
+            "cosign.key",
+        ])
+        .env("COSIGN_PASSWORD", "correct horse");
+    assert_exit(&c.output().unwrap(), 0);
+    assert_ne!(ws.read("demo.jek"), before);
+    let verify = ws.jek(&["verify", "demo.jek", "--policy", "cosign.yaml"]);
+    assert_exit(&verify, 0);
+    assert_exit(
+        &ws.jek(&["sign", "demo.jek", "--key", "dev3.key", "--force"]),
+        0,
+    );
+    assert!(!ws.path("demo.jek.sig").exists());
+    assert_exit(&sign("correct horse"), 0);
+    // --signature names a new file: an existing one is kept unless --force.
+    let mut c = common::jek();
+    c.current_dir(ws.dir.path())
+        .args([
+            "sign",
+            "demo.jek",
+            "--cosign-key",
+            "other.key",
+            "--signature",
+            "other.sig",
+        ])
+        .env("COSIGN_PASSWORD", "");
+    let out = c.output().unwrap();
+    assert_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force replaces it"));
 
     // A managed key with a trusted root requires a logged Sigstore bundle, not a bare signature.
     let root = TestRoot::new("cosign");

@@ -380,3 +380,59 @@ fn pack_and_sign_report_json() {
         jek_verifier::Sha256Digest::of(&ws.read("demo.jek")).to_string()
     );
 }
+
+#[test]
+fn a_file_that_is_not_a_bundle_is_rejected_alike_by_every_command() {
+    let ws = Workspace::new();
+    ws.policy(
+        "p.yaml",
+        "trusted_keys: [dev.pub]\nmin_security_version: 0\n",
+    );
+    ws.write("empty.jek", b"");
+    ws.write("junk.jek", b"JEKB not really a bundle");
+    for file in ["empty.jek", "junk.jek"] {
+        for args in [
+            vec!["verify", file, "--policy", "p.yaml", "--json"],
+            vec!["inspect", file, "--json"],
+            vec!["sign", file, "--key", "dev.key", "--json"],
+        ] {
+            let out = ws.jek(&args);
+            assert_exit(&out, 1);
+            let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(j["code"], "malformed_bundle", "{args:?}: {j}");
+        }
+        let out = ws.jek(&["extract", file, "bzimage", "--out", "k"]);
+        assert_exit(&out, 1);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("malformed bundle"));
+    }
+    assert!(!ws.path("k").exists());
+    assert_eq!(ws.read("empty.jek"), b"");
+}
+
+#[test]
+fn an_existing_output_is_replaced_only_with_force() {
+    let ws = Workspace::new();
+    ws.write("demo.jek", b"precious");
+    let out = ws.pack("demo.jek", 1, &["dev.key"]);
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("demo.jek already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(ws.read("demo.jek"), b"precious");
+    let mut c = ws.pack_command("demo.jek", 1, &["dev.key"]);
+    assert_exit(&c.arg("--force").output().unwrap(), 0);
+    assert_ne!(ws.read("demo.jek"), b"precious");
+    // sign --out follows the same rule; signing in place replaces the bundle.
+    ws.write("copy.jek", b"precious");
+    ws.keygen("ci");
+    let out = ws.jek(&["sign", "demo.jek", "--key", "ci.key", "--out", "copy.jek"]);
+    assert_exit(&out, 2);
+    assert_eq!(ws.read("copy.jek"), b"precious");
+    let forced = [
+        "sign", "demo.jek", "--key", "ci.key", "--out", "copy.jek", "--force",
+    ];
+    assert_exit(&ws.jek(&forced), 0);
+    assert_exit(&ws.jek(&["sign", "demo.jek", "--key", "ci.key"]), 0);
+}

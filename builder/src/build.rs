@@ -91,6 +91,69 @@ impl BuildOutput {
             build_log: &self.kernel.log,
         }
     }
+
+    /// What `jek build` prints: the files written and where the kernel came from.
+    pub fn text(&self) -> String {
+        let source = if self.kernel.cached {
+            "from cache"
+        } else {
+            "built"
+        };
+        format!(
+            "bundle      {} ({} bytes, sha256:{})\nprovenance  {}\nchecksums   {}\nkernel      {} ({} symbols =y, {source})",
+            self.bundle.display(),
+            self.bundle_size,
+            self.bundle_sha256,
+            self.provenance.display(),
+            self.sums.display(),
+            self.kernel_release,
+            self.builtin_symbols,
+        )
+    }
+}
+
+/// What `jek build --check-reproducible` reports.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reproducibility<'a> {
+    /// Whether every component agrees.
+    pub reproducible: bool,
+    /// The first component that differs.
+    pub first_difference: Option<&'static str>,
+    /// Every comparison.
+    pub components: &'a [Comparison],
+}
+
+impl<'a> Reproducibility<'a> {
+    /// The report of these comparisons.
+    pub fn of(components: &'a [Comparison]) -> Self {
+        let first_difference = components
+            .iter()
+            .find(|c| !c.identical())
+            .map(|c| c.component);
+        Reproducibility {
+            reproducible: first_difference.is_none(),
+            first_difference,
+            components,
+        }
+    }
+
+    /// One line per component: `NAME identical|DIFFERS FIRST SECOND`.
+    pub fn text(&self) -> String {
+        let line = |c: &Comparison| {
+            let mark = if c.identical() {
+                "identical"
+            } else {
+                "DIFFERS"
+            };
+            format!("{:<10} {mark}  {} {}", c.component, c.first, c.second)
+        };
+        self.components
+            .iter()
+            .map(line)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 /// Why a build failed.
@@ -441,7 +504,10 @@ pub fn check_reproducible(
 ) -> Result<Vec<Comparison>, BuildError> {
     let first = build(recipe, keys, opts, progress)?;
     let inputs = kernel_inputs(recipe, opts)?;
-    let work = opts.cache.join(format!("repro-{}", std::process::id()));
+    let work = opts
+        .cache
+        .join("work")
+        .join(format!("repro-{}", std::process::id()));
     let log = opts
         .cache
         .join("logs")

@@ -110,6 +110,12 @@ pub struct KernelArtifacts {
 pub enum Progress<'a> {
     /// A named step begins.
     Step(&'a str),
+    /// The number of files the coming `make bzImage` compiles, as counted by the last
+    /// build of the same resolved config (none on a first build).
+    Expect {
+        /// Files.
+        total: usize,
+    },
     /// Another file compiled or linked during `make bzImage`.
     Compiled {
         /// Files so far.
@@ -380,21 +386,26 @@ pub fn build(
             progress(Progress::Step("checking the cached kernel"));
             check_entry(&entry, &fragments, inputs.policy.as_ref())?;
             tracing::info!(key = %key, "kernel cache hit (checked)");
+            crate::cache::touch(&entry);
             return Ok(entry_artifacts(&entry, &key, record, true, &logs));
         }
         tracing::warn!(entry = %entry.display(), "kernel cache entry has no output record (made by an older jek): rebuilding it");
     }
-    let work = cache.join("work").join(&key);
+    // Removed however the build ends: success, failure, or a signal (with
+    // `remove_work_on_signals`); a SIGKILL leaves it for `jek cache prune`.
+    let work = WorkDir::new(cache.join("work").join(&key));
     let out = compile(
         inputs,
         &fragments,
-        &work,
+        &work.0,
         &logs.join(format!("{key}.log")),
         progress,
     )?;
-    let tmp = kdir.join(format!(".{key}.tmp"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io("cannot create", &tmp))?;
+    progress(Progress::Step("writing the cache entry"));
+    let tmp_dir = WorkDir::new(kdir.join(format!(".{key}.tmp")));
+    let tmp = &tmp_dir.0;
+    let _ = std::fs::remove_dir_all(tmp);
+    std::fs::create_dir_all(tmp).map_err(io("cannot create", tmp))?;
     for (from, to) in [
         (&out.bzimage, "bzImage"),
         (&out.vmlinux, "vmlinux"),
@@ -403,7 +414,7 @@ pub fn build(
         std::fs::copy(from, tmp.join(to)).map_err(io("cannot copy build output", from))?;
     }
     let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
-    std::fs::write(tmp.join("inputs.json"), json).map_err(io("cannot write", &tmp))?;
+    std::fs::write(tmp.join("inputs.json"), json).map_err(io("cannot write", tmp))?;
     let hash = |name: &str| {
         let p = tmp.join(name);
         sha256_file(&p).map_err(io("cannot read", &p))
@@ -414,11 +425,11 @@ pub fn build(
         config: hash("config")?,
     };
     let json = serde_json::to_vec_pretty(&outputs).unwrap_or_default();
-    std::fs::write(tmp.join(OUTPUTS_FILE), json).map_err(io("cannot write", &tmp))?;
+    std::fs::write(tmp.join(OUTPUTS_FILE), json).map_err(io("cannot write", tmp))?;
     let _ = std::fs::remove_dir_all(&entry);
-    std::fs::rename(&tmp, &entry).map_err(io("cannot move cache entry into place", &entry))?;
+    std::fs::rename(tmp, &entry).map_err(io("cannot move cache entry into place", &entry))?;
     std::fs::write(entry.join("complete"), b"").map_err(io("cannot write", &entry))?;
-    let _ = std::fs::remove_dir_all(&work);
+    drop(work);
     Ok(entry_artifacts(&entry, &key, record, false, &logs))
 }
 
@@ -480,6 +491,113 @@ struct Outputs {
     config: PathBuf,
 }
 
+/// What a signal must clean up: the work directories of builds in progress and the
+/// process groups of their `make`s.
+#[derive(Default)]
+struct Active {
+    dirs: Vec<PathBuf>,
+    groups: Vec<u32>,
+}
+
+/// Set by the signal handler before it stops the builds: a make that then fails was
+/// stopped by it, and its build waits for the handler to exit the process.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+static ACTIVE: std::sync::Mutex<Active> = std::sync::Mutex::new(Active {
+    dirs: Vec::new(),
+    groups: Vec::new(),
+});
+
+fn active() -> std::sync::MutexGuard<'static, Active> {
+    ACTIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A work directory, removed when dropped, and by the signal handler while it lives.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new(path: PathBuf) -> Self {
+        active().dirs.push(path.clone());
+        WorkDir(path)
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        active().dirs.retain(|d| *d != self.0);
+    }
+}
+
+/// A running make's process group, for the signal handler.
+struct ChildGroup(u32);
+
+impl ChildGroup {
+    fn new(pid: u32) -> Self {
+        active().groups.push(pid);
+        ChildGroup(pid)
+    }
+}
+
+impl Drop for ChildGroup {
+    fn drop(&mut self) {
+        active().groups.retain(|g| *g != self.0);
+    }
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: stops the running `make` process groups (SIGTERM,
+/// then SIGKILL after 5 s), removes the work directories of builds in progress, and
+/// exits with 128 + the signal. For binaries that build kernels (`jek build`).
+pub fn remove_work_on_signals() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("jek-build-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+                let (dirs, groups) = {
+                    let a = active();
+                    (a.dirs.clone(), a.groups.clone())
+                };
+                stop_groups(&groups);
+                for d in &dirs {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+                tracing::warn!(
+                    signal = sig,
+                    removed = dirs.len(),
+                    "build interrupted; work directories removed"
+                );
+                std::process::exit(128 + sig);
+            }
+        })?;
+    Ok(())
+}
+
+fn stop_groups(groups: &[u32]) {
+    use rustix::process::{kill_process_group, test_kill_process_group, Pid, Signal};
+    let pids: Vec<Pid> = groups
+        .iter()
+        .filter_map(|g| i32::try_from(*g).ok().and_then(Pid::from_raw))
+        .collect();
+    for p in &pids {
+        let _ = kill_process_group(*p, Signal::TERM);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pids.iter().any(|p| test_kill_process_group(*p).is_ok()) {
+        if std::time::Instant::now() > deadline {
+            for p in &pids {
+                let _ = kill_process_group(*p, Signal::KILL);
+            }
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Runs the make steps in `work` (wiped first). Public through [`build_uncached`] for the
 /// reproducibility check.
 fn compile(
@@ -527,7 +645,7 @@ fn compile(
     );
     let mut make = |target: &str,
                     progress: &mut dyn FnMut(Progress<'_>)|
-     -> Result<(), KernelBuildError> {
+     -> Result<usize, KernelBuildError> {
         let mut cmd = Command::new("make");
         cmd.arg("-C")
             .arg(&src)
@@ -552,8 +670,12 @@ fn compile(
             .try_clone()
             .map_err(io("cannot create pipe for", log_path))?;
         cmd.stdout(writer).stderr(writer2);
+        // A group of its own, so that a signal handler can stop make and every compiler
+        // it started (`remove_work_on_signals`) before removing the work directory.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let _ = writeln!(log, "### make {target}");
         let mut child = cmd.spawn().map_err(io("cannot run make in", &src))?;
+        let _group = ChildGroup::new(child.id());
         drop(cmd);
         let mut files = 0usize;
         for line in std::io::BufReader::new(reader).lines() {
@@ -570,7 +692,11 @@ fn compile(
         }
         let status = child.wait().map_err(io("cannot wait for make in", &src))?;
         if status.success() {
-            return Ok(());
+            return Ok(files);
+        }
+        while INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            // The signal handler stopped this make and exits the process shortly.
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
         let text = std::fs::read_to_string(log_path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -603,7 +729,19 @@ fn compile(
         });
     }
     progress(Progress::Step("make bzImage"));
-    make("bzImage", progress)?;
+    // The file count of the last build of this resolved config, for a progress bar.
+    let counted = log_path.with_file_name(format!(
+        "{}.files",
+        hex::encode(Sha256::digest(resolved_text.as_bytes()))
+    ));
+    if let Some(total) = std::fs::read_to_string(&counted)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+    {
+        progress(Progress::Expect { total });
+    }
+    let files = make("bzImage", progress)?;
+    let _ = std::fs::write(&counted, files.to_string());
     Ok(Outputs {
         bzimage: obj.join("arch/x86/boot/bzImage"),
         vmlinux: obj.join("vmlinux"),
@@ -620,9 +758,8 @@ pub fn build_uncached(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<[Vec<u8>; 3], KernelBuildError> {
     let fragments = parse_fragments(inputs)?;
-    let out = compile(inputs, &fragments, work, log, progress)?;
+    let work = WorkDir::new(work.to_path_buf());
+    let out = compile(inputs, &fragments, &work.0, log, progress)?;
     let read = |p: &Path| std::fs::read(p).map_err(io("cannot read", p));
-    let r = [read(&out.bzimage)?, read(&out.vmlinux)?, read(&out.config)?];
-    let _ = std::fs::remove_dir_all(work);
-    Ok(r)
+    Ok([read(&out.bzimage)?, read(&out.vmlinux)?, read(&out.config)?])
 }

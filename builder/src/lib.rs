@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
+pub mod cache;
 #[cfg(feature = "cosign")]
 pub mod cosign;
 pub use jek_pod::cpio;
@@ -19,5 +20,8 @@ pub mod kernel;
 pub mod kernel_image;
 pub mod keys;
 pub mod pack;
+pub mod progress;
 pub mod provenance;
 pub mod recipe;
+#[cfg(feature = "cosign")]
+pub mod sign;

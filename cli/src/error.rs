@@ -61,6 +61,9 @@ pub enum CliError {
     /// A registry push or pull failed.
     #[error("registry")]
     Registry(#[from] jek_oci::RegistryError),
+    /// Registry credentials or trust roots are unusable.
+    #[error(transparent)]
+    RegistryAuth(#[from] jek_oci::AuthError),
     /// A container's image is refused or cannot be prepared.
     #[error(transparent)]
     Image(#[from] jek_image::ImageError),
@@ -74,13 +77,9 @@ pub enum CliError {
     /// Packing failed.
     #[error("cannot pack the bundle")]
     Pack(#[source] jek_builder::pack::PackError),
-    /// Signing failed.
-    #[error("cannot sign {path}")]
-    Sign {
-        path: PathBuf,
-        #[source]
-        source: jek_builder::pack::SignError,
-    },
+    /// Signing a bundle file failed.
+    #[error(transparent)]
+    Sign(#[from] jek_builder::sign::SignFileError),
     /// `SOURCE_DATE_EPOCH` is not a number.
     #[error("SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds")]
     SourceDateEpoch { value: String },
@@ -156,6 +155,12 @@ pub enum CliError {
     /// The registration store cannot be used.
     #[error(transparent)]
     Store(#[from] jek_loader::registry::RegistryError),
+    /// The cache cannot be listed or pruned.
+    #[error(transparent)]
+    Cache(#[from] jek_builder::cache::CacheError),
+    /// Signal handlers cannot be installed.
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
     /// Writing to standard output failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
@@ -185,6 +190,8 @@ impl CliError {
             | (CliError::PodFailed { .. } | CliError::KconfigFindings { .. }, _)
             | (CliError::NotReproducible { .. }, _) => return None,
             (CliError::Rejected { source, .. }, _) => source.code(),
+            (CliError::Inspect { source, .. }, _) => source.code(),
+            (CliError::Sign(e), Exit::Rejected) => e.rejection_code().unwrap_or("rejected"),
             (_, Exit::Rejected) => "rejected",
             (_, Exit::Environment) => "environment",
             _ => "usage",
@@ -203,18 +210,21 @@ impl CliError {
             CliError::Write(e) => e.class().into(),
             CliError::Config(e) => e.class().into(),
             CliError::Registry(e) => e.class().into(),
+            CliError::RegistryAuth(e) => e.class().into(),
             CliError::Image(e) => e.class().into(),
             CliError::Build(e) => e.class().into(),
             CliError::Boot { source, .. } => source.class().into(),
             CliError::Store(e) => e.class().into(),
+            CliError::Sign(e) => e.class().into(),
+            CliError::Cache(e) => e.class().into(),
+            // A file that is not an intact bundle is rejected by every command alike.
             CliError::Rejected { .. }
+            | CliError::Inspect { .. }
             | CliError::NotReproducible { .. }
             | CliError::KconfigFindings { .. }
             | CliError::Contraindicated { .. } => Exit::Rejected,
             CliError::SigningKey { .. }
-            | CliError::Inspect { .. }
             | CliError::Pack(_)
-            | CliError::Sign { .. }
             | CliError::SourceDateEpoch { .. }
             | CliError::KeyEnv { .. }
             | CliError::CosignKey { .. }
@@ -226,6 +236,7 @@ impl CliError {
             CliError::Keygen(_)
             | CliError::CosignKeygen(_)
             | CliError::AttestErrors { .. }
+            | CliError::Signals(_)
             | CliError::Stdout(_) => Exit::Environment,
             CliError::PodFailed { .. } => Exit::PodFailed,
         }

@@ -29,7 +29,6 @@ fn print_line(stderr: bool, line: &str) {
 
 mod commands;
 mod error;
-mod progress;
 
 use clap::Parser;
 use error::Exit;

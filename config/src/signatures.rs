@@ -12,12 +12,7 @@ use crate::{ConfigError, MAX_REFERENCED_SIZE};
 /// The default places of a bundle's detached signatures: the Sigstore bundle
 /// `BUNDLE.sigstore.json`, then the cosign signature `BUNDLE.sig`.
 pub fn default_paths(bundle: &Path) -> [PathBuf; 2] {
-    let with = |suffix: &str| {
-        let mut s = bundle.as_os_str().to_os_string();
-        s.push(suffix);
-        PathBuf::from(s)
-    };
-    [with(".sigstore.json"), with(".sig")]
+    jek_builder::pack::beside(bundle)
 }
 
 /// A candidate signature file and its bytes.

@@ -78,7 +78,7 @@ pub enum WriteError {
         source: std::io::Error,
     },
     /// The destination already exists and overwriting was not allowed.
-    #[error("{path} already exists (refusing to overwrite it)")]
+    #[error("{path} already exists (refusing to overwrite it; --force replaces it)")]
     Exists {
         /// Destination path.
         path: PathBuf,
@@ -102,6 +102,41 @@ pub enum Overwrite {
     Allow,
     /// Fail with [`WriteError::Exists`].
     Refuse,
+}
+
+impl Overwrite {
+    /// jek's one overwrite rule: an output file that exists is replaced only with `--force`.
+    pub fn from_force(force: bool) -> Overwrite {
+        if force {
+            Overwrite::Allow
+        } else {
+            Overwrite::Refuse
+        }
+    }
+
+    /// Checks every output of a command before any is written, so a refusal leaves all of
+    /// them as they were.
+    pub fn check<'a>(self, paths: impl IntoIterator<Item = &'a Path>) -> Result<(), WriteError> {
+        if self == Overwrite::Allow {
+            return Ok(());
+        }
+        match paths.into_iter().find(|p| p.symlink_metadata().is_ok()) {
+            Some(p) => Err(WriteError::Exists {
+                path: p.to_path_buf(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// jek's cache root: `$XDG_CACHE_HOME/jek`, else `~/.cache/jek` (kernel builds under
+/// `kernel/`, image blobs and segments under `images/`).
+pub fn cache_root() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("jek")
 }
 
 /// Writes `data` to `path` atomically with Unix permission bits `mode`.

@@ -63,11 +63,7 @@ impl Cache {
 
     /// The default: `$XDG_CACHE_HOME/jek/images`, else `~/.cache/jek/images`.
     pub fn default_dir() -> PathBuf {
-        std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .unwrap_or_else(|| PathBuf::from(".cache"))
-            .join("jek/images")
+        jek_fsio::cache_root().join("images")
     }
 
     fn ensure(&self, sub: &str) -> Result<PathBuf, CacheError> {

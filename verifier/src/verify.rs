@@ -634,6 +634,16 @@ pub enum InspectError {
     Envelope(#[from] EnvelopeError),
 }
 
+impl InspectError {
+    /// The same stable code `verify` gives the same malformation.
+    pub fn code(&self) -> &'static str {
+        match self {
+            InspectError::Format(_) => "malformed_bundle",
+            InspectError::Envelope(_) => "malformed_envelope",
+        }
+    }
+}
+
 /// One component of a bundle as stored, without verifying anything (`jek extract`):
 /// `Ok(None)` when the bundle has no component of that role.
 pub fn extract(bytes: &[u8], role: Role) -> Result<Option<&[u8]>, InspectError> {

@@ -3,10 +3,9 @@
 use std::path::PathBuf;
 
 use jek_builder::build::{self, BuildOptions};
-use serde::Serialize;
 
 use crate::error::CliError;
-use crate::progress::StatusLine;
+use jek_builder::progress::StatusLine;
 
 /// Arguments of `jek build`.
 #[derive(Debug, clap::Args)]
@@ -40,23 +39,6 @@ pub struct Args {
     json: bool,
 }
 
-/// The default cache directory.
-pub fn default_cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"))
-        .join("jek")
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Reproducible<'a> {
-    reproducible: bool,
-    first_difference: Option<&'static str>,
-    components: &'a [build::Comparison],
-}
-
 /// Runs `jek build`.
 pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     let recipe = jek_config::recipe::load(&args.recipe)?;
@@ -78,65 +60,35 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         );
     }
     let opts = BuildOptions {
-        cache: args.cache_dir.unwrap_or_else(default_cache_dir),
+        cache: args.cache_dir.unwrap_or_else(jek_fsio::cache_root),
         out_dir: args.out_dir,
         source_date_epoch: super::pack::created_time_or(|| recipe.default_epoch())?.0,
         jobs: args
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     };
+    // Interrupted, a build stops its make and removes its work directory.
+    jek_builder::kernel::remove_work_on_signals().map_err(CliError::Signals)?;
     let mut status = StatusLine::new(quiet || args.no_progress || args.json);
     let mut report = |p: jek_builder::kernel::Progress<'_>| status.report(p);
     if args.check_reproducible {
-        let cmp = build::check_reproducible(&recipe, &keys, &opts, &mut report)
-            .map_err(CliError::Build)?;
+        let cmp = build::check_reproducible(&recipe, &keys, &opts, &mut report)?;
         status.finish();
-        let first_diff = cmp.iter().find(|c| !c.identical());
-        if args.json {
-            super::print_json(&Reproducible {
-                reproducible: first_diff.is_none(),
-                first_difference: first_diff.map(|c| c.component),
-                components: &cmp,
-            })?;
-        } else {
-            for c in &cmp {
-                let mark = if c.identical() {
-                    "identical"
-                } else {
-                    "DIFFERS"
-                };
-                outln!("{:<10} {mark}  {} {}", c.component, c.first, c.second);
-            }
+        let r = build::Reproducibility::of(&cmp);
+        match args.json {
+            true => super::print_json(&r)?,
+            false => outln!("{}", r.text()),
         }
-        return match first_diff {
+        return match r.first_difference {
             None => Ok(()),
-            Some(c) => Err(CliError::NotReproducible {
-                component: c.component,
-            }),
+            Some(component) => Err(CliError::NotReproducible { component }),
         };
     }
-    let out = build::build(&recipe, &keys, &opts, &mut report).map_err(CliError::Build)?;
+    let out = build::build(&recipe, &keys, &opts, &mut report)?;
     status.finish();
     if args.json {
         return super::print_json(&out.summary());
     }
-    outln!(
-        "bundle      {} ({} bytes, sha256:{})",
-        out.bundle.display(),
-        out.bundle_size,
-        out.bundle_sha256
-    );
-    outln!("provenance  {}", out.provenance.display());
-    outln!("checksums   {}", out.sums.display());
-    outln!(
-        "kernel      {} ({} symbols =y, {})",
-        out.kernel_release,
-        out.builtin_symbols,
-        if out.kernel.cached {
-            "from cache"
-        } else {
-            "built"
-        }
-    );
+    outln!("{}", out.text());
     Ok(())
 }

@@ -42,19 +42,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
         let id = keys::public_key(&key).id().to_string();
         (private, public, id)
     };
-    let overwrite = if args.force {
-        Overwrite::Allow
-    } else {
-        Overwrite::Refuse
-    };
-    if !args.force {
-        // Check both first so that a refusal leaves neither file written.
-        for p in [&key_path, &pub_path] {
-            if p.exists() {
-                return Err(jek_fsio::WriteError::Exists { path: p.clone() }.into());
-            }
-        }
-    }
+    let overwrite = Overwrite::from_force(args.force);
+    overwrite.check([key_path.as_path(), pub_path.as_path()])?;
     write_atomic(&key_path, private.as_bytes(), 0o600, overwrite)?;
     write_atomic(&pub_path, public.as_bytes(), 0o644, overwrite)?;
     tracing::info!(key_id = %id, "wrote {} and {}", key_path.display(), pub_path.display());

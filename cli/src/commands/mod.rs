@@ -5,6 +5,7 @@ use crate::error::CliError;
 mod attest;
 mod boot;
 pub(crate) mod build;
+mod cache;
 mod completions;
 mod inspect;
 mod kconfig;
@@ -31,6 +32,9 @@ pub enum Command {
     /// The build time is $SOURCE_DATE_EPOCH, else the recipe's `source_date_epoch`, else the
     /// kernel source's modification time: unchanged inputs hit the kernel cache.
     Build(build::Args),
+    /// The build cache: list it, prune it.
+    #[command(subcommand)]
+    Cache(cache::Args),
     /// Kernel configuration checks.
     #[command(subcommand)]
     Kconfig(kconfig::Args),
@@ -63,6 +67,7 @@ pub enum Command {
 pub fn run(cmd: Command, quiet: bool) -> Result<(), CliError> {
     match cmd {
         Command::Build(a) => build::run(a, quiet),
+        Command::Cache(a) => cache::run(a),
         Command::Kconfig(a) => kconfig::run(a),
         Command::Keygen(a) => keygen::run(a),
         Command::Pack(a) => pack::run(a),

@@ -1,10 +1,10 @@
 //! `jek push` and `jek pull`: bundles through OCI registries.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use jek_fsio::{write_atomic, Overwrite};
+use jek_oci::registry::PullError;
 use jek_oci::{Attachment, AttachmentKind, Registry};
-use jek_verifier::DetachedSignature;
 
 use crate::error::{read, CliError};
 
@@ -23,9 +23,8 @@ pub struct PushArgs {
     /// Provenance to attach (the builder's in-toto statement).
     #[arg(long, value_name = "FILE")]
     provenance: Option<PathBuf>,
-    /// Talk HTTP, not HTTPS (a registry on localhost).
-    #[arg(long)]
-    plain_http: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Print `{"reference", "manifestDigest", "bundleDigest", "attachments"}`.
     #[arg(long)]
     json: bool,
@@ -43,19 +42,36 @@ pub struct PullArgs {
     /// (OUT.sigstore.json or OUT.sig), so `jek boot OUT` finds it.
     #[arg(long)]
     out: PathBuf,
-    /// Talk HTTP, not HTTPS.
+    /// Replace OUT and its signature file if they exist.
     #[arg(long)]
-    plain_http: bool,
+    force: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Print the verified bundle as JSON.
     #[arg(long)]
     json: bool,
 }
 
-/// Registry credentials: `JEK_REGISTRY_USERNAME` and `JEK_REGISTRY_PASSWORD`, when both
-/// are set.
-pub fn registry_auth() -> Option<(String, String)> {
-    let var = |name| std::env::var(name).ok();
-    Some((var("JEK_REGISTRY_USERNAME")?, var("JEK_REGISTRY_PASSWORD")?))
+/// How to reach registries: shared by every command that talks to one. Credentials come
+/// from `JEK_REGISTRY_USERNAME`/`JEK_REGISTRY_PASSWORD` or the auth files skopeo reads.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArgs {
+    /// Talk HTTP, not HTTPS (a registry on localhost).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// CA certificates (PEM) to trust for registries' TLS, besides the built-in roots.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    /// The client options these flags and the environment give.
+    pub fn options(&self) -> Result<jek_oci::ClientOptions, CliError> {
+        Ok(jek_oci::ClientOptions::from_environment(
+            self.plain_http,
+            self.ca_file.as_deref(),
+        )?)
+    }
 }
 
 /// Runs `jek push`.
@@ -92,7 +108,7 @@ pub fn push(args: PushArgs) -> Result<(), CliError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "bundle.jek".into());
-    let registry = Registry::new(args.plain_http, registry_auth())?;
+    let registry = Registry::new(&args.registry.options()?)?;
     let pushed = registry.push(&bundle, &title, &args.reference, &attachments)?;
     tracing::info!(reference = %pushed.reference, digest = %pushed.manifest_digest, "pushed");
     if args.json {
@@ -105,71 +121,38 @@ pub fn push(args: PushArgs) -> Result<(), CliError> {
 /// Runs `jek pull`: fetch, verify under the policy, and only then write.
 pub fn pull(args: PullArgs) -> Result<(), CliError> {
     let policy = jek_config::policy::load(&args.policy)?;
-    let registry = Registry::new(args.plain_http, registry_auth())?;
-    let pulled = registry.pull(&args.reference)?;
-    // Every attached signature is a candidate for the policy's Sigstore rule; the verifier
-    // takes the first one it accepts or reports the first one's failure.
-    let signatures: Vec<&Attachment> = pulled
-        .attachments
-        .iter()
-        .filter(|a| a.kind.is_signature())
-        .collect();
-    let origin = format!("{}@{} (referrer)", args.reference, pulled.manifest_digest);
-    let candidates: Vec<DetachedSignature<'_>> = signatures
-        .iter()
-        .map(|a| DetachedSignature {
-            origin: &origin,
-            bytes: &a.data,
-        })
-        .collect();
-    let verified = jek_verifier::verify_bundle(
-        pulled.bundle,
-        &policy.policy,
-        &candidates,
-        jek_verifier::UnixTime::now(),
-    )
-    .map_err(|source| CliError::Rejected {
-        path: PathBuf::from(&args.reference),
-        source,
-    })?;
-    write_atomic(&args.out, verified.bytes(), 0o644, Overwrite::Allow)?;
-    if let Some(sig) = verified
-        .approving_signature()
-        .and_then(|i| signatures.get(i))
-    {
-        let [sigstore_path, cosign_path] = jek_config::signatures::default_paths(&args.out);
-        let path = if sig.kind == AttachmentKind::SigstoreBundle {
-            sigstore_path
-        } else {
-            cosign_path
-        };
-        write_atomic(&path, &sig.data, 0o644, Overwrite::Allow)?;
-    }
-    let m = verified.manifest();
-    if args.json {
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Pulled<'a> {
-            accepted: bool,
-            out: &'a Path,
-            manifest_digest: &'a str,
-            name: &'a str,
-            version: &'a str,
-            security_version: u64,
-            signers: &'a [jek_verifier::KeyId],
-            approved_by: Option<&'a str>,
+    let overwrite = Overwrite::from_force(args.force);
+    overwrite.check(
+        jek_config::signatures::default_paths(&args.out)
+            .iter()
+            .map(|p| p.as_path())
+            .chain([args.out.as_path()]),
+    )?;
+    let registry = Registry::new(&args.registry.options()?)?;
+    let now = jek_verifier::UnixTime::now();
+    let pull = match registry.pull_verified(&args.reference, &policy.policy, now) {
+        Ok(p) => p,
+        Err(PullError::Registry(e)) => return Err(e.into()),
+        Err(PullError::Rejected { reference, source }) => {
+            return Err(CliError::Rejected {
+                path: reference.into(),
+                source,
+            })
         }
-        return super::print_json(&Pulled {
-            accepted: true,
-            out: &args.out,
-            manifest_digest: &pulled.manifest_digest,
-            name: &m.name,
-            version: &m.version,
-            security_version: m.security_version,
-            signers: verified.signers(),
-            approved_by: verified.approval(),
-        });
+    };
+    write_atomic(&args.out, pull.bundle.bytes(), 0o644, overwrite)?;
+    if let Some(sig) = &pull.approval {
+        let [sigstore_path, cosign_path] = jek_config::signatures::default_paths(&args.out);
+        let path = match sig.kind {
+            AttachmentKind::SigstoreBundle => sigstore_path,
+            _ => cosign_path,
+        };
+        write_atomic(&path, &sig.data, 0o644, overwrite)?;
     }
+    if args.json {
+        return super::print_json(&pull.summary(&args.out));
+    }
+    let m = pull.bundle.manifest();
     outln!(
         "ACCEPTED {} {} from {}; wrote {}",
         m.name,

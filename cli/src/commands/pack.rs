@@ -41,9 +41,12 @@ pub struct Args {
     /// Signing key (PKCS#8 PEM); repeat for several signers.
     #[arg(long = "key", required = true)]
     keys: Vec<PathBuf>,
-    /// Output bundle path (written atomically).
+    /// Output bundle path (written atomically; an existing file only with --force).
     #[arg(long)]
     out: PathBuf,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    force: bool,
     /// Print `{"bundle", "size", "sha256"}` instead of the output path.
     #[arg(long)]
     json: bool,
@@ -63,6 +66,7 @@ pub fn created_time_or(default: impl FnOnce() -> u64) -> Result<UnixTime, CliErr
 
 /// Runs `jek pack`.
 pub fn run(args: Args) -> Result<(), CliError> {
+    Overwrite::from_force(args.force).check([args.out.as_path()])?;
     let kernel = read("kernel image", &args.kernel)?;
     let vmlinux = args
         .vmlinux
@@ -97,7 +101,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         created: created_time_or(|| UnixTime::now().0)?,
     };
     let bytes = pack(&req, &keys).map_err(CliError::Pack)?;
-    write_atomic(&args.out, &bytes, 0o644, Overwrite::Allow)?;
+    write_atomic(&args.out, &bytes, 0o644, Overwrite::from_force(args.force))?;
     tracing::info!(bytes = bytes.len(), "wrote {}", args.out.display());
     if args.json {
         return super::print_json(&jek_builder::pack::Packed {

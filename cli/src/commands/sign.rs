@@ -1,8 +1,8 @@
 //! `jek sign`: add a signature to an existing bundle.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use jek_fsio::{write_atomic, Overwrite};
+use jek_builder::sign::SignFile;
 
 use crate::error::{read, CliError};
 
@@ -24,6 +24,10 @@ pub struct Args {
     /// Where to write the cosign signature (default: the bundle's path + `.sig`).
     #[arg(long, value_name = "FILE", requires = "cosign_key")]
     signature: Option<PathBuf>,
+    /// Replace an existing --out or --signature file; when BUNDLE is signed in place,
+    /// remove the detached signatures beside it that the change would leave stale.
+    #[arg(long)]
+    force: bool,
     /// Print `{"bundle", "keyId", "sha256", "cosign"}` instead of the key IDs.
     #[arg(long)]
     json: bool,
@@ -52,70 +56,18 @@ pub fn run(args: Args) -> Result<(), CliError> {
         }
         None => None,
     };
-    let out = args.out.clone().unwrap_or_else(|| args.bundle.clone());
-    let (signed, id) = match &key {
-        Some(key) => {
-            let signed =
-                jek_builder::pack::add_signature(&bytes, key).map_err(|source| CliError::Sign {
-                    path: args.bundle.clone(),
-                    source,
-                })?;
-            (signed, Some(jek_builder::keys::public_key(key).id()))
-        }
-        None => (bytes, None),
-    };
-    let cosign_out = match &cosign {
-        Some((path, k)) => {
-            let sig = k.sign_blob(&signed).map_err(cosign_error(path))?;
-            let sig_path = args
-                .signature
-                .clone()
-                .unwrap_or_else(|| jek_config::signatures::default_paths(&out)[1].clone());
-            let public = k.public_key_pem().map_err(cosign_error(path))?;
-            Some((
-                sig_path,
-                sig,
-                jek_builder::cosign::key_id(&public).unwrap_or_default(),
-            ))
-        }
-        None => None,
-    };
-    if id.is_some() || out != args.bundle {
-        write_atomic(&out, &signed, 0o644, Overwrite::Allow)?;
-    }
-    if let Some((sig_path, sig, _)) = &cosign_out {
-        write_atomic(sig_path, sig.as_bytes(), 0o644, Overwrite::Allow)?;
-    }
+    let signed = jek_builder::sign::sign_file(SignFile {
+        bundle: &args.bundle,
+        bytes,
+        key: key.as_ref(),
+        cosign: cosign.as_ref().map(|(_, k)| k),
+        out: args.out.as_deref(),
+        signature: args.signature.as_deref(),
+        force: args.force,
+    })?;
     if args.json {
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Signed<'a> {
-            bundle: &'a Path,
-            key_id: Option<jek_verifier::KeyId>,
-            sha256: jek_verifier::Sha256Digest,
-            cosign: Option<Cosign<'a>>,
-        }
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Cosign<'a> {
-            signature: &'a Path,
-            key_id: &'a str,
-        }
-        return super::print_json(&Signed {
-            bundle: &out,
-            key_id: id,
-            sha256: jek_verifier::Sha256Digest::of(&signed),
-            cosign: cosign_out.as_ref().map(|(p, _, k)| Cosign {
-                signature: p,
-                key_id: k,
-            }),
-        });
+        return super::print_json(&signed);
     }
-    if let Some(id) = id {
-        outln!("{id}");
-    }
-    if let Some((p, _, k)) = &cosign_out {
-        outln!("{k} {}", p.display());
-    }
+    outln!("{}", signed.text());
     Ok(())
 }
