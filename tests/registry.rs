@@ -227,3 +227,184 @@ fn push_pull_verify_and_every_rejected_pull_writes_nothing() {
     assert_exit(&out, 3);
     assert!(!ws.path("x.jek").exists());
 }
+
+/// Makes a CA and a certificate for 127.0.0.1 signed by it, with openssl.
+fn tls_files(ws: &Workspace) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(ws.dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=jek test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    ws.write("san.ext", b"subjectAltName=IP:127.0.0.1\n");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+}
+
+#[test]
+fn a_tls_registry_with_a_private_ca_and_credentials_from_the_auth_files() {
+    use base64::Engine as _;
+    let ws = Workspace::new();
+    assert_exit(&ws.pack("demo.jek", 3, &["dev.key"]), 0);
+    ws.policy(
+        "plain.yaml",
+        "trusted_keys: [dev.pub]\nmin_security_version: 3\n",
+    );
+    tls_files(&ws);
+    let hash = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import crypt; print(crypt.crypt('s3cret', crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+        ])
+        .output()
+        .unwrap();
+    ws.write(
+        "htpasswd",
+        format!("pusher:{}", String::from_utf8(hash.stdout).unwrap()).as_bytes(),
+    );
+    let p = |f: &str| ws.path(f).display().to_string();
+    let reg = common::start_registry_with(
+        |_| {
+            format!(
+                "auth:\n  htpasswd:\n    realm: jek\n    path: {}\n",
+                p("htpasswd")
+            )
+        },
+        &format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            p("server.pem"),
+            p("server.key")
+        ),
+    );
+    let reference = format!("{}/private/kernel:1", reg.addr);
+    let push = |env: &[(&str, String)], extra: &[&str]| {
+        let mut c = common::jek();
+        c.current_dir(ws.dir.path())
+            .args(["push", "demo.jek", &reference])
+            .args(extra)
+            .env_remove("JEK_REGISTRY_USERNAME")
+            .env_remove("JEK_REGISTRY_PASSWORD")
+            .env("HOME", ws.dir.path())
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("DOCKER_CONFIG")
+            .env_remove("REGISTRY_AUTH_FILE");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // Without the CA, TLS fails and says the certificate is not trusted.
+    let out = push(&[], &[]);
+    assert_exit(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(err.contains("certificate"), "{err}");
+    // With it but without credentials, the registry refuses.
+    let out = push(&[], &["--ca-file", "ca.pem"]);
+    assert_ne!(out.status.code(), Some(0));
+    // A file that is not a certificate is named.
+    let out = push(&[], &["--ca-file", "plain.yaml"]);
+    assert_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CA file plain.yaml"));
+    // Credentials from a containers auth.json (REGISTRY_AUTH_FILE), keyed by registry.
+    let auth = base64::engine::general_purpose::STANDARD.encode("pusher:s3cret");
+    let entry =
+        |key: &str, auth: &str| format!(r#"{{"auths": {{"{key}": {{"auth": "{auth}"}}}}}}"#);
+    ws.write("auth.json", entry(&reg.addr, &auth).as_bytes());
+    let out = push(
+        &[("REGISTRY_AUTH_FILE", p("auth.json"))],
+        &["--ca-file", "ca.pem"],
+    );
+    assert_exit(&out, 0);
+    // A wrong password in docker's config.json (found through HOME) is refused; the right
+    // one, keyed by the repository's namespace, is used.
+    let wrong = base64::engine::general_purpose::STANDARD.encode("pusher:nope");
+    std::fs::create_dir_all(ws.path(".docker")).unwrap();
+    ws.write(".docker/config.json", entry(&reg.addr, &wrong).as_bytes());
+    let out = push(&[], &["--ca-file", "ca.pem"]);
+    assert_ne!(out.status.code(), Some(0));
+    let both = format!(
+        r#"{{"auths": {{"{}": {{"auth": "{wrong}"}}, "{}/private": {{"auth": "{auth}"}}}}}}"#,
+        reg.addr, reg.addr
+    );
+    ws.write(".docker/config.json", both.as_bytes());
+    let mut pull = common::jek();
+    pull.current_dir(ws.dir.path())
+        .args([
+            "pull",
+            &reference,
+            "--policy",
+            "plain.yaml",
+            "--out",
+            "pulled.jek",
+        ])
+        .args(["--ca-file", "ca.pem"])
+        .env("HOME", ws.dir.path())
+        .env_remove("JEK_REGISTRY_USERNAME")
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("DOCKER_CONFIG");
+    assert_exit(&pull.output().unwrap(), 0);
+    assert_eq!(ws.read("pulled.jek"), ws.read("demo.jek"));
+    // A malformed auth file is an error naming it, not anonymous access.
+    ws.write(
+        ".docker/config.json",
+        br#"{"auths": {"x": {"auth": "%%%"}}}"#,
+    );
+    let out = push(&[], &["--ca-file", "ca.pem"]);
+    assert_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".docker/config.json"));
+}

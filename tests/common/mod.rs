@@ -372,6 +372,12 @@ impl Drop for RegistryProcess {
 
 /// Starts Debian's `docker-registry` (or `$JEK_DOCKER_REGISTRY`).
 pub fn start_registry() -> RegistryProcess {
+    start_registry_with(|_| String::new(), "")
+}
+
+/// Starts a registry whose config gets `top` (YAML made from its temporary directory:
+/// `auth:`, say) and `http` (lines under `http:`, indented two spaces: `tls:`).
+pub fn start_registry_with(top: impl Fn(&Path) -> String, http: &str) -> RegistryProcess {
     let bin = std::env::var("JEK_DOCKER_REGISTRY").unwrap_or_else(|_| "docker-registry".into());
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -384,8 +390,9 @@ pub fn start_registry() -> RegistryProcess {
     std::fs::write(
         &config,
         format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            storage.display()
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n{}http:\n  addr: 127.0.0.1:{port}\n{http}",
+            storage.display(),
+            top(dir.path()),
         ),
     )
     .unwrap();
