@@ -12,6 +12,8 @@ APT_PACKAGES=(
   openssl python3 python3-pip
   # peak-memory assertions in the boundary tests (GNU time -f %M)
   time
+  # rendering the generated man pages in the CLI tests
+  groff-base
   # OCI distribution: a local registry for the push/pull tests, skopeo for the benchmark
   docker-registry skopeo
   # container images in pods: the tests and the main job make a busybox image from it

@@ -255,6 +255,36 @@ fn version_names_the_format_and_completions_cover_every_command() {
     }
     let out = ws.jek(&["completions", "tcsh"]);
     assert_exit(&out, 2);
+
+    // Man pages: one per command, each rendering with man(1)'s formatter and naming its
+    // options.
+    assert_exit(&ws.jek(&["man", "--out-dir", "man"]), 0);
+    let help = ws.jek(&["--help"]);
+    let commands: Vec<String> = String::from_utf8_lossy(&help.stdout)
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 15, "{commands:?}");
+    for c in &commands {
+        let page = ws.path(&format!("man/jek-{c}.1"));
+        assert!(page.exists(), "no man page for {c}");
+    }
+    let page = ws.path("man/jek-pull.1");
+    let out = std::process::Command::new("groff")
+        .args(["-man", "-Tascii", "-P-bcou"])
+        .arg(&page)
+        .output()
+        .expect("groff renders man pages");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("--ca-file") && text.contains("--force"),
+        "{text}"
+    );
 }
 
 #[test]

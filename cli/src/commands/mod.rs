@@ -10,6 +10,7 @@ mod completions;
 mod inspect;
 mod kconfig;
 mod keygen;
+mod man;
 mod oci;
 mod pack;
 mod predict;
@@ -61,6 +62,8 @@ pub enum Command {
     Tpm(tpm::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to standard output.
     Completions(completions::Args),
+    /// Write man pages (jek.1 and one per subcommand) into a directory.
+    Man(man::Args),
 }
 
 /// Runs one subcommand.
@@ -79,6 +82,7 @@ pub fn run(cmd: Command, quiet: bool) -> Result<(), CliError> {
         Command::Boot(a) => boot::run(a, quiet),
         Command::Attest(a) => attest::run(a, quiet),
         Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
         Command::Tpm(a) => tpm::run(a),
         Command::Push(a) => oci::push(a),
         Command::Pull(a) => oci::pull(a),
