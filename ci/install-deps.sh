@@ -33,11 +33,12 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! python3 -c "import securesystemslib.dsse, cryptography" 2>/dev/null; then
-  echo "install-deps: pip securesystemslib" >&2
-  python3 -m pip install -q --disable-pip-version-check "securesystemslib>=1.0,<2" "cryptography>=41" 2>&1 \
-    | grep -v "Running pip as the 'root' user" >&2 || true
-  python3 -c "import securesystemslib.dsse, cryptography"
+# securesystemslib checks our DSSE envelopes; jsonschema checks our SLSA provenance.
+if ! python3 -c "import securesystemslib.dsse, cryptography, jsonschema" 2>/dev/null; then
+  echo "install-deps: pip securesystemslib jsonschema" >&2
+  python3 -m pip install -q --disable-pip-version-check "securesystemslib>=1.0,<2" "cryptography>=41" \
+    "jsonschema>=4,<5" 2>&1 | grep -v "Running pip as the 'root' user" >&2 || true
+  python3 -c "import securesystemslib.dsse, cryptography, jsonschema"
 fi
 
 if [ "${JEK_SKIP_FUZZ:-0}" != 1 ]; then

@@ -137,6 +137,72 @@ fn default_recipe_builds_a_policy_clean_signed_bundle_with_provenance() {
     assert!(deps
         .iter()
         .any(|d| d["name"].as_str().unwrap().ends_with("hardening.config")));
+    // Every dependency has a file:// URI and a digest; the builder names jek's version and
+    // commit.
+    assert!(deps
+        .iter()
+        .all(|d| d["uri"].as_str().unwrap().starts_with("file:///")
+            && d["digest"]["sha256"].as_str().unwrap().len() == 64));
+    let version = &st["predicate"]["runDetails"]["builder"]["version"];
+    assert!(version["commit"].as_str().unwrap().len() >= 7, "{version}");
+
+    // Valid against the SLSA v1 schema; the shape jek wrote before (a toolchain list in
+    // builder.version, a byproduct with neither uri nor digest) is not.
+    let prov_path = b.dir.path().join("demo-1.0.0.provenance.intoto.json");
+    let check = |path: &Path| {
+        std::process::Command::new("python3")
+            .arg(repo_root().join("tests/interop/check_provenance.py"))
+            .arg(path)
+            .output()
+            .expect("python3 with jsonschema (ci/install-deps.sh)")
+    };
+    let out = check(&prov_path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut old = st.clone();
+    old["predicate"]["runDetails"]["builder"]["version"] =
+        serde_json::json!({"jek": "0.1.0", "toolchain": ["gcc 12"]});
+    old["predicate"]["runDetails"]["byproducts"] = serde_json::json!([{"name": "kernel"}]);
+    let old_env = jek_verifier::dsse::Envelope {
+        payload: serde_json::to_vec(&old).unwrap(),
+        ..env.clone()
+    };
+    let old_path = b.dir.path().join("old.provenance.json");
+    std::fs::write(&old_path, old_env.to_json()).unwrap();
+    let out = check(&old_path);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("version") && err.contains("byproducts"),
+        "{err}"
+    );
+
+    // `jek provenance verify`: the test key signed it, about this bundle; another bundle
+    // is refused naming the subject.
+    let pubkey = test_key().with_extension("pub");
+    let verify = |bundle: &Path| {
+        jek()
+            .args(["provenance", "verify"])
+            .arg(&prov_path)
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--key")
+            .arg(&pubkey)
+            .arg("--json")
+            .output()
+            .unwrap()
+    };
+    let out = verify(&b.bundle);
+    assert_exit(&out, 0);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["subject"], "demo-1.0.0.jek");
+    let out = verify(&prov_path);
+    assert_exit(&out, 1);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["code"], "subject_mismatch");
 }
 
 #[test]

@@ -277,10 +277,11 @@ pub fn app_spec_json(recipe: &Recipe) -> Vec<u8> {
 pub fn initramfs(recipe: &Recipe, mtime: u32) -> Result<(Vec<u8>, Vec<Dependency>), BuildError> {
     let init = read("init binary", &recipe.init)?;
     require_static(&recipe.init, &init)?;
-    let mut deps = vec![Dependency {
-        name: recipe.init.display().to_string(),
-        sha256: Sha256Digest::of(&init).to_hex(),
-    }];
+    let mut deps = vec![Dependency::file(
+        recipe.init.display().to_string(),
+        &recipe.init,
+        Sha256Digest::of(&init).to_hex(),
+    )];
     let dir = |p: &str| Entry {
         path: p.into(),
         perm: 0o755,
@@ -312,10 +313,11 @@ pub fn initramfs(recipe: &Recipe, mtime: u32) -> Result<(Vec<u8>, Vec<Dependency
         if f.mode & 0o111 != 0 {
             require_static(&f.src, &data)?;
         }
-        deps.push(Dependency {
-            name: f.src.display().to_string(),
-            sha256: Sha256Digest::of(&data).to_hex(),
-        });
+        deps.push(Dependency::file(
+            f.src.display().to_string(),
+            &f.src,
+            Sha256Digest::of(&data).to_hex(),
+        ));
         entries.push(Entry {
             path: f.dst.clone(),
             perm: f.mode,
@@ -427,15 +429,17 @@ pub fn build(
     let bundle_sha256 = Sha256Digest::of(&bundle);
     write_atomic(&bundle_path, &bundle, 0o644, Overwrite::Allow).map_err(BuildError::Write)?;
 
-    let mut deps = vec![Dependency {
-        name: kernel.inputs.source.name.clone(),
-        sha256: kernel.inputs.source.sha256.clone(),
-    }];
+    let mut deps = vec![Dependency::file(
+        kernel.inputs.source.name.clone(),
+        &recipe.source,
+        kernel.inputs.source.sha256.clone(),
+    )];
     for (p, f) in recipe.fragments.iter().zip(&kernel.inputs.fragments) {
-        deps.push(Dependency {
-            name: p.display().to_string(),
-            sha256: f.sha256.clone(),
-        });
+        deps.push(Dependency::file(
+            p.display().to_string(),
+            p,
+            f.sha256.clone(),
+        ));
     }
     deps.extend(init_deps);
     let prov = provenance::signed(

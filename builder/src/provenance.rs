@@ -1,22 +1,47 @@
 //! SLSA provenance v1 for a built bundle, as an in-toto Statement signed in a DSSE envelope
-//! with the bundle's own signing keys.
+//! with the bundle's own signing keys. The records are the verifier's
+//! ([`jek_verifier::provenance`]), so what `jek build` writes is what
+//! `jek provenance verify` reads.
+
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use ed25519_dalek::{Signer as _, SigningKey};
 use jek_verifier::dsse::{Envelope, Signature, IN_TOTO_PAYLOAD_TYPE};
-use serde_json::{json, Value};
+use jek_verifier::provenance::{
+    BuildDefinition, Builder, Metadata, Provenance, ResourceDescriptor, RunDetails, Statement,
+    BUILDER_ID_PREFIX, BUILD_TYPE, PREDICATE_TYPE, STATEMENT_TYPE,
+};
+use serde_json::Value;
 
 use crate::keys;
 
-/// The build type URI jek's provenance declares.
-pub const BUILD_TYPE: &str = "https://jek.dev/KernelBundleBuild/v1";
+/// The commit jek was built from (`git rev-parse HEAD` at compile time, `-dirty` when the
+/// work tree had changes), or `unknown` outside a git checkout.
+pub const COMMIT: &str = env!("JEK_GIT_COMMIT");
 
-/// One resolved dependency: a name and its SHA-256.
+/// One resolved dependency: a name, where it is, and its SHA-256.
 #[derive(Debug, Clone)]
 pub struct Dependency {
-    /// Name (path or file name).
+    /// Name (the path as the recipe wrote it, or a file name).
     pub name: String,
+    /// `file:///absolute/path`.
+    pub uri: String,
     /// Hex SHA-256.
     pub sha256: String,
+}
+
+impl Dependency {
+    /// A local file: its URI is its absolute path (resolved when it exists).
+    pub fn file(name: String, path: &Path, sha256: String) -> Self {
+        let abs = std::fs::canonicalize(path)
+            .or_else(|_| std::path::absolute(path))
+            .unwrap_or_else(|_| path.to_path_buf());
+        let uri = url::Url::from_file_path(&abs)
+            .map(String::from)
+            .unwrap_or_else(|()| format!("file://{}", abs.display()));
+        Dependency { name, uri, sha256 }
+    }
 }
 
 /// What the provenance says.
@@ -41,46 +66,74 @@ pub struct ProvenanceInput<'a> {
     pub kernel_from_cache: bool,
 }
 
-/// The statement JSON bytes.
-pub fn statement(p: &ProvenanceInput<'_>) -> Vec<u8> {
-    let v = json!({
-        "_type": "https://in-toto.io/Statement/v1",
-        "subject": [{ "name": p.subject_name, "digest": { "sha256": p.subject_sha256 } }],
-        "predicateType": "https://slsa.dev/provenance/v1",
-        "predicate": {
-            "buildDefinition": {
-                "buildType": BUILD_TYPE,
-                "externalParameters": { "recipe": p.recipe },
-                "internalParameters": { "sourceDateEpoch": p.source_date_epoch },
-                "resolvedDependencies": p.dependencies.iter().map(|d| json!({
-                    "name": d.name, "digest": { "sha256": d.sha256 },
-                })).collect::<Vec<_>>(),
+fn sha256(hex: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("sha256".to_string(), hex.to_string())])
+}
+
+/// The statement.
+pub fn statement(p: &ProvenanceInput<'_>) -> Statement {
+    let external = match p.recipe {
+        Value::Object(m) => m.clone().into_iter().collect(),
+        other => BTreeMap::from([("recipe".to_string(), other.clone())]),
+    };
+    let origin = if p.kernel_from_cache {
+        "cache"
+    } else {
+        "build"
+    };
+    Statement {
+        statement_type: STATEMENT_TYPE.into(),
+        subject: vec![ResourceDescriptor {
+            name: Some(p.subject_name.into()),
+            digest: sha256(p.subject_sha256),
+            ..Default::default()
+        }],
+        predicate_type: PREDICATE_TYPE.into(),
+        predicate: Provenance {
+            build_definition: BuildDefinition {
+                build_type: BUILD_TYPE.into(),
+                external_parameters: external,
+                internal_parameters: BTreeMap::from([
+                    ("sourceDateEpoch".into(), p.source_date_epoch.into()),
+                    ("toolchain".into(), p.toolchain.to_vec().into()),
+                    // Compiled by this run, or taken from the kernel cache under the
+                    // invocation ID (the cache key).
+                    ("kernelOrigin".into(), origin.into()),
+                ]),
+                resolved_dependencies: p
+                    .dependencies
+                    .iter()
+                    .map(|d| ResourceDescriptor {
+                        name: Some(d.name.clone()),
+                        uri: Some(d.uri.clone()),
+                        digest: sha256(&d.sha256),
+                        ..Default::default()
+                    })
+                    .collect(),
             },
-            "runDetails": {
-                "builder": {
-                    "id": format!("https://jek.dev/builder/jek@{}", env!("CARGO_PKG_VERSION")),
-                    "version": { "jek": env!("CARGO_PKG_VERSION"), "toolchain": p.toolchain },
+            run_details: RunDetails {
+                builder: Builder {
+                    id: format!("{BUILDER_ID_PREFIX}{}", env!("CARGO_PKG_VERSION")),
+                    version: BTreeMap::from([
+                        ("jek".into(), env!("CARGO_PKG_VERSION").into()),
+                        ("commit".into(), COMMIT.into()),
+                    ]),
                 },
-                "metadata": { "invocationId": p.invocation_id },
-                // Where the kernel came from: compiled by this run, or taken from the
-                // kernel cache under the invocation ID (the cache key).
-                "byproducts": [{
-                    "name": "kernel",
-                    "annotations": {
-                        "jek.dev/kernel-origin": if p.kernel_from_cache { "cache" } else { "build" },
-                    },
-                }],
+                metadata: Metadata {
+                    invocation_id: Some(p.invocation_id.into()),
+                },
+                byproducts: Vec::new(),
             },
         },
-    });
-    serde_json::to_vec(&v).unwrap_or_default()
+    }
 }
 
 /// The statement in a DSSE envelope signed by every key.
 pub fn signed(p: &ProvenanceInput<'_>, signing_keys: &[SigningKey]) -> Vec<u8> {
     let mut env = Envelope {
         payload_type: IN_TOTO_PAYLOAD_TYPE.into(),
-        payload: statement(p),
+        // Serializing maps, strings and numbers into a Vec cannot fail.
+        payload: serde_json::to_vec(&statement(p)).unwrap_or_default(),
         signatures: vec![],
     };
     let message = env.signed_bytes();
@@ -92,4 +145,61 @@ pub fn signed(p: &ProvenanceInput<'_>, signing_keys: &[SigningKey]) -> Vec<u8> {
         })
         .collect();
     env.to_json()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use jek_verifier::provenance::{verify_provenance, ProvenanceError};
+    use jek_verifier::{Policy, Sha256Digest, TrustedKey, UnixTime};
+
+    fn input<'a>(recipe: &'a Value, sha: &'a str) -> ProvenanceInput<'a> {
+        ProvenanceInput {
+            subject_name: "demo-1.0.0.jek",
+            subject_sha256: sha,
+            recipe,
+            dependencies: vec![Dependency::file(
+                "kernel-config/base.config".into(),
+                Path::new("/src/kernel config/base.config"),
+                "ab".repeat(32),
+            )],
+            toolchain: &[],
+            invocation_id: "key",
+            source_date_epoch: 1,
+            kernel_from_cache: true,
+        }
+    }
+
+    fn policy(key: &SigningKey) -> Policy {
+        let trusted = TrustedKey::new(keys::public_key(key));
+        Policy::new(vec![trusted], None, 1, Default::default()).unwrap()
+    }
+
+    #[test]
+    fn signed_provenance_verifies_for_its_bundle_only() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let bundle = b"the bundle file";
+        let sha = Sha256Digest::of(bundle).to_hex();
+        let recipe = serde_json::json!({"name": "demo"});
+        let env = signed(&input(&recipe, &sha), std::slice::from_ref(&key));
+        let now = UnixTime(2);
+        let v = verify_provenance(&env, bundle, &policy(&key), now).unwrap();
+        let deps = &v.predicate.build_definition.resolved_dependencies;
+        assert_eq!(
+            deps[0].uri.as_deref(),
+            Some("file:///src/kernel%20config/base.config")
+        );
+        assert_eq!(v.predicate.run_details.builder.version["commit"], COMMIT);
+        // Another bundle, another key, a flipped payload byte: each named.
+        let e = verify_provenance(&env, b"other", &policy(&key), now).unwrap_err();
+        assert!(matches!(e, ProvenanceError::Subject { .. }), "{e}");
+        let other = SigningKey::from_bytes(&[8; 32]);
+        let e = verify_provenance(&env, bundle, &policy(&other), now).unwrap_err();
+        assert_eq!(e.code(), "unknown_signer");
+        let mut parsed = Envelope::from_json(&env).unwrap();
+        parsed.payload[10] ^= 1;
+        let e = verify_provenance(&parsed.to_json(), bundle, &policy(&key), now).unwrap_err();
+        assert_eq!(e.code(), "bad_signature");
+    }
 }

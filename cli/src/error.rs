@@ -155,6 +155,13 @@ pub enum CliError {
     /// The registration store cannot be used.
     #[error(transparent)]
     Store(#[from] jek_loader::registry::RegistryError),
+    /// A provenance file is not accepted.
+    #[error("provenance {path} rejected")]
+    Provenance {
+        path: PathBuf,
+        #[source]
+        source: jek_verifier::provenance::ProvenanceError,
+    },
     /// The cache cannot be listed or pruned.
     #[error(transparent)]
     Cache(#[from] jek_builder::cache::CacheError),
@@ -191,6 +198,7 @@ impl CliError {
             | (CliError::NotReproducible { .. }, _) => return None,
             (CliError::Rejected { source, .. }, _) => source.code(),
             (CliError::Inspect { source, .. }, _) => source.code(),
+            (CliError::Provenance { source, .. }, _) => source.code(),
             (CliError::Sign(e), Exit::Rejected) => e.rejection_code().unwrap_or("rejected"),
             (_, Exit::Rejected) => "rejected",
             (_, Exit::Environment) => "environment",
@@ -220,6 +228,7 @@ impl CliError {
             // A file that is not an intact bundle is rejected by every command alike.
             CliError::Rejected { .. }
             | CliError::Inspect { .. }
+            | CliError::Provenance { .. }
             | CliError::NotReproducible { .. }
             | CliError::KconfigFindings { .. }
             | CliError::Contraindicated { .. } => Exit::Rejected,

@@ -57,6 +57,7 @@ pub mod kernel;
 pub mod keys;
 pub mod manifest;
 pub mod policy;
+pub mod provenance;
 pub mod report;
 #[cfg(feature = "sigstore")]
 pub mod sigstore;

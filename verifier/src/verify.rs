@@ -23,6 +23,15 @@ pub struct Verified<T> {
 }
 
 impl<T> Verified<T> {
+    /// A value whose envelope `signers` verified, with no detached approval (provenance).
+    pub(crate) fn new_unapproved(value: T, signers: Vec<KeyId>) -> Self {
+        Verified {
+            value,
+            signers,
+            approval: None,
+        }
+    }
+
     /// The distinct trusted, valid, unrevoked keys whose signatures were accepted, sorted.
     pub fn signers(&self) -> &[KeyId] {
         &self.signers
@@ -475,6 +484,17 @@ fn check_kernel_facts(raw: &RawBundle<'_>, manifest: &Manifest) -> Result<(), Ve
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The envelope's signatures under `keys` (threshold, validity, revocation), for other
+/// envelopes signed with the bundle's keys (provenance).
+pub(crate) fn check_envelope_signatures(
+    envelope: &Envelope,
+    keys: &KeyRule,
+    policy: &Policy,
+    now: UnixTime,
+) -> Result<Vec<KeyId>, VerifyError> {
+    check_signatures(envelope, keys, policy, now)
 }
 
 fn check_signatures(

@@ -14,6 +14,7 @@ mod man;
 mod oci;
 mod pack;
 mod predict;
+mod provenance;
 mod sign;
 mod target;
 mod tpm;
@@ -53,6 +54,9 @@ pub enum Command {
     /// Prove from each pod's vTPM that it booted clean: a fresh quote appraised against the
     /// signed bundle, as an EAR attestation result.
     Attest(attest::Args),
+    /// SLSA provenance: verify what `jek build` wrote for a bundle.
+    #[command(subcommand)]
+    Provenance(provenance::Args),
     /// Push a bundle and its signatures (as referrers) to an OCI registry.
     Push(oci::PushArgs),
     /// Pull a bundle from an OCI registry, verify it under a policy, then write it.
@@ -85,6 +89,7 @@ pub fn run(cmd: Command, quiet: bool) -> Result<(), CliError> {
         Command::Man(a) => man::run(a),
         Command::Tpm(a) => tpm::run(a),
         Command::Push(a) => oci::push(a),
+        Command::Provenance(a) => provenance::run(a),
         Command::Pull(a) => oci::pull(a),
     }
 }

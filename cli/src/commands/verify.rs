@@ -13,17 +13,34 @@ use crate::error::CliError;
 pub struct Args {
     /// The bundle.
     bundle: PathBuf,
-    /// Policy file (YAML).
-    #[arg(long, required_unless_present = "key")]
-    policy: Option<PathBuf>,
-    /// Instead of a policy: accept the bundle if this key (Ed25519, SPKI PEM) signed it.
-    #[arg(long, conflicts_with = "policy")]
-    key: Option<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArgs,
     #[command(flatten)]
     sigstore: SignatureArg,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+}
+
+/// Whom to trust: a policy file, or one key (like `cosign verify-blob --key`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrustArgs {
+    /// Policy file (YAML).
+    #[arg(long, required_unless_present = "key")]
+    policy: Option<PathBuf>,
+    /// Instead of a policy: accept what this key (Ed25519, SPKI PEM) signed.
+    #[arg(long, conflicts_with = "policy")]
+    key: Option<PathBuf>,
+}
+
+impl TrustArgs {
+    /// The policy these flags name.
+    pub fn load(&self) -> Result<jek_verifier::Policy, CliError> {
+        Ok(match (&self.policy, &self.key) {
+            (Some(p), _) => jek_config::policy::load(p)?.policy,
+            (None, k) => jek_config::policy::for_key(k.as_deref().unwrap_or(".".as_ref()))?,
+        })
+    }
 }
 
 /// `--sigstore FILE`, shared by every command that verifies a bundle file.
@@ -58,10 +75,7 @@ struct Accepted<'a> {
 /// Runs `jek verify`. A rejection is an error; with --json, main prints it as
 /// `{"accepted": false, "code", "reason"}`.
 pub fn run(args: Args) -> Result<(), CliError> {
-    let policy = match (&args.policy, &args.key) {
-        (Some(p), _) => jek_config::policy::load(p)?.policy,
-        (None, k) => jek_config::policy::for_key(k.as_deref().unwrap_or(".".as_ref()))?,
-    };
+    let policy = args.trust.load()?;
     let b = verify_file(&policy, &args.bundle, &args.sigstore)?;
     if args.json {
         let bundle = BundleSummary::of(&b);
