@@ -408,3 +408,105 @@ fn a_tls_registry_with_a_private_ca_and_credentials_from_the_auth_files() {
     assert_exit(&out, 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains(".docker/config.json"));
 }
+
+/// What the sigstore crate's cosign client finds at cosign's tag for `image`, checked
+/// against `public_pem`: Ok when a signature layer verifies under the key.
+fn sigstore_crate_verifies(image: &str, public_pem: &[u8]) -> Result<usize, String> {
+    use sigstore::cosign::verification_constraint::{PublicKeyVerifier, VerificationConstraintVec};
+    use sigstore::cosign::{ClientBuilder, CosignCapabilities as _};
+    use sigstore::crypto::SigningScheme;
+    use sigstore::registry::{Auth, ClientConfig, ClientProtocol, OciReference};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let config = ClientConfig {
+            protocol: ClientProtocol::Http,
+            ..Default::default()
+        };
+        let mut client = ClientBuilder::default()
+            .with_oci_client_config(config)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let image: OciReference = image
+            .parse()
+            .map_err(|e: sigstore::errors::SigstoreError| e.to_string())?;
+        let layers = client
+            .trusted_signature_layers(&Auth::Anonymous, &image)
+            .await
+            .map_err(|e| e.to_string())?;
+        let verifier = PublicKeyVerifier::new(public_pem, &SigningScheme::ECDSA_P256_SHA256_ASN1)
+            .map_err(|e| e.to_string())?;
+        let constraints: VerificationConstraintVec = vec![Box::new(verifier)];
+        sigstore::cosign::verify_constraints(&layers, constraints.iter())
+            .map(|()| layers.len())
+            .map_err(|e| format!("{e:?}"))
+    })
+}
+
+#[test]
+fn push_with_a_cosign_key_writes_the_signature_tag_cosign_and_the_sigstore_crate_read() {
+    let reg = start_registry();
+    let ws = Workspace::new();
+    assert_exit(&ws.pack("demo.jek", 3, &["dev.key"]), 0);
+    for name in ["cosign", "other"] {
+        let mut k = common::jek();
+        k.current_dir(ws.dir.path())
+            .args(["keygen", "--cosign", "--out", name])
+            .env("COSIGN_PASSWORD", "pw");
+        assert_exit(&k.output().unwrap(), 0);
+    }
+    let reference = format!("{}/signed/kernel:1", reg.addr);
+    let mut push = common::jek();
+    push.current_dir(ws.dir.path())
+        .args([
+            "push",
+            "demo.jek",
+            &reference,
+            "--plain-http",
+            "--cosign-key",
+            "cosign.key",
+            "--json",
+        ])
+        .env("COSIGN_PASSWORD", "pw");
+    let out = push.output().unwrap();
+    assert_exit(&out, 0);
+    let j = json(&out);
+    let digest = j["manifestDigest"].as_str().unwrap().to_string();
+    assert!(j["cosignSignature"]["manifestDigest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    // The layout is where cosign looks: the .sig tag of the bundle manifest's digest.
+    let tag = format!("{}.sig", digest.replacen(':', "-", 1));
+    assert!(reg
+        .storage
+        .join("docker/registry/v2/repositories/signed/kernel/_manifests/tags")
+        .join(&tag)
+        .exists());
+    // The sigstore crate's cosign verification accepts it under cosign.pub, by tag and by
+    // digest, and not under another key.
+    let public = ws.read("cosign.pub");
+    assert_eq!(sigstore_crate_verifies(&reference, &public), Ok(1));
+    let by_digest = format!("{}/signed/kernel@{digest}", reg.addr);
+    assert_eq!(sigstore_crate_verifies(&by_digest, &public), Ok(1));
+    assert!(sigstore_crate_verifies(&reference, &ws.read("other.pub")).is_err());
+    // A wrong password pushes nothing.
+    let mut push = common::jek();
+    push.current_dir(ws.dir.path())
+        .args([
+            "push",
+            "demo.jek",
+            &format!("{}/signed/other:1", reg.addr),
+            "--plain-http",
+        ])
+        .args(["--cosign-key", "cosign.key"])
+        .env("COSIGN_PASSWORD", "wrong");
+    let out = push.output().unwrap();
+    assert_exit(&out, 2);
+    assert!(!reg
+        .storage
+        .join("docker/registry/v2/repositories/signed/other")
+        .exists());
+}

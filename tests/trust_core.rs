@@ -466,3 +466,22 @@ fn an_existing_output_is_replaced_only_with_force() {
     assert_exit(&ws.jek(&forced), 0);
     assert_exit(&ws.jek(&["sign", "demo.jek", "--key", "ci.key"]), 0);
 }
+
+#[test]
+fn verbose_logs_each_step_and_the_default_does_not() {
+    let ws = Workspace::new();
+    assert_exit(&ws.pack("demo.jek", 3, &["dev.key"]), 0);
+    ws.policy(
+        "p.yaml",
+        "trusted_keys: [dev.pub]\nmin_security_version: 0\n",
+    );
+    let out = ws.jek(&["-v", "verify", "demo.jek", "--policy", "p.yaml"]);
+    assert_exit(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for step in ["policy loaded", "verifying", "accepted demo 1.0.0"] {
+        assert!(err.contains(step), "-v: no {step:?} in {err}");
+    }
+    assert!(!err.contains('\x1b'), "no colours into a pipe: {err:?}");
+    let out = ws.jek(&["verify", "demo.jek", "--policy", "p.yaml"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("policy loaded"));
+}

@@ -135,6 +135,12 @@ impl CosignKey {
             .map_err(CosignError::Encode)
     }
 
+    /// [`CosignKey::sign_blob`] as a closure with a printable error (for signing the
+    /// simple-signing payload of `jek push --cosign-key`).
+    pub fn signer(&self) -> impl Fn(&[u8]) -> Result<String, String> + '_ {
+        |data| self.sign_blob(data).map_err(|e| e.to_string())
+    }
+
     /// A cosign blob signature over `data`: base64 of the DER ECDSA-SHA256 signature.
     pub fn sign_blob(&self, data: &[u8]) -> Result<String, CosignError> {
         let der = self.signer.sign(data).map_err(CosignError::Sign)?;

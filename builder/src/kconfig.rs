@@ -507,3 +507,48 @@ mod tests {
         }
     }
 }
+
+/// What `jek kconfig check` reports of a resolved config.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckReport<'a> {
+    /// The config file.
+    pub config: &'a std::path::Path,
+    /// Symbols `=y`.
+    pub builtin_symbols: usize,
+    /// No findings.
+    pub ok: bool,
+    /// Every finding.
+    pub findings: Vec<Finding>,
+}
+
+impl<'a> CheckReport<'a> {
+    /// Checks `resolved` (read from `path`) against the fragments and policy.
+    pub fn new(
+        path: &'a std::path::Path,
+        resolved: &Config,
+        fragments: &[(String, Config)],
+        policy: Option<&Policy>,
+    ) -> Self {
+        let findings = check(resolved, fragments, policy);
+        CheckReport {
+            config: path,
+            builtin_symbols: resolved.count_builtin(),
+            ok: findings.is_empty(),
+            findings,
+        }
+    }
+
+    /// One line per finding, or the OK line.
+    pub fn text(&self) -> String {
+        if self.ok {
+            return format!(
+                "OK {}: {} symbols =y, no findings",
+                self.config.display(),
+                self.builtin_symbols
+            );
+        }
+        let lines: Vec<String> = self.findings.iter().map(ToString::to_string).collect();
+        lines.join("\n")
+    }
+}

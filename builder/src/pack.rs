@@ -46,6 +46,27 @@ pub struct Packed<'a> {
     pub sha256: jek_verifier::Sha256Digest,
 }
 
+/// `SOURCE_DATE_EPOCH` is set to something other than whole seconds.
+#[derive(Debug, thiserror::Error)]
+#[error("SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds")]
+pub struct SourceDateEpochError {
+    /// The value.
+    pub value: String,
+}
+
+/// The creation time of what is built or packed: `SOURCE_DATE_EPOCH` when set (as
+/// reproducible-builds.org defines it), else `default()`.
+pub fn created_time(default: impl FnOnce() -> u64) -> Result<UnixTime, SourceDateEpochError> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(value) => value
+            .trim()
+            .parse::<u64>()
+            .map(UnixTime)
+            .map_err(|_| SourceDateEpochError { value }),
+        Err(_) => Ok(UnixTime(default())),
+    }
+}
+
 /// Why packing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {

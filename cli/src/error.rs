@@ -81,8 +81,8 @@ pub enum CliError {
     #[error(transparent)]
     Sign(#[from] jek_builder::sign::SignFileError),
     /// `SOURCE_DATE_EPOCH` is not a number.
-    #[error("SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds")]
-    SourceDateEpoch { value: String },
+    #[error(transparent)]
+    SourceDateEpoch(#[from] jek_builder::pack::SourceDateEpochError),
     /// The build failed.
     #[error("build failed")]
     Build(#[from] jek_builder::build::BuildError),
@@ -187,6 +187,19 @@ pub struct ErrorReport {
     pub reason: String,
 }
 
+impl ErrorReport {
+    /// The object of a command line clap refused.
+    pub fn usage(reason: String) -> Self {
+        let (accepted, exit, code) = (None, Exit::Usage as u8, "usage");
+        ErrorReport {
+            accepted,
+            exit,
+            code,
+            reason,
+        }
+    }
+}
+
 impl CliError {
     /// The `--json` error object, unless the command printed its JSON result already (an
     /// attestation report, a run record, kconfig findings, a reproducibility comparison).
@@ -234,7 +247,7 @@ impl CliError {
             | CliError::Contraindicated { .. } => Exit::Rejected,
             CliError::SigningKey { .. }
             | CliError::Pack(_)
-            | CliError::SourceDateEpoch { .. }
+            | CliError::SourceDateEpoch(_)
             | CliError::KeyEnv { .. }
             | CliError::CosignKey { .. }
             | CliError::Kconfig { .. }

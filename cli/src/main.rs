@@ -84,14 +84,7 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             if json && e.use_stderr() {
-                let (exit, code, reason) = (Exit::Usage as u8, "usage", e.kind().to_string());
-                let report = error::ErrorReport {
-                    accepted: None,
-                    exit,
-                    code,
-                    reason,
-                };
-                let _ = commands::print_json(&report);
+                let _ = commands::print_json(&error::ErrorReport::usage(e.kind().to_string()));
             }
             e.exit()
         }

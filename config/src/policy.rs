@@ -584,6 +584,7 @@ pub fn load(path: &Path) -> Result<PolicyFile, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
+    tracing::info!(policy = %path.display(), sha256 = %digest, "policy loaded");
     Ok(PolicyFile {
         path: path.to_path_buf(),
         policy: parsed.policy,

@@ -95,12 +95,23 @@ pub fn verify_file(
     let bytes = crate::read("bundle", bundle, jek_verifier::format::MAX_BUNDLE_SIZE)?;
     let candidates = candidates(bundle, explicit, policy.signers().detached().is_some())?;
     let detached: Vec<_> = candidates.iter().map(Candidate::as_detached).collect();
-    jek_verifier::verify_bundle(bytes, policy, &detached, now).map_err(|source| {
+    tracing::info!(bundle = %bundle.display(), detached = detached.len(), "verifying");
+    let v = jek_verifier::verify_bundle(bytes, policy, &detached, now).map_err(|source| {
         VerifyFileError::Rejected {
             path: bundle.to_path_buf(),
             source,
         }
-    })
+    })?;
+    let m = v.manifest();
+    tracing::info!(
+        signers = v.signers().len(),
+        approved_by = v.approval().unwrap_or("-"),
+        security_version = m.security_version,
+        "accepted {} {}",
+        m.name,
+        m.version
+    );
+    Ok(v)
 }
 
 #[cfg(test)]

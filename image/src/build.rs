@@ -310,19 +310,9 @@ pub fn write_signature_layout(
     tag: &str,
 ) -> std::io::Result<String> {
     let put = |data: &[u8]| put_blob(dir, data);
-    let config = b"{}";
-    let config_digest = put(config)?;
-    let payload_digest = put(payload)?;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": [{
-            "mediaType": crate::signature::PAYLOAD_MEDIA_TYPE,
-            "digest": payload_digest,
-            "size": payload.len(),
-            "annotations": {crate::signature::SIGNATURE_ANNOTATION: signature},
-        }],
-    }))?;
+    let config = jek_oci::cosign::config(payload);
+    put(&config)?;
+    put(payload)?;
+    let manifest = jek_oci::cosign::signature_manifest(&config, payload, signature);
     finish_layout(dir, &manifest, tag, false)
 }

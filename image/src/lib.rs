@@ -283,8 +283,10 @@ fn prepare_one(
     {
         signature::require(text, &source, &manifest_digest, key)?;
     }
+    tracing::info!(container = %c.name, image = text, manifest = %manifest_digest, "the image policy allows it");
     let limit = policy.max_rootfs_bytes;
     if let Some((record, segment)) = cache.segment(&manifest_digest, &c.name, text, limit) {
+        tracing::info!(container = %c.name, "container segment from the image cache");
         return Ok(Prepared {
             segment: ContainerSegment {
                 image: record,
@@ -327,6 +329,7 @@ fn prepare_one(
             return Err(layer::LayerError::TooLarge { limit }.into());
         }
         let bytes = blob(&l.digest, l.size, &l.media_type, "a layer")?;
+        tracing::info!(container = %c.name, layer = %l.digest, bytes = l.size, "applying a layer");
         layer::unpack(l, &bytes, &mut root, &mut budget, limit)?;
     }
     let record = ContainerImage {
@@ -344,7 +347,7 @@ fn prepare_one(
     jek_pod::image::resolve(c, Some(&record.config), &read)?;
     let segment = jek_pod::image::container_segment(&record, &root.members())?;
     cache.put_segment(&record, &segment, limit - budget)?;
-    tracing::debug!(container = %c.name, manifest = %record.manifest, bytes = segment.len(), "container segment ready");
+    tracing::info!(container = %c.name, manifest = %record.manifest, bytes = segment.len(), "container segment ready");
     Ok(Prepared {
         segment: ContainerSegment {
             image: record,

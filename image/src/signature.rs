@@ -5,28 +5,20 @@
 //! payload must name the image's manifest digest and be of cosign's type, so a signature
 //! of another image, or a payload of another kind, never counts.
 
-use serde::{Deserialize, Serialize};
-
 use jek_verifier::sigstore::SigstorePolicy;
 
 use crate::manifest::{self, Document, ManifestError};
 use crate::source::{Source, SourceError};
 
-/// The media type of a simple-signing payload layer.
-pub const PAYLOAD_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
-/// The annotation that holds a layer's signature.
-pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
-/// The `critical.type` of a cosign image signature.
-pub const PAYLOAD_TYPE: &str = "cosign container image signature";
+use jek_oci::cosign::Payload;
+pub use jek_oci::cosign::{
+    payload, signature_tag, PAYLOAD_MEDIA_TYPE, PAYLOAD_TYPE, SIGNATURE_ANNOTATION,
+};
+
 /// The most signature layers looked at.
 pub const MAX_SIGNATURES: usize = 16;
 /// The largest payload read.
 pub const MAX_PAYLOAD: u64 = 64 << 10;
-
-/// The tag cosign stores the signatures of manifest `digest` under.
-pub fn signature_tag(digest: &str) -> String {
-    jek_oci::artifact::referrers_tag(digest) + ".sig"
-}
 
 /// Why an image's signature is not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -53,35 +45,6 @@ pub enum SignatureError {
         /// Why each failed.
         reasons: String,
     },
-}
-
-/// A simple-signing payload (other fields, which cosign may add, are ignored).
-#[derive(Serialize, Deserialize)]
-struct Payload {
-    critical: Critical,
-    #[serde(default)]
-    optional: Option<serde_json::Value>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Critical {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    identity: Option<PayloadIdentity>,
-    image: PayloadImage,
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct PayloadIdentity {
-    #[serde(rename = "docker-reference")]
-    docker_reference: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct PayloadImage {
-    #[serde(rename = "docker-manifest-digest")]
-    docker_manifest_digest: String,
 }
 
 /// Checks one payload and its base64 signature: the signature verifies under `key`, the
@@ -173,22 +136,4 @@ pub fn require(
         count: reasons.len(),
         reasons: reasons.join("; "),
     })
-}
-
-/// A simple-signing payload for manifest `digest` of `repository`, as cosign writes it.
-pub fn payload(repository: &str, digest: &str) -> Vec<u8> {
-    let p = Payload {
-        critical: Critical {
-            identity: Some(PayloadIdentity {
-                docker_reference: repository.to_string(),
-            }),
-            image: PayloadImage {
-                docker_manifest_digest: digest.to_string(),
-            },
-            kind: PAYLOAD_TYPE.to_string(),
-        },
-        optional: None,
-    };
-    // A derived Serialize of strings cannot fail.
-    serde_json::to_vec(&p).unwrap_or_default()
 }

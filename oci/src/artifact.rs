@@ -47,6 +47,16 @@ impl AttachmentKind {
         AttachmentKind::Provenance,
     ];
 
+    /// The kind of a detached signature file: a Sigstore bundle if it is `.json`, else a
+    /// cosign signature.
+    pub fn of_signature_file(path: &std::path::Path) -> Self {
+        if path.extension().is_some_and(|e| e == "json") {
+            AttachmentKind::SigstoreBundle
+        } else {
+            AttachmentKind::CosignSignature
+        }
+    }
+
     /// The referrer's `artifactType` and its layer's media type.
     pub fn media_type(self) -> &'static str {
         match self {
@@ -106,7 +116,7 @@ impl Descriptor {
         }
     }
 
-    fn to_oci(&self) -> OciDescriptor {
+    pub(crate) fn to_oci(&self) -> OciDescriptor {
         OciDescriptor {
             media_type: self.media_type.clone(),
             digest: self.digest.clone(),

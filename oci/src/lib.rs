@@ -17,6 +17,7 @@
 
 pub mod artifact;
 pub mod auth;
+pub mod cosign;
 pub mod registry;
 
 pub use artifact::{ArtifactError, Attachment, AttachmentKind};

@@ -79,6 +79,12 @@ pub enum RegistryError {
         /// The reference.
         reference: String,
     },
+    /// The cosign key could not sign the simple-signing payload.
+    #[error("cannot sign the cosign payload: {reason}")]
+    CosignSign {
+        /// Why.
+        reason: String,
+    },
     /// The registry has no manifest at the reference (HTTP 404: no such tag or digest).
     #[error("{reference} not found: the registry has no such tag or digest")]
     NotFound {
@@ -111,7 +117,8 @@ impl RegistryError {
             | RegistryError::Request { .. }
             | RegistryError::Http { .. }
             | RegistryError::PlainHttp { .. }
-            | RegistryError::Status { .. } => Class::Environment,
+            | RegistryError::Status { .. }
+            | RegistryError::CosignSign { .. } => Class::Environment,
             RegistryError::Artifact { .. }
             | RegistryError::BlobDigest { .. }
             | RegistryError::NotFound { .. } => Class::Rejected,
@@ -140,7 +147,14 @@ pub struct Pushed {
     pub bundle_digest: String,
     /// Each attachment's kind and manifest digest.
     pub attachments: Vec<Attached>,
+    /// The cosign signature manifest pushed at `sha256-<hex>.sig`, if one was signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cosign_signature: Option<Attached>,
 }
+
+/// Signs a simple-signing payload for a cosign signature: the payload's bytes in, the
+/// base64 signature (or why not) out.
+pub type CosignSigner<'a> = &'a dyn Fn(&[u8]) -> Result<String, String>;
 
 /// One attachment pushed as a referrer.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -161,6 +175,18 @@ pub struct Pulled {
     pub bundle: Vec<u8>,
     /// Attachments found as referrers, in index order.
     pub attachments: Vec<Attachment>,
+}
+
+/// Why a cosign signature could not be pushed.
+enum CosignPushError {
+    Sign(String),
+    Push(oci_client::errors::OciDistributionError),
+}
+
+impl From<oci_client::errors::OciDistributionError> for CosignPushError {
+    fn from(e: oci_client::errors::OciDistributionError) -> Self {
+        CosignPushError::Push(e)
+    }
 }
 
 /// The error mapper for a failed request of `operation` on `reference`.
@@ -257,13 +283,16 @@ impl Registry {
         }
     }
 
-    /// Pushes `bundle` to `reference` (a tag), then each attachment as a referrer of it.
+    /// Pushes `bundle` to `reference` (a tag), then each attachment as a referrer of it,
+    /// then, with `cosign`, a cosign signature of the bundle manifest in cosign's tag
+    /// layout ([`crate::cosign`]), which `cosign verify --key` checks.
     pub fn push(
         &self,
         bundle: &[u8],
         title: &str,
         reference: &str,
         attachments: &[Attachment],
+        cosign: Option<CosignSigner<'_>>,
     ) -> Result<Pushed, RegistryError> {
         let image = parse_ref(reference)?;
         self.runtime.block_on(async {
@@ -295,8 +324,10 @@ impl Registry {
                 .push_manifest_raw(&image, manifest, manifest_content_type())
                 .await
                 .map_err(req("push the bundle manifest to"))?;
+            tracing::info!(reference, digest = %subject.digest, "pushed the bundle manifest");
             let mut pushed = Vec::new();
             for att in attachments {
+                tracing::info!(kind = att.kind.name(), "attaching a referrer");
                 let digest = self
                     .push_attachment(&image, att, &subject)
                     .await
@@ -306,12 +337,55 @@ impl Registry {
                     manifest_digest: digest,
                 });
             }
+            let cosign_signature = match cosign {
+                Some(sign) => Some(
+                    self.push_cosign_signature(&image, &subject.digest, sign)
+                        .await
+                        .map_err(|e| match e {
+                            CosignPushError::Sign(reason) => RegistryError::CosignSign { reason },
+                            CosignPushError::Push(e) => req("push the cosign signature to")(e),
+                        })?,
+                ),
+                None => None,
+            };
             Ok(Pushed {
                 reference: reference.to_string(),
                 manifest_digest: subject.digest,
                 bundle_digest,
                 attachments: pushed,
+                cosign_signature,
             })
+        })
+    }
+
+    async fn push_cosign_signature(
+        &self,
+        image: &Reference,
+        digest: &str,
+        sign: CosignSigner<'_>,
+    ) -> Result<Attached, CosignPushError> {
+        let repository = format!("{}/{}", image.registry(), image.repository());
+        let payload = crate::cosign::payload(&repository, digest);
+        let signature = sign(&payload).map_err(CosignPushError::Sign)?;
+        let config = crate::cosign::config(&payload);
+        for blob in [&config, &payload] {
+            self.client
+                .push_blob(image, blob.clone(), &artifact::digest(blob))
+                .await?;
+        }
+        let manifest = crate::cosign::signature_manifest(&config, &payload, &signature);
+        let manifest_digest = artifact::digest(&manifest);
+        let tag = Reference::with_tag(
+            image.registry().to_string(),
+            image.repository().to_string(),
+            crate::cosign::signature_tag(digest),
+        );
+        self.client
+            .push_manifest_raw(&tag, manifest, manifest_content_type())
+            .await?;
+        Ok(Attached {
+            kind: artifact::AttachmentKind::CosignSignature,
+            manifest_digest,
         })
     }
 
@@ -820,6 +894,12 @@ impl Registry {
         now: jek_verifier::UnixTime,
     ) -> Result<VerifiedPull, PullError> {
         let pulled = self.pull(reference)?;
+        tracing::info!(
+            reference,
+            digest = %pulled.manifest_digest,
+            attachments = pulled.attachments.len(),
+            "pulled; verifying under the policy"
+        );
         let mut signatures: Vec<Attachment> = pulled
             .attachments
             .into_iter()

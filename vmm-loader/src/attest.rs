@@ -326,7 +326,9 @@ impl Attestor<'_> {
     fn attest_one(&self, dir: &Path, export: Option<&Path>) -> PodResult {
         let lookup = |pod: &str| self.pod(pod);
         let policy = self.images.as_ref();
-        match attest_run_dir(dir, &self.verifier, &self.registry, &lookup, policy, export) {
+        tracing::info!(run_dir = %dir.display(), "quoting the pod's TPM");
+        let result = attest_run_dir(dir, &self.verifier, &self.registry, &lookup, policy, export);
+        match result {
             Ok((pod, attested)) => PodResult::Appraised {
                 run_dir: dir.to_path_buf(),
                 pod,

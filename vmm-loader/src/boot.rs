@@ -255,6 +255,12 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
         source,
     })?;
     let prepare = t0.elapsed();
+    tracing::info!(
+        kernel = kernel_role.name(),
+        run_dir = %opts.run_dir.display(),
+        containers = opts.containers.len(),
+        "payload assembled from the verified bundle"
+    );
 
     let t1 = Instant::now();
     let identity = match &opts.tpm {
@@ -268,6 +274,10 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
             let ca = LocalCa::with_setup_program(ca, setup_program);
             ca.manufacture(&run.tpm_state())
                 .map_err(BootError::Identity)?;
+            tracing::info!(
+                "the pod's TPM has an EK certificate under {}",
+                ca.root_cert().display()
+            );
             Some((ca, registry))
         }
         _ => None,
@@ -286,6 +296,9 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
         _ => None,
     };
     let tpm_start = t1.elapsed();
+    if let Some(s) = &swtpm {
+        tracing::info!(pid = s.pid(), ms = ms(tpm_start), "swtpm started");
+    }
 
     let t2 = Instant::now();
     let (log, tcti, registration) = {
@@ -323,6 +336,7 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
     );
 
     let t3 = Instant::now();
+    tracing::info!(vmm = opts.vmm.name(), "starting the VM");
     let (console, vm) = match opts.vmm {
         Vmm::Qemu => crate::qemu::run(&payload, &run, opts, swtpm.as_ref().map(Swtpm::sockets))
             .map(|c| (c, None))

@@ -40,12 +40,12 @@ pub struct Args {
     #[arg(long, value_name = "DIR", conflicts_with_all = ["run_dirs", "export"], requires = "nonce")]
     evidence: Option<PathBuf>,
     /// The nonce the verifier sent for the exported quote (hex).
-    #[arg(long, requires = "evidence")]
-    nonce: Option<String>,
+    #[arg(long, requires = "evidence", value_parser = hex_arg)]
+    nonce: Option<Vec<u8>>,
     /// Evidence mode: the AK name a credential activation proved earlier (hex; `jek attest`
     /// reports it as `jek.ak-name`). Without it the TPM identity is unproven.
-    #[arg(long, requires = "evidence")]
-    ak_name: Option<String>,
+    #[arg(long, requires = "evidence", value_parser = hex_arg)]
+    ak_name: Option<Vec<u8>>,
     /// The verifier's registration store (`jek boot --keep-tpm --registry`); default
     /// $XDG_DATA_HOME/jek/registry, else ~/.local/share/jek/registry.
     #[arg(long, value_name = "DIR")]
@@ -56,6 +56,11 @@ pub struct Args {
     /// Machine-readable results (docs/cli.md).
     #[arg(long)]
     json: bool,
+}
+
+/// A hex command-line value.
+fn hex_arg(v: &str) -> Result<Vec<u8>, String> {
+    hex::decode(v.trim()).map_err(|e| format!("not hex: {e}"))
 }
 
 /// Runs `jek attest`.
@@ -101,18 +106,9 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     };
 
     let results: Vec<PodResult> = if let Some(dir) = &args.evidence {
-        let hex_arg = |name: &str, v: &str| {
-            hex::decode(v.trim())
-                .map_err(|e| CliError::Usage(format!("--{name} {v:?} is not hex: {e}")))
-        };
-        let nonce = hex_arg("nonce", args.nonce.as_deref().unwrap_or_default())?;
-        let ak_name = args
-            .ak_name
-            .as_deref()
-            .map(|h| hex_arg("ak-name", h))
-            .transpose()?;
+        let nonce = args.nonce.unwrap_or_default();
         vec![attestor
-            .appraise_exported(dir, &nonce, ak_name)
+            .appraise_exported(dir, &nonce, args.ak_name)
             .map_err(|source| CliError::EvidenceDir {
                 path: dir.clone(),
                 source,

@@ -120,8 +120,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         started,
         cleanup: jek_loader::lifecycle::Cleanup::default(),
     };
-    jek_loader::lifecycle::stop_on_signals(&opts.cleanup)
-        .map_err(|e| CliError::Usage(format!("cannot install signal handlers: {e}")))?;
+    jek_loader::lifecycle::stop_on_signals(&opts.cleanup).map_err(CliError::Signals)?;
     let report = boot(&bundle, &opts).map_err(|source| CliError::Boot {
         path: args.target.bundle.clone(),
         source,

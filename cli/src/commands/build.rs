@@ -62,7 +62,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     let opts = BuildOptions {
         cache: args.cache_dir.unwrap_or_else(jek_fsio::cache_root),
         out_dir: args.out_dir,
-        source_date_epoch: super::pack::created_time_or(|| recipe.default_epoch())?.0,
+        source_date_epoch: jek_builder::pack::created_time(|| recipe.default_epoch())?.0,
         jobs: args
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),

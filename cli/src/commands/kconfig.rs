@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use jek_builder::kconfig::{self, Config, Finding};
+use jek_builder::kconfig::{self, Config};
 
 use crate::error::{read_text, CliError};
 
@@ -60,38 +60,17 @@ pub fn run(args: Args) -> Result<(), CliError> {
         })?;
         fragments.push((n, c));
     }
-    let findings = kconfig::check(&resolved, &fragments, policy.as_ref());
-    if a.json {
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Checked<'a> {
-            config: &'a std::path::Path,
-            builtin_symbols: usize,
-            ok: bool,
-            findings: &'a [Finding],
-        }
-        super::print_json(&Checked {
-            config: &a.config,
-            builtin_symbols: resolved.count_builtin(),
-            ok: findings.is_empty(),
-            findings: &findings,
-        })?;
-    } else if findings.is_empty() {
-        outln!(
-            "OK {name}: {} symbols =y, no findings",
-            resolved.count_builtin()
-        );
-    } else {
-        for f in &findings {
-            outln!("{f}");
-        }
+    let report = kconfig::CheckReport::new(&a.config, &resolved, &fragments, policy.as_ref());
+    match a.json {
+        true => super::print_json(&report)?,
+        false => outln!("{}", report.text()),
     }
-    if findings.is_empty() {
-        Ok(())
-    } else {
-        Err(CliError::KconfigFindings {
-            path: a.config,
-            count: findings.len(),
-        })
+    if report.ok {
+        return Ok(());
     }
+    let count = report.findings.len();
+    Err(CliError::KconfigFindings {
+        path: a.config,
+        count,
+    })
 }

@@ -112,6 +112,18 @@ pub fn cosign_password() -> Result<zeroize::Zeroizing<Vec<u8>>, CliError> {
         })
 }
 
+/// Reads and decrypts a cosign private key file (password in `COSIGN_PASSWORD`).
+pub fn load_cosign_key(path: &std::path::Path) -> Result<jek_builder::cosign::CosignKey, CliError> {
+    let password = cosign_password()?;
+    let pem = zeroize::Zeroizing::new(crate::error::read("cosign key", path)?);
+    jek_builder::cosign::CosignKey::from_encrypted_pem(&pem, &password).map_err(|source| {
+        CliError::CosignKey {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
 /// Reads a PKCS#8 PEM signing key file; the text is wiped from memory afterwards.
 pub fn load_signing_key(path: &std::path::Path) -> Result<ed25519_dalek::SigningKey, CliError> {
     let pem = zeroize::Zeroizing::new(crate::error::read_text("signing key", path)?);

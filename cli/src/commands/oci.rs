@@ -23,6 +23,10 @@ pub struct PushArgs {
     /// Provenance to attach (the builder's in-toto statement).
     #[arg(long, value_name = "FILE")]
     provenance: Option<PathBuf>,
+    /// Also sign the bundle manifest with this cosign key (password in $COSIGN_PASSWORD)
+    /// and push the signature at cosign's `sha256-<hex>.sig` tag (`cosign verify --key`).
+    #[arg(long, value_name = "KEY")]
+    cosign_key: Option<PathBuf>,
     #[command(flatten)]
     registry: RegistryArgs,
     /// Print `{"reference", "manifestDigest", "bundleDigest", "attachments"}`.
@@ -87,15 +91,8 @@ pub fn push(args: PushArgs) -> Result<(), CliError> {
     };
     let mut attachments = Vec::new();
     for p in &signature_files {
-        let kind = if p.extension().is_some_and(|e| e == "json") {
-            AttachmentKind::SigstoreBundle
-        } else {
-            AttachmentKind::CosignSignature
-        };
-        attachments.push(Attachment {
-            kind,
-            data: read("signature", p)?,
-        });
+        let (kind, data) = (AttachmentKind::of_signature_file(p), read("signature", p)?);
+        attachments.push(Attachment { kind, data });
     }
     if let Some(p) = &args.provenance {
         attachments.push(Attachment {
@@ -109,7 +106,16 @@ pub fn push(args: PushArgs) -> Result<(), CliError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "bundle.jek".into());
     let registry = Registry::new(&args.registry.options()?)?;
-    let pushed = registry.push(&bundle, &title, &args.reference, &attachments)?;
+    let key = args
+        .cosign_key
+        .as_deref()
+        .map(super::load_cosign_key)
+        .transpose()?;
+    let sign = key.as_ref().map(jek_builder::cosign::CosignKey::signer);
+    let signer = sign
+        .as_ref()
+        .map(|f| f as jek_oci::registry::CosignSigner<'_>);
+    let pushed = registry.push(&bundle, &title, &args.reference, &attachments, signer)?;
     tracing::info!(reference = %pushed.reference, digest = %pushed.manifest_digest, "pushed");
     if args.json {
         return super::print_json(&pushed);

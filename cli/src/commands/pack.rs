@@ -52,18 +52,6 @@ pub struct Args {
     json: bool,
 }
 
-/// The creation time: `SOURCE_DATE_EPOCH` when set, else `default()`.
-pub fn created_time_or(default: impl FnOnce() -> u64) -> Result<UnixTime, CliError> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(value) => value
-            .trim()
-            .parse::<u64>()
-            .map(UnixTime)
-            .map_err(|_| CliError::SourceDateEpoch { value }),
-        Err(_) => Ok(UnixTime(default())),
-    }
-}
-
 /// Runs `jek pack`.
 pub fn run(args: Args) -> Result<(), CliError> {
     Overwrite::from_force(args.force).check([args.out.as_path()])?;
@@ -98,7 +86,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         version: args.version,
         security_version: args.security_version,
         kernel_release: args.kernel_release,
-        created: created_time_or(|| UnixTime::now().0)?,
+        created: jek_builder::pack::created_time(|| UnixTime::now().0)?,
     };
     let bytes = pack(&req, &keys).map_err(CliError::Pack)?;
     write_atomic(&args.out, &bytes, 0o644, Overwrite::from_force(args.force))?;

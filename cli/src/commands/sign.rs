@@ -42,25 +42,16 @@ pub fn run(args: Args) -> Result<(), CliError> {
         .as_deref()
         .map(super::load_signing_key)
         .transpose()?;
-    let cosign_error = |path: &PathBuf| {
-        let path = path.clone();
-        move |source| CliError::CosignKey { path, source }
-    };
-    let cosign = match &args.cosign_key {
-        Some(path) => {
-            let password = super::cosign_password()?;
-            let pem = zeroize::Zeroizing::new(read("cosign key", path)?);
-            let k = jek_builder::cosign::CosignKey::from_encrypted_pem(&pem, &password)
-                .map_err(cosign_error(path))?;
-            Some((path, k))
-        }
-        None => None,
-    };
+    let cosign = args
+        .cosign_key
+        .as_deref()
+        .map(super::load_cosign_key)
+        .transpose()?;
     let signed = jek_builder::sign::sign_file(SignFile {
         bundle: &args.bundle,
         bytes,
         key: key.as_ref(),
-        cosign: cosign.as_ref().map(|(_, k)| k),
+        cosign: cosign.as_ref(),
         out: args.out.as_deref(),
         signature: args.signature.as_deref(),
         force: args.force,
