@@ -91,11 +91,11 @@ target/release/jek-testkernel "$L"
 printf 'trusted_keys: [%s]\nmin_security_version: 1\n' "$B/bench.pub" > "$L/policy.yaml"
 printf 'apiVersion: v1\nkind: Pod\nmetadata: {name: bench}\nspec:\n  containers:\n    - name: app\n      command: [/bin/jek-sample-app]\n' > "$L/pod.yaml"
 "$JEK" pack --kernel "$L/testkernel.bzImage" --cmdline "console=ttyS0" --name testkernel --version 1 \
-  --security-version 1 --kernel-release jek-test --key "$B/bench.key" --out "$L/testkernel.jek" >/dev/null
+  --security-version 1 --kernel-release jek-test --key "$B/bench.key" --out "$L/testkernel.jek" --force >/dev/null
 # The default bundle without its ELF vmlinux: what a host with hardware virtualization
 # boots (the bzImage), and what verification costs when the bundle carries only that.
 "$JEK" pack --kernel "$W/bzImage" --initramfs "$W/initramfs" --cmdline "$CMD" --config "$W/config" \
-  --name default-bz --version 1 --security-version 1 --key "$B/bench.key" --out "$L/default-bz.jek" >/dev/null
+  --name default-bz --version 1 --security-version 1 --key "$B/bench.key" --out "$L/default-bz.jek" --force >/dev/null
 LOADER_RUNS=$((RUNS * 4))
 KVM=$(python3 ci/bench_loader.py "$LOADER_RUNS" "$L/kvm" -- "$JEK" boot "$L/testkernel.jek" \
   --policy "$L/policy.yaml" --pod "$L/pod.yaml" --vmm kvm)

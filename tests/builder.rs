@@ -438,6 +438,15 @@ fn the_default_recipe_is_reproducible() {
         .find(|c| c["component"] == "bundle")
         .unwrap();
     assert_eq!(bundle["first"], b.json["bundleSha256"]);
+    // The clean build recorded how many files it compiled, for the next build's progress
+    // bar (`logs/<resolved config sha256>.files`).
+    let counts: Vec<usize> = std::fs::read_dir(test_cache_dir().join("logs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".files"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+        .collect();
+    assert!(counts.iter().any(|n| *n > 500), "{counts:?}");
 }
 
 /// A kernel "source" whose Makefile runs `recipe` for `make tinyconfig`: enough to reach

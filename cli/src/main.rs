@@ -101,3 +101,28 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn every_typed_argument_parses() {
+        // Typed values are only checked when parsed: one command line per parser.
+        for line in [
+            "jek attest --evidence d --nonce 00ff --ak-name 0a0b --bundle b --policy p",
+            "jek cache prune --older-than 30d",
+            "jek pull r/x:1 --policy p --out o --ca-file c --force",
+            "jek push b r/x:1 --cosign-key k --plain-http",
+        ] {
+            let cli = Cli::try_parse_from(line.split(' ')).unwrap();
+            assert!(format!("{cli:?}").len() > 10);
+        }
+    }
+}

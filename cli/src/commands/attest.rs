@@ -41,11 +41,11 @@ pub struct Args {
     evidence: Option<PathBuf>,
     /// The nonce the verifier sent for the exported quote (hex).
     #[arg(long, requires = "evidence", value_parser = hex_arg)]
-    nonce: Option<Vec<u8>>,
+    nonce: Option<Hex>,
     /// Evidence mode: the AK name a credential activation proved earlier (hex; `jek attest`
     /// reports it as `jek.ak-name`). Without it the TPM identity is unproven.
     #[arg(long, requires = "evidence", value_parser = hex_arg)]
-    ak_name: Option<Vec<u8>>,
+    ak_name: Option<Hex>,
     /// The verifier's registration store (`jek boot --keep-tpm --registry`); default
     /// $XDG_DATA_HOME/jek/registry, else ~/.local/share/jek/registry.
     #[arg(long, value_name = "DIR")]
@@ -58,9 +58,14 @@ pub struct Args {
     json: bool,
 }
 
-/// A hex command-line value.
-fn hex_arg(v: &str) -> Result<Vec<u8>, String> {
-    hex::decode(v.trim()).map_err(|e| format!("not hex: {e}"))
+/// A hex command-line value (a newtype: clap reads `Vec<u8>` as many values).
+#[derive(Debug, Clone)]
+struct Hex(Vec<u8>);
+
+fn hex_arg(v: &str) -> Result<Hex, String> {
+    hex::decode(v.trim())
+        .map(Hex)
+        .map_err(|e| format!("not hex: {e}"))
 }
 
 /// Runs `jek attest`.
@@ -106,9 +111,9 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     };
 
     let results: Vec<PodResult> = if let Some(dir) = &args.evidence {
-        let nonce = args.nonce.unwrap_or_default();
+        let nonce = args.nonce.map(|h| h.0).unwrap_or_default();
         vec![attestor
-            .appraise_exported(dir, &nonce, args.ak_name)
+            .appraise_exported(dir, &nonce, args.ak_name.map(|h| h.0))
             .map_err(|source| CliError::EvidenceDir {
                 path: dir.clone(),
                 source,
