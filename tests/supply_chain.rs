@@ -189,11 +189,10 @@ fn cosign_keys_sign_bundles_that_openssl_and_the_policy_verify() {
         "{}",
         json(&out)
     );
-    let mut c = common::jek();
-    c.current_dir(ws.dir.path())
-        .args(["sign", "demo.jek", "--cosign-key", "cosign.pub"])
-        .env("COSIGN_PASSWORD", "correct horse");
-    let out = c.output().unwrap();
+    let out = ws.jek_cosign(
+        "correct horse",
+        &["sign", "demo.jek", "--cosign-key", "cosign.pub"],
+    );
     assert_exit(&out, 2);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not an encrypted cosign private key"), "{err}");
@@ -258,18 +257,20 @@ fn cosign_keys_sign_bundles_that_openssl_and_the_policy_verify() {
         .args(["keygen", "--cosign", "--out", "other"])
         .env("COSIGN_PASSWORD", "");
     assert_exit(&other.output().unwrap(), 0);
-    let mut c = common::jek();
-    c.current_dir(ws.dir.path())
-        .args([
-            "sign",
-            "demo.jek",
-            "--cosign-key",
-            "other.key",
-            "--signature",
-            "other.sig",
-        ])
-        .env("COSIGN_PASSWORD", "");
-    assert_exit(&c.output().unwrap(), 0);
+    assert_exit(
+        &ws.jek_cosign(
+            "",
+            &[
+                "sign",
+                "demo.jek",
+                "--cosign-key",
+                "other.key",
+                "--signature",
+                "other.sig",
+            ],
+        ),
+        0,
+    );
     let out = ws.jek(&[
         "verify",
         "demo.jek",
@@ -297,18 +298,20 @@ fn cosign_keys_sign_bundles_that_openssl_and_the_policy_verify() {
         "{err}"
     );
     assert_eq!(ws.read("demo.jek"), before);
-    let mut c = common::jek();
-    c.current_dir(ws.dir.path())
-        .args([
-            "sign",
-            "demo.jek",
-            "--key",
-            "dev2.key",
-            "--cosign-key",
-            "cosign.key",
-        ])
-        .env("COSIGN_PASSWORD", "correct horse");
-    assert_exit(&c.output().unwrap(), 0);
+    assert_exit(
+        &ws.jek_cosign(
+            "correct horse",
+            &[
+                "sign",
+                "demo.jek",
+                "--key",
+                "dev2.key",
+                "--cosign-key",
+                "cosign.key",
+            ],
+        ),
+        0,
+    );
     assert_ne!(ws.read("demo.jek"), before);
     let verify = ws.jek(&["verify", "demo.jek", "--policy", "cosign.yaml"]);
     assert_exit(&verify, 0);
@@ -319,18 +322,17 @@ fn cosign_keys_sign_bundles_that_openssl_and_the_policy_verify() {
     assert!(!ws.path("demo.jek.sig").exists());
     assert_exit(&sign("correct horse"), 0);
     // --signature names a new file: an existing one is kept unless --force.
-    let mut c = common::jek();
-    c.current_dir(ws.dir.path())
-        .args([
+    let out = ws.jek_cosign(
+        "",
+        &[
             "sign",
             "demo.jek",
             "--cosign-key",
             "other.key",
             "--signature",
             "other.sig",
-        ])
-        .env("COSIGN_PASSWORD", "");
-    let out = c.output().unwrap();
+        ],
+    );
     assert_exit(&out, 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force replaces it"));
 

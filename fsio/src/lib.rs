@@ -129,14 +129,21 @@ impl Overwrite {
     }
 }
 
+/// `$VAR/jek` for an XDG base directory variable, else `~/HOME_DEFAULT/jek`, else
+/// `./HOME_DEFAULT/jek` without a home.
+pub fn xdg_dir(var: &str, home_default: &str) -> PathBuf {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(home_default)))
+        .unwrap_or_else(|| PathBuf::from(home_default))
+        .join("jek")
+}
+
 /// jek's cache root: `$XDG_CACHE_HOME/jek`, else `~/.cache/jek` (kernel builds under
 /// `kernel/`, image blobs and segments under `images/`).
 pub fn cache_root() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"))
-        .join("jek")
+    xdg_dir("XDG_CACHE_HOME", ".cache")
 }
 
 /// Writes `data` to `path` atomically with Unix permission bits `mode`.

@@ -80,6 +80,15 @@ impl Workspace {
         run_jek(self.dir.path(), args)
     }
 
+    /// Runs jek in the workspace with `COSIGN_PASSWORD` set to `password`.
+    pub fn jek_cosign(&self, password: &str, args: &[&str]) -> Output {
+        let mut c = jek();
+        c.current_dir(self.dir.path())
+            .args(args)
+            .env("COSIGN_PASSWORD", password);
+        c.output().expect("run jek")
+    }
+
     /// `jek keygen --out NAME`; returns the key ID it prints.
     pub fn keygen(&self, name: &str) -> String {
         let out = self.jek(&["keygen", "--out", name]);

@@ -4,11 +4,7 @@ use std::path::PathBuf;
 
 /// jek's data directory: $XDG_DATA_HOME/jek, else ~/.local/share/jek.
 pub fn data_dir() -> PathBuf {
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("jek")
+    jek_fsio::xdg_dir("XDG_DATA_HOME", ".local/share")
 }
 
 /// The default local CA directory for pod EK certificates: $JEK_TPM_CA, else
