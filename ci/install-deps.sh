@@ -33,12 +33,13 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# securesystemslib checks our DSSE envelopes; jsonschema checks our SLSA provenance.
-if ! python3 -c "import securesystemslib.dsse, cryptography, jsonschema" 2>/dev/null; then
-  echo "install-deps: pip securesystemslib jsonschema" >&2
+# securesystemslib checks our DSSE envelopes, jsonschema our SLSA provenance, PyJWT our
+# signed attestation results.
+if ! python3 -c "import securesystemslib.dsse, cryptography, jsonschema, jwt" 2>/dev/null; then
+  echo "install-deps: pip securesystemslib jsonschema PyJWT" >&2
   python3 -m pip install -q --disable-pip-version-check "securesystemslib>=1.0,<2" "cryptography>=41" \
-    "jsonschema>=4,<5" 2>&1 | grep -v "Running pip as the 'root' user" >&2 || true
-  python3 -c "import securesystemslib.dsse, cryptography, jsonschema"
+    "jsonschema>=4,<5" "PyJWT[crypto]>=2.8,<3" 2>&1 | grep -v "Running pip as the 'root' user" >&2 || true
+  python3 -c "import securesystemslib.dsse, cryptography, jsonschema, jwt"
 fi
 
 if [ "${JEK_SKIP_FUZZ:-0}" != 1 ]; then

@@ -24,6 +24,7 @@ pub mod ekcert;
 pub mod evidence;
 pub mod protocol;
 pub mod registration;
+pub mod signed;
 pub mod tpm2;
 
 pub use appraise::{Claim, Identity, Status};
