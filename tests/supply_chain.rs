@@ -251,26 +251,19 @@ fn cosign_keys_sign_bundles_that_openssl_and_the_policy_verify() {
         .starts_with("cosign key sha256:"));
 
     // Another cosign key's signature is rejected at the signature step.
-    let mut other = common::jek();
-    other
-        .current_dir(ws.dir.path())
-        .args(["keygen", "--cosign", "--out", "other"])
-        .env("COSIGN_PASSWORD", "");
-    assert_exit(&other.output().unwrap(), 0);
     assert_exit(
-        &ws.jek_cosign(
-            "",
-            &[
-                "sign",
-                "demo.jek",
-                "--cosign-key",
-                "other.key",
-                "--signature",
-                "other.sig",
-            ],
-        ),
+        &ws.jek_cosign("", &["keygen", "--cosign", "--out", "other"]),
         0,
     );
+    let sign_other = [
+        "sign",
+        "demo.jek",
+        "--cosign-key",
+        "other.key",
+        "--signature",
+        "other.sig",
+    ];
+    assert_exit(&ws.jek_cosign("", &sign_other), 0);
     let out = ws.jek(&[
         "verify",
         "demo.jek",
@@ -322,17 +315,7 @@ fn cosign_keys_sign_bundles_that_openssl_and_the_policy_verify() {
     assert!(!ws.path("demo.jek.sig").exists());
     assert_exit(&sign("correct horse"), 0);
     // --signature names a new file: an existing one is kept unless --force.
-    let out = ws.jek_cosign(
-        "",
-        &[
-            "sign",
-            "demo.jek",
-            "--cosign-key",
-            "other.key",
-            "--signature",
-            "other.sig",
-        ],
-    );
+    let out = ws.jek_cosign("", &sign_other);
     assert_exit(&out, 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force replaces it"));
 

@@ -220,9 +220,8 @@ pub fn verify_provenance(
         return Err(ProvenanceError::PayloadType(envelope.payload_type));
     }
     let keys = policy.signers().keys().ok_or(ProvenanceError::NoKeys)?;
-    let signers: Vec<KeyId> =
-        crate::verify::check_envelope_signatures(&envelope, keys, policy, now)
-            .map_err(ProvenanceError::Signatures)?;
+    let signers: Vec<KeyId> = crate::verify::check_signatures(&envelope, keys, policy, now)
+        .map_err(ProvenanceError::Signatures)?;
     let statement: Statement = serde_json::from_slice(&envelope.payload)
         .map_err(|e| ProvenanceError::Statement(e.to_string()))?;
     statement.check().map_err(ProvenanceError::Statement)?;

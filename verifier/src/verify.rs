@@ -486,18 +486,9 @@ fn check_kernel_facts(raw: &RawBundle<'_>, manifest: &Manifest) -> Result<(), Ve
     }
 }
 
-/// The envelope's signatures under `keys` (threshold, validity, revocation), for other
-/// envelopes signed with the bundle's keys (provenance).
-pub(crate) fn check_envelope_signatures(
-    envelope: &Envelope,
-    keys: &KeyRule,
-    policy: &Policy,
-    now: UnixTime,
-) -> Result<Vec<KeyId>, VerifyError> {
-    check_signatures(envelope, keys, policy, now)
-}
-
-fn check_signatures(
+/// The envelope's signatures under `keys` (threshold, validity, revocation): the bundle's,
+/// and those of other envelopes signed with the bundle's keys (provenance).
+pub(crate) fn check_signatures(
     envelope: &Envelope,
     keys: &KeyRule,
     policy: &Policy,

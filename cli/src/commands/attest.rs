@@ -79,9 +79,10 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
             source,
         })?;
     let mut pods = BTreeMap::new();
+    let client = args.images.options()?;
     for p in &args.pod {
         let spec = jek_config::pod::load(p)?;
-        let opts = jek_image::Options::new(jek_config::base_dir(p), args.images.options()?);
+        let opts = jek_image::Options::new(jek_config::base_dir(p), client.clone());
         let meant = PodReference::new(&spec, &opts)
             .map_err(|e| CliError::Usage(format!("pod file {}: {e}", p.display())))?;
         pods.insert(spec.name.clone(), meant);
