@@ -68,6 +68,11 @@ pub trait AttestationTpm {
     /// as opposed to a transport or resource failure. A refused AK load or activation is
     /// evidence against the pod; a transport failure is an error, never a verdict.
     fn refused(error: &Self::Error) -> bool;
+    /// Unloads `ak` once the exchange is done (a TPM without a resource manager keeps a
+    /// loaded key until it is reset). Failing to is not an attestation failure.
+    fn release(&mut self, ak: Self::Key) {
+        let _ = ak;
+    }
 }
 
 /// What every pod is appraised against.
@@ -158,11 +163,15 @@ pub fn attest<T: AttestationTpm>(
     let mut nonce = [0u8; 32];
     rng.fill_bytes(&mut nonce);
     // Without a loadable AK there is no quote: the appraisal says why (tpm-identity).
-    let (attest, signature) = match &key {
-        Some(k) => tpm.quote(k, &nonce, &PCRS).map_err(step("TPM2_Quote"))?,
-        None => (Vec::new(), Vec::new()),
+    let quoted = match &key {
+        Some(k) => tpm.quote(k, &nonce, &PCRS).map_err(step("TPM2_Quote")),
+        None => Ok((Vec::new(), Vec::new())),
     };
-    let pcrs = tpm.read_pcrs(&PCRS).map_err(step("reading the PCRs"))?;
+    let pcrs = tpm.read_pcrs(&PCRS).map_err(step("reading the PCRs"));
+    if let Some(k) = key {
+        tpm.release(k);
+    }
+    let ((attest, signature), pcrs) = (quoted?, pcrs?);
     let evidence = Evidence {
         attest,
         signature,

@@ -44,8 +44,12 @@ impl Epoch {
 pub struct TpmLocation {
     /// The swtpm's process id.
     pub pid: u32,
-    /// Its private socket directory.
+    /// Its private socket directory. While the pod's QEMU runs, the loader's proxy serves
+    /// the TPM to other clients from `side/` in it, interleaved with the guest's commands.
     pub socket_dir: std::path::PathBuf,
+    /// The pod's run directory (AK blobs, EK chain, event log), for the host's agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_dir: Option<std::path::PathBuf>,
 }
 
 /// A registered pod.
@@ -166,6 +170,7 @@ mod tests {
             tpm: TpmLocation {
                 pid: 1,
                 socket_dir: "/x".into(),
+                run_dir: None,
             },
         };
         assert!(reg.check(&quote(2, 0, 150, true)).is_ok());

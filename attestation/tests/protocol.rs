@@ -131,6 +131,7 @@ impl FakeTpm {
             tpm: TpmLocation {
                 pid: 1,
                 socket_dir: "/nonexistent".into(),
+                run_dir: None,
             },
         }
     }

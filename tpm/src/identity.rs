@@ -168,6 +168,12 @@ impl jek_attest::AttestationTpm for Tpm {
     fn refused(error: &IdentityError) -> bool {
         error.is_refusal()
     }
+
+    fn release(&mut self, ak: KeyHandle) {
+        if let Err(e) = self.flush_key(ak) {
+            tracing::warn!(error = %e, "flushing the AK");
+        }
+    }
 }
 
 fn tpm_err(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> IdentityError {
@@ -450,6 +456,15 @@ impl Tpm {
             })
         })
         .map(|d: Digest| d.value().to_vec())
+    }
+
+    /// Flushes a loaded key from the TPM's transient slots. swtpm has no resource manager:
+    /// a key left loaded stays until the TPM is reset, and three fill it.
+    pub fn flush_key(&mut self, key: KeyHandle) -> Result<(), IdentityError> {
+        let ctx = self.context();
+        ctx.clear_sessions();
+        ctx.flush_context(key.into())
+            .map_err(tpm_err("TPM2_FlushContext of the AK"))
     }
 
     /// TPM2_Quote of the SHA-256 bank of `pcrs` with `nonce`, signed by `ak` (ECDSA,

@@ -438,6 +438,7 @@ fn make_attestable(
         tpm: TpmLocation {
             pid: swtpm.pid(),
             socket_dir: swtpm.sockets().dir.clone(),
+            run_dir: std::path::absolute(run.root()).ok(),
         },
     };
     registry.put(&reg).map_err(BootError::Register)?;

@@ -207,6 +207,7 @@ mod tests {
             tpm: TpmLocation {
                 pid: 1,
                 socket_dir: "/s".into(),
+                run_dir: None,
             },
         };
         store.put(&reg).unwrap();

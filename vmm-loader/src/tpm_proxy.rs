@@ -16,14 +16,26 @@
 //! - `CMD_SET_BUFFERSIZE`: forwarded as a query (the size cannot change on a running TPM);
 //! - everything else with a fixed-size answer: forwarded to the swtpm's control socket,
 //!   with `PTM_CAP_SET_DATAFD` added to the capabilities.
+//!
+//! The proxy also owns the swtpm's one command connection, so that the host's attestation
+//! agent can quote the TPM while the guest runs: it serves a second pair of sockets,
+//! `side/data.sock` and `side/ctrl.sock` in the swtpm's private socket directory (mode
+//! 0700, so only the pod's owner reaches them), laid out as the swtpm's own. Commands are
+//! interleaved whole: each command (the guest's or a side client's) is written and its
+//! response read under one lock, so no command ever sees another's bytes. The guest keeps
+//! every TPM command it could issue before; side clients may not initialise, stop or shut
+//! down the TPM.
 
-use std::io::{IoSliceMut, Write};
+use std::io::{IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use jek_tpm::bridge::{ctrl_request_len, read_message, RESPONSE_TIMEOUT};
 use jek_tpm::swtpm::{ctrl, ctrl_command, Sockets};
 use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 
@@ -35,6 +47,179 @@ const TPM_FAIL: u32 = 9;
 pub struct CtrlProxy {
     socket: PathBuf,
     thread: Option<JoinHandle<std::io::Result<()>>>,
+    side: Option<Side>,
+}
+
+/// The side sockets of a TPM served by a running proxy: `side/` in the swtpm's socket
+/// directory, laid out as the swtpm's own.
+pub fn side_sockets(swtpm: &Sockets) -> Sockets {
+    Sockets {
+        dir: swtpm.dir.join("side"),
+    }
+}
+
+/// The swtpm's two connections, shared by the guest and the side clients: one command
+/// and its response at a time on each.
+#[derive(Debug)]
+struct Shared {
+    data: Mutex<UnixStream>,
+    ctrl: Mutex<UnixStream>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    fn connect(sockets: &Sockets) -> std::io::Result<Self> {
+        let data = UnixStream::connect(sockets.data())?;
+        data.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+        Ok(Shared {
+            data: Mutex::new(data),
+            ctrl: Mutex::new(sockets.connect_ctrl()?),
+        })
+    }
+
+    /// One TPM command and its whole response.
+    fn transact(&self, command: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut tpm = lock(&self.data);
+        tpm.write_all(command)?;
+        read_message(&mut *tpm)?.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the swtpm closed the command connection",
+            )
+        })
+    }
+
+    fn ctrl(&self, code: u32, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+        ctrl_command(&mut *lock(&self.ctrl), code, payload)
+    }
+}
+
+/// The side listeners and their threads.
+#[derive(Debug)]
+struct Side {
+    sockets: Sockets,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Side {
+    fn start(shared: &Arc<Shared>, swtpm: &Sockets) -> std::io::Result<Side> {
+        let sockets = side_sockets(swtpm);
+        let _ = std::fs::remove_dir_all(&sockets.dir);
+        std::fs::create_dir(&sockets.dir)?;
+        std::fs::set_permissions(
+            &sockets.dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (path, data) in [(sockets.data(), true), (sockets.ctrl(), false)] {
+            let listener = UnixListener::bind(&path)?;
+            let (shared, stop) = (shared.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tpm-side".into())
+                    .spawn(move || side_accept(&listener, &shared, data, &stop))?,
+            );
+        }
+        Ok(Side {
+            sockets,
+            stop,
+            threads,
+        })
+    }
+
+    fn finish(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for path in [self.sockets.data(), self.sockets.ctrl()] {
+            let _ = UnixStream::connect(path);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.sockets.dir);
+    }
+}
+
+fn side_accept(listener: &UnixListener, shared: &Arc<Shared>, data: bool, stop: &AtomicBool) {
+    loop {
+        let Ok((client, _)) = listener.accept() else {
+            return;
+        };
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let shared = shared.clone();
+        let _ = std::thread::Builder::new()
+            .name("tpm-side-conn".into())
+            .spawn(move || {
+                let result = if data {
+                    serve_commands(client, &shared)
+                } else {
+                    serve_side_ctrl(client, &shared)
+                };
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "a side connection to the pod's TPM ended");
+                }
+            });
+    }
+}
+
+/// One client's TPM commands, each forwarded whole through the shared connection.
+fn serve_commands(mut client: UnixStream, shared: &Shared) -> std::io::Result<()> {
+    let result = (|| {
+        while let Some(cmd) = read_message(&mut client)? {
+            let resp = shared.transact(&cmd)?;
+            client.write_all(&resp)?;
+        }
+        Ok(())
+    })();
+    let _ = client.shutdown(Shutdown::Both);
+    result
+}
+
+/// A side client's control commands: queries and locality are forwarded; initialising,
+/// stopping or shutting down the guest's TPM is refused.
+fn serve_side_ctrl(mut client: UnixStream, shared: &Shared) -> std::io::Result<()> {
+    loop {
+        let mut code = [0u8; 4];
+        match client.read(&mut code[..1])? {
+            0 => return Ok(()),
+            _ => client.read_exact(&mut code[1..])?,
+        }
+        let c = u32::from_be_bytes(code);
+        let Some(req) = ctrl_request_len(c) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("control command {c} is not served to side clients"),
+            ));
+        };
+        let mut payload = vec![0u8; req];
+        client.read_exact(&mut payload)?;
+        let answer = match c {
+            ctrl::GET_CAPABILITY
+            | ctrl::GET_TPMESTABLISHED
+            | ctrl::GET_CONFIG
+            | ctrl::SET_LOCALITY
+            | ctrl::CANCEL_TPM_CMD => shared.ctrl(c, &payload)?,
+            _ => {
+                tracing::warn!(
+                    code = c,
+                    "a side client asked to reset or stop the guest's TPM: refused"
+                );
+                let len = ctrl::response_len(c).unwrap_or(4);
+                let mut a = vec![0u8; len];
+                if let Some(head) = a.get_mut(..4) {
+                    head.copy_from_slice(&TPM_FAIL.to_be_bytes());
+                }
+                a
+            }
+        };
+        client.write_all(&answer)?;
+    }
 }
 
 impl CtrlProxy {
@@ -43,13 +228,15 @@ impl CtrlProxy {
     pub fn start(socket: &Path, sockets: &Sockets) -> std::io::Result<Self> {
         let _ = std::fs::remove_file(socket);
         let listener = UnixListener::bind(socket)?;
-        let sockets = sockets.clone();
+        let shared = Arc::new(Shared::connect(sockets)?);
+        let side = Side::start(&shared, sockets)?;
         let thread = std::thread::Builder::new()
             .name("tpm-ctrl-proxy".into())
-            .spawn(move || serve(&listener, &sockets))?;
+            .spawn(move || serve(&listener, &shared))?;
         Ok(CtrlProxy {
             socket: socket.to_path_buf(),
             thread: Some(thread),
+            side: Some(side),
         })
     }
 
@@ -71,13 +258,23 @@ impl CtrlProxy {
             None => Ok(()),
         };
         let _ = std::fs::remove_file(&self.socket);
+        if let Some(side) = self.side.take() {
+            side.finish();
+        }
         result
     }
 }
 
-fn serve(listener: &UnixListener, sockets: &Sockets) -> std::io::Result<()> {
+impl Drop for CtrlProxy {
+    fn drop(&mut self) {
+        if let Some(side) = self.side.take() {
+            side.finish();
+        }
+    }
+}
+
+fn serve(listener: &UnixListener, shared: &Arc<Shared>) -> std::io::Result<()> {
     let (mut qemu, _) = listener.accept()?;
-    let mut swtpm_ctrl = sockets.connect_ctrl()?;
     let mut pumps = Vec::new();
     let mut buf = vec![0u8; 8192];
     loop {
@@ -112,8 +309,14 @@ fn serve(listener: &UnixListener, sockets: &Sockets) -> std::io::Result<()> {
             ctrl::SET_DATAFD => match fds.pop() {
                 Some(fd) => {
                     let vm_side = UnixStream::from(fd);
-                    let tpm_side = UnixStream::connect(sockets.data())?;
-                    pumps.push(pump_pair(vm_side, tpm_side)?);
+                    let shared = shared.clone();
+                    pumps.push(std::thread::Builder::new().name("tpm-guest".into()).spawn(
+                        move || {
+                            if let Err(e) = serve_commands(vm_side, &shared) {
+                                tracing::debug!(error = %e, "the guest's TPM channel ended");
+                            }
+                        },
+                    )?);
                     0u32.to_be_bytes().to_vec()
                 }
                 None => TPM_FAIL.to_be_bytes().to_vec(),
@@ -122,13 +325,13 @@ fn serve(listener: &UnixListener, sockets: &Sockets) -> std::io::Result<()> {
                 tracing::debug!(code, "VMM asked to reset or stop the measured TPM: ignored");
                 0u32.to_be_bytes().to_vec()
             }
-            ctrl::SET_BUFFERSIZE => ctrl_command(&mut swtpm_ctrl, code, &0u32.to_be_bytes())?,
+            ctrl::SET_BUFFERSIZE => shared.ctrl(code, &0u32.to_be_bytes())?,
             ctrl::GET_CAPABILITY => {
-                let resp = ctrl_command(&mut swtpm_ctrl, code, payload)?;
+                let resp = shared.ctrl(code, payload)?;
                 let caps = <[u8; 8]>::try_from(resp.as_slice()).map_or(0, u64::from_be_bytes);
                 (caps | ctrl::CAP_SET_DATAFD).to_be_bytes().to_vec()
             }
-            c if ctrl::response_len(c).is_some() => ctrl_command(&mut swtpm_ctrl, c, payload)?,
+            c if ctrl::response_len(c).is_some() => shared.ctrl(c, payload)?,
             _ => TPM_FAIL.to_be_bytes().to_vec(),
         };
         qemu.write_all(&answer)?;
@@ -137,23 +340,4 @@ fn serve(listener: &UnixListener, sockets: &Sockets) -> std::io::Result<()> {
         let _ = p.join();
     }
     Ok(())
-}
-
-/// Copies bytes both ways between the VMM's end of the TPM command channel and the swtpm.
-fn pump_pair(vm: UnixStream, tpm: UnixStream) -> std::io::Result<JoinHandle<()>> {
-    let (mut vm_r, mut tpm_w) = (vm.try_clone()?, tpm.try_clone()?);
-    let (mut tpm_r, mut vm_w) = (tpm, vm);
-    let up = std::thread::Builder::new()
-        .name("tpm-data-up".into())
-        .spawn(move || {
-            let _ = std::io::copy(&mut vm_r, &mut tpm_w);
-            let _ = tpm_w.shutdown(Shutdown::Write);
-        })?;
-    std::thread::Builder::new()
-        .name("tpm-data-down".into())
-        .spawn(move || {
-            let _ = std::io::copy(&mut tpm_r, &mut vm_w);
-            let _ = vm_w.shutdown(Shutdown::Both);
-            let _ = up.join();
-        })
 }

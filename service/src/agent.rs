@@ -1,0 +1,285 @@
+//! `jek-agent`: one per host, the only process that talks to the host's pod TPMs.
+//!
+//! It serves the pods the loader registered in the host's store (`jek boot --keep-tpm
+//! --registry DIR`): their identity (EK certificate and public area, the AK blobs and the
+//! EK's issuers from the run directory), credential activation and quotes. While a pod's
+//! QEMU runs, its TPM is reached through the loader's proxy (`side/` in the swtpm's socket
+//! directory), which interleaves these commands with the guest's; otherwise directly.
+//!
+//! Nothing the agent says is trusted for a verdict: the verifier checks the EK chain,
+//! proves the AK by credential activation and checks every quote's signature and nonce.
+//! The agent's job is to be the one TPM client per pod (one command connection at a time),
+//! to bound what it reads, and to answer within a timeout.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use jek_attest::{AkBlobs, Registration};
+use jek_loader::registry::Registry;
+use jek_loader::run_dir::RunDir;
+use jek_tpm::identity::IdentityError;
+use jek_tpm::swtpm::Sockets;
+use jek_tpm::Tpm;
+
+use crate::http::{ApiError, MAX_BODY};
+use crate::wire::{
+    ActivateRequest, ActivateResponse, AgentIdentity, AgentPod, AgentPods, AkRef, QuoteRequest,
+    QuoteResponse, B64,
+};
+
+/// The largest AK blob, EK chain or event log read from a run directory.
+const MAX_FILE: u64 = jek_loader::attest::MAX_TPM_FILE;
+
+/// The agent's configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The host's registration store (`jek boot --keep-tpm --registry`).
+    pub registry: PathBuf,
+    /// How long one pod's TPM work may take before the request fails.
+    pub timeout: Duration,
+}
+
+struct AgentState {
+    config: AgentConfig,
+    /// One TPM client per pod at a time.
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+/// The agent's routes.
+pub fn router(config: AgentConfig) -> Router {
+    let state = Arc::new(AgentState {
+        config,
+        locks: Mutex::new(HashMap::new()),
+    });
+    Router::new()
+        .route(
+            "/v1/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/v1/pods", get(list))
+        .route("/v1/pods/{id}/identity", get(identity))
+        .route("/v1/pods/{id}/activate", post(activate))
+        .route("/v1/pods/{id}/quote", post(quote))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(crate::http::json_rejections))
+        .with_state(state)
+}
+
+fn store(state: &AgentState) -> Result<Registry, ApiError> {
+    Registry::open(&state.config.registry).map_err(|e| ApiError::internal(jek_fsio::chain_line(&e)))
+}
+
+/// The TPM sockets to use for a registered pod: the proxy's side sockets while its VM
+/// runs, the swtpm's own otherwise.
+fn sockets_of(reg: &Registration) -> (Sockets, bool) {
+    let swtpm = Sockets {
+        dir: reg.tpm.socket_dir.clone(),
+    };
+    let side = jek_loader::tpm_proxy::side_sockets(&swtpm);
+    if std::os::unix::net::UnixStream::connect(side.data()).is_ok() {
+        (side, true)
+    } else {
+        (swtpm, false)
+    }
+}
+
+async fn list(State(state): State<Arc<AgentState>>) -> Result<Json<AgentPods>, ApiError> {
+    let pods = tokio::task::spawn_blocking(move || {
+        let regs = store(&state)?
+            .list()
+            .map_err(|e| ApiError::internal(jek_fsio::chain_line(&e)))?;
+        Ok::<_, ApiError>(
+            regs.into_iter()
+                .map(|r| AgentPod {
+                    running: sockets_of(&r).1,
+                    id: r.id,
+                    pod: r.pod,
+                })
+                .collect(),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Json(AgentPods { pods }))
+}
+
+/// The registration `id`, or 404.
+fn registration(state: &AgentState, id: &str) -> Result<Registration, ApiError> {
+    match store(state)?.get(id) {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) | Err(jek_loader::registry::RegistryError::BadId(_)) => {
+            Err(ApiError::not_found(format!("no pod {id:?} on this host")))
+        }
+        Err(e) => Err(ApiError::internal(jek_fsio::chain_line(&e))),
+    }
+}
+
+fn run_file(
+    reg: &Registration,
+    file: fn(&RunDir) -> PathBuf,
+    what: &str,
+) -> Result<Vec<u8>, ApiError> {
+    let dir = reg.tpm.run_dir.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "no_run_dir",
+            format!("pod {:?} was registered without its run directory", reg.id),
+        )
+    })?;
+    jek_fsio::read_regular(&file(&RunDir::new(dir)), MAX_FILE)
+        .map_err(|e| ApiError::internal(format!("the pod's {what}: {}", jek_fsio::chain_line(&e))))
+}
+
+fn tpm_error(e: &IdentityError) -> ApiError {
+    if e.is_refusal() {
+        ApiError::new(StatusCode::CONFLICT, "tpm_refused", jek_fsio::chain_line(e))
+    } else {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "tpm_unreachable",
+            jek_fsio::chain_line(e),
+        )
+    }
+}
+
+/// Runs `f` with the pod's TPM on a blocking thread, one client per pod, within the timeout.
+async fn with_tpm<T: Send + 'static>(
+    state: Arc<AgentState>,
+    id: String,
+    f: impl FnOnce(&mut Tpm, &Registration) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let timeout = state.config.timeout;
+    let work = tokio::task::spawn_blocking(move || {
+        let reg = registration(&state, &id)?;
+        let lock = {
+            let mut locks = state
+                .locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            locks.entry(id.clone()).or_default().clone()
+        };
+        let _held = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (sockets, _) = sockets_of(&reg);
+        let mut tpm = Tpm::connect_swtpm(&sockets).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "tpm_unreachable",
+                format!(
+                    "the TPM of pod {id:?} (swtpm pid {}) cannot be reached: {}",
+                    reg.tpm.pid,
+                    jek_fsio::chain_line(&e)
+                ),
+            )
+        })?;
+        f(&mut tpm, &reg)
+    });
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(ApiError::internal(format!("the TPM task failed: {e}"))),
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "tpm_timeout",
+            format!(
+                "the pod's TPM did not answer within {} ms",
+                timeout.as_millis()
+            ),
+        )),
+    }
+}
+
+async fn identity(
+    State(state): State<Arc<AgentState>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<AgentIdentity>, ApiError> {
+    with_tpm(state, id, |tpm, reg| {
+        use jek_attest::AttestationTpm as _;
+        let ek_cert = tpm.ek_certificate().map_err(|e| tpm_error(&e))?;
+        let ek_public = tpm.ek_public().map_err(|e| tpm_error(&e))?;
+        let chain = run_file(reg, RunDir::ek_chain, "EK certificate chain")?;
+        let ek_chain_pem = String::from_utf8(chain)
+            .map_err(|_| ApiError::internal("the pod's EK chain is not PEM text"))?;
+        Ok(AgentIdentity {
+            pod: reg.pod.clone(),
+            ek_cert: B64(ek_cert),
+            ek_public: B64(ek_public),
+            ek_chain_pem,
+            ak_public: B64(run_file(reg, RunDir::ak_public, "AK public area")?),
+            ak_private: B64(run_file(reg, RunDir::ak_private, "AK private blob")?),
+            event_log: B64(run_file(reg, RunDir::event_log, "event log")?),
+        })
+    })
+    .await
+    .map(Json)
+}
+
+fn blobs(ak: &AkRef) -> AkBlobs {
+    AkBlobs {
+        public: ak.public.0.clone(),
+        private: ak.private.0.clone(),
+    }
+}
+
+async fn activate(
+    State(state): State<Arc<AgentState>>,
+    UrlPath(id): UrlPath<String>,
+    Json(req): Json<ActivateRequest>,
+) -> Result<Json<ActivateResponse>, ApiError> {
+    with_tpm(state, id, move |tpm, _| {
+        let key = tpm.load_ak(&blobs(&req.ak)).map_err(|e| tpm_error(&e))?;
+        let secret = tpm.activate_credential(key, &req.id_object.0, &req.encrypted_secret.0);
+        let _ = tpm.flush_key(key);
+        Ok(ActivateResponse {
+            secret: B64(secret.map_err(|e| tpm_error(&e))?),
+        })
+    })
+    .await
+    .map(Json)
+}
+
+async fn quote(
+    State(state): State<Arc<AgentState>>,
+    UrlPath(id): UrlPath<String>,
+    Json(req): Json<QuoteRequest>,
+) -> Result<Json<QuoteResponse>, ApiError> {
+    if !(16..=64).contains(&req.nonce.0.len()) {
+        return Err(ApiError::bad_request(format!(
+            "nonce: {} bytes; a quote needs 16 to 64",
+            req.nonce.0.len()
+        )));
+    }
+    if req.pcrs.is_empty() || req.pcrs.len() > 24 || req.pcrs.iter().any(|p| *p > 23) {
+        return Err(ApiError::bad_request(
+            "pcrs: 1 to 24 PCR numbers from 0 to 23",
+        ));
+    }
+    with_tpm(state, id, move |tpm, reg| {
+        let event_log = run_file(reg, RunDir::event_log, "event log")?;
+        let key = tpm.load_ak(&blobs(&req.ak)).map_err(|e| tpm_error(&e))?;
+        let quoted = tpm.quote(key, &req.nonce.0, &req.pcrs);
+        let _ = tpm.flush_key(key);
+        let (attest, signature) = quoted.map_err(|e| tpm_error(&e))?;
+        let pcrs = tpm.read_pcrs(&req.pcrs).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "tpm_unreachable",
+                jek_fsio::chain_line(&e),
+            )
+        })?;
+        Ok(QuoteResponse {
+            attest: B64(attest),
+            signature: B64(signature),
+            pcrs,
+            event_log: B64(event_log),
+        })
+    })
+    .await
+    .map(Json)
+}

@@ -1,0 +1,218 @@
+//! The verifier's routes (docs/service-api.yaml).
+
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::http::{ApiError, MAX_BODY};
+use crate::remote::valid_pod_id;
+use crate::verifier::{state_of, RegisterError, Service};
+use crate::wire::{Bundles, Health, PodStates, RegisterRequest, Reloaded, SignedResult};
+
+/// The verifier's routes over `svc`.
+pub fn router(svc: Arc<Service>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(crate::page::PAGE) }))
+        .route("/v1/health", get(health))
+        .route("/v1/pods", get(list).post(register))
+        .route("/v1/pods/{id}", get(one).delete(remove))
+        .route("/v1/pods/{id}/result", get(result))
+        .route("/v1/jwks", get(jwks))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/v1/bundles", get(bundles))
+        .route("/v1/policy/reload", post(reload))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(crate::http::json_rejections))
+        .with_state(svc)
+}
+
+fn store_error(e: &crate::store::StoreError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        e.to_string(),
+    )
+}
+
+fn pod_id(id: &str) -> Result<(), ApiError> {
+    if valid_pod_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "{id:?} is not a pod identifier (32 lowercase hex digits)"
+        )))
+    }
+}
+
+async fn health(State(svc): State<Arc<Service>>) -> Response {
+    let pinged = svc.db(|s| s.ping()).await;
+    let replica = svc.config.replica.clone();
+    match pinged {
+        Ok(()) => Json(Health {
+            status: "ok".into(),
+            error: None,
+            replica,
+        })
+        .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "unhealthy".into(),
+                error: Some(e.to_string()),
+                replica,
+            }),
+        )
+            .into_response(),
+    }
+}
+
+async fn list(State(svc): State<Arc<Service>>) -> Result<Json<PodStates>, ApiError> {
+    let rows = svc.db(|s| s.list()).await.map_err(|e| store_error(&e))?;
+    Ok(Json(PodStates {
+        pods: rows.iter().map(state_of).collect(),
+    }))
+}
+
+async fn register(
+    State(svc): State<Arc<Service>>,
+    Json(req): Json<RegisterRequest>,
+) -> Result<(StatusCode, Json<crate::wire::PodState>), ApiError> {
+    match svc.register(req).await {
+        Ok(state) => Ok((StatusCode::CREATED, Json(state))),
+        Err(e) => Err(match &e {
+            RegisterError::Bad(_) => ApiError::bad_request(e.to_string()),
+            RegisterError::UnknownBundle(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_bundle",
+                e.to_string(),
+            ),
+            RegisterError::Agent(crate::remote::RemoteError::Answer { status: 404, .. }) => {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_pod",
+                    e.to_string(),
+                )
+            }
+            RegisterError::Agent(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "agent_unreachable", e.to_string())
+            }
+            RegisterError::Unproven(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "identity_unproven",
+                e.to_string(),
+            ),
+            RegisterError::Store(s) => store_error(s),
+        }),
+    }
+}
+
+async fn one(
+    State(svc): State<Arc<Service>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<crate::wire::PodState>, ApiError> {
+    pod_id(&id)?;
+    let key = id.clone();
+    match svc.db(move |s| s.get(&key)).await {
+        Ok(Some(row)) => Ok(Json(state_of(&row))),
+        Ok(None) => Err(ApiError::not_found(format!("no registered pod {id}"))),
+        Err(e) => Err(store_error(&e)),
+    }
+}
+
+async fn remove(
+    State(svc): State<Arc<Service>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<StatusCode, ApiError> {
+    pod_id(&id)?;
+    let key = id.clone();
+    match svc.db(move |s| s.remove(&key)).await {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(false) => Err(ApiError::not_found(format!("no registered pod {id}"))),
+        Err(e) => Err(store_error(&e)),
+    }
+}
+
+async fn result(
+    State(svc): State<Arc<Service>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<SignedResult>, ApiError> {
+    pod_id(&id)?;
+    let key = id.clone();
+    let row = match svc.db(move |s| s.get(&key)).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(ApiError::not_found(format!("no registered pod {id}"))),
+        Err(e) => return Err(store_error(&e)),
+    };
+    let Some(token) = row.result.token.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_result",
+            format!(
+                "pod {id} has no signed result yet (status {})",
+                row.result.status
+            ),
+        ));
+    };
+    let jwks = svc.key.jwks();
+    let ear = jek_attest::signed::verify(&token, &jwks)
+        .or_else(|_| {
+            // Signed by another replica: its key is in the shared JWKS.
+            let all = svc.store.keys().map_err(|e| e.to_string())?;
+            jek_attest::signed::verify(&token, &jwk_set(&all)).map_err(|e| e.to_string())
+        })
+        .map_err(|e| ApiError::internal(format!("the stored result does not verify: {e}")))?;
+    Ok(Json(SignedResult { token, ear }))
+}
+
+/// A JWKS from stored JWKs (any that does not parse is left out).
+pub fn jwk_set(jwks: &[String]) -> jsonwebtoken::jwk::JwkSet {
+    jsonwebtoken::jwk::JwkSet {
+        keys: jwks
+            .iter()
+            .filter_map(|j| serde_json::from_str(j).ok())
+            .collect(),
+    }
+}
+
+async fn jwks(
+    State(svc): State<Arc<Service>>,
+) -> Result<Json<jsonwebtoken::jwk::JwkSet>, ApiError> {
+    let stored = svc.db(|s| s.keys()).await.map_err(|e| store_error(&e))?;
+    let mut set = jwk_set(&stored);
+    if !set
+        .keys
+        .iter()
+        .any(|k| k.common.key_id.as_deref() == Some(svc.key.kid()))
+    {
+        set.keys.push(svc.key.jwk());
+    }
+    Ok(Json(set))
+}
+
+async fn bundles(State(svc): State<Arc<Service>>) -> Json<Bundles> {
+    Json(Bundles {
+        bundles: svc.judge().bundle_states(),
+    })
+}
+
+async fn reload(State(svc): State<Arc<Service>>) -> Result<Json<Reloaded>, ApiError> {
+    let svc2 = svc.clone();
+    let judge = tokio::task::spawn_blocking(move || svc2.reload())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "policy_invalid",
+                format!("the policy was not reloaded: {}", jek_fsio::chain_line(&e)),
+            )
+        })?;
+    Ok(Json(Reloaded {
+        policy_id: judge.policy_id.clone(),
+        bundles: judge.bundle_states(),
+    }))
+}

@@ -1,0 +1,166 @@
+//! `jek-verifier`: the attestation verifier (see `jek_service::verifier`). Parses
+//! arguments, opens the store, serves until SIGINT or SIGTERM; SIGHUP reloads the policy.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use jek_service::http::{Listener, TlsFiles};
+use jek_service::verifier::{Judge, Service, VerifierConfig};
+
+/// The verifier: registers pods, attests them continuously and serves signed results
+/// (docs/service.md).
+#[derive(Debug, Parser)]
+#[command(name = "jek-verifier", version)]
+struct Args {
+    /// Address to listen on (plain HTTP only on loopback).
+    #[arg(long, default_value = "127.0.0.1:7080")]
+    listen: SocketAddr,
+    /// Policy file: trusted signers, floor, revocations, `attestation.ek_ca`, `images`.
+    #[arg(long)]
+    policy: PathBuf,
+    /// A bundle file registrations may name by its SHA-256 (repeat).
+    #[arg(long = "bundle", required = true)]
+    bundles: Vec<PathBuf>,
+    /// The store: a SQLite file (default $XDG_DATA_HOME/jek/verifier.db), or a
+    /// `postgres://` URL shared by replicas.
+    #[arg(long)]
+    store: Option<String>,
+    /// How often each pod is quoted (for example 2s, 500ms).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// How long an agent may take to answer.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    agent_timeout: Duration,
+    /// At most this many pods are attested at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// This replica's name (unique among replicas sharing a database); default host:pid.
+    #[arg(long)]
+    replica: Option<String>,
+    /// Called with a JSON POST on every status change (retried with backoff).
+    #[arg(long)]
+    webhook: Option<String>,
+    /// Extra trust roots (PEM) for agents, the webhook and image registries over HTTPS.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// The result-signing key (PKCS#8 PEM, ECDSA P-256); created if the file does not
+    /// exist. Without it, a new key is made at every start.
+    #[arg(long, value_name = "FILE")]
+    result_key: Option<PathBuf>,
+    /// Image registries in pod files are reached over plain HTTP (a local registry).
+    #[arg(long)]
+    plain_http: bool,
+    /// TLS certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Log every round.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+fn fail(code: u8, what: impl std::fmt::Display) -> ExitCode {
+    eprintln!("jek-verifier: {what}");
+    ExitCode::from(code)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    jek_service::http::init_logging(args.verbose);
+    let images =
+        match jek_oci::ClientOptions::from_environment(args.plain_http, args.ca_file.as_deref()) {
+            Ok(o) => o,
+            Err(e) => return fail(2, jek_fsio::chain_line(&e)),
+        };
+    let replica = args.replica.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}:{}", host.trim(), std::process::id())
+    });
+    let config = VerifierConfig {
+        policy: args.policy.clone(),
+        bundles: args.bundles.clone(),
+        interval: args.interval,
+        agent_timeout: args.agent_timeout,
+        concurrency: args.concurrency,
+        replica,
+        webhook: args.webhook.clone(),
+        ca_file: args.ca_file.clone(),
+        images,
+    };
+    let judge = match Judge::load(&config) {
+        Ok(j) => j,
+        Err(e) => return fail(2, jek_fsio::chain_line(&e)),
+    };
+    let key = match jek_service::verifier::load_result_key(args.result_key.as_deref()) {
+        Ok(k) => k,
+        Err(e) => return fail(2, e),
+    };
+    let store = match jek_service::store::open(args.store.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(3, e),
+    };
+    let tls = args
+        .tls_cert
+        .zip(args.tls_key)
+        .map(|(cert, key)| TlsFiles { cert, key });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return fail(3, format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let svc = match Service::new(config, store, key, judge) {
+            Ok(s) => s,
+            Err(e) => return fail(2, e),
+        };
+        if let Err(e) = svc.publish_key().await {
+            return fail(3, e);
+        }
+        let listener = match Listener::bind(args.listen, tls.as_ref()).await {
+            Ok(l) => l,
+            Err(e) => return fail(2, jek_fsio::chain_line(&e)),
+        };
+        jek_service::http::announce("jek-verifier", &listener);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let rounds = tokio::spawn(jek_service::rounds::run(svc.clone(), stop_rx.clone()));
+        let hooks =
+            svc.config.webhook.clone().map(|url| {
+                tokio::spawn(jek_service::webhook::run(svc.clone(), url, stop_rx.clone()))
+            });
+        tokio::spawn(reload_on_hangup(svc.clone()));
+        listener
+            .serve(
+                jek_service::api::router(svc.clone()),
+                jek_service::http::terminated(),
+            )
+            .await;
+        let _ = stop_tx.send(true);
+        let _ = rounds.await;
+        if let Some(h) = hooks {
+            let _ = h.await;
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+async fn reload_on_hangup(svc: Arc<Service>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let svc2 = svc.clone();
+        match tokio::task::spawn_blocking(move || svc2.reload()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %jek_fsio::chain_line(&e), "SIGHUP: the policy was not reloaded")
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: reload task failed"),
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The verifier's side of the agent API: an HTTP client per agent call, and
+//! [`RemoteTpm`], which lets `jek_attest::attest` drive registration (EK chain, credential
+//! activation, a first quote) through an agent exactly as it drives a local TPM.
+
+use std::time::Duration;
+
+use jek_attest::AkBlobs;
+use jek_measure::PcrValues;
+
+use crate::wire::{
+    ActivateRequest, ActivateResponse, AgentIdentity, AkRef, ErrorBody, QuoteRequest,
+    QuoteResponse, B64,
+};
+
+/// The largest answer read from an agent (an identity with its event log).
+pub const MAX_ANSWER: usize = 4 << 20;
+
+/// Why an agent call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoteError {
+    /// The agent cannot be reached, or did not answer in time.
+    #[error("agent {agent}: {reason}")]
+    Unreachable {
+        /// The agent.
+        agent: String,
+        /// Why.
+        reason: String,
+    },
+    /// The pod's TPM refused the command (evidence against the pod, not a transport
+    /// failure).
+    #[error("agent {agent}: the pod's TPM refused: {reason}")]
+    Refused {
+        /// The agent.
+        agent: String,
+        /// The TPM's answer.
+        reason: String,
+    },
+    /// The agent answered with an error.
+    #[error("agent {agent} answered {status} {code}: {reason}")]
+    Answer {
+        /// The agent.
+        agent: String,
+        /// The HTTP status.
+        status: u16,
+        /// Its error code.
+        code: String,
+        /// Its error.
+        reason: String,
+    },
+    /// The answer is not what the API says.
+    #[error("agent {agent}: malformed answer: {reason}")]
+    Malformed {
+        /// The agent.
+        agent: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Checks an agent URL: `https://`, or `http://` to a loopback host; no path, query or
+/// credentials. Returns it without a trailing slash.
+pub fn check_agent_url(url: &str) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("agent {url:?}: {e}"))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(format!(
+                "agent {url:?}: plain http is only allowed on loopback; use https"
+            ))
+        }
+        s => return Err(format!("agent {url:?}: scheme {s:?} is not http or https")),
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!(
+            "agent {url:?}: credentials in the URL are not accepted"
+        ));
+    }
+    if parsed.path() != "/" || parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!(
+            "agent {url:?}: give the agent's base URL, with no path or query"
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// Whether `id` is a pod identifier an agent issues (32 lowercase hex digits), so it is
+/// safe in a URL path.
+pub fn valid_pod_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A client for one agent.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Agent {
+    /// The agent at `base` (checked with [`check_agent_url`]).
+    pub fn new(http: reqwest::Client, base: &str) -> Self {
+        Agent {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, RemoteError> {
+        let agent = self.base.clone();
+        let resp = req.send().await.map_err(|e| RemoteError::Unreachable {
+            agent: agent.clone(),
+            reason: jek_fsio::chain_line(&e),
+        })?;
+        let status = resp.status();
+        let body = crate::http::read_body(resp, MAX_ANSWER)
+            .await
+            .map_err(|reason| RemoteError::Unreachable {
+                agent: agent.clone(),
+                reason,
+            })?;
+        if !status.is_success() {
+            let err: ErrorBody = serde_json::from_slice(&body).unwrap_or(ErrorBody {
+                code: "unknown".into(),
+                error: String::from_utf8_lossy(body.get(..200).unwrap_or(&body)).into_owned(),
+            });
+            return Err(match err.code.as_str() {
+                "tpm_refused" => RemoteError::Refused {
+                    agent,
+                    reason: err.error,
+                },
+                "tpm_timeout" | "tpm_unreachable" => RemoteError::Unreachable {
+                    agent,
+                    reason: err.error,
+                },
+                _ => RemoteError::Answer {
+                    agent,
+                    status: status.as_u16(),
+                    code: err.code,
+                    reason: err.error,
+                },
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| RemoteError::Malformed {
+            agent,
+            reason: e.to_string(),
+        })
+    }
+
+    fn url(&self, pod: &str, what: &str) -> String {
+        format!("{}/v1/pods/{pod}/{what}", self.base)
+    }
+
+    /// The pod's identity.
+    pub async fn identity(&self, pod: &str) -> Result<AgentIdentity, RemoteError> {
+        self.call(self.http.get(self.url(pod, "identity"))).await
+    }
+
+    /// Credential activation.
+    pub async fn activate(
+        &self,
+        pod: &str,
+        req: &ActivateRequest,
+    ) -> Result<ActivateResponse, RemoteError> {
+        self.call(self.http.post(self.url(pod, "activate")).json(req))
+            .await
+    }
+
+    /// A quote.
+    pub async fn quote(&self, pod: &str, req: &QuoteRequest) -> Result<QuoteResponse, RemoteError> {
+        self.call(self.http.post(self.url(pod, "quote")).json(req))
+            .await
+    }
+}
+
+/// A pod's TPM through its agent, for `jek_attest::attest` (run on a blocking thread: each
+/// call waits for its HTTP exchange on the runtime's handle).
+pub struct RemoteTpm {
+    agent: Agent,
+    pod: String,
+    identity: AgentIdentity,
+    runtime: tokio::runtime::Handle,
+    last_pcrs: Option<PcrValues>,
+    timeout: Duration,
+}
+
+impl RemoteTpm {
+    /// The pod `pod` at `agent`, whose identity was fetched already.
+    pub fn new(agent: Agent, pod: &str, identity: AgentIdentity, timeout: Duration) -> Self {
+        RemoteTpm {
+            agent,
+            pod: pod.to_string(),
+            identity,
+            runtime: tokio::runtime::Handle::current(),
+            last_pcrs: None,
+            timeout,
+        }
+    }
+
+    fn wait<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, RemoteError>>,
+    ) -> Result<T, RemoteError> {
+        self.runtime.block_on(async {
+            tokio::time::timeout(self.timeout, f)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RemoteError::Unreachable {
+                        agent: self.agent.base.clone(),
+                        reason: format!("no answer within {} ms", self.timeout.as_millis()),
+                    })
+                })
+        })
+    }
+}
+
+fn ak_ref(ak: &AkBlobs) -> AkRef {
+    AkRef {
+        public: B64(ak.public.clone()),
+        private: B64(ak.private.clone()),
+    }
+}
+
+impl jek_attest::AttestationTpm for RemoteTpm {
+    type Key = AkBlobs;
+    type Error = RemoteError;
+
+    fn ek_certificate(&mut self) -> Result<Vec<u8>, RemoteError> {
+        Ok(self.identity.ek_cert.0.clone())
+    }
+
+    fn ek_public(&mut self) -> Result<Vec<u8>, RemoteError> {
+        Ok(self.identity.ek_public.0.clone())
+    }
+
+    fn load_ak(&mut self, ak: &AkBlobs) -> Result<AkBlobs, RemoteError> {
+        // The agent loads the AK for each command; a refused load comes back as a refusal.
+        Ok(ak.clone())
+    }
+
+    fn activate_credential(
+        &mut self,
+        ak: &AkBlobs,
+        id_object: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<Vec<u8>, RemoteError> {
+        let req = ActivateRequest {
+            ak: ak_ref(ak),
+            id_object: B64(id_object.to_vec()),
+            encrypted_secret: B64(encrypted_secret.to_vec()),
+        };
+        self.wait(self.agent.activate(&self.pod, &req))
+            .map(|r| r.secret.0)
+    }
+
+    fn quote(
+        &mut self,
+        ak: &AkBlobs,
+        nonce: &[u8],
+        pcrs: &[u32],
+    ) -> Result<(Vec<u8>, Vec<u8>), RemoteError> {
+        let req = QuoteRequest {
+            ak: ak_ref(ak),
+            nonce: B64(nonce.to_vec()),
+            pcrs: pcrs.to_vec(),
+        };
+        let resp = self.wait(self.agent.quote(&self.pod, &req))?;
+        self.last_pcrs = Some(resp.pcrs);
+        Ok((resp.attest.0, resp.signature.0))
+    }
+
+    fn read_pcrs(&mut self, _pcrs: &[u32]) -> Result<PcrValues, RemoteError> {
+        // The agent reads the PCRs right after each quote and sends them with it.
+        self.last_pcrs.take().ok_or_else(|| RemoteError::Malformed {
+            agent: self.agent.base.clone(),
+            reason: "no quote was made, so no PCR values came back".into(),
+        })
+    }
+
+    fn refused(error: &RemoteError) -> bool {
+        matches!(error, RemoteError::Refused { .. })
+    }
+}

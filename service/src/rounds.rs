@@ -1,0 +1,239 @@
+//! Continuous attestation: at every tick, this replica renews its leases, claims the pods
+//! that are due and attests each with a fresh nonce, many at once; each result is signed
+//! and written with its history row and webhook delivery in one transaction.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jek_attest::evidence::EkMaterial;
+use jek_attest::registration::{Registration, TpmLocation};
+use jek_attest::{Claim, Status};
+use jek_measure::plan::PCRS;
+
+use crate::remote::Agent;
+use crate::store::{PodRow, RoundOutcome, StoredResult};
+use crate::verifier::{claims_of, now_ms, now_s, Service};
+use crate::wire::{AkRef, FailingClaim, QuoteRequest};
+
+/// How often a replica looks for due pods, as a fraction of the interval.
+const TICKS_PER_INTERVAL: u32 = 4;
+
+/// Runs rounds until `stop` resolves; then gives up this replica's leases.
+pub async fn run(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
+    let interval = svc.config.interval;
+    let tick = (interval / TICKS_PER_INTERVAL).max(Duration::from_millis(50));
+    // A lease outlives one interval; a dead replica's pods are claimed by another within
+    // one more tick.
+    let lease_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+    let permits = Arc::new(tokio::sync::Semaphore::new(svc.config.concurrency.max(1)));
+    let mut stop = stop;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let replica = svc.config.replica.clone();
+        let limit = svc.config.concurrency.max(1) * 64;
+        let claimed = svc
+            .db(move |s| s.claim_due(&replica, now_ms(), lease_ms, limit))
+            .await;
+        if let Ok(due) = claimed {
+            for row in due {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let svc = svc.clone();
+                tokio::spawn(async move {
+                    round(&svc, row).await;
+                    drop(permit);
+                });
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(tick) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    let replica = svc.config.replica.clone();
+    let _ = svc.db(move |s| s.release(&replica)).await;
+}
+
+/// One round for one pod: quote through its agent, appraise, sign, record.
+pub async fn round(svc: &Arc<Service>, row: PodRow) {
+    let started = Instant::now();
+    let outcome = attest_once(svc, &row, started).await;
+    let (id, replica) = (row.id.clone(), svc.config.replica.clone());
+    let recorded = svc.db(move |s| s.record(&id, &replica, &outcome)).await;
+    match recorded {
+        Ok(Some(change)) => {
+            tracing::info!(pod = %change.pod, from = %change.from, to = %change.to, "status changed");
+        }
+        Ok(None) => {}
+        Err(e) => tracing::debug!(pod = %row.pod, error = %e, "the round's result was not stored"),
+    }
+}
+
+fn next_due(svc: &Service) -> u64 {
+    now_ms().saturating_add(u64::try_from(svc.config.interval.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn unreachable(svc: &Service, row: &PodRow, error: String) -> RoundOutcome {
+    RoundOutcome {
+        result: StoredResult {
+            status: "unreachable".into(),
+            claims: row.result.claims.clone(),
+            error: Some(error.clone()),
+            token: None,
+            at: Some(now_s()),
+        },
+        clock: None,
+        next_due_ms: next_due(svc),
+        failing: vec![FailingClaim {
+            claim: "agent".into(),
+            status: "unreachable".into(),
+            reason: error,
+        }],
+        notify: svc.config.webhook.is_some(),
+    }
+}
+
+async fn attest_once(svc: &Arc<Service>, row: &PodRow, started: Instant) -> RoundOutcome {
+    let judge = svc.judge();
+    let Some(bundle) = judge.bundles.get(&row.bundle) else {
+        return unreachable(
+            svc,
+            row,
+            format!("bundle {} is no longer loaded", row.bundle),
+        );
+    };
+    let reference = match svc.reference(row).await {
+        Ok(r) => r,
+        Err(e) => return unreachable(svc, row, format!("the pod file: {e}")),
+    };
+    let mut nonce = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+    let agent = Agent::new(svc.http.clone(), &row.agent);
+    let req = QuoteRequest {
+        ak: AkRef {
+            public: row.identity.ak_public.clone(),
+            private: row.identity.ak_private.clone(),
+        },
+        nonce: crate::wire::B64(nonce.to_vec()),
+        pcrs: PCRS.to_vec(),
+    };
+    let quoted = tokio::time::timeout(svc.config.agent_timeout, agent.quote(&row.id, &req)).await;
+    let resp = match quoted {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return unreachable(svc, row, e.to_string()),
+        Err(_) => {
+            return unreachable(
+                svc,
+                row,
+                format!(
+                    "agent {}: no answer within {} ms",
+                    row.agent,
+                    svc.config.agent_timeout.as_millis()
+                ),
+            )
+        }
+    };
+    let t_quoted = started.elapsed();
+    let now = now_s();
+    let ak_name = hex::decode(&row.identity.ak_name).unwrap_or_default();
+    let ek = EkMaterial {
+        cert: row.identity.ek_cert.0.clone(),
+        chain: row.identity.ek_chain_pem.clone(),
+    };
+    let identity = jek_attest::protocol::pin_identity(ak_name, &ek, &judge.ca, now);
+    let evidence = jek_attest::appraise::Evidence {
+        attest: resp.attest.0,
+        signature: resp.signature.0,
+        ak_public: row.identity.ak_public.0.clone(),
+        pcrs: resp.pcrs,
+        event_log: resp.event_log.0,
+    };
+    let registration = Registration {
+        id: row.id.clone(),
+        pod: row.pod.clone(),
+        ak_name: row.identity.ak_name.clone(),
+        ek_cert_sha256: jek_verifier::Sha256Digest::of(&row.identity.ek_cert.0),
+        epoch: row.epoch,
+        last_clock: row.last_clock,
+        tpm: TpmLocation {
+            pid: 0,
+            socket_dir: Default::default(),
+            run_dir: None,
+        },
+    };
+    let base_dir = reference.base_dir.clone();
+    let policy = judge.images.as_ref();
+    let verdict = |e: &jek_measure::plan::ContainerEvent| {
+        let image =
+            jek_image::ImageRef::parse(&e.reference, &base_dir).map_err(|e| e.to_string())?;
+        jek_image::policy::check(policy, &image.repository(), &e.manifest)
+            .map_err(|e| e.to_string())
+    };
+    let verifier = jek_attest::Verifier {
+        bundle: bundle.verdict.as_ref(),
+        ca: &judge.ca,
+        policy_id: &judge.policy_id,
+        now,
+    };
+    let reference = jek_attest::appraise::Reference {
+        bundle: bundle.verdict.as_ref(),
+        pod_segment: &reference.segment,
+        images: jek_attest::appraise::ImageRules {
+            expected: &reference.images,
+            allow: Some(&verdict),
+        },
+        registration: Some(&registration),
+    };
+    let (appraisal, mut ear) = jek_attest::protocol::judge(
+        &evidence, &row.pod, &reference, &nonce, &identity, &verifier,
+    );
+    if let Some(sub) = ear.submods.get_mut(&row.pod) {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        sub.timings_ms = Some(jek_attest::ear::Timings {
+            identity: 0.0,
+            nonce_to_verdict: ms(started.elapsed()),
+            appraise: ms(started.elapsed().saturating_sub(t_quoted)),
+            total: ms(started.elapsed()),
+        });
+    }
+    let clock = (appraisal.status(Claim::BootEpoch) == Status::Affirming)
+        .then(|| {
+            jek_attest::tpm2::Quote::parse(&evidence.attest)
+                .ok()
+                .map(|q| q.clock)
+        })
+        .flatten();
+    let Some(sub) = ear.submods.get(&row.pod) else {
+        return unreachable(svc, row, "the appraisal made no result for the pod".into());
+    };
+    let claims = claims_of(sub);
+    let failing = sub
+        .failing()
+        .map(|(c, r)| FailingClaim {
+            claim: c.name().to_string(),
+            status: r.status.name().to_string(),
+            reason: r.reason.clone().unwrap_or_default(),
+        })
+        .collect();
+    let status = sub.status.name().to_string();
+    let token = match svc.key.sign(&ear) {
+        Ok(t) => t,
+        Err(e) => return unreachable(svc, row, format!("cannot sign the result: {e}")),
+    };
+    RoundOutcome {
+        result: StoredResult {
+            status,
+            claims,
+            error: None,
+            token: Some(token),
+            at: Some(now),
+        },
+        clock,
+        next_due_ms: next_due(svc),
+        failing,
+        notify: svc.config.webhook.is_some(),
+    }
+}

@@ -1,0 +1,217 @@
+//! The verifier's store: registered pods, their last results and status history, the
+//! webhook outbox, the result keys every replica signs with, and which replica attests
+//! which pod (a lease).
+//!
+//! Two backends behind one trait: SQLite (the default: one file, WAL, embedded) and
+//! PostgreSQL (given a URL, for several replicas sharing one fleet). Every change a round
+//! makes (the result, the history row, the webhook to send) is one transaction, so a
+//! database that goes away mid-round leaves no half-written row. The calls are
+//! synchronous and run on tokio's blocking pool.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{ClaimState, HistoryEntry, StatusChange};
+
+/// How many status changes each pod's history keeps.
+pub const HISTORY: usize = 20;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or answered with an error.
+    #[error("the {backend} store: {reason}")]
+    Database {
+        /// `sqlite` or `postgresql`.
+        backend: &'static str,
+        /// What failed.
+        reason: String,
+    },
+    /// A stored row does not decode.
+    #[error("stored pod {id}: {reason}")]
+    Corrupt {
+        /// The pod.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A registered pod as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRow {
+    /// The agent's pod identifier (also the verifier's).
+    pub id: String,
+    /// The pod's name.
+    pub pod: String,
+    /// Its agent's base URL.
+    pub agent: String,
+    /// The bundle digest it is appraised against.
+    pub bundle: String,
+    /// The pod file it was meant to get.
+    pub pod_yaml: Option<String>,
+    /// The identity registration proved.
+    pub identity: StoredIdentity,
+    /// The TPM epoch at registration.
+    pub epoch: jek_attest::Epoch,
+    /// The highest clock an accepted quote showed.
+    pub last_clock: u64,
+    /// The last result.
+    pub result: StoredResult,
+    /// The replica attesting it, if any.
+    pub owner: Option<String>,
+    /// The status changes, newest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// What credential activation proved at registration, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StoredIdentity {
+    /// The AK's name (hex).
+    pub ak_name: String,
+    /// The AK's public area.
+    pub ak_public: crate::wire::B64,
+    /// The AK's private blob.
+    pub ak_private: crate::wire::B64,
+    /// The EK certificate (DER).
+    pub ek_cert: crate::wire::B64,
+    /// Its issuers (PEM).
+    pub ek_chain_pem: String,
+}
+
+/// A pod's last result, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StoredResult {
+    /// `none`, an EAR status, or `unreachable`.
+    pub status: String,
+    /// The claims of the last EAR.
+    pub claims: BTreeMap<String, ClaimState>,
+    /// Why the last round failed.
+    pub error: Option<String>,
+    /// The last signed EAR.
+    pub token: Option<String>,
+    /// When it was made (Unix seconds).
+    pub at: Option<u64>,
+}
+
+/// What one round found, to be written in one transaction.
+#[derive(Debug, Clone)]
+pub struct RoundOutcome {
+    /// The result.
+    pub result: StoredResult,
+    /// The clock of an accepted quote (raises `last_clock`).
+    pub clock: Option<u64>,
+    /// When the pod is next due (Unix milliseconds).
+    pub next_due_ms: u64,
+    /// The failing claims, for the webhook.
+    pub failing: Vec<crate::wire::FailingClaim>,
+    /// Whether a status change goes to the webhook outbox (a webhook is configured).
+    pub notify: bool,
+}
+
+/// A webhook delivery waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Its sequence number.
+    pub seq: i64,
+    /// The JSON body.
+    pub body: String,
+    /// Attempts so far.
+    pub attempts: u32,
+}
+
+/// A store backend.
+pub trait Backend: Send + Sync {
+    /// Answers when the database does (health).
+    fn ping(&self) -> Result<(), StoreError>;
+    /// Adds or replaces a registration; it starts unowned... or owned by `owner`, due now.
+    fn register(&self, pod: &PodRow, owner: &str, now_ms: u64) -> Result<(), StoreError>;
+    /// Forgets a pod. `false` when there was none.
+    fn remove(&self, id: &str) -> Result<bool, StoreError>;
+    /// One pod with its history.
+    fn get(&self, id: &str) -> Result<Option<PodRow>, StoreError>;
+    /// Every pod with its history.
+    fn list(&self) -> Result<Vec<PodRow>, StoreError>;
+    /// Records this replica as alive, renews its leases, and claims up to `limit` due pods
+    /// whose lease is free or expired. Returns the due pods it owns now.
+    fn claim_due(
+        &self,
+        replica: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<PodRow>, StoreError>;
+    /// Writes a round's outcome if `replica` still owns the pod: the result, the history
+    /// row and the webhook delivery on a status change, all or nothing. Returns the change.
+    fn record(
+        &self,
+        id: &str,
+        replica: &str,
+        outcome: &RoundOutcome,
+    ) -> Result<Option<StatusChange>, StoreError>;
+    /// Gives up this replica's leases (a clean shutdown: the others take over at once).
+    fn release(&self, replica: &str) -> Result<(), StoreError>;
+    /// Publishes a result key (its JWK) so every replica's JWKS lists it.
+    fn put_key(&self, kid: &str, jwk: &str) -> Result<(), StoreError>;
+    /// Every published result key (JWK JSON).
+    fn keys(&self) -> Result<Vec<String>, StoreError>;
+    /// Webhook deliveries due at `now_ms`, oldest first, claimed until `now_ms + hold_ms`.
+    fn due_deliveries(
+        &self,
+        now_ms: u64,
+        hold_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError>;
+    /// A delivery succeeded (or was given up): it leaves the outbox.
+    fn delivered(&self, seq: i64) -> Result<(), StoreError>;
+    /// A delivery failed: try again at `next_ms`.
+    fn retry(&self, seq: i64, next_ms: u64) -> Result<(), StoreError>;
+}
+
+/// The change a round's outcome makes to `before`, if its status differs.
+pub fn change(
+    row_id: &str,
+    pod: &str,
+    before: &str,
+    outcome: &RoundOutcome,
+) -> Option<StatusChange> {
+    (before != outcome.result.status).then(|| StatusChange {
+        id: row_id.to_string(),
+        pod: pod.to_string(),
+        from: before.to_string(),
+        to: outcome.result.status.clone(),
+        at: outcome.result.at.unwrap_or(outcome.next_due_ms / 1000),
+        failing: outcome.failing.clone(),
+        token: outcome.result.token.clone(),
+    })
+}
+
+pub mod postgres;
+pub mod sqlite;
+
+/// Opens the store `spec` names: a `postgres://` or `postgresql://` URL, a SQLite file
+/// (`sqlite:PATH` or a path), or by default $XDG_DATA_HOME/jek/verifier.db.
+pub fn open(spec: Option<&str>) -> Result<std::sync::Arc<dyn Backend>, StoreError> {
+    match spec {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(std::sync::Arc::new(postgres::Postgres::open(url)?))
+        }
+        Some(path) => {
+            let path = std::path::Path::new(path.strip_prefix("sqlite:").unwrap_or(path));
+            Ok(std::sync::Arc::new(sqlite::Sqlite::open(path)?))
+        }
+        None => {
+            let dir = jek_loader::paths::data_dir();
+            std::fs::create_dir_all(&dir).map_err(|e| StoreError::Database {
+                backend: "sqlite",
+                reason: format!("{}: {e}", dir.display()),
+            })?;
+            Ok(std::sync::Arc::new(sqlite::Sqlite::open(
+                &dir.join("verifier.db"),
+            )?))
+        }
+    }
+}

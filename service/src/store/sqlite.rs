@@ -1,0 +1,418 @@
+//! The SQLite backend: one file in WAL mode, one connection behind a lock (SQLite has one
+//! writer at a time anyway), each change in one transaction.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{change, Backend, Delivery, PodRow, RoundOutcome, StoreError, StoredResult, HISTORY};
+use crate::wire::{HistoryEntry, StatusChange};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS pods (
+  id TEXT PRIMARY KEY, pod TEXT NOT NULL, agent TEXT NOT NULL, bundle TEXT NOT NULL,
+  pod_yaml TEXT, identity TEXT NOT NULL,
+  reset_count INTEGER NOT NULL, restart_count INTEGER NOT NULL, clock INTEGER NOT NULL,
+  last_clock INTEGER NOT NULL, status TEXT NOT NULL, result TEXT NOT NULL,
+  owner TEXT, lease_until INTEGER NOT NULL, next_due INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS pods_due ON pods (next_due);
+CREATE TABLE IF NOT EXISTS history (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, pod_id TEXT NOT NULL, at INTEGER NOT NULL,
+  status TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS history_pod ON history (pod_id, seq);
+CREATE TABLE IF NOT EXISTS outbox (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL, attempts INTEGER NOT NULL,
+  next_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS result_keys (kid TEXT PRIMARY KEY, jwk TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS replicas (id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL);
+";
+
+/// A SQLite store.
+pub struct Sqlite {
+    conn: Mutex<Connection>,
+}
+
+fn db(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database {
+        backend: "sqlite",
+        reason: e.to_string(),
+    }
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl Sqlite {
+    /// Opens (creating) the store at `path`, mode 0600, in WAL mode.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(|e| db(format!("{}: {e}", path.display())))?;
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| db(format!("{}: {e}", path.display())))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        Ok(Sqlite {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+const COLUMNS: &str = "id, pod, agent, bundle, pod_yaml, identity, reset_count, restart_count, clock, last_clock, result, owner";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(PodRow, String, String)> {
+    let identity: String = r.get(5)?;
+    let result: String = r.get(10)?;
+    Ok((
+        PodRow {
+            id: r.get(0)?,
+            pod: r.get(1)?,
+            agent: r.get(2)?,
+            bundle: r.get(3)?,
+            pod_yaml: r.get(4)?,
+            identity: super::StoredIdentity {
+                ak_name: String::new(),
+                ak_public: Default::default(),
+                ak_private: Default::default(),
+                ek_cert: Default::default(),
+                ek_chain_pem: String::new(),
+            },
+            epoch: jek_attest::Epoch {
+                reset_count: u32::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
+                restart_count: u32::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
+                clock: u(r.get(8)?),
+            },
+            last_clock: u(r.get(9)?),
+            result: StoredResult::default(),
+            owner: r.get(11)?,
+            history: Vec::new(),
+        },
+        identity,
+        result,
+    ))
+}
+
+/// Decodes the JSON columns of a row.
+pub(super) fn decode(
+    (mut pod, identity, result): (PodRow, String, String),
+) -> Result<PodRow, StoreError> {
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+        id: pod.id.clone(),
+        reason: e.to_string(),
+    };
+    pod.identity = serde_json::from_str(&identity).map_err(corrupt)?;
+    pod.result = serde_json::from_str(&result).map_err(corrupt)?;
+    Ok(pod)
+}
+
+/// JSON of a record made of strings, numbers and maps (cannot fail).
+pub(super) fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn history(conn: &Connection, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT at, status FROM history WHERE pod_id = ?1 ORDER BY seq DESC LIMIT ?2",
+        )
+        .map_err(db)?;
+    let rows = stmt
+        .query_map(params![id, i(HISTORY as u64)], |r| {
+            Ok(HistoryEntry {
+                at: u(r.get(0)?),
+                status: r.get(1)?,
+            })
+        })
+        .map_err(db)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db)
+}
+
+impl Backend for Sqlite {
+    fn ping(&self) -> Result<(), StoreError> {
+        self.conn()
+            .query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(db)
+    }
+
+    fn register(&self, pod: &PodRow, owner: &str, now_ms: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        tx.execute("DELETE FROM history WHERE pod_id = ?1", params![pod.id])
+            .map_err(db)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO pods (id, pod, agent, bundle, pod_yaml, identity, reset_count, restart_count, clock, last_clock, status, result, owner, lease_until, next_due)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            params![
+                pod.id,
+                pod.pod,
+                pod.agent,
+                pod.bundle,
+                pod.pod_yaml,
+                json(&pod.identity),
+                i64::from(pod.epoch.reset_count),
+                i64::from(pod.epoch.restart_count),
+                i(pod.epoch.clock),
+                i(pod.last_clock),
+                pod.result.status,
+                json(&pod.result),
+                owner,
+                0i64,
+                i(now_ms),
+            ],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
+    fn remove(&self, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        tx.execute("DELETE FROM history WHERE pod_id = ?1", params![id])
+            .map_err(db)?;
+        let n = tx
+            .execute("DELETE FROM pods WHERE id = ?1", params![id])
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(n > 0)
+    }
+
+    fn get(&self, id: &str) -> Result<Option<PodRow>, StoreError> {
+        let conn = self.conn();
+        let found = conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM pods WHERE id = ?1"),
+                params![id],
+                row,
+            )
+            .optional()
+            .map_err(db)?;
+        match found {
+            None => Ok(None),
+            Some(r) => {
+                let mut pod = decode(r)?;
+                pod.history = history(&conn, id)?;
+                Ok(Some(pod))
+            }
+        }
+    }
+
+    fn list(&self) -> Result<Vec<PodRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM pods ORDER BY pod, id"))
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], row)
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let mut pod = decode(r)?;
+            pod.history = history(&conn, &pod.id)?;
+            out.push(pod);
+        }
+        Ok(out)
+    }
+
+    fn claim_due(
+        &self,
+        replica: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<PodRow>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let (now, until) = (i(now_ms), i(now_ms.saturating_add(lease_ms)));
+        tx.execute(
+            "INSERT INTO replicas (id, seen_at) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+            params![replica, now],
+        )
+        .map_err(db)?;
+        tx.execute(
+            "UPDATE pods SET lease_until = ?2 WHERE owner = ?1",
+            params![replica, until],
+        )
+        .map_err(db)?;
+        tx.execute(
+            "UPDATE pods SET owner = ?1, lease_until = ?2 WHERE id IN (
+               SELECT id FROM pods WHERE (owner IS NULL OR lease_until < ?3) ORDER BY next_due LIMIT ?4)",
+            params![replica, until, now, i(limit as u64)],
+        )
+        .map_err(db)?;
+        let rows = {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM pods WHERE owner = ?1 AND next_due <= ?2 ORDER BY next_due LIMIT ?3"
+                ))
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![replica, now, i(limit as u64)], row)
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?;
+            rows
+        };
+        tx.commit().map_err(db)?;
+        rows.into_iter().map(decode).collect()
+    }
+
+    fn record(
+        &self,
+        id: &str,
+        replica: &str,
+        outcome: &RoundOutcome,
+    ) -> Result<Option<StatusChange>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let before: Option<(String, String)> = tx
+            .query_row(
+                "SELECT status, pod FROM pods WHERE id = ?1 AND owner = ?2",
+                params![id, replica],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db)?;
+        let Some((before, pod)) = before else {
+            return Ok(None);
+        };
+        let clock = outcome.clock.map(i);
+        tx.execute(
+            "UPDATE pods SET status = ?3, result = ?4, next_due = ?5,
+               last_clock = CASE WHEN ?6 IS NOT NULL AND ?6 > last_clock THEN ?6 ELSE last_clock END
+             WHERE id = ?1 AND owner = ?2",
+            params![
+                id,
+                replica,
+                outcome.result.status,
+                json(&outcome.result),
+                i(outcome.next_due_ms),
+                clock
+            ],
+        )
+        .map_err(db)?;
+        let changed = change(id, &pod, &before, outcome);
+        if let Some(c) = &changed {
+            let notify = outcome.notify;
+            tx.execute(
+                "INSERT INTO history (pod_id, at, status) VALUES (?1, ?2, ?3)",
+                params![id, i(c.at), c.to],
+            )
+            .map_err(db)?;
+            tx.execute(
+                "DELETE FROM history WHERE pod_id = ?1 AND seq NOT IN (SELECT seq FROM history WHERE pod_id = ?1 ORDER BY seq DESC LIMIT ?2)",
+                params![id, i(HISTORY as u64)],
+            )
+            .map_err(db)?;
+            if notify {
+                tx.execute(
+                    "INSERT INTO outbox (body, attempts, next_at) VALUES (?1, 0, 0)",
+                    params![json(c)],
+                )
+                .map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(changed)
+    }
+
+    fn release(&self, replica: &str) -> Result<(), StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE pods SET owner = NULL, lease_until = 0 WHERE owner = ?1",
+            params![replica],
+        )
+        .map_err(db)?;
+        conn.execute("DELETE FROM replicas WHERE id = ?1", params![replica])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn put_key(&self, kid: &str, jwk: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO result_keys (kid, jwk) VALUES (?1, ?2) ON CONFLICT (kid) DO NOTHING",
+                params![kid, jwk],
+            )
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    fn keys(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT jwk FROM result_keys ORDER BY kid")
+            .map_err(db)?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(db)?;
+        rows.collect::<Result<Vec<String>, _>>().map_err(db)
+    }
+
+    fn due_deliveries(
+        &self,
+        now_ms: u64,
+        hold_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let rows = {
+            let mut stmt = tx
+                .prepare_cached("SELECT seq, body, attempts FROM outbox WHERE next_at <= ?1 ORDER BY seq LIMIT ?2")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![i(now_ms), i(limit as u64)], |r| {
+                    Ok(Delivery {
+                        seq: r.get(0)?,
+                        body: r.get(1)?,
+                        attempts: u32::try_from(r.get::<_, i64>(2)?).unwrap_or(u32::MAX),
+                    })
+                })
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?;
+            rows
+        };
+        for d in &rows {
+            tx.execute(
+                "UPDATE outbox SET next_at = ?2 WHERE seq = ?1",
+                params![d.seq, i(now_ms.saturating_add(hold_ms))],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(rows)
+    }
+
+    fn delivered(&self, seq: i64) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM outbox WHERE seq = ?1", params![seq])
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    fn retry(&self, seq: i64, next_ms: u64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_at = ?2 WHERE seq = ?1",
+                params![seq, i(next_ms)],
+            )
+            .map(|_| ())
+            .map_err(db)
+    }
+}

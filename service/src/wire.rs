@@ -1,0 +1,310 @@
+//! The records both APIs exchange, as serde types (docs/service-api.yaml describes them as
+//! OpenAPI). Byte strings travel as standard base64 ([`B64`]); digests as `sha256:` hex.
+//!
+//! The agent API (`/v1/pods...` on `jek-agent`) is a thin, host-local view of each pod's
+//! TPM: everything it returns is checked by the verifier cryptographically (EK chain,
+//! credential activation, quote signature, nonce), so the agent is not trusted for any
+//! verdict. The verifier API (`/v1/pods...`, `/v1/jwks`, `/v1/policy/reload` on
+//! `jek-verifier`) registers pods and serves their signed results.
+
+use base64::Engine as _;
+use jek_measure::PcrValues;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Bytes as standard base64 (with padding) in JSON.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct B64(pub Vec<u8>);
+
+impl std::fmt::Debug for B64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "B64({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for B64 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for B64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map(B64)
+            .map_err(|e| serde::de::Error::custom(format!("not standard base64: {e}")))
+    }
+}
+
+/// An error answer of either API: what failed, as a stable code and a sentence.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code (`not_found`, `bad_request`, `tpm_refused`, ...).
+    pub code: String,
+    /// What was wrong, naming the input.
+    pub error: String,
+}
+
+// ---- the agent API ----
+
+/// A pod on the agent's host (`GET /v1/pods`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentPod {
+    /// The pod's identifier on this host (its registration in the host's store).
+    pub id: String,
+    /// The pod's name.
+    pub pod: String,
+    /// Whether its VM is running (the TPM is reached through the loader's proxy).
+    pub running: bool,
+}
+
+/// `GET /v1/pods` on the agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentPods {
+    /// The pods, by identifier.
+    pub pods: Vec<AgentPod>,
+}
+
+/// `GET /v1/pods/{id}/identity` on the agent: what registration checks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentIdentity {
+    /// The pod's name.
+    pub pod: String,
+    /// The EK certificate (DER) from the TPM's NV index.
+    pub ek_cert: B64,
+    /// The EK's public area (TPMT_PUBLIC) as the TPM reports it.
+    pub ek_public: B64,
+    /// The certificates that issued the EK certificate (PEM).
+    pub ek_chain_pem: String,
+    /// The AK's public area (TPMT_PUBLIC).
+    pub ak_public: B64,
+    /// The AK's private blob (wrapped by the EK: useless outside that TPM).
+    pub ak_private: B64,
+    /// The pod's TCG event log, for the first appraisal.
+    pub event_log: B64,
+}
+
+/// The AK the verifier asks the agent to load (it was given at registration).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AkRef {
+    /// TPMT_PUBLIC.
+    pub public: B64,
+    /// TPM2B_PRIVATE.
+    pub private: B64,
+}
+
+/// `POST /v1/pods/{id}/activate` on the agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ActivateRequest {
+    /// The AK the credential is bound to.
+    pub ak: AkRef,
+    /// MakeCredential's TPM2B_ID_OBJECT.
+    pub id_object: B64,
+    /// MakeCredential's TPM2B_ENCRYPTED_SECRET.
+    pub encrypted_secret: B64,
+}
+
+/// The agent's answer to an activation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateResponse {
+    /// The secret the TPM released.
+    pub secret: B64,
+}
+
+/// `POST /v1/pods/{id}/quote` on the agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuoteRequest {
+    /// The AK to quote with.
+    pub ak: AkRef,
+    /// The verifier's fresh nonce (16 to 64 bytes).
+    pub nonce: B64,
+    /// The PCRs to quote (SHA-256 bank).
+    pub pcrs: Vec<u32>,
+}
+
+/// The agent's answer to a quote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuoteResponse {
+    /// TPMS_ATTEST.
+    pub attest: B64,
+    /// TPMT_SIGNATURE.
+    pub signature: B64,
+    /// The SHA-256 values of the quoted PCRs, read after the quote.
+    pub pcrs: PcrValues,
+    /// The pod's TCG event log.
+    pub event_log: B64,
+}
+
+// ---- the verifier API ----
+
+/// `POST /v1/pods` on the verifier: register a pod.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The agent of the pod's host (`http://` on loopback, else `https://`).
+    pub agent: String,
+    /// The pod's identifier on that host (`GET /v1/pods` on the agent).
+    pub pod_id: String,
+    /// The bundle the pod must have booted: the SHA-256 of a bundle file the verifier was
+    /// started with (`GET /v1/bundles`).
+    pub bundle: String,
+    /// The pod file (pod.yaml text) the pod was meant to get; absent for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_yaml: Option<String>,
+}
+
+/// A registered pod as the verifier reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodState {
+    /// The verifier's identifier of the registration (`<agent pod id>`).
+    pub id: String,
+    /// The pod's name.
+    pub pod: String,
+    /// Its agent.
+    pub agent: String,
+    /// The bundle it is appraised against.
+    pub bundle: String,
+    /// The AK name proven by credential activation at registration (hex).
+    pub ak_name: String,
+    /// `affirming`, `warning`, `contraindicated`, or `unreachable` (the last round could
+    /// not ask the agent), or `none` before the first round.
+    pub status: String,
+    /// Per claim, the status of the last result.
+    pub claims: std::collections::BTreeMap<String, ClaimState>,
+    /// When the last result was made (Unix seconds), if any.
+    pub last_result_at: Option<u64>,
+    /// Why the last round failed, when the status is `unreachable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Which replica attests it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The last results' statuses, newest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One claim of a result, for people.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimState {
+    /// Its status.
+    pub status: String,
+    /// Why it is not affirming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A past result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryEntry {
+    /// When (Unix seconds).
+    pub at: u64,
+    /// The status.
+    pub status: String,
+}
+
+/// `GET /v1/pods` on the verifier.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PodStates {
+    /// Every registered pod.
+    pub pods: Vec<PodState>,
+}
+
+/// `GET /v1/pods/{id}/result`: the last signed result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignedResult {
+    /// The EAR as an ES256 JWT (verify it against `GET /v1/jwks`).
+    pub token: String,
+    /// The same EAR, decoded, for reading.
+    pub ear: jek_attest::Ear,
+}
+
+/// `GET /v1/bundles`: the bundles registrations may name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Bundles {
+    /// Each bundle.
+    pub bundles: Vec<BundleState>,
+}
+
+/// A bundle the verifier holds, and the policy's verdict on it now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BundleState {
+    /// SHA-256 of the bundle file (`sha256:<hex>`).
+    pub digest: String,
+    /// Its file.
+    pub path: String,
+    /// `accepted`, or why the policy rejects it.
+    pub verdict: String,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// `ok`, or `unhealthy`.
+    pub status: String,
+    /// Why it is unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// This replica's identifier.
+    pub replica: String,
+}
+
+/// The JSON body POSTed to the webhook on every status change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatusChange {
+    /// The registration.
+    pub id: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The status before.
+    pub from: String,
+    /// The status now.
+    pub to: String,
+    /// When (Unix seconds).
+    pub at: u64,
+    /// The failing claims, with why.
+    pub failing: Vec<FailingClaim>,
+    /// The signed result that made the change, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// A failing claim in a status change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FailingClaim {
+    /// The claim.
+    pub claim: String,
+    /// Its status.
+    pub status: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// `POST /v1/policy/reload`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Reloaded {
+    /// The new policy's identifier.
+    pub policy_id: String,
+    /// The bundles' verdicts under it.
+    pub bundles: Vec<BundleState>,
+}
