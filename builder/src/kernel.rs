@@ -607,6 +607,9 @@ fn compile(
     log_path: &Path,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outputs, KernelBuildError> {
+    // make runs in the source tree, so a relative O= (a relative --cache-dir) would be
+    // taken from there.
+    let work = &std::path::absolute(work).map_err(io("cannot resolve", work))?;
     let _ = std::fs::remove_dir_all(work);
     let obj = work.join("obj");
     std::fs::create_dir_all(&obj).map_err(io("cannot create", &obj))?;

@@ -157,14 +157,16 @@ async fn result(
             ),
         ));
     };
-    let jwks = svc.key.jwks();
-    let ear = jek_attest::signed::verify(&token, &jwks)
-        .or_else(|_| {
+    let ear = match jek_attest::signed::verify(&token, &svc.key.jwks()) {
+        Ok(ear) => ear,
+        Err(_) => {
             // Signed by another replica: its key is in the shared JWKS.
-            let all = svc.store.keys().map_err(|e| e.to_string())?;
-            jek_attest::signed::verify(&token, &jwk_set(&all)).map_err(|e| e.to_string())
-        })
-        .map_err(|e| ApiError::internal(format!("the stored result does not verify: {e}")))?;
+            let all = svc.db(|s| s.keys()).await.map_err(|e| store_error(&e))?;
+            jek_attest::signed::verify(&token, &jwk_set(&all)).map_err(|e| {
+                ApiError::internal(format!("the stored result does not verify: {e}"))
+            })?
+        }
+    };
     Ok(Json(SignedResult { token, ear }))
 }
 

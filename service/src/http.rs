@@ -86,6 +86,13 @@ pub async fn json_rejections(
                     .await
                     .unwrap_or_default();
                 let text = String::from_utf8_lossy(&bytes).into_owned();
+                // axum answers a body that does not deserialize with 422; it is a
+                // malformed request like any other.
+                let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    status
+                };
                 return ApiError::new(status, "bad_request", text).into_response();
             }
         };

@@ -82,7 +82,8 @@ fn unreachable(svc: &Service, row: &PodRow, error: String) -> RoundOutcome {
             status: "unreachable".into(),
             claims: row.result.claims.clone(),
             error: Some(error.clone()),
-            token: None,
+            // The last signed result stays served; its `iat` tells how old it is.
+            token: row.result.token.clone(),
             at: Some(now_s()),
         },
         clock: None,

@@ -434,8 +434,12 @@ impl Service {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&row.id);
         let (stored, replica) = (row.clone(), self.config.replica.clone());
-        self.db(move |s| s.register(&stored, &replica, now_ms()))
-            .await?;
+        let lease = u64::try_from(self.config.interval.as_millis()).unwrap_or(u64::MAX);
+        self.db(move |s| {
+            let now = now_ms();
+            s.register(&stored, &replica, now, now.saturating_add(lease))
+        })
+        .await?;
         tracing::info!(id = %row.id, pod = %row.pod, "registered");
         Ok(state_of(&row))
     }

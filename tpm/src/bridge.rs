@@ -7,8 +7,9 @@
 //! the TPM it opens a port pair on 127.0.0.1 and forwards it to the sockets. Any local user
 //! can connect to a loopback port, so every accepted connection is checked before a byte
 //! is forwarded: the connecting socket must be one of *this process's* file descriptors
-//! (its inode is looked up in `/proc/net/tcp` and among `/proc/self/fd`, both written by
-//! the kernel). Any other connection is closed at once.
+//! (its inode is asked of the kernel with one sock_diag lookup by address and port, or
+//! read from `/proc/net/tcp` where netlink is not allowed, and looked up among
+//! `/proc/self/fd`). Any other connection is closed at once.
 //!
 //! Both channels are forwarded command by command (a TPM command header gives its size; a
 //! control command's code gives its request and response sizes), and each response must
@@ -164,9 +165,112 @@ pub fn peer_is_this_process(local: SocketAddr, peer: SocketAddr) -> std::io::Res
     Ok(peer_of(local, peer)? == Peer::ThisProcess)
 }
 
+/// The inode of the TCP socket whose local end is `socket` and remote end `remote`, asked
+/// of the kernel with one sock_diag request (`NETLINK_SOCK_DIAG`, an exact lookup by the
+/// 4-tuple): `None` when no such socket exists. The cost does not grow with the number of
+/// sockets on the host, unlike reading `/proc/net/tcp` (which a TCTI that opens a
+/// connection per command fills with thousands of TIME_WAIT entries).
+fn diag_inode(socket: SocketAddr, remote: SocketAddr) -> std::io::Result<Option<u64>> {
+    use rustix::net::{netlink, recv, sendto, socket_with, AddressFamily, RecvFlags, SendFlags};
+    use rustix::net::{SocketFlags, SocketType};
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLMSG_ERROR: u16 = 2;
+    let (SocketAddr::V4(local), SocketAddr::V4(remote)) = (socket, remote) else {
+        return Err(std::io::Error::other("only IPv4 loopback is bridged"));
+    };
+    let fd = socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(netlink::SOCK_DIAG),
+    )?;
+    let mut req = Vec::with_capacity(72);
+    req.extend_from_slice(&72u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
+                                                // inet_diag_req_v2: AF_INET, IPPROTO_TCP, no extensions, every state.
+    req.extend_from_slice(&[2, 6, 0, 0]);
+    req.extend_from_slice(&u32::MAX.to_ne_bytes());
+    // inet_diag_sockid: ports and addresses in network order, no interface, no cookie.
+    req.extend_from_slice(&local.port().to_be_bytes());
+    req.extend_from_slice(&remote.port().to_be_bytes());
+    for ip in [local.ip(), remote.ip()] {
+        req.extend_from_slice(&ip.octets());
+        req.extend_from_slice(&[0; 12]);
+    }
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
+    sendto(
+        &fd,
+        &req,
+        SendFlags::empty(),
+        &netlink::SocketAddrNetlink::new(0, 0),
+    )?;
+    let mut buf = [0u8; 512];
+    let (_, n) = recv(&fd, &mut buf, RecvFlags::empty())?;
+    let msg = buf.get(..n).unwrap_or(&[]);
+    let u16_at = |o: usize| msg.get(o..o + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        msg.get(o..o + 4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    match u16_at(4) {
+        // An error message: ENOENT means no such socket; anything else is a failure.
+        Some(NLMSG_ERROR) => match u32_at(16).map(|e| i32::from_ne_bytes(e.to_ne_bytes())) {
+            Some(-2) => Ok(None),
+            Some(e) => Err(std::io::Error::from_raw_os_error(-e)),
+            None => Err(std::io::Error::other("short sock_diag error")),
+        },
+        // nlmsghdr (16), then inet_diag_msg: 4 bytes, the sockid (48), expires, rqueue,
+        // wqueue, uid, inode.
+        Some(SOCK_DIAG_BY_FAMILY) => match u32_at(16 + 4 + 48 + 16) {
+            Some(0) => Ok(None),
+            Some(inode) => Ok(Some(u64::from(inode))),
+            None => Err(std::io::Error::other("short sock_diag answer")),
+        },
+        _ => Err(std::io::Error::other("unexpected sock_diag answer")),
+    }
+}
+
 /// Who holds the socket that connected from `peer` to our listener at `local`: its inode
-/// from `/proc/net/tcp`, looked up among `/proc/self/fd`.
+/// (from sock_diag, or `/proc/net/tcp` where netlink is not allowed), looked up among
+/// `/proc/self/fd`.
 pub fn peer_of(local: SocketAddr, peer: SocketAddr) -> std::io::Result<Peer> {
+    match diag_inode(peer, local) {
+        Ok(None) => return Ok(Peer::Gone),
+        Ok(Some(inode)) => {
+            if holds_socket(inode)? {
+                return Ok(Peer::ThisProcess);
+            }
+            // Closed by this process a moment ago (a TCTI probing the port): its
+            // descriptor leaves before the socket does.
+            return Ok(match diag_inode(peer, local)? {
+                Some(now) if now == inode => Peer::Other,
+                _ => Peer::Gone,
+            });
+        }
+        Err(e) => tracing::debug!(error = %e, "sock_diag unavailable; reading /proc/net/tcp"),
+    }
+    peer_of_by_table(local, peer)
+}
+
+/// Whether one of this process's descriptors is the socket `inode`.
+fn holds_socket(inode: u64) -> std::io::Result<bool> {
+    let want = format!("socket:[{inode}]");
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let Ok(entry) = entry else { continue };
+        if std::fs::read_link(entry.path()).is_ok_and(|l| l.as_os_str() == want.as_str()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// [`peer_of`] from `/proc/net/tcp`.
+fn peer_of_by_table(local: SocketAddr, peer: SocketAddr) -> std::io::Result<Peer> {
     let (Some(want_local), Some(want_remote)) = (proc_addr(peer), proc_addr(local)) else {
         return Ok(Peer::Other);
     };
@@ -183,12 +287,11 @@ pub fn peer_of(local: SocketAddr, peer: SocketAddr) -> std::io::Result<Peer> {
     let Some(inode) = inode_now()? else {
         return Ok(Peer::Gone);
     };
-    let want = format!("socket:[{inode}]");
-    for entry in std::fs::read_dir("/proc/self/fd")? {
-        let Ok(entry) = entry else { continue };
-        if std::fs::read_link(entry.path()).is_ok_and(|l| l.as_os_str() == want.as_str()) {
-            return Ok(Peer::ThisProcess);
-        }
+    if inode
+        .parse()
+        .is_ok_and(|i| holds_socket(i).unwrap_or(false))
+    {
+        return Ok(Peer::ThisProcess);
     }
     // Not among our descriptors. A socket this process closed a moment ago (a TCTI probing
     // the port) leaves its descriptor before it leaves the table: if the socket is gone

@@ -127,8 +127,15 @@ pub struct Delivery {
 pub trait Backend: Send + Sync {
     /// Answers when the database does (health).
     fn ping(&self) -> Result<(), StoreError>;
-    /// Adds or replaces a registration; it starts unowned... or owned by `owner`, due now.
-    fn register(&self, pod: &PodRow, owner: &str, now_ms: u64) -> Result<(), StoreError>;
+    /// Adds or replaces a registration, owned by `owner` with a lease until `lease_until_ms`
+    /// and due now.
+    fn register(
+        &self,
+        pod: &PodRow,
+        owner: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> Result<(), StoreError>;
     /// Forgets a pod. `false` when there was none.
     fn remove(&self, id: &str) -> Result<bool, StoreError>;
     /// One pod with its history.

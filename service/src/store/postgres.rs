@@ -143,19 +143,25 @@ impl Backend for Postgres {
         self.with(|c| c.simple_query("SELECT 1").map(|_| ()).map_err(db))
     }
 
-    fn register(&self, pod: &PodRow, owner: &str, now_ms: u64) -> Result<(), StoreError> {
+    fn register(
+        &self,
+        pod: &PodRow,
+        owner: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> Result<(), StoreError> {
         self.with(|c| {
             let mut tx = c.transaction().map_err(db)?;
             tx.execute("DELETE FROM history WHERE pod_id = $1", &[&pod.id])
                 .map_err(db)?;
             tx.execute(
                 "INSERT INTO pods (id, pod, agent, bundle, pod_yaml, identity, reset_count, restart_count, clock, last_clock, status, result, owner, lease_until, next_due)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $15, $14)
                  ON CONFLICT (id) DO UPDATE SET pod = excluded.pod, agent = excluded.agent, bundle = excluded.bundle,
                    pod_yaml = excluded.pod_yaml, identity = excluded.identity, reset_count = excluded.reset_count,
                    restart_count = excluded.restart_count, clock = excluded.clock, last_clock = excluded.last_clock,
                    status = excluded.status, result = excluded.result, owner = excluded.owner,
-                   lease_until = 0, next_due = excluded.next_due",
+                   lease_until = excluded.lease_until, next_due = excluded.next_due",
                 &[
                     &pod.id,
                     &pod.pod,
@@ -171,6 +177,7 @@ impl Backend for Postgres {
                     &json(&pod.result),
                     &owner,
                     &i(now_ms),
+                    &i(lease_until_ms),
                 ],
             )
             .map_err(db)?;

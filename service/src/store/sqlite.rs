@@ -149,7 +149,13 @@ impl Backend for Sqlite {
             .map_err(db)
     }
 
-    fn register(&self, pod: &PodRow, owner: &str, now_ms: u64) -> Result<(), StoreError> {
+    fn register(
+        &self,
+        pod: &PodRow,
+        owner: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db)?;
         tx.execute("DELETE FROM history WHERE pod_id = ?1", params![pod.id])
@@ -171,7 +177,7 @@ impl Backend for Sqlite {
                 pod.result.status,
                 json(&pod.result),
                 owner,
-                0i64,
+                i(lease_until_ms),
                 i(now_ms),
             ],
         )

@@ -1,0 +1,759 @@
+//! The attestation service end to end: `jek-agent` on this host, `jek-verifier` with SQLite
+//! or PostgreSQL, pods booted with `jek boot --keep-tpm`. Registration through the agent,
+//! continuous signed results (checked by PyJWT against the JWKS), a QEMU pod quoted while
+//! its application sleeps, a revoked signer flipping every pod with webhooks delivered,
+//! bad requests, an agent that stops answering, a database that goes away, two replicas
+//! sharing one PostgreSQL fleet, and the fleet page in headless Chromium.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::service::{
+    bin, get_json, http, post_json, wait_for, Postgres, Proxy, Service, Webhook,
+};
+use common::{assert_exit, jek, test_key, Workspace};
+use serde_json::{json, Value};
+
+/// One scenario at a time: each boots pods and runs servers on two shared cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A host: pods booted into one registration store, and its agent.
+struct Host {
+    ws: Workspace,
+    kept: Vec<Value>,
+    agent: Option<Service>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.agent.take();
+        for k in self.kept.iter().filter_map(common::kept_swtpm) {
+            let _ = jek_tpm::swtpm::stop_kept(&k);
+        }
+        // Pods still registered (a QEMU pod's TPM outlives a killed boot).
+        if let Ok(store) = jek_loader::registry::Registry::open(&self.ws.path("reg")) {
+            for r in store.list().unwrap_or_default() {
+                let _ = jek_loader::lifecycle::stop(&store, &r.id);
+            }
+        }
+    }
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+impl Host {
+    fn new() -> Host {
+        let ws = Workspace::new();
+        let key = test_key();
+        ws.policy("policy.yaml", &policy(&key, false));
+        ws.write("testkernel.bzImage", jek_testkernel::BZIMAGE);
+        let out = ws.jek(&[
+            "pack",
+            "--kernel",
+            "testkernel.bzImage",
+            "--cmdline",
+            "console=ttyS0",
+            "--name",
+            "tk",
+            "--version",
+            "1",
+            "--security-version",
+            "1",
+            "--kernel-release",
+            "jek-test",
+            "--key",
+            &s(&key),
+            "--out",
+            "tk.jek",
+        ]);
+        assert_exit(&out, 0);
+        Host {
+            ws,
+            kept: Vec::new(),
+            agent: None,
+        }
+    }
+
+    fn boot_args(&self, bundle: &Path, name: &str, vmm: &str) -> Vec<String> {
+        self.ws
+            .write(&format!("{name}.yaml"), common::pod_yaml(name).as_bytes());
+        [
+            "boot",
+            &s(bundle),
+            "--policy",
+            &s(&self.ws.path("policy.yaml")),
+            "--pod",
+            &s(&self.ws.path(&format!("{name}.yaml"))),
+            "--vmm",
+            vmm,
+            "--keep-tpm",
+            "--tpm-ca",
+            &s(&self.ws.path("ca")),
+            "--registry",
+            &s(&self.ws.path("reg")),
+            "--json",
+            "-q",
+            "--run-dir",
+            &s(&self.ws.path(&format!("pods/{name}"))),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    }
+
+    /// Boots `n` test-kernel pods under KVM at once; their names are `p00`...
+    fn boot_kvm(&mut self, n: usize) {
+        let bundle = self.ws.path("tk.jek");
+        let children: Vec<_> = (0..n)
+            .map(|i| {
+                jek()
+                    .args(self.boot_args(&bundle, &format!("p{i:02}"), "kvm"))
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert_exit(&out, 0);
+            self.kept.push(serde_json::from_slice(&out.stdout).unwrap());
+        }
+    }
+
+    fn start_agent(&mut self) -> String {
+        let args = vec![
+            "--listen".to_string(),
+            "127.0.0.1:0".into(),
+            "--registry".into(),
+            s(&self.ws.path("reg")),
+        ];
+        let agent = Service::start(&bin("jek-agent"), &args, &self.ws.path("agent.log"));
+        let url = agent.url.clone();
+        self.agent = Some(agent);
+        url
+    }
+
+    fn bundle_digest(&self, file: &Path) -> String {
+        use sha2::Digest as _;
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(std::fs::read(file).unwrap()))
+        )
+    }
+}
+
+fn policy(key: &Path, revoked: bool) -> String {
+    let revoked = if revoked {
+        format!(
+            "revoked_keys: [{{file: {}}}]\n",
+            key.with_extension("pub").display()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "trusted_keys: [{}]\n{revoked}min_security_version: 1\nattestation:\n  ek_ca: ca/swtpm-localca-rootca-cert.pem\n",
+        key.with_extension("pub").display()
+    )
+}
+
+fn start_verifier(
+    host: &Host,
+    store: &str,
+    bundles: &[&Path],
+    extra: &[&str],
+    log: &str,
+) -> Service {
+    let mut args = vec![
+        "--listen".to_string(),
+        "127.0.0.1:0".into(),
+        "--policy".into(),
+        s(&host.ws.path("policy.yaml")),
+        "--store".into(),
+        store.to_string(),
+        "--interval".into(),
+        "1s".into(),
+        "--agent-timeout".into(),
+        "2s".into(),
+    ];
+    for b in bundles {
+        args.push("--bundle".into());
+        args.push(s(b));
+    }
+    args.extend(extra.iter().map(|a| a.to_string()));
+    Service::start(&bin("jek-verifier"), &args, &host.ws.path(log))
+}
+
+/// The agent's pods: (id, pod name, running).
+fn agent_pods(agent: &str) -> Vec<(String, String, bool)> {
+    let (status, v) = get_json(&format!("{agent}/v1/pods"));
+    assert_eq!(status, 200, "{v}");
+    v["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap().to_string(),
+                p["pod"].as_str().unwrap().to_string(),
+                p["running"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn register(
+    verifier: &str,
+    agent: &str,
+    id: &str,
+    bundle: &str,
+    pod_yaml: Option<&str>,
+) -> (u16, Value) {
+    let mut body = json!({"agent": agent, "podId": id, "bundle": bundle});
+    if let Some(y) = pod_yaml {
+        body["podYaml"] = json!(y);
+    }
+    post_json(&format!("{verifier}/v1/pods"), &body)
+}
+
+fn pods(verifier: &str) -> Vec<Value> {
+    let (status, v) = get_json(&format!("{verifier}/v1/pods"));
+    assert_eq!(status, 200, "{v}");
+    v["pods"].as_array().unwrap().clone()
+}
+
+fn statuses(verifier: &str) -> std::collections::BTreeMap<String, String> {
+    pods(verifier)
+        .iter()
+        .map(|p| {
+            (
+                p["pod"].as_str().unwrap().to_string(),
+                p["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pyjwt_verifies(dir: &Path, token: &str, jwks: &Value) -> String {
+    std::fs::write(dir.join("token.jwt"), token).unwrap();
+    std::fs::write(dir.join("jwks.json"), jwks.to_string()).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(common::repo_root().join("tests/interop/verify_ear_jwt.py"))
+        .arg(dir.join("jwks.json"))
+        .arg(dir.join("token.jwt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "PyJWT: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Registers every pod the agent lists, against `bundle` unless the pod is `q` (the
+/// default bundle); pod files from the host.
+fn register_all(host: &Host, verifier: &str, agent: &str, tk: &str, default: Option<&str>) {
+    for (id, pod, _) in agent_pods(agent) {
+        let yaml = String::from_utf8(host.ws.read(&format!("{pod}.yaml"))).unwrap();
+        let bundle = if pod == "q" { default.unwrap() } else { tk };
+        let (status, v) = register(verifier, agent, &id, bundle, Some(&yaml));
+        assert_eq!(status, 201, "registering {pod}: {v}");
+        assert_eq!(v["pod"], pod.as_str());
+        assert_eq!(v["akName"].as_str().unwrap().len(), 68, "{v}");
+    }
+}
+
+/// The issue's scenario: 16 KVM test-kernel pods and one QEMU pod whose application sleeps
+/// are registered and attested continuously with signed affirming results (one checked by
+/// PyJWT); the QEMU pod is quoted while its guest runs; revoking the signer flips every pod
+/// to contraindicated within two intervals, and each change reaches the webhook, which
+/// failed its first delivery.
+#[test]
+fn sixteen_pods_and_a_running_qemu_pod_attest_continuously_and_flip_on_revocation() {
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    assert!(
+        Path::new("/dev/kvm").exists(),
+        "/dev/kvm is missing: this test needs KVM"
+    );
+    let built = common::default_build();
+    let mut host = Host::new();
+    host.boot_kvm(16);
+
+    // The QEMU pod: its application sleeps 45 s while the service attests it.
+    let mut args = host.boot_args(&built.bundle, "q", "qemu");
+    args.retain(|a| a != "-q");
+    host.ws.write(
+        "q.yaml",
+        b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: q\nspec:\n  containers:\n    - name: app\n      command: [/bin/jek-sample-app]\n      args: [--sleep-ms, \"45000\"]\n",
+    );
+    let mut qemu_pod = jek()
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(host.ws.path("qemu-pod.log")).unwrap())
+        .spawn()
+        .unwrap();
+
+    let agent = host.start_agent();
+    let running = wait_for(
+        "the QEMU pod to run with its TPM served beside the guest",
+        120,
+        || agent_pods(&agent).into_iter().find(|p| p.1 == "q" && p.2),
+    );
+    assert_eq!(agent_pods(&agent).len(), 17);
+
+    let hook = Webhook::start(1);
+    let key_file = host.ws.path("result-key.pem");
+    let verifier = start_verifier(
+        &host,
+        &s(&host.ws.path("verifier.db")),
+        &[&host.ws.path("tk.jek"), &built.bundle],
+        &["--webhook", &hook.url, "--result-key", &s(&key_file)],
+        "verifier.log",
+    );
+    let v = verifier.url.clone();
+    let tk = host.bundle_digest(&host.ws.path("tk.jek"));
+    let default = host.bundle_digest(&built.bundle);
+    register_all(&host, &v, &agent, &tk, Some(&default));
+
+    let all = |want: &str| {
+        let st = statuses(&v);
+        (st.len() == 17 && st.values().all(|s| s == want)).then_some(st)
+    };
+    wait_for("17 affirming results", 60, || all("affirming"));
+    // The QEMU pod's guest is still running (its application sleeps), and was quoted.
+    assert!(
+        qemu_pod.try_wait().unwrap().is_none(),
+        "the QEMU pod ended before it was attested"
+    );
+    assert!(agent_pods(&agent).iter().any(|p| p.0 == running.0 && p.2));
+
+    // Signed: the result verifies under the JWKS with PyJWT, and names the pod.
+    let (status, jwks) = get_json(&format!("{v}/v1/jwks"));
+    assert_eq!(status, 200);
+    let (status, res) = get_json(&format!("{v}/v1/pods/{}/result", running.0));
+    assert_eq!(status, 200, "{res}");
+    let printed = pyjwt_verifies(
+        host.ws.path("").as_path(),
+        res["token"].as_str().unwrap(),
+        &jwks,
+    );
+    assert!(
+        printed.contains("q affirming") && printed.contains("valid"),
+        "{printed}"
+    );
+    assert_eq!(res["ear"]["submods"]["q"]["ear.status"], "affirming");
+    // Fresh nonces: two results of one pod carry different nonces.
+    let nonce1 = res["ear"]["eat_nonce"].clone();
+    let nonce2 = wait_for("a second result", 10, || {
+        let (_, r) = get_json(&format!("{v}/v1/pods/{}/result", running.0));
+        (r["ear"]["eat_nonce"] != nonce1).then(|| r["ear"]["eat_nonce"].clone())
+    });
+    assert_ne!(nonce1, nonce2);
+
+    // Revoke the signer and reload: every pod flips at its next round.
+    host.ws.policy("policy.yaml", &policy(&test_key(), true));
+    let reloaded_at = common::service::now_s();
+    let (status, r) = post_json(&format!("{v}/v1/policy/reload"), &json!({}));
+    assert_eq!(status, 200, "{r}");
+    assert!(
+        r["bundles"][0]["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{r}"
+    );
+    wait_for("17 contraindicated results", 20, || all("contraindicated"));
+    for p in pods(&v) {
+        assert_eq!(p["claims"]["signer"]["status"], "contraindicated", "{p}");
+        let at = p["history"][0]["at"].as_u64().unwrap();
+        assert!(
+            at <= reloaded_at + 3,
+            "{} flipped {} s after the reload: {p}",
+            p["pod"],
+            at - reloaded_at
+        );
+    }
+    if qemu_pod.try_wait().unwrap().is_some() {
+        let out = qemu_pod.wait_with_output().unwrap();
+        panic!(
+            "the QEMU pod ended too soon: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    // Every change reached the webhook, after the first delivery failed and was retried.
+    let bodies = wait_for("34 webhook deliveries", 30, || {
+        let b = hook.bodies();
+        let flips = b.iter().filter(|x| x["to"] == "contraindicated").count();
+        (flips == 17).then_some(b)
+    });
+    assert_eq!(hook.failed.load(std::sync::atomic::Ordering::SeqCst), 1);
+    for b in bodies.iter().filter(|b| b["to"] == "contraindicated") {
+        assert_eq!(b["from"], "affirming", "{b}");
+        assert!(
+            b["failing"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["claim"] == "signer"),
+            "{b}"
+        );
+        assert!(
+            b["token"]
+                .as_str()
+                .is_some_and(|t| t.split('.').count() == 3),
+            "{b}"
+        );
+    }
+    assert!(bodies.iter().filter(|b| b["to"] == "affirming").count() >= 16);
+
+    // Stopped: `jek boot` stops its QEMU on SIGTERM.
+    if let Some(pid) = i32::try_from(qemu_pod.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    let _ = qemu_pod.wait();
+    drop(verifier);
+}
+
+/// Bad input and faults: malformed requests, unknown pods and bundles, bodies over the
+/// limit, an agent that stops answering (its pod turns unreachable, the others go on),
+/// and a registration against a refusing TPM identity.
+#[test]
+fn bad_requests_and_a_silent_agent_are_answered_cleanly() {
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut host = Host::new();
+    host.boot_kvm(3);
+    let agent = host.start_agent();
+    let verifier = start_verifier(
+        &host,
+        &s(&host.ws.path("v.db")),
+        &[&host.ws.path("tk.jek")],
+        &[],
+        "verifier.log",
+    );
+    let v = verifier.url.clone();
+    let tk = host.bundle_digest(&host.ws.path("tk.jek"));
+    let ids = agent_pods(&agent);
+
+    // Malformed JSON, unknown fields, wrong types: 400 with a JSON error naming the field.
+    let (status, body) = http("POST", &format!("{v}/v1/pods"), Some(b"{not json"));
+    assert_eq!(status, 400);
+    let err: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err["code"], "bad_request", "{err}");
+    let (status, err) = post_json(
+        &format!("{v}/v1/pods"),
+        &json!({"agent": agent, "podId": ids[0].0, "bundle": tk, "extra": 1}),
+    );
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("extra"), "{err}");
+    // An identifier that is not one, a plain-http agent off loopback, an unknown bundle.
+    let (status, err) = register(&v, &agent, "../../etc/passwd", &tk, None);
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("podId"), "{err}");
+    let (status, err) = register(&v, "http://192.0.2.1:7070", &ids[0].0, &tk, None);
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("loopback"), "{err}");
+    let (status, err) = register(&v, &agent, &ids[0].0, "sha256:00", None);
+    assert_eq!(
+        (status, err["code"].as_str().unwrap()),
+        (422, "unknown_bundle"),
+        "{err}"
+    );
+    // A pod the agent does not have.
+    let (status, err) = register(&v, &agent, &"a".repeat(32), &tk, None);
+    assert_eq!(
+        (status, err["code"].as_str().unwrap()),
+        (422, "unknown_pod"),
+        "{err}"
+    );
+    // A pod file naming another pod.
+    let (status, err) = register(&v, &agent, &ids[0].0, &tk, Some(&common::pod_yaml("other")));
+    assert_eq!(status, 400, "{err}");
+    // Unknown pods on the verifier.
+    let (status, err) = get_json(&format!("{v}/v1/pods/{}", "b".repeat(32)));
+    assert_eq!((status, err["code"].as_str().unwrap()), (404, "not_found"));
+    let (status, _) = get_json(&format!("{v}/v1/pods/nope/result"));
+    assert_eq!(status, 404);
+    // A body over the limit, to both servers.
+    let big = vec![b'x'; 300 << 10];
+    let (status, body) = http("POST", &format!("{v}/v1/pods"), Some(&big));
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    let err: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err["code"], "too_large");
+    let (status, _) = http(
+        "POST",
+        &format!("{agent}/v1/pods/{}/quote", ids[0].0),
+        Some(&big),
+    );
+    assert_eq!(status, 413);
+    // The agent refuses a nonce too short to be fresh.
+    let (status, err) = post_json(
+        &format!("{agent}/v1/pods/{}/quote", ids[0].0),
+        &json!({"ak": {"public": "", "private": ""}, "nonce": "AAAA", "pcrs": [8]}),
+    );
+    assert_eq!(status, 400, "{err}");
+
+    // Pod 0 registered through a proxy that will stop answering; 1 and 2 directly.
+    let proxy = Proxy::start(&agent);
+    let (status, r) = register(&v, &proxy.url, &ids[0].0, &tk, None);
+    assert_eq!(status, 201, "{r}");
+    for (id, _, _) in &ids[1..] {
+        let (status, r) = register(&v, &agent, id, &tk, None);
+        assert_eq!(status, 201, "{r}");
+    }
+    // Pods registered without their pod file: pod-config is contraindicated for all, the
+    // same for each; what matters here is that each gets results.
+    wait_for("results for all three", 30, || {
+        let p = pods(&v);
+        p.iter().all(|p| p["lastResultAt"].is_u64()).then_some(())
+    });
+    proxy.hang();
+    let silent = ids[0].1.clone();
+    let st = wait_for("the silent agent's pod to turn unreachable", 30, || {
+        let st = statuses(&v);
+        (st[&silent] == "unreachable").then_some(st)
+    });
+    // The others keep getting fresh results.
+    let before: Vec<u64> = pods(&v)
+        .iter()
+        .filter(|p| p["pod"] != silent.as_str())
+        .map(|p| p["lastResultAt"].as_u64().unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(2500));
+    let after: Vec<u64> = pods(&v)
+        .iter()
+        .filter(|p| p["pod"] != silent.as_str())
+        .map(|p| p["lastResultAt"].as_u64().unwrap())
+        .collect();
+    assert!(
+        after.iter().zip(&before).all(|(a, b)| a > b),
+        "{before:?} {after:?} {st:?}"
+    );
+    let p = pods(&v)
+        .into_iter()
+        .find(|p| p["pod"] == silent.as_str())
+        .unwrap();
+    assert!(
+        p["error"].as_str().unwrap().contains("no answer")
+            || p["error"].as_str().unwrap().contains("timed out"),
+        "{p}"
+    );
+
+    // Deleting a pod: gone, and 404 the second time.
+    let (status, _) = http("DELETE", &format!("{v}/v1/pods/{}", ids[0].0), None);
+    assert_eq!(status, 204);
+    let (status, _) = http("DELETE", &format!("{v}/v1/pods/{}", ids[0].0), None);
+    assert_eq!(status, 404);
+    drop(verifier);
+}
+
+/// Two replicas share one PostgreSQL fleet: each pod is attested by one replica at a time;
+/// when one replica dies its pods move to the other within two intervals. The database
+/// going away makes the verifier unhealthy without half-written rows, and it resumes when
+/// the database returns.
+#[test]
+fn two_replicas_share_a_postgresql_fleet_and_survive_a_database_outage() {
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut host = Host::new();
+    host.boot_kvm(6);
+    let agent = host.start_agent();
+    let pg = Postgres::start();
+    let tk_path = host.ws.path("tk.jek");
+    let a = start_verifier(&host, &pg.url(), &[&tk_path], &["--replica", "a"], "a.log");
+    let b = start_verifier(&host, &pg.url(), &[&tk_path], &["--replica", "b"], "b.log");
+    let tk = host.bundle_digest(&tk_path);
+    let ids = agent_pods(&agent);
+    for (i, (id, pod, _)) in ids.iter().enumerate() {
+        let yaml = String::from_utf8(host.ws.read(&format!("{pod}.yaml"))).unwrap();
+        let via = if i % 2 == 0 { &a.url } else { &b.url };
+        let (status, r) = register(via, &agent, id, &tk, Some(&yaml));
+        assert_eq!(status, 201, "{r}");
+    }
+    // Both replicas see one fleet, all affirming; each pod has exactly one owner.
+    wait_for("6 affirming pods", 30, || {
+        let st = statuses(&a.url);
+        (st.len() == 6 && st.values().all(|s| s == "affirming")).then_some(())
+    });
+    assert_eq!(statuses(&b.url), statuses(&a.url));
+    let owners: Vec<String> = pods(&a.url)
+        .iter()
+        .map(|p| p["owner"].as_str().unwrap().to_string())
+        .collect();
+    assert!(owners.iter().all(|o| o == "a" || o == "b"), "{owners:?}");
+    // Results signed by either replica verify against either replica's JWKS.
+    let (_, jwks) = get_json(&format!("{}/v1/jwks", b.url));
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
+    for id in ids.iter().map(|i| &i.0) {
+        let (status, r) = get_json(&format!("{}/v1/pods/{id}/result", a.url));
+        assert_eq!(status, 200, "{r} {:?}", pods(&a.url));
+        pyjwt_verifies(
+            host.ws.path("").as_path(),
+            r["token"].as_str().unwrap(),
+            &jwks,
+        );
+    }
+
+    // Replica a dies (SIGKILL: no clean hand-over): its pods move to b within two intervals.
+    let mut a = a;
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    let killed = Instant::now();
+    wait_for("b to own every pod", 10, || {
+        pods(&b.url).iter().all(|p| p["owner"] == "b").then_some(())
+    });
+    let moved = killed.elapsed();
+    // Two intervals (1 s each), and a second for a loaded machine.
+    assert!(
+        moved <= Duration::from_secs(3),
+        "failover took {} ms",
+        moved.as_millis()
+    );
+    let stamp = |url: &str| -> Vec<u64> {
+        pods(url)
+            .iter()
+            .map(|p| p["lastResultAt"].as_u64().unwrap())
+            .collect()
+    };
+    let t0 = stamp(&b.url);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        stamp(&b.url).iter().zip(&t0).all(|(x, y)| x > y),
+        "b does not attest the moved pods"
+    );
+
+    // The database goes away: b reports unhealthy; nothing half-written; it resumes.
+    let rows_before = pg.psql("SELECT count(*) FROM pods");
+    pg.down();
+    let (status, h) = get_json(&format!("{}/v1/health", b.url));
+    assert_eq!(status, 503, "{h}");
+    assert_eq!(h["status"], "unhealthy");
+    let (status, _) = get_json(&format!("{}/v1/pods", b.url));
+    assert_eq!(status, 503);
+    std::thread::sleep(Duration::from_millis(1500));
+    pg.up();
+    wait_for("b to be healthy again", 20, || {
+        (get_json(&format!("{}/v1/health", b.url)).0 == 200).then_some(())
+    });
+    assert_eq!(pg.psql("SELECT count(*) FROM pods"), rows_before);
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM pods WHERE result = '' OR identity = ''"),
+        "0\n"
+    );
+    let t1 = stamp(&b.url);
+    wait_for("fresh results after the outage", 20, || {
+        stamp(&b.url)
+            .iter()
+            .zip(&t1)
+            .all(|(x, y)| x > y)
+            .then_some(())
+    });
+}
+
+/// The fleet page in headless Chromium: a person sees each pod, and a contraindicated pod
+/// shown as such with its failing claim.
+#[test]
+fn the_fleet_page_shows_a_contraindicated_pod_with_its_failing_claim() {
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut host = Host::new();
+    host.boot_kvm(2);
+    let agent = host.start_agent();
+    let verifier = start_verifier(
+        &host,
+        &s(&host.ws.path("v.db")),
+        &[&host.ws.path("tk.jek")],
+        &[],
+        "verifier.log",
+    );
+    let v = verifier.url.clone();
+    let tk = host.bundle_digest(&host.ws.path("tk.jek"));
+    let ids = agent_pods(&agent);
+    // p00 with its own pod file: affirming; p01 with another pod's configuration.
+    for (id, pod, _) in &ids {
+        let yaml = String::from_utf8(host.ws.read(&format!("{pod}.yaml"))).unwrap();
+        let yaml = if pod == "p01" {
+            yaml.replace("value: p01", "value: tampered")
+        } else {
+            yaml
+        };
+        let (status, r) = register(&v, &agent, id, &tk, Some(&yaml));
+        assert_eq!(status, 201, "{r}");
+    }
+    wait_for("both results", 30, || {
+        let st = statuses(&v);
+        (st.get("p00").map(String::as_str) == Some("affirming")
+            && st.get("p01").map(String::as_str) == Some("contraindicated"))
+        .then_some(())
+    });
+    let dom = chromium_dom(&format!("{v}/"), &host.ws.path("chromium"));
+    let row = |pod: &str| -> String {
+        let start = dom
+            .find(&format!("data-pod=\"{pod}\""))
+            .unwrap_or_else(|| panic!("no row for {pod}: {dom}"));
+        let end = dom[start..].find("</tr>").map_or(dom.len(), |e| start + e);
+        dom[start..end].to_string()
+    };
+    let bad = row("p01");
+    assert!(
+        bad.contains("status contraindicated\">contraindicated<"),
+        "{bad}"
+    );
+    assert!(bad.contains("pod-config: contraindicated"), "{bad}");
+    let good = row("p00");
+    assert!(good.contains("status affirming\">affirming<"), "{good}");
+    assert!(!good.contains("pod-config: contraindicated"), "{good}");
+    assert!(
+        dom.contains("2 pods: 1 affirming, 1 contraindicated"),
+        "{dom}"
+    );
+    drop(verifier);
+}
+
+/// The DOM headless Chromium renders for `url` after its scripts ran.
+fn chromium_dom(url: &str, profile: &Path) -> String {
+    let program = std::env::var("JEK_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let out = std::process::Command::new(&program)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=4000",
+            "--dump-dom",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            PathBuf::from(profile).display()
+        ))
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (apt install chromium): {e}"));
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
