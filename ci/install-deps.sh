@@ -20,6 +20,8 @@ APT_PACKAGES=(
   busybox-static
   # the image benchmark's peer: tar --zstd needs the zstd program
   zstd
+  # the attestation service: PostgreSQL for the replica tests, Chromium for the fleet page
+  postgresql chromium
 )
 
 missing=()

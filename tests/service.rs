@@ -351,6 +351,46 @@ fn sixteen_pods_and_a_running_qemu_pod_attest_continuously_and_flip_on_revocatio
         "{printed}"
     );
     assert_eq!(res["ear"]["submods"]["q"]["ear.status"], "affirming");
+    // The CLI asks the verifier, and checks a token against a JWKS file or URL.
+    let out = jek()
+        .args(["attest", "--verifier", &v, &running.0, "--json"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["results"][0]["pod"], "q", "{report}");
+    assert_eq!(report["summary"]["affirming"], 1, "{report}");
+    let token_file = host.ws.path("token.jwt");
+    let jwks_url = format!("{v}/v1/jwks");
+    let out = jek()
+        .args(["result", "verify", &s(&token_file), "--jwks", &jwks_url])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("affirming"));
+    // Under another verifier's key: rejected, exit 1.
+    let other = json!({"keys": [{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
+        "kid": jwks["keys"][0]["kid"], "x": "czUTln4ZfSkzBVRmIxgB8rMzG4V58rmPhi3RYU9vvvI",
+        "y": "V-Bym6VryCX3I5rIQ0ZuBY-q1RGe516EyQgvHiKuxeU"}]});
+    host.ws
+        .write("other-jwks.json", other.to_string().as_bytes());
+    let out = jek()
+        .args([
+            "result",
+            "verify",
+            &s(&token_file),
+            "--jwks",
+            &s(&host.ws.path("other-jwks.json")),
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not valid"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Fresh nonces: two results of one pod carry different nonces.
     let nonce1 = res["ear"]["eat_nonce"].clone();
     let nonce2 = wait_for("a second result", 10, || {
@@ -372,6 +412,11 @@ fn sixteen_pods_and_a_running_qemu_pod_attest_continuously_and_flip_on_revocatio
         "{r}"
     );
     wait_for("17 contraindicated results", 20, || all("contraindicated"));
+    let out = jek()
+        .args(["attest", "--verifier", &v, &running.0])
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
     for p in pods(&v) {
         assert_eq!(p["claims"]["signer"]["status"], "contraindicated", "{p}");
         let at = p["history"][0]["at"].as_u64().unwrap();

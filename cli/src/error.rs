@@ -4,33 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use jek_fsio::{Class, WriteError};
+use jek_fsio::WriteError;
 use jek_verifier::format::MAX_BUNDLE_SIZE;
 
-/// Process exit codes. Documented in the README and `docs/cli.md`; tests check them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Success.
-    Ok = 0,
-    /// The bundle was rejected (verification failed).
-    Rejected = 1,
-    /// Bad usage or an invalid input file (policy, key, recipe, component).
-    Usage = 2,
-    /// The environment failed: a missing tool, an I/O error, an unreachable TPM.
-    Environment = 3,
-    /// `jek boot`: the pod ran and its init reported a non-zero exit status.
-    PodFailed = 4,
-}
-
-impl From<Class> for Exit {
-    fn from(c: Class) -> Exit {
-        match c {
-            Class::Rejected => Exit::Rejected,
-            Class::Invalid => Exit::Usage,
-            Class::Environment => Exit::Environment,
-        }
-    }
-}
+pub use jek_fsio::Exit;
 
 /// Everything that can stop a command.
 #[derive(Debug, thiserror::Error)]
@@ -41,13 +18,9 @@ pub enum CliError {
     /// A policy, pod, recipe or kconfig policy file is unusable.
     #[error(transparent)]
     Config(#[from] jek_config::ConfigError),
-    /// A private key file is invalid.
-    #[error("invalid signing key file {path}")]
-    SigningKey {
-        path: PathBuf,
-        #[source]
-        source: jek_builder::keys::KeyError,
-    },
+    /// A key file (or key variable) is unusable.
+    #[error(transparent)]
+    Key(#[from] jek_config::keys::KeyFileError),
     /// Encoding a new key failed.
     #[error("cannot encode the new key")]
     Keygen(#[source] jek_builder::keys::KeyError),
@@ -89,16 +62,6 @@ pub enum CliError {
     /// Two clean builds differ.
     #[error("the build is not reproducible: {component} differs between two clean builds")]
     NotReproducible { component: &'static str },
-    /// A key's environment variable is not set.
-    #[error("environment variable {var} is not set")]
-    KeyEnv { var: String },
-    /// A cosign key file that cannot be decrypted or used.
-    #[error("cosign key {path}")]
-    CosignKey {
-        path: PathBuf,
-        #[source]
-        source: jek_builder::cosign::CosignError,
-    },
     /// Generating a cosign key failed.
     #[error("cannot generate a cosign key")]
     CosignKeygen(#[source] jek_builder::cosign::CosignError),
@@ -168,6 +131,9 @@ pub enum CliError {
     /// Signal handlers cannot be installed.
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
+    /// A signed result cannot be fetched or does not verify.
+    #[error(transparent)]
+    Service(#[from] jek_service::client::ClientError),
     /// Writing to standard output failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
@@ -238,6 +204,8 @@ impl CliError {
             CliError::Store(e) => e.class().into(),
             CliError::Sign(e) => e.class().into(),
             CliError::Cache(e) => e.class().into(),
+            CliError::Key(e) => e.class().into(),
+            CliError::Service(e) => e.class().into(),
             // A file that is not an intact bundle is rejected by every command alike.
             CliError::Rejected { .. }
             | CliError::Inspect { .. }
@@ -245,11 +213,8 @@ impl CliError {
             | CliError::NotReproducible { .. }
             | CliError::KconfigFindings { .. }
             | CliError::Contraindicated { .. } => Exit::Rejected,
-            CliError::SigningKey { .. }
-            | CliError::Pack(_)
+            CliError::Pack(_)
             | CliError::SourceDateEpoch(_)
-            | CliError::KeyEnv { .. }
-            | CliError::CosignKey { .. }
             | CliError::Kconfig { .. }
             | CliError::Usage(_)
             | CliError::Payload { .. }

@@ -118,6 +118,7 @@ mod tests {
         for line in [
             "jek attest --evidence d --nonce 00ff --ak-name 0a0b --bundle b --policy p",
             "jek cache prune --older-than 30d",
+            "jek attest --verifier http://127.0.0.1:7080 0123456789abcdef0123456789abcdef",
             "jek pull r/x:1 --policy p --out o --ca-file c --force",
             "jek push b r/x:1 --cosign-key k --plain-http",
         ] {

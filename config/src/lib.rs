@@ -28,6 +28,7 @@ use jek_fsio::{Class, ReadError};
 
 pub mod fuzzing;
 pub mod kconfig;
+pub mod keys;
 pub mod pod;
 pub mod policy;
 pub mod recipe;

@@ -39,6 +39,33 @@ pub enum Class {
     Environment,
 }
 
+/// The exit codes of jek's programs, documented in the README and `docs/cli.md`; tests
+/// check them. Each library error's [`Class`] maps to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Success.
+    Ok = 0,
+    /// Something was rejected: a bundle failed verification, a pod did not attest as
+    /// affirming, a signed result does not verify.
+    Rejected = 1,
+    /// Bad usage or an invalid input file (policy, key, recipe, component).
+    Usage = 2,
+    /// The environment failed: a missing tool, an I/O error, an unreachable TPM or service.
+    Environment = 3,
+    /// `jek boot`: the pod ran and its init reported a non-zero exit status.
+    PodFailed = 4,
+}
+
+impl From<Class> for Exit {
+    fn from(c: Class) -> Exit {
+        match c {
+            Class::Rejected => Exit::Rejected,
+            Class::Invalid => Exit::Usage,
+            Class::Environment => Exit::Environment,
+        }
+    }
+}
+
 /// An error and its whole `source()` chain on one line, `: `-separated (for a per-pod
 /// error field in a result, where a multi-line chain does not fit).
 pub fn chain_line(err: &dyn std::error::Error) -> String {

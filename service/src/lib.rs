@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod client;
 pub mod http;
 pub mod page;
 pub mod remote;

@@ -442,6 +442,19 @@ pub enum PodResult {
 }
 
 impl PodResult {
+    /// One result per pod an EAR appraised (a signed result from a verifier, checked
+    /// already), named by where it came from.
+    pub fn of_ear(from: &Path, ear: &Ear) -> Vec<PodResult> {
+        ear.submods
+            .keys()
+            .map(|pod| PodResult::Appraised {
+                run_dir: from.to_path_buf(),
+                pod: pod.clone(),
+                result: Box::new(ear.clone()),
+            })
+            .collect()
+    }
+
     /// The pod's overall status; `None` when it could not be attested.
     pub fn status(&self) -> Option<Status> {
         match self {

@@ -16,15 +16,20 @@ use crate::error::CliError;
 /// Arguments of `jek attest`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Run directories of pods booted with `--keep-tpm`, or directories holding them.
+    /// Run directories of pods booted with `--keep-tpm`, or directories holding them; with
+    /// `--verifier`, the pods' identifiers there.
     #[arg(required_unless_present = "evidence")]
     run_dirs: Vec<PathBuf>,
+    /// Ask this running `jek-verifier` for each pod's last signed result, checked against
+    /// its JWKS, instead of quoting here.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["evidence", "export"])]
+    verifier: Option<String>,
     /// The bundle the pods must have booted.
-    #[arg(long)]
-    bundle: PathBuf,
+    #[arg(long, required_unless_present = "verifier")]
+    bundle: Option<PathBuf>,
     /// Policy file: trusted signers for the bundle, and `attestation.ek_ca`.
-    #[arg(long)]
-    policy: PathBuf,
+    #[arg(long, required_unless_present = "verifier")]
+    policy: Option<PathBuf>,
     #[command(flatten)]
     sigstore: super::verify::SignatureArg,
     /// The pod files the pods were meant to get, matched by `metadata.name` (repeat). A pod
@@ -70,7 +75,21 @@ fn hex_arg(v: &str) -> Result<Hex, String> {
 
 /// Runs `jek attest`.
 pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
-    let policy = jek_config::policy::load(&args.policy)?;
+    if let Some(url) = &args.verifier {
+        let ca = super::result::ca(args.images.ca_file.as_deref())?;
+        let mut ears = Vec::new();
+        for id in &args.run_dirs {
+            let id = id.to_string_lossy();
+            let (_, ear) = jek_service::client::fetch_result(url, &id, ca.as_deref())?;
+            ears.push((PathBuf::from(format!("{url}/v1/pods/{id}")), ear));
+        }
+        return report_ears(&ears, args.json);
+    }
+    let (bundle, policy) = (
+        args.bundle.unwrap_or_default(),
+        args.policy.unwrap_or_default(),
+    );
+    let policy = jek_config::policy::load(&policy)?;
     let att = policy.attestation()?;
     let ca_text = crate::error::read_text("attestation.ek_ca", &att.ek_ca)?;
     let ca =
@@ -88,7 +107,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         pods.insert(spec.name.clone(), meant);
     }
     // The bundle's verdict is part of every pod's appraisal, not a reason to stop.
-    let verified = match super::verify::verify_file(&policy.policy, &args.bundle, &args.sigstore) {
+    let verified = match super::verify::verify_file(&policy.policy, &bundle, &args.sigstore) {
         Ok(b) => Ok(b),
         Err(CliError::Rejected { source, .. }) => Err(source),
         Err(e) => return Err(e),
@@ -147,4 +166,13 @@ fn report(results: &[PodResult], json_out: bool, quiet: bool) -> Result<(), CliE
         }),
         _ => Ok(()),
     }
+}
+
+/// Reports signed results already verified, as `jek attest` reports its own.
+pub fn report_ears(ears: &[(PathBuf, jek_attest::Ear)], json: bool) -> Result<(), CliError> {
+    let results: Vec<_> = ears
+        .iter()
+        .flat_map(|(f, e)| PodResult::of_ear(f, e))
+        .collect();
+    report(&results, json, false)
 }

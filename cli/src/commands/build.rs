@@ -44,20 +44,10 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     let recipe = jek_config::recipe::load(&args.recipe)?;
     let mut keys = Vec::new();
     for p in recipe.keys.iter().chain(&args.keys) {
-        keys.push(super::load_signing_key(p)?);
+        keys.push(jek_config::keys::signing_key(p)?);
     }
     if let Some(var) = &args.key_env {
-        let pem = zeroize::Zeroizing::new(
-            std::env::var(var).map_err(|_| CliError::KeyEnv { var: var.clone() })?,
-        );
-        keys.push(
-            jek_builder::keys::read_private_key_pem(&pem).map_err(|source| {
-                CliError::SigningKey {
-                    path: PathBuf::from(format!("${var}")),
-                    source,
-                }
-            })?,
-        );
+        keys.push(jek_config::keys::signing_key_from_env(var)?);
     }
     let opts = BuildOptions {
         cache: args.cache_dir.unwrap_or_else(jek_fsio::cache_root),

@@ -15,6 +15,7 @@ mod oci;
 mod pack;
 mod predict;
 mod provenance;
+mod result;
 mod sign;
 mod target;
 mod tpm;
@@ -54,6 +55,9 @@ pub enum Command {
     /// Prove from each pod's vTPM that it booted clean: a fresh quote appraised against the
     /// signed bundle, as an EAR attestation result.
     Attest(attest::Args),
+    /// Signed attestation results from `jek-verifier`: check one against a JWKS.
+    #[command(subcommand)]
+    Result(result::Args),
     /// SLSA provenance: verify what `jek build` wrote for a bundle.
     #[command(subcommand)]
     Provenance(provenance::Args),
@@ -90,6 +94,7 @@ pub fn run(cmd: Command, quiet: bool) -> Result<(), CliError> {
         Command::Tpm(a) => tpm::run(a),
         Command::Push(a) => oci::push(a),
         Command::Provenance(a) => provenance::run(a),
+        Command::Result(a) => result::run(a),
         Command::Pull(a) => oci::pull(a),
     }
 }
@@ -100,35 +105,4 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value).map_err(|e| CliError::Stdout(e.into()))?;
     writeln!(out).map_err(CliError::Stdout)
-}
-
-/// The cosign key password, from `COSIGN_PASSWORD` as cosign reads it (it may be empty,
-/// but must be set: jek never prompts).
-pub fn cosign_password() -> Result<zeroize::Zeroizing<Vec<u8>>, CliError> {
-    std::env::var_os("COSIGN_PASSWORD")
-        .map(|v| zeroize::Zeroizing::new(v.into_encoded_bytes()))
-        .ok_or_else(|| CliError::KeyEnv {
-            var: "COSIGN_PASSWORD".into(),
-        })
-}
-
-/// Reads and decrypts a cosign private key file (password in `COSIGN_PASSWORD`).
-pub fn load_cosign_key(path: &std::path::Path) -> Result<jek_builder::cosign::CosignKey, CliError> {
-    let password = cosign_password()?;
-    let pem = zeroize::Zeroizing::new(crate::error::read("cosign key", path)?);
-    jek_builder::cosign::CosignKey::from_encrypted_pem(&pem, &password).map_err(|source| {
-        CliError::CosignKey {
-            path: path.to_path_buf(),
-            source,
-        }
-    })
-}
-
-/// Reads a PKCS#8 PEM signing key file; the text is wiped from memory afterwards.
-pub fn load_signing_key(path: &std::path::Path) -> Result<ed25519_dalek::SigningKey, CliError> {
-    let pem = zeroize::Zeroizing::new(crate::error::read_text("signing key", path)?);
-    jek_builder::keys::read_private_key_pem(&pem).map_err(|source| CliError::SigningKey {
-        path: path.to_path_buf(),
-        source,
-    })
 }

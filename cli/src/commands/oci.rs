@@ -109,7 +109,7 @@ pub fn push(args: PushArgs) -> Result<(), CliError> {
     let key = args
         .cosign_key
         .as_deref()
-        .map(super::load_cosign_key)
+        .map(jek_config::keys::cosign_key)
         .transpose()?;
     let sign = key.as_ref().map(jek_builder::cosign::CosignKey::signer);
     let signer = sign

@@ -1,0 +1,162 @@
+//! The store's contract on SQLite (PostgreSQL runs the same scenario in tests/service.rs):
+//! leases decide who attests a pod, a round's writes land only for the owner, status
+//! changes go to history and (with a webhook) the outbox in the same transaction; and the
+//! binaries refuse unsafe or unusable configurations by name.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use jek_service::store::sqlite::Sqlite;
+use jek_service::store::{Backend, PodRow, RoundOutcome, StoredIdentity, StoredResult, HISTORY};
+use jek_service::wire::B64;
+
+fn pod(id: &str) -> PodRow {
+    PodRow {
+        id: id.into(),
+        pod: format!("pod-{id}"),
+        agent: "http://127.0.0.1:1".into(),
+        bundle: "sha256:00".into(),
+        pod_yaml: None,
+        identity: StoredIdentity {
+            ak_name: "000b".into(),
+            ak_public: B64(vec![1]),
+            ak_private: B64(vec![2]),
+            ek_cert: B64(vec![3]),
+            ek_chain_pem: String::new(),
+        },
+        epoch: jek_attest::Epoch {
+            reset_count: 1,
+            restart_count: 0,
+            clock: 10,
+        },
+        last_clock: 10,
+        result: StoredResult {
+            status: "none".into(),
+            ..StoredResult::default()
+        },
+        owner: None,
+        history: Vec::new(),
+    }
+}
+
+fn outcome(status: &str, at: u64, notify: bool) -> RoundOutcome {
+    RoundOutcome {
+        result: StoredResult {
+            status: status.into(),
+            at: Some(at),
+            token: Some(format!("token-{at}")),
+            ..StoredResult::default()
+        },
+        clock: Some(at * 100),
+        next_due_ms: at * 1000 + 1000,
+        failing: Vec::new(),
+        notify,
+    }
+}
+
+#[test]
+fn leases_owners_history_and_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Sqlite::open(&dir.path().join("v.db")).unwrap();
+    // Registered by replica a with a lease until t=1000 ms, due now.
+    store.register(&pod("p1"), "a", 0, 1000).unwrap();
+    store.register(&pod("p2"), "a", 0, 1000).unwrap();
+    // b claims nothing while a's leases hold; a, renewing, owns both.
+    assert!(store.claim_due("b", 500, 1000, 10).unwrap().is_empty());
+    assert_eq!(store.claim_due("a", 600, 1000, 10).unwrap().len(), 2);
+    // A round by a lands; one by b (not the owner) does not.
+    let change = store
+        .record("p1", "a", &outcome("affirming", 1, true))
+        .unwrap();
+    assert_eq!(change.as_ref().map(|c| c.to.as_str()), Some("affirming"));
+    assert!(store
+        .record("p1", "b", &outcome("contraindicated", 2, true))
+        .unwrap()
+        .is_none());
+    assert_eq!(store.get("p1").unwrap().unwrap().result.status, "affirming");
+    assert_eq!(store.get("p1").unwrap().unwrap().last_clock, 100);
+    // The same status again is no change: no history row, no delivery.
+    assert!(store
+        .record("p1", "a", &outcome("affirming", 3, true))
+        .unwrap()
+        .is_none());
+    assert_eq!(store.due_deliveries(u64::MAX / 2, 0, 100).unwrap().len(), 1);
+    // a dies: once its leases run out, b claims its pods.
+    let claimed = store.claim_due("b", 1_700 + 5_000, 1000, 10).unwrap();
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+    assert!(store
+        .list()
+        .unwrap()
+        .iter()
+        .all(|p| p.owner.as_deref() == Some("b")));
+    // History keeps the last HISTORY changes, newest first; without a webhook, no outbox.
+    for i in 0..(HISTORY as u64 + 5) {
+        let status = if i % 2 == 0 {
+            "contraindicated"
+        } else {
+            "affirming"
+        };
+        store
+            .record("p2", "b", &outcome(status, 10 + i, false))
+            .unwrap();
+    }
+    let p2 = store.get("p2").unwrap().unwrap();
+    assert_eq!(p2.history.len(), HISTORY);
+    assert!(p2.history[0].at > p2.history[1].at);
+    assert_eq!(store.due_deliveries(u64::MAX / 2, 0, 100).unwrap().len(), 1);
+    // A clean shutdown hands everything back at once.
+    store.release("b").unwrap();
+    assert_eq!(store.claim_due("c", 100_000, 1000, 10).unwrap().len(), 2);
+    assert!(store.remove("p1").unwrap());
+    assert!(!store.remove("p1").unwrap());
+}
+
+#[test]
+fn delivery_retries_are_held_and_rescheduled() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Sqlite::open(&dir.path().join("v.db")).unwrap();
+    store.register(&pod("p1"), "a", 0, 10_000).unwrap();
+    store
+        .record("p1", "a", &outcome("affirming", 1, true))
+        .unwrap();
+    let due = store.due_deliveries(100, 60_000, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    // Held while one deliverer works on it.
+    assert!(store.due_deliveries(200, 60_000, 10).unwrap().is_empty());
+    store.retry(due[0].seq, 300).unwrap();
+    let again = store.due_deliveries(300, 60_000, 10).unwrap();
+    assert_eq!(again[0].attempts, 1);
+    store.delivered(again[0].seq).unwrap();
+    assert!(store
+        .due_deliveries(u64::MAX / 2, 0, 10)
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn the_verifier_refuses_plain_http_off_loopback_and_a_missing_policy() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jek-verifier"))
+        .args([
+            "--listen",
+            "0.0.0.0:0",
+            "--policy",
+            "/nonexistent/policy.yaml",
+            "--bundle",
+            "b.jek",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/policy.yaml"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jek-agent"))
+        .args(["--listen", "0.0.0.0:0", "--registry"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a loopback address") && err.contains("--tls-cert"),
+        "{err}"
+    );
+}
