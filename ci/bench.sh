@@ -110,6 +110,10 @@ IMAGES=$(python3 ci/bench_images.py "$RUNS" "$JEK" "$PWD/target/release/examples
   "$L/testkernel.jek" "$BUNDLE" "$B/images-policy-base.yaml" "$B/images")
 echo "==> attestation: 32 pods, jek attest and tpm2_checkquote" >&2
 ATTEST=$(python3 ci/bench_attest.py "$RUNS" "$B/attest" "$JEK" "$L/testkernel.jek" "$B/bench.pub")
+echo "==> attestation service: 64 pods, jek-agent and jek-verifier with SQLite and PostgreSQL" >&2
+cargo build --release -q -p jek-service
+SERVICE=$(python3 ci/bench_service.py "$RUNS" "$B/service" "$JEK" "$PWD/target/release/jek-agent" \
+  "$PWD/target/release/jek-verifier" "$L/testkernel.jek" "$B/bench.pub")
 BZ_SIZE=$(stat -c %s "$L/default-bz.jek")
 TK_SIZE=$(stat -c %s "$L/testkernel.jek")
 k() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); v=d[sys.argv[2]][sys.argv[3]]; print(('%.0f' if sys.argv[2]=='memoryKib' else '%.2f') % v)" "$1" "$2" "$3"; }
@@ -212,6 +216,8 @@ echo
 python3 ci/attest_section.py "$ATTEST"
 echo
 python3 ci/images_section.py "$IMAGES"
+echo
+python3 ci/service_section.py "$SERVICE"
 } > "$md"
 mv "$md" docs/benchmarks.md
 echo "==> wrote docs/benchmarks.md" >&2

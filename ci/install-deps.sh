@@ -22,6 +22,8 @@ APT_PACKAGES=(
   zstd
   # the attestation service: PostgreSQL for the replica tests, Chromium for the fleet page
   postgresql chromium
+  # the README tour registers a pod with the verifier over HTTP
+  curl
 )
 
 missing=()

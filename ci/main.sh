@@ -2,7 +2,8 @@
 # jek's main job on the built-in default recipe (the README's first command):
 # install what is needed, create (or reuse) a development key, build the just-enough kernel
 # and initramfs, sign the bundle, and verify it under a policy that trusts that key; predict,
-# boot and attest a pod; then push a busybox container image to a local registry and boot,
+# boot and attest a pod, and have the attestation service (jek-agent, jek-verifier) attest it
+# continuously with signed results; then push a busybox container image to a local registry and boot,
 # measure and attest a pod that runs it under a policy that pins its digest.
 # A second run reuses the cached kernel and finishes in seconds.
 #
@@ -28,7 +29,7 @@ say() { printf '\n==> %s\n' "$*" >&2; }
 say "installing dependencies (idempotent)"
 timed deps env JEK_SKIP_FUZZ=1 ci/install-deps.sh
 say "building jek and the guest binaries"
-timed tools bash -c 'cargo build --release -q -p jek && cargo build --release -q -p jek-image --example busybox-layout && ci/build-guest.sh'
+timed tools bash -c 'cargo build --release -q -p jek -p jek-service && cargo build --release -q -p jek-image --example busybox-layout && ci/build-guest.sh'
 JEK=target/release/jek
 OUT=out/demo
 mkdir -p .jek "$OUT"
@@ -109,13 +110,35 @@ timed attest "$JEK" attest "$RUN" --bundle "$BUNDLE" --policy "$OUT/policy.yaml"
 "$JEK" attest "$RUN" --bundle "$BUNDLE" --policy "$OUT/policy.yaml" --pod "$OUT/pod.yaml" --json > "$RUN/attestation.json"
 ATTEST_STATUS=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]["result"]; print(next(iter(r["submods"].values()))["ear.status"])' "$RUN/attestation.json")
 
+say "the attestation service: jek-agent on this host, jek-verifier (SQLite) quoting the pod every 2 s and signing each result"
+SVC="$OUT/service"
+mkdir -p "$SVC"
+POD_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tpm"]["registration"])' "$RUN/pod.json")
+# Starts a server on a free loopback port in the background; its first line is its URL.
+listen() { # NAME LOG PROGRAM ARGS...
+  local name=$1 log=$2 prog=$3; shift 3
+  "$prog" --listen 127.0.0.1:0 "$@" > "$SVC/$name.url" 2> "$log" &
+  eval "${name^^}_PID=$!"
+  for _ in $(seq 100); do [ -s "$SVC/$name.url" ] && break; sleep 0.1; done
+}
+stop_service() { kill "${AGENT_PID:-}" "${VERIFIER_PID:-}" 2>/dev/null || true; stop_tpm; }
+trap stop_service EXIT
+listen agent "$SVC/agent.log" target/release/jek-agent
+listen verifier "$SVC/verifier.log" target/release/jek-verifier --policy "$OUT/policy.yaml" --bundle "$BUNDLE" \
+  --store "$SVC/verifier.db" --result-key "$SVC/result-key.pem"
+AGENT_URL=$(awk '{print $NF; exit}' "$SVC/agent.url")
+VERIFIER_URL=$(awk '{print $NF; exit}' "$SVC/verifier.url")
+timed service python3 ci/service_register.py "$VERIFIER_URL" "$AGENT_URL" "$POD_ID" "$BUNDLE" "$OUT/pod.yaml" "$SVC/result.jwt"
+"$JEK" attest --verifier "$VERIFIER_URL" "$POD_ID"
+"$JEK" result verify "$SVC/result.jwt" --jwks "$VERIFIER_URL/v1/jwks"
+
 say "a container image: busybox (Debian's busybox-static, two layers) pushed to a local registry"
 IMG="$OUT/image"; rm -rf "$IMG"; mkdir -p "$IMG"
 target/release/examples/busybox-layout "$IMG/layout" >/dev/null
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s}\n' "$PWD/$IMG/registry" "$PORT" > "$IMG/registry.yml"
 docker-registry serve "$IMG/registry.yml" >/dev/null 2>&1 & REGISTRY_PID=$!
-stop_all() { stop_tpm; [ -n "${IMG_RUN:-}" ] && "$JEK" tpm stop "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tpm"]["registration"])' "$IMG_RUN/pod.json" 2>/dev/null)" >/dev/null 2>&1; kill "$REGISTRY_PID" 2>/dev/null || true; }
+stop_all() { stop_service; [ -n "${IMG_RUN:-}" ] && "$JEK" tpm stop "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tpm"]["registration"])' "$IMG_RUN/pod.json" 2>/dev/null)" >/dev/null 2>&1; kill "$REGISTRY_PID" 2>/dev/null || true; }
 trap stop_all EXIT
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 REF="127.0.0.1:$PORT/jek/busybox:jek-test"
@@ -166,5 +189,6 @@ PY
 printf '  artifacts        %s (bundle, provenance, SHA256SUMS, policy)\n' "$OUT"
 printf '  run directory    %s (event log, console, TPM state, pod.json)\n' "$RUN"
 printf '  attestation      %s (EAR result: %s; evidence for tpm2_checkquote: %s)\n' "$ATTEST_STATUS" "$RUN/attestation.json" "$RUN/evidence"
+printf '  service          %s (signed result %s, fleet page %s/)\n' "$SVC" "$SVC/result.jwt" "$VERIFIER_URL"
 printf '  container image  %s (run directory %s)\n' "$IMAGE_SUMMARY" "$IMG_RUN"
-printf '  timings          deps %.1fs, tools %.1fs, build %.1fs, verify %.2fs, predict %.2fs, boot %.2fs, attest %.2fs, image boot %.2fs, image attest %.2fs\n' "${T[deps]}" "${T[tools]}" "${T[build]}" "${T[verify]}" "${T[predict]}" "${T[boot]}" "${T[attest]}" "${T[image_boot]}" "${T[image_attest]}"
+printf '  timings          deps %.1fs, tools %.1fs, build %.1fs, verify %.2fs, predict %.2fs, boot %.2fs, attest %.2fs, service %.2fs, image boot %.2fs, image attest %.2fs\n' "${T[deps]}" "${T[tools]}" "${T[build]}" "${T[verify]}" "${T[predict]}" "${T[boot]}" "${T[attest]}" "${T[service]}" "${T[image_boot]}" "${T[image_attest]}"

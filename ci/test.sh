@@ -33,7 +33,7 @@ if [ "${JEK_SKIP_FUZZ:-0}" != 1 ]; then
   FUZZ_SECONDS="${JEK_FUZZ_SECONDS:-4}"
   for target in bundle kernel_image cpio kconfig eventlog tpm2 console \
     policy_yaml pod_yaml oci_manifest sigstore_bundle tpm_framing evidence \
-    image_manifest image_layer registry_auth; do
+    image_manifest image_layer registry_auth signed_result; do
     step "fuzz smoke: $target (${FUZZ_SECONDS}s)"
     mkdir -p "fuzz/corpus/$target" "fuzz/seeds/$target"
     cargo +nightly fuzz run --fuzz-dir fuzz "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \

@@ -175,6 +175,16 @@ pub fn verify(token: &str, jwks: &JwkSet) -> Result<Ear, SignedError> {
     Ok(ear)
 }
 
+/// Fuzz entry: any bytes as a token are refused under a JWKS whose private key nobody
+/// else holds (no algorithm, header or claims trick gets one accepted), without panicking.
+#[doc(hidden)]
+pub fn fuzz(data: &[u8]) {
+    static KEY: std::sync::OnceLock<ResultKey> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(ResultKey::generate);
+    let token = String::from_utf8_lossy(data);
+    assert!(verify(&token, &key.jwks()).is_err(), "an unsigned token was accepted");
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

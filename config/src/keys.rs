@@ -30,6 +30,7 @@ pub enum KeyFileError {
         var: String,
     },
     /// A cosign key file that cannot be decrypted or used.
+    #[cfg(feature = "cosign")]
     #[error("cosign key {path}")]
     CosignKey {
         /// The file.
@@ -84,6 +85,7 @@ pub fn cosign_password() -> Result<Zeroizing<Vec<u8>>, KeyFileError> {
 }
 
 /// Reads and decrypts a cosign private key file (password in `COSIGN_PASSWORD`).
+#[cfg(feature = "cosign")]
 pub fn cosign_key(path: &Path) -> Result<jek_builder::cosign::CosignKey, KeyFileError> {
     let password = cosign_password()?;
     let pem = Zeroizing::new(crate::read("cosign key", path, MAX_KEY_FILE)?);

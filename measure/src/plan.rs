@@ -150,6 +150,27 @@ fn tagged(pcr: u32, id: u32, text: &str, bytes: &[u8], what: Measured) -> Planne
     }
 }
 
+/// A tagged event whose digest is known already: a component's SHA-256 from the verified
+/// manifest, which the verifier checked against its bytes (so a plan never hashes the
+/// kernel again).
+fn tagged_digest(
+    pcr: u32,
+    id: u32,
+    text: &str,
+    digest: Sha256Digest,
+    what: Measured,
+) -> PlannedEvent {
+    PlannedEvent {
+        what,
+        event: Event {
+            pcr,
+            event_type: EV_EVENT_TAG,
+            digest,
+            data: tagged_data(id, text),
+        },
+    }
+}
+
 /// A tagged event whose description is the measured value.
 fn textual(pcr: u32, id: u32, text: &str, what: Measured) -> PlannedEvent {
     tagged(pcr, id, text, text.as_bytes(), what)
@@ -288,13 +309,14 @@ pub fn plan_with_images(
     if !kernel.is_kernel() {
         return None;
     }
-    let image = bundle.component(kernel)?;
+    bundle.component(kernel)?;
+    let digest_of = |role: Role| bundle.manifest().component(role).map(|c| c.sha256);
     let kernel_tag = format!("jek:kernel:{}", kernel.name());
-    let mut events = vec![tagged(
+    let mut events = vec![tagged_digest(
         PCR_KERNEL,
         tag::KERNEL,
         &kernel_tag,
-        image,
+        digest_of(kernel)?,
         Measured::Kernel(kernel),
     )];
     for id in bundle.signers() {
@@ -313,12 +335,11 @@ pub fn plan_with_images(
         Measured::SecurityVersion(sv),
     ));
     events.push(cmdline_event(bundle.cmdline()));
-    let initramfs = bundle.component(Role::Initramfs).unwrap_or(&[]);
-    events.push(tagged(
+    events.push(tagged_digest(
         PCR_INITRAMFS,
         tag::INITRAMFS,
         "jek:initramfs",
-        initramfs,
+        digest_of(Role::Initramfs).unwrap_or_else(|| Sha256Digest::of(&[])),
         Measured::Initramfs,
     ));
     events.push(tagged(

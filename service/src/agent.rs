@@ -47,15 +47,51 @@ pub struct AgentConfig {
 
 struct AgentState {
     config: AgentConfig,
-    /// One TPM client per pod at a time.
-    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// One TPM client per pod at a time, kept between requests.
+    sessions: Mutex<HashMap<String, Arc<Mutex<Option<Session>>>>>,
+}
+
+/// A pod's TPM connection, kept between requests with the AK loaded: a round is then a
+/// quote and a PCR read, not a connection, an EK policy session and a load. Any failure
+/// drops it, and the next request connects again.
+struct Session {
+    tpm: Tpm,
+    /// Reached through the loader's side sockets (the pod's VM runs).
+    side: bool,
+    /// The AK loaded, by its public area.
+    ak: Option<(Vec<u8>, jek_tpm::identity::KeyHandle)>,
+}
+
+impl Session {
+    /// The handle of `ak`, loading it (and flushing another) if it is not the one loaded.
+    fn ak(&mut self, ak: &AkRef) -> Result<jek_tpm::identity::KeyHandle, ApiError> {
+        if let Some((public, handle)) = &self.ak {
+            if *public == ak.public.0 {
+                return Ok(*handle);
+            }
+        }
+        if let Some((_, old)) = self.ak.take() {
+            let _ = self.tpm.flush_key(old);
+        }
+        let handle = self.tpm.load_ak(&blobs(ak)).map_err(|e| tpm_error(&e))?;
+        self.ak = Some((ak.public.0.clone(), handle));
+        Ok(handle)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some((_, handle)) = self.ak.take() {
+            let _ = self.tpm.flush_key(handle);
+        }
+    }
 }
 
 /// The agent's routes.
 pub fn router(config: AgentConfig) -> Router {
     let state = Arc::new(AgentState {
         config,
-        locks: Mutex::new(HashMap::new()),
+        sessions: Mutex::new(HashMap::new()),
     });
     Router::new()
         .route(
@@ -148,38 +184,55 @@ fn tpm_error(e: &IdentityError) -> ApiError {
     }
 }
 
-/// Runs `f` with the pod's TPM on a blocking thread, one client per pod, within the timeout.
+/// Runs `f` with the pod's TPM session on a blocking thread, one client per pod, within
+/// the timeout. A session whose route changed (the VM started or ended) or whose request
+/// failed is made again.
 async fn with_tpm<T: Send + 'static>(
     state: Arc<AgentState>,
     id: String,
-    f: impl FnOnce(&mut Tpm, &Registration) -> Result<T, ApiError> + Send + 'static,
+    f: impl FnOnce(&mut Session, &Registration) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let timeout = state.config.timeout;
     let work = tokio::task::spawn_blocking(move || {
         let reg = registration(&state, &id)?;
-        let lock = {
-            let mut locks = state
-                .locks
+        let slot = {
+            let mut sessions = state
+                .sessions
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            locks.entry(id.clone()).or_default().clone()
+            sessions.entry(id.clone()).or_default().clone()
         };
-        let _held = lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (sockets, _) = sockets_of(&reg);
-        let mut tpm = Tpm::connect_swtpm(&sockets).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "tpm_unreachable",
-                format!(
-                    "the TPM of pod {id:?} (swtpm pid {}) cannot be reached: {}",
-                    reg.tpm.pid,
-                    jek_fsio::chain_line(&e)
-                ),
-            )
-        })?;
-        f(&mut tpm, &reg)
+        let mut held = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (sockets, side) = sockets_of(&reg);
+        if held.as_ref().is_some_and(|s| s.side != side) {
+            *held = None;
+        }
+        if held.is_none() {
+            let tpm = Tpm::connect_swtpm(&sockets).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "tpm_unreachable",
+                    format!(
+                        "the TPM of pod {id:?} (swtpm pid {}) cannot be reached: {}",
+                        reg.tpm.pid,
+                        jek_fsio::chain_line(&e)
+                    ),
+                )
+            })?;
+            *held = Some(Session {
+                tpm,
+                side,
+                ak: None,
+            });
+        }
+        let Some(session) = held.as_mut() else {
+            return Err(ApiError::internal("no TPM session"));
+        };
+        let result = f(session, &reg);
+        if result.is_err() {
+            *held = None;
+        }
+        result
     });
     match tokio::time::timeout(timeout, work).await {
         Ok(Ok(r)) => r,
@@ -187,10 +240,7 @@ async fn with_tpm<T: Send + 'static>(
         Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "tpm_timeout",
-            format!(
-                "the pod's TPM did not answer within {} ms",
-                timeout.as_millis()
-            ),
+            format!("the pod's TPM did not answer within {} ms", timeout.as_millis()),
         )),
     }
 }
@@ -199,8 +249,9 @@ async fn identity(
     State(state): State<Arc<AgentState>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<AgentIdentity>, ApiError> {
-    with_tpm(state, id, |tpm, reg| {
+    with_tpm(state, id, |session, reg| {
         use jek_attest::AttestationTpm as _;
+        let tpm = &mut session.tpm;
         let ek_cert = tpm.ek_certificate().map_err(|e| tpm_error(&e))?;
         let ek_public = tpm.ek_public().map_err(|e| tpm_error(&e))?;
         let chain = run_file(reg, RunDir::ek_chain, "EK certificate chain")?;
@@ -232,12 +283,14 @@ async fn activate(
     UrlPath(id): UrlPath<String>,
     Json(req): Json<ActivateRequest>,
 ) -> Result<Json<ActivateResponse>, ApiError> {
-    with_tpm(state, id, move |tpm, _| {
-        let key = tpm.load_ak(&blobs(&req.ak)).map_err(|e| tpm_error(&e))?;
-        let secret = tpm.activate_credential(key, &req.id_object.0, &req.encrypted_secret.0);
-        let _ = tpm.flush_key(key);
+    with_tpm(state, id, move |session, _| {
+        let key = session.ak(&req.ak)?;
+        let secret = session
+            .tpm
+            .activate_credential(key, &req.id_object.0, &req.encrypted_secret.0)
+            .map_err(|e| tpm_error(&e))?;
         Ok(ActivateResponse {
-            secret: B64(secret.map_err(|e| tpm_error(&e))?),
+            secret: B64(secret),
         })
     })
     .await
@@ -260,12 +313,13 @@ async fn quote(
             "pcrs: 1 to 24 PCR numbers from 0 to 23",
         ));
     }
-    with_tpm(state, id, move |tpm, reg| {
+    with_tpm(state, id, move |session, reg| {
         let event_log = run_file(reg, RunDir::event_log, "event log")?;
-        let key = tpm.load_ak(&blobs(&req.ak)).map_err(|e| tpm_error(&e))?;
-        let quoted = tpm.quote(key, &req.nonce.0, &req.pcrs);
-        let _ = tpm.flush_key(key);
-        let (attest, signature) = quoted.map_err(|e| tpm_error(&e))?;
+        let key = session.ak(&req.ak)?;
+        let tpm = &mut session.tpm;
+        let (attest, signature) = tpm
+            .quote(key, &req.nonce.0, &req.pcrs)
+            .map_err(|e| tpm_error(&e))?;
         let pcrs = tpm.read_pcrs(&req.pcrs).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_GATEWAY,

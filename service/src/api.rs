@@ -51,11 +51,13 @@ fn pod_id(id: &str) -> Result<(), ApiError> {
 async fn health(State(svc): State<Arc<Service>>) -> Response {
     let pinged = svc.db(|s| s.ping()).await;
     let replica = svc.config.replica.clone();
+    let rounds = svc.rounds.load(std::sync::atomic::Ordering::Relaxed);
     match pinged {
         Ok(()) => Json(Health {
             status: "ok".into(),
             error: None,
             replica,
+            rounds,
         })
         .into_response(),
         Err(e) => (
@@ -64,6 +66,7 @@ async fn health(State(svc): State<Arc<Service>>) -> Response {
                 status: "unhealthy".into(),
                 error: Some(e.to_string()),
                 replica,
+                rounds,
             }),
         )
             .into_response(),

@@ -63,6 +63,9 @@ pub async fn round(svc: &Arc<Service>, row: PodRow) {
     let outcome = attest_once(svc, &row, started).await;
     let (id, replica) = (row.id.clone(), svc.config.replica.clone());
     let recorded = svc.db(move |s| s.record(&id, &replica, &outcome)).await;
+    if recorded.is_ok() {
+        svc.rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     match recorded {
         Ok(Some(change)) => {
             tracing::info!(pod = %change.pod, from = %change.from, to = %change.to, "status changed");

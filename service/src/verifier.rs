@@ -187,6 +187,8 @@ pub struct Service {
     references: Mutex<HashMap<String, Arc<PodReference>>>,
     /// The last store failure, cleared by the next success.
     pub store_error: Mutex<Option<String>>,
+    /// Rounds whose result was stored since this replica started.
+    pub rounds: std::sync::atomic::AtomicU64,
 }
 
 /// Unix seconds now.
@@ -246,6 +248,7 @@ impl Service {
             http,
             references: Mutex::new(HashMap::new()),
             store_error: Mutex::new(None),
+            rounds: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 

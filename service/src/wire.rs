@@ -264,6 +264,8 @@ pub struct Health {
     pub error: Option<String>,
     /// This replica's identifier.
     pub replica: String,
+    /// Rounds this replica has stored since it started.
+    pub rounds: u64,
 }
 
 /// The JSON body POSTed to the webhook on every status change.
