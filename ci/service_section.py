@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Renders the attestation-service section of docs/benchmarks.md from bench_service.py's JSON."""
+import datetime
 import json
 import sys
 
@@ -8,7 +9,7 @@ s, p = d["sqlite"], d["postgresql"]
 ok = "holds" if s["perSecond"] >= 300 else "missed"
 print(f"""## Attestation service (`jek-agent`, `jek-verifier`)
 
-`ci/bench_service.py`: {d["pods"]} pods of the test-kernel bundle booted with `--keep-tpm`
+Measured {datetime.date.today().isoformat()} by `ci/bench_service.py` (`ci/bench.sh` runs it): {d["pods"]} pods of the test-kernel bundle booted with `--keep-tpm`
 (KVM backend, one swtpm each) behind one `jek-agent`; `jek-verifier` (release build) with
 each store on this machine, agent, verifier, database and the 64 swtpms sharing its two
 cores. Registration is timed per pod by the client; nonce to signed verdict comes from the
@@ -36,7 +37,12 @@ violations"; jek's verifier flips every affected pod at its next round after a p
 change (within two intervals: 2 s by default; `tests/service.rs` checks 17 pods against a
 1 s interval).
 
-Reading the service figures: a round costs one agent request (TPM2_Quote and TPM2_PCR_Read
+Reading the service figures: the SQLite run comes first, so its registrations include the
+agent opening each pod's TPM session (connection, EK policy session, AK load); the
+PostgreSQL run's registrations find those sessions open, which is most of the difference.
+Nonce to verdict is measured with all 64 pods due at the same instant (they registered
+together and share the 2 s interval), so it includes queueing behind the other pods'
+quotes on two cores. A round costs one agent request (TPM2_Quote and TPM2_PCR_Read
 on a connection the agent keeps per pod with the AK loaded, two TCTI connections through
 the loopback bridge), one appraisal (the quote's ECDSA signature, the log replay, the
 reference events from the verified manifest's digests, the EK chain again) and one ES256

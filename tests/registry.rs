@@ -228,71 +228,6 @@ fn push_pull_verify_and_every_rejected_pull_writes_nothing() {
     assert!(!ws.path("x.jek").exists());
 }
 
-/// Makes a CA and a certificate for 127.0.0.1 signed by it, with openssl.
-fn tls_files(ws: &Workspace) {
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .current_dir(ws.dir.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=jek test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    ws.write("san.ext", b"subjectAltName=IP:127.0.0.1\n");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-}
-
 #[test]
 fn a_tls_registry_with_a_private_ca_and_credentials_from_the_auth_files() {
     use base64::Engine as _;
@@ -302,7 +237,7 @@ fn a_tls_registry_with_a_private_ca_and_credentials_from_the_auth_files() {
         "plain.yaml",
         "trusted_keys: [dev.pub]\nmin_security_version: 3\n",
     );
-    tls_files(&ws);
+    common::tls_files(&ws);
     let hash = std::process::Command::new("python3")
         .args([
             "-c",

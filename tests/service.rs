@@ -802,3 +802,105 @@ fn chromium_dom(url: &str, profile: &Path) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// TLS end to end: the agent and the verifier serve HTTPS with a certificate from a private
+/// CA; the verifier reaches the agent, and `jek attest --verifier` the verifier, trusting
+/// that CA (`--ca-file`), and refuses the verifier without it.
+#[test]
+fn agent_verifier_and_cli_talk_tls_with_a_private_ca() {
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut host = Host::new();
+    host.boot_kvm(1);
+    common::tls_files(&host.ws);
+    let agent_args: Vec<String> = [
+        "--tls-cert",
+        &s(&host.ws.path("server.pem")),
+        "--tls-key",
+        &s(&host.ws.path("server.key")),
+        "--listen",
+        "127.0.0.1:0",
+        "--registry",
+        &s(&host.ws.path("reg")),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let agent = Service::start(&bin("jek-agent"), &agent_args, &host.ws.path("agent.log"));
+    assert!(agent.url.starts_with("https://127.0.0.1:"), "{}", agent.url);
+    let ca = s(&host.ws.path("ca.pem"));
+    let verifier = start_verifier(
+        &host,
+        &s(&host.ws.path("v.db")),
+        &[&host.ws.path("tk.jek")],
+        &[
+            "--ca-file",
+            &ca,
+            "--tls-cert",
+            &s(&host.ws.path("server.pem")),
+            "--tls-key",
+            &s(&host.ws.path("server.key")),
+        ],
+        "verifier.log",
+    );
+    assert!(verifier.url.starts_with("https://"), "{}", verifier.url);
+    let (id, pod) = {
+        // The agent over HTTPS, asked with curl trusting the CA.
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "--cacert", &ca, &format!("{}/v1/pods", agent.url)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let p = &v["pods"][0];
+        (
+            p["id"].as_str().unwrap().to_string(),
+            p["pod"].as_str().unwrap().to_string(),
+        )
+    };
+    let yaml = String::from_utf8(host.ws.read(&format!("{pod}.yaml"))).unwrap();
+    let body = json!({"agent": agent.url, "podId": id, "bundle": host.bundle_digest(&host.ws.path("tk.jek")), "podYaml": yaml});
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sf",
+            "--cacert",
+            &ca,
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &body.to_string(),
+            &format!("{}/v1/pods", verifier.url),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "registration over TLS: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    wait_for("an affirming result over TLS", 30, || {
+        let out = jek()
+            .args(["attest", "--verifier", &verifier.url, &id, "--ca-file", &ca])
+            .output()
+            .unwrap();
+        out.status.success().then_some(())
+    });
+    // Without the CA, the verifier's certificate is not trusted: exit 3, naming the verifier.
+    let out = jek()
+        .args(["attest", "--verifier", &verifier.url, &id])
+        .output()
+        .unwrap();
+    assert_exit(&out, 3);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&verifier.url),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

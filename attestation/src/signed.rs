@@ -182,7 +182,10 @@ pub fn fuzz(data: &[u8]) {
     static KEY: std::sync::OnceLock<ResultKey> = std::sync::OnceLock::new();
     let key = KEY.get_or_init(ResultKey::generate);
     let token = String::from_utf8_lossy(data);
-    assert!(verify(&token, &key.jwks()).is_err(), "an unsigned token was accepted");
+    assert!(
+        verify(&token, &key.jwks()).is_err(),
+        "an unsigned token was accepted"
+    );
 }
 
 #[cfg(test)]

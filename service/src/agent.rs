@@ -202,7 +202,9 @@ async fn with_tpm<T: Send + 'static>(
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             sessions.entry(id.clone()).or_default().clone()
         };
-        let mut held = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut held = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (sockets, side) = sockets_of(&reg);
         if held.as_ref().is_some_and(|s| s.side != side) {
             *held = None;
@@ -240,7 +242,10 @@ async fn with_tpm<T: Send + 'static>(
         Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "tpm_timeout",
-            format!("the pod's TPM did not answer within {} ms", timeout.as_millis()),
+            format!(
+                "the pod's TPM did not answer within {} ms",
+                timeout.as_millis()
+            ),
         )),
     }
 }

@@ -26,6 +26,9 @@ pub async fn run(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
     // one more tick.
     let lease_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
     let permits = Arc::new(tokio::sync::Semaphore::new(svc.config.concurrency.max(1)));
+    // A pod whose round is still running (a slow or silent agent) is not started again:
+    // one round per pod at a time, so silent agents cannot take every permit.
+    let in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
     let mut stop = stop;
     loop {
         if *stop.borrow() {
@@ -38,12 +41,24 @@ pub async fn run(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
             .await;
         if let Ok(due) = claimed {
             for row in due {
+                let fresh = in_flight
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(row.id.clone());
+                if !fresh {
+                    continue;
+                }
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
-                let svc = svc.clone();
+                let (svc, in_flight) = (svc.clone(), in_flight.clone());
                 tokio::spawn(async move {
+                    let id = row.id.clone();
                     round(&svc, row).await;
+                    in_flight
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(&id);
                     drop(permit);
                 });
             }
@@ -64,7 +79,8 @@ pub async fn round(svc: &Arc<Service>, row: PodRow) {
     let (id, replica) = (row.id.clone(), svc.config.replica.clone());
     let recorded = svc.db(move |s| s.record(&id, &replica, &outcome)).await;
     if recorded.is_ok() {
-        svc.rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        svc.rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     match recorded {
         Ok(Some(change)) => {
