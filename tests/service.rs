@@ -190,8 +190,11 @@ fn start_verifier(
     Service::start(&bin("jek-verifier"), &args, &host.ws.path(log))
 }
 
-/// The agent's pods: (id, pod name, running).
-fn agent_pods(agent: &str) -> Vec<(String, String, bool)> {
+/// A pod as the agent lists it: identifier, name, running.
+type AgentPod = (String, String, bool);
+
+/// The agent's pods.
+fn agent_pods(agent: &str) -> Vec<AgentPod> {
     let (status, v) = get_json(&format!("{agent}/v1/pods"));
     assert_eq!(status, 200, "{v}");
     v["pods"]
@@ -473,16 +476,11 @@ fn sixteen_pods_and_a_running_qemu_pod_attest_continuously_and_flip_on_revocatio
     drop(verifier);
 }
 
-/// Bad input and faults: malformed requests, unknown pods and bundles, bodies over the
-/// limit, an agent that stops answering (its pod turns unreachable, the others go on),
-/// and a registration against a refusing TPM identity.
-#[test]
-fn bad_requests_and_a_silent_agent_are_answered_cleanly() {
-    let _serial = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+/// `n` test-kernel pods on one host with its agent, and a verifier on SQLite: the host,
+/// the agent's URL, the verifier, the bundle's digest and the agent's pods.
+fn one_host(n: usize) -> (Host, String, Service, String, Vec<AgentPod>) {
     let mut host = Host::new();
-    host.boot_kvm(3);
+    host.boot_kvm(n);
     let agent = host.start_agent();
     let verifier = start_verifier(
         &host,
@@ -491,9 +489,21 @@ fn bad_requests_and_a_silent_agent_are_answered_cleanly() {
         &[],
         "verifier.log",
     );
-    let v = verifier.url.clone();
     let tk = host.bundle_digest(&host.ws.path("tk.jek"));
     let ids = agent_pods(&agent);
+    (host, agent, verifier, tk, ids)
+}
+
+/// Bad input and faults: malformed requests, unknown pods and bundles, bodies over the
+/// limit, an agent that stops answering (its pod turns unreachable, the others go on),
+/// and a registration against a refusing TPM identity.
+#[test]
+fn bad_requests_and_a_silent_agent_are_answered_cleanly() {
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (_host, agent, verifier, tk, ids) = one_host(3);
+    let v = verifier.url.clone();
 
     // Malformed JSON, unknown fields, wrong types: 400 with a JSON error naming the field.
     let (status, body) = http("POST", &format!("{v}/v1/pods"), Some(b"{not json"));
@@ -718,19 +728,8 @@ fn the_fleet_page_shows_a_contraindicated_pod_with_its_failing_claim() {
     let _serial = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut host = Host::new();
-    host.boot_kvm(2);
-    let agent = host.start_agent();
-    let verifier = start_verifier(
-        &host,
-        &s(&host.ws.path("v.db")),
-        &[&host.ws.path("tk.jek")],
-        &[],
-        "verifier.log",
-    );
+    let (host, agent, verifier, tk, ids) = one_host(2);
     let v = verifier.url.clone();
-    let tk = host.bundle_digest(&host.ws.path("tk.jek"));
-    let ids = agent_pods(&agent);
     // p00 with its own pod file: affirming; p01 with another pod's configuration.
     for (id, pod, _) in &ids {
         let yaml = String::from_utf8(host.ws.read(&format!("{pod}.yaml"))).unwrap();

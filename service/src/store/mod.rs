@@ -178,6 +178,71 @@ pub trait Backend: Send + Sync {
     fn retry(&self, seq: i64, next_ms: u64) -> Result<(), StoreError>;
 }
 
+/// A `pods` row as both backends read it (`COLUMNS`, in order), before its JSON columns
+/// are decoded.
+pub(crate) struct Columns {
+    pub id: String,
+    pub pod: String,
+    pub agent: String,
+    pub bundle: String,
+    pub pod_yaml: Option<String>,
+    pub identity: String,
+    pub reset_count: i64,
+    pub restart_count: i64,
+    pub clock: i64,
+    pub last_clock: i64,
+    pub result: String,
+    pub owner: Option<String>,
+}
+
+/// The `pods` columns a row is read from, in [`Columns`]' order.
+pub(crate) const COLUMNS: &str = "id, pod, agent, bundle, pod_yaml, identity, reset_count, restart_count, clock, last_clock, result, owner";
+
+impl Columns {
+    /// The stored pod (its history is read separately).
+    pub(crate) fn decode(self) -> Result<PodRow, StoreError> {
+        let corrupt = |id: &str, e: serde_json::Error| StoreError::Corrupt {
+            id: id.to_string(),
+            reason: e.to_string(),
+        };
+        let identity = serde_json::from_str(&self.identity).map_err(|e| corrupt(&self.id, e))?;
+        let result = serde_json::from_str(&self.result).map_err(|e| corrupt(&self.id, e))?;
+        let count = |v: i64| u32::try_from(v).unwrap_or(0);
+        Ok(PodRow {
+            epoch: jek_attest::Epoch {
+                reset_count: count(self.reset_count),
+                restart_count: count(self.restart_count),
+                clock: u(self.clock),
+            },
+            last_clock: u(self.last_clock),
+            id: self.id,
+            pod: self.pod,
+            agent: self.agent,
+            bundle: self.bundle,
+            pod_yaml: self.pod_yaml,
+            identity,
+            result,
+            owner: self.owner,
+            history: Vec::new(),
+        })
+    }
+}
+
+/// A stored integer from an unsigned one (SQL integers are signed).
+pub(crate) fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// An unsigned integer from a stored one.
+pub(crate) fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// JSON of a record made of strings, numbers and maps (cannot fail).
+pub(crate) fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
 /// The change a round's outcome makes to `before`, if its status differs.
 pub fn change(
     row_id: &str,

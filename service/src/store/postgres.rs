@@ -8,8 +8,10 @@ use std::sync::Mutex;
 
 use postgres::{Client, NoTls};
 
-use super::sqlite::{decode, json};
-use super::{change, Backend, Delivery, PodRow, RoundOutcome, StoreError, StoredResult, HISTORY};
+use super::{
+    change, i, json, u, Backend, Columns, Delivery, PodRow, RoundOutcome, StoreError, COLUMNS,
+    HISTORY,
+};
 use crate::wire::{HistoryEntry, StatusChange};
 
 const SCHEMA: &str = "
@@ -42,44 +44,21 @@ fn db(e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-fn i(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn u(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-const COLUMNS: &str = "id, pod, agent, bundle, pod_yaml, identity, reset_count, restart_count, clock, last_clock, result, owner";
-
-fn row(r: &postgres::Row) -> Result<(PodRow, String, String), postgres::Error> {
-    Ok((
-        PodRow {
-            id: r.try_get(0)?,
-            pod: r.try_get(1)?,
-            agent: r.try_get(2)?,
-            bundle: r.try_get(3)?,
-            pod_yaml: r.try_get(4)?,
-            identity: super::StoredIdentity {
-                ak_name: String::new(),
-                ak_public: Default::default(),
-                ak_private: Default::default(),
-                ek_cert: Default::default(),
-                ek_chain_pem: String::new(),
-            },
-            epoch: jek_attest::Epoch {
-                reset_count: u32::try_from(r.try_get::<_, i64>(6)?).unwrap_or(0),
-                restart_count: u32::try_from(r.try_get::<_, i64>(7)?).unwrap_or(0),
-                clock: u(r.try_get(8)?),
-            },
-            last_clock: u(r.try_get(9)?),
-            result: StoredResult::default(),
-            owner: r.try_get(11)?,
-            history: Vec::new(),
-        },
-        r.try_get(5)?,
-        r.try_get(10)?,
-    ))
+fn row(r: &postgres::Row) -> Result<Columns, postgres::Error> {
+    Ok(Columns {
+        id: r.try_get(0)?,
+        pod: r.try_get(1)?,
+        agent: r.try_get(2)?,
+        bundle: r.try_get(3)?,
+        pod_yaml: r.try_get(4)?,
+        identity: r.try_get(5)?,
+        reset_count: r.try_get(6)?,
+        restart_count: r.try_get(7)?,
+        clock: r.try_get(8)?,
+        last_clock: r.try_get(9)?,
+        result: r.try_get(10)?,
+        owner: r.try_get(11)?,
+    })
 }
 
 fn history(
@@ -206,7 +185,7 @@ impl Backend for Postgres {
             match found {
                 None => Ok(None),
                 Some(r) => {
-                    let mut pod = decode(row(&r).map_err(db)?)?;
+                    let mut pod = row(&r).map_err(db)?.decode()?;
                     pod.history = history(c, id)?;
                     Ok(Some(pod))
                 }
@@ -221,7 +200,7 @@ impl Backend for Postgres {
                 .map_err(db)?;
             let mut out = Vec::new();
             for r in &rows {
-                let mut pod = decode(row(r).map_err(db)?)?;
+                let mut pod = row(r).map_err(db)?.decode()?;
                 pod.history = history(c, &pod.id)?;
                 out.push(pod);
             }
@@ -271,7 +250,7 @@ impl Backend for Postgres {
                 .map(|r| row(r).map_err(db))
                 .collect::<Result<Vec<_>, _>>()?;
             tx.commit().map_err(db)?;
-            rows.into_iter().map(decode).collect()
+            rows.into_iter().map(Columns::decode).collect()
         })
     }
 

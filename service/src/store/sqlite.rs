@@ -6,7 +6,10 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{change, Backend, Delivery, PodRow, RoundOutcome, StoreError, StoredResult, HISTORY};
+use super::{
+    change, i, json, u, Backend, Columns, Delivery, PodRow, RoundOutcome, StoreError, COLUMNS,
+    HISTORY,
+};
 use crate::wire::{HistoryEntry, StatusChange};
 
 const SCHEMA: &str = "
@@ -40,14 +43,6 @@ fn db(e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-fn i(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn u(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
 impl Sqlite {
     /// Opens (creating) the store at `path`, mode 0600, in WAL mode.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -73,56 +68,21 @@ impl Sqlite {
     }
 }
 
-const COLUMNS: &str = "id, pod, agent, bundle, pod_yaml, identity, reset_count, restart_count, clock, last_clock, result, owner";
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(PodRow, String, String)> {
-    let identity: String = r.get(5)?;
-    let result: String = r.get(10)?;
-    Ok((
-        PodRow {
-            id: r.get(0)?,
-            pod: r.get(1)?,
-            agent: r.get(2)?,
-            bundle: r.get(3)?,
-            pod_yaml: r.get(4)?,
-            identity: super::StoredIdentity {
-                ak_name: String::new(),
-                ak_public: Default::default(),
-                ak_private: Default::default(),
-                ek_cert: Default::default(),
-                ek_chain_pem: String::new(),
-            },
-            epoch: jek_attest::Epoch {
-                reset_count: u32::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
-                restart_count: u32::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
-                clock: u(r.get(8)?),
-            },
-            last_clock: u(r.get(9)?),
-            result: StoredResult::default(),
-            owner: r.get(11)?,
-            history: Vec::new(),
-        },
-        identity,
-        result,
-    ))
-}
-
-/// Decodes the JSON columns of a row.
-pub(super) fn decode(
-    (mut pod, identity, result): (PodRow, String, String),
-) -> Result<PodRow, StoreError> {
-    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
-        id: pod.id.clone(),
-        reason: e.to_string(),
-    };
-    pod.identity = serde_json::from_str(&identity).map_err(corrupt)?;
-    pod.result = serde_json::from_str(&result).map_err(corrupt)?;
-    Ok(pod)
-}
-
-/// JSON of a record made of strings, numbers and maps (cannot fail).
-pub(super) fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_default()
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Columns> {
+    Ok(Columns {
+        id: r.get(0)?,
+        pod: r.get(1)?,
+        agent: r.get(2)?,
+        bundle: r.get(3)?,
+        pod_yaml: r.get(4)?,
+        identity: r.get(5)?,
+        reset_count: r.get(6)?,
+        restart_count: r.get(7)?,
+        clock: r.get(8)?,
+        last_clock: r.get(9)?,
+        result: r.get(10)?,
+        owner: r.get(11)?,
+    })
 }
 
 fn history(conn: &Connection, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
@@ -210,7 +170,7 @@ impl Backend for Sqlite {
         match found {
             None => Ok(None),
             Some(r) => {
-                let mut pod = decode(r)?;
+                let mut pod = r.decode()?;
                 pod.history = history(&conn, id)?;
                 Ok(Some(pod))
             }
@@ -229,7 +189,7 @@ impl Backend for Sqlite {
             .map_err(db)?;
         let mut out = Vec::new();
         for r in rows {
-            let mut pod = decode(r)?;
+            let mut pod = r.decode()?;
             pod.history = history(&conn, &pod.id)?;
             out.push(pod);
         }
@@ -276,7 +236,7 @@ impl Backend for Sqlite {
             rows
         };
         tx.commit().map_err(db)?;
-        rows.into_iter().map(decode).collect()
+        rows.into_iter().map(Columns::decode).collect()
     }
 
     fn record(
