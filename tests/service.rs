@@ -768,6 +768,25 @@ fn the_fleet_page_shows_a_contraindicated_pod_with_its_failing_claim() {
         dom.contains("2 pods: 1 affirming, 1 contraindicated"),
         "{dom}"
     );
+
+    // SIGHUP reloads the policy: a security-version floor above the bundle's turns the
+    // affirming pod contraindicated on security-version, and the page shows it.
+    host.ws.policy(
+        "policy.yaml",
+        &policy(&test_key(), false).replace("min_security_version: 1", "min_security_version: 2"),
+    );
+    verifier.signal("HUP");
+    wait_for("p00 contraindicated after SIGHUP", 20, || {
+        let p = pods(&v).into_iter().find(|p| p["pod"] == "p00")?;
+        (p["status"] == "contraindicated").then_some(p)
+    });
+    let dom = chromium_dom(&format!("{v}/"), &host.ws.path("chromium2"));
+    let row = dom
+        .find("data-pod=\"p00\"")
+        .map(|i| &dom[i..dom[i..].find("</tr>").map_or(dom.len(), |e| i + e)])
+        .unwrap_or_else(|| panic!("no row for p00: {dom}"));
+    assert!(row.contains("security-version: contraindicated"), "{row}");
+    assert!(dom.contains("0 affirming, 2 contraindicated"), "{dom}");
     drop(verifier);
 }
 
