@@ -368,32 +368,38 @@ pub fn ctrl_request_len(code: u32) -> Option<usize> {
     }
 }
 
+/// Reads one control command a TCTI sends: its code and its request (of the length
+/// [`ctrl_request_len`] gives), or `None` at a clean end. A command a TCTI does not send
+/// (state-blob transfer, data-fd hand-over) is an error.
+pub fn read_ctrl_command(r: &mut impl Read) -> std::io::Result<Option<(u32, Vec<u8>)>> {
+    let mut code = [0u8; 4];
+    match r.read(&mut code[..1])? {
+        0 => return Ok(None),
+        _ => r.read_exact(&mut code[1..])?,
+    }
+    let c = u32::from_be_bytes(code);
+    let (Some(req), Some(_)) = (ctrl_request_len(c), crate::swtpm::ctrl::response_len(c)) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("control command {c} is not forwarded"),
+        ));
+    };
+    let mut request = vec![0u8; req];
+    r.read_exact(&mut request)?;
+    Ok(Some((c, request)))
+}
+
 /// The control channel, one command at a time: code and request to the swtpm, its
 /// fixed-size response (within [`RESPONSE_TIMEOUT`]) back. Commands a TCTI does not send
-/// (state-blob transfer, data-fd hand-over) end the connection.
+/// end the connection.
 fn forward_ctrl(mut client: TcpStream, mut tpm: UnixStream) -> std::io::Result<()> {
     tpm.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
-    let result = (|| loop {
-        let mut code = [0u8; 4];
-        match client.read(&mut code[..1])? {
-            0 => return Ok(()),
-            _ => client.read_exact(&mut code[1..])?,
+    let result = (|| {
+        while let Some((code, request)) = read_ctrl_command(&mut client)? {
+            let answer = crate::swtpm::ctrl_command(&mut tpm, code, &request)?;
+            client.write_all(&answer)?;
         }
-        let c = u32::from_be_bytes(code);
-        let (Some(req), Some(resp)) = (ctrl_request_len(c), crate::swtpm::ctrl::response_len(c))
-        else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                format!("control command {c} is not forwarded"),
-            ));
-        };
-        let mut msg = code.to_vec();
-        msg.resize(4 + req, 0);
-        client.read_exact(&mut msg[4..])?;
-        tpm.write_all(&msg)?;
-        let mut answer = vec![0u8; resp];
-        tpm.read_exact(&mut answer)?;
-        client.write_all(&answer)?;
+        Ok(())
     })();
     let _ = client.shutdown(Shutdown::Both);
     result

@@ -26,7 +26,7 @@
 //! every TPM command it could issue before; side clients may not initialise, stop or shut
 //! down the TPM.
 
-use std::io::{IoSliceMut, Read, Write};
+use std::io::{IoSliceMut, Write};
 use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use jek_tpm::bridge::{ctrl_request_len, read_message, RESPONSE_TIMEOUT};
+use jek_tpm::bridge::{read_ctrl_command, read_message, RESPONSE_TIMEOUT};
 use jek_tpm::swtpm::{ctrl, ctrl_command, Sockets};
 use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 
@@ -184,21 +184,7 @@ fn serve_commands(mut client: UnixStream, shared: &Shared) -> std::io::Result<()
 /// A side client's control commands: queries and locality are forwarded; initialising,
 /// stopping or shutting down the guest's TPM is refused.
 fn serve_side_ctrl(mut client: UnixStream, shared: &Shared) -> std::io::Result<()> {
-    loop {
-        let mut code = [0u8; 4];
-        match client.read(&mut code[..1])? {
-            0 => return Ok(()),
-            _ => client.read_exact(&mut code[1..])?,
-        }
-        let c = u32::from_be_bytes(code);
-        let Some(req) = ctrl_request_len(c) else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                format!("control command {c} is not served to side clients"),
-            ));
-        };
-        let mut payload = vec![0u8; req];
-        client.read_exact(&mut payload)?;
+    while let Some((c, payload)) = read_ctrl_command(&mut client)? {
         let answer = match c {
             ctrl::GET_CAPABILITY
             | ctrl::GET_TPMESTABLISHED
@@ -220,6 +206,7 @@ fn serve_side_ctrl(mut client: UnixStream, shared: &Shared) -> std::io::Result<(
         };
         client.write_all(&answer)?;
     }
+    Ok(())
 }
 
 impl CtrlProxy {
