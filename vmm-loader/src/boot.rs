@@ -84,6 +84,8 @@ pub struct BootOptions {
     pub qemu: QemuOptions,
     /// Do not copy the console to stdout.
     pub quiet: bool,
+    /// Hand console lines to this sink instead of stdout.
+    pub console: Option<crate::console::ConsoleSink>,
     /// When the caller started (before it read and verified the bundle): timings are
     /// also reported from this instant.
     pub started: Instant,
@@ -473,8 +475,8 @@ fn run_kvm(
         path: console_path.clone(),
         source,
     })?;
-    let quiet = opts.quiet;
-    let reader_thread = std::thread::spawn(move || pump(reader, log, quiet));
+    let (quiet, sink) = (opts.quiet, opts.console.clone());
+    let reader_thread = std::thread::spawn(move || pump(reader, log, quiet, sink));
     let result = jek_kvm::run(&config, writer);
     let outcome = reader_thread
         .join()

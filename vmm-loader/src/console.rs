@@ -53,6 +53,7 @@ pub fn pump(
     from: impl std::io::Read,
     mut log: impl Write,
     quiet: bool,
+    sink: Option<ConsoleSink>,
 ) -> std::io::Result<ConsoleOutcome> {
     let mut reader = std::io::BufReader::with_capacity(MAX_PIECE, from);
     let mut outcome = ConsoleOutcome::default();
@@ -76,11 +77,23 @@ pub fn pump(
         if !complete {
             continue;
         }
-        emit(&line, &mut log, quiet, &stdout, &mut outcome)?;
+        emit(
+            &line,
+            &mut log,
+            (quiet, sink.as_ref()),
+            &stdout,
+            &mut outcome,
+        )?;
         line.clear();
     }
     if !line.is_empty() {
-        emit(&line, &mut log, quiet, &stdout, &mut outcome)?;
+        emit(
+            &line,
+            &mut log,
+            (quiet, sink.as_ref()),
+            &stdout,
+            &mut outcome,
+        )?;
     }
     log.flush()?;
     Ok(outcome)
@@ -89,19 +102,39 @@ pub fn pump(
 fn emit(
     line: &[u8],
     log: &mut impl Write,
-    quiet: bool,
+    (quiet, sink): (bool, Option<&ConsoleSink>),
     stdout: &std::io::Stdout,
     outcome: &mut ConsoleOutcome,
 ) -> std::io::Result<()> {
     log.write_all(line)?;
     let text = String::from_utf8_lossy(line);
-    if !quiet {
+    if let Some(sink) = sink {
+        (sink.0)(&text);
+    } else if !quiet {
         let mut out = stdout.lock();
         out.write_all(jek_fsio::terminal::escape_console_line(&text).as_bytes())?;
         out.flush()?;
     }
     outcome.observe(&text);
     Ok(())
+}
+
+/// Where console lines go instead of the terminal (a containerd shim's FIFOs): called
+/// with every line as the guest printed it, line end included, before it is parsed.
+#[derive(Clone)]
+pub struct ConsoleSink(std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl ConsoleSink {
+    /// A sink calling `f` for each line.
+    pub fn new(f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        ConsoleSink(std::sync::Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for ConsoleSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConsoleSink")
+    }
 }
 
 #[cfg(test)]
@@ -114,7 +147,7 @@ mod tests {
         let text =
             b"Linux version 6.1\r\nJEK-READY {\"pod\":\"p\",\"kernel\":\"6.1\",\"loopback\":\"ok\",\"containers\":1}\r\nJEK-EXIT {\"container\":\"a\",\"status\":7}\r\nJEK-POWEROFF {\"status\":7}\r\n";
         let mut log = Vec::new();
-        let o = pump(&text[..], &mut log, true).unwrap();
+        let o = pump(&text[..], &mut log, true, None).unwrap();
         assert_eq!(o.status, Some(7));
         assert_eq!(o.ready.unwrap().pod, "p");
         assert_eq!(o.exits[0].container, "a");
@@ -126,13 +159,13 @@ mod tests {
         let mut text = vec![b'x'; MAX_PIECE * 2 + 10];
         text.extend_from_slice(b"\nJEK-POWEROFF {\"status\":3}\n");
         let mut log = Vec::new();
-        let o = pump(&text[..], &mut log, true).unwrap();
+        let o = pump(&text[..], &mut log, true, None).unwrap();
         assert_eq!(log, text);
         assert_eq!(o.status, Some(3));
         // The last line kept is a piece, never more than the cap.
         let mut tail = vec![b'y'; MAX_PIECE * 3];
         tail.push(b'z');
-        let o = pump(&tail[..], std::io::sink(), true).unwrap();
+        let o = pump(&tail[..], std::io::sink(), true, None).unwrap();
         assert_eq!(o.last_line.as_deref(), Some("z"));
     }
 }

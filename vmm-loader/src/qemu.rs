@@ -219,7 +219,9 @@ pub fn run(
     let console_path = run.console();
     let log = std::fs::File::create(&console_path).map_err(console_err(&console_path))?;
     let outcome = match child.stdout.take() {
-        Some(out) => pump(out, log, quiet).map_err(console_err(&console_path))?,
+        Some(out) => {
+            pump(out, log, quiet, boot.console.clone()).map_err(console_err(&console_path))?
+        }
         None => ConsoleOutcome::default(),
     };
     let status = child.wait().map_err(console_err(&console_path));

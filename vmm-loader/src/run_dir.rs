@@ -6,6 +6,8 @@
 //!   binary_bios_measurements      TCG PC Client crypto-agile event log
 //!   console.log                   the guest's serial console
 //!   pod.json                      the run record (bundle, PCRs, TPM, VMM, outcome)
+//!   pod.yaml                      the pod file a pod was made from, when jek made it
+//!                                 (the containerd shim), for registering the pod
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -55,6 +57,11 @@ impl RunDir {
     /// The directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The pod file a made-up pod was booted from (the containerd shim writes it).
+    pub fn pod_file(&self) -> PathBuf {
+        self.root.join("pod.yaml")
     }
 
     /// The swtpm state directory.

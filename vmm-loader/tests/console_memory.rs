@@ -45,9 +45,13 @@ fn console_output_without_newlines_is_bounded_in_memory() {
             Ok(())
         }
     }
-    let outcome =
-        jek_loader::console::pump(Endless { remaining: TOTAL }, Counter(&mut logged), true)
-            .unwrap();
+    let outcome = jek_loader::console::pump(
+        Endless { remaining: TOTAL },
+        Counter(&mut logged),
+        true,
+        None,
+    )
+    .unwrap();
     // Every byte reached the log, in pieces.
     assert_eq!(logged, TOTAL);
     assert!(outcome.last_line.unwrap().len() <= jek_loader::console::MAX_PIECE);

@@ -117,6 +117,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
             accel: args.accel,
         },
         quiet: quiet || args.json,
+        console: None,
         started,
         cleanup: jek_loader::lifecycle::Cleanup::default(),
     };
