@@ -1,4 +1,5 @@
-//! Entry points for the fuzz targets in `fuzz/` (`policy_yaml`, `pod_yaml`): the logic is
+//! Entry points for the fuzz targets in `fuzz/` (`policy_yaml`, which also feeds the
+//! runtime-file parser, and `pod_yaml`): the logic is
 //! built, linted and unit-tested with the crate; the targets only forward bytes.
 
 use std::path::Path;
@@ -9,6 +10,12 @@ pub fn policy(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = crate::policy::parse(text, Path::new("/nonexistent/jek-fuzz"));
         let _ = crate::kconfig::parse(text);
+        // The containerd shim's runtime file: the same YAML front end.
+        let _ = crate::runtime::parse(
+            text,
+            Path::new("/nonexistent/jek-fuzz/runtime.yaml"),
+            Path::new("/nonexistent/jek-fuzz"),
+        );
     }
 }
 
@@ -26,6 +33,13 @@ pub fn pod(data: &[u8]) {
             back.ok().as_ref(),
             Some(&spec),
             "a parsed pod is one the guest reads"
+        );
+        // The pod file the containerd shim writes reads back as the same pod.
+        let rendered = crate::pod::render(&spec);
+        assert_eq!(
+            crate::pod::parse(&rendered).ok().as_ref(),
+            Some(&spec),
+            "{rendered}"
         );
     }
 }

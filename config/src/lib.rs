@@ -10,6 +10,7 @@
 //! - [`pod`]: `pod.yaml` (a Kubernetes Pod subset) → [`jek_pod::PodSpec`];
 //! - [`recipe`]: a build recipe → [`jek_builder::recipe::Recipe`], with its kconfig policy;
 //! - [`kconfig`]: a kconfig policy → [`jek_builder::kconfig::Policy`];
+//! - [`runtime`]: `runtime.yaml`, how the containerd shim runs containers;
 //! - [`signatures`]: the detached signatures found beside a bundle file.
 //!
 //! ```
@@ -32,6 +33,7 @@ pub mod keys;
 pub mod pod;
 pub mod policy;
 pub mod recipe;
+pub mod runtime;
 pub mod signatures;
 
 /// The largest configuration file jek reads (policies inline keys; still small).
@@ -106,6 +108,15 @@ pub enum ConfigError {
         #[source]
         source: kconfig::KconfigPolicyError,
     },
+    /// The containerd runtime file is invalid.
+    #[error("invalid runtime file {path}")]
+    Runtime {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: runtime::RuntimeFileError,
+    },
     /// An attestation command was given a policy without an `attestation` section.
     #[error("policy {path} has no `attestation:` section (attestation.ek_ca names the CA of pod EK certificates)")]
     NoAttestation {
@@ -125,6 +136,7 @@ impl ConfigError {
             | ConfigError::Pod { .. }
             | ConfigError::Recipe { .. }
             | ConfigError::KconfigPolicy { .. }
+            | ConfigError::Runtime { .. }
             | ConfigError::NoAttestation { .. } => Class::Invalid,
         }
     }

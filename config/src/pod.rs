@@ -31,7 +31,7 @@ use std::path::Path;
 use jek_pod::spec::{Container, EnvVar, PodSpec};
 
 use crate::{ConfigError, MAX_CONFIG_SIZE};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a pod file is invalid.
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +203,41 @@ pub fn parse(yaml: &str) -> Result<PodSpec, PodFileError> {
     })
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PodOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: MetadataOut<'a>,
+    spec: SpecOut<'a>,
+}
+
+#[derive(Serialize)]
+struct MetadataOut<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct SpecOut<'a> {
+    // The pod spec's containers serialize with the pod file's field names.
+    containers: &'a [Container],
+}
+
+/// The pod file of `spec`: what [`parse`] reads back as `spec`. The containerd shim
+/// writes it beside a pod it made, for registering that pod with the verifier.
+pub fn render(spec: &PodSpec) -> String {
+    let doc = PodOut {
+        api_version: "v1",
+        kind: "Pod",
+        metadata: MetadataOut { name: &spec.name },
+        spec: SpecOut {
+            containers: &spec.containers,
+        },
+    };
+    // Strings, lists and maps only: serializing cannot fail.
+    serde_yaml::to_string(&doc).unwrap_or_default()
+}
+
 /// Reads and parses a pod file.
 pub fn load(path: &Path) -> Result<PodSpec, ConfigError> {
     let text = crate::read_text("pod file", path, MAX_CONFIG_SIZE)?;
@@ -218,6 +253,20 @@ mod tests {
     use super::*;
 
     const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n    - name: a\n      command: [/bin/x]\n      env: [{name: K, value: V}]\n";
+
+    #[test]
+    fn render_reads_back() {
+        let mut p = parse(POD).unwrap();
+        p.containers.push(Container {
+            name: "b".into(),
+            image: Some("docker.io/library/busybox:t@sha256:".to_string() + &"a".repeat(64)),
+            command: Vec::new(),
+            args: vec!["echo 'q' \"x\": y".into()],
+            env: Vec::new(),
+            working_dir: Some("/srv".into()),
+        });
+        assert_eq!(parse(&render(&p)).unwrap(), p);
+    }
 
     #[test]
     fn reads_the_subset() {
