@@ -804,6 +804,9 @@ fn check_images(rules: &ImageRules<'_>, a: &mut Appraisal) {
         for ((event, _), want) in a.images.iter().zip(rules.expected) {
             match &want.manifest {
                 Ok(d) if *d == event.manifest => {}
+                // The reference pins the very manifest that ran (the containerd shim
+                // records `name@digest`): nothing can have moved, and nothing needs asking.
+                Err(_) if pins(&event.reference, &event.manifest) => {}
                 Ok(d) => moved.push((
                     format!(
                         "container {}: {} now names another image than the one that ran",
@@ -846,6 +849,11 @@ fn check_images(rules: &ImageRules<'_>, a: &mut Appraisal) {
     }
 }
 
+/// Whether `reference` ends in `@digest`.
+fn pins(reference: &str, digest: &str) -> bool {
+    reference.rsplit_once('@').is_some_and(|(_, d)| d == digest)
+}
+
 /// The reference events for the kernel the log says was booted (bzImage or vmlinux, both
 /// signed), defaulting to the bzImage, with the containers `images`.
 pub fn reference_events(
@@ -865,4 +873,56 @@ pub fn reference_events(
         }
     }
     fallback
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn ran(reference: &str, manifest: &str) -> Appraisal {
+        let mut a = Appraisal::new();
+        let event = ContainerEvent {
+            container: "c".into(),
+            manifest: manifest.into(),
+            config: format!("sha256:{}", "c".repeat(64)),
+            reference: reference.into(),
+        };
+        a.images = vec![(event, Sha256Digest([0; 32]))];
+        a
+    }
+
+    fn images_status(reference: &str, manifest: &str, now: Result<String, String>) -> Status {
+        let expected = [ExpectedImage {
+            container: "c".into(),
+            reference: reference.into(),
+            manifest: now,
+        }];
+        let allow = |_: &ContainerEvent| Ok(());
+        let rules = ImageRules {
+            expected: &expected,
+            allow: Some(&allow),
+        };
+        let mut a = ran(reference, manifest);
+        check_images(&rules, &mut a);
+        a.status(Claim::Images)
+    }
+
+    #[test]
+    fn a_reference_that_pins_what_ran_needs_no_registry() {
+        let m = format!("sha256:{}", "a".repeat(64));
+        let other = format!("sha256:{}", "b".repeat(64));
+        let unreachable = || Err("the registry is unreachable".to_string());
+        let pinned = format!("docker.io/library/busybox:t@{m}");
+        assert_eq!(images_status(&pinned, &m, unreachable()), Status::Affirming);
+        // A tag cannot be appraised without asking what it names now.
+        assert_ne!(
+            images_status("docker.io/library/busybox:t", &m, unreachable()),
+            Status::Affirming
+        );
+        // A pinned index (or anything else) that is not what ran still has to resolve.
+        let index = format!("docker.io/library/busybox@{other}");
+        assert_ne!(images_status(&index, &m, unreachable()), Status::Affirming);
+        assert_eq!(images_status(&index, &m, Ok(m.clone())), Status::Affirming);
+    }
 }
