@@ -24,6 +24,10 @@ APT_PACKAGES=(
   postgresql chromium
   # the README tour registers a pod with the verifier over HTTP
   curl
+  # the containerd runtime: the shim tests start their own containerd and drive it with ctr
+  containerd
+  # containerd-client's build script compiles containerd's protobuf API with protoc
+  protobuf-compiler
 )
 
 missing=()

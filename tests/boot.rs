@@ -492,30 +492,6 @@ fn kvm_backend_boots_a_signed_test_kernel_bundle_to_a_clean_exit() {
     );
 }
 
-/// The processes whose command line names `needle` (QEMU and swtpm name the run directory),
-/// zombies excepted.
-fn processes_naming(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|s| s.trim_start().starts_with('Z'));
-        if !zombie
-            && String::from_utf8_lossy(&cmdline).contains(needle)
-            && pid != std::process::id()
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 /// Starts `jek boot` of a pod that sleeps, waits until its application printed, then sends
 /// SIGTERM; returns the exit status and the processes naming the run directory just before
 /// the signal.
@@ -555,7 +531,7 @@ fn boot_then_sigterm(env: &Env, run: &str, extra: &[&str]) -> (std::process::Exi
     });
     rx.recv_timeout(std::time::Duration::from_secs(120))
         .expect("the sleeping pod's application started");
-    let running = processes_naming(&env.p(run));
+    let running = common::processes_naming(&env.p(run));
     let pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     (child.wait().unwrap(), running)
@@ -572,7 +548,10 @@ fn sigterm_stops_the_pod_and_its_tpm_and_a_kept_tpm_is_listed_and_stopped() {
         "QEMU and the swtpm were running: {running:?}"
     );
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(processes_naming(&env.p("run-sigterm")), Vec::<u32>::new());
+    assert_eq!(
+        common::processes_naming(&env.p("run-sigterm")),
+        Vec::<u32>::new()
+    );
     assert!(
         status.signal().is_none(),
         "jek exited by itself after cleaning up"
@@ -593,7 +572,7 @@ fn sigterm_stops_the_pod_and_its_tpm_and_a_kept_tpm_is_listed_and_stopped() {
     );
     assert_eq!(status.code(), Some(143));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let left = processes_naming(&env.p("run-kept"));
+    let left = common::processes_naming(&env.p("run-kept"));
     assert_eq!(left.len(), 1, "only the kept swtpm: {left:?}");
     let out = jek()
         .args(["tpm", "list", "--registry", &registry, "--json"])
@@ -610,7 +589,10 @@ fn sigterm_stops_the_pod_and_its_tpm_and_a_kept_tpm_is_listed_and_stopped() {
         .unwrap();
     assert_exit(&out, 0);
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(processes_naming(&env.p("run-kept")), Vec::<u32>::new());
+    assert_eq!(
+        common::processes_naming(&env.p("run-kept")),
+        Vec::<u32>::new()
+    );
     let out = jek()
         .args(["tpm", "list", "--registry", &registry, "--json"])
         .output()

@@ -495,3 +495,27 @@ pub fn tls_files(ws: &Workspace) {
         "san.ext",
     ]);
 }
+
+/// The processes whose command line names `needle` (QEMU and swtpm name the run directory),
+/// zombies excepted.
+pub fn processes_naming(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'));
+        if !zombie
+            && String::from_utf8_lossy(&cmdline).contains(needle)
+            && pid != std::process::id()
+        {
+            out.push(pid);
+        }
+    }
+    out
+}

@@ -1,0 +1,407 @@
+//! One container's life in a jek pod: created (verified, packed), running (measured,
+//! booted), stopped (exit status kept until containerd deletes it).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Instant, SystemTime};
+
+use jek_config::runtime::{Runtime, RuntimeVmm};
+use jek_loader::boot::TpmSource;
+use jek_loader::console::ConsoleSink;
+use jek_loader::lifecycle::Cleanup;
+use jek_loader::paths::env_program;
+use jek_loader::qemu::QemuOptions;
+use jek_loader::{BootOptions, Vmm};
+use jek_pod::image::ContainerSegment;
+use jek_pod::spec::PodSpec;
+use jek_verifier::{Bundle, Verified};
+
+/// What the shim keeps in containerd's bundle directory ([`RECORD_FILE`]) so that
+/// `containerd-shim-jek-v2 delete`, run by containerd after a shim died, finds what the
+/// pod left: its run directory and the registration store its kept TPM is registered in.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ShimRecord {
+    /// The pod's run directory.
+    pub run_dir: PathBuf,
+    /// The registration store of kept TPMs (pods that attest), if any.
+    #[serde(default)]
+    pub registry: Option<PathBuf>,
+}
+
+/// The record's file name in the bundle directory.
+pub const RECORD_FILE: &str = "jek-shim.json";
+
+/// The largest record read back.
+const MAX_RECORD: u64 = 64 * 1024;
+
+impl ShimRecord {
+    /// Writes the record into `bundle_dir` (atomically).
+    pub fn write(&self, bundle_dir: &Path) -> Result<(), jek_fsio::WriteError> {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        jek_fsio::write_atomic(
+            &bundle_dir.join(RECORD_FILE),
+            &bytes,
+            0o600,
+            jek_fsio::Overwrite::Allow,
+        )
+    }
+
+    /// Reads the record in `bundle_dir`, if there is one that parses.
+    pub fn read(bundle_dir: &Path) -> Option<ShimRecord> {
+        let path = bundle_dir.join(RECORD_FILE);
+        match jek_fsio::read_regular(&path, MAX_RECORD) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %path.display(), "unreadable shim record");
+                    None
+                }
+            },
+            Err(e) if e.is_not_found() => None,
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "unreadable shim record");
+                None
+            }
+        }
+    }
+
+    /// Removes what the record names: every kept TPM registered for the run directory
+    /// (found by the run directory, so a pod killed while booting is found too) and its
+    /// registration, then the run directory. Logs what cannot be removed.
+    pub fn remove(&self) {
+        if let Some(registry) = &self.registry {
+            if let Err(e) = self.stop_kept(registry) {
+                tracing::warn!(error = %e, dir = %self.run_dir.display(), "stopping the pod's kept TPM");
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.run_dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(error = %e, dir = %self.run_dir.display(), "removing the run directory");
+            }
+        }
+    }
+}
+
+impl ShimRecord {
+    fn stop_kept(&self, registry: &Path) -> Result<(), jek_loader::registry::RegistryError> {
+        let registry = jek_loader::registry::Registry::open(registry)?;
+        let ours = std::path::absolute(&self.run_dir).unwrap_or_else(|_| self.run_dir.clone());
+        for reg in registry.list()? {
+            if reg.tpm.run_dir.as_deref() == Some(ours.as_path()) {
+                jek_loader::lifecycle::stop(&registry, &reg.id)?;
+                tracing::info!(id = %reg.id, "stopped the pod's kept TPM");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Verified and packed; not booted.
+    Created,
+    /// Its pod is booting or running.
+    Running,
+    /// Its pod is gone.
+    Stopped {
+        /// The exit status containerd reports.
+        code: u32,
+        /// When.
+        at: SystemTime,
+    },
+}
+
+/// A container that passed Create: everything its boot needs.
+pub struct Prepared {
+    /// The verified kernel bundle.
+    pub bundle: Verified<Bundle>,
+    /// The pod (one container).
+    pub pod: PodSpec,
+    /// The container segment.
+    pub segment: ContainerSegment,
+    /// The runtime file.
+    pub runtime: Runtime,
+}
+
+/// A container the shim runs.
+pub struct Container {
+    /// containerd's id.
+    pub id: String,
+    /// The OCI bundle directory.
+    pub bundle_dir: PathBuf,
+    /// containerd's stdout FIFO (may be empty).
+    pub stdout: String,
+    /// containerd's stderr FIFO (may be empty).
+    pub stderr: String,
+    /// The pod's run directory.
+    pub run_dir: PathBuf,
+    /// What boots.
+    prepared: Mutex<Option<Prepared>>,
+    status: Mutex<(Status, Option<i32>)>,
+    changed: Condvar,
+    /// What Kill stops.
+    cleanup: Cleanup,
+    /// Where kept TPMs are registered (pods that attest).
+    registry: Option<PathBuf>,
+}
+
+impl Container {
+    /// A created container.
+    pub fn new(
+        id: String,
+        bundle_dir: PathBuf,
+        stdout: String,
+        stderr: String,
+        run_dir: PathBuf,
+        prepared: Prepared,
+    ) -> Self {
+        let registry = prepared
+            .runtime
+            .attestation
+            .as_ref()
+            .map(|a| a.registry.clone());
+        Container {
+            registry,
+            id,
+            bundle_dir,
+            stdout,
+            stderr,
+            run_dir,
+            prepared: Mutex::new(Some(prepared)),
+            status: Mutex::new((Status::Created, None)),
+            changed: Condvar::new(),
+            cleanup: Cleanup::default(),
+        }
+    }
+
+    /// Its status.
+    pub fn status(&self) -> Status {
+        lock(&self.status).0
+    }
+
+    /// Waits until it has stopped; returns the exit status and when.
+    pub fn wait(&self) -> (u32, SystemTime) {
+        let mut g = lock(&self.status);
+        loop {
+            if let Status::Stopped { code, at } = g.0 {
+                return (code, at);
+            }
+            g = self
+                .changed
+                .wait(g)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn stop(&self, code: u32) {
+        let mut g = lock(&self.status);
+        if !matches!(g.0, Status::Stopped { .. }) {
+            g.0 = Status::Stopped {
+                code,
+                at: SystemTime::now(),
+            };
+        }
+        self.changed.notify_all();
+    }
+
+    /// Boots the pod on a thread of its own; `exited` is called once with the exit status
+    /// when the pod is gone. Returns false if the container was started before.
+    pub fn start(self: &Arc<Self>, exited: impl FnOnce(u32) + Send + 'static) -> bool {
+        let Some(prepared) = lock(&self.prepared).take() else {
+            return false;
+        };
+        lock(&self.status).0 = Status::Running;
+        let me = Arc::clone(self);
+        std::thread::spawn(move || {
+            let code = me.run(prepared);
+            me.stop(code);
+            exited(code);
+        });
+        true
+    }
+
+    /// Stops the pod's VM (any signal: a VM has no process to signal gently) or, before
+    /// Start, the container itself.
+    pub fn kill(&self, signal: u32) {
+        let mut g = lock(&self.status);
+        match g.0 {
+            Status::Created => {
+                drop(lock(&self.prepared).take());
+                g.0 = Status::Stopped {
+                    code: 128u32.saturating_add(signal),
+                    at: SystemTime::now(),
+                };
+                self.changed.notify_all();
+            }
+            Status::Running => {
+                g.1 = Some(i32::try_from(signal).unwrap_or(9));
+                drop(g);
+                let n = self.cleanup.run();
+                tracing::info!(id = %self.id, signal, stopped = n, "killed the pod's VM");
+            }
+            Status::Stopped { .. } => {}
+        }
+    }
+
+    /// The record of what this container leaves behind.
+    pub fn record(&self) -> ShimRecord {
+        ShimRecord {
+            run_dir: self.run_dir.clone(),
+            registry: self.registry.clone(),
+        }
+    }
+
+    /// Removes what the pod left: its kept TPM and registration, its run directory, and
+    /// the record in the bundle directory.
+    pub fn remove(&self) {
+        self.record().remove();
+        let _ = std::fs::remove_file(self.bundle_dir.join(RECORD_FILE));
+    }
+
+    fn run(&self, p: Prepared) -> u32 {
+        let stdout = open_fifo(&self.stdout);
+        let mut stderr = open_fifo(&self.stderr);
+        let name = p.pod.name.clone();
+        let sink = stdout.map(|f| {
+            let out = Mutex::new(f);
+            ConsoleSink::new(move |line| {
+                if let Some(text) = container_line(line, &name) {
+                    let _ = lock(&out).write_all(text.as_bytes());
+                }
+            })
+        });
+        let opts = boot_options(&p, &self.run_dir, sink, self.cleanup.clone());
+        let result =
+            write_pod_file(&self.run_dir, &p.pod).and_then(|()| jek_loader::boot(&p.bundle, &opts));
+        let killed = lock(&self.status).1;
+        match result {
+            Ok(report) => u32::try_from(report.status).unwrap_or(255),
+            Err(_) if killed.is_some() => {
+                // The VM was killed: report it as a shell reports a killed process.
+                128u32.saturating_add(u32::try_from(killed.unwrap_or(9)).unwrap_or(9))
+            }
+            Err(e) => {
+                let text = format!("jek: {}\n", jek_fsio::chain_line(&e));
+                tracing::error!("{}", text.trim_end());
+                if let Some(f) = stderr.as_mut() {
+                    let _ = f.write_all(text.as_bytes());
+                }
+                255
+            }
+        }
+    }
+}
+
+/// The pod file of the pod the shim made, in its run directory (mode 0700): what the
+/// pod is registered with at the verifier.
+fn write_pod_file(run_dir: &Path, pod: &PodSpec) -> Result<(), jek_loader::BootError> {
+    let run = jek_loader::run_dir::RunDir::new(run_dir);
+    let err = |source| jek_loader::BootError::RunDir {
+        path: run_dir.to_path_buf(),
+        source,
+    };
+    run.create().map_err(err)?;
+    jek_fsio::write_atomic(
+        &run.pod_file(),
+        jek_config::pod::render(pod).as_bytes(),
+        0o600,
+        jek_fsio::Overwrite::Refuse,
+    )
+    .map_err(|e| err(std::io::Error::other(jek_fsio::chain_line(&e))))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn open_fifo(path: &str) -> Option<std::fs::File> {
+    if path.is_empty() {
+        return None;
+    }
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(error = %e, path, "cannot open containerd's FIFO");
+            None
+        }
+    }
+}
+
+/// What of a console line belongs to the container: the init writes every line of a
+/// container's output as `[name] text`; the kernel's and the init's own lines never start
+/// so. The serial line's `\r` is removed.
+pub fn container_line(line: &str, name: &str) -> Option<String> {
+    let text = line.strip_suffix('\n').unwrap_or(line);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    let rest = text
+        .strip_prefix('[')?
+        .strip_prefix(name)?
+        .strip_prefix("] ")?;
+    Some(format!("{rest}\n"))
+}
+
+fn boot_options(
+    p: &Prepared,
+    run_dir: &Path,
+    console: Option<ConsoleSink>,
+    cleanup: Cleanup,
+) -> BootOptions {
+    let r = &p.runtime;
+    BootOptions {
+        vmm: match r.vmm {
+            RuntimeVmm::Qemu => Vmm::Qemu,
+            RuntimeVmm::Kvm => Vmm::Kvm,
+        },
+        emulated_kvm: std::env::var_os("JEK_EMULATED_KVM").is_some_and(|v| v == "true"),
+        kernel: None,
+        pod: Some(p.pod.clone()),
+        containers: vec![p.segment.clone()],
+        run_dir: run_dir.to_path_buf(),
+        tpm: TpmSource::Spawn {
+            program: env_program("JEK_SWTPM", jek_tpm::swtpm::DEFAULT_PROGRAM),
+            setup_program: env_program("JEK_SWTPM_SETUP", "swtpm_setup"),
+            keep: r.attestation.is_some(),
+            identity: r
+                .attestation
+                .as_ref()
+                .map(|a| (a.tpm_ca.clone(), a.registry.clone())),
+        },
+        memory_mib: r.memory_mib,
+        vcpus: r.vcpus,
+        qemu: QemuOptions {
+            accel: r.accel.clone(),
+            ..QemuOptions::default()
+        },
+        quiet: true,
+        console,
+        started: Instant::now(),
+        cleanup,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_containers_lines_pass() {
+        let lines = [
+            "[    0.100000] Linux version 6.1\r\n",
+            "JEK-READY {\"pod\":\"t1\",\"kernel\":\"6.1\",\"loopback\":\"ok\",\"containers\":1}\r\n",
+            "[t1] hi\r\n",
+            "[t1] \r\n",
+            "[t10] another container's\n",
+            "ACPI: PM: Preparing to enter system sleep state S5\r\n",
+            "JEK-EXIT {\"container\":\"t1\",\"status\":3}\r\n",
+            "reboot: Power down\r\n",
+        ];
+        let out: Vec<String> = lines
+            .iter()
+            .filter_map(|l| container_line(l, "t1"))
+            .collect();
+        assert_eq!(out, ["hi\n", "\n"]);
+    }
+}

@@ -1,0 +1,359 @@
+//! The containerd runtime (issue 17), end to end with Debian's containerd 1.6 and ctr: each
+//! test starts its own containerd (its own root, state and socket directories) with
+//! `containerd-shim-jek-v2` on its PATH, imports the busybox image the container-image tests
+//! make with `ctr image import`, and runs containers with `--runtime io.containerd.jek.v2`.
+//! Every container runs in its own QEMU pod with its own swtpm, its image measured into
+//! PCR 13; a kept TPM lets the pod attest after it exited, with the image digest in the EAR.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_exit, default_build, jek, processes_naming, test_key};
+use serde_json::Value;
+
+const RUNTIME: &str = "io.containerd.jek.v2";
+const IMAGE: &str = "docker.io/library/busybox:jek-test";
+
+/// A containerd of the test's own, killed (with what it started) when dropped.
+struct Containerd {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// The busybox image's manifest digest.
+    digest: String,
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // Shims outlive their containerd by design (it reconnects after a restart): a
+        // failed test's shims, and the pods they run, go with the test.
+        let address = format!("-address {}", self.path("containerd.sock").display());
+        for pid in processes_naming(&address) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Containerd {
+    /// Starts containerd with a runtime file (`runtime.yaml`: the default bundle under
+    /// `policy`, pods kept for attestation) and imports the busybox image.
+    fn start(policy: impl Fn(&Path) -> String) -> Containerd {
+        let built = default_build();
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        let shim = common::service::bin("containerd-shim-jek-v2");
+        std::fs::create_dir_all(p("bin")).unwrap();
+        std::os::unix::fs::symlink(&shim, p("bin/containerd-shim-jek-v2")).unwrap();
+        std::fs::write(p("policy.yaml"), policy(&test_key().with_extension("pub"))).unwrap();
+        std::fs::write(
+            p("runtime.yaml"),
+            format!(
+                "bundle: {}\npolicy: policy.yaml\nrunRoot: run\nattestation:\n  tpmCa: ca\n  registry: registry\n",
+                built.bundle.display()
+            ),
+        )
+        .unwrap();
+        let d = dir.path().display();
+        std::fs::write(
+            p("config.toml"),
+            format!(
+                "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{d}/containerd.sock\"\n\
+                 [ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n"
+            ),
+        )
+        .unwrap();
+        let path = format!(
+            "{}:{}",
+            p("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = std::fs::File::create(p("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(p("config.toml"))
+            .env("PATH", path)
+            .env("JEK_RUNTIME_CONFIG", p("runtime.yaml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("containerd must be installed (ci/install-deps.sh installs it)");
+        let mut c = Containerd {
+            child,
+            dir,
+            digest: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.ctr(&["version"]).status.code() != Some(0) {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not start: {}",
+                c.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The busybox image of the container-image tests, as a tar of its OCI layout.
+        let layout = c.path("layout");
+        c.digest = jek_image::build::busybox_layout(&layout, Path::new("/bin/busybox"))
+            .unwrap_or_else(|e| panic!("/bin/busybox: {e} (apt install busybox-static)"));
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-cf")
+            .arg(c.path("busybox.tar"))
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(tar.success());
+        let import = c.path("busybox.tar");
+        let out = c.ctr(&[
+            "image",
+            "import",
+            "--base-name",
+            "docker.io/library/busybox",
+            import.to_str().unwrap(),
+        ]);
+        assert_exit(&out, 0);
+        c
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("containerd.log")).unwrap_or_default()
+    }
+
+    fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address")
+            .arg(self.path("containerd.sock"))
+            .args(args);
+        c
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_command(args)
+            .output()
+            .expect("ctr (package containerd)")
+    }
+
+    /// `ctr run --runtime io.containerd.jek.v2 [extra] IMAGE ID sh -c SCRIPT`.
+    fn run(&self, extra: &[&str], id: &str, script: &str) -> Output {
+        let mut args = vec!["run", "--runtime", RUNTIME];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[IMAGE, id, "sh", "-c", script]);
+        self.ctr(&args)
+    }
+
+    /// The pods' run directories.
+    fn run_root(&self) -> PathBuf {
+        self.path("run/default")
+    }
+
+    /// Asserts that nothing of container `id` is left: no run directory, no QEMU or swtpm
+    /// naming the run root, no registration, no container, no shim socket of its own.
+    fn assert_nothing_left(&self) {
+        let root = self.path("run");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let procs = processes_naming(&root.display().to_string());
+            let dirs: Vec<_> = std::fs::read_dir(self.run_root())
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            let regs: Vec<_> = std::fs::read_dir(self.path("registry"))
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            let shims = processes_naming(&format!(
+                "-address {}",
+                self.path("containerd.sock").display()
+            ));
+            if procs.is_empty() && dirs.is_empty() && regs.is_empty() && shims.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "left behind: processes {procs:?}, run directories {dirs:?}, registrations {regs:?}, shims {shims:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let containers = self.ctr(&["containers", "list", "--quiet"]);
+        assert_eq!(String::from_utf8_lossy(&containers.stdout).trim(), "");
+    }
+}
+
+fn policy_allowing_busybox(key: &Path) -> String {
+    format!(
+        "trusted_keys: [{}]\nmin_security_version: 1\nattestation:\n  ek_ca: ca/swtpm-localca-rootca-cert.pem\nimages:\n  allow:\n    - repository: docker.io/library/busybox\n",
+        key.display()
+    )
+}
+
+#[test]
+fn ctr_runs_a_container_in_a_measured_pod_that_attests_with_its_image() {
+    let c = Containerd::start(policy_allowing_busybox);
+
+    // The issue's command: the container's output, its exit status, nothing left after.
+    let out = c.run(&["--rm"], "t1", "echo hi; exit 3");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n", "{}", c.log());
+    assert_exit(&out, 3);
+    c.assert_nothing_left();
+
+    // Detached: the task stays (stopped) until `ctr task rm`, and its kept TPM with it.
+    let out = c.run(&["-d"], "t2", "echo attest-me; exit 3");
+    assert_exit(&out, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let tasks = String::from_utf8_lossy(&c.ctr(&["task", "list"]).stdout).into_owned();
+        if tasks
+            .lines()
+            .any(|l| l.starts_with("t2") && l.contains("STOPPED"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "t2 did not stop: {tasks}\n{}",
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let run = c.run_root().join("t2");
+    let console = std::fs::read_to_string(run.join("console.log"))
+        .unwrap_or_else(|e| panic!("t2's console: {e}\n{}", c.log()));
+    assert!(console.contains("[t2] attest-me"), "{console}");
+    // The pod file the shim made names the image by the manifest that ran.
+    let pod = std::fs::read_to_string(run.join("pod.yaml")).unwrap();
+    assert!(pod.contains(&format!("{IMAGE}@{}", c.digest)), "{pod}");
+
+    let attest = jek()
+        .current_dir(c.dir.path())
+        .arg("attest")
+        .arg(&run)
+        .arg("--bundle")
+        .arg(&default_build().bundle)
+        .args([
+            "--policy",
+            "policy.yaml",
+            "--registry",
+            "registry",
+            "--json",
+        ])
+        .arg("--pod")
+        .arg(run.join("pod.yaml"))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&attest.stdout).unwrap_or(Value::Null);
+    assert_exit(&attest, 0);
+    let sub = &v["results"][0]["result"]["submods"]["t2"];
+    assert_eq!(sub["ear.status"], "affirming", "{v}");
+    assert_eq!(sub["jek.claims"]["images"]["status"], "affirming", "{v}");
+    assert_eq!(
+        sub["jek.images"][0]["manifestDigest"],
+        c.digest.as_str(),
+        "{v}"
+    );
+
+    assert_exit(&c.ctr(&["task", "delete", "t2"]), 0);
+    assert_exit(&c.ctr(&["containers", "delete", "t2"]), 0);
+    c.assert_nothing_left();
+}
+
+/// Starts `ctr run --rm` of a container that prints `up` and sleeps; returns it once `up`
+/// arrived on its stdout.
+fn start_sleeper(c: &Containerd, id: &str) -> Child {
+    let mut child = c
+        .ctr_command(&[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            IMAGE,
+            id,
+            "sh",
+            "-c",
+            "echo up; sleep 600",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "up\n", "{id}: {}", c.log());
+    child
+}
+
+#[test]
+fn two_containers_run_at_once_in_two_pods_and_kill_stops_each() {
+    let c = Containerd::start(policy_allowing_busybox);
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| start_sleeper(&c, "k1"));
+        let b = s.spawn(|| start_sleeper(&c, "k2"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    // Two VMs, each with a swtpm of its own on its own state.
+    for id in ["k1", "k2"] {
+        let dir = c.run_root().join(id);
+        let tpm = processes_naming(&format!("dir={}", dir.join("tpm").display()));
+        assert_eq!(tpm.len(), 1, "{id}: one swtpm on its own state");
+        let all = processes_naming(&dir.display().to_string());
+        assert!(all.len() >= 2, "{id}: its swtpm and its QEMU: {all:?}");
+    }
+    // SIGTERM (ctr's default) and SIGKILL: the VM stops, ctr reports the signal.
+    assert_exit(&c.ctr(&["task", "kill", "k1"]), 0);
+    assert_exit(&c.ctr(&["task", "kill", "--signal", "SIGKILL", "k2"]), 0);
+    let a = a.wait_with_output().unwrap();
+    let b = b.wait_with_output().unwrap();
+    assert_exit(&a, 128 + 15);
+    assert_exit(&b, 128 + 9);
+    c.assert_nothing_left();
+}
+
+#[test]
+fn a_refused_bundle_fails_ctr_run_with_the_verifiers_reason_and_starts_nothing() {
+    let c = Containerd::start(policy_allowing_busybox);
+    // A runtime file of its own through containerd's runtime options (ConfigPath): the
+    // same bundle under a policy whose security-version floor is above it.
+    let strict = policy_allowing_busybox(&test_key().with_extension("pub"))
+        .replace("min_security_version: 1", "min_security_version: 99");
+    std::fs::write(c.path("strict.yaml"), strict).unwrap();
+    let runtime = std::fs::read_to_string(c.path("runtime.yaml"))
+        .unwrap()
+        .replace("policy: policy.yaml", "policy: strict.yaml");
+    std::fs::write(c.path("strict-runtime.yaml"), runtime).unwrap();
+    let config = c.path("strict-runtime.yaml");
+    let out = c.run(
+        &["--rm", "--runtime-config-path", config.to_str().unwrap()],
+        "r1",
+        "echo should-not-run",
+    );
+    assert_exit(&out, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("jek: the kernel bundle is refused")
+            && stderr.contains("security version 1 is below the minimum 99"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("should-not-run"));
+    assert!(
+        !c.run_root().join("r1").exists(),
+        "no run directory for a refused bundle"
+    );
+    assert!(
+        !c.log().contains("registered the pod's TPM"),
+        "no TPM: {}",
+        c.log()
+    );
+    c.assert_nothing_left();
+}
