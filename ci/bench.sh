@@ -114,6 +114,10 @@ echo "==> attestation service: 64 pods, jek-agent and jek-verifier with SQLite a
 cargo build --release -q -p jek-service
 SERVICE=$(python3 ci/bench_service.py "$RUNS" "$B/service" "$JEK" "$PWD/target/release/jek-agent" \
   "$PWD/target/release/jek-verifier" "$L/testkernel.jek" "$B/bench.pub")
+echo "==> containerd runtime: ctr run with jek's shim and with runc" >&2
+cargo build --release -q -p jek-shim
+SHIM=$(python3 ci/bench_shim.py "$RUNS" "$L/default-bz.jek" "$B/bench.pub" \
+  "$PWD/target/release/containerd-shim-jek-v2" "$PWD/target/release/examples/busybox-layout" "$B/shim")
 BZ_SIZE=$(stat -c %s "$L/default-bz.jek")
 TK_SIZE=$(stat -c %s "$L/testkernel.jek")
 k() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); v=d[sys.argv[2]][sys.argv[3]]; print(('%.0f' if sys.argv[2]=='memoryKib' else '%.2f') % v)" "$1" "$2" "$3"; }
@@ -218,6 +222,8 @@ echo
 python3 ci/images_section.py "$IMAGES"
 echo
 python3 ci/service_section.py "$SERVICE"
+echo
+echo "$SHIM"
 } > "$md"
 mv "$md" docs/benchmarks.md
 echo "==> wrote docs/benchmarks.md" >&2
