@@ -26,6 +26,13 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --locked --workspace
 
+# Slow scenarios (tests marked #[ignore]: the second clean kernel build that proves the
+# default recipe reproducible) run only when asked, to keep CI within its time budget.
+if [ "${JEK_SLOW_TESTS:-0}" = 1 ]; then
+  step "cargo test: slow scenarios (JEK_SLOW_TESTS=1)"
+  cargo test --locked --workspace -- --ignored
+fi
+
 step "the README tour, as written"
 ci/tour.sh > target/tour.log 2>&1 || { tail -40 target/tour.log >&2; exit 1; }
 
