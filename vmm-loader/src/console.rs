@@ -45,7 +45,8 @@ impl ConsoleOutcome {
 /// and its output still reaches `console.log`.
 pub const MAX_PIECE: usize = jek_pod::console::MAX_LINE;
 
-/// Copies `from` line by line to `log` and (unless `quiet`) to stdout until end of input.
+/// Copies `from` line by line to `log` and to `sink` or else (unless `quiet`) to stdout
+/// until end of input.
 /// Lines longer than [`MAX_PIECE`] are passed on in pieces; what reaches the terminal has
 /// its control characters escaped ([`jek_fsio::terminal::escape_console_line`]), while
 /// `console.log` keeps the exact bytes.
@@ -59,6 +60,11 @@ pub fn pump(
     let mut outcome = ConsoleOutcome::default();
     let mut line: Vec<u8> = Vec::with_capacity(MAX_PIECE);
     let stdout = std::io::stdout();
+    let echo = match (&sink, quiet) {
+        (Some(sink), _) => Echo::Sink(sink),
+        (None, false) => Echo::Terminal(&stdout),
+        (None, true) => Echo::Nowhere,
+    };
     loop {
         let buf = reader.fill_buf()?;
         if buf.is_empty() {
@@ -77,43 +83,40 @@ pub fn pump(
         if !complete {
             continue;
         }
-        emit(
-            &line,
-            &mut log,
-            (quiet, sink.as_ref()),
-            &stdout,
-            &mut outcome,
-        )?;
+        emit(&line, &mut log, echo, &mut outcome)?;
         line.clear();
     }
     if !line.is_empty() {
-        emit(
-            &line,
-            &mut log,
-            (quiet, sink.as_ref()),
-            &stdout,
-            &mut outcome,
-        )?;
+        emit(&line, &mut log, echo, &mut outcome)?;
     }
     log.flush()?;
     Ok(outcome)
 }
 
+/// Where a console line goes besides `console.log`.
+#[derive(Clone, Copy)]
+enum Echo<'a> {
+    Nowhere,
+    Terminal(&'a std::io::Stdout),
+    Sink(&'a ConsoleSink),
+}
+
 fn emit(
     line: &[u8],
     log: &mut impl Write,
-    (quiet, sink): (bool, Option<&ConsoleSink>),
-    stdout: &std::io::Stdout,
+    echo: Echo<'_>,
     outcome: &mut ConsoleOutcome,
 ) -> std::io::Result<()> {
     log.write_all(line)?;
     let text = String::from_utf8_lossy(line);
-    if let Some(sink) = sink {
-        (sink.0)(&text);
-    } else if !quiet {
-        let mut out = stdout.lock();
-        out.write_all(jek_fsio::terminal::escape_console_line(&text).as_bytes())?;
-        out.flush()?;
+    match echo {
+        Echo::Nowhere => {}
+        Echo::Sink(sink) => (sink.0)(&text),
+        Echo::Terminal(stdout) => {
+            let mut out = stdout.lock();
+            out.write_all(jek_fsio::terminal::escape_console_line(&text).as_bytes())?;
+            out.flush()?;
+        }
     }
     outcome.observe(&text);
     Ok(())
