@@ -1,51 +1,122 @@
 #!/usr/bin/env bash
 # jek's test command (the README's second command): installs what the tests need, then
-# runs formatting, lints, every test (unit, end-to-end, kernel build and boot), and a
-# short fuzz smoke run of every fuzz target.
+# runs formatting, lints, every test (unit, end-to-end, kernel build and boot), the README
+# tour, and a short fuzz smoke run of every fuzz target. At the end, passing or failing, it
+# prints one line per phase with its wall time (also written to target/ci-phases.txt).
+#
+# Compiled once: clippy runs as the workspace's compiler wrapper during the test build
+# (what `cargo clippy` itself does, but with code generation), so the workspace is not
+# compiled a second time for the lints; test binaries are built once (`--no-run`) and run
+# one by one from cargo's list; the fuzz targets are built in one `cargo fuzz build`.
+#
+#   JEK_SLOW_TESTS=1  also the slow scenarios (#[ignore]: the second clean kernel build)
+#   JEK_SKIP_FUZZ=1   no fuzz build and smoke run;  JEK_FUZZ_SECONDS=N  seconds per target
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-step() { printf '\n==> %s\n' "$*" >&2; }
-
 # CI builds once from a fresh clone: incremental state would only take disk.
 if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 
-step "free disk"
-ci/disk-check.sh
+mkdir -p target
+PHASES=()
+RUN_START=$(date +%s%N)
+CURRENT=""
 
-step "dependencies"
-ci/install-deps.sh
+secs_since() { # START_NS
+  local ns=$(($(date +%s%N) - $1))
+  printf '%d.%d' $((ns / 1000000000)) $((ns % 1000000000 / 100000000))
+}
 
-step "cargo fmt --check"
-cargo fmt --all -- --check
+print_phases() {
+  local rc=$?
+  if [ -n "$CURRENT" ]; then PHASES+=("$(printf '%-44s %8s s  FAILED' "$CURRENT" "$(secs_since "$PHASE_START")")"); fi
+  {
+    printf '\n==> phases (wall time)\n'
+    printf '%s\n' "${PHASES[@]}"
+    printf '%-44s %8s s  %s\n' "total" "$(secs_since "$RUN_START")" "$([ "$rc" = 0 ] && echo passed || echo "FAILED (exit $rc)")"
+  } | tee target/ci-phases.txt >&2
+}
+trap print_phases EXIT
 
-step "cargo clippy"
-cargo clippy --locked --workspace --all-targets -- -D warnings
+# phase NAME COMMAND...: runs COMMAND as one timed phase; a failure ends the run.
+phase() {
+  CURRENT="$1"
+  shift
+  printf '\n==> %s\n' "$CURRENT" >&2
+  PHASE_START=$(date +%s%N)
+  "$@"
+  PHASES+=("$(printf '%-44s %8s s' "$CURRENT" "$(secs_since "$PHASE_START")")")
+  CURRENT=""
+}
 
-step "cargo test"
-cargo test --locked --workspace
+phase "disk check" ci/disk-check.sh
+phase "dependencies" ci/install-deps.sh
+phase "cargo fmt --check" cargo fmt --all -- --check
 
-# Slow scenarios (tests marked #[ignore]: the second clean kernel build that proves the
-# default recipe reproducible) run only when asked, to keep CI within its time budget.
-if [ "${JEK_SLOW_TESTS:-0}" = 1 ]; then
-  step "cargo test: slow scenarios (JEK_SLOW_TESTS=1)"
-  cargo test --locked --workspace -- --ignored
-fi
+# Clippy as the workspace wrapper (as `cargo clippy` sets it up) while the tests compile:
+# dependencies are compiled once, workspace crates once, with the lints denied. Everything
+# that builds workspace crates later in this run (the tour's `cargo build`, the guest
+# build) sees the same wrapper, so nothing is rebuilt for want of it.
+RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver)"
+export RUSTC_WORKSPACE_WRAPPER
+export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+phase "build tests + clippy -D warnings" \
+  cargo test --locked --workspace --all-targets --no-run --message-format=json-render-diagnostics \
+  > target/ci-test-artifacts.json
 
-step "the README tour, as written"
-ci/tour.sh > target/tour.log 2>&1 || { tail -40 target/tour.log >&2; exit 1; }
+# Each test binary that cargo built in test mode, with the package directory it runs in
+# (as `cargo test` runs it): "package<TAB>kind:name<TAB>directory<TAB>executable".
+python3 - > target/ci-test-binaries.tsv <<'EOF'
+import json, os
+seen = set()
+for line in open("target/ci-test-artifacts.json"):
+    m = json.loads(line)
+    if m.get("reason") != "compiler-artifact" or not m["profile"]["test"] or not m.get("executable"):
+        continue
+    kind = m["target"]["kind"][0]
+    if kind not in ("lib", "bin", "test", "proc-macro"):
+        continue
+    exe = m["executable"]
+    if exe in seen:
+        continue
+    seen.add(exe)
+    manifest_dir = os.path.dirname(m["manifest_path"])
+    print("\t".join([os.path.basename(manifest_dir), f"{kind}:{m['target']['name']}", manifest_dir, exe]))
+EOF
+
+# The guest binaries and the default kernel, once for every test binary and the tour: the
+# tests take them from the same cache (target/jek-test-cache, locked per key), checked on
+# every hit.
+phase "guest binaries (static, release)" ci/build-guest.sh
+phase "default kernel (target/jek-test-cache)" ci/test-kernel.sh
+
+IGNORED=()
+if [ "${JEK_SLOW_TESTS:-0}" = 1 ]; then IGNORED=(--include-ignored); fi
+while IFS=$'\t' read -r dir target mdir exe; do
+  phase "test $dir $target" bash -c 'cd "$1" && shift && exec "$@"' _ "$mdir" "$exe" "${IGNORED[@]}"
+done < target/ci-test-binaries.tsv
+phase "doc tests" cargo test --locked --workspace --doc
+
+phase "README tour" bash -c 'ci/tour.sh > target/tour.log 2>&1 || { tail -40 target/tour.log >&2; exit 1; }'
 
 if [ "${JEK_SKIP_FUZZ:-0}" != 1 ]; then
   FUZZ_SECONDS="${JEK_FUZZ_SECONDS:-4}"
-  for target in bundle kernel_image cpio kconfig eventlog tpm2 console \
-    policy_yaml pod_yaml oci_manifest sigstore_bundle tpm_framing evidence \
-    image_manifest image_layer registry_auth signed_result; do
-    step "fuzz smoke: $target (${FUZZ_SECONDS}s)"
-    mkdir -p "fuzz/corpus/$target" "fuzz/seeds/$target"
-    cargo +nightly fuzz run --fuzz-dir fuzz "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
-      -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 2>&1 | tail -n 12
-  done
+  # The fuzz crate is its own workspace, built by nightly: none of the wrapper above.
+  unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
+  phase "fuzz build (every target, one build)" cargo +nightly fuzz build --fuzz-dir fuzz
+  FUZZ_BIN=fuzz/target/x86_64-unknown-linux-gnu/release
+  targets=$(sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^jek-fuzz$')
+  smoke() {
+    local target
+    for target in $targets; do
+      printf -- '--- %s (%ss)\n' "$target" "$FUZZ_SECONDS" >&2
+      mkdir -p "fuzz/corpus/$target" "fuzz/seeds/$target"
+      "$FUZZ_BIN/$target" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 \
+        "fuzz/corpus/$target" "fuzz/seeds/$target" 2>&1 | tail -n 12
+    done
+  }
+  phase "fuzz smoke ($(wc -w <<< "$targets") targets x ${FUZZ_SECONDS}s)" smoke
 fi
 
-step "all checks passed"
+printf '\n==> all checks passed\n' >&2
