@@ -91,14 +91,37 @@ EOF
 phase "guest binaries (static, release)" ci/build-guest.sh
 phase "default kernel (target/jek-test-cache)" ci/test-kernel.sh
 
+# No test may touch the user's own jek state: each test has a state home of its own
+# (tests/common `test_home`). Checked after every test binary and the tour, naming it.
+USER_STATE=("${XDG_CACHE_HOME:-$HOME/.cache}/jek" "${XDG_DATA_HOME:-$HOME/.local/share}/jek"
+  "${XDG_STATE_HOME:-$HOME/.local/state}/jek" "${XDG_CONFIG_HOME:-$HOME/.config}/jek")
+touch target/ci-state-marker
+no_user_state() { # WHAT
+  local written
+  written=$(find "${USER_STATE[@]}" -newer target/ci-state-marker 2>/dev/null | head -n 20 || true)
+  if [ -n "$written" ]; then
+    printf '%s wrote to per-user state, which tests must never touch:\n%s\n' "$1" "$written" >&2
+    return 1
+  fi
+}
+
 IGNORED=()
 if [ "${JEK_SLOW_TESTS:-0}" = 1 ]; then IGNORED=(--include-ignored); fi
-while IFS=$'\t' read -r dir target mdir exe; do
-  phase "test $dir $target" bash -c 'cd "$1" && shift && exec "$@"' _ "$mdir" "$exe" "${IGNORED[@]}"
-done < target/ci-test-binaries.tsv
+# The list is read on fd 3 and each binary gets /dev/null as stdin: a test that reads its
+# standard input must not eat the rest of the list.
+while IFS=$'\t' read -r -u 3 dir target mdir exe; do
+  phase "test $dir $target" bash -c 'cd "$1" && shift && exec "$@" < /dev/null' _ "$mdir" "$exe" "${IGNORED[@]}"
+  no_user_state "test binary $dir $target"
+  RAN=$((${RAN:-0} + 1))
+done 3< target/ci-test-binaries.tsv
+if [ "${RAN:-0}" -ne "$(wc -l < target/ci-test-binaries.tsv)" ]; then
+  echo "ran ${RAN:-0} test binaries of the $(wc -l < target/ci-test-binaries.tsv) cargo built" >&2
+  exit 1
+fi
 phase "doc tests" cargo test --locked --workspace --doc
 
 phase "README tour" bash -c 'ci/tour.sh > target/tour.log 2>&1 || { tail -40 target/tour.log >&2; exit 1; }'
+no_user_state "the README tour"
 
 if [ "${JEK_SKIP_FUZZ:-0}" != 1 ]; then
   FUZZ_SECONDS="${JEK_FUZZ_SECONDS:-4}"

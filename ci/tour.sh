@@ -2,12 +2,12 @@
 # Runs the README's five-minute tour as written: the first ```sh block after the
 # "## Five-minute tour" heading, with bash -e and aliases on, from the repository root.
 # The tour's state (kept TPMs, registrations, the image cache) goes into a temporary
-# XDG_DATA_HOME and XDG_CACHE_HOME; the kernel cache is the tests' own
+# XDG_DATA_HOME, XDG_CACHE_HOME and XDG_STATE_HOME; the kernel cache is the tests' own
 # (target/jek-test-cache, SOURCE_DATE_EPOCH=1700000000), so CI compiles no second kernel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
-export XDG_DATA_HOME="$work/data" XDG_CACHE_HOME="$work/cache"
+export XDG_DATA_HOME="$work/data" XDG_CACHE_HOME="$work/cache" XDG_STATE_HOME="$work/state"
 mkdir -p "$XDG_CACHE_HOME" target/jek-test-cache
 ln -s "$PWD/target/jek-test-cache" "$XDG_CACHE_HOME/jek"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-1700000000}"

@@ -165,11 +165,11 @@ fn two_pods_at_once_have_separate_vtpms() {
                 env.p(&format!("run-{name}")),
                 env.p("policy.yaml"),
             );
-            let bundle = bundle.clone();
+            // Made here: the test's state home is its own thread's.
+            let mut boot = jek();
+            boot.arg("boot").arg(&bundle);
             std::thread::spawn(move || {
-                let out = jek()
-                    .arg("boot")
-                    .arg(&bundle)
+                let out = boot
                     .args([
                         "--policy",
                         &policy,

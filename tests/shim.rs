@@ -76,7 +76,8 @@ impl Containerd {
             std::env::var("PATH").unwrap_or_default()
         );
         let log = std::fs::File::create(p("containerd.log")).unwrap();
-        let child = Command::new("containerd")
+        // The shims containerd starts inherit its environment: their state is the test's.
+        let child = common::isolate(&mut Command::new("containerd"))
             .arg("--config")
             .arg(p("config.toml"))
             .env("PATH", path)

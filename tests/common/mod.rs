@@ -11,22 +11,61 @@ pub mod service;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The `jek` binary under test. Its data directory (the default local TPM CA and
-/// registration store) is under `target/`, not the user's home: registrations of the
-/// tests' pods never mix with real ones. `JEK_EMULATED_KVM=true`: the KVM tests boot test
-/// kernels, which a software KVM (these machines, see FACTS.md) runs; the refusal without
-/// hardware virtualization has its own test (tests/boot.rs).
+/// The `jek` binary under test, with the state directories of the test that calls it
+/// ([`isolate`]). `JEK_EMULATED_KVM=true`: the KVM tests boot test kernels, which a
+/// software KVM (these machines, see FACTS.md) runs; the refusal without hardware
+/// virtualization has its own test (tests/boot.rs).
 pub fn jek() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_jek"));
     c.env_remove("SOURCE_DATE_EPOCH")
         .env_remove("JEK_LOG")
         .env_remove("JEK_TPM_CA")
-        .env("JEK_EMULATED_KVM", "true")
-        .env(
-            "XDG_DATA_HOME",
-            repo_root().join("target").join("jek-test-data"),
-        );
+        .env("JEK_EMULATED_KVM", "true");
+    isolate(&mut c);
     c
+}
+
+thread_local! {
+    /// The state home of the test running on this thread, made at its first use.
+    static TEST_HOME: std::cell::OnceCell<tempfile::TempDir> = const { std::cell::OnceCell::new() };
+}
+
+/// The state home of the test that runs on this thread: a temporary directory of its own,
+/// removed when the test ends (libtest runs each test on a thread named after it, and this
+/// thread's locals are dropped with it). Nothing a test runs writes to the user's
+/// `~/.local/share/jek` or `~/.cache/jek`, and no two tests (or two runs of the suite at
+/// once) share a registration store, a local TPM CA or an image cache. A thread that a test
+/// spawns has no home: build its `Command` on the test's thread and move it there.
+pub fn test_home() -> PathBuf {
+    let thread = std::thread::current();
+    match thread.name() {
+        Some(name) if name != "main" => {}
+        other => panic!(
+            "tests/common: a command with a test's state was made on thread {other:?}, not on \
+             the test's own thread; build the Command there and move it into the thread"
+        ),
+    }
+    TEST_HOME.with(|home| {
+        home.get_or_init(|| {
+            tempfile::Builder::new()
+                .prefix("jek-test-home.")
+                .tempdir()
+                .unwrap()
+        })
+        .path()
+        .to_path_buf()
+    })
+}
+
+/// Points a command's per-user state at [`test_home`]: `XDG_DATA_HOME` (jek's registration
+/// store and local TPM CA), `XDG_CACHE_HOME` (the image cache; kernel builds name their
+/// cache explicitly) and `XDG_STATE_HOME`. For `jek`, the service binaries and the
+/// containerd that starts the shim.
+pub fn isolate(c: &mut Command) -> &mut Command {
+    let home = test_home();
+    c.env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("XDG_STATE_HOME", home.join("state"))
 }
 
 /// Runs `jek` with `args` in `dir` and returns its output.
