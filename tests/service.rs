@@ -502,7 +502,7 @@ fn bad_requests_and_a_silent_agent_are_answered_cleanly() {
     let _serial = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (_host, agent, verifier, tk, ids) = one_host(3);
+    let (host, agent, verifier, tk, ids) = one_host(3);
     let v = verifier.url.clone();
 
     // Malformed JSON, unknown fields, wrong types: 400 with a JSON error naming the field.
@@ -577,6 +577,60 @@ fn bad_requests_and_a_silent_agent_are_answered_cleanly() {
         let p = pods(&v);
         p.iter().all(|p| p["lastResultAt"].is_u64()).then_some(())
     });
+    // A man in the middle serves pod 1's signed result as pod 2's: the CLI refuses it,
+    // because the token names the registration it speaks for.
+    let mitm = Proxy::rewriting(
+        &v,
+        &format!("/v1/pods/{}/result", ids[2].0),
+        &format!("/v1/pods/{}/result", ids[1].0),
+    );
+    let (status, moved) = get_json(&format!("{}/v1/pods/{}/result", mitm.url, ids[2].0));
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(
+        moved["ear"]["submods"][&ids[1].1]["jek.registration"],
+        ids[1].0.as_str()
+    );
+    let out = jek()
+        .args(["attest", "--verifier", &mitm.url, &ids[2].0])
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("not pod {}", ids[2].0)) && err.contains(&ids[1].0),
+        "{err}"
+    );
+    // Verified offline for pod 2, the same; for pod 1, it verifies.
+    host.ws
+        .write("moved.jwt", moved["token"].as_str().unwrap().as_bytes());
+    let token = s(&host.ws.path("moved.jwt"));
+    let jwks = format!("{v}/v1/jwks");
+    let out = jek()
+        .args([
+            "result", "verify", &token, "--jwks", &jwks, "--pod", &ids[2].0,
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("not pod {}", ids[2].0)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = jek()
+        .args([
+            "result", "verify", &token, "--jwks", &jwks, "--pod", &ids[1].0,
+        ])
+        .output()
+        .unwrap();
+    // Its own pod: the token verifies (the pods here are contraindicated: no pod file).
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{}: contraindicated", ids[1].1)),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("not pod"));
+
     proxy.hang();
     let silent = ids[0].1.clone();
     let st = wait_for("the silent agent's pod to turn unreachable", 30, || {
@@ -608,6 +662,23 @@ fn bad_requests_and_a_silent_agent_are_answered_cleanly() {
             || p["error"].as_str().unwrap().contains("timed out"),
         "{p}"
     );
+
+    // An unreachable pod has no result to show: the verifier answers 502 with the reason,
+    // and the CLI reports it as not attested (exit 3), never its last affirming token.
+    let (status, err) = get_json(&format!("{v}/v1/pods/{}/result", ids[0].0));
+    assert_eq!(
+        (status, err["code"].as_str().unwrap()),
+        (502, "pod_unreachable"),
+        "{err}"
+    );
+    let out = jek()
+        .args(["attest", "--verifier", &v, &ids[0].0])
+        .output()
+        .unwrap();
+    assert_exit(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not attested now"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("affirming"));
 
     // Deleting a pod: gone, and 404 the second time.
     let (status, _) = http("DELETE", &format!("{v}/v1/pods/{}", ids[0].0), None);

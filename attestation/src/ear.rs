@@ -25,6 +25,11 @@ pub struct Ear {
     pub verifier_id: VerifierId,
     /// `eat_nonce`: the verifier's nonce, base64url without padding.
     pub eat_nonce: String,
+    /// `exp` (RFC 7519): when the result stops vouching for the pod (Unix seconds). Every
+    /// signed result of `jek-verifier` carries it, a few attestation intervals after
+    /// `iat`: a result that is not renewed (the pod stopped answering) expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
     /// One appraisal per pod, by pod name.
     pub submods: BTreeMap<String, Submod>,
 }
@@ -61,6 +66,14 @@ pub struct Submod {
     /// The appraised AK's name (hex).
     #[serde(rename = "jek.ak-name")]
     pub ak_name: Option<String>,
+    /// The registration the pod was appraised under (the verifier's pod identifier): what
+    /// binds a result to one pod, so that no other pod's result can stand in for it.
+    #[serde(
+        rename = "jek.registration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub registration: Option<String>,
     /// The certified EK's subject, when the AK was activated.
     #[serde(
         rename = "jek.ek-subject",
@@ -215,6 +228,7 @@ impl Submod {
             claims,
             pcrs: appraisal.pcrs.clone(),
             ak_name: appraisal.ak_name.as_ref().map(hex::encode),
+            registration: None,
             ek_subject: identity.ek_subject().map(str::to_string),
             bundle: bundle.map(|b| BundleRef {
                 name: b.manifest().name.clone(),
@@ -257,6 +271,7 @@ impl Ear {
                 build: concat!("jek ", env!("CARGO_PKG_VERSION")).into(),
             },
             eat_nonce: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce),
+            exp: None,
             submods: [(pod.to_string(), submod)].into_iter().collect(),
         }
     }
@@ -264,5 +279,118 @@ impl Ear {
     /// The claims set of `pod`.
     pub fn submod(&self, pod: &str) -> Option<&Submod> {
         self.submods.get(pod)
+    }
+
+    /// The one claims set this result holds, if it is bound to `registration` (its
+    /// `jek.registration` names it, and the appraised AK is named): the pod's name and
+    /// its claims. A result for another pod, for several, or for none is refused.
+    pub fn bound_to(&self, registration: &str) -> Result<(&str, &Submod), BindingError> {
+        let mut subs = self.submods.iter();
+        let (Some((pod, sub)), None) = (subs.next(), subs.next()) else {
+            return Err(BindingError::PodCount {
+                count: self.submods.len(),
+            });
+        };
+        match sub.registration.as_deref() {
+            Some(r) if r == registration => {}
+            other => {
+                return Err(BindingError::OtherPod {
+                    expected: registration.to_string(),
+                    actual: other.unwrap_or("none").to_string(),
+                    pod: pod.clone(),
+                })
+            }
+        }
+        if sub.ak_name.is_none() {
+            return Err(BindingError::NoAk { pod: pod.clone() });
+        }
+        Ok((pod, sub))
+    }
+}
+
+/// Why a result does not speak for the pod it was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindingError {
+    /// The result holds no pod, or several.
+    #[error("the result holds {count} pods, not exactly one")]
+    PodCount {
+        /// How many it holds.
+        count: usize,
+    },
+    /// The result is bound to another registration (or to none).
+    #[error("the result is for registration {actual} (pod {pod:?}), not {expected}")]
+    OtherPod {
+        /// The registration asked for.
+        expected: String,
+        /// The one it names.
+        actual: String,
+        /// Its pod's name.
+        pod: String,
+    },
+    /// The result names no appraised AK.
+    #[error("the result for pod {pod:?} names no attestation key")]
+    NoAk {
+        /// The pod's name.
+        pod: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn submod(registration: Option<&str>, ak: Option<&str>) -> Submod {
+        Submod {
+            status: Status::Affirming,
+            trust_vector: TrustVector {
+                instance_identity: 2,
+                hardware: 2,
+                executables: 2,
+                configuration: 2,
+            },
+            policy_id: "jek:policy:sha256:00".into(),
+            claims: BTreeMap::new(),
+            pcrs: BTreeMap::new(),
+            ak_name: ak.map(str::to_string),
+            registration: registration.map(str::to_string),
+            ek_subject: None,
+            bundle: None,
+            images: Vec::new(),
+            timings_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_result_is_bound_to_its_registration_only() {
+        let a = Ear::new("a", submod(Some("aa"), Some("000b")), b"nonce", 1);
+        let (pod, _) = a.bound_to("aa").unwrap();
+        assert_eq!(pod, "a");
+        assert_eq!(
+            a.bound_to("bb").unwrap_err(),
+            BindingError::OtherPod {
+                expected: "bb".into(),
+                actual: "aa".into(),
+                pod: "a".into()
+            }
+        );
+        // No registration named, no AK named, or two pods in one result: bound to nothing.
+        let unbound = Ear::new("a", submod(None, Some("000b")), b"nonce", 1);
+        assert!(matches!(
+            unbound.bound_to("aa"),
+            Err(BindingError::OtherPod { .. })
+        ));
+        let no_ak = Ear::new("a", submod(Some("aa"), None), b"nonce", 1);
+        assert_eq!(
+            no_ak.bound_to("aa").unwrap_err(),
+            BindingError::NoAk { pod: "a".into() }
+        );
+        let mut two = a.clone();
+        two.submods
+            .insert("b".into(), submod(Some("aa"), Some("000c")));
+        assert_eq!(
+            two.bound_to("aa").unwrap_err(),
+            BindingError::PodCount { count: 2 }
+        );
     }
 }

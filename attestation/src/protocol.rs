@@ -318,12 +318,13 @@ pub fn judge(
     verifier: &Verifier<'_>,
 ) -> (Appraisal, Ear) {
     let appraisal = appraise(evidence, reference, nonce, identity);
-    let submod = Submod::new(
+    let mut submod = Submod::new(
         &appraisal,
         identity,
         verifier.bundle.ok(),
         verifier.policy_id,
     );
+    submod.registration = reference.registration.map(|r| r.id.clone());
     let ear = Ear::new(pod, submod, nonce, verifier.now);
     (appraisal, ear)
 }

@@ -9,6 +9,8 @@
 //! rotation. Verification takes the key by that `kid` only from the JWKS given, accepts
 //! only ES256, and requires the EAR profile: a token signed by another key, with another
 //! algorithm (`none`, HS256 with the public key as secret), or of another kind is refused.
+//! A signed result must carry `exp` and is refused from that second on: the time is the
+//! caller's (injected), so an old result cannot stand for a pod that stopped answering.
 
 use jsonwebtoken::jwk::{
     AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
@@ -48,6 +50,17 @@ pub enum SignedError {
     /// The claims are not an EAR of jek's profile.
     #[error("the token's claims are not an EAR of profile {EAR_PROFILE}: {0}")]
     NotEar(String),
+    /// The result carries no expiry: it would vouch for the pod forever.
+    #[error("the signed result has no expiry (exp)")]
+    NoExpiry,
+    /// The result has expired.
+    #[error("the signed result expired at {exp} (Unix seconds; now {now}): the pod has not been attested since")]
+    Expired {
+        /// Its `exp`.
+        exp: u64,
+        /// The time it was checked at.
+        now: u64,
+    },
 }
 
 /// The verifier's result-signing key.
@@ -139,10 +152,11 @@ impl ResultKey {
     }
 }
 
-/// Checks a signed result against `jwks` and returns its EAR: the key is the one its
-/// `kid` names, the algorithm ES256 only, and the claims an EAR of jek's profile. `iat` is
-/// reported, not judged: how old a result may be is the relying party's rule.
-pub fn verify(token: &str, jwks: &JwkSet) -> Result<Ear, SignedError> {
+/// Checks a signed result against `jwks` at `now` (Unix seconds) and returns its EAR: the
+/// key is the one its `kid` names, the algorithm ES256 only, the claims an EAR of jek's
+/// profile, and its `exp` later than `now`. Which pod it speaks for is
+/// [`Ear::bound_to`]'s question.
+pub fn verify(token: &str, jwks: &JwkSet, now: u64) -> Result<Ear, SignedError> {
     let header =
         jsonwebtoken::decode_header(token).map_err(|e| SignedError::Header(e.to_string()))?;
     if header.alg != Algorithm::ES256 {
@@ -172,7 +186,11 @@ pub fn verify(token: &str, jwks: &JwkSet) -> Result<Ear, SignedError> {
             ear.eat_profile
         )));
     }
-    Ok(ear)
+    match ear.exp {
+        None => Err(SignedError::NoExpiry),
+        Some(exp) if now >= exp => Err(SignedError::Expired { exp, now }),
+        Some(_) => Ok(ear),
+    }
 }
 
 /// Fuzz entry: any bytes as a token are refused under a JWKS whose private key nobody
@@ -183,7 +201,7 @@ pub fn fuzz(data: &[u8]) {
     let key = KEY.get_or_init(ResultKey::generate);
     let token = String::from_utf8_lossy(data);
     assert!(
-        verify(&token, &key.jwks()).is_err(),
+        verify(&token, &key.jwks(), 0).is_err(),
         "an unsigned token was accepted"
     );
 }
@@ -203,42 +221,46 @@ mod tests {
                 build: "jek test".into(),
             },
             eat_nonce: "bm9uY2U".into(),
+            exp: Some(1_700_000_006),
             submods: Default::default(),
         }
     }
+
+    /// A time at which [`ear`] is valid.
+    const NOW: u64 = 1_700_000_001;
 
     #[test]
     fn a_signed_result_verifies_under_its_jwks_only() {
         let key = ResultKey::generate();
         let token = key.sign(&ear()).unwrap();
-        assert_eq!(verify(&token, &key.jwks()).unwrap(), ear());
+        assert_eq!(verify(&token, &key.jwks(), NOW).unwrap(), ear());
         // The JWKS survives JSON, as a relying party fetches it.
         let jwks: JwkSet =
             serde_json::from_str(&serde_json::to_string(&key.jwks()).unwrap()).unwrap();
-        assert_eq!(verify(&token, &jwks).unwrap(), ear());
+        assert_eq!(verify(&token, &jwks, NOW).unwrap(), ear());
         // Another key's JWKS: no such kid; the right kid with another key's numbers: invalid.
         let other = ResultKey::generate();
         assert!(matches!(
-            verify(&token, &other.jwks()),
+            verify(&token, &other.jwks(), NOW),
             Err(SignedError::UnknownKey { .. })
         ));
         let mut forged = other.jwk();
         forged.common.key_id = Some(key.kid().to_string());
         let forged = JwkSet { keys: vec![forged] };
         assert!(matches!(
-            verify(&token, &forged),
+            verify(&token, &forged, NOW),
             Err(SignedError::Invalid(_))
         ));
         // A flipped signature byte, and a token of another profile.
         let mut t = token.clone().into_bytes();
         let last = t.len() - 3;
         t[last] = if t[last] == b'A' { b'B' } else { b'A' };
-        assert!(verify(std::str::from_utf8(&t).unwrap(), &key.jwks()).is_err());
+        assert!(verify(std::str::from_utf8(&t).unwrap(), &key.jwks(), NOW).is_err());
         let mut other_profile = ear();
         other_profile.eat_profile = "tag:example.com,2024:other".into();
         let token = key.sign(&other_profile).unwrap();
         assert!(matches!(
-            verify(&token, &key.jwks()),
+            verify(&token, &key.jwks(), NOW),
             Err(SignedError::NotEar(_))
         ));
     }
@@ -254,15 +276,35 @@ mod tests {
             b64(&format!(r#"{{"alg":"none","kid":"{}"}}"#, key.kid())),
             b64(&claims)
         );
-        assert!(verify(&none, &key.jwks()).is_err());
+        assert!(verify(&none, &key.jwks(), NOW).is_err());
         // HS256 keyed with the public JWK's text: the classic confusion, refused by alg.
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(key.kid().to_string());
         let secret = serde_json::to_vec(&key.jwk()).unwrap();
         let hs = jsonwebtoken::encode(&header, &ear(), &EncodingKey::from_secret(&secret)).unwrap();
         assert!(matches!(
-            verify(&hs, &key.jwks()),
+            verify(&hs, &key.jwks(), NOW),
             Err(SignedError::Header(_))
+        ));
+    }
+
+    #[test]
+    fn a_result_is_refused_from_its_expiry_on_and_without_one() {
+        let key = ResultKey::generate();
+        let token = key.sign(&ear()).unwrap();
+        assert!(verify(&token, &key.jwks(), 1_700_000_005).is_ok());
+        match verify(&token, &key.jwks(), 1_700_000_006) {
+            Err(SignedError::Expired { exp, now }) => {
+                assert_eq!((exp, now), (1_700_000_006, 1_700_000_006));
+            }
+            other => panic!("expected Expired, got {other:?}"),
+        }
+        let mut forever = ear();
+        forever.exp = None;
+        let token = key.sign(&forever).unwrap();
+        assert!(matches!(
+            verify(&token, &key.jwks(), NOW),
+            Err(SignedError::NoExpiry)
         ));
     }
 

@@ -32,6 +32,8 @@ fn pyjwt_verifies_a_signed_result_against_the_jwks() {
             build: "jek test".into(),
         },
         eat_nonce: "bm9uY2U".into(),
+        // PyJWT checks exp against the clock: far enough ahead.
+        exp: Some(4_000_000_000),
         submods: Default::default(),
     };
     let key = ResultKey::generate();

@@ -150,6 +150,21 @@ async fn result(
         Ok(None) => return Err(ApiError::not_found(format!("no registered pod {id}"))),
         Err(e) => return Err(store_error(&e)),
     };
+    // The last round could not ask the pod: no result speaks for it now, whatever the
+    // last one said.
+    if row.result.status == "unreachable" {
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "pod_unreachable",
+            format!(
+                "pod {id} is unreachable: {}",
+                row.result
+                    .error
+                    .as_deref()
+                    .unwrap_or("its agent did not answer")
+            ),
+        ));
+    }
     let Some(token) = row.result.token.clone() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -160,14 +175,28 @@ async fn result(
             ),
         ));
     };
-    let ear = match jek_attest::signed::verify(&token, &svc.key.jwks()) {
-        Ok(ear) => ear,
-        Err(_) => {
+    let now = crate::verifier::now_s();
+    let checked = match jek_attest::signed::verify(&token, &svc.key.jwks(), now) {
+        Err(jek_attest::signed::SignedError::UnknownKey { .. }) => {
             // Signed by another replica: its key is in the shared JWKS.
             let all = svc.db(|s| s.keys()).await.map_err(|e| store_error(&e))?;
-            jek_attest::signed::verify(&token, &jwk_set(&all)).map_err(|e| {
-                ApiError::internal(format!("the stored result does not verify: {e}"))
-            })?
+            jek_attest::signed::verify(&token, &jwk_set(&all), now)
+        }
+        other => other,
+    };
+    let ear = match checked {
+        Ok(ear) => ear,
+        Err(e @ jek_attest::signed::SignedError::Expired { .. }) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "result_expired",
+                format!("pod {id}'s last result is no longer valid: {e}"),
+            ))
+        }
+        Err(e) => {
+            return Err(ApiError::internal(format!(
+                "the stored result does not verify: {e}"
+            )))
         }
     };
     Ok(Json(SignedResult { token, ear }))

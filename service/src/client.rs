@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use jek_attest::ear::BindingError;
 use jek_attest::Ear;
 use jsonwebtoken::jwk::JwkSet;
 
@@ -33,6 +34,27 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// The verifier answered with an error.
+    #[error("{url}: {status}: {error}")]
+    Answer {
+        /// What was asked.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The answer's stable code (`not_found`, `pod_unreachable`, ...).
+        code: String,
+        /// Its sentence.
+        error: String,
+    },
+    /// The verifier holds no valid result for the pod: its agent stopped answering, or
+    /// its last result expired.
+    #[error("pod {id} is not attested now: {reason}")]
+    Unreachable {
+        /// The pod asked for.
+        id: String,
+        /// The verifier's reason.
+        reason: String,
+    },
     /// The token does not verify under the JWKS.
     #[error("the signed result is not valid under {jwks}")]
     Invalid {
@@ -42,6 +64,15 @@ pub enum ClientError {
         #[source]
         source: jek_attest::signed::SignedError,
     },
+    /// The token verifies but speaks for another pod.
+    #[error("the signed result is not pod {id}'s")]
+    Unbound {
+        /// The pod asked for.
+        id: String,
+        /// Why.
+        #[source]
+        source: BindingError,
+    },
 }
 
 impl ClientError {
@@ -49,9 +80,11 @@ impl ClientError {
     /// verifier is the environment; a bad JWKS file is invalid input.
     pub fn class(&self) -> jek_fsio::Class {
         match self {
-            ClientError::Http { .. } => jek_fsio::Class::Environment,
+            ClientError::Http { .. }
+            | ClientError::Answer { .. }
+            | ClientError::Unreachable { .. } => jek_fsio::Class::Environment,
             ClientError::Jwks { .. } => jek_fsio::Class::Invalid,
-            ClientError::Invalid { .. } => jek_fsio::Class::Rejected,
+            ClientError::Invalid { .. } | ClientError::Unbound { .. } => jek_fsio::Class::Rejected,
         }
     }
 }
@@ -77,9 +110,19 @@ fn get(url: &str, ca_pem: Option<&[u8]>) -> Result<Vec<u8>, ClientError> {
             .await
             .map_err(err)?;
         if !status.is_success() {
-            let text = serde_json::from_slice::<crate::wire::ErrorBody>(&body)
-                .map_or_else(|_| String::from_utf8_lossy(&body).into_owned(), |e| e.error);
-            return Err(err(format!("{status}: {text}")));
+            let answer =
+                serde_json::from_slice::<crate::wire::ErrorBody>(&body).unwrap_or_else(|_| {
+                    crate::wire::ErrorBody {
+                        code: String::new(),
+                        error: String::from_utf8_lossy(&body).into_owned(),
+                    }
+                });
+            return Err(ClientError::Answer {
+                url: url.to_string(),
+                status: status.as_u16(),
+                code: answer.code,
+                error: answer.error,
+            });
         }
         Ok(body)
     })
@@ -103,17 +146,45 @@ pub fn jwks(source: &str, ca_pem: Option<&[u8]>) -> Result<JwkSet, ClientError> 
     })
 }
 
-/// Checks `token` against the JWKS at `source` (file or URL): the EAR it carries.
-pub fn verify_token(token: &str, source: &str, ca_pem: Option<&[u8]>) -> Result<Ear, ClientError> {
+/// Checks `token` against the JWKS at `source` (file or URL) now: the EAR it carries,
+/// which has not expired and, given `registration`, is bound to that pod.
+pub fn verify_token(
+    token: &str,
+    source: &str,
+    ca_pem: Option<&[u8]>,
+    registration: Option<&str>,
+) -> Result<Ear, ClientError> {
     let set = jwks(source, ca_pem)?;
-    jek_attest::signed::verify(token.trim(), &set).map_err(|source_err| ClientError::Invalid {
-        jwks: source.to_string(),
-        source: source_err,
-    })
+    check_token(token, &set, source, crate::verifier::now_s(), registration)
+}
+
+/// The pure part of [`verify_token`]: `token` under `set` (named `source`) at `now`.
+pub fn check_token(
+    token: &str,
+    set: &JwkSet,
+    source: &str,
+    now: u64,
+    registration: Option<&str>,
+) -> Result<Ear, ClientError> {
+    let ear = jek_attest::signed::verify(token.trim(), set, now).map_err(|source_err| {
+        ClientError::Invalid {
+            jwks: source.to_string(),
+            source: source_err,
+        }
+    })?;
+    if let Some(id) = registration {
+        ear.bound_to(id).map_err(|source| ClientError::Unbound {
+            id: id.to_string(),
+            source,
+        })?;
+    }
+    Ok(ear)
 }
 
 /// Asks the verifier at `base` for pod `id`'s last signed result and checks it against
-/// that verifier's JWKS: the token and the EAR it proves.
+/// that verifier's JWKS: the token and the EAR it proves, valid now and bound to `id`.
+/// A verifier that holds no valid result for the pod (its agent stopped answering, its
+/// last result expired) makes [`ClientError::Unreachable`].
 pub fn fetch_result(
     base: &str,
     id: &str,
@@ -127,12 +198,80 @@ pub fn fetch_result(
         });
     }
     let url = format!("{base}/v1/pods/{id}/result");
-    let body = get(&url, ca_pem)?;
+    let body = get(&url, ca_pem).map_err(|e| match e {
+        ClientError::Answer { code, error, .. }
+            if code == "pod_unreachable" || code == "result_expired" =>
+        {
+            ClientError::Unreachable {
+                id: id.to_string(),
+                reason: error,
+            }
+        }
+        other => other,
+    })?;
     let result: SignedResult = serde_json::from_slice(&body).map_err(|e| ClientError::Http {
         url: url.clone(),
         reason: format!("not a signed result: {e}"),
     })?;
     // The decoded copy in the answer is not trusted: the EAR is the one the token proves.
-    let ear = verify_token(&result.token, &format!("{base}/v1/jwks"), ca_pem)?;
+    let ear = verify_token(&result.token, &format!("{base}/v1/jwks"), ca_pem, Some(id))?;
     Ok((result.token, ear))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use jek_attest::ear::{Submod, TrustVector};
+    use jek_attest::signed::ResultKey;
+
+    fn token(key: &ResultKey, registration: &str, exp: u64) -> String {
+        let sub = Submod {
+            status: jek_attest::Status::Affirming,
+            trust_vector: TrustVector {
+                instance_identity: 2,
+                hardware: 2,
+                executables: 2,
+                configuration: 2,
+            },
+            policy_id: "jek:policy:sha256:00".into(),
+            claims: Default::default(),
+            pcrs: Default::default(),
+            ak_name: Some("000b".into()),
+            registration: Some(registration.into()),
+            ek_subject: None,
+            bundle: None,
+            images: Vec::new(),
+            timings_ms: None,
+        };
+        let mut ear = Ear::new("web", sub, b"nonce", 100);
+        ear.exp = Some(exp);
+        key.sign(&ear).unwrap()
+    }
+
+    #[test]
+    fn a_token_speaks_only_for_its_pod_and_only_until_it_expires() {
+        let key = ResultKey::generate();
+        let (a, b) = ("a".repeat(32), "b".repeat(32));
+        let t = token(&key, &a, 110);
+        assert!(check_token(&t, &key.jwks(), "jwks", 105, Some(&a)).is_ok());
+        assert!(check_token(&t, &key.jwks(), "jwks", 105, None).is_ok());
+        // Pod A's token presented for pod B: refused, naming both.
+        let moved = check_token(&t, &key.jwks(), "jwks", 105, Some(&b)).unwrap_err();
+        assert_eq!(moved.class(), jek_fsio::Class::Rejected);
+        assert!(matches!(
+            &moved,
+            ClientError::Unbound { id, source: BindingError::OtherPod { actual, .. } }
+                if id == &b && actual == &a
+        ));
+        // Kept past its expiry: refused.
+        let old = check_token(&t, &key.jwks(), "jwks", 110, Some(&a)).unwrap_err();
+        assert!(matches!(
+            old,
+            ClientError::Invalid {
+                source: jek_attest::signed::SignedError::Expired { exp: 110, now: 110 },
+                ..
+            }
+        ));
+    }
 }

@@ -239,6 +239,10 @@ async fn attest_once(svc: &Arc<Service>, row: &PodRow, started: Instant) -> Roun
         })
         .collect();
     let status = sub.status.name().to_string();
+    // Valid for the result's time to live, rounded up to whole seconds: a pod that stops
+    // answering loses its result that soon.
+    let ttl = svc.config.result_ttl.as_secs() + u64::from(svc.config.result_ttl.subsec_nanos() > 0);
+    ear.exp = Some(now.saturating_add(ttl.max(1)));
     let token = match svc.key.sign(&ear) {
         Ok(t) => t,
         Err(e) => return unreachable(svc, row, format!("cannot sign the result: {e}")),

@@ -33,6 +33,8 @@ pub struct VerifierConfig {
     pub interval: Duration,
     /// How long an agent may take to answer.
     pub agent_timeout: Duration,
+    /// How long a signed result stays valid (its `exp` is this long after `iat`).
+    pub result_ttl: Duration,
     /// At most this many pods are attested at once.
     pub concurrency: usize,
     /// This replica's name (unique among replicas sharing a database).

@@ -42,7 +42,7 @@ impl Drop for Service {
 impl Service {
     /// Starts `program` with `args`; its stderr goes to `log`. Waits for its URL line.
     pub fn start(program: &Path, args: &[String], log: &Path) -> Service {
-        let mut child = Command::new(program)
+        let mut child = super::isolate(&mut Command::new(program))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -231,6 +231,14 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(target: &str) -> Proxy {
+        Proxy::rewriting(target, "", "")
+    }
+
+    /// A proxy that also replaces `from` with `to` (of the same length) in what clients
+    /// send: a man in the middle who asks the target for another resource.
+    pub fn rewriting(target: &str, from: &str, to: &str) -> Proxy {
+        assert_eq!(from.len(), to.len(), "a rewrite keeps the length");
+        let (from, to) = (from.as_bytes().to_vec(), to.as_bytes().to_vec());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let target = target.trim_start_matches("http://").to_string();
@@ -251,8 +259,27 @@ impl Proxy {
                 l.lock().unwrap().push(client.try_clone().unwrap());
                 let (mut c1, mut u1) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
                 let (mut c2, mut u2) = (client, upstream);
+                let (from, to) = (from.clone(), to.clone());
                 std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut c1, &mut u1);
+                    use std::io::{Read as _, Write as _};
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n @ 1..) = c1.read(&mut buf) {
+                        let chunk = &mut buf[..n];
+                        if !from.is_empty() {
+                            let mut i = 0;
+                            while i + from.len() <= chunk.len() {
+                                if chunk[i..i + from.len()] == from[..] {
+                                    chunk[i..i + from.len()].copy_from_slice(&to);
+                                    i += from.len();
+                                } else {
+                                    i += 1;
+                                }
+                            }
+                        }
+                        if u1.write_all(chunk).is_err() {
+                            break;
+                        }
+                    }
                     let _ = u1.shutdown(std::net::Shutdown::Write);
                 });
                 std::thread::spawn(move || {

@@ -9,7 +9,8 @@ use crate::error::CliError;
 #[derive(Debug, clap::Subcommand)]
 pub enum Args {
     /// Verify a signed result against a JWKS (a file, or the verifier's /v1/jwks URL);
-    /// exit 0 only if it verifies and every pod in it is affirming.
+    /// exit 0 only if it verifies, has not expired, is for --pod when given, and every pod
+    /// in it is affirming.
     Verify(VerifyArgs),
 }
 
@@ -21,6 +22,10 @@ pub struct VerifyArgs {
     /// The JWKS: a file, or an http(s) URL.
     #[arg(long)]
     jwks: String,
+    /// The pod (registration identifier) the result must be for: a result for any other
+    /// pod is refused.
+    #[arg(long, value_name = "ID")]
+    pod: Option<String>,
     /// Extra trust roots (PEM) for a JWKS URL over HTTPS.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
@@ -37,7 +42,11 @@ pub fn ca(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, CliError> {
 /// Runs `jek result`.
 pub fn run(Args::Verify(a): Args) -> Result<(), CliError> {
     let token = crate::error::read_text("token", &a.token)?;
-    let ear =
-        jek_service::client::verify_token(&token, &a.jwks, ca(a.ca_file.as_deref())?.as_deref())?;
+    let ear = jek_service::client::verify_token(
+        &token,
+        &a.jwks,
+        ca(a.ca_file.as_deref())?.as_deref(),
+        a.pod.as_deref(),
+    )?;
     super::attest::report_ears(&[(a.token.clone(), ear)], a.json)
 }

@@ -35,6 +35,10 @@ struct Args {
     /// How long an agent may take to answer.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     agent_timeout: Duration,
+    /// How long a signed result stays valid (its `exp`); default three intervals plus the
+    /// agent timeout, so that a pod that stops answering loses its result that soon.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    result_ttl: Option<Duration>,
     /// At most this many pods are attested at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -87,6 +91,9 @@ fn main() -> ExitCode {
         bundles: args.bundles.clone(),
         interval: args.interval,
         agent_timeout: args.agent_timeout,
+        result_ttl: args
+            .result_ttl
+            .unwrap_or_else(|| args.interval.saturating_mul(3) + args.agent_timeout),
         concurrency: args.concurrency,
         replica,
         webhook: args.webhook.clone(),
