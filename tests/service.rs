@@ -465,6 +465,21 @@ fn sixteen_pods_and_a_running_qemu_pod_attest_continuously_and_flip_on_revocatio
     }
     assert!(bodies.iter().filter(|b| b["to"] == "affirming").count() >= 16);
 
+    // A removal is announced: the webhook hears it with the pod's last status.
+    let gone = agent_pods(&agent)
+        .into_iter()
+        .find(|p| p.1 == "p00")
+        .unwrap();
+    let (status, _) = http("DELETE", &format!("{v}/v1/pods/{}", gone.0), None);
+    assert_eq!(status, 204);
+    let removed = wait_for("the removal at the webhook", 30, || {
+        hook.bodies()
+            .into_iter()
+            .find(|b| b["to"] == "removed" && b["id"] == gone.0.as_str())
+    });
+    assert_eq!(removed["from"], "contraindicated", "{removed}");
+    assert_eq!(removed["pod"], "p00", "{removed}");
+
     // Stopped: `jek boot` stops its QEMU on SIGTERM.
     if let Some(pid) = i32::try_from(qemu_pod.id())
         .ok()
@@ -571,6 +586,31 @@ fn bad_requests_and_a_silent_agent_are_answered_cleanly() {
         let (status, r) = register(&v, &agent, id, &tk, None);
         assert_eq!(status, 201, "{r}");
     }
+    // Registrations are never replaced: pod 1 again (as after a TPM reset, whose new epoch
+    // would become the baseline) is refused, and so is pod 1's TPM under another
+    // identifier, served by a man in the middle in front of the agent.
+    let (status, err) = register(&v, &agent, &ids[1].0, &tk, None);
+    assert_eq!(
+        (status, err["code"].as_str().unwrap()),
+        (409, "already_registered"),
+        "{err}"
+    );
+    let fake = "e".repeat(32);
+    let hijacker = Proxy::rewriting(
+        &agent,
+        &format!("/v1/pods/{fake}"),
+        &format!("/v1/pods/{}", ids[1].0),
+    );
+    let (status, err) = register(&v, &hijacker.url, &fake, &tk, None);
+    assert_eq!(
+        (status, err["code"].as_str().unwrap()),
+        (409, "ak_in_use"),
+        "{err}"
+    );
+    assert!(err["error"].as_str().unwrap().contains(&ids[1].0), "{err}");
+    let (status, _) = get_json(&format!("{v}/v1/pods/{fake}"));
+    assert_eq!(status, 404);
+
     // Pods registered without their pod file: pod-config is contraindicated for all, the
     // same for each; what matters here is that each gets results.
     wait_for("results for all three", 30, || {

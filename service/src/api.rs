@@ -31,6 +31,16 @@ pub fn router(svc: Arc<Service>) -> Router {
 }
 
 fn store_error(e: &crate::store::StoreError) -> ApiError {
+    use crate::store::StoreError;
+    match e {
+        StoreError::AlreadyRegistered { .. } => {
+            return ApiError::new(StatusCode::CONFLICT, "already_registered", e.to_string())
+        }
+        StoreError::AkInUse { .. } => {
+            return ApiError::new(StatusCode::CONFLICT, "ak_in_use", e.to_string())
+        }
+        StoreError::Database { .. } | StoreError::Corrupt { .. } => {}
+    }
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "store_unavailable",
@@ -132,9 +142,19 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     pod_id(&id)?;
     let key = id.clone();
-    match svc.db(move |s| s.remove(&key)).await {
-        Ok(true) => Ok(StatusCode::NO_CONTENT),
-        Ok(false) => Err(ApiError::not_found(format!("no registered pod {id}"))),
+    let notify = svc.config.webhook.is_some();
+    let now = crate::verifier::now_s();
+    match svc.db(move |s| s.remove(&key, now, notify)).await {
+        Ok(Some(change)) => {
+            tracing::warn!(
+                id = %change.id,
+                pod = %change.pod,
+                last_status = %change.from,
+                "pod removed from the fleet"
+            );
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Ok(None) => Err(ApiError::not_found(format!("no registered pod {id}"))),
         Err(e) => Err(store_error(&e)),
     }
 }

@@ -434,10 +434,6 @@ impl Service {
             owner: Some(self.config.replica.clone()),
             history: Vec::new(),
         };
-        self.references
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&row.id);
         let (stored, replica) = (row.clone(), self.config.replica.clone());
         let lease = u64::try_from(self.config.interval.as_millis()).unwrap_or(u64::MAX);
         self.db(move |s| {
@@ -445,6 +441,11 @@ impl Service {
             s.register(&stored, &replica, now, now.saturating_add(lease))
         })
         .await?;
+        // A pod removed and registered again may come with another pod file.
+        self.references
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&row.id);
         tracing::info!(id = %row.id, pod = %row.pod, "registered");
         Ok(state_of(&row))
     }

@@ -16,7 +16,7 @@ fn pod(id: &str) -> PodRow {
         bundle: "sha256:00".into(),
         pod_yaml: None,
         identity: StoredIdentity {
-            ak_name: "000b".into(),
+            ak_name: format!("000b{id}"),
             ak_public: B64(vec![1]),
             ak_private: B64(vec![2]),
             ek_cert: B64(vec![3]),
@@ -105,8 +105,65 @@ fn leases_owners_history_and_the_outbox() {
     // A clean shutdown hands everything back at once.
     store.release("b").unwrap();
     assert_eq!(store.claim_due("c", 100_000, 1000, 10).unwrap().len(), 2);
-    assert!(store.remove("p1").unwrap());
-    assert!(!store.remove("p1").unwrap());
+    assert!(store.remove("p1", 7, false).unwrap().is_some());
+    assert!(store.remove("p1", 8, false).unwrap().is_none());
+}
+
+/// Issue 39's registration attacks: a registration is never replaced (a reset TPM cannot
+/// make its new epoch the baseline by registering its pod again), one AK speaks for one pod
+/// (a fake agent cannot register good pod G's TPM as pod E), and a removal is announced:
+/// the webhook hears `removed` with the last status, in the same transaction.
+#[test]
+fn registrations_are_never_replaced_one_ak_is_one_pod_and_removals_are_announced() {
+    use jek_service::store::StoreError;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.db");
+    let store = Sqlite::open(&path).unwrap();
+    store.register(&pod("g"), "a", 0, 1000).unwrap();
+    store
+        .record("g", "a", &outcome("contraindicated", 1, false))
+        .unwrap();
+    // The same identifier again, with a new epoch: refused, the stored one untouched.
+    let mut reset = pod("g");
+    reset.epoch.reset_count = 2;
+    let err = store.register(&reset, "a", 0, 1000).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyRegistered { id } if id == "g"),
+        "{err}"
+    );
+    let kept = store.get("g").unwrap().unwrap();
+    assert_eq!(kept.epoch.reset_count, 1);
+    assert_eq!(kept.result.status, "contraindicated");
+    // G's AK under another identifier: refused, naming the holder.
+    let mut hijack = pod("e");
+    hijack.identity.ak_name = pod("g").identity.ak_name;
+    let err = store.register(&hijack, "a", 0, 1000).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AkInUse { holder, .. } if holder == "g"),
+        "{err}"
+    );
+    assert!(store.get("e").unwrap().is_none());
+    // Both rules hold after the store is opened again (the AK index is kept on disk).
+    drop(store);
+    let store = Sqlite::open(&path).unwrap();
+    assert!(store.register(&hijack, "a", 0, 1000).is_err());
+    // Removal: announced with the last status, and it frees the identifier and the AK.
+    let change = store.remove("g", 42, true).unwrap().unwrap();
+    assert_eq!(
+        (change.from.as_str(), change.to.as_str(), change.at),
+        ("contraindicated", jek_service::store::REMOVED, 42)
+    );
+    let due = store.due_deliveries(u64::MAX / 2, 0, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    let body: jek_service::wire::StatusChange = serde_json::from_str(&due[0].body).unwrap();
+    assert_eq!(body, change);
+    store.register(&hijack, "a", 0, 1000).unwrap();
+    // e holds that AK now, so g cannot come back with it.
+    let err = store.register(&reset, "a", 0, 1000).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AkInUse { holder, .. } if holder == "e"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -28,6 +28,22 @@ pub enum StoreError {
         /// What failed.
         reason: String,
     },
+    /// The pod identifier is registered already. Registrations are never replaced: a pod
+    /// is registered again only after an explicit (and announced) removal, so a TPM that
+    /// was reset cannot make its new epoch the baseline by registering over itself.
+    #[error("pod {id} is registered already; remove it first (DELETE /v1/pods/{id}) to register it again")]
+    AlreadyRegistered {
+        /// The pod.
+        id: String,
+    },
+    /// The TPM's AK is registered under another pod identifier: one TPM speaks for one pod.
+    #[error("the TPM's AK {ak_name} is registered already, as pod {holder}")]
+    AkInUse {
+        /// The AK's name (hex).
+        ak_name: String,
+        /// The registration that holds it.
+        holder: String,
+    },
     /// A stored row does not decode.
     #[error("stored pod {id}: {reason}")]
     Corrupt {
@@ -127,8 +143,10 @@ pub struct Delivery {
 pub trait Backend: Send + Sync {
     /// Answers when the database does (health).
     fn ping(&self) -> Result<(), StoreError>;
-    /// Adds or replaces a registration, owned by `owner` with a lease until `lease_until_ms`
-    /// and due now.
+    /// Adds a registration, owned by `owner` with a lease until `lease_until_ms` and due
+    /// now. Never replaces one: an identifier already registered is
+    /// [`StoreError::AlreadyRegistered`], an AK already registered under another
+    /// identifier [`StoreError::AkInUse`].
     fn register(
         &self,
         pod: &PodRow,
@@ -136,8 +154,15 @@ pub trait Backend: Send + Sync {
         now_ms: u64,
         lease_until_ms: u64,
     ) -> Result<(), StoreError>;
-    /// Forgets a pod. `false` when there was none.
-    fn remove(&self, id: &str) -> Result<bool, StoreError>;
+    /// Forgets a pod and frees its AK: the change to `removed` from its last status, or
+    /// `None` when there was no such pod. With `notify`, the change goes to the webhook
+    /// outbox in the same transaction, so a removal is never silent.
+    fn remove(
+        &self,
+        id: &str,
+        now_s: u64,
+        notify: bool,
+    ) -> Result<Option<StatusChange>, StoreError>;
     /// One pod with its history.
     fn get(&self, id: &str) -> Result<Option<PodRow>, StoreError>;
     /// Every pod with its history.
@@ -241,6 +266,22 @@ pub(crate) fn u(v: i64) -> u64 {
 /// JSON of a record made of strings, numbers and maps (cannot fail).
 pub(crate) fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
+}
+
+/// The status a removed pod's last change goes to.
+pub const REMOVED: &str = "removed";
+
+/// The change a removal makes: from the pod's last status to [`REMOVED`].
+pub(crate) fn removal(id: &str, pod: &str, before: &str, now_s: u64) -> StatusChange {
+    StatusChange {
+        id: id.to_string(),
+        pod: pod.to_string(),
+        from: before.to_string(),
+        to: REMOVED.to_string(),
+        at: now_s,
+        failing: Vec::new(),
+        token: None,
+    }
 }
 
 /// The change a round's outcome makes to `before`, if its status differs.

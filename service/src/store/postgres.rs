@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use postgres::{Client, NoTls};
 
 use super::{
-    change, i, json, u, Backend, Columns, Delivery, PodRow, RoundOutcome, StoreError, COLUMNS,
-    HISTORY,
+    change, i, json, removal, u, Backend, Columns, Delivery, PodRow, RoundOutcome, StoreError,
+    COLUMNS, HISTORY,
 };
 use crate::wire::{HistoryEntry, StatusChange};
 
@@ -29,6 +29,9 @@ CREATE TABLE IF NOT EXISTS outbox (
   seq BIGSERIAL PRIMARY KEY, body TEXT NOT NULL, attempts BIGINT NOT NULL, next_at BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS result_keys (kid TEXT PRIMARY KEY, jwk TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS replicas (id TEXT PRIMARY KEY, seen_at BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS ak_names (ak_name TEXT PRIMARY KEY, pod_id TEXT NOT NULL UNIQUE);
+INSERT INTO ak_names (ak_name, pod_id)
+  SELECT identity::json->>'akName', id FROM pods ON CONFLICT DO NOTHING;
 ";
 
 /// A PostgreSQL store.
@@ -131,16 +134,37 @@ impl Backend for Postgres {
     ) -> Result<(), StoreError> {
         self.with(|c| {
             let mut tx = c.transaction().map_err(db)?;
+            // Two replicas registering at once: the loser's INSERT below fails on the
+            // primary keys (an error, never a replacement); these checks name the reason.
+            if tx
+                .query_opt("SELECT 1 FROM pods WHERE id = $1", &[&pod.id])
+                .map_err(db)?
+                .is_some()
+            {
+                return Err(StoreError::AlreadyRegistered { id: pod.id.clone() });
+            }
+            if let Some(r) = tx
+                .query_opt(
+                    "SELECT pod_id FROM ak_names WHERE ak_name = $1",
+                    &[&pod.identity.ak_name],
+                )
+                .map_err(db)?
+            {
+                return Err(StoreError::AkInUse {
+                    ak_name: pod.identity.ak_name.clone(),
+                    holder: r.try_get(0).map_err(db)?,
+                });
+            }
             tx.execute("DELETE FROM history WHERE pod_id = $1", &[&pod.id])
                 .map_err(db)?;
             tx.execute(
+                "INSERT INTO ak_names (ak_name, pod_id) VALUES ($1, $2)",
+                &[&pod.identity.ak_name, &pod.id],
+            )
+            .map_err(db)?;
+            tx.execute(
                 "INSERT INTO pods (id, pod, agent, bundle, pod_yaml, identity, reset_count, restart_count, clock, last_clock, status, result, owner, lease_until, next_due)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $15, $14)
-                 ON CONFLICT (id) DO UPDATE SET pod = excluded.pod, agent = excluded.agent, bundle = excluded.bundle,
-                   pod_yaml = excluded.pod_yaml, identity = excluded.identity, reset_count = excluded.reset_count,
-                   restart_count = excluded.restart_count, clock = excluded.clock, last_clock = excluded.last_clock,
-                   status = excluded.status, result = excluded.result, owner = excluded.owner,
-                   lease_until = excluded.lease_until, next_due = excluded.next_due",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $15, $14)",
                 &[
                     &pod.id,
                     &pod.pod,
@@ -164,16 +188,41 @@ impl Backend for Postgres {
         })
     }
 
-    fn remove(&self, id: &str) -> Result<bool, StoreError> {
+    fn remove(
+        &self,
+        id: &str,
+        now_s: u64,
+        notify: bool,
+    ) -> Result<Option<StatusChange>, StoreError> {
         self.with(|c| {
             let mut tx = c.transaction().map_err(db)?;
+            let Some(r) = tx
+                .query_opt(
+                    "SELECT pod, status FROM pods WHERE id = $1 FOR UPDATE",
+                    &[&id],
+                )
+                .map_err(db)?
+            else {
+                return Ok(None);
+            };
+            let (pod, status): (String, String) =
+                (r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?);
             tx.execute("DELETE FROM history WHERE pod_id = $1", &[&id])
                 .map_err(db)?;
-            let n = tx
-                .execute("DELETE FROM pods WHERE id = $1", &[&id])
+            tx.execute("DELETE FROM ak_names WHERE pod_id = $1", &[&id])
                 .map_err(db)?;
+            tx.execute("DELETE FROM pods WHERE id = $1", &[&id])
+                .map_err(db)?;
+            let change = removal(id, &pod, &status, now_s);
+            if notify {
+                tx.execute(
+                    "INSERT INTO outbox (body, attempts, next_at) VALUES ($1, 0, 0)",
+                    &[&json(&change)],
+                )
+                .map_err(db)?;
+            }
             tx.commit().map_err(db)?;
-            Ok(n > 0)
+            Ok(Some(change))
         })
     }
 

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    change, i, json, u, Backend, Columns, Delivery, PodRow, RoundOutcome, StoreError, COLUMNS,
-    HISTORY,
+    change, i, json, removal, u, Backend, Columns, Delivery, PodRow, RoundOutcome, StoreError,
+    COLUMNS, HISTORY,
 };
 use crate::wire::{HistoryEntry, StatusChange};
 
@@ -29,6 +29,9 @@ CREATE TABLE IF NOT EXISTS outbox (
   next_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS result_keys (kid TEXT PRIMARY KEY, jwk TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS replicas (id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS ak_names (ak_name TEXT PRIMARY KEY, pod_id TEXT NOT NULL UNIQUE);
+INSERT OR IGNORE INTO ak_names (ak_name, pod_id)
+  SELECT json_extract(identity, '$.akName'), id FROM pods;
 ";
 
 /// A SQLite store.
@@ -117,11 +120,41 @@ impl Backend for Sqlite {
         lease_until_ms: u64,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let exists = tx
+            .query_row("SELECT 1 FROM pods WHERE id = ?1", params![pod.id], |_| {
+                Ok(())
+            })
+            .optional()
+            .map_err(db)?;
+        if exists.is_some() {
+            return Err(StoreError::AlreadyRegistered { id: pod.id.clone() });
+        }
+        let holder: Option<String> = tx
+            .query_row(
+                "SELECT pod_id FROM ak_names WHERE ak_name = ?1",
+                params![pod.identity.ak_name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        if let Some(holder) = holder {
+            return Err(StoreError::AkInUse {
+                ak_name: pod.identity.ak_name.clone(),
+                holder,
+            });
+        }
         tx.execute("DELETE FROM history WHERE pod_id = ?1", params![pod.id])
             .map_err(db)?;
         tx.execute(
-            "INSERT OR REPLACE INTO pods (id, pod, agent, bundle, pod_yaml, identity, reset_count, restart_count, clock, last_clock, status, result, owner, lease_until, next_due)
+            "INSERT INTO ak_names (ak_name, pod_id) VALUES (?1, ?2)",
+            params![pod.identity.ak_name, pod.id],
+        )
+        .map_err(db)?;
+        tx.execute(
+            "INSERT INTO pods (id, pod, agent, bundle, pod_yaml, identity, reset_count, restart_count, clock, last_clock, status, result, owner, lease_until, next_due)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 pod.id,
@@ -145,16 +178,43 @@ impl Backend for Sqlite {
         tx.commit().map_err(db)
     }
 
-    fn remove(&self, id: &str) -> Result<bool, StoreError> {
+    fn remove(
+        &self,
+        id: &str,
+        now_s: u64,
+        notify: bool,
+    ) -> Result<Option<StatusChange>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let found: Option<(String, String)> = tx
+            .query_row(
+                "SELECT pod, status FROM pods WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db)?;
+        let Some((pod, status)) = found else {
+            return Ok(None);
+        };
         tx.execute("DELETE FROM history WHERE pod_id = ?1", params![id])
             .map_err(db)?;
-        let n = tx
-            .execute("DELETE FROM pods WHERE id = ?1", params![id])
+        tx.execute("DELETE FROM ak_names WHERE pod_id = ?1", params![id])
             .map_err(db)?;
+        tx.execute("DELETE FROM pods WHERE id = ?1", params![id])
+            .map_err(db)?;
+        let change = removal(id, &pod, &status, now_s);
+        if notify {
+            tx.execute(
+                "INSERT INTO outbox (body, attempts, next_at) VALUES (?1, 0, 0)",
+                params![json(&change)],
+            )
+            .map_err(db)?;
+        }
         tx.commit().map_err(db)?;
-        Ok(n > 0)
+        Ok(Some(change))
     }
 
     fn get(&self, id: &str) -> Result<Option<PodRow>, StoreError> {
