@@ -356,5 +356,50 @@ fn a_refused_bundle_fails_ctr_run_with_the_verifiers_reason_and_starts_nothing()
         "no TPM: {}",
         c.log()
     );
+
+    // What decides trust must be the host's own (sshd's StrictModes): a runtime file any
+    // user can write is refused by name and mode, and so is a policy whose trusted key
+    // another user (nobody) owns, though it is the right key.
+    use std::os::unix::fs::PermissionsExt as _;
+    let good = c.path("good-runtime.yaml");
+    std::fs::write(&good, std::fs::read(c.path("runtime.yaml")).unwrap()).unwrap();
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = c.run(
+        &["--rm", "--runtime-config-path", good.to_str().unwrap()],
+        "r2",
+        "echo should-not-run",
+    );
+    assert_exit(&out, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the runtime file is refused")
+            && stderr.contains("mode 0666: writable by every user"),
+        "{stderr}"
+    );
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let theirs = c.path("nobody.pub");
+    std::fs::copy(test_key().with_extension("pub"), &theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    std::fs::write(c.path("theirs.yaml"), policy_allowing_busybox(&theirs)).unwrap();
+    let runtime = std::fs::read_to_string(c.path("runtime.yaml"))
+        .unwrap()
+        .replace("policy: policy.yaml", "policy: theirs.yaml");
+    std::fs::write(c.path("theirs-runtime.yaml"), runtime).unwrap();
+    let out = c.run(
+        &[
+            "--rm",
+            "--runtime-config-path",
+            c.path("theirs-runtime.yaml").to_str().unwrap(),
+        ],
+        "r3",
+        "echo should-not-run",
+    );
+    assert_exit(&out, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("trusted_keys[0]") && stderr.contains("owned by uid 65534"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("should-not-run"));
     c.assert_nothing_left();
 }

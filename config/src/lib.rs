@@ -117,6 +117,15 @@ pub enum ConfigError {
         #[source]
         source: runtime::RuntimeFileError,
     },
+    /// A file that decides trust may be changed by another user (strict loading).
+    #[error("the {what} is refused")]
+    Untrusted {
+        /// What the file is.
+        what: &'static str,
+        /// Who else could change it.
+        #[source]
+        source: jek_fsio::StrictError,
+    },
     /// An attestation command was given a policy without an `attestation` section.
     #[error("policy {path} has no `attestation:` section (attestation.ek_ca names the CA of pod EK certificates)")]
     NoAttestation {
@@ -130,6 +139,7 @@ impl ConfigError {
     pub fn class(&self) -> Class {
         match self {
             ConfigError::Read { source, .. } => source.class(),
+            ConfigError::Untrusted { source, .. } => source.class(),
             ConfigError::NotText { .. }
             | ConfigError::Policy { .. }
             | ConfigError::Key { .. }

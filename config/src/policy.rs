@@ -161,6 +161,15 @@ pub enum PolicyFileError {
         #[source]
         source: ReadError,
     },
+    /// A file named in the policy may be changed by another user.
+    #[error("{field}: refused")]
+    Untrusted {
+        /// The field that names it.
+        field: String,
+        /// Who else could change it.
+        #[source]
+        source: jek_fsio::StrictError,
+    },
     /// A file named in the policy is not UTF-8 text.
     #[error("{field}: {path} is not UTF-8 text")]
     NotText {
@@ -249,11 +258,11 @@ struct AllowDoc {
     cosign_key: Option<PathBuf>,
 }
 
-fn parse_images(doc: ImagesDoc, base: &Path) -> Result<ImagePolicy, PolicyFileError> {
+fn parse_images(doc: ImagesDoc, base: Base<'_>) -> Result<ImagePolicy, PolicyFileError> {
     let mut allow = Vec::with_capacity(doc.allow.len());
     for (index, a) in doc.allow.into_iter().enumerate() {
         let repository =
-            jek_image::policy::normalize_repository(&a.repository, base).map_err(|reason| {
+            jek_image::policy::normalize_repository(&a.repository, base.dir).map_err(|reason| {
                 PolicyFileError::ImageRepository {
                     index,
                     value: a.repository.clone(),
@@ -359,8 +368,31 @@ enum Field {
     ImageKey(usize),
 }
 
-fn read_text_field(base: &Path, field: Field, file: &Path) -> Result<String, PolicyFileError> {
-    let path = base.join(file);
+/// Where a policy's relative paths start, and whether the files it names must pass
+/// [`jek_fsio::check_strict`].
+#[derive(Clone, Copy)]
+struct Base<'a> {
+    dir: &'a Path,
+    strict: bool,
+}
+
+fn field_name(field: Field) -> String {
+    match field {
+        Field::Key(index) => format!("trusted_keys[{index}]"),
+        Field::Sigstore(name) => format!("sigstore.{name}"),
+        Field::Revoked(index) => format!("revoked_keys[{index}]"),
+        Field::ImageKey(index) => format!("images.allow[{index}].cosign_key"),
+    }
+}
+
+fn read_text_field(base: Base<'_>, field: Field, file: &Path) -> Result<String, PolicyFileError> {
+    let path = base.dir.join(file);
+    if base.strict {
+        jek_fsio::check_strict(&path).map_err(|source| PolicyFileError::Untrusted {
+            field: field_name(field),
+            source,
+        })?;
+    }
     let bytes = jek_fsio::read_file(&path, MAX_REFERENCED_SIZE).map_err(|source| match field {
         Field::Key(index) => PolicyFileError::ReadKey {
             index,
@@ -384,17 +416,12 @@ fn read_text_field(base: &Path, field: Field, file: &Path) -> Result<String, Pol
         },
     })?;
     String::from_utf8(bytes).map_err(|_| PolicyFileError::NotText {
-        field: match field {
-            Field::Key(index) => format!("trusted_keys[{index}]"),
-            Field::Sigstore(name) => format!("sigstore.{name}"),
-            Field::Revoked(index) => format!("revoked_keys[{index}]"),
-            Field::ImageKey(index) => format!("images.allow[{index}].cosign_key"),
-        },
+        field: field_name(field),
         path,
     })
 }
 
-fn parse_sigstore(doc: SigstoreDoc, base: &Path) -> Result<SigstorePolicy, PolicyFileError> {
+fn parse_sigstore(doc: SigstoreDoc, base: Base<'_>) -> Result<SigstorePolicy, PolicyFileError> {
     let root = doc
         .trusted_root
         .as_deref()
@@ -478,15 +505,31 @@ fn parse_time(
 /// Parses a policy document: the trust policy and its `attestation` section (paths
 /// resolved against `base_dir`, where referenced key files are read).
 pub fn parse(yaml: &str, base_dir: &Path) -> Result<Parsed, PolicyFileError> {
+    parse_from(
+        yaml,
+        Base {
+            dir: base_dir,
+            strict: false,
+        },
+    )
+}
+
+fn parse_from(yaml: &str, base: Base<'_>) -> Result<Parsed, PolicyFileError> {
+    let base_dir = base.dir;
     let doc: PolicyDoc = serde_yaml::from_str(yaml).map_err(PolicyFileError::Yaml)?;
-    let images = doc.images.map(|i| parse_images(i, base_dir)).transpose()?;
+    let images = doc.images.map(|i| parse_images(i, base)).transpose()?;
     let attestation = doc.attestation.map(|a| AttestationPolicy {
         ek_ca: base_dir.join(a.ek_ca),
     });
-    let sigstore = doc
-        .sigstore
-        .map(|s| parse_sigstore(s, base_dir))
-        .transpose()?;
+    if let (true, Some(a)) = (base.strict, &attestation) {
+        jek_fsio::check_strict_or_nearest(&a.ek_ca).map_err(|source| {
+            PolicyFileError::Untrusted {
+                field: "attestation.ek_ca".into(),
+                source,
+            }
+        })?;
+    }
+    let sigstore = doc.sigstore.map(|s| parse_sigstore(s, base)).transpose()?;
     let mut trusted = Vec::with_capacity(doc.trusted_keys.len());
     for (index, entry) in doc.trusted_keys.into_iter().enumerate() {
         let spec = match entry {
@@ -500,7 +543,7 @@ pub fn parse(yaml: &str, base_dir: &Path) -> Result<Parsed, PolicyFileError> {
                 .map_err(|source| PolicyFileError::Entry { index, source })?,
         };
         let pem = match (spec.file, spec.pem) {
-            (Some(file), None) => read_text_field(base_dir, Field::Key(index), &file)?,
+            (Some(file), None) => read_text_field(base, Field::Key(index), &file)?,
             (None, Some(pem)) => pem,
             _ => return Err(PolicyFileError::KeySource { index }),
         };
@@ -525,7 +568,7 @@ pub fn parse(yaml: &str, base_dir: &Path) -> Result<Parsed, PolicyFileError> {
                 let spec: RevokedSpec = serde_yaml::from_value(other)
                     .map_err(|source| PolicyFileError::RevokedEntry { index, source })?;
                 let pem = match (spec.file, spec.pem) {
-                    (Some(file), None) => read_text_field(base_dir, Field::Revoked(index), &file)?,
+                    (Some(file), None) => read_text_field(base, Field::Revoked(index), &file)?,
                     (None, Some(pem)) => pem,
                     _ => return Err(PolicyFileError::RevokedSource { index }),
                 };
@@ -574,13 +617,32 @@ pub fn for_key(path: &Path) -> Result<Policy, ConfigError> {
 
 /// Reads and parses a policy file.
 pub fn load(path: &Path) -> Result<PolicyFile, ConfigError> {
+    load_from(path, false)
+}
+
+/// Reads and parses a policy file that a process acting for others relies on (the
+/// containerd shim): the file and every file it names must pass
+/// [`jek_fsio::check_strict`] (owned by root or this user, writable by no one else).
+pub fn load_strict(path: &Path) -> Result<PolicyFile, ConfigError> {
+    jek_fsio::check_strict(path).map_err(|source| ConfigError::Untrusted {
+        what: "policy file",
+        source,
+    })?;
+    load_from(path, true)
+}
+
+fn load_from(path: &Path, strict: bool) -> Result<PolicyFile, ConfigError> {
     let bytes = crate::read("policy file", path, MAX_CONFIG_SIZE)?;
     let digest = Sha256Digest::of(&bytes);
     let text = String::from_utf8(bytes).map_err(|_| ConfigError::NotText {
         what: "policy file",
         path: path.to_path_buf(),
     })?;
-    let parsed = parse(&text, crate::base_dir(path)).map_err(|source| ConfigError::Policy {
+    let base = Base {
+        dir: crate::base_dir(path),
+        strict,
+    };
+    let parsed = parse_from(&text, base).map_err(|source| ConfigError::Policy {
         path: path.to_path_buf(),
         source,
     })?;

@@ -251,6 +251,24 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Runtime, RuntimeFil
     })
 }
 
+/// Reads and parses a runtime file strictly (as the containerd shim does, acting for every
+/// pod on the host): the file must pass [`jek_fsio::check_strict`], and so must the
+/// attestation CA and registration store it names (their directories are checked, the
+/// CA's key and the registrations inside them are then safe from other users).
+pub fn load_strict(path: &Path) -> Result<Runtime, ConfigError> {
+    let untrusted = |what| move |source| ConfigError::Untrusted { what, source };
+    jek_fsio::check_strict(path).map_err(untrusted("runtime file"))?;
+    let runtime = load(path)?;
+    if let Some(a) = &runtime.attestation {
+        // Both are made on first use: until then, the directory they will be made in.
+        jek_fsio::check_strict_or_nearest(&a.tpm_ca)
+            .map_err(untrusted("runtime file's attestation.tpmCa"))?;
+        jek_fsio::check_strict_or_nearest(&a.registry)
+            .map_err(untrusted("runtime file's attestation.registry"))?;
+    }
+    Ok(runtime)
+}
+
 /// Reads and parses a runtime file.
 pub fn load(path: &Path) -> Result<Runtime, ConfigError> {
     let text = crate::read_text("runtime file", path, MAX_CONFIG_SIZE)?;

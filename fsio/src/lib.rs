@@ -9,6 +9,9 @@
 //! - [`read_regular`]: reading a file from a directory jek does not own: opened with
 //!   `O_NOFOLLOW`, it must be a regular file, and its size is checked (fstat) against a cap
 //!   before a byte is read.
+//! - [`check_strict`]: a file that decides what jek trusts (a runtime file, a policy, a
+//!   key) must be owned by root or by jek's own user, and neither it nor a directory above
+//!   it writable by anyone else, as sshd's `StrictModes` asks of `authorized_keys`.
 //!
 //! ```
 //! use jek_fsio::{read_regular, write_atomic, Overwrite};
@@ -361,6 +364,126 @@ fn read_capped(path: &Path, limit: u64, no_follow: bool) -> Result<Vec<u8>, Read
     Ok(out)
 }
 
+/// Why a file that decides trust is refused ([`check_strict`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StrictError {
+    /// The file or a directory above it cannot be examined.
+    #[error("{path}: {cause}")]
+    Io {
+        /// The path examined.
+        path: PathBuf,
+        /// Cause.
+        cause: std::io::Error,
+    },
+    /// Owned by another user, who could rewrite it.
+    #[error("{path} is owned by uid {owner}, not by root or by this process's uid {me}: another user decides what it says")]
+    Owner {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// This process's effective uid.
+        me: u32,
+    },
+    /// Writable by its group or by everyone.
+    #[error(
+        "{path} has mode {mode:04o}: writable by {who}, who could rewrite {what} (chmod go-w)"
+    )]
+    Writable {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// `its group` or `every user`.
+        who: &'static str,
+        /// `it` for the file, `what is in it` for a directory above it.
+        what: &'static str,
+    },
+}
+
+impl StrictError {
+    /// The kind of failure: a file others control is an invalid input, as a missing one is;
+    /// a failure to examine it is the environment's.
+    pub fn class(&self) -> Class {
+        match self {
+            StrictError::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound => {
+                Class::Invalid
+            }
+            StrictError::Io { .. } => Class::Environment,
+            StrictError::Owner { .. } | StrictError::Writable { .. } => Class::Invalid,
+        }
+    }
+}
+
+/// Refuses `path` unless no user but root and this process's own can change what it says:
+/// the file, and every directory above it up to `/`, both as written and with symlinks
+/// resolved, must be owned by root or by the effective uid; none may be writable by its
+/// group or by everyone, except a directory with the sticky bit (`/tmp`: others may add
+/// entries there but not replace ours). A symlink's own mode is not checked (it has none
+/// that matters), its owner is. For a runtime file, a policy and the keys it names, read
+/// by a process that acts on them for other users (as sshd's `StrictModes`).
+pub fn check_strict(path: &Path) -> Result<(), StrictError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let io = |p: &Path, cause: std::io::Error| StrictError::Io {
+        path: p.to_path_buf(),
+        cause,
+    };
+    let me = rustix::process::geteuid().as_raw();
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(|e| io(path, e))?.join(path)
+    };
+    let resolved = std::fs::canonicalize(&absolute).map_err(|e| io(path, e))?;
+    let check = |p: &Path, is_target: bool| -> Result<(), StrictError> {
+        let meta = std::fs::symlink_metadata(p).map_err(|e| io(p, e))?;
+        let owner = meta.uid();
+        if owner != 0 && owner != me {
+            return Err(StrictError::Owner {
+                path: p.to_path_buf(),
+                owner,
+                me,
+            });
+        }
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            return Ok(());
+        }
+        let mode = meta.mode() & 0o7777;
+        let sticky_dir = kind.is_dir() && mode & 0o1000 != 0 && !is_target;
+        if mode & 0o022 != 0 && !sticky_dir {
+            return Err(StrictError::Writable {
+                path: p.to_path_buf(),
+                mode,
+                who: if mode & 0o002 != 0 {
+                    "every user"
+                } else {
+                    "its group"
+                },
+                what: if is_target { "it" } else { "what is in it" },
+            });
+        }
+        Ok(())
+    };
+    for chain in [absolute.as_path(), resolved.as_path()] {
+        for (i, p) in chain.ancestors().enumerate() {
+            check(p, i == 0)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`check_strict`] for a path that may not exist yet (a store or CA made on first use):
+/// the path if it exists, else the nearest directory above it that does, where it will be
+/// made.
+pub fn check_strict_or_nearest(path: &Path) -> Result<(), StrictError> {
+    let nearest = path
+        .ancestors()
+        .find(|p| std::fs::symlink_metadata(p).is_ok())
+        .unwrap_or(path);
+    check_strict(nearest)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -446,5 +569,93 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("/nonexistent-dir/x"));
+    }
+
+    #[test]
+    fn strict_mode_refuses_files_and_directories_others_can_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("etc");
+        std::fs::create_dir(&sub).unwrap();
+        let file = sub.join("runtime.yaml");
+        std::fs::write(&file, "x").unwrap();
+        let chmod = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        };
+        chmod(dir.path(), 0o700);
+        chmod(&sub, 0o755);
+        chmod(&file, 0o644);
+        check_strict(&file).unwrap();
+        // The file writable by everyone, then by its group: refused, naming it and the mode.
+        chmod(&file, 0o666);
+        let err = check_strict(&file).unwrap_err();
+        assert!(
+            matches!(&err, StrictError::Writable { path, mode: 0o666, who: "every user", .. } if path == &file),
+            "{err}"
+        );
+        assert!(err.to_string().contains("0666"), "{err}");
+        chmod(&file, 0o664);
+        assert!(matches!(
+            check_strict(&file).unwrap_err(),
+            StrictError::Writable {
+                who: "its group",
+                ..
+            }
+        ));
+        chmod(&file, 0o644);
+        // A directory above it writable by others: refused (its entries can be swapped);
+        // with the sticky bit, as /tmp, allowed.
+        chmod(&sub, 0o777);
+        let err = check_strict(&file).unwrap_err();
+        assert!(
+            matches!(&err, StrictError::Writable { path, what: "what is in it", .. } if path == &sub),
+            "{err}"
+        );
+        chmod(&sub, 0o1777);
+        check_strict(&file).unwrap();
+        chmod(&sub, 0o755);
+        // A symlink in a directory others can write is refused even though its target is
+        // fine; the target of a good symlink is checked too.
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        chmod(&open, 0o777);
+        let link = open.join("link.yaml");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(matches!(
+            check_strict(&link).unwrap_err(),
+            StrictError::Writable { path, .. } if path == open
+        ));
+        let good = sub.join("good.yaml");
+        std::os::unix::fs::symlink(&file, &good).unwrap();
+        check_strict(&good).unwrap();
+        chmod(&file, 0o646);
+        assert!(check_strict(&good).is_err());
+        chmod(&file, 0o644);
+        // Owned by another user (nobody): only root can arrange that, so this test runs as
+        // root, as CI does.
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test gives a file to nobody: run it as root, as ci/test.sh does"
+        );
+        std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+        let err = check_strict(&file).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                StrictError::Owner {
+                    owner: 65534,
+                    me: 0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        std::os::unix::fs::chown(&file, Some(0), None).unwrap();
+        // Missing: an invalid input, named; to be made, its directory is checked.
+        let err = check_strict(&sub.join("missing.yaml")).unwrap_err();
+        assert_eq!(err.class(), Class::Invalid);
+        check_strict_or_nearest(&sub.join("store/missing")).unwrap();
+        chmod(&sub, 0o757);
+        assert!(check_strict_or_nearest(&sub.join("store/missing")).is_err());
+        chmod(&sub, 0o755);
     }
 }

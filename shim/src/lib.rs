@@ -259,8 +259,10 @@ impl Service {
 
     /// Create: verify, read the spec and the root, pack the container segment.
     fn prepare(&self, req: &api::CreateTaskRequest) -> Result<(Prepared, PathBuf), CreateError> {
-        let runtime = jek_config::runtime::load(&runtime_path(req))?;
-        let policy = jek_config::policy::load(&runtime.policy)?;
+        // The shim acts for every pod on the host: what decides trust must be owned by root
+        // (or the shim's user) and writable by no one else.
+        let runtime = jek_config::runtime::load_strict(&runtime_path(req))?;
+        let policy = jek_config::policy::load_strict(&runtime.policy)?;
         let bundle = verify_bundle(&runtime.bundle, &policy.policy)?;
         let bundle_dir = PathBuf::from(&req.bundle);
         let spec = process::load(&bundle_dir)?;
