@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A service binary of the workspace (`jek-agent`, `jek-verifier`), beside `jek`.
-/// `cargo test --workspace` builds them (jek-service has integration tests of its own).
+/// A binary of another workspace package (`jek-agent`, `jek-verifier`,
+/// `containerd-shim-jek-v2`), beside `jek`. `cargo test --workspace` builds them (their
+/// packages have tests of their own).
 pub fn bin(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_jek")).with_file_name(name);
     assert!(
         path.is_file(),
-        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p jek-service` first)",
+        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build --workspace --bins` first)",
         path.display()
     );
     path
