@@ -64,7 +64,8 @@ export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 # SOURCE_DATE_EPOCH as the tour sets it (ci/tour.sh): the build scripts of aws-lc-sys and
 # libsqlite3-sys rerun when it changes, which made the tour's `cargo build` recompile them
 # and the 40-odd crates above them.
-export SOURCE_DATE_EPOCH=1700000000
+TOUR_EPOCH=1700000000
+export SOURCE_DATE_EPOCH=$TOUR_EPOCH
 phase "build tests + clippy -D warnings" \
   cargo test --locked --workspace --all-targets --no-run --message-format=json-render-diagnostics \
   > target/ci-test-artifacts.json
@@ -124,7 +125,7 @@ if [ "${RAN:-0}" -ne "$(wc -l < target/ci-test-binaries.tsv)" ]; then
   echo "ran ${RAN:-0} test binaries of the $(wc -l < target/ci-test-binaries.tsv) cargo built" >&2
   exit 1
 fi
-phase "doc tests" env SOURCE_DATE_EPOCH=1700000000 cargo test --locked --workspace --doc
+phase "doc tests" env SOURCE_DATE_EPOCH=$TOUR_EPOCH cargo test --locked --workspace --doc
 
 phase "README tour" bash -c 'ci/tour.sh > target/tour.log 2>&1 || { tail -40 target/tour.log >&2; exit 1; }'
 no_user_state "the README tour"

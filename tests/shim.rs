@@ -147,6 +147,30 @@ impl Containerd {
             .expect("ctr (package containerd)")
     }
 
+    /// A copy of the runtime file that names `policy` (a file beside it), as
+    /// `POLICY-runtime.yaml`.
+    fn runtime_with_policy(&self, policy: &str) -> PathBuf {
+        let runtime = std::fs::read_to_string(self.path("runtime.yaml"))
+            .unwrap()
+            .replace("policy: policy.yaml", &format!("policy: {policy}"));
+        let path = self.path(&format!("{policy}-runtime.yaml"));
+        std::fs::write(&path, runtime).unwrap();
+        path
+    }
+
+    /// `ctr run` of container `id` with the runtime file `config` (containerd's runtime
+    /// options, ConfigPath), which must be refused: exit 1, nothing run. Its stderr.
+    fn refused(&self, config: &Path, id: &str) -> String {
+        let out = self.run(
+            &["--rm", "--runtime-config-path", config.to_str().unwrap()],
+            id,
+            "echo should-not-run",
+        );
+        assert_exit(&out, 1);
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("should-not-run"));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// `ctr run --runtime io.containerd.jek.v2 [extra] IMAGE ID sh -c SCRIPT`.
     fn run(&self, extra: &[&str], id: &str, script: &str) -> Output {
         let mut args = vec!["run", "--runtime", RUNTIME];
@@ -329,24 +353,12 @@ fn a_refused_bundle_fails_ctr_run_with_the_verifiers_reason_and_starts_nothing()
     let strict = policy_allowing_busybox(&test_key().with_extension("pub"))
         .replace("min_security_version: 1", "min_security_version: 99");
     std::fs::write(c.path("strict.yaml"), strict).unwrap();
-    let runtime = std::fs::read_to_string(c.path("runtime.yaml"))
-        .unwrap()
-        .replace("policy: policy.yaml", "policy: strict.yaml");
-    std::fs::write(c.path("strict-runtime.yaml"), runtime).unwrap();
-    let config = c.path("strict-runtime.yaml");
-    let out = c.run(
-        &["--rm", "--runtime-config-path", config.to_str().unwrap()],
-        "r1",
-        "echo should-not-run",
-    );
-    assert_exit(&out, 1);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = c.refused(&c.runtime_with_policy("strict.yaml"), "r1");
     assert!(
         stderr.contains("jek: the kernel bundle is refused")
             && stderr.contains("security version 1 is below the minimum 99"),
         "{stderr}"
     );
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("should-not-run"));
     assert!(
         !c.run_root().join("r1").exists(),
         "no run directory for a refused bundle"
@@ -361,45 +373,22 @@ fn a_refused_bundle_fails_ctr_run_with_the_verifiers_reason_and_starts_nothing()
     // user can write is refused by name and mode, and so is a policy whose trusted key
     // another user (nobody) owns, though it is the right key.
     use std::os::unix::fs::PermissionsExt as _;
-    let good = c.path("good-runtime.yaml");
-    std::fs::write(&good, std::fs::read(c.path("runtime.yaml")).unwrap()).unwrap();
+    let good = c.runtime_with_policy("policy.yaml");
     std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = c.run(
-        &["--rm", "--runtime-config-path", good.to_str().unwrap()],
-        "r2",
-        "echo should-not-run",
-    );
-    assert_exit(&out, 1);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = c.refused(&good, "r2");
     assert!(
         stderr.contains("the runtime file is refused")
             && stderr.contains("mode 0666: writable by every user"),
         "{stderr}"
     );
-    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o644)).unwrap();
     let theirs = c.path("nobody.pub");
     std::fs::copy(test_key().with_extension("pub"), &theirs).unwrap();
     std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
     std::fs::write(c.path("theirs.yaml"), policy_allowing_busybox(&theirs)).unwrap();
-    let runtime = std::fs::read_to_string(c.path("runtime.yaml"))
-        .unwrap()
-        .replace("policy: policy.yaml", "policy: theirs.yaml");
-    std::fs::write(c.path("theirs-runtime.yaml"), runtime).unwrap();
-    let out = c.run(
-        &[
-            "--rm",
-            "--runtime-config-path",
-            c.path("theirs-runtime.yaml").to_str().unwrap(),
-        ],
-        "r3",
-        "echo should-not-run",
-    );
-    assert_exit(&out, 1);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = c.refused(&c.runtime_with_policy("theirs.yaml"), "r3");
     assert!(
         stderr.contains("trusted_keys[0]") && stderr.contains("owned by uid 65534"),
         "{stderr}"
     );
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("should-not-run"));
     c.assert_nothing_left();
 }

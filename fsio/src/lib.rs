@@ -465,8 +465,12 @@ pub fn check_strict(path: &Path) -> Result<(), StrictError> {
         }
         Ok(())
     };
-    for chain in [absolute.as_path(), resolved.as_path()] {
-        for (i, p) in chain.ancestors().enumerate() {
+    for (i, p) in absolute.ancestors().enumerate() {
+        check(p, i == 0)?;
+    }
+    // Through a symlink (or `..`), the path it leads to as well.
+    if resolved != absolute {
+        for (i, p) in resolved.ancestors().enumerate() {
             check(p, i == 0)?;
         }
     }

@@ -172,7 +172,7 @@ async fn result(
     };
     // The last round could not ask the pod: no result speaks for it now, whatever the
     // last one said.
-    if row.result.status == "unreachable" {
+    if row.result.status == crate::store::UNREACHABLE {
         return Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "pod_unreachable",

@@ -11,7 +11,7 @@ use jek_attest::{Claim, Status};
 use jek_measure::plan::PCRS;
 
 use crate::remote::Agent;
-use crate::store::{PodRow, RoundOutcome, StoredResult};
+use crate::store::{PodRow, RoundOutcome, StoredResult, UNREACHABLE};
 use crate::verifier::{claims_of, now_ms, now_s, Service};
 use crate::wire::{AkRef, FailingClaim, QuoteRequest};
 
@@ -98,10 +98,11 @@ fn next_due(svc: &Service) -> u64 {
 fn unreachable(svc: &Service, row: &PodRow, error: String) -> RoundOutcome {
     RoundOutcome {
         result: StoredResult {
-            status: "unreachable".into(),
+            status: UNREACHABLE.into(),
             claims: row.result.claims.clone(),
             error: Some(error.clone()),
-            // The last signed result stays served; its `iat` tells how old it is.
+            // The last signed result is kept for the record, but not served while the pod
+            // is unreachable (the API answers 502), and it expires at its `exp`.
             token: row.result.token.clone(),
             at: Some(now_s()),
         },
@@ -109,7 +110,7 @@ fn unreachable(svc: &Service, row: &PodRow, error: String) -> RoundOutcome {
         next_due_ms: next_due(svc),
         failing: vec![FailingClaim {
             claim: "agent".into(),
-            status: "unreachable".into(),
+            status: UNREACHABLE.into(),
             reason: error,
         }],
         notify: svc.config.webhook.is_some(),

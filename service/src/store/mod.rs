@@ -268,6 +268,9 @@ pub(crate) fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
+/// The status of a pod whose last round could not ask its agent.
+pub const UNREACHABLE: &str = "unreachable";
+
 /// The status a removed pod's last change goes to.
 pub const REMOVED: &str = "removed";
 
