@@ -73,8 +73,12 @@ phase "cargo fmt --check" cargo fmt --all -- --check
 # campaign (`cargo +nightly fuzz run TARGET`) keeps cargo-fuzz's defaults: ASan, opt-level 3.
 if [ "${JEK_SKIP_FUZZ:-0}" != 1 ]; then
   FUZZ_START=$(date +%s%N)
-  setsid nice -n 19 env CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
-    cargo +nightly fuzz build --fuzz-dir fuzz -s none > target/ci-fuzz-build.log 2>&1 &
+  # A session of its own (so a failed run can stop the whole group) is also a scheduler
+  # autogroup of its own, which Linux shares the CPU with as an equal of the run's, whatever
+  # its nice value: the group itself is made nice 19 too.
+  setsid bash -c 'echo 19 > /proc/self/autogroup 2> /dev/null || true
+    exec nice -n 19 env CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+      cargo +nightly fuzz build --fuzz-dir fuzz -s none' > target/ci-fuzz-build.log 2>&1 &
   FUZZ_PID=$!
 fi
 
