@@ -45,11 +45,18 @@ for n in names:
         f.write(POD.replace("NAME", n))
 procs = []
 kept = []
+# The verifier needs an authenticated client: the bench is its admin (a bearer token).
+tokens = os.path.join(work, "tokens")
+if os.path.exists(tokens):
+    os.remove(tokens)
+ADMIN_TOKEN = subprocess.run([verifier_bin, "add-token", "--tokens", tokens, "--role", "admin", "bench"],
+                             check=True, capture_output=True, text=True).stdout.strip()
 
 
 def http(method, url, body=None):
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json",
+                                                                         "authorization": f"Bearer {ADMIN_TOKEN}"})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read() or b"null")
@@ -83,7 +90,7 @@ def stop(p):
 
 def bench(store, label):
     verifier_args = [verifier_bin, "--listen", "127.0.0.1:0", "--policy", policy, "--bundle", bundle,
-                     "--store", store, "--replica", f"bench-{label}"]
+                     "--store", store, "--replica", f"bench-{label}", "--tokens", tokens]
     v, url = start(verifier_args, os.path.join(work, f"verifier-{label}.log"))
     time.sleep(0.5)
     before = rss_kib(v.pid)

@@ -123,13 +123,18 @@ listen() { # NAME LOG PROGRAM ARGS...
 }
 stop_service() { kill "${AGENT_PID:-}" "${VERIFIER_PID:-}" 2>/dev/null || true; stop_tpm; }
 trap stop_service EXIT
+# Clients authenticate: an admin token registers the pod, a reader's token reads results.
+rm -f "$SVC/tokens"
+target/release/jek-verifier add-token --tokens "$SVC/tokens" --role admin ci-admin > "$SVC/admin.token"
+target/release/jek-verifier add-token --tokens "$SVC/tokens" --role reader ci-reader > "$SVC/reader.token"
+chmod 600 "$SVC/admin.token" "$SVC/reader.token"
 listen agent "$SVC/agent.log" target/release/jek-agent
 listen verifier "$SVC/verifier.log" target/release/jek-verifier --policy "$OUT/policy.yaml" --bundle "$BUNDLE" \
-  --store "$SVC/verifier.db" --result-key "$SVC/result-key.pem"
+  --store "$SVC/verifier.db" --result-key "$SVC/result-key.pem" --tokens "$SVC/tokens"
 AGENT_URL=$(awk '{print $NF; exit}' "$SVC/agent.url")
 VERIFIER_URL=$(awk '{print $NF; exit}' "$SVC/verifier.url")
-timed service python3 ci/service_register.py "$VERIFIER_URL" "$AGENT_URL" "$POD_ID" "$BUNDLE" "$OUT/pod.yaml" "$SVC/result.jwt"
-"$JEK" attest --verifier "$VERIFIER_URL" "$POD_ID"
+timed service python3 ci/service_register.py "$VERIFIER_URL" "$AGENT_URL" "$POD_ID" "$BUNDLE" "$OUT/pod.yaml" "$SVC/result.jwt" "$SVC/admin.token"
+"$JEK" attest --verifier "$VERIFIER_URL" "$POD_ID" --token-file "$SVC/reader.token"
 "$JEK" result verify "$SVC/result.jwt" --jwks "$VERIFIER_URL/v1/jwks"
 
 say "a container image: busybox (Debian's busybox-static, two layers) pushed to a local registry"

@@ -2,19 +2,24 @@
 """Registers one pod with a running jek-verifier through its host's jek-agent, waits for
 its first signed result and writes the token to a file (ci/main.sh's service step).
 
-Usage: service_register.py VERIFIER_URL AGENT_URL POD_ID BUNDLE POD_FILE TOKEN_FILE"""
+Usage: service_register.py VERIFIER_URL AGENT_URL POD_ID BUNDLE POD_FILE TOKEN_FILE ADMIN_TOKEN_FILE
+
+The verifier is called with the admin's bearer token (jek-verifier add-token) from
+ADMIN_TOKEN_FILE."""
 import hashlib
 import json
 import sys
 import time
 import urllib.request
 
-verifier, agent, pod_id, bundle, pod_file, token_file = sys.argv[1:7]
+verifier, agent, pod_id, bundle, pod_file, token_file, admin_token_file = sys.argv[1:8]
+admin_token = open(admin_token_file).read().strip()
 
 
 def call(method, url, body=None):
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, method=method, data=data, headers={"content-type": "application/json"})
+    req = urllib.request.Request(url, method=method, data=data, headers={"content-type": "application/json",
+                                                                      "authorization": f"Bearer {admin_token}"})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read())

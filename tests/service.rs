@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::service::{
-    bin, get_json, http, post_json, wait_for, Postgres, Proxy, Service, Webhook,
+    bin, get_json, http, http_as, post_json, wait_for, Postgres, Proxy, Service, Webhook,
+    ADMIN_TOKEN, READER_TOKEN,
 };
 use common::{assert_exit, jek, test_key, Workspace};
 use serde_json::{json, Value};
@@ -181,6 +182,8 @@ fn start_verifier(
         "1s".into(),
         "--agent-timeout".into(),
         "2s".into(),
+        "--tokens".into(),
+        s(&common::service::tokens_file(&host.ws.path(""))),
     ];
     for b in bundles {
         args.push("--bundle".into());
@@ -188,6 +191,11 @@ fn start_verifier(
     }
     args.extend(extra.iter().map(|a| a.to_string()));
     Service::start(&bin("jek-verifier"), &args, &host.ws.path(log))
+}
+
+/// The test reader's token ([`READER_TOKEN`]) in a file of the host's, for `--token-file`.
+fn reader_token(host: &Host) -> String {
+    common::service::token_file(&host.ws.path("reader.token"), READER_TOKEN)
 }
 
 /// A pod as the agent lists it: identifier, name, running.
@@ -323,6 +331,7 @@ fn sixteen_pods_and_a_running_qemu_pod_attest_continuously_and_flip_on_revocatio
         "verifier.log",
     );
     let v = verifier.url.clone();
+    let reader = reader_token(&host);
     let tk = host.bundle_digest(&host.ws.path("tk.jek"));
     let default = host.bundle_digest(&built.bundle);
     register_all(&host, &v, &agent, &tk, Some(&default));
@@ -356,7 +365,15 @@ fn sixteen_pods_and_a_running_qemu_pod_attest_continuously_and_flip_on_revocatio
     assert_eq!(res["ear"]["submods"]["q"]["ear.status"], "affirming");
     // The CLI asks the verifier, and checks a token against a JWKS file or URL.
     let out = jek()
-        .args(["attest", "--verifier", &v, &running.0, "--json"])
+        .args([
+            "attest",
+            "--token-file",
+            &reader,
+            "--verifier",
+            &v,
+            &running.0,
+            "--json",
+        ])
         .output()
         .unwrap();
     assert_exit(&out, 0);
@@ -416,7 +433,14 @@ fn sixteen_pods_and_a_running_qemu_pod_attest_continuously_and_flip_on_revocatio
     );
     wait_for("17 contraindicated results", 20, || all("contraindicated"));
     let out = jek()
-        .args(["attest", "--verifier", &v, &running.0])
+        .args([
+            "attest",
+            "--token-file",
+            &reader,
+            "--verifier",
+            &v,
+            &running.0,
+        ])
         .output()
         .unwrap();
     assert_exit(&out, 1);
@@ -509,6 +533,197 @@ fn one_host(n: usize) -> (Host, String, Service, String, Vec<AgentPod>) {
     (host, agent, verifier, tk, ids)
 }
 
+/// Who may do what: every route of the verifier asked anonymously, with bad tokens (one
+/// made up, one that is the admin's digest as the tokens file lists it), as a reader and
+/// as an admin (bearer tokens over loopback HTTP; certificates are in the TLS test). A
+/// token made by `jek-verifier add-token` works; a verifier without client authentication,
+/// or with a tokens file others could rewrite, does not start.
+#[test]
+fn every_route_answers_by_role_and_the_verifier_needs_client_authentication() {
+    use sha2::Digest as _;
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let host = Host::new();
+    // No pod boots here, so no swtpm CA exists: the policy's EK CA is a stand-in.
+    common::test_ca(&host.ws, "ekca", "/CN=stand-in EK CA");
+    std::fs::create_dir_all(host.ws.path("ca")).unwrap();
+    std::fs::copy(
+        host.ws.path("ekca.pem"),
+        host.ws.path("ca/swtpm-localca-rootca-cert.pem"),
+    )
+    .unwrap();
+    let verifier = start_verifier(
+        &host,
+        &s(&host.ws.path("v.db")),
+        &[&host.ws.path("tk.jek")],
+        &[],
+        "verifier.log",
+    );
+    let v = verifier.url.clone();
+    let id = "a".repeat(32);
+    let made_up = "x".repeat(48);
+    let digest = hex::encode(sha2::Sha256::digest(ADMIN_TOKEN.as_bytes()));
+    // (method, path, body, [anonymous, made-up token, digest as token, reader, admin])
+    type Route<'a> = (&'a str, String, Option<&'a [u8]>, [u16; 5]);
+    let routes: Vec<Route> = vec![
+        ("GET", "/".into(), None, [200; 5]),
+        ("GET", "/v1/health".into(), None, [200; 5]),
+        ("GET", "/v1/jwks".into(), None, [200; 5]),
+        ("GET", "/.well-known/jwks.json".into(), None, [200; 5]),
+        ("GET", "/v1/pods".into(), None, [401, 401, 401, 200, 200]),
+        (
+            "GET",
+            format!("/v1/pods/{id}"),
+            None,
+            [401, 401, 401, 404, 404],
+        ),
+        (
+            "GET",
+            format!("/v1/pods/{id}/result"),
+            None,
+            [401, 401, 401, 404, 404],
+        ),
+        ("GET", "/v1/bundles".into(), None, [401, 401, 401, 200, 200]),
+        (
+            "POST",
+            "/v1/pods".into(),
+            Some(b"{}"),
+            [401, 401, 401, 403, 400],
+        ),
+        (
+            "DELETE",
+            format!("/v1/pods/{id}"),
+            None,
+            [401, 401, 401, 403, 404],
+        ),
+        (
+            "POST",
+            "/v1/policy/reload".into(),
+            Some(b"{}"),
+            [401, 401, 401, 403, 200],
+        ),
+    ];
+    let clients = [
+        None,
+        Some(made_up.as_str()),
+        Some(digest.as_str()),
+        Some(READER_TOKEN),
+        Some(ADMIN_TOKEN),
+    ];
+    for (method, path, body, expected) in &routes {
+        for (client, want) in clients.iter().zip(expected) {
+            let (status, answer) = http_as(*client, method, &format!("{v}{path}"), *body);
+            let answer = String::from_utf8_lossy(&answer);
+            assert_eq!(status, *want, "{method} {path} as {client:?}: {answer}");
+            match status {
+                401 => assert!(answer.contains("\"unauthenticated\""), "{answer}"),
+                403 => assert!(
+                    answer.contains("\"forbidden\"")
+                        && answer.contains("test-reader (token) holds the role reader")
+                        && answer.contains("needs the admin role"),
+                    "{answer}"
+                ),
+                _ => {}
+            }
+        }
+    }
+    let log = std::fs::read_to_string(&verifier.log).unwrap();
+    assert!(
+        log.contains("policy reloaded") && log.contains("test-admin (token)"),
+        "{log}"
+    );
+    drop(verifier);
+
+    // Starting: no client authentication, or a tokens file others could rewrite, is
+    // refused by name (exit 2) before anything listens.
+    let start = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(bin("jek-verifier"));
+        common::isolate(&mut cmd)
+            .args(["--listen", "127.0.0.1:0", "--policy"])
+            .arg(host.ws.path("policy.yaml"))
+            .arg("--bundle")
+            .arg(host.ws.path("tk.jek"))
+            .arg("--store")
+            .arg(host.ws.path("v2.db"))
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = start(&[]);
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no client authentication"), "{err}");
+
+    // add-token: the token printed once, only its digest in the file (mode 0600).
+    let tokens = host.ws.path("ci-tokens");
+    let add = |name: &str| {
+        std::process::Command::new(bin("jek-verifier"))
+            .args([
+                "add-token",
+                "--tokens",
+                &s(&tokens),
+                "--role",
+                "reader",
+                name,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = add("ci");
+    assert_exit(&out, 0);
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(token.len(), 64, "{token}");
+    let text = std::fs::read_to_string(&tokens).unwrap();
+    assert!(
+        !text.contains(&token) && text.contains("reader ci sha256:"),
+        "{text}"
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&tokens).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let out = add("ci");
+    assert_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already listed"));
+
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let out = start(&["--tokens", &s(&tokens)]);
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ci-tokens") && err.contains("0666"), "{err}");
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let args: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--policy",
+        &s(&host.ws.path("policy.yaml")),
+        "--bundle",
+        &s(&host.ws.path("tk.jek")),
+        "--store",
+        &s(&host.ws.path("v3.db")),
+        "--tokens",
+        &s(&tokens),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let ci = Service::start(
+        &bin("jek-verifier"),
+        &args,
+        &host.ws.path("verifier-ci.log"),
+    );
+    let (status, _) = http_as(Some(&token), "GET", &format!("{}/v1/pods", ci.url), None);
+    assert_eq!(status, 200);
+    let (status, _) = http_as(
+        Some(ADMIN_TOKEN),
+        "GET",
+        &format!("{}/v1/pods", ci.url),
+        None,
+    );
+    assert_eq!(status, 401, "a token of another file");
+}
+
 /// Bad input and faults: malformed requests, unknown pods and bundles, bodies over the
 /// limit, an agent that stops answering (its pod turns unreachable, the others go on),
 /// and a registration against a refusing TPM identity.
@@ -519,6 +734,7 @@ fn bad_requests_and_a_silent_agent_are_answered_cleanly() {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (host, agent, verifier, tk, ids) = one_host(3);
     let v = verifier.url.clone();
+    let reader = reader_token(&host);
 
     // Malformed JSON, unknown fields, wrong types: 400 with a JSON error naming the field.
     let (status, body) = http("POST", &format!("{v}/v1/pods"), Some(b"{not json"));
@@ -631,7 +847,14 @@ fn bad_requests_and_a_silent_agent_are_answered_cleanly() {
         ids[1].0.as_str()
     );
     let out = jek()
-        .args(["attest", "--verifier", &mitm.url, &ids[2].0])
+        .args([
+            "attest",
+            "--token-file",
+            &reader,
+            "--verifier",
+            &mitm.url,
+            &ids[2].0,
+        ])
         .output()
         .unwrap();
     assert_exit(&out, 1);
@@ -712,7 +935,14 @@ fn bad_requests_and_a_silent_agent_are_answered_cleanly() {
         "{err}"
     );
     let out = jek()
-        .args(["attest", "--verifier", &v, &ids[0].0])
+        .args([
+            "attest",
+            "--token-file",
+            &reader,
+            "--verifier",
+            &v,
+            &ids[0].0,
+        ])
         .output()
         .unwrap();
     assert_exit(&out, 3);
@@ -858,7 +1088,18 @@ fn the_fleet_page_shows_a_contraindicated_pod_with_its_failing_claim() {
             && st.get("p01").map(String::as_str) == Some("contraindicated"))
         .then_some(())
     });
-    let dom = chromium_dom(&format!("{v}/"), &host.ws.path("chromium"));
+    // Without a credential the page loads but shows no pod, only why.
+    let dom = chromium_dom(&format!("{v}/"), &host.ws.path("chromium0"));
+    assert!(
+        dom.contains("the verifier refused this page (401)") && !dom.contains("data-pod="),
+        "{dom}"
+    );
+    // A reader's token in the fragment: the pods, and the token is not left in the page.
+    let dom = chromium_dom(
+        &format!("{v}/#token={READER_TOKEN}"),
+        &host.ws.path("chromium"),
+    );
+    assert!(!dom.contains(READER_TOKEN), "{dom}");
     let row = |pod: &str| -> String {
         let start = dom
             .find(&format!("data-pod=\"{pod}\""))
@@ -891,7 +1132,10 @@ fn the_fleet_page_shows_a_contraindicated_pod_with_its_failing_claim() {
         let p = pods(&v).into_iter().find(|p| p["pod"] == "p00")?;
         (p["status"] == "contraindicated").then_some(p)
     });
-    let dom = chromium_dom(&format!("{v}/"), &host.ws.path("chromium2"));
+    let dom = chromium_dom(
+        &format!("{v}/#token={READER_TOKEN}"),
+        &host.ws.path("chromium2"),
+    );
     let row = dom
         .find("data-pod=\"p00\"")
         .map(|i| &dom[i..dom[i..].find("</tr>").map_or(dom.len(), |e| i + e)])
@@ -934,7 +1178,11 @@ fn chromium_dom(url: &str, profile: &Path) -> String {
 
 /// TLS end to end: the agent and the verifier serve HTTPS with a certificate from a private
 /// CA; the verifier reaches the agent, and `jek attest --verifier` the verifier, trusting
-/// that CA (`--ca-file`), and refuses the verifier without it.
+/// that CA (`--ca-file`), and refuses the verifier without it. Clients authenticate with
+/// certificates from the CA given as `--client-ca` (mutual TLS), their role in the subject's
+/// O: an admin registers, a reader reads and may not register, a certificate without a jek
+/// role (or with the agent-side `jek:verifier` role) reads nothing, and one naming
+/// `O=jek:admin` from another CA does not get through the handshake.
 #[test]
 fn agent_verifier_and_cli_talk_tls_with_a_private_ca() {
     let _serial = ONE_AT_A_TIME
@@ -970,10 +1218,13 @@ fn agent_verifier_and_cli_talk_tls_with_a_private_ca() {
             &s(&host.ws.path("server.pem")),
             "--tls-key",
             &s(&host.ws.path("server.key")),
+            "--client-ca",
+            &ca,
         ],
         "verifier.log",
     );
     assert!(verifier.url.starts_with("https://"), "{}", verifier.url);
+    let reader = reader_token(&host);
     let (id, pod) = {
         // The agent over HTTPS, asked with curl trusting the CA.
         let out = std::process::Command::new("curl")
@@ -994,36 +1245,133 @@ fn agent_verifier_and_cli_talk_tls_with_a_private_ca() {
     };
     let yaml = String::from_utf8(host.ws.read(&format!("{pod}.yaml"))).unwrap();
     let body = json!({"agent": agent.url, "podId": id, "bundle": host.bundle_digest(&host.ws.path("tk.jek")), "podYaml": yaml});
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sf",
+    // curl as a client: `cert` is a name of tls_files' (or none); the HTTP status, 0 when
+    // the handshake failed.
+    let pods = format!("{}/v1/pods", verifier.url);
+    let curl = |cert: Option<&str>, method: &str, url: &str, data: &str| -> u16 {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
             "--cacert",
             &ca,
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "-d",
-            &body.to_string(),
-            &format!("{}/v1/pods", verifier.url),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "registration over TLS: {}",
+        ]);
+        if let Some(c) = cert {
+            cmd.args([
+                "--cert",
+                &s(&host.ws.path(&format!("{c}.pem"))),
+                "--key",
+                &s(&host.ws.path(&format!("{c}.key"))),
+            ]);
+        }
+        if method == "POST" {
+            cmd.args([
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                data,
+            ]);
+        }
+        let out = cmd.arg(url).output().unwrap();
         String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    assert_eq!(curl(None, "GET", &pods, ""), 401, "anonymous");
+    assert_eq!(
+        curl(None, "GET", &format!("{}/v1/health", verifier.url), ""),
+        200
     );
+    assert_eq!(curl(Some("reader"), "GET", &pods, ""), 200);
+    assert_eq!(curl(Some("norole"), "GET", &pods, ""), 403);
+    assert_eq!(curl(Some("verifier"), "GET", &pods, ""), 403);
+    assert_eq!(
+        curl(Some("stranger"), "GET", &pods, ""),
+        0,
+        "another CA's certificate"
+    );
+    assert_eq!(
+        curl(Some("reader"), "POST", &pods, &body.to_string()),
+        403,
+        "a reader registering"
+    );
+    assert_eq!(
+        curl(Some("admin"), "POST", &pods, &body.to_string()),
+        201,
+        "registration over TLS by the admin's certificate"
+    );
+    let log = std::fs::read_to_string(&verifier.log).unwrap();
+    assert!(
+        log.contains("pod registered") && log.contains("test-admin-cert (certificate)"),
+        "{log}"
+    );
+    let cert_args = [
+        "--client-cert".to_string(),
+        s(&host.ws.path("reader.pem")),
+        "--client-key".to_string(),
+        s(&host.ws.path("reader.key")),
+    ];
     wait_for("an affirming result over TLS", 30, || {
         let out = jek()
             .args(["attest", "--verifier", &verifier.url, &id, "--ca-file", &ca])
+            .args(&cert_args)
             .output()
             .unwrap();
         out.status.success().then_some(())
     });
+    // The bearer token works over TLS too.
+    let out = jek()
+        .args([
+            "attest",
+            "--token-file",
+            &reader,
+            "--verifier",
+            &verifier.url,
+            &id,
+            "--ca-file",
+            &ca,
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    // No credential: refused (exit 3: the verifier answered, the pod is not attested here).
+    let out = jek()
+        .args(["attest", "--verifier", &verifier.url, &id, "--ca-file", &ca])
+        .output()
+        .unwrap();
+    assert_exit(&out, 3);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A client key others can read is refused before anything is sent.
+    let key = host.ws.path("reader.key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = jek()
+        .args(["attest", "--verifier", &verifier.url, &id, "--ca-file", &ca])
+        .args(&cert_args)
+        .output()
+        .unwrap();
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reader.key") && err.contains("0644"), "{err}");
     // Without the CA, the verifier's certificate is not trusted: exit 3, naming the verifier.
     let out = jek()
-        .args(["attest", "--verifier", &verifier.url, &id])
+        .args([
+            "attest",
+            "--token-file",
+            &reader,
+            "--verifier",
+            &verifier.url,
+            &id,
+        ])
         .output()
         .unwrap();
     assert_exit(&out, 3);

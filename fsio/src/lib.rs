@@ -481,10 +481,21 @@ pub fn check_strict(path: &Path) -> Result<(), StrictError> {
 /// the path if it exists, else the nearest directory above it that does, where it will be
 /// made.
 pub fn check_strict_or_nearest(path: &Path) -> Result<(), StrictError> {
-    let nearest = path
+    // Absolute first: a relative path's last ancestor is "", which never exists.
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|cause| StrictError::Io {
+                path: path.to_path_buf(),
+                cause,
+            })?
+            .join(path)
+    };
+    let nearest = absolute
         .ancestors()
         .find(|p| std::fs::symlink_metadata(p).is_ok())
-        .unwrap_or(path);
+        .unwrap_or(&absolute);
     check_strict(nearest)
 }
 

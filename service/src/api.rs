@@ -2,19 +2,22 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{MatchedPath, Path as UrlPath, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use crate::auth::{verifier_access, ClientCertificate, Clients, Principal, Refusal};
 use crate::http::{ApiError, MAX_BODY};
 use crate::remote::valid_pod_id;
 use crate::verifier::{state_of, RegisterError, Service};
 use crate::wire::{Bundles, Health, PodStates, RegisterRequest, Reloaded, SignedResult};
 
-/// The verifier's routes over `svc`.
-pub fn router(svc: Arc<Service>) -> Router {
+/// The verifier's routes over `svc`, each open to the clients `clients` accepts with the
+/// role the table in [`crate::auth::verifier_access`] gives it.
+pub fn router(svc: Arc<Service>, clients: Arc<Clients>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(crate::page::PAGE) }))
         .route("/v1/health", get(health))
@@ -25,9 +28,54 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/v1/bundles", get(bundles))
         .route("/v1/policy/reload", post(reload))
+        .route_layer(axum::middleware::from_fn_with_state(clients, authorize))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(crate::http::json_rejections))
         .with_state(svc)
+}
+
+/// Lets a request through to its route when its client may use it (the client is then in
+/// the request's extensions, for the audit), else answers 401 or 403.
+async fn authorize(
+    State(clients): State<Arc<Clients>>,
+    matched: MatchedPath,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let access = verifier_access(req.method(), matched.as_str());
+    let decided = clients.authorize(
+        access,
+        req.extensions().get::<ClientCertificate>(),
+        req.headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+    );
+    match decided {
+        Ok(who) => {
+            if let Some(who) = who {
+                req.extensions_mut().insert(who);
+            }
+            next.run(req).await
+        }
+        Err(refusal @ Refusal::Unauthenticated(_)) => {
+            tracing::debug!(path = %matched.as_str(), reason = %refusal, "unauthenticated request refused");
+            let mut resp = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                refusal.to_string(),
+            )
+            .into_response();
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"jek-verifier\""),
+            );
+            resp
+        }
+        Err(refusal @ Refusal::Forbidden { .. }) => {
+            tracing::warn!(path = %matched.as_str(), reason = %refusal, "request refused");
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", refusal.to_string()).into_response()
+        }
+    }
 }
 
 fn store_error(e: &crate::store::StoreError) -> ApiError {
@@ -92,10 +140,14 @@ async fn list(State(svc): State<Arc<Service>>) -> Result<Json<PodStates>, ApiErr
 
 async fn register(
     State(svc): State<Arc<Service>>,
+    axum::Extension(by): axum::Extension<Principal>,
     Json(req): Json<RegisterRequest>,
 ) -> Result<(StatusCode, Json<crate::wire::PodState>), ApiError> {
     match svc.register(req).await {
-        Ok(state) => Ok((StatusCode::CREATED, Json(state))),
+        Ok(state) => {
+            tracing::info!(id = %state.id, by = %by.who(), "pod registered");
+            Ok((StatusCode::CREATED, Json(state)))
+        }
         Err(e) => Err(match &e {
             RegisterError::Bad(_) => ApiError::bad_request(e.to_string()),
             RegisterError::UnknownBundle(_) => ApiError::new(
@@ -138,6 +190,7 @@ async fn one(
 
 async fn remove(
     State(svc): State<Arc<Service>>,
+    axum::Extension(by): axum::Extension<Principal>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<StatusCode, ApiError> {
     pod_id(&id)?;
@@ -150,6 +203,7 @@ async fn remove(
                 id = %change.id,
                 pod = %change.pod,
                 last_status = %change.from,
+                by = %by.who(),
                 "pod removed from the fleet"
             );
             Ok(StatusCode::NO_CONTENT)
@@ -253,7 +307,10 @@ async fn bundles(State(svc): State<Arc<Service>>) -> Json<Bundles> {
     })
 }
 
-async fn reload(State(svc): State<Arc<Service>>) -> Result<Json<Reloaded>, ApiError> {
+async fn reload(
+    State(svc): State<Arc<Service>>,
+    axum::Extension(by): axum::Extension<Principal>,
+) -> Result<Json<Reloaded>, ApiError> {
     let svc2 = svc.clone();
     let judge = tokio::task::spawn_blocking(move || svc2.reload())
         .await
@@ -265,6 +322,7 @@ async fn reload(State(svc): State<Arc<Service>>) -> Result<Json<Reloaded>, ApiEr
                 format!("the policy was not reloaded: {}", jek_fsio::chain_line(&e)),
             )
         })?;
+    tracing::info!(policy = %judge.policy_id, by = %by.who(), "policy reloaded");
     Ok(Json(Reloaded {
         policy_id: judge.policy_id.clone(),
         bundles: judge.bundle_states(),

@@ -12,6 +12,18 @@ use jsonwebtoken::jwk::JwkSet;
 
 use crate::wire::SignedResult;
 
+/// How a client reaches the verifier: extra trust roots, and its credential (a bearer
+/// token, or a client certificate with its key, PEM).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reach<'a> {
+    /// Extra trust roots (PEM) for the verifier's certificate.
+    pub ca_pem: Option<&'a [u8]>,
+    /// A bearer token.
+    pub token: Option<&'a str>,
+    /// A client certificate chain and its private key, PEM, one after the other.
+    pub identity_pem: Option<&'a [u8]>,
+}
+
 /// The largest JWKS or result read.
 const MAX_DOCUMENT: usize = 1 << 20;
 
@@ -89,7 +101,7 @@ impl ClientError {
     }
 }
 
-fn get(url: &str, ca_pem: Option<&[u8]>) -> Result<Vec<u8>, ClientError> {
+fn get(url: &str, reach: Reach<'_>) -> Result<Vec<u8>, ClientError> {
     let err = |reason: String| ClientError::Http {
         url: url.to_string(),
         reason,
@@ -99,9 +111,17 @@ fn get(url: &str, ca_pem: Option<&[u8]>) -> Result<Vec<u8>, ClientError> {
         .build()
         .map_err(|e| err(e.to_string()))?;
     runtime.block_on(async {
-        let http = crate::http::client(ca_pem, Duration::from_secs(10)).map_err(err)?;
-        let resp = http
-            .get(url)
+        let http = crate::http::client_with_identity(
+            reach.ca_pem,
+            reach.identity_pem,
+            Duration::from_secs(10),
+        )
+        .map_err(err)?;
+        let mut request = http.get(url);
+        if let Some(token) = reach.token {
+            request = request.bearer_auth(token);
+        }
+        let resp = request
             .send()
             .await
             .map_err(|e| err(jek_fsio::chain_line(&e)))?;
@@ -129,9 +149,9 @@ fn get(url: &str, ca_pem: Option<&[u8]>) -> Result<Vec<u8>, ClientError> {
 }
 
 /// A JWKS from a file, or from an `http(s)://` URL.
-pub fn jwks(source: &str, ca_pem: Option<&[u8]>) -> Result<JwkSet, ClientError> {
+pub fn jwks(source: &str, reach: Reach<'_>) -> Result<JwkSet, ClientError> {
     let bytes = if source.starts_with("https://") || source.starts_with("http://") {
-        get(source, ca_pem)?
+        get(source, reach)?
     } else {
         jek_fsio::read_regular(Path::new(source), MAX_DOCUMENT as u64).map_err(|e| {
             ClientError::Jwks {
@@ -151,10 +171,10 @@ pub fn jwks(source: &str, ca_pem: Option<&[u8]>) -> Result<JwkSet, ClientError> 
 pub fn verify_token(
     token: &str,
     source: &str,
-    ca_pem: Option<&[u8]>,
+    reach: Reach<'_>,
     registration: Option<&str>,
 ) -> Result<Ear, ClientError> {
-    let set = jwks(source, ca_pem)?;
+    let set = jwks(source, reach)?;
     check_token(token, &set, source, crate::verifier::now_s(), registration)
 }
 
@@ -185,11 +205,7 @@ pub fn check_token(
 /// that verifier's JWKS: the token and the EAR it proves, valid now and bound to `id`.
 /// A verifier that holds no valid result for the pod (its agent stopped answering, its
 /// last result expired) makes [`ClientError::Unreachable`].
-pub fn fetch_result(
-    base: &str,
-    id: &str,
-    ca_pem: Option<&[u8]>,
-) -> Result<(String, Ear), ClientError> {
+pub fn fetch_result(base: &str, id: &str, reach: Reach<'_>) -> Result<(String, Ear), ClientError> {
     let base = base.trim_end_matches('/');
     if !crate::remote::valid_pod_id(id) {
         return Err(ClientError::Http {
@@ -198,7 +214,7 @@ pub fn fetch_result(
         });
     }
     let url = format!("{base}/v1/pods/{id}/result");
-    let body = get(&url, ca_pem).map_err(|e| match e {
+    let body = get(&url, reach).map_err(|e| match e {
         ClientError::Answer { code, error, .. }
             if code == "pod_unreachable" || code == "result_expired" =>
         {
@@ -214,7 +230,7 @@ pub fn fetch_result(
         reason: format!("not a signed result: {e}"),
     })?;
     // The decoded copy in the answer is not trusted: the EAR is the one the token proves.
-    let ear = verify_token(&result.token, &format!("{base}/v1/jwks"), ca_pem, Some(id))?;
+    let ear = verify_token(&result.token, &format!("{base}/v1/jwks"), reach, Some(id))?;
     Ok((result.token, ear))
 }
 

@@ -101,13 +101,18 @@ pub async fn json_rejections(
     resp
 }
 
-/// TLS for a server: a certificate chain and its private key, both PEM.
+/// TLS for a server: a certificate chain and its private key, both PEM, and the CA that
+/// issues client certificates, if clients may present one.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     /// The certificate chain.
     pub cert: PathBuf,
     /// The private key.
     pub key: PathBuf,
+    /// The CA (PEM) whose client certificates are accepted. A client without one may
+    /// still connect (the health check and the JWKS are public, and a bearer token is
+    /// another credential); which routes need what is the router's business.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Why a server cannot start.
@@ -159,10 +164,36 @@ fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServeError>
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| err("key", &files.key, e.to_string()))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| err("certificate", &files.cert, e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| err("certificate", &files.cert, e.to_string()))?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            jek_fsio::check_strict(ca).map_err(|e| err("client CA", ca, e.to_string()))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| err("client CA", ca, e.to_string()))?
+            {
+                roots
+                    .add(cert)
+                    .map_err(|e| err("client CA", ca, e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(err("client CA", ca, "no certificate in the file".into()));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| err("client CA", ca, e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
         .with_single_cert(certs, key)
         .map_err(|e| err("key", &files.key, e.to_string()))?;
     Ok(Arc::new(config))
@@ -218,10 +249,15 @@ impl Listener {
             let app = app.clone();
             let tls = self.tls.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let app = app.clone();
-                    async move { tower::ServiceExt::oneshot(app, req).await }
-                });
+                let service = |client: Option<crate::auth::ClientCertificate>| {
+                    hyper::service::service_fn(move |mut req: axum::http::Request<_>| {
+                        let app = app.clone();
+                        if let Some(c) = &client {
+                            req.extensions_mut().insert(c.clone());
+                        }
+                        async move { tower::ServiceExt::oneshot(app, req).await }
+                    })
+                };
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
                     .timer(TokioTimer::new())
@@ -232,7 +268,21 @@ impl Listener {
                         match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
                             .await
                         {
-                            Ok(Ok(s)) => builder.serve_connection(TokioIo::new(s), service).await,
+                            Ok(Ok(s)) => {
+                                let client = s
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|chain| chain.first())
+                                    .map(|leaf| {
+                                        crate::auth::ClientCertificate(
+                                            crate::auth::principal_from_cert(leaf),
+                                        )
+                                    });
+                                builder
+                                    .serve_connection(TokioIo::new(s), service(client))
+                                    .await
+                            }
                             _ => {
                                 tracing::debug!(%peer, "TLS handshake failed");
                                 return;
@@ -241,7 +291,7 @@ impl Listener {
                     }
                     None => {
                         builder
-                            .serve_connection(TokioIo::new(stream), service)
+                            .serve_connection(TokioIo::new(stream), service(None))
                             .await
                     }
                 };
@@ -271,6 +321,16 @@ pub async fn terminated() {
 /// The HTTP client the verifier talks to agents and webhooks with, and the CLI to the
 /// verifier: rustls, the system's roots plus `ca_pem`, and a per-request timeout.
 pub fn client(ca_pem: Option<&[u8]>, timeout: Duration) -> Result<reqwest::Client, String> {
+    client_with_identity(ca_pem, None, timeout)
+}
+
+/// [`client`], presenting a client certificate: `identity_pem` holds the chain and its
+/// private key, PEM.
+pub fn client_with_identity(
+    ca_pem: Option<&[u8]>,
+    identity_pem: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
@@ -278,6 +338,11 @@ pub fn client(ca_pem: Option<&[u8]>, timeout: Duration) -> Result<reqwest::Clien
     if let Some(pem) = ca_pem {
         let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| e.to_string())?;
         builder = builder.tls_certs_merge(certs);
+    }
+    if let Some(pem) = identity_pem {
+        let identity = reqwest::Identity::from_pem(pem)
+            .map_err(|e| format!("the client certificate and key: {e}"))?;
+        builder = builder.identity(identity);
     }
     builder.build().map_err(|e| e.to_string())
 }

@@ -8,11 +8,13 @@
 //!   policy reload and the fleet page ([`page`]);
 //! - [`store`]: SQLite (default) or PostgreSQL (replicas with leases);
 //! - [`webhook`]: status changes delivered from a transactional outbox;
+//! - [`auth`]: who may call the verifier (client certificates, bearer tokens, roles);
 //! - [`wire`]: the records both APIs exchange; [`http`]: TLS, limits, JSON errors.
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod http;
 pub mod page;

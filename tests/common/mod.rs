@@ -470,69 +470,134 @@ pub fn start_registry_with(top: impl Fn(&Path) -> String, http: &str) -> Registr
     }
 }
 
-/// Makes a CA and a certificate for 127.0.0.1 signed by it, with openssl.
+/// Runs openssl in the workspace; panics with its stderr if it fails.
+fn openssl(ws: &Workspace, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(ws.dir.path())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A self-signed P-256 CA, `NAME.pem` and `NAME.key`, valid two days.
+pub fn test_ca(ws: &Workspace, name: &str, subject: &str) {
+    openssl(
+        ws,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            subject,
+        ],
+    );
+}
+
+/// A P-256 certificate `NAME.pem` with its key `NAME.key` (mode 0600) for `subject`, issued
+/// by the CA `CA.pem`/`CA.key`, with the extensions in `ext` (openssl's `-extfile` text).
+pub fn issue_cert(ws: &Workspace, name: &str, subject: &str, ca: &str, ext: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (key, csr, pem, extfile) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+        format!("{name}.ext"),
+    );
+    openssl(
+        ws,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            subject,
+        ],
+    );
+    std::fs::set_permissions(ws.path(&key), std::fs::Permissions::from_mode(0o600)).unwrap();
+    ws.write(&extfile, ext.as_bytes());
+    openssl(
+        ws,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &extfile,
+        ],
+    );
+}
+
+/// The test PKI, with openssl: a CA (`ca.pem`), a server certificate for 127.0.0.1
+/// (`server.pem`, `server.key`), and client certificates in the Kubernetes manner (CN the
+/// client's name, O its role): `admin` (`O=jek:admin`), `reader` (`O=jek:reader`),
+/// `verifier` (`O=jek:verifier`), `norole` (no jek role); and `stranger`, a client
+/// certificate naming `O=jek:admin` from another CA (`other-ca.pem`).
 pub fn tls_files(ws: &Workspace) {
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .current_dir(ws.dir.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=jek test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
+    test_ca(ws, "ca", "/CN=jek test CA");
+    issue_cert(
+        ws,
+        "server",
         "/CN=127.0.0.1",
-    ]);
-    ws.write("san.ext", b"subjectAltName=IP:127.0.0.1\n");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
+        "ca",
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    );
+    let client = "extendedKeyUsage=clientAuth\n";
+    issue_cert(ws, "admin", "/CN=test-admin-cert/O=jek:admin", "ca", client);
+    issue_cert(
+        ws,
+        "reader",
+        "/CN=test-reader-cert/O=jek:reader",
+        "ca",
+        client,
+    );
+    issue_cert(
+        ws,
+        "verifier",
+        "/CN=test-verifier/O=jek:verifier",
+        "ca",
+        client,
+    );
+    issue_cert(ws, "norole", "/CN=someone/O=example", "ca", client);
+    test_ca(ws, "other-ca", "/CN=another CA");
+    issue_cert(
+        ws,
+        "stranger",
+        "/CN=test-admin-cert/O=jek:admin",
+        "other-ca",
+        client,
+    );
 }
 
 /// The processes whose command line names `needle` (QEMU and swtpm name the run directory),

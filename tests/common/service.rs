@@ -82,8 +82,57 @@ impl Service {
     }
 }
 
-/// An HTTP/1.1 exchange with `url` (plain HTTP): status and body.
+/// The bearer tokens every test verifier accepts (`tokens_file`): an admin's and a
+/// reader's. `http`, `get_json` and `post_json` present the admin's.
+pub const ADMIN_TOKEN: &str = "jek-test-admin-token-0123456789abcdef0123456789";
+/// See [`ADMIN_TOKEN`].
+pub const READER_TOKEN: &str = "jek-test-reader-token-0123456789abcdef012345678";
+
+/// Writes a `jek-verifier --tokens` file listing [`ADMIN_TOKEN`] (`test-admin`, admin) and
+/// [`READER_TOKEN`] (`test-reader`, reader), mode 0600, and returns its path.
+pub fn tokens_file(dir: &Path) -> PathBuf {
+    use sha2::Digest as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let line = |role: &str, name: &str, token: &str| {
+        format!(
+            "{role} {name} sha256:{}\n",
+            hex::encode(sha2::Sha256::digest(token.as_bytes()))
+        )
+    };
+    let path = dir.join("verifier-tokens");
+    let text = format!(
+        "# test clients\n{}{}",
+        line("admin", "test-admin", ADMIN_TOKEN),
+        line("reader", "test-reader", READER_TOKEN)
+    );
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Writes `token` to `path` (mode 0600), for `jek ... --token-file`; returns the path as a
+/// string.
+pub fn token_file(path: &Path, token: &str) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// An HTTP/1.1 exchange with `url` (plain HTTP) as the test admin ([`ADMIN_TOKEN`]):
+/// status and body.
 pub fn http(method: &str, url: &str, body: Option<&[u8]>) -> (u16, Vec<u8>) {
+    http_as(Some(ADMIN_TOKEN), method, url, body)
+}
+
+/// An HTTP/1.1 exchange with `url` (plain HTTP) presenting `token` as a bearer token, or
+/// nothing: status and body.
+pub fn http_as(
+    token: Option<&str>,
+    method: &str,
+    url: &str,
+    body: Option<&[u8]>,
+) -> (u16, Vec<u8>) {
     let rest = url.strip_prefix("http://").expect("plain http URL");
     let (host, path) = rest
         .split_once('/')
@@ -91,9 +140,10 @@ pub fn http(method: &str, url: &str, body: Option<&[u8]>) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(host).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let body = body.unwrap_or_default();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();

@@ -55,6 +55,9 @@ pub struct Args {
     /// $XDG_DATA_HOME/jek/registry, else ~/.local/share/jek/registry.
     #[arg(long, value_name = "DIR")]
     registry: Option<PathBuf>,
+    /// With `--verifier`: the credential to present to it.
+    #[command(flatten)]
+    credentials: super::result::Credentials,
     /// How to reach image registries when resolving the pod files' images.
     #[command(flatten)]
     images: super::oci::RegistryArgs,
@@ -77,10 +80,12 @@ fn hex_arg(v: &str) -> Result<Hex, String> {
 pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     if let Some(url) = &args.verifier {
         let ca = super::result::ca(args.images.ca_file.as_deref())?;
+        let credentials = args.credentials.load()?;
         let mut ears = Vec::new();
         for id in &args.run_dirs {
             let id = id.to_string_lossy();
-            let (_, ear) = jek_service::client::fetch_result(url, &id, ca.as_deref())?;
+            let (_, ear) =
+                jek_service::client::fetch_result(url, &id, credentials.reach(ca.as_deref()))?;
             ears.push((PathBuf::from(format!("{url}/v1/pods/{id}")), ear));
         }
         return report_ears(&ears, args.json);

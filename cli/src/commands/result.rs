@@ -29,9 +29,103 @@ pub struct VerifyArgs {
     /// Extra trust roots (PEM) for a JWKS URL over HTTPS.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
+    /// Credentials for a JWKS URL behind client authentication (jek-verifier's own JWKS
+    /// is public).
+    #[command(flatten)]
+    credentials: Credentials,
     /// Print the EAR as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// How a command proves itself to `jek-verifier`: a bearer token (`jek-verifier
+/// add-token`) or a client certificate.
+#[derive(Debug, clap::Args)]
+pub struct Credentials {
+    /// A file holding the bearer token to present (readable by its owner only).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "JEK_VERIFIER_TOKEN_FILE",
+        conflicts_with = "client_cert"
+    )]
+    token_file: Option<PathBuf>,
+    /// A client certificate chain (PEM) to present (mutual TLS); needs --client-key.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM; readable by its owner only).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+}
+
+/// Credentials read from their files.
+#[derive(Debug, Default)]
+pub struct LoadedCredentials {
+    token: Option<String>,
+    identity_pem: Option<Vec<u8>>,
+}
+
+impl LoadedCredentials {
+    /// How to reach the verifier with these credentials and `ca_pem`.
+    pub fn reach<'a>(&'a self, ca_pem: Option<&'a [u8]>) -> jek_service::client::Reach<'a> {
+        jek_service::client::Reach {
+            ca_pem,
+            token: self.token.as_deref(),
+            identity_pem: self.identity_pem.as_deref(),
+        }
+    }
+}
+
+/// A secret file must be its owner's alone, as ssh requires of a private key.
+fn private(what: &str, path: &std::path::Path) -> Result<(), CliError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| CliError::Usage(format!("{what} {}: {e}", path.display())))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(CliError::Usage(format!(
+            "{what} {} has mode {:04o}: other users can read it (chmod 600)",
+            path.display(),
+            mode & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+impl Credentials {
+    /// Reads the credential files.
+    pub fn load(&self) -> Result<LoadedCredentials, CliError> {
+        let token = match &self.token_file {
+            None => None,
+            Some(path) => {
+                private("--token-file", path)?;
+                let text = crate::error::read_text("--token-file", path)?;
+                let token = text.trim();
+                if token.is_empty() || token.contains(char::is_whitespace) {
+                    return Err(CliError::Usage(format!(
+                        "--token-file {}: not one token on one line",
+                        path.display()
+                    )));
+                }
+                Some(token.to_string())
+            }
+        };
+        let identity_pem = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                private("--client-key", key)?;
+                let mut pem = crate::error::read("--client-cert", cert)?;
+                pem.push(b'\n');
+                pem.extend(crate::error::read("--client-key", key)?);
+                Some(pem)
+            }
+            _ => None,
+        };
+        Ok(LoadedCredentials {
+            token,
+            identity_pem,
+        })
+    }
 }
 
 /// Extra trust roots from `--ca-file`.
@@ -42,10 +136,12 @@ pub fn ca(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, CliError> {
 /// Runs `jek result`.
 pub fn run(Args::Verify(a): Args) -> Result<(), CliError> {
     let token = crate::error::read_text("token", &a.token)?;
+    let ca = ca(a.ca_file.as_deref())?;
+    let credentials = a.credentials.load()?;
     let ear = jek_service::client::verify_token(
         &token,
         &a.jwks,
-        ca(a.ca_file.as_deref())?.as_deref(),
+        credentials.reach(ca.as_deref()),
         a.pod.as_deref(),
     )?;
     super::attest::report_ears(&[(a.token.clone(), ear)], a.json)

@@ -37,10 +37,11 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     jek_service::http::init_logging(args.verbose);
-    let tls = args
-        .tls_cert
-        .zip(args.tls_key)
-        .map(|(cert, key)| TlsFiles { cert, key });
+    let tls = args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles {
+        cert,
+        key,
+        client_ca: None,
+    });
     let config = jek_service::agent::AgentConfig {
         registry: args
             .registry

@@ -8,20 +8,37 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use jek_service::auth::{Clients, Role, TokenFile};
 use jek_service::http::{Listener, TlsFiles};
 use jek_service::verifier::{Judge, Service, VerifierConfig};
 
 /// The verifier: registers pods, attests them continuously and serves signed results
 /// (docs/service.md).
 #[derive(Debug, Parser)]
-#[command(name = "jek-verifier", version)]
+#[command(
+    name = "jek-verifier",
+    version,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to listen on (plain HTTP only on loopback).
     #[arg(long, default_value = "127.0.0.1:7080")]
     listen: SocketAddr,
     /// Policy file: trusted signers, floor, revocations, `attestation.ek_ca`, `images`.
-    #[arg(long)]
-    policy: PathBuf,
+    #[arg(long, required = true)]
+    policy: Option<PathBuf>,
+    /// Bearer tokens clients may present: lines of `ROLE NAME sha256:HEX` (make one with
+    /// `jek-verifier add-token`). At least one of --tokens and --client-ca is needed.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// The CA (PEM) whose client certificates are accepted (mutual TLS; needs
+    /// --tls-cert): the subject's CN names the client, `O=jek:admin` or `O=jek:reader`
+    /// its role.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
     /// A bundle file registrations may name by its SHA-256 (repeat).
     #[arg(long = "bundle", required = true)]
     bundles: Vec<PathBuf>,
@@ -69,6 +86,33 @@ struct Args {
     verbose: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Adds a client to a tokens file (created, mode 0600, if missing) and prints its new
+    /// bearer token once: the file keeps only the token's SHA-256.
+    AddToken {
+        /// The tokens file.
+        #[arg(long, value_name = "FILE")]
+        tokens: PathBuf,
+        /// The client's role.
+        #[arg(long, value_parser = ["reader", "admin"])]
+        role: String,
+        /// The client's name (in logs and audit records).
+        name: String,
+    },
+}
+
+fn add_token(tokens: &std::path::Path, role: &str, name: &str) -> ExitCode {
+    let role = Role::from_name(role).unwrap_or(Role::Reader);
+    match jek_service::auth::add_token(tokens, role, name) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(2, jek_fsio::chain_line(&e)),
+    }
+}
+
 fn fail(code: u8, what: impl std::fmt::Display) -> ExitCode {
     eprintln!("jek-verifier: {what}");
     ExitCode::from(code)
@@ -76,7 +120,28 @@ fn fail(code: u8, what: impl std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::AddToken { tokens, role, name }) = &args.command {
+        return add_token(tokens, role, name);
+    }
+    let Some(policy) = args.policy.clone() else {
+        return fail(2, "--policy is required");
+    };
     jek_service::http::init_logging(args.verbose);
+    if args.tokens.is_none() && args.client_ca.is_none() {
+        return fail(
+            2,
+            "no client authentication: give --tokens FILE, or --client-ca FILE with --tls-cert \
+             (every route but the health check and the JWKS needs an authenticated client, \
+             on loopback too)",
+        );
+    }
+    let clients = Clients {
+        tokens: match args.tokens.as_deref().map(TokenFile::load).transpose() {
+            Ok(t) => t,
+            Err(e) => return fail(2, jek_fsio::chain_line(&e)),
+        },
+        certificates: args.client_ca.is_some(),
+    };
     let images =
         match jek_oci::ClientOptions::from_environment(args.plain_http, args.ca_file.as_deref()) {
             Ok(o) => o,
@@ -87,7 +152,7 @@ fn main() -> ExitCode {
         format!("{}:{}", host.trim(), std::process::id())
     });
     let config = VerifierConfig {
-        policy: args.policy.clone(),
+        policy,
         bundles: args.bundles.clone(),
         interval: args.interval,
         agent_timeout: args.agent_timeout,
@@ -112,10 +177,11 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(3, e),
     };
-    let tls = args
-        .tls_cert
-        .zip(args.tls_key)
-        .map(|(cert, key)| TlsFiles { cert, key });
+    let tls = args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles {
+        cert,
+        key,
+        client_ca: args.client_ca.clone(),
+    });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => return fail(3, format!("cannot start the runtime: {e}")),
@@ -142,7 +208,7 @@ fn main() -> ExitCode {
         tokio::spawn(reload_on_hangup(svc.clone()));
         listener
             .serve(
-                jek_service::api::router(svc.clone()),
+                jek_service::api::router(svc.clone(), Arc::new(clients)),
                 jek_service::http::terminated(),
             )
             .await;
