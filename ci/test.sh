@@ -30,16 +30,6 @@ secs_since() { # START_NS
 
 print_phases() {
   local rc=$?
-  # A run that fails while the kernel or the fuzz targets build in the background stops
-  # those builds, each started as a process group of its own (jek removes its work tree on
-  # SIGTERM).
-  local pid
-  for pid in "${KERNEL_PID:-}" "${FUZZ_PID:-}"; do
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-      kill -TERM -- "-$pid" 2>/dev/null || true
-      wait "$pid" 2>/dev/null || true
-    fi
-  done
   if [ -n "$CURRENT" ]; then PHASES+=("$(printf '%-44s %8s s  FAILED' "$CURRENT" "$(secs_since "$PHASE_START")")"); fi
   {
     printf '\n==> phases (wall time)\n'
@@ -64,24 +54,6 @@ phase "disk check" ci/disk-check.sh
 phase "dependencies" ci/install-deps.sh
 phase "cargo fmt --check" cargo fmt --all -- --check
 
-# The fuzz targets (their own workspace, built by nightly, none of the wrapper below) build
-# in the background from here, at the lowest CPU priority: they take the cycles the
-# compile, the kernel build and the tests leave idle, and the fuzz smoke run waits for
-# them. A smoke run, not a campaign: built without AddressSanitizer (the fuzzed parsers are
-# safe Rust; jek's one unsafe crate, the KVM backend, is not fuzzed) and at opt-level 1,
-# which compiles the ~350 crates faster and still runs thousands of inputs a second. A
-# campaign (`cargo +nightly fuzz run TARGET`) keeps cargo-fuzz's defaults: ASan, opt-level 3.
-if [ "${JEK_SKIP_FUZZ:-0}" != 1 ]; then
-  FUZZ_START=$(date +%s%N)
-  # A session of its own (so a failed run can stop the whole group) is also a scheduler
-  # autogroup of its own, which Linux shares the CPU with as an equal of the run's, whatever
-  # its nice value: the group itself is made nice 19 too.
-  setsid bash -c 'echo 19 > /proc/self/autogroup 2> /dev/null || true
-    exec nice -n 19 env CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
-      cargo +nightly fuzz build --fuzz-dir fuzz -s none' > target/ci-fuzz-build.log 2>&1 &
-  FUZZ_PID=$!
-fi
-
 # Clippy as the workspace wrapper (as `cargo clippy` sets it up) while the tests compile:
 # dependencies are compiled once, workspace crates once, with the lints denied. Everything
 # that builds workspace crates later in this run (the tour's `cargo build`, the guest
@@ -94,40 +66,15 @@ export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 # and the 40-odd crates above them.
 TOUR_EPOCH=1700000000
 export SOURCE_DATE_EPOCH=$TOUR_EPOCH
-
-# The default kernel takes about 7 minutes of both cores, and the test build leaves a core
-# idle for much of its second half (one crate's code generation, one binary's link at a
-# time). So the binaries come first (`jek` builds the kernel), then the guest binaries,
-# then the kernel builds in the background while the test binaries compile; the test
-# build reuses every unit of the first (dev-dependencies change no feature of a normal
-# dependency here: the tour's `cargo build` after it compiles nothing). The tests take the
-# kernel from the same cache (target/jek-test-cache, locked per key), checked on every hit.
-phase "build binaries + clippy -D warnings" cargo build --locked --workspace --bins
-phase "guest binaries (static, release)" env -u SOURCE_DATE_EPOCH ci/build-guest.sh
-KERNEL_START=$(date +%s%N)
-setsid ci/test-kernel.sh > target/ci-kernel.log 2>&1 &
-KERNEL_PID=$!
-phase "build tests + clippy (kernel building alongside)" \
+phase "build tests + clippy -D warnings" \
   cargo test --locked --workspace --all-targets --no-run --message-format=json-render-diagnostics \
   > target/ci-test-artifacts.json
-# The test binaries run with the environment a user has.
+# The test binaries and the guest build run with the environment a user has.
 unset SOURCE_DATE_EPOCH
-kernel_wait() {
-  local rc=0
-  wait "$KERNEL_PID" || rc=$?
-  KERNEL_PID=""
-  if [ "$rc" != 0 ]; then
-    tail -n 40 target/ci-kernel.log >&2
-    return "$rc"
-  fi
-  cat target/ci-kernel.log >&2
-  printf 'default kernel: %s s from its start\n' "$(secs_since "$KERNEL_START")" >&2
-}
-phase "default kernel (rest of its build)" kernel_wait
 
 # Each test binary that cargo built in test mode, with the package directory it runs in
 # (as `cargo test` runs it): "package<TAB>kind:name<TAB>directory<TAB>executable".
-python3 - > target/ci-test-binaries.tsv <<'PY'
+python3 - > target/ci-test-binaries.tsv <<'EOF'
 import json, os
 seen = set()
 for line in open("target/ci-test-artifacts.json"):
@@ -143,7 +90,13 @@ for line in open("target/ci-test-artifacts.json"):
     seen.add(exe)
     manifest_dir = os.path.dirname(m["manifest_path"])
     print("\t".join([os.path.basename(manifest_dir), f"{kind}:{m['target']['name']}", manifest_dir, exe]))
-PY
+EOF
+
+# The guest binaries and the default kernel, once for every test binary and the tour: the
+# tests take them from the same cache (target/jek-test-cache, locked per key), checked on
+# every hit.
+phase "guest binaries (static, release)" ci/build-guest.sh
+phase "default kernel (target/jek-test-cache)" ci/test-kernel.sh
 
 # No test may touch the user's own jek state: each test has a state home of its own
 # (tests/common `test_home`). Checked after every test binary and the tour, naming it.
@@ -179,18 +132,14 @@ no_user_state "the README tour"
 
 if [ "${JEK_SKIP_FUZZ:-0}" != 1 ]; then
   FUZZ_SECONDS="${JEK_FUZZ_SECONDS:-4}"
-  fuzz_wait() {
-    local rc=0
-    wait "$FUZZ_PID" || rc=$?
-    FUZZ_PID=""
-    if [ "$rc" != 0 ]; then
-      tail -n 40 target/ci-fuzz-build.log >&2
-      return "$rc"
-    fi
-    tail -n 3 target/ci-fuzz-build.log >&2
-    printf 'fuzz build: %s s from its start (in the background, nice 19)\n' "$(secs_since "$FUZZ_START")" >&2
-  }
-  phase "fuzz build (rest of it)" fuzz_wait
+  # The fuzz crate is its own workspace, built by nightly: none of the wrapper above.
+  unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
+  # A smoke run, not a campaign: built without AddressSanitizer (the fuzzed parsers are safe
+  # Rust; jek's one unsafe crate, the KVM backend, is not fuzzed) and at opt-level 1, which
+  # compiles the ~350 crates faster and still runs thousands of inputs a second. A campaign
+  # (`cargo +nightly fuzz run TARGET`) keeps cargo-fuzz's defaults: ASan, opt-level 3.
+  phase "fuzz build (every target, one build)" \
+    env CARGO_PROFILE_RELEASE_OPT_LEVEL=1 cargo +nightly fuzz build --fuzz-dir fuzz -s none
   FUZZ_BIN=fuzz/target/x86_64-unknown-linux-gnu/release
   targets=$(sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^jek-fuzz$')
   smoke() {
