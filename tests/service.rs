@@ -503,6 +503,40 @@ fn sixteen_pods_and_a_running_qemu_pod_attest_continuously_and_flip_on_revocatio
     });
     assert_eq!(removed["from"], "contraindicated", "{removed}");
     assert_eq!(removed["pod"], "p00", "{removed}");
+    assert_eq!(removed["by"], "test-admin (token)", "{removed}");
+    // The webhook also heard every registration and the reload, each naming the client.
+    let bodies = hook.bodies();
+    let registered = bodies
+        .iter()
+        .filter(|b| b["action"] == "registered" && b["by"] == "test-admin (token)")
+        .count();
+    assert_eq!(registered, 17, "{bodies:?}");
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b["action"] == "policy-reloaded" && b["by"] == "test-admin (token)"),
+        "{bodies:?}"
+    );
+    // The audit, for a reader: newest first, the removal with the last status.
+    let (status, audit) = http_as(Some(READER_TOKEN), "GET", &format!("{v}/v1/audit"), None);
+    assert_eq!(status, 200);
+    let audit: Value = serde_json::from_slice(&audit).unwrap();
+    let events = audit["events"].as_array().unwrap();
+    assert_eq!(events[0]["action"], "removed", "{audit}");
+    assert_eq!(events[0]["id"], gone.0.as_str(), "{audit}");
+    assert_eq!(
+        events[0]["detail"], "last status contraindicated",
+        "{audit}"
+    );
+    assert_eq!(events[1]["action"], "policy-reloaded", "{audit}");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["action"] == "registered")
+            .count(),
+        17,
+        "{audit}"
+    );
 
     // Stopped: `jek boot` stops its QEMU on SIGTERM.
     if let Some(pid) = i32::try_from(qemu_pod.id())
@@ -585,6 +619,7 @@ fn every_route_answers_by_role_and_the_verifier_needs_client_authentication() {
             [401, 401, 401, 404, 404],
         ),
         ("GET", "/v1/bundles".into(), None, [401, 401, 401, 200, 200]),
+        ("GET", "/v1/audit".into(), None, [401, 401, 401, 200, 200]),
         (
             "POST",
             "/v1/pods".into(),
@@ -1121,6 +1156,11 @@ fn the_fleet_page_shows_a_contraindicated_pod_with_its_failing_claim() {
         "{dom}"
     );
 
+    // A removal shows under the pods, with who removed it and the pod's last status.
+    let p01 = ids.iter().find(|p| p.1 == "p01").unwrap().0.clone();
+    let (status, _) = http("DELETE", &format!("{v}/v1/pods/{p01}"), None);
+    assert_eq!(status, 204);
+
     // SIGHUP reloads the policy: a security-version floor above the bundle's turns the
     // affirming pod contraindicated on security-version, and the page shows it.
     host.ws.policy(
@@ -1141,7 +1181,16 @@ fn the_fleet_page_shows_a_contraindicated_pod_with_its_failing_claim() {
         .map(|i| &dom[i..dom[i..].find("</tr>").map_or(dom.len(), |e| i + e)])
         .unwrap_or_else(|| panic!("no row for p00: {dom}"));
     assert!(row.contains("security-version: contraindicated"), "{row}");
-    assert!(dom.contains("0 affirming, 2 contraindicated"), "{dom}");
+    assert!(
+        dom.contains("1 pods: 0 affirming, 1 contraindicated"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(&format!(
+            "p01 ({p01}) removed by test-admin (token), last status contraindicated"
+        )),
+        "{dom}"
+    );
     drop(verifier);
 }
 

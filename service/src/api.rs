@@ -13,7 +13,7 @@ use crate::auth::{verifier_access, ClientCertificate, Clients, Principal, Refusa
 use crate::http::{ApiError, MAX_BODY};
 use crate::remote::valid_pod_id;
 use crate::verifier::{state_of, RegisterError, Service};
-use crate::wire::{Bundles, Health, PodStates, RegisterRequest, Reloaded, SignedResult};
+use crate::wire::{AuditLog, Bundles, Health, PodStates, RegisterRequest, Reloaded, SignedResult};
 
 /// The verifier's routes over `svc`, each open to the clients `clients` accepts with the
 /// role the table in [`crate::auth::verifier_access`] gives it.
@@ -28,6 +28,7 @@ pub fn router(svc: Arc<Service>, clients: Arc<Clients>) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/v1/bundles", get(bundles))
         .route("/v1/policy/reload", post(reload))
+        .route("/v1/audit", get(audit))
         .route_layer(axum::middleware::from_fn_with_state(clients, authorize))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(crate::http::json_rejections))
@@ -87,6 +88,9 @@ fn store_error(e: &crate::store::StoreError) -> ApiError {
         StoreError::AkInUse { .. } => {
             return ApiError::new(StatusCode::CONFLICT, "ak_in_use", e.to_string())
         }
+        StoreError::EkInUse { .. } => {
+            return ApiError::new(StatusCode::CONFLICT, "ek_in_use", e.to_string())
+        }
         StoreError::Database { .. } | StoreError::Corrupt { .. } => {}
     }
     ApiError::new(
@@ -143,7 +147,7 @@ async fn register(
     axum::Extension(by): axum::Extension<Principal>,
     Json(req): Json<RegisterRequest>,
 ) -> Result<(StatusCode, Json<crate::wire::PodState>), ApiError> {
-    match svc.register(req).await {
+    match svc.register(req, &by.who()).await {
         Ok(state) => {
             tracing::info!(id = %state.id, by = %by.who(), "pod registered");
             Ok((StatusCode::CREATED, Json(state)))
@@ -197,7 +201,8 @@ async fn remove(
     let key = id.clone();
     let notify = svc.config.webhook.is_some();
     let now = crate::verifier::now_s();
-    match svc.db(move |s| s.remove(&key, now, notify)).await {
+    let who = by.who();
+    match svc.db(move |s| s.remove(&key, now, notify, &who)).await {
         Ok(Some(change)) => {
             tracing::warn!(
                 id = %change.id,
@@ -276,6 +281,14 @@ async fn result(
     Ok(Json(SignedResult { token, ear }))
 }
 
+async fn audit(State(svc): State<Arc<Service>>) -> Result<Json<AuditLog>, ApiError> {
+    let events = svc
+        .db(|s| s.audit_log(crate::store::AUDIT_PAGE))
+        .await
+        .map_err(|e| store_error(&e))?;
+    Ok(Json(AuditLog { events }))
+}
+
 /// A JWKS from stored JWKs (any that does not parse is left out).
 pub fn jwk_set(jwks: &[String]) -> jsonwebtoken::jwk::JwkSet {
     jsonwebtoken::jwk::JwkSet {
@@ -323,6 +336,20 @@ async fn reload(
             )
         })?;
     tracing::info!(policy = %judge.policy_id, by = %by.who(), "policy reloaded");
+    let event = crate::wire::AuditEvent {
+        at: crate::verifier::now_s(),
+        by: by.who(),
+        action: crate::wire::AuditAction::PolicyReloaded,
+        id: None,
+        pod: None,
+        detail: Some(judge.policy_id.clone()),
+    };
+    let notify = svc.config.webhook.is_some();
+    // The new policy is in force whether or not its record lands; a store that is down
+    // is answered as such, so the client knows the record is missing.
+    svc.db(move |s| s.audit(&event, notify))
+        .await
+        .map_err(|e| store_error(&e))?;
     Ok(Json(Reloaded {
         policy_id: judge.policy_id.clone(),
         bundles: judge.bundle_states(),

@@ -79,9 +79,10 @@ pub fn verifier_access(method: &Method, path: &str) -> Access {
     match (method.as_str(), path) {
         // The fleet page's document holds no data (what it shows comes from /v1/pods).
         ("GET" | "HEAD", "/" | "/v1/health" | "/v1/jwks" | "/.well-known/jwks.json") => Public,
-        ("GET" | "HEAD", "/v1/pods" | "/v1/pods/{id}" | "/v1/pods/{id}/result" | "/v1/bundles") => {
-            Needs(Role::Reader)
-        }
+        (
+            "GET" | "HEAD",
+            "/v1/pods" | "/v1/pods/{id}" | "/v1/pods/{id}/result" | "/v1/bundles" | "/v1/audit",
+        ) => Needs(Role::Reader),
         _ => Needs(Role::Admin),
     }
 }
@@ -606,6 +607,7 @@ mod tests {
             "/v1/pods/{id}",
             "/v1/pods/{id}/result",
             "/v1/bundles",
+            "/v1/audit",
         ] {
             assert_eq!(
                 verifier_access(&Method::GET, path),

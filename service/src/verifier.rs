@@ -334,9 +334,12 @@ impl Service {
     /// Registers a pod: asks its agent for the identity, checks the EK chain and proves the
     /// AK by credential activation (with a first quote, which gives the TPM's epoch), then
     /// stores the identity, owned by this replica and due at once.
+    /// Registers the pod `req` names, on behalf of the client `by` (`name (via)`), who is
+    /// written in the audit record (and, with a webhook, sent to it).
     pub async fn register(
         self: &Arc<Self>,
         req: RegisterRequest,
+        by: &str,
     ) -> Result<PodState, RegisterError> {
         let agent_url = check_agent_url(&req.agent).map_err(RegisterError::Bad)?;
         if !valid_pod_id(&req.pod_id) {
@@ -436,9 +439,28 @@ impl Service {
         };
         let (stored, replica) = (row.clone(), self.config.replica.clone());
         let lease = u64::try_from(self.config.interval.as_millis()).unwrap_or(u64::MAX);
+        let event = crate::wire::AuditEvent {
+            at: now_s(),
+            by: by.to_string(),
+            action: crate::wire::AuditAction::Registered,
+            id: Some(row.id.clone()),
+            pod: Some(row.pod.clone()),
+            detail: Some(format!(
+                "bundle {}, AK {}",
+                row.bundle, row.identity.ak_name
+            )),
+        };
+        let notify = self.config.webhook.is_some();
         self.db(move |s| {
             let now = now_ms();
-            s.register(&stored, &replica, now, now.saturating_add(lease))
+            s.register(
+                &stored,
+                &replica,
+                now,
+                now.saturating_add(lease),
+                &event,
+                notify,
+            )
         })
         .await?;
         // A pod removed and registered again may come with another pod file.

@@ -287,6 +287,73 @@ pub struct StatusChange {
     /// The signed result that made the change, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The client that made the change, when a client did (a removal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// What a client did to the fleet: one audit record (`GET /v1/audit`, and the webhook's
+/// body for registrations and policy reloads).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditEvent {
+    /// When (Unix seconds).
+    pub at: u64,
+    /// The client, `name (certificate|token)`.
+    pub by: String,
+    /// What it did.
+    pub action: AuditAction,
+    /// The registration it concerned (none for a policy reload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The pod's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// What else: the removed pod's last status, the reloaded policy's identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// An audited action.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditAction {
+    /// A pod was registered.
+    Registered,
+    /// A pod was removed.
+    Removed,
+    /// The policy was reloaded (by a client; SIGHUP is logged only).
+    PolicyReloaded,
+}
+
+impl AuditAction {
+    /// Its name as stored and served.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuditAction::Registered => "registered",
+            AuditAction::Removed => "removed",
+            AuditAction::PolicyReloaded => "policy-reloaded",
+        }
+    }
+
+    /// The action named `name`.
+    pub fn from_name(name: &str) -> Option<AuditAction> {
+        [
+            AuditAction::Registered,
+            AuditAction::Removed,
+            AuditAction::PolicyReloaded,
+        ]
+        .into_iter()
+        .find(|a| a.name() == name)
+    }
+}
+
+/// `GET /v1/audit`'s answer: the newest records first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditLog {
+    /// The records.
+    pub events: Vec<AuditEvent>,
 }
 
 /// A failing claim in a status change.

@@ -6,7 +6,7 @@
 
 use jek_service::store::sqlite::Sqlite;
 use jek_service::store::{Backend, PodRow, RoundOutcome, StoredIdentity, StoredResult, HISTORY};
-use jek_service::wire::B64;
+use jek_service::wire::{AuditAction, AuditEvent, B64};
 
 fn pod(id: &str) -> PodRow {
     PodRow {
@@ -19,7 +19,7 @@ fn pod(id: &str) -> PodRow {
             ak_name: format!("000b{id}"),
             ak_public: B64(vec![1]),
             ak_private: B64(vec![2]),
-            ek_cert: B64(vec![3]),
+            ek_cert: B64(format!("ek-{id}").into_bytes()),
             ek_chain_pem: String::new(),
         },
         epoch: jek_attest::Epoch {
@@ -34,6 +34,18 @@ fn pod(id: &str) -> PodRow {
         },
         owner: None,
         history: Vec::new(),
+    }
+}
+
+/// The audit record of `p`'s registration by the client `ops`.
+fn registered(p: &PodRow) -> AuditEvent {
+    AuditEvent {
+        at: 5,
+        by: "ops (token)".into(),
+        action: AuditAction::Registered,
+        id: Some(p.id.clone()),
+        pod: Some(p.pod.clone()),
+        detail: None,
     }
 }
 
@@ -57,8 +69,12 @@ fn leases_owners_history_and_the_outbox() {
     let dir = tempfile::tempdir().unwrap();
     let store = Sqlite::open(&dir.path().join("v.db")).unwrap();
     // Registered by replica a with a lease until t=1000 ms, due now.
-    store.register(&pod("p1"), "a", 0, 1000).unwrap();
-    store.register(&pod("p2"), "a", 0, 1000).unwrap();
+    store
+        .register(&pod("p1"), "a", 0, 1000, &registered(&pod("p1")), false)
+        .unwrap();
+    store
+        .register(&pod("p2"), "a", 0, 1000, &registered(&pod("p2")), false)
+        .unwrap();
     // b claims nothing while a's leases hold; a, renewing, owns both.
     assert!(store.claim_due("b", 500, 1000, 10).unwrap().is_empty());
     assert_eq!(store.claim_due("a", 600, 1000, 10).unwrap().len(), 2);
@@ -105,28 +121,40 @@ fn leases_owners_history_and_the_outbox() {
     // A clean shutdown hands everything back at once.
     store.release("b").unwrap();
     assert_eq!(store.claim_due("c", 100_000, 1000, 10).unwrap().len(), 2);
-    assert!(store.remove("p1", 7, false).unwrap().is_some());
-    assert!(store.remove("p1", 8, false).unwrap().is_none());
+    assert!(store
+        .remove("p1", 7, false, "ops (token)")
+        .unwrap()
+        .is_some());
+    assert!(store
+        .remove("p1", 8, false, "ops (token)")
+        .unwrap()
+        .is_none());
 }
 
 /// Issue 39's registration attacks: a registration is never replaced (a reset TPM cannot
 /// make its new epoch the baseline by registering its pod again), one AK speaks for one pod
-/// (a fake agent cannot register good pod G's TPM as pod E), and a removal is announced:
-/// the webhook hears `removed` with the last status, in the same transaction.
+/// (a fake agent cannot register good pod G's TPM as pod E), one EK is one pod (nor with
+/// an AK G's TPM made anew), and a removal is announced: the webhook hears `removed` with
+/// the last status and who removed it, in the same transaction, and the audit keeps who
+/// registered and removed what.
 #[test]
 fn registrations_are_never_replaced_one_ak_is_one_pod_and_removals_are_announced() {
     use jek_service::store::StoreError;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v.db");
     let store = Sqlite::open(&path).unwrap();
-    store.register(&pod("g"), "a", 0, 1000).unwrap();
+    store
+        .register(&pod("g"), "a", 0, 1000, &registered(&pod("g")), false)
+        .unwrap();
     store
         .record("g", "a", &outcome("contraindicated", 1, false))
         .unwrap();
     // The same identifier again, with a new epoch: refused, the stored one untouched.
     let mut reset = pod("g");
     reset.epoch.reset_count = 2;
-    let err = store.register(&reset, "a", 0, 1000).unwrap_err();
+    let err = store
+        .register(&reset, "a", 0, 1000, &registered(&reset), false)
+        .unwrap_err();
     assert!(
         matches!(&err, StoreError::AlreadyRegistered { id } if id == "g"),
         "{err}"
@@ -137,18 +165,34 @@ fn registrations_are_never_replaced_one_ak_is_one_pod_and_removals_are_announced
     // G's AK under another identifier: refused, naming the holder.
     let mut hijack = pod("e");
     hijack.identity.ak_name = pod("g").identity.ak_name;
-    let err = store.register(&hijack, "a", 0, 1000).unwrap_err();
+    let err = store
+        .register(&hijack, "a", 0, 1000, &registered(&hijack), false)
+        .unwrap_err();
     assert!(
         matches!(&err, StoreError::AkInUse { holder, .. } if holder == "g"),
         "{err}"
     );
     assert!(store.get("e").unwrap().is_none());
+    // G's TPM with a new AK (its EK made another one) under another identifier: refused
+    // by the EK, naming the holder.
+    let mut new_ak = pod("f");
+    new_ak.identity.ek_cert = pod("g").identity.ek_cert;
+    let err = store
+        .register(&new_ak, "a", 0, 1000, &registered(&new_ak), false)
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::EkInUse { holder, .. } if holder == "g"),
+        "{err}"
+    );
+    assert!(store.get("f").unwrap().is_none());
     // Both rules hold after the store is opened again (the AK index is kept on disk).
     drop(store);
     let store = Sqlite::open(&path).unwrap();
-    assert!(store.register(&hijack, "a", 0, 1000).is_err());
+    assert!(store
+        .register(&hijack, "a", 0, 1000, &registered(&hijack), false)
+        .is_err());
     // Removal: announced with the last status, and it frees the identifier and the AK.
-    let change = store.remove("g", 42, true).unwrap().unwrap();
+    let change = store.remove("g", 42, true, "ops (token)").unwrap().unwrap();
     assert_eq!(
         (change.from.as_str(), change.to.as_str(), change.at),
         ("contraindicated", jek_service::store::REMOVED, 42)
@@ -157,9 +201,39 @@ fn registrations_are_never_replaced_one_ak_is_one_pod_and_removals_are_announced
     assert_eq!(due.len(), 1);
     let body: jek_service::wire::StatusChange = serde_json::from_str(&due[0].body).unwrap();
     assert_eq!(body, change);
-    store.register(&hijack, "a", 0, 1000).unwrap();
+    assert_eq!(body.by.as_deref(), Some("ops (token)"));
+    // The audit: who registered and who removed, newest first, with the last status.
+    let log = store.audit_log(10).unwrap();
+    let seen: Vec<(AuditAction, Option<&str>, &str)> = log
+        .iter()
+        .map(|e| (e.action, e.id.as_deref(), e.by.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (AuditAction::Removed, Some("g"), "ops (token)"),
+            (AuditAction::Registered, Some("g"), "ops (token)"),
+        ]
+    );
+    assert_eq!(
+        log[0].detail.as_deref(),
+        Some("last status contraindicated")
+    );
+    // The EK is free again with the removal: G's TPM may come back under f.
+    store
+        .register(&new_ak, "a", 0, 1000, &registered(&new_ak), true)
+        .unwrap();
+    let due = store.due_deliveries(u64::MAX / 2, 0, 10).unwrap();
+    let announced: AuditEvent = serde_json::from_str(&due.last().unwrap().body).unwrap();
+    assert_eq!(announced, registered(&new_ak));
+    store.remove("f", 43, false, "ops (token)").unwrap();
+    store
+        .register(&hijack, "a", 0, 1000, &registered(&hijack), false)
+        .unwrap();
     // e holds that AK now, so g cannot come back with it.
-    let err = store.register(&reset, "a", 0, 1000).unwrap_err();
+    let err = store
+        .register(&reset, "a", 0, 1000, &registered(&reset), false)
+        .unwrap_err();
     assert!(
         matches!(&err, StoreError::AkInUse { holder, .. } if holder == "e"),
         "{err}"
@@ -170,7 +244,9 @@ fn registrations_are_never_replaced_one_ak_is_one_pod_and_removals_are_announced
 fn delivery_retries_are_held_and_rescheduled() {
     let dir = tempfile::tempdir().unwrap();
     let store = Sqlite::open(&dir.path().join("v.db")).unwrap();
-    store.register(&pod("p1"), "a", 0, 10_000).unwrap();
+    store
+        .register(&pod("p1"), "a", 0, 10_000, &registered(&pod("p1")), false)
+        .unwrap();
     store
         .record("p1", "a", &outcome("affirming", 1, true))
         .unwrap();
@@ -190,6 +266,9 @@ fn delivery_retries_are_held_and_rescheduled() {
 
 #[test]
 fn the_verifier_refuses_plain_http_off_loopback_and_a_missing_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    jek_service::auth::add_token(&tokens, jek_service::auth::Role::Admin, "ops").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_jek-verifier"))
         .args([
             "--listen",
@@ -199,12 +278,13 @@ fn the_verifier_refuses_plain_http_off_loopback_and_a_missing_policy() {
             "--bundle",
             "b.jek",
         ])
+        .arg("--tokens")
+        .arg(&tokens)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/policy.yaml"), "{err}");
-    let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_jek-agent"))
         .args(["--listen", "0.0.0.0:0", "--registry"])
         .arg(dir.path())

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{ClaimState, HistoryEntry, StatusChange};
+use crate::wire::{AuditAction, AuditEvent, ClaimState, HistoryEntry, StatusChange};
 
 /// How many status changes each pod's history keeps.
 pub const HISTORY: usize = 20;
@@ -41,6 +41,17 @@ pub enum StoreError {
     AkInUse {
         /// The AK's name (hex).
         ak_name: String,
+        /// The registration that holds it.
+        holder: String,
+    },
+    /// The TPM's EK (its certificate) is registered under another pod identifier, with
+    /// another AK: one TPM speaks for one pod, whatever AK it made.
+    #[error(
+        "the TPM's EK (certificate sha256:{ek_sha256}) is registered already, as pod {holder}"
+    )]
+    EkInUse {
+        /// The SHA-256 of the EK certificate (hex).
+        ek_sha256: String,
         /// The registration that holds it.
         holder: String,
     },
@@ -97,6 +108,24 @@ pub struct StoredIdentity {
     pub ek_chain_pem: String,
 }
 
+impl StoredIdentity {
+    /// The SHA-256 of the EK certificate (hex): the TPM's identity in the store.
+    pub fn ek_sha256(&self) -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&self.ek_cert.0))
+    }
+}
+
+/// The EK digest of a stored identity's JSON (for rows stored before EKs were indexed).
+pub(crate) fn ek_sha256_of(identity_json: &str) -> Option<String> {
+    serde_json::from_str::<StoredIdentity>(identity_json)
+        .ok()
+        .map(|i| i.ek_sha256())
+}
+
+/// How many audit records `audit` answers at most.
+pub const AUDIT_PAGE: usize = 200;
+
 /// A pod's last result, as stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -144,25 +173,34 @@ pub trait Backend: Send + Sync {
     /// Answers when the database does (health).
     fn ping(&self) -> Result<(), StoreError>;
     /// Adds a registration, owned by `owner` with a lease until `lease_until_ms` and due
-    /// now. Never replaces one: an identifier already registered is
-    /// [`StoreError::AlreadyRegistered`], an AK already registered under another
-    /// identifier [`StoreError::AkInUse`].
+    /// now, with its audit record `event` (and, with `notify`, the same record in the
+    /// webhook outbox), all in one transaction. Never replaces one: an identifier already
+    /// registered is [`StoreError::AlreadyRegistered`], an AK or an EK already registered
+    /// under another identifier [`StoreError::AkInUse`] or [`StoreError::EkInUse`].
     fn register(
         &self,
         pod: &PodRow,
         owner: &str,
         now_ms: u64,
         lease_until_ms: u64,
+        event: &AuditEvent,
+        notify: bool,
     ) -> Result<(), StoreError>;
-    /// Forgets a pod and frees its AK: the change to `removed` from its last status, or
-    /// `None` when there was no such pod. With `notify`, the change goes to the webhook
-    /// outbox in the same transaction, so a removal is never silent.
+    /// Forgets a pod and frees its AK and EK: the change to `removed` from its last
+    /// status, made `by` a client, or `None` when there was no such pod. The audit record
+    /// is written, and with `notify` the change goes to the webhook outbox, in the same
+    /// transaction, so a removal is never silent.
     fn remove(
         &self,
         id: &str,
         now_s: u64,
         notify: bool,
+        by: &str,
     ) -> Result<Option<StatusChange>, StoreError>;
+    /// Records `event` (a policy reload), and with `notify` sends it to the webhook.
+    fn audit(&self, event: &AuditEvent, notify: bool) -> Result<(), StoreError>;
+    /// The newest audit records, at most `limit`, newest first.
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
     /// One pod with its history.
     fn get(&self, id: &str) -> Result<Option<PodRow>, StoreError>;
     /// Every pod with its history.
@@ -274,8 +312,8 @@ pub const UNREACHABLE: &str = "unreachable";
 /// The status a removed pod's last change goes to.
 pub const REMOVED: &str = "removed";
 
-/// The change a removal makes: from the pod's last status to [`REMOVED`].
-pub(crate) fn removal(id: &str, pod: &str, before: &str, now_s: u64) -> StatusChange {
+/// The change a removal makes: from the pod's last status to [`REMOVED`], by `by`.
+pub(crate) fn removal(id: &str, pod: &str, before: &str, now_s: u64, by: &str) -> StatusChange {
     StatusChange {
         id: id.to_string(),
         pod: pod.to_string(),
@@ -284,7 +322,43 @@ pub(crate) fn removal(id: &str, pod: &str, before: &str, now_s: u64) -> StatusCh
         at: now_s,
         failing: Vec::new(),
         token: None,
+        by: Some(by.to_string()),
     }
+}
+
+/// The audit record of a removal.
+pub(crate) fn removal_event(change: &StatusChange) -> AuditEvent {
+    AuditEvent {
+        at: change.at,
+        by: change.by.clone().unwrap_or_default(),
+        action: AuditAction::Removed,
+        id: Some(change.id.clone()),
+        pod: Some(change.pod.clone()),
+        detail: Some(format!("last status {}", change.from)),
+    }
+}
+
+/// An audit row as both backends read it: at, by, action, id, pod, detail.
+pub(crate) fn audit_row(
+    at: i64,
+    by: String,
+    action: &str,
+    id: Option<String>,
+    pod: Option<String>,
+    detail: Option<String>,
+) -> Result<AuditEvent, StoreError> {
+    let action = AuditAction::from_name(action).ok_or_else(|| StoreError::Corrupt {
+        id: id.clone().unwrap_or_default(),
+        reason: format!("audit action {action:?}"),
+    })?;
+    Ok(AuditEvent {
+        at: u(at),
+        by,
+        action,
+        id,
+        pod,
+        detail,
+    })
 }
 
 /// The change a round's outcome makes to `before`, if its status differs.
@@ -302,6 +376,7 @@ pub fn change(
         at: outcome.result.at.unwrap_or(outcome.next_due_ms / 1000),
         failing: outcome.failing.clone(),
         token: outcome.result.token.clone(),
+        by: None,
     })
 }
 

@@ -9,10 +9,10 @@ use std::sync::Mutex;
 use postgres::{Client, NoTls};
 
 use super::{
-    change, i, json, removal, u, Backend, Columns, Delivery, PodRow, RoundOutcome, StoreError,
-    COLUMNS, HISTORY,
+    audit_row, change, i, json, removal, removal_event, u, Backend, Columns, Delivery, PodRow,
+    RoundOutcome, StoreError, COLUMNS, HISTORY,
 };
-use crate::wire::{HistoryEntry, StatusChange};
+use crate::wire::{AuditEvent, HistoryEntry, StatusChange};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS pods (
@@ -32,6 +32,10 @@ CREATE TABLE IF NOT EXISTS replicas (id TEXT PRIMARY KEY, seen_at BIGINT NOT NUL
 CREATE TABLE IF NOT EXISTS ak_names (ak_name TEXT PRIMARY KEY, pod_id TEXT NOT NULL UNIQUE);
 INSERT INTO ak_names (ak_name, pod_id)
   SELECT identity::json->>'akName', id FROM pods ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS ek_certs (ek_sha256 TEXT PRIMARY KEY, pod_id TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS audit (
+  seq BIGSERIAL PRIMARY KEY, at BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+  pod_id TEXT, pod TEXT, detail TEXT);
 ";
 
 /// A PostgreSQL store.
@@ -84,6 +88,56 @@ fn history(
         .collect()
 }
 
+/// Indexes the EK of every pod stored before EKs were (a store from an older verifier).
+fn index_eks(c: &mut Client) -> Result<(), StoreError> {
+    let rows = c
+        .query(
+            "SELECT id, identity FROM pods WHERE id NOT IN (SELECT pod_id FROM ek_certs)",
+            &[],
+        )
+        .map_err(db)?;
+    for r in rows {
+        let (id, identity): (String, String) =
+            (r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?);
+        if let Some(ek) = super::ek_sha256_of(&identity) {
+            c.execute(
+                "INSERT INTO ek_certs (ek_sha256, pod_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&ek, &id],
+            )
+            .map_err(db)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `event` to the audit table, and with `notify` to the outbox.
+fn insert_audit(
+    tx: &mut postgres::Transaction<'_>,
+    event: &AuditEvent,
+    notify: bool,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO audit (at, actor, action, pod_id, pod, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &i(event.at),
+            &event.by,
+            &event.action.name(),
+            &event.id,
+            &event.pod,
+            &event.detail,
+        ],
+    )
+    .map_err(db)?;
+    if notify {
+        tx.execute(
+            "INSERT INTO outbox (body, attempts, next_at) VALUES ($1, 0, 0)",
+            &[&json(event)],
+        )
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
 impl Postgres {
     /// Connects to `url` (a libpq URL or key=value string) and creates the tables.
     pub fn open(url: &str) -> Result<Self, StoreError> {
@@ -91,7 +145,10 @@ impl Postgres {
             url: url.to_string(),
             client: Mutex::new(None),
         };
-        store.with(|c| c.batch_execute(SCHEMA).map_err(db))?;
+        store.with(|c| {
+            c.batch_execute(SCHEMA).map_err(db)?;
+            index_eks(c)
+        })?;
         Ok(store)
     }
 
@@ -131,6 +188,8 @@ impl Backend for Postgres {
         owner: &str,
         now_ms: u64,
         lease_until_ms: u64,
+        event: &AuditEvent,
+        notify: bool,
     ) -> Result<(), StoreError> {
         self.with(|c| {
             let mut tx = c.transaction().map_err(db)?;
@@ -155,6 +214,16 @@ impl Backend for Postgres {
                     holder: r.try_get(0).map_err(db)?,
                 });
             }
+            let ek = pod.identity.ek_sha256();
+            if let Some(r) = tx
+                .query_opt("SELECT pod_id FROM ek_certs WHERE ek_sha256 = $1", &[&ek])
+                .map_err(db)?
+            {
+                return Err(StoreError::EkInUse {
+                    ek_sha256: ek,
+                    holder: r.try_get(0).map_err(db)?,
+                });
+            }
             tx.execute("DELETE FROM history WHERE pod_id = $1", &[&pod.id])
                 .map_err(db)?;
             tx.execute(
@@ -162,6 +231,12 @@ impl Backend for Postgres {
                 &[&pod.identity.ak_name, &pod.id],
             )
             .map_err(db)?;
+            tx.execute(
+                "INSERT INTO ek_certs (ek_sha256, pod_id) VALUES ($1, $2)",
+                &[&ek, &pod.id],
+            )
+            .map_err(db)?;
+            insert_audit(&mut tx, event, notify)?;
             tx.execute(
                 "INSERT INTO pods (id, pod, agent, bundle, pod_yaml, identity, reset_count, restart_count, clock, last_clock, status, result, owner, lease_until, next_due)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $15, $14)",
@@ -193,6 +268,7 @@ impl Backend for Postgres {
         id: &str,
         now_s: u64,
         notify: bool,
+        by: &str,
     ) -> Result<Option<StatusChange>, StoreError> {
         self.with(|c| {
             let mut tx = c.transaction().map_err(db)?;
@@ -211,9 +287,12 @@ impl Backend for Postgres {
                 .map_err(db)?;
             tx.execute("DELETE FROM ak_names WHERE pod_id = $1", &[&id])
                 .map_err(db)?;
+            tx.execute("DELETE FROM ek_certs WHERE pod_id = $1", &[&id])
+                .map_err(db)?;
             tx.execute("DELETE FROM pods WHERE id = $1", &[&id])
                 .map_err(db)?;
-            let change = removal(id, &pod, &status, now_s);
+            let change = removal(id, &pod, &status, now_s, by);
+            insert_audit(&mut tx, &removal_event(&change), false)?;
             if notify {
                 tx.execute(
                     "INSERT INTO outbox (body, attempts, next_at) VALUES ($1, 0, 0)",
@@ -223,6 +302,37 @@ impl Backend for Postgres {
             }
             tx.commit().map_err(db)?;
             Ok(Some(change))
+        })
+    }
+
+    fn audit(&self, event: &AuditEvent, notify: bool) -> Result<(), StoreError> {
+        self.with(|c| {
+            let mut tx = c.transaction().map_err(db)?;
+            insert_audit(&mut tx, event, notify)?;
+            tx.commit().map_err(db)
+        })
+    }
+
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        self.with(|c| {
+            let rows = c
+                .query(
+                    "SELECT at, actor, action, pod_id, pod, detail FROM audit ORDER BY seq DESC LIMIT $1",
+                    &[&i(limit as u64)],
+                )
+                .map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    audit_row(
+                        r.try_get(0).map_err(db)?,
+                        r.try_get(1).map_err(db)?,
+                        r.try_get::<_, String>(2).map_err(db)?.as_str(),
+                        r.try_get(3).map_err(db)?,
+                        r.try_get(4).map_err(db)?,
+                        r.try_get(5).map_err(db)?,
+                    )
+                })
+                .collect()
         })
     }
 

@@ -7,10 +7,10 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    change, i, json, removal, u, Backend, Columns, Delivery, PodRow, RoundOutcome, StoreError,
-    COLUMNS, HISTORY,
+    audit_row, change, i, json, removal, removal_event, u, Backend, Columns, Delivery, PodRow,
+    RoundOutcome, StoreError, COLUMNS, HISTORY,
 };
-use crate::wire::{HistoryEntry, StatusChange};
+use crate::wire::{AuditEvent, HistoryEntry, StatusChange};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS pods (
@@ -32,6 +32,10 @@ CREATE TABLE IF NOT EXISTS replicas (id TEXT PRIMARY KEY, seen_at INTEGER NOT NU
 CREATE TABLE IF NOT EXISTS ak_names (ak_name TEXT PRIMARY KEY, pod_id TEXT NOT NULL UNIQUE);
 INSERT OR IGNORE INTO ak_names (ak_name, pod_id)
   SELECT json_extract(identity, '$.akName'), id FROM pods;
+CREATE TABLE IF NOT EXISTS ek_certs (ek_sha256 TEXT PRIMARY KEY, pod_id TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
+  action TEXT NOT NULL, pod_id TEXT, pod TEXT, detail TEXT);
 ";
 
 /// A SQLite store.
@@ -59,6 +63,7 @@ impl Sqlite {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        index_eks(&conn)?;
         Ok(Sqlite {
             conn: Mutex::new(conn),
         })
@@ -69,6 +74,56 @@ impl Sqlite {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Indexes the EK of every pod stored before EKs were (a store from an older verifier).
+fn index_eks(conn: &Connection) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT id, identity FROM pods WHERE id NOT IN (SELECT pod_id FROM ek_certs)")
+        .map_err(db)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(db)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db)?;
+    for (id, identity) in rows {
+        if let Some(ek) = super::ek_sha256_of(&identity) {
+            conn.execute(
+                "INSERT OR IGNORE INTO ek_certs (ek_sha256, pod_id) VALUES (?1, ?2)",
+                params![ek, id],
+            )
+            .map_err(db)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `event` to the audit table, and with `notify` to the outbox.
+fn insert_audit(
+    tx: &rusqlite::Transaction<'_>,
+    event: &AuditEvent,
+    notify: bool,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO audit (at, actor, action, pod_id, pod, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            i(event.at),
+            event.by,
+            event.action.name(),
+            event.id,
+            event.pod,
+            event.detail
+        ],
+    )
+    .map_err(db)?;
+    if notify {
+        tx.execute(
+            "INSERT INTO outbox (body, attempts, next_at) VALUES (?1, 0, 0)",
+            params![json(event)],
+        )
+        .map_err(db)?;
+    }
+    Ok(())
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Columns> {
@@ -118,6 +173,8 @@ impl Backend for Sqlite {
         owner: &str,
         now_ms: u64,
         lease_until_ms: u64,
+        event: &AuditEvent,
+        notify: bool,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn
@@ -146,6 +203,21 @@ impl Backend for Sqlite {
                 holder,
             });
         }
+        let ek = pod.identity.ek_sha256();
+        let holder: Option<String> = tx
+            .query_row(
+                "SELECT pod_id FROM ek_certs WHERE ek_sha256 = ?1",
+                params![ek],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        if let Some(holder) = holder {
+            return Err(StoreError::EkInUse {
+                ek_sha256: ek,
+                holder,
+            });
+        }
         tx.execute("DELETE FROM history WHERE pod_id = ?1", params![pod.id])
             .map_err(db)?;
         tx.execute(
@@ -153,6 +225,12 @@ impl Backend for Sqlite {
             params![pod.identity.ak_name, pod.id],
         )
         .map_err(db)?;
+        tx.execute(
+            "INSERT INTO ek_certs (ek_sha256, pod_id) VALUES (?1, ?2)",
+            params![ek, pod.id],
+        )
+        .map_err(db)?;
+        insert_audit(&tx, event, notify)?;
         tx.execute(
             "INSERT INTO pods (id, pod, agent, bundle, pod_yaml, identity, reset_count, restart_count, clock, last_clock, status, result, owner, lease_until, next_due)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
@@ -183,6 +261,7 @@ impl Backend for Sqlite {
         id: &str,
         now_s: u64,
         notify: bool,
+        by: &str,
     ) -> Result<Option<StatusChange>, StoreError> {
         let mut conn = self.conn();
         let tx = conn
@@ -203,9 +282,12 @@ impl Backend for Sqlite {
             .map_err(db)?;
         tx.execute("DELETE FROM ak_names WHERE pod_id = ?1", params![id])
             .map_err(db)?;
+        tx.execute("DELETE FROM ek_certs WHERE pod_id = ?1", params![id])
+            .map_err(db)?;
         tx.execute("DELETE FROM pods WHERE id = ?1", params![id])
             .map_err(db)?;
-        let change = removal(id, &pod, &status, now_s);
+        let change = removal(id, &pod, &status, now_s, by);
+        insert_audit(&tx, &removal_event(&change), false)?;
         if notify {
             tx.execute(
                 "INSERT INTO outbox (body, attempts, next_at) VALUES (?1, 0, 0)",
@@ -215,6 +297,39 @@ impl Backend for Sqlite {
         }
         tx.commit().map_err(db)?;
         Ok(Some(change))
+    }
+
+    fn audit(&self, event: &AuditEvent, notify: bool) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        insert_audit(&tx, event, notify)?;
+        tx.commit().map_err(db)
+    }
+
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT at, actor, action, pod_id, pod, detail FROM audit ORDER BY seq DESC LIMIT ?1",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![i(limit as u64)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|(at, by, action, id, pod, detail)| audit_row(at, by, &action, id, pod, detail))
+            .collect()
     }
 
     fn get(&self, id: &str) -> Result<Option<PodRow>, StoreError> {
