@@ -198,6 +198,24 @@ fn reader_token(host: &Host) -> String {
     common::service::token_file(&host.ws.path("reader.token"), READER_TOKEN)
 }
 
+/// `jek boot` running a pod, stopped with SIGTERM (which stops its QEMU and swtpm) and
+/// waited for when dropped, so a test that fails halfway leaves no pod behind.
+struct Booting(std::process::Child);
+
+impl Drop for Booting {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            if let Some(pid) = i32::try_from(self.0.id())
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// A pod as the agent lists it: identifier, name, running.
 type AgentPod = (String, String, bool);
 
@@ -306,12 +324,14 @@ fn sixteen_pods_and_a_running_qemu_pod_attest_continuously_and_flip_on_revocatio
         "q.yaml",
         b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: q\nspec:\n  containers:\n    - name: app\n      command: [/bin/jek-sample-app]\n      args: [--sleep-ms, \"45000\"]\n",
     );
-    let mut qemu_pod = jek()
-        .args(&args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(host.ws.path("qemu-pod.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut qemu_pod = Booting(
+        jek()
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(host.ws.path("qemu-pod.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
 
     let agent = host.start_agent();
     let running = wait_for(
@@ -343,7 +363,7 @@ fn sixteen_pods_and_a_running_qemu_pod_attest_continuously_and_flip_on_revocatio
     wait_for("17 affirming results", 60, || all("affirming"));
     // The QEMU pod's guest is still running (its application sleeps), and was quoted.
     assert!(
-        qemu_pod.try_wait().unwrap().is_none(),
+        qemu_pod.0.try_wait().unwrap().is_none(),
         "the QEMU pod ended before it was attested"
     );
     assert!(agent_pods(&agent).iter().any(|p| p.0 == running.0 && p.2));
@@ -454,13 +474,12 @@ fn sixteen_pods_and_a_running_qemu_pod_attest_continuously_and_flip_on_revocatio
             at - reloaded_at
         );
     }
-    if qemu_pod.try_wait().unwrap().is_some() {
-        let out = qemu_pod.wait_with_output().unwrap();
-        panic!(
-            "the QEMU pod ended too soon: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout)
-        );
+    if let Some(status) = qemu_pod.0.try_wait().unwrap() {
+        let mut out = String::new();
+        if let Some(mut stdout) = qemu_pod.0.stdout.take() {
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+        }
+        panic!("the QEMU pod ended too soon: {status}\n{out}");
     }
 
     // Every change reached the webhook, after the first delivery failed and was retried.
@@ -539,13 +558,7 @@ fn sixteen_pods_and_a_running_qemu_pod_attest_continuously_and_flip_on_revocatio
     );
 
     // Stopped: `jek boot` stops its QEMU on SIGTERM.
-    if let Some(pid) = i32::try_from(qemu_pod.id())
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    }
-    let _ = qemu_pod.wait();
+    drop(qemu_pod);
     drop(verifier);
 }
 
