@@ -8,7 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 export XDG_DATA_HOME="$work/data" XDG_CACHE_HOME="$work/cache" XDG_STATE_HOME="$work/state"
-mkdir -p "$XDG_CACHE_HOME" target/jek-test-cache
+# The tour's own `cd "$(mktemp -d)"` (and every temporary directory of the programs it runs)
+# lands in here too, so nothing of the tour outlives it.
+export TMPDIR="$work/tmp"
+mkdir -p "$XDG_CACHE_HOME" "$TMPDIR" target/jek-test-cache
 ln -s "$PWD/target/jek-test-cache" "$XDG_CACHE_HOME/jek"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-1700000000}"
 script="$work/tour.sh"
