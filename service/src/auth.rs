@@ -170,20 +170,19 @@ impl Clients {
     /// Decides a request for a route with `access`, given the connection's verified
     /// client certificate and the request's `Authorization` header. A bearer token, when
     /// sent, must be valid and is who the client is; otherwise the certificate is.
-    /// Returns the client (none on a public route without credentials).
+    /// Returns the client (none on a public route, which needs none).
     pub fn authorize(
         &self,
         access: Access,
         cert: Option<&ClientCertificate>,
         authorization: Option<&[u8]>,
     ) -> Result<Option<Principal>, Refusal> {
-        let who = self.identify(cert, authorization);
         let needed = match access {
-            // A public route ignores credentials, even bad ones.
-            Access::Public => return Ok(who.ok().flatten()),
+            // A public route ignores credentials, even bad ones, and names no client.
+            Access::Public => return Ok(None),
             Access::Needs(role) => role,
         };
-        let principal = who?.ok_or_else(|| {
+        let principal = self.identify(cert, authorization)?.ok_or_else(|| {
             Refusal::Unauthenticated(format!(
                 "this needs an authenticated client with the {needed} role: {}",
                 self.how()

@@ -95,15 +95,22 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         tokens: PathBuf,
         /// The client's role.
-        #[arg(long, value_parser = ["reader", "admin"])]
-        role: String,
+        #[arg(long, value_parser = token_role)]
+        role: Role,
         /// The client's name (in logs and audit records).
         name: String,
     },
 }
 
-fn add_token(tokens: &std::path::Path, role: &str, name: &str) -> ExitCode {
-    let role = Role::from_name(role).unwrap_or(Role::Reader);
+/// A role a token may carry: reader or admin.
+fn token_role(name: &str) -> Result<Role, String> {
+    match Role::from_name(name) {
+        Some(r @ (Role::Reader | Role::Admin)) => Ok(r),
+        _ => Err(format!("{name:?} is not a token role: reader or admin")),
+    }
+}
+
+fn add_token(tokens: &std::path::Path, role: Role, name: &str) -> ExitCode {
     match jek_service::auth::add_token(tokens, role, name) {
         Ok(token) => {
             println!("{token}");
@@ -121,7 +128,7 @@ fn fail(code: u8, what: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Command::AddToken { tokens, role, name }) = &args.command {
-        return add_token(tokens, role, name);
+        return add_token(tokens, *role, name);
     }
     let Some(policy) = args.policy.clone() else {
         return fail(2, "--policy is required");
