@@ -15,10 +15,12 @@ here) starts jek-verifier and measures:
 - verifier memory per registered pod: resident set after registering 64 pods minus before,
   divided by 64.
 Prints one JSON object. Stops every process and kept swtpm it started."""
+import http.client as httpclient
 import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -64,6 +66,18 @@ def http(method, url, body=None):
         return e.code, json.loads(e.read() or b"null")
 
 
+def agent_pods(agent_url):
+    """The agent's pods, asked over its Unix socket (`unix:PATH`), as the verifier asks."""
+    conn = httpclient.HTTPConnection("localhost", timeout=30)
+    conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.sock.connect(agent_url.removeprefix("unix:"))
+    conn.request("GET", "/v1/pods")
+    resp = conn.getresponse()
+    if resp.status != 200:
+        sys.exit(f"the agent's pods: {resp.status} {resp.read()[:500]!r}")
+    return json.loads(resp.read())
+
+
 def start(args, log):
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
     procs.append(p)
@@ -95,7 +109,7 @@ def bench(store, label):
     time.sleep(0.5)
     before = rss_kib(v.pid)
     digest = http("GET", f"{url}/v1/bundles")[1]["bundles"][0]["digest"]
-    _, listed = http("GET", f"{agent_url}/v1/pods")
+    listed = agent_pods(agent_url)
     register_ms = []
     for p in listed["pods"]:
         yaml = open(os.path.join(work, f"{p['pod']}.yaml")).read()
@@ -173,7 +187,8 @@ try:
             if p.returncode != 0:
                 sys.exit(f"boot {n} exited {p.returncode}: {err.decode()[-2000:]}")
             kept.append(json.loads(out)["tpm"]["registration"])
-    agent, agent_url = start([agent_bin, "--listen", "127.0.0.1:0", "--registry", reg],
+    agent, agent_url = start([agent_bin, "--listen", f"unix:{os.path.abspath(work)}/agent.sock",
+                              "--registry", reg],
                              os.path.join(work, "agent.log"))
     sqlite = bench(os.path.join(work, "verifier.db"), "sqlite")
     pg = postgres()

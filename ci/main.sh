@@ -114,10 +114,11 @@ say "the attestation service: jek-agent on this host, jek-verifier (SQLite) quot
 SVC="$OUT/service"
 mkdir -p "$SVC"
 POD_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tpm"]["registration"])' "$RUN/pod.json")
-# Starts a server on a free loopback port in the background; its first line is its URL.
-listen() { # NAME LOG PROGRAM ARGS...
-  local name=$1 log=$2 prog=$3; shift 3
-  "$prog" --listen 127.0.0.1:0 "$@" > "$SVC/$name.url" 2> "$log" &
+# Starts a server in the background on ENDPOINT (port 0: a free one); its first line is
+# its URL.
+listen() { # NAME ENDPOINT LOG PROGRAM ARGS...
+  local name=$1 endpoint=$2 log=$3 prog=$4; shift 4
+  "$prog" --listen "$endpoint" "$@" > "$SVC/$name.url" 2> "$log" &
   eval "${name^^}_PID=$!"
   for _ in $(seq 100); do [ -s "$SVC/$name.url" ] && break; sleep 0.1; done
 }
@@ -128,8 +129,9 @@ rm -f "$SVC/tokens"
 target/release/jek-verifier add-token --tokens "$SVC/tokens" --role admin ci-admin > "$SVC/admin.token"
 target/release/jek-verifier add-token --tokens "$SVC/tokens" --role reader ci-reader > "$SVC/reader.token"
 chmod 600 "$SVC/admin.token" "$SVC/reader.token"
-listen agent "$SVC/agent.log" target/release/jek-agent
-listen verifier "$SVC/verifier.log" target/release/jek-verifier --policy "$OUT/policy.yaml" --bundle "$BUNDLE" \
+# The agent serves the verifier alone: on a Unix socket only this user may use.
+listen agent "unix:$PWD/$SVC/agent.sock" "$SVC/agent.log" target/release/jek-agent
+listen verifier 127.0.0.1:0 "$SVC/verifier.log" target/release/jek-verifier --policy "$OUT/policy.yaml" --bundle "$BUNDLE" \
   --store "$SVC/verifier.db" --result-key "$SVC/result-key.pem" --tokens "$SVC/tokens"
 AGENT_URL=$(awk '{print $NF; exit}' "$SVC/agent.url")
 VERIFIER_URL=$(awk '{print $NF; exit}' "$SVC/verifier.url")

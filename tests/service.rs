@@ -127,10 +127,12 @@ impl Host {
         }
     }
 
+    /// Starts the host's agent on a Unix socket in the host's directory (this process's
+    /// uid, the verifier's too, is the one it serves); returns its `unix:` URL.
     fn start_agent(&mut self) -> String {
         let args = vec![
             "--listen".to_string(),
-            "127.0.0.1:0".into(),
+            format!("unix:{}", self.ws.path("agent.sock").display()),
             "--registry".into(),
             s(&self.ws.path("reg")),
         ];
@@ -772,6 +774,155 @@ fn every_route_answers_by_role_and_the_verifier_needs_client_authentication() {
     assert_eq!(status, 401, "a token of another file");
 }
 
+/// The agent serves the verifier alone. Tried as the unprivileged user `nobody` on this
+/// host, against a booted pod: its identity, a quote and a credential activation are
+/// refused, on the agent's default socket (only its owner may connect) and on a socket
+/// open to every user (the peer's uid decides: 403 naming uid 65534); the uid the agent
+/// allows gets the identity. Listening on TCP without mutual TLS, or on a socket another
+/// agent serves, is refused by name before anything listens.
+#[test]
+fn the_agent_serves_the_verifier_alone_and_nobody_else() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test acts as the user nobody, so it runs as root (as the service tests do)"
+    );
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut host = Host::new();
+    host.boot_kvm(1);
+    // nobody may walk into the host's directory, as into /run.
+    std::fs::set_permissions(host.ws.path(""), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let agent = host.start_agent();
+    let ids = agent_pods(&agent);
+    let id = ids[0].0.clone();
+    let sock = agent.strip_prefix("unix:").unwrap().to_string();
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the default socket is its owner's");
+    let quote =
+        json!({"ak": {"public": "AA==", "private": "AA=="}, "nonce": "A".repeat(44), "pcrs": [8]});
+    let activate = json!({"ak": {"public": "AA==", "private": "AA=="}, "idObject": "AA==", "encryptedSecret": "AA=="});
+    // curl as nobody on `sock`: curl's exit code, the HTTP status and the body.
+    let as_nobody = |sock: &str, method: &str, path: &str, body: Option<&Value>| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "--unix-socket",
+            sock,
+            "-X",
+            method,
+        ]);
+        if let Some(b) = body {
+            cmd.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
+        }
+        let out = cmd
+            .arg(format!("http://localhost{path}"))
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (
+            out.status.code(),
+            code.trim().parse::<u16>().unwrap_or(0),
+            body.to_string(),
+        )
+    };
+    let attacks = [
+        ("GET", format!("/v1/pods/{id}/identity"), None),
+        ("POST", format!("/v1/pods/{id}/quote"), Some(&quote)),
+        ("POST", format!("/v1/pods/{id}/activate"), Some(&activate)),
+        ("GET", "/v1/pods".to_string(), None),
+    ];
+    // The default socket: nobody cannot even connect (curl's 7: failed to connect).
+    for (method, path, body) in &attacks {
+        let (code, status, text) = as_nobody(&sock, method, path, *body);
+        assert_eq!((code, status), (Some(7), 0), "{method} {path}: {text}");
+    }
+    // A socket every user may connect to: the peer's uid is refused by name.
+    let open = host.ws.path("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let me = rustix::process::geteuid().as_raw().to_string();
+    let open_sock = s(&open.join("agent.sock"));
+    let args: Vec<String> = [
+        "--listen",
+        &format!("unix:{open_sock}"),
+        "--registry",
+        &s(&host.ws.path("reg")),
+        "--allow-uid",
+        &me,
+        "--allow-uid",
+        "4242",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let shared = Service::start(&bin("jek-agent"), &args, &host.ws.path("agent-open.log"));
+    let mode = std::fs::metadata(&open_sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o666);
+    for (method, path, body) in &attacks {
+        let (_, status, text) = as_nobody(&open_sock, method, path, *body);
+        assert_eq!(status, 403, "{method} {path}: {text}");
+        assert!(
+            text.contains("uid 65534") && text.contains("needs the verifier role"),
+            "{text}"
+        );
+    }
+    let (_, status, _) = as_nobody(&open_sock, "GET", "/v1/health", None);
+    assert_eq!(status, 200, "the health check is public");
+    let (status, identity) = get_json(&format!("{}/v1/pods/{id}/identity", shared.url));
+    assert_eq!(status, 200, "{identity}");
+    assert!(identity["ekCert"].is_string(), "{identity}");
+    let log = std::fs::read_to_string(&shared.log).unwrap();
+    assert!(log.contains("uid 65534"), "{log}");
+
+    // Starting: TCP without mutual TLS, and a socket another agent serves, are refused.
+    let start = |listen: &str| {
+        let mut cmd = std::process::Command::new(bin("jek-agent"));
+        common::isolate(&mut cmd)
+            .args(["--listen", listen, "--registry"])
+            .arg(host.ws.path("reg"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = start("127.0.0.1:0");
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--client-ca") && err.contains("unix:"),
+        "{err}"
+    );
+    let out = start(&format!("unix:{open_sock}"));
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another server listens on it") && err.contains(&open_sock),
+        "{err}"
+    );
+    // A killed agent's socket is left behind; the next agent replaces it. An agent that
+    // stops (SIGTERM) removes its socket.
+    let mut shared = shared;
+    shared.signal("KILL");
+    let _ = shared.child.wait();
+    assert!(Path::new(&open_sock).exists());
+    let mut again = Service::start(&bin("jek-agent"), &args, &host.ws.path("agent-open2.log"));
+    let (status, _) = get_json(&format!("{}/v1/pods", again.url));
+    assert_eq!(status, 200);
+    again.signal("TERM");
+    let _ = again.child.wait();
+    assert!(
+        !Path::new(&open_sock).exists(),
+        "the socket is removed at exit"
+    );
+}
+
 /// Bad input and faults: malformed requests, unknown pods and bundles, bodies over the
 /// limit, an agent that stops answering (its pod turns unreachable, the others go on),
 /// and a registration against a refusing TPM identity.
@@ -1244,7 +1395,8 @@ fn chromium_dom(url: &str, profile: &Path) -> String {
 /// certificates from the CA given as `--client-ca` (mutual TLS), their role in the subject's
 /// O: an admin registers, a reader reads and may not register, a certificate without a jek
 /// role (or with the agent-side `jek:verifier` role) reads nothing, and one naming
-/// `O=jek:admin` from another CA does not get through the handshake.
+/// `O=jek:admin` from another CA does not get through the handshake. The agent serves the
+/// verifier's certificate (`O=jek:verifier`, `--agent-cert`) and nobody else's.
 #[test]
 fn agent_verifier_and_cli_talk_tls_with_a_private_ca() {
     let _serial = ONE_AT_A_TIME
@@ -1258,6 +1410,8 @@ fn agent_verifier_and_cli_talk_tls_with_a_private_ca() {
         &s(&host.ws.path("server.pem")),
         "--tls-key",
         &s(&host.ws.path("server.key")),
+        "--client-ca",
+        &s(&host.ws.path("ca.pem")),
         "--listen",
         "127.0.0.1:0",
         "--registry",
@@ -1282,45 +1436,20 @@ fn agent_verifier_and_cli_talk_tls_with_a_private_ca() {
             &s(&host.ws.path("server.key")),
             "--client-ca",
             &ca,
+            "--agent-cert",
+            &s(&host.ws.path("verifier.pem")),
+            "--agent-key",
+            &s(&host.ws.path("verifier.key")),
         ],
         "verifier.log",
     );
     assert!(verifier.url.starts_with("https://"), "{}", verifier.url);
     let reader = reader_token(&host);
-    let (id, pod) = {
-        // The agent over HTTPS, asked with curl trusting the CA.
-        let out = std::process::Command::new("curl")
-            .args(["-sf", "--cacert", &ca, &format!("{}/v1/pods", agent.url)])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let p = &v["pods"][0];
-        (
-            p["id"].as_str().unwrap().to_string(),
-            p["pod"].as_str().unwrap().to_string(),
-        )
-    };
-    let yaml = String::from_utf8(host.ws.read(&format!("{pod}.yaml"))).unwrap();
-    let body = json!({"agent": agent.url, "podId": id, "bundle": host.bundle_digest(&host.ws.path("tk.jek")), "podYaml": yaml});
     // curl as a client: `cert` is a name of tls_files' (or none); the HTTP status, 0 when
     // the handshake failed.
-    let pods = format!("{}/v1/pods", verifier.url);
-    let curl = |cert: Option<&str>, method: &str, url: &str, data: &str| -> u16 {
+    let curl_out = |cert: Option<&str>, method: &str, url: &str, data: &str| {
         let mut cmd = std::process::Command::new("curl");
-        cmd.args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--cacert",
-            &ca,
-        ]);
+        cmd.args(["-s", "-w", "\n%{http_code}", "--cacert", &ca]);
         if let Some(c) = cert {
             cmd.args([
                 "--cert",
@@ -1340,11 +1469,41 @@ fn agent_verifier_and_cli_talk_tls_with_a_private_ca() {
             ]);
         }
         let out = cmd.arg(url).output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0)
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse::<u16>().unwrap_or(0), body.to_string())
     };
+    let curl = |cert: Option<&str>, method: &str, url: &str, data: &str| -> u16 {
+        curl_out(cert, method, url, data).0
+    };
+    // The agent over mutual TLS serves the verifier's certificate only: not an admin's,
+    // not a reader's, not another CA's, not an anonymous client (but for its health).
+    let agent_pods = format!("{}/v1/pods", agent.url);
+    assert_eq!(
+        curl(None, "GET", &agent_pods, ""),
+        401,
+        "anonymous, to the agent"
+    );
+    assert_eq!(
+        curl(None, "GET", &format!("{}/v1/health", agent.url), ""),
+        200
+    );
+    assert_eq!(curl(Some("admin"), "GET", &agent_pods, ""), 403);
+    assert_eq!(curl(Some("reader"), "GET", &agent_pods, ""), 403);
+    assert_eq!(curl(Some("stranger"), "GET", &agent_pods, ""), 0);
+    let (status, listed) = curl_out(Some("verifier"), "GET", &agent_pods, "");
+    assert_eq!(status, 200, "{listed}");
+    let (id, pod) = {
+        let v: Value = serde_json::from_str(&listed).unwrap();
+        let p = &v["pods"][0];
+        (
+            p["id"].as_str().unwrap().to_string(),
+            p["pod"].as_str().unwrap().to_string(),
+        )
+    };
+    let yaml = String::from_utf8(host.ws.read(&format!("{pod}.yaml"))).unwrap();
+    let body = json!({"agent": agent.url, "podId": id, "bundle": host.bundle_digest(&host.ws.path("tk.jek")), "podYaml": yaml});
+    let pods = format!("{}/v1/pods", verifier.url);
     assert_eq!(curl(None, "GET", &pods, ""), 401, "anonymous");
     assert_eq!(
         curl(None, "GET", &format!("{}/v1/health", verifier.url), ""),

@@ -87,8 +87,9 @@ impl Drop for Session {
     }
 }
 
-/// The agent's routes.
-pub fn router(config: AgentConfig) -> Router {
+/// The agent's routes, each open to the clients `clients` accepts with the role
+/// [`crate::auth::agent_access`] gives it (the verifier's, but for the health check).
+pub fn router(config: AgentConfig, clients: crate::auth::Clients) -> Router {
     let state = Arc::new(AgentState {
         config,
         sessions: Mutex::new(HashMap::new()),
@@ -102,6 +103,14 @@ pub fn router(config: AgentConfig) -> Router {
         .route("/v1/pods/{id}/identity", get(identity))
         .route("/v1/pods/{id}/activate", post(activate))
         .route("/v1/pods/{id}/quote", post(quote))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(crate::http::Gate {
+                clients,
+                access: crate::auth::agent_access,
+                realm: "jek-agent",
+            }),
+            crate::http::gate,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(crate::http::json_rejections))
         .with_state(state)

@@ -2,14 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Path as UrlPath, Request, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use crate::auth::{verifier_access, ClientCertificate, Clients, Principal, Refusal};
+use crate::auth::{verifier_access, Clients, Principal};
 use crate::http::{ApiError, MAX_BODY};
 use crate::remote::valid_pod_id;
 use crate::verifier::{state_of, RegisterError, Service};
@@ -17,7 +16,7 @@ use crate::wire::{AuditLog, Bundles, Health, PodStates, RegisterRequest, Reloade
 
 /// The verifier's routes over `svc`, each open to the clients `clients` accepts with the
 /// role the table in [`crate::auth::verifier_access`] gives it.
-pub fn router(svc: Arc<Service>, clients: Arc<Clients>) -> Router {
+pub fn router(svc: Arc<Service>, clients: Clients) -> Router {
     Router::new()
         .route("/", get(|| async { Html(crate::page::PAGE) }))
         .route("/v1/health", get(health))
@@ -29,54 +28,17 @@ pub fn router(svc: Arc<Service>, clients: Arc<Clients>) -> Router {
         .route("/v1/bundles", get(bundles))
         .route("/v1/policy/reload", post(reload))
         .route("/v1/audit", get(audit))
-        .route_layer(axum::middleware::from_fn_with_state(clients, authorize))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(crate::http::Gate {
+                clients,
+                access: verifier_access,
+                realm: "jek-verifier",
+            }),
+            crate::http::gate,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(crate::http::json_rejections))
         .with_state(svc)
-}
-
-/// Lets a request through to its route when its client may use it (the client is then in
-/// the request's extensions, for the audit), else answers 401 or 403.
-async fn authorize(
-    State(clients): State<Arc<Clients>>,
-    matched: MatchedPath,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let access = verifier_access(req.method(), matched.as_str());
-    let decided = clients.authorize(
-        access,
-        req.extensions().get::<ClientCertificate>(),
-        req.headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes()),
-    );
-    match decided {
-        Ok(who) => {
-            if let Some(who) = who {
-                req.extensions_mut().insert(who);
-            }
-            next.run(req).await
-        }
-        Err(refusal @ Refusal::Unauthenticated(_)) => {
-            tracing::debug!(path = %matched.as_str(), reason = %refusal, "unauthenticated request refused");
-            let mut resp = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                refusal.to_string(),
-            )
-            .into_response();
-            resp.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer realm=\"jek-verifier\""),
-            );
-            resp
-        }
-        Err(refusal @ Refusal::Forbidden { .. }) => {
-            tracing::warn!(path = %matched.as_str(), reason = %refusal, "request refused");
-            ApiError::new(StatusCode::FORBIDDEN, "forbidden", refusal.to_string()).into_response()
-        }
-    }
 }
 
 fn store_error(e: &crate::store::StoreError) -> ApiError {

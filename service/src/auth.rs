@@ -1,14 +1,16 @@
-//! Who may call the verifier, and what each route needs (docs/service.md, "Clients and
-//! roles").
+//! Who may call the verifier and the agent, and what each route needs (docs/service.md,
+//! "Clients and roles").
 //!
-//! A client proves who it is in one of two ways:
+//! A client proves who it is in one of three ways:
 //! - a **client certificate** (mutual TLS), issued by the CA given with `--client-ca`: the
 //!   subject's common name is the client's name, and its organization values carry the
 //!   roles, as Kubernetes reads users and groups from client certificates
 //!   (`CN=ci-reader, O=jek:reader`);
 //! - a **bearer token** listed, by its SHA-256, in the file given with `--tokens`, for
 //!   deployments without a PKI. The file holds digests, never tokens, so reading it grants
-//!   nothing.
+//!   nothing;
+//! - its **uid**, on a Unix socket: the kernel's peer credentials of the connection, for
+//!   the agent's local verifier (`jek-agent --listen unix:PATH --allow-uid UID`).
 //!
 //! Every route but the health check, the JWKS and the fleet page's document (which holds
 //! no data) needs one of them, on loopback too: a local user is not trusted. This module
@@ -71,6 +73,15 @@ pub enum Access {
     Needs(Role),
 }
 
+/// The agent's routes and what each needs: the health check is public, everything else
+/// (identity, quotes, credential activation, the pod list) is for the verifier only.
+pub fn agent_access(method: &Method, path: &str) -> Access {
+    match (method.as_str(), path) {
+        ("GET" | "HEAD", "/v1/health") => Access::Public,
+        _ => Access::Needs(Role::Verifier),
+    }
+}
+
 /// The verifier's routes and what each needs. `path` is the route as written in the
 /// router (`/v1/pods/{id}`). A route missing here needs an admin: a new route is closed
 /// until it is given a line.
@@ -94,6 +105,8 @@ pub enum Via {
     Certificate,
     /// A bearer token.
     Token,
+    /// Its uid, on a Unix socket.
+    Peer,
 }
 
 impl fmt::Display for Via {
@@ -101,6 +114,7 @@ impl fmt::Display for Via {
         f.write_str(match self {
             Via::Certificate => "certificate",
             Via::Token => "token",
+            Via::Peer => "Unix socket peer",
         })
     }
 }
@@ -134,6 +148,25 @@ impl Principal {
 #[derive(Debug, Clone)]
 pub struct ClientCertificate(pub Result<Principal, CertNameError>);
 
+/// The kernel's credentials of a Unix socket's client, taken when it connected: in the
+/// extensions of every request on that connection (`http::Listener`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCredentials {
+    /// Its effective uid.
+    pub uid: u32,
+    /// Its process, when the kernel says.
+    pub pid: Option<u32>,
+}
+
+/// The uids whose processes may call over a Unix socket, and the role they hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerUids {
+    /// The uids.
+    pub uids: Vec<u32>,
+    /// Their role.
+    pub role: Role,
+}
+
 /// The credentials a server accepts.
 #[derive(Debug, Clone, Default)]
 pub struct Clients {
@@ -141,6 +174,8 @@ pub struct Clients {
     pub tokens: Option<TokenFile>,
     /// Whether client certificates are asked for (`--client-ca`).
     pub certificates: bool,
+    /// Unix socket clients by uid (`jek-agent --allow-uid`).
+    pub peers: Option<PeerUids>,
 }
 
 /// Why a request is refused before it reaches its route.
@@ -164,17 +199,19 @@ pub enum Refusal {
 impl Clients {
     /// Whether any credential is accepted at all.
     pub fn any(&self) -> bool {
-        self.certificates || self.tokens.is_some()
+        self.certificates || self.tokens.is_some() || self.peers.is_some()
     }
 
     /// Decides a request for a route with `access`, given the connection's verified
-    /// client certificate and the request's `Authorization` header. A bearer token, when
-    /// sent, must be valid and is who the client is; otherwise the certificate is.
-    /// Returns the client (none on a public route, which needs none).
+    /// client certificate or peer credentials and the request's `Authorization` header. A
+    /// bearer token, when sent, must be valid and is who the client is; otherwise the
+    /// certificate is, otherwise the peer's uid. Returns the client (none on a public
+    /// route, which needs none).
     pub fn authorize(
         &self,
         access: Access,
         cert: Option<&ClientCertificate>,
+        peer: Option<&PeerCredentials>,
         authorization: Option<&[u8]>,
     ) -> Result<Option<Principal>, Refusal> {
         let needed = match access {
@@ -182,7 +219,7 @@ impl Clients {
             Access::Public => return Ok(None),
             Access::Needs(role) => role,
         };
-        let principal = self.identify(cert, authorization)?.ok_or_else(|| {
+        let principal = self.identify(cert, peer, authorization)?.ok_or_else(|| {
             Refusal::Unauthenticated(format!(
                 "this needs an authenticated client with the {needed} role: {}",
                 self.how()
@@ -207,6 +244,7 @@ impl Clients {
     /// The credentials this server takes, as a phrase.
     fn how(&self) -> &'static str {
         match (self.certificates, self.tokens.is_some()) {
+            _ if self.peers.is_some() => "connect over the Unix socket as a uid it allows",
             (true, true) => "present a client certificate or a bearer token",
             (true, false) => "present a client certificate",
             (false, true) => "send `Authorization: Bearer <token>`",
@@ -217,6 +255,7 @@ impl Clients {
     fn identify(
         &self,
         cert: Option<&ClientCertificate>,
+        peer: Option<&PeerCredentials>,
         authorization: Option<&[u8]>,
     ) -> Result<Option<Principal>, Refusal> {
         let refuse = |why: &str| Err(Refusal::Unauthenticated(why.to_string()));
@@ -236,10 +275,21 @@ impl Clients {
                 None => refuse("the bearer token is not one this server lists"),
             };
         }
-        match cert {
-            None => Ok(None),
-            Some(ClientCertificate(Ok(p))) => Ok(Some(p.clone())),
-            Some(ClientCertificate(Err(e))) => refuse(&e.to_string()),
+        match (cert, peer, &self.peers) {
+            (Some(ClientCertificate(Ok(p))), _, _) => Ok(Some(p.clone())),
+            (Some(ClientCertificate(Err(e))), _, _) => refuse(&e.to_string()),
+            // Known by its uid: the listed uids hold the role, any other holds none (and
+            // is told so by name, as a certificate without a jek role is).
+            (None, Some(peer), Some(grant)) => Ok(Some(Principal {
+                name: format!("uid {}", peer.uid),
+                roles: if grant.uids.contains(&peer.uid) {
+                    vec![grant.role]
+                } else {
+                    Vec::new()
+                },
+                via: Via::Peer,
+            })),
+            _ => Ok(None),
         }
     }
 }
@@ -700,27 +750,31 @@ mod tests {
         let clients = Clients {
             tokens: Some(file(&text).unwrap()),
             certificates: true,
+            peers: None,
         };
         let bearer = |t: &str| format!("Bearer {t}").into_bytes();
         let read = Access::Needs(Role::Reader);
         let admin = Access::Needs(Role::Admin);
         // Anonymous: public only.
-        assert_eq!(clients.authorize(Access::Public, None, None), Ok(None));
+        assert_eq!(
+            clients.authorize(Access::Public, None, None, None),
+            Ok(None)
+        );
         assert!(matches!(
-            clients.authorize(read, None, None),
+            clients.authorize(read, None, None, None),
             Err(Refusal::Unauthenticated(_))
         ));
         // Tokens.
         let ops = clients
-            .authorize(admin, None, Some(&bearer(&admin_token)))
+            .authorize(admin, None, None, Some(&bearer(&admin_token)))
             .unwrap()
             .unwrap();
         assert_eq!(ops.who(), "ops (token)");
         assert!(clients
-            .authorize(read, None, Some(&bearer(&reader_token)))
+            .authorize(read, None, None, Some(&bearer(&reader_token)))
             .is_ok());
         let err = clients
-            .authorize(admin, None, Some(&bearer(&reader_token)))
+            .authorize(admin, None, None, Some(&bearer(&reader_token)))
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -732,19 +786,24 @@ mod tests {
             b"Bearer \xff".to_vec(),
         ] {
             assert!(matches!(
-                clients.authorize(read, None, Some(&bad)),
+                clients.authorize(read, None, None, Some(&bad)),
                 Err(Refusal::Unauthenticated(_))
             ));
         }
         // A bad token is refused even with a good certificate beside it.
         let cert_admin = principal("ops-cert", &[Role::Admin]);
         assert!(clients
-            .authorize(read, Some(&cert_admin), Some(&bearer(&"x".repeat(40))))
+            .authorize(
+                read,
+                Some(&cert_admin),
+                None,
+                Some(&bearer(&"x".repeat(40)))
+            )
             .is_err());
         // Certificates.
         assert_eq!(
             clients
-                .authorize(admin, Some(&cert_admin), None)
+                .authorize(admin, Some(&cert_admin), None, None)
                 .unwrap()
                 .unwrap()
                 .who(),
@@ -752,27 +811,99 @@ mod tests {
         );
         let none = principal("someone", &[]);
         assert!(matches!(
-            clients.authorize(read, Some(&none), None),
+            clients.authorize(read, Some(&none), None, None),
             Err(Refusal::Forbidden { .. })
         ));
         let verifier = principal("verifier", &[Role::Verifier]);
-        assert!(clients.authorize(read, Some(&verifier), None).is_err());
+        assert!(clients
+            .authorize(read, Some(&verifier), None, None)
+            .is_err());
         let unnamed = ClientCertificate(Err(CertNameError::NoName));
         assert!(matches!(
-            clients.authorize(read, Some(&unnamed), None),
+            clients.authorize(read, Some(&unnamed), None, None),
             Err(Refusal::Unauthenticated(_))
         ));
         // A server without tokens refuses any bearer token.
         let certs_only = Clients {
             tokens: None,
             certificates: true,
+            peers: None,
         };
         assert_eq!(
-            certs_only.authorize(read, None, Some(&bearer(&admin_token))),
+            certs_only.authorize(read, None, None, Some(&bearer(&admin_token))),
             Err(Refusal::Unauthenticated(
                 "this server takes no bearer tokens".into()
             ))
         );
+    }
+
+    #[test]
+    fn the_agent_serves_the_verifier_only() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(agent_access(&get, "/v1/health"), Access::Public);
+        for (m, path) in [
+            (&get, "/v1/pods"),
+            (&get, "/v1/pods/{id}/identity"),
+            (&post, "/v1/pods/{id}/quote"),
+            (&post, "/v1/pods/{id}/activate"),
+            (&post, "/v1/health"),
+            (&get, "/v1/unknown"),
+        ] {
+            assert_eq!(
+                agent_access(m, path),
+                Access::Needs(Role::Verifier),
+                "{m} {path}"
+            );
+        }
+        let needs = Access::Needs(Role::Verifier);
+        // On its Unix socket: the allowed uid, and no other.
+        let local = Clients {
+            peers: Some(PeerUids {
+                uids: vec![1000],
+                role: Role::Verifier,
+            }),
+            ..Clients::default()
+        };
+        let peer = |uid| PeerCredentials { uid, pid: Some(7) };
+        let ok = local
+            .authorize(needs, None, Some(&peer(1000)), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.who(), "uid 1000 (Unix socket peer)");
+        assert_eq!(
+            local
+                .authorize(needs, None, Some(&peer(65534)), None)
+                .unwrap_err()
+                .to_string(),
+            "uid 65534 (Unix socket peer) holds no jek role; this needs the verifier role"
+        );
+        // A token sent to a server that takes none is refused, whoever the peer is.
+        assert!(local
+            .authorize(needs, None, Some(&peer(1000)), Some(b"Bearer xxxxxxxx"))
+            .is_err());
+        assert!(matches!(
+            local.authorize(needs, None, None, None),
+            Err(Refusal::Unauthenticated(_))
+        ));
+        // Over mutual TLS: a certificate naming the verifier role, and no other role.
+        let tls = Clients {
+            certificates: true,
+            ..Clients::default()
+        };
+        let verifier = principal("verifier-1", &[Role::Verifier]);
+        assert!(tls.authorize(needs, Some(&verifier), None, None).is_ok());
+        for roles in [&[Role::Admin][..], &[Role::Reader], &[]] {
+            assert!(matches!(
+                tls.authorize(needs, Some(&principal("x", roles)), None, None),
+                Err(Refusal::Forbidden { .. })
+            ));
+        }
+        // Peer credentials count for nothing where no uid is allowed.
+        assert!(matches!(
+            tls.authorize(needs, None, Some(&peer(0)), None),
+            Err(Refusal::Unauthenticated(_))
+        ));
     }
 
     #[test]

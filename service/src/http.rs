@@ -1,6 +1,9 @@
-//! What both servers share: listening with or without TLS (rustls), JSON error answers,
-//! the body-size limit, and the HTTP client the verifier and the CLI use.
+//! What both servers share: listening on TCP with or without TLS (rustls) or on a Unix
+//! socket, the gate that lets a request reach its route only with the credential it needs,
+//! JSON error answers, the body-size limit, and the HTTP client the verifier and the CLI
+//! use.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -115,6 +118,43 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// Where a server listens: a TCP address, or a Unix socket (`unix:/absolute/path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket's path (absolute).
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            let path = Path::new(path);
+            if !path.is_absolute() || path.file_name().is_none() {
+                return Err(format!(
+                    "{s:?}: a Unix socket is `unix:` and an absolute path to a file"
+                ));
+            }
+            return Ok(Endpoint::Unix(path.to_path_buf()));
+        }
+        s.parse().map(Endpoint::Tcp).map_err(|_| {
+            format!("{s:?} is neither an address and port (127.0.0.1:7070) nor unix:/path/to.sock")
+        })
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp(a) => write!(f, "{a}"),
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
 /// Why a server cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -132,6 +172,14 @@ pub enum ServeError {
     PlainOffLoopback {
         /// The address.
         addr: SocketAddr,
+    },
+    /// The Unix socket cannot be made.
+    #[error("cannot listen on unix:{path}: {reason}")]
+    Unix {
+        /// The socket's path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
     /// A TLS file cannot be read or used.
     #[error("TLS {what} {path}: {reason}")]
@@ -201,8 +249,26 @@ fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServeError>
 
 /// A bound server, ready to serve.
 pub struct Listener {
-    listener: tokio::net::TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    bound: Bound,
+}
+
+enum Bound {
+    Tcp {
+        listener: tokio::net::TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    },
+    Unix {
+        listener: tokio::net::UnixListener,
+        path: PathBuf,
+    },
+}
+
+/// What a connection tells about its client, put in the extensions of each of its
+/// requests for the gate to read.
+#[derive(Clone, Default)]
+struct ConnInfo {
+    certificate: Option<crate::auth::ClientCertificate>,
+    peer: Option<crate::auth::PeerCredentials>,
 }
 
 impl Listener {
@@ -216,89 +282,279 @@ impl Listener {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
-        Ok(Listener { listener, tls })
+        Ok(Listener {
+            bound: Bound::Tcp { listener, tls },
+        })
+    }
+
+    /// Binds `endpoint`: a TCP address as [`Listener::bind`] does; a Unix socket with
+    /// [`bind_unix`]'s rules and file mode `unix_mode` (TLS is not served there: a Unix
+    /// socket's clients are known by their uid).
+    pub async fn bind_endpoint(
+        endpoint: &Endpoint,
+        tls: Option<&TlsFiles>,
+        unix_mode: u32,
+    ) -> Result<Self, ServeError> {
+        match endpoint {
+            Endpoint::Tcp(addr) => Self::bind(*addr, tls).await,
+            Endpoint::Unix(path) if tls.is_some() => Err(ServeError::Unix {
+                path: path.clone(),
+                reason: "TLS is served on TCP only; a Unix socket's clients are known by their uid"
+                    .into(),
+            }),
+            Endpoint::Unix(path) => {
+                let listener = bind_unix(path, unix_mode)?;
+                Ok(Listener {
+                    bound: Bound::Unix {
+                        listener,
+                        path: path.clone(),
+                    },
+                })
+            }
+        }
     }
 
     /// The address bound (port 0 becomes the port the system chose).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        match &self.bound {
+            Bound::Tcp { listener, .. } => listener.local_addr(),
+            Bound::Unix { .. } => Err(std::io::Error::other("a Unix socket has no address")),
+        }
     }
 
     /// Whether it serves HTTPS.
     pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
+        matches!(&self.bound, Bound::Tcp { tls: Some(_), .. })
+    }
+
+    /// Its URL: `http://ADDR`, `https://ADDR` or `unix:/path`.
+    pub fn url(&self) -> String {
+        match &self.bound {
+            Bound::Tcp { listener, tls } => {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                match listener.local_addr() {
+                    Ok(addr) => format!("{scheme}://{addr}"),
+                    Err(_) => format!("{scheme}://?"),
+                }
+            }
+            Bound::Unix { path, .. } => format!("unix:{}", path.display()),
+        }
     }
 
     /// Serves `app` until `shutdown` resolves. Each connection has a header timeout, so a
-    /// client that sends nothing holds nothing for long.
+    /// client that sends nothing holds nothing for long. A Unix socket is removed when
+    /// serving ends.
     pub async fn serve(
         self,
         app: axum::Router,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
-        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
         let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                a = self.listener.accept() => a,
-                () = &mut shutdown => return,
-            };
-            let Ok((stream, peer)) = accepted else {
-                continue;
-            };
-            let app = app.clone();
-            let tls = self.tls.clone();
-            tokio::spawn(async move {
-                let service = |client: Option<crate::auth::ClientCertificate>| {
-                    hyper::service::service_fn(move |mut req: axum::http::Request<_>| {
-                        let app = app.clone();
-                        if let Some(c) = &client {
-                            req.extensions_mut().insert(c.clone());
-                        }
-                        async move { tower::ServiceExt::oneshot(app, req).await }
-                    })
+        match self.bound {
+            Bound::Tcp { listener, tls } => loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    () = &mut shutdown => return,
                 };
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10));
-                let _ = TokioExecutor::new();
-                let result = match tls {
-                    Some(acceptor) => {
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(s)) => {
-                                let client = s
-                                    .get_ref()
-                                    .1
-                                    .peer_certificates()
-                                    .and_then(|chain| chain.first())
-                                    .map(|leaf| {
-                                        crate::auth::ClientCertificate(
-                                            crate::auth::principal_from_cert(leaf),
-                                        )
-                                    });
-                                builder
-                                    .serve_connection(TokioIo::new(s), service(client))
-                                    .await
-                            }
-                            _ => {
-                                tracing::debug!(%peer, "TLS handshake failed");
-                                return;
-                            }
-                        }
-                    }
-                    None => {
-                        builder
-                            .serve_connection(TokioIo::new(stream), service(None))
-                            .await
-                    }
+                let Ok((stream, peer)) = accepted else {
+                    continue;
                 };
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended");
+                let app = app.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let Some(acceptor) = tls else {
+                        return serve_connection(
+                            stream,
+                            app,
+                            ConnInfo::default(),
+                            &peer.to_string(),
+                        )
+                        .await;
+                    };
+                    let Ok(Ok(s)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await
+                    else {
+                        tracing::debug!(%peer, "TLS handshake failed");
+                        return;
+                    };
+                    let certificate = s
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|leaf| {
+                            crate::auth::ClientCertificate(crate::auth::principal_from_cert(leaf))
+                        });
+                    let info = ConnInfo {
+                        certificate,
+                        peer: None,
+                    };
+                    serve_connection(s, app, info, &peer.to_string()).await;
+                });
+            },
+            Bound::Unix { listener, path } => {
+                loop {
+                    let accepted = tokio::select! {
+                        a = listener.accept() => a,
+                        () = &mut shutdown => break,
+                    };
+                    let Ok((stream, _)) = accepted else {
+                        continue;
+                    };
+                    // The kernel's word on who connected, taken when the client connected.
+                    let Ok(cred) = stream.peer_cred() else {
+                        continue;
+                    };
+                    let peer = crate::auth::PeerCredentials {
+                        uid: cred.uid(),
+                        pid: cred.pid().and_then(|p| u32::try_from(p).ok()),
+                    };
+                    let info = ConnInfo {
+                        certificate: None,
+                        peer: Some(peer),
+                    };
+                    let app = app.clone();
+                    tokio::spawn(async move {
+                        let who = format!("uid {}", peer.uid);
+                        serve_connection(stream, app, info, &who).await;
+                    });
                 }
-            });
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// Serves one connection's requests, each with `info` in its extensions.
+async fn serve_connection<I>(io: I, app: axum::Router, info: ConnInfo, peer: &str)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let service = hyper::service::service_fn(move |mut req: axum::http::Request<_>| {
+        let app = app.clone();
+        if let Some(c) = &info.certificate {
+            req.extensions_mut().insert(c.clone());
+        }
+        if let Some(p) = info.peer {
+            req.extensions_mut().insert(p);
+        }
+        async move { tower::ServiceExt::oneshot(app, req).await }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+        tracing::debug!(%peer, error = %e, "connection ended");
+    }
+}
+
+/// Makes the Unix socket `path`, mode `mode`. Its directory is made (mode 0700) when
+/// missing. A file already there is replaced only when it is a socket of this user that
+/// nothing listens on (a server that died); another user's file, a file that is not a
+/// socket, or a live server's socket is an error naming it.
+///
+/// The socket has the mode umask gives it from `bind` to the `chmod` that follows; the
+/// gate's uid check, not the mode, is what keeps other users out.
+pub fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListener, ServeError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, MetadataExt as _};
+    let err = |reason: String| ServeError::Unix {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| err(format!("cannot make its directory {}: {e}", dir.display())))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e.to_string())),
+        Ok(meta) => {
+            let me = rustix::process::geteuid().as_raw();
+            if !meta.file_type().is_socket() {
+                return Err(err("a file that is not a socket is there".into()));
+            }
+            if meta.uid() != me {
+                return Err(err(format!(
+                    "a socket of uid {} is there, not of this process's uid {me}",
+                    meta.uid()
+                )));
+            }
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(err("another server listens on it".into()));
+            }
+            std::fs::remove_file(path)
+                .map_err(|e| err(format!("cannot remove the dead server's socket: {e}")))?;
+        }
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| err(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| err(format!("cannot set its mode {mode:o}: {e}")))?;
+    Ok(listener)
+}
+
+/// The gate in front of a server's routes: the credentials it takes, what each route
+/// needs, and the realm a 401 names.
+pub struct Gate {
+    /// The credentials accepted.
+    pub clients: crate::auth::Clients,
+    /// What a route (as written in the router) needs.
+    pub access: fn(&axum::http::Method, &str) -> crate::auth::Access,
+    /// The realm of the `WWW-Authenticate` header of a 401.
+    pub realm: &'static str,
+}
+
+/// Lets a request through to its route when its client may use it (the client is then in
+/// the request's extensions, for the audit), else answers 401 or 403. Install with
+/// `route_layer(from_fn_with_state(Arc<Gate>, gate))`.
+pub async fn gate(
+    axum::extract::State(gate): axum::extract::State<Arc<Gate>>,
+    matched: axum::extract::MatchedPath,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use crate::auth::Refusal;
+    let access = (gate.access)(req.method(), matched.as_str());
+    let decided = gate.clients.authorize(
+        access,
+        req.extensions().get::<crate::auth::ClientCertificate>(),
+        req.extensions().get::<crate::auth::PeerCredentials>(),
+        req.headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+    );
+    match decided {
+        Ok(who) => {
+            if let Some(who) = who {
+                req.extensions_mut().insert(who);
+            }
+            next.run(req).await
+        }
+        Err(refusal @ Refusal::Unauthenticated(_)) => {
+            tracing::debug!(path = %matched.as_str(), reason = %refusal, "unauthenticated request refused");
+            let mut resp = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                refusal.to_string(),
+            )
+            .into_response();
+            if let Ok(v) =
+                axum::http::HeaderValue::from_str(&format!("Bearer realm=\"{}\"", gate.realm))
+            {
+                resp.headers_mut()
+                    .insert(axum::http::header::WWW_AUTHENTICATE, v);
+            }
+            resp
+        }
+        Err(refusal @ Refusal::Forbidden { .. }) => {
+            tracing::warn!(path = %matched.as_str(), reason = %refusal, "request refused");
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", refusal.to_string()).into_response()
         }
     }
 }
@@ -347,6 +603,62 @@ pub fn client_with_identity(
     builder.build().map_err(|e| e.to_string())
 }
 
+/// Why a client certificate and its key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// A file cannot be read.
+    #[error("{what} {path}")]
+    Read {
+        /// `client certificate` or `client key`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key is readable by other users.
+    #[error("the client key {path} has mode {mode:04o}: other users can read it (chmod 600)")]
+    KeyMode {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+/// A client certificate chain and its private key, both PEM, as one PEM for
+/// [`client_with_identity`]. The key must be its owner's alone, as ssh requires of a
+/// private key.
+pub fn identity_pem(cert: &Path, key: &Path) -> Result<Vec<u8>, IdentityError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let read = |what, path: &Path| {
+        std::fs::read(path).map_err(|source| IdentityError::Read {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let mode = std::fs::metadata(key)
+        .map_err(|source| IdentityError::Read {
+            what: "client key",
+            path: key.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(IdentityError::KeyMode {
+            path: key.to_path_buf(),
+            mode: mode & 0o7777,
+        });
+    }
+    let mut pem = read("client certificate", cert)?;
+    pem.push(b'\n');
+    pem.extend(read("client key", key)?);
+    Ok(pem)
+}
+
 /// Reads a response body of at most `limit` bytes.
 pub async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
@@ -375,10 +687,7 @@ pub fn init_logging(verbose: bool) {
 /// read it, so `--listen 127.0.0.1:0` can pick a free port).
 pub fn announce(program: &str, listener: &Listener) {
     use std::io::Write as _;
-    let scheme = if listener.is_tls() { "https" } else { "http" };
-    if let Ok(addr) = listener.local_addr() {
-        let mut out = std::io::stdout();
-        let _ = writeln!(out, "{program} listening on {scheme}://{addr}");
-        let _ = out.flush();
-    }
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{program} listening on {}", listener.url());
+    let _ = out.flush();
 }

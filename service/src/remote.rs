@@ -2,6 +2,7 @@
 //! [`RemoteTpm`], which lets `jek_attest::attest` drive registration (EK chain, credential
 //! activation, a first quote) through an agent exactly as it drives a local TPM.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use jek_attest::AkBlobs;
@@ -57,9 +58,20 @@ pub enum RemoteError {
     },
 }
 
-/// Checks an agent URL: `https://`, or `http://` to a loopback host; no path, query or
-/// credentials. Returns it without a trailing slash.
+/// Checks an agent URL: `https://`, `http://` to a loopback host (an agent behind a local
+/// TLS terminator; `jek-agent` itself serves TCP only with mutual TLS), or `unix:` and the
+/// absolute path of the agent's socket on this host; no path, query or credentials.
+/// Returns it without a trailing slash.
 pub fn check_agent_url(url: &str) -> Result<String, String> {
+    if let Some(path) = url.strip_prefix("unix:") {
+        let p = std::path::Path::new(path);
+        if !p.is_absolute() || p.file_name().is_none() || path.contains(['?', '#', '\0']) {
+            return Err(format!(
+                "agent {url:?}: a local agent is `unix:` and the absolute path of its socket"
+            ));
+        }
+        return Ok(url.to_string());
+    }
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("agent {url:?}: {e}"))?;
     let loopback = match parsed.host() {
         Some(url::Host::Ipv4(a)) => a.is_loopback(),
@@ -96,22 +108,82 @@ pub fn valid_pod_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// How the verifier reaches agents: over HTTPS, presenting its client certificate (the
+/// `jek:verifier` role) when it has one, or over an agent's Unix socket on this host, where
+/// the agent knows it by its uid.
+#[derive(Debug)]
+pub struct Agents {
+    tcp: reqwest::Client,
+    timeout: Duration,
+    /// One client per socket, so that each keeps its connections.
+    unix: std::sync::Mutex<HashMap<String, reqwest::Client>>,
+}
+
+impl Agents {
+    /// Agents over TCP trust the system's roots and `ca_pem`; `identity_pem` (a
+    /// certificate chain and its key) is presented to them. Each call has `timeout`.
+    pub fn new(
+        ca_pem: Option<&[u8]>,
+        identity_pem: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        Ok(Agents {
+            tcp: crate::http::client_with_identity(ca_pem, identity_pem, timeout)?,
+            timeout,
+            unix: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The agent at `url` (checked with [`check_agent_url`]).
+    pub fn agent(&self, url: &str) -> Result<Agent, RemoteError> {
+        let base = url.trim_end_matches('/').to_string();
+        let Some(path) = base.strip_prefix("unix:") else {
+            return Ok(Agent {
+                http: self.tcp.clone(),
+                prefix: base.clone(),
+                base,
+            });
+        };
+        let mut unix = self
+            .unix
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let http = match unix.get(path) {
+            Some(c) => c.clone(),
+            None => {
+                let c = reqwest::Client::builder()
+                    .unix_socket(std::path::Path::new(path))
+                    .timeout(self.timeout)
+                    .connect_timeout(self.timeout)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| RemoteError::Unreachable {
+                        agent: base.clone(),
+                        reason: jek_fsio::chain_line(&e),
+                    })?;
+                unix.insert(path.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(Agent {
+            http,
+            prefix: "http://localhost".into(),
+            base,
+        })
+    }
+}
+
 /// A client for one agent.
 #[derive(Debug, Clone)]
 pub struct Agent {
     http: reqwest::Client,
+    /// Its URL, as registered (and named in errors).
     base: String,
+    /// What request paths are appended to (`http://localhost` over a Unix socket).
+    prefix: String,
 }
 
 impl Agent {
-    /// The agent at `base` (checked with [`check_agent_url`]).
-    pub fn new(http: reqwest::Client, base: &str) -> Self {
-        Agent {
-            http,
-            base: base.trim_end_matches('/').to_string(),
-        }
-    }
-
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
@@ -157,7 +229,7 @@ impl Agent {
     }
 
     fn url(&self, pod: &str, what: &str) -> String {
-        format!("{}/v1/pods/{pod}/{what}", self.base)
+        format!("{}/v1/pods/{pod}/{what}", self.prefix)
     }
 
     /// The pod's identity.

@@ -10,7 +10,6 @@ use jek_attest::registration::{Registration, TpmLocation};
 use jek_attest::{Claim, Status};
 use jek_measure::plan::PCRS;
 
-use crate::remote::Agent;
 use crate::store::{PodRow, RoundOutcome, StoredResult, UNREACHABLE};
 use crate::verifier::{claims_of, now_ms, now_s, Service};
 use crate::wire::{AkRef, FailingClaim, QuoteRequest};
@@ -132,7 +131,10 @@ async fn attest_once(svc: &Arc<Service>, row: &PodRow, started: Instant) -> Roun
     };
     let mut nonce = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
-    let agent = Agent::new(svc.http.clone(), &row.agent);
+    let agent = match svc.agents.agent(&row.agent) {
+        Ok(a) => a,
+        Err(e) => return unreachable(svc, row, e.to_string()),
+    };
     let req = QuoteRequest {
         ak: AkRef {
             public: row.identity.ak_public.clone(),

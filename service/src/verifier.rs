@@ -18,7 +18,7 @@ use jek_attest::signed::ResultKey;
 use jek_loader::attest::PodReference;
 use jek_verifier::{Bundle, Sha256Digest, Verified, VerifyError};
 
-use crate::remote::{check_agent_url, valid_pod_id, Agent, RemoteTpm};
+use crate::remote::{check_agent_url, valid_pod_id, RemoteTpm};
 use crate::store::{Backend, PodRow, StoreError, StoredIdentity, StoredResult};
 use crate::wire::{BundleState, ClaimState, PodState, RegisterRequest, B64};
 
@@ -43,6 +43,9 @@ pub struct VerifierConfig {
     pub webhook: Option<String>,
     /// Extra trust roots (PEM) for agents and the webhook over HTTPS.
     pub ca_file: Option<PathBuf>,
+    /// The client certificate chain and key (PEM files) presented to agents over HTTPS
+    /// (`O=jek:verifier`).
+    pub agent_identity: Option<(PathBuf, PathBuf)>,
     /// How image references in pod files are resolved.
     pub images: jek_oci::ClientOptions,
 }
@@ -184,8 +187,10 @@ pub struct Service {
     /// The result-signing key.
     pub key: ResultKey,
     judge: RwLock<Arc<Judge>>,
-    /// Agents and the webhook are reached with this client.
+    /// The webhook is reached with this client.
     pub http: reqwest::Client,
+    /// Agents are reached with these.
+    pub agents: crate::remote::Agents,
     references: Mutex<HashMap<String, Arc<PodReference>>>,
     /// The last store failure, cleared by the next success.
     pub store_error: Mutex<Option<String>>,
@@ -242,7 +247,16 @@ impl Service {
             None => None,
         };
         let http = crate::http::client(ca.as_deref(), config.agent_timeout)?;
+        let identity = match &config.agent_identity {
+            Some((cert, key)) => {
+                Some(crate::http::identity_pem(cert, key).map_err(|e| jek_fsio::chain_line(&e))?)
+            }
+            None => None,
+        };
+        let agents =
+            crate::remote::Agents::new(ca.as_deref(), identity.as_deref(), config.agent_timeout)?;
         Ok(Arc::new(Service {
+            agents,
             config,
             store,
             key,
@@ -357,7 +371,7 @@ impl Service {
         if !judge.bundles.contains_key(&req.bundle) {
             return Err(RegisterError::UnknownBundle(req.bundle));
         }
-        let agent = Agent::new(self.http.clone(), &agent_url);
+        let agent = self.agents.agent(&agent_url)?;
         let identity = agent.identity(&req.pod_id).await?;
         if let Some(spec) = req
             .pod_yaml

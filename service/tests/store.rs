@@ -292,8 +292,17 @@ fn the_verifier_refuses_plain_http_off_loopback_and_a_missing_policy() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
+    // The agent serves the verifier alone: never TCP without mutual TLS, loopback or not.
     assert!(
-        err.contains("not a loopback address") && err.contains("--tls-cert"),
+        err.contains("serves only the verifier") && err.contains("--client-ca"),
         "{err}"
     );
+    // And a Unix socket path that is not absolute is refused by clap, naming it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jek-agent"))
+        .args(["--listen", "unix:agent.sock"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unix:agent.sock") && err.contains("absolute"), "{err}");
 }

@@ -1,9 +1,11 @@
-//! Helpers for the attestation-service tests: the service binaries, a minimal HTTP client,
-//! a webhook receiver, a TCP proxy that can stop answering, and a PostgreSQL server.
+//! Helpers for the attestation-service tests: the service binaries, a minimal HTTP client
+//! (TCP, or an agent's Unix socket), a webhook receiver, a proxy that can stop answering,
+//! and a PostgreSQL server.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -58,7 +60,7 @@ impl Service {
             .trim()
             .rsplit(' ')
             .next()
-            .filter(|u| u.starts_with("http"))
+            .filter(|u| u.starts_with("http") || u.starts_with("unix:"))
             .unwrap_or_else(|| {
                 panic!(
                     "{} did not start: {line:?}\n{}",
@@ -119,26 +121,102 @@ pub fn token_file(path: &Path, token: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// An HTTP/1.1 exchange with `url` (plain HTTP) as the test admin ([`ADMIN_TOKEN`]):
-/// status and body.
+/// An HTTP/1.1 exchange with `url` as the test admin: a verifier (plain HTTP) is sent
+/// [`ADMIN_TOKEN`]; an agent's Unix socket (`unix:/path/agent.sock/v1/...`) is sent no
+/// token (an agent takes none: it knows the test by its uid). Status and body.
 pub fn http(method: &str, url: &str, body: Option<&[u8]>) -> (u16, Vec<u8>) {
-    http_as(Some(ADMIN_TOKEN), method, url, body)
+    let token = (!url.starts_with("unix:")).then_some(ADMIN_TOKEN);
+    http_as(token, method, url, body)
 }
 
-/// An HTTP/1.1 exchange with `url` (plain HTTP) presenting `token` as a bearer token, or
-/// nothing: status and body.
+/// A stream to a test server: TCP or a Unix socket.
+pub enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Conn {
+    /// Connects to `url`'s server: `http://HOST:PORT/PATH`, or `unix:SOCKET/v1/...`
+    /// (the socket's path ends where the API's `/v1/` begins). Returns the stream, the
+    /// Host header and the request path.
+    pub fn connect(url: &str) -> std::io::Result<(Conn, String, String)> {
+        if let Some(rest) = url.strip_prefix("unix:") {
+            let (sock, path) = rest.find("/v1/").map_or((rest, "/".to_string()), |i| {
+                (&rest[..i], rest[i..].to_string())
+            });
+            return Ok((
+                Conn::Unix(UnixStream::connect(sock)?),
+                "localhost".into(),
+                path,
+            ));
+        }
+        let rest = url
+            .strip_prefix("http://")
+            .expect("plain http or unix: URL");
+        let (host, path) = rest
+            .split_once('/')
+            .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+        Ok((Conn::Tcp(TcpStream::connect(host)?), host.to_string(), path))
+    }
+
+    fn try_clone(&self) -> std::io::Result<Conn> {
+        Ok(match self {
+            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
+            Conn::Unix(s) => Conn::Unix(s.try_clone()?),
+        })
+    }
+
+    fn shutdown(&self, how: std::net::Shutdown) {
+        let _ = match self {
+            Conn::Tcp(s) => s.shutdown(how),
+            Conn::Unix(s) => s.shutdown(how),
+        };
+    }
+
+    fn set_read_timeout(&self, t: Option<Duration>) {
+        let _ = match self {
+            Conn::Tcp(s) => s.set_read_timeout(t),
+            Conn::Unix(s) => s.set_read_timeout(t),
+        };
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.read(buf),
+            Conn::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.write(buf),
+            Conn::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.flush(),
+            Conn::Unix(s) => s.flush(),
+        }
+    }
+}
+
+/// An HTTP/1.1 exchange with `url` (plain HTTP, or `unix:` as [`Conn::connect`] reads it)
+/// presenting `token` as a bearer token, or nothing: status and body.
 pub fn http_as(
     token: Option<&str>,
     method: &str,
     url: &str,
     body: Option<&[u8]>,
 ) -> (u16, Vec<u8>) {
-    let rest = url.strip_prefix("http://").expect("plain http URL");
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut s = TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let (mut s, host, path) =
+        Conn::connect(url).unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30)));
     let body = body.unwrap_or_default();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
@@ -272,12 +350,15 @@ impl Webhook {
     }
 }
 
-/// A TCP proxy in front of `target`; once `hang` is set it accepts connections and never
-/// answers (an agent that does not answer).
+/// A proxy in front of `target` (`http://` or an agent's `unix:` socket), listening the
+/// same way; once `hang` is set it accepts connections and never answers (an agent that
+/// does not answer).
 pub struct Proxy {
     pub url: String,
     hang: Arc<AtomicBool>,
-    live: Arc<Mutex<Vec<TcpStream>>>,
+    live: Arc<Mutex<Vec<Conn>>>,
+    /// Where a Unix proxy's socket is.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Proxy {
@@ -290,21 +371,35 @@ impl Proxy {
     pub fn rewriting(target: &str, from: &str, to: &str) -> Proxy {
         assert_eq!(from.len(), to.len(), "a rewrite keeps the length");
         let (from, to) = (from.as_bytes().to_vec(), to.as_bytes().to_vec());
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let target = target.trim_start_matches("http://").to_string();
+        let (accept, url, dir): (Box<dyn Fn() -> Option<Conn> + Send>, String, _) =
+            if target.starts_with("unix:") {
+                let dir = tempfile::tempdir().unwrap();
+                let sock = dir.path().join("proxy.sock");
+                let listener = UnixListener::bind(&sock).unwrap();
+                let accept = move || listener.accept().ok().map(|(c, _)| Conn::Unix(c));
+                (
+                    Box::new(accept),
+                    format!("unix:{}", sock.display()),
+                    Some(dir),
+                )
+            } else {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let url = format!("http://{}", listener.local_addr().unwrap());
+                let accept = move || listener.accept().ok().map(|(c, _)| Conn::Tcp(c));
+                (Box::new(accept), url, None)
+            };
+        let target = format!("{}/v1/", target.trim_end_matches('/'));
         let hang = Arc::new(AtomicBool::new(false));
         let live = Arc::new(Mutex::new(Vec::new()));
         let (h, l) = (hang.clone(), live.clone());
         std::thread::spawn(move || {
             let mut held = Vec::new();
-            for conn in listener.incoming() {
-                let Ok(client) = conn else { continue };
+            while let Some(client) = accept() {
                 if h.load(Ordering::SeqCst) {
                     held.push(client);
                     continue;
                 }
-                let Ok(upstream) = TcpStream::connect(&target) else {
+                let Ok((upstream, _, _)) = Conn::connect(&target) else {
                     continue;
                 };
                 l.lock().unwrap().push(client.try_clone().unwrap());
@@ -312,7 +407,6 @@ impl Proxy {
                 let (mut c2, mut u2) = (client, upstream);
                 let (from, to) = (from.clone(), to.clone());
                 std::thread::spawn(move || {
-                    use std::io::{Read as _, Write as _};
                     let mut buf = vec![0u8; 64 << 10];
                     while let Ok(n @ 1..) = c1.read(&mut buf) {
                         let chunk = &mut buf[..n];
@@ -331,22 +425,27 @@ impl Proxy {
                             break;
                         }
                     }
-                    let _ = u1.shutdown(std::net::Shutdown::Write);
+                    u1.shutdown(std::net::Shutdown::Write);
                 });
                 std::thread::spawn(move || {
                     let _ = std::io::copy(&mut u2, &mut c2);
-                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                    c2.shutdown(std::net::Shutdown::Write);
                 });
             }
         });
-        Proxy { url, hang, live }
+        Proxy {
+            url,
+            hang,
+            live,
+            _dir: dir,
+        }
     }
 
     /// From now on, accepts and never answers; connections already open are cut.
     pub fn hang(&self) {
         self.hang.store(true, Ordering::SeqCst);
         for c in self.live.lock().unwrap().drain(..) {
-            let _ = c.shutdown(std::net::Shutdown::Both);
+            c.shutdown(std::net::Shutdown::Both);
         }
     }
 }

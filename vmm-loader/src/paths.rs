@@ -18,6 +18,12 @@ pub fn default_registry() -> PathBuf {
     data_dir().join("registry")
 }
 
+/// Where `jek-agent` listens by default: `data_dir()/agent.sock`, a Unix socket only this
+/// user may reach.
+pub fn default_agent_socket() -> PathBuf {
+    data_dir().join("agent.sock")
+}
+
 /// A program named by an environment variable (for tests and packaging), else `default`
 /// from `PATH`.
 pub fn env_program(var: &str, default: &str) -> PathBuf {

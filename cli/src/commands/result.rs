@@ -112,13 +112,10 @@ impl Credentials {
             }
         };
         let identity_pem = match (&self.client_cert, &self.client_key) {
-            (Some(cert), Some(key)) => {
-                private("--client-key", key)?;
-                let mut pem = crate::error::read("--client-cert", cert)?;
-                pem.push(b'\n');
-                pem.extend(crate::error::read("--client-key", key)?);
-                Some(pem)
-            }
+            (Some(cert), Some(key)) => Some(
+                jek_service::http::identity_pem(cert, key)
+                    .map_err(|e| CliError::Usage(jek_fsio::chain_line(&e)))?,
+            ),
             _ => None,
         };
         Ok(LoadedCredentials {

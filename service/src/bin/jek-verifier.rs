@@ -68,6 +68,13 @@ struct Args {
     /// Extra trust roots (PEM) for agents, the webhook and image registries over HTTPS.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
+    /// The client certificate (PEM chain, `O=jek:verifier`) presented to agents over
+    /// HTTPS; agents on this host's Unix sockets know the verifier by its uid instead.
+    #[arg(long, value_name = "FILE", requires = "agent_key")]
+    agent_cert: Option<PathBuf>,
+    /// The private key (PEM, mode 0600) of --agent-cert.
+    #[arg(long, value_name = "FILE", requires = "agent_cert")]
+    agent_key: Option<PathBuf>,
     /// The result-signing key (PKCS#8 PEM, ECDSA P-256); created if the file does not
     /// exist. Without it, a new key is made at every start.
     #[arg(long, value_name = "FILE")]
@@ -148,6 +155,7 @@ fn main() -> ExitCode {
             Err(e) => return fail(2, jek_fsio::chain_line(&e)),
         },
         certificates: args.client_ca.is_some(),
+        peers: None,
     };
     let images =
         match jek_oci::ClientOptions::from_environment(args.plain_http, args.ca_file.as_deref()) {
@@ -170,6 +178,7 @@ fn main() -> ExitCode {
         replica,
         webhook: args.webhook.clone(),
         ca_file: args.ca_file.clone(),
+        agent_identity: args.agent_cert.clone().zip(args.agent_key.clone()),
         images,
     };
     let judge = match Judge::load(&config) {
@@ -215,7 +224,7 @@ fn main() -> ExitCode {
         tokio::spawn(reload_on_hangup(svc.clone()));
         listener
             .serve(
-                jek_service::api::router(svc.clone(), Arc::new(clients)),
+                jek_service::api::router(svc.clone(), clients),
                 jek_service::http::terminated(),
             )
             .await;
