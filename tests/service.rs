@@ -1157,6 +1157,116 @@ fn bad_requests_and_a_silent_agent_are_answered_cleanly() {
     drop(verifier);
 }
 
+/// Bounded work per agent: 1,000 registrations behind an agent that accepts connections
+/// and never answers (a dead node's, seeded straight into the store) do not keep an honest
+/// pod's result from staying fresh: it stays affirming, its last result never more than
+/// two intervals old (plus the second the API's timestamps round to). One agent gets at
+/// most `--agent-concurrency` rounds at once and is left alone longer each time it stays
+/// silent; its pods turn unreachable. And an agent with `--max-pods-per-agent` pods takes
+/// no more registrations (409 `agent_full`, refused before the agent is asked).
+#[test]
+fn a_silent_agent_with_a_thousand_pods_does_not_starve_an_honest_one() {
+    use jek_service::store::{PodRow, StoredIdentity, StoredResult};
+    use jek_service::wire::{AuditAction, AuditEvent, B64};
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut host = Host::new();
+    host.boot_kvm(1);
+    let agent = host.start_agent();
+    let ids = agent_pods(&agent);
+    let silent = Proxy::start(&agent);
+    silent.hang();
+    let db = host.ws.path("v.db");
+    {
+        let store = jek_service::store::open(Some(&s(&db))).unwrap();
+        for n in 0..1000u32 {
+            let id = format!("{n:032x}");
+            let row = PodRow {
+                id: id.clone(),
+                pod: format!("dead-{n}"),
+                agent: silent.url.clone(),
+                bundle: host.bundle_digest(&host.ws.path("tk.jek")),
+                pod_yaml: None,
+                identity: StoredIdentity {
+                    ak_name: format!("000b{id}"),
+                    ak_public: B64(vec![1]),
+                    ak_private: B64(vec![2]),
+                    ek_cert: B64(format!("ek-{id}").into_bytes()),
+                    ek_chain_pem: String::new(),
+                },
+                epoch: jek_attest::Epoch {
+                    reset_count: 1,
+                    restart_count: 0,
+                    clock: 10,
+                },
+                last_clock: 10,
+                result: StoredResult {
+                    status: "none".into(),
+                    ..StoredResult::default()
+                },
+                owner: None,
+                history: Vec::new(),
+            };
+            let event = AuditEvent {
+                at: 1,
+                by: "seed".into(),
+                action: AuditAction::Registered,
+                id: Some(id),
+                pod: Some(row.pod.clone()),
+                detail: None,
+            };
+            store.register(&row, "seed", 0, 0, &event, false).unwrap();
+        }
+    }
+    let verifier = start_verifier(
+        &host,
+        &s(&db),
+        &[&host.ws.path("tk.jek")],
+        &["--max-pods-per-agent", "1000"],
+        "verifier.log",
+    );
+    let v = verifier.url.clone();
+    let tk = host.bundle_digest(&host.ws.path("tk.jek"));
+    let (id, pod, _) = ids[0].clone();
+    let yaml = String::from_utf8(host.ws.read(&format!("{pod}.yaml"))).unwrap();
+    // The full agent takes no more: refused at once, without asking it.
+    let (status, err) = register(&v, &silent.url, &id, &tk, Some(&yaml));
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (409, Some("agent_full")),
+        "{err}"
+    );
+    let (status, r) = register(&v, &agent, &id, &tk, Some(&yaml));
+    assert_eq!(status, 201, "{r}");
+    let state = |id: &str| {
+        let (status, p) = get_json(&format!("{v}/v1/pods/{id}"));
+        assert_eq!(status, 200, "{p}");
+        p
+    };
+    wait_for("the honest pod's first result", 30, || {
+        (state(&id)["status"] == "affirming").then_some(())
+    });
+    // Ten seconds of rounds (ten intervals): the honest pod's result stays fresh.
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        let p = state(&id);
+        assert_eq!(p["status"], "affirming", "{p}");
+        let age = common::service::now_s().saturating_sub(p["lastResultAt"].as_u64().unwrap());
+        assert!(age <= 3, "the honest pod's last result is {age} s old: {p}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The dead agent's pods are reported unreachable, not left as they were.
+    let unreachable = pods(&v)
+        .iter()
+        .filter(|p| p["status"] == "unreachable")
+        .count();
+    assert!(
+        unreachable >= 4,
+        "{unreachable} of the dead agent's pods are unreachable"
+    );
+}
+
 /// Two replicas share one PostgreSQL fleet: each pod is attested by one replica at a time;
 /// when one replica dies its pods move to the other within two intervals. The database
 /// going away makes the verifier unhealthy without half-written rows, and it resumes when

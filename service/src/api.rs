@@ -136,6 +136,9 @@ async fn register(
                 "identity_unproven",
                 e.to_string(),
             ),
+            RegisterError::AgentFull { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "agent_full", e.to_string())
+            }
             RegisterError::Store(s) => store_error(s),
         }),
     }

@@ -17,17 +17,94 @@ use crate::wire::{AkRef, FailingClaim, QuoteRequest};
 /// How often a replica looks for due pods, as a fraction of the interval.
 const TICKS_PER_INTERVAL: u32 = 4;
 
+/// The longest an agent that stopped answering is left alone, in intervals.
+const MAX_QUIET_INTERVALS: u32 = 16;
+
+/// What this replica knows of each agent: its rounds in flight, and how long to leave it
+/// alone after it stopped answering. Pure: the loop asks it, and tells it how each round
+/// went.
+#[derive(Debug, Default)]
+pub struct AgentBook {
+    agents: std::collections::HashMap<String, AgentState>,
+}
+
+#[derive(Debug, Default)]
+struct AgentState {
+    in_flight: usize,
+    /// Rounds in a row that got no answer.
+    silent: u32,
+    /// No round starts for this agent's pods before this (ms).
+    quiet_until_ms: u64,
+}
+
+/// Whether a pod's round may start now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Yes.
+    Go,
+    /// Its agent has `cap` rounds in flight: at a later tick.
+    Busy,
+    /// Its agent stopped answering: not before this time (ms).
+    Quiet(u64),
+}
+
+impl AgentBook {
+    /// Whether a round for a pod behind `agent` may start at `now_ms`, with at most `cap`
+    /// rounds in flight per agent; a started round is counted until [`Self::finished`].
+    pub fn admit(&mut self, agent: &str, now_ms: u64, cap: usize) -> Admit {
+        let state = self.agents.entry(agent.to_string()).or_default();
+        if now_ms < state.quiet_until_ms {
+            return Admit::Quiet(state.quiet_until_ms);
+        }
+        if state.in_flight >= cap.max(1) {
+            return Admit::Busy;
+        }
+        state.in_flight += 1;
+        Admit::Go
+    }
+
+    /// A round for `agent` ended at `now_ms`: the agent answered, or it did not (no
+    /// connection, no answer in time). Each silence in a row doubles the time it is left
+    /// alone, from one interval up to [`MAX_QUIET_INTERVALS`]; an answer ends it.
+    pub fn finished(&mut self, agent: &str, answered: bool, now_ms: u64, interval_ms: u64) {
+        let Some(state) = self.agents.get_mut(agent) else {
+            return;
+        };
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if answered {
+            state.silent = 0;
+            state.quiet_until_ms = 0;
+        } else {
+            state.silent = state.silent.saturating_add(1);
+            let intervals = 1u64
+                << state
+                    .silent
+                    .saturating_sub(1)
+                    .min(MAX_QUIET_INTERVALS.ilog2());
+            let until = now_ms.saturating_add(interval_ms.saturating_mul(intervals));
+            state.quiet_until_ms = state.quiet_until_ms.max(until);
+        }
+        if state.in_flight == 0 && state.silent == 0 {
+            self.agents.remove(agent);
+        }
+    }
+}
+
 /// Runs rounds until `stop` resolves; then gives up this replica's leases.
 pub async fn run(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
     let interval = svc.config.interval;
+    let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
     let tick = (interval / TICKS_PER_INTERVAL).max(Duration::from_millis(50));
     // A lease outlives one interval; a dead replica's pods are claimed by another within
     // one more tick.
-    let lease_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+    let lease_ms = interval_ms;
     let permits = Arc::new(tokio::sync::Semaphore::new(svc.config.concurrency.max(1)));
     // A pod whose round is still running (a slow or silent agent) is not started again:
-    // one round per pod at a time, so silent agents cannot take every permit.
+    // one round per pod at a time. And one agent has at most `agent_concurrency` rounds
+    // in flight, and is left alone for a while once it stops answering, so a silent agent
+    // with many pods cannot take the permits the others need.
     let in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
+    let book: Arc<std::sync::Mutex<AgentBook>> = Arc::default();
     let mut stop = stop;
     loop {
         if *stop.borrow() {
@@ -38,22 +115,65 @@ pub async fn run(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
         let claimed = svc
             .db(move |s| s.claim_due(&replica, now_ms(), lease_ms, limit))
             .await;
+        // Pods behind a quiet agent: their next round is pushed to its end.
+        let mut deferred: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+        // Pods turned unreachable without a round, at most `concurrency` a tick, so that a
+        // dead agent's thousand pods do not queue a thousand writes ahead of a live pod's.
+        let mut quieted = 0;
         if let Ok(due) = claimed {
             for row in due {
-                let fresh = in_flight
+                if in_flight
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .contains(&row.id)
+                {
+                    continue;
+                }
+                let admitted = book
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .admit(&row.agent, now_ms(), svc.config.agent_concurrency);
+                match admitted {
+                    Admit::Go => {}
+                    Admit::Busy => continue,
+                    Admit::Quiet(until) if row.result.status == UNREACHABLE => {
+                        deferred.entry(until).or_default().push(row.id.clone());
+                        continue;
+                    }
+                    Admit::Quiet(_) if quieted >= svc.config.concurrency.max(1) => continue,
+                    Admit::Quiet(until) => {
+                        // Said once per pod: its agent is silent, so is its result.
+                        quieted += 1;
+                        in_flight
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(row.id.clone());
+                        let (svc, in_flight) = (svc.clone(), in_flight.clone());
+                        tokio::spawn(async move {
+                            let outcome = quiet(&svc, &row, until);
+                            record(&svc, &row, outcome).await;
+                            in_flight
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .remove(&row.id);
+                        });
+                        continue;
+                    }
+                }
+                in_flight
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .insert(row.id.clone());
-                if !fresh {
-                    continue;
-                }
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
-                let (svc, in_flight) = (svc.clone(), in_flight.clone());
+                let (svc, in_flight, book) = (svc.clone(), in_flight.clone(), book.clone());
                 tokio::spawn(async move {
-                    let id = row.id.clone();
-                    round(&svc, row).await;
+                    let (id, agent) = (row.id.clone(), row.agent.clone());
+                    let answered = round(&svc, row).await;
+                    book.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .finished(&agent, answered, now_ms(), interval_ms);
                     in_flight
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -61,6 +181,10 @@ pub async fn run(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
                     drop(permit);
                 });
             }
+        }
+        for (until, ids) in deferred {
+            let replica = svc.config.replica.clone();
+            let _ = svc.db(move |s| s.defer(&replica, &ids, until)).await;
         }
         tokio::select! {
             () = tokio::time::sleep(tick) => {}
@@ -71,10 +195,17 @@ pub async fn run(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
     let _ = svc.db(move |s| s.release(&replica)).await;
 }
 
-/// One round for one pod: quote through its agent, appraise, sign, record.
-pub async fn round(svc: &Arc<Service>, row: PodRow) {
+/// One round for one pod: quote through its agent, appraise, sign, record. Returns
+/// whether the agent answered (a refusal or a bad quote is an answer; no connection or no
+/// answer in time is not).
+pub async fn round(svc: &Arc<Service>, row: PodRow) -> bool {
     let started = Instant::now();
-    let outcome = attest_once(svc, &row, started).await;
+    let (outcome, answered) = attest_once(svc, &row, started).await;
+    record(svc, &row, outcome).await;
+    answered
+}
+
+async fn record(svc: &Arc<Service>, row: &PodRow, outcome: RoundOutcome) {
     let (id, replica) = (row.id.clone(), svc.config.replica.clone());
     let recorded = svc.db(move |s| s.record(&id, &replica, &outcome)).await;
     if recorded.is_ok() {
@@ -88,6 +219,22 @@ pub async fn round(svc: &Arc<Service>, row: PodRow) {
         Ok(None) => {}
         Err(e) => tracing::debug!(pod = %row.pod, error = %e, "the round's result was not stored"),
     }
+}
+
+/// The outcome for a pod whose agent is left alone until `until_ms`: unreachable, due
+/// again then.
+fn quiet(svc: &Service, row: &PodRow, until_ms: u64) -> RoundOutcome {
+    let mut outcome = unreachable(
+        svc,
+        row,
+        format!(
+            "agent {}: stopped answering; asked again in {} ms",
+            row.agent,
+            until_ms.saturating_sub(now_ms())
+        ),
+    );
+    outcome.next_due_ms = until_ms;
+    outcome
 }
 
 fn next_due(svc: &Service) -> u64 {
@@ -116,7 +263,19 @@ fn unreachable(svc: &Service, row: &PodRow, error: String) -> RoundOutcome {
     }
 }
 
-async fn attest_once(svc: &Arc<Service>, row: &PodRow, started: Instant) -> RoundOutcome {
+/// A round's outcome, and whether the agent answered.
+async fn attest_once(svc: &Arc<Service>, row: &PodRow, started: Instant) -> (RoundOutcome, bool) {
+    let mut answered = true;
+    let outcome = appraise_once(svc, row, started, &mut answered).await;
+    (outcome, answered)
+}
+
+async fn appraise_once(
+    svc: &Arc<Service>,
+    row: &PodRow,
+    started: Instant,
+    answered: &mut bool,
+) -> RoundOutcome {
     let judge = svc.judge();
     let Some(bundle) = judge.bundles.get(&row.bundle) else {
         return unreachable(
@@ -146,8 +305,12 @@ async fn attest_once(svc: &Arc<Service>, row: &PodRow, started: Instant) -> Roun
     let quoted = tokio::time::timeout(svc.config.agent_timeout, agent.quote(&row.id, &req)).await;
     let resp = match quoted {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return unreachable(svc, row, e.to_string()),
+        Ok(Err(e)) => {
+            *answered = !matches!(e, crate::remote::RemoteError::Unreachable { .. });
+            return unreachable(svc, row, e.to_string());
+        }
         Err(_) => {
+            *answered = false;
             return unreachable(
                 svc,
                 row,
@@ -156,7 +319,7 @@ async fn attest_once(svc: &Arc<Service>, row: &PodRow, started: Instant) -> Roun
                     row.agent,
                     svc.config.agent_timeout.as_millis()
                 ),
-            )
+            );
         }
     };
     let t_quoted = started.elapsed();
@@ -262,5 +425,41 @@ async fn attest_once(svc: &Arc<Service>, row: &PodRow, started: Instant) -> Roun
         next_due_ms: next_due(svc),
         failing,
         notify: svc.config.webhook.is_some(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_gets_at_most_its_cap_and_a_silent_one_is_left_alone_longer_each_time() {
+        let mut book = AgentBook::default();
+        let (a, b) = ("unix:/run/a.sock", "https://b:7070");
+        // Two rounds in flight for a, then a is busy; b is not affected.
+        assert_eq!(book.admit(a, 0, 2), Admit::Go);
+        assert_eq!(book.admit(a, 0, 2), Admit::Go);
+        assert_eq!(book.admit(a, 0, 2), Admit::Busy);
+        assert_eq!(book.admit(b, 0, 2), Admit::Go);
+        // a answers: a slot frees.
+        book.finished(a, true, 100, 1000);
+        assert_eq!(book.admit(a, 100, 2), Admit::Go);
+        // a stops answering: left alone one interval, then two, four... up to 16.
+        book.finished(a, false, 1000, 1000);
+        assert_eq!(book.admit(a, 1500, 2), Admit::Quiet(2000));
+        assert_eq!(book.admit(a, 2000, 2), Admit::Go);
+        book.finished(a, false, 2000, 1000);
+        assert_eq!(book.admit(a, 2000, 2), Admit::Quiet(4000));
+        for _ in 0..10 {
+            assert_eq!(book.admit(a, u64::MAX / 2, 2), Admit::Go);
+            book.finished(a, false, 10_000, 1000);
+        }
+        assert_eq!(book.admit(a, 10_000, 2), Admit::Quiet(26_000));
+        // An answer ends it at once.
+        book.finished(a, true, 10_000, 1000);
+        assert_eq!(book.admit(a, 10_000, 2), Admit::Go);
+        // A cap of 0 is read as 1.
+        assert_eq!(book.admit("c", 0, 0), Admit::Go);
+        assert_eq!(book.admit("c", 0, 0), Admit::Busy);
     }
 }

@@ -37,6 +37,10 @@ pub struct VerifierConfig {
     pub result_ttl: Duration,
     /// At most this many pods are attested at once.
     pub concurrency: usize,
+    /// At most this many rounds run at once for the pods behind one agent.
+    pub agent_concurrency: usize,
+    /// At most this many pods are registered behind one agent.
+    pub max_pods_per_agent: usize,
     /// This replica's name (unique among replicas sharing a database).
     pub replica: String,
     /// The webhook called on every status change (JSON POST).
@@ -227,6 +231,14 @@ pub enum RegisterError {
     /// The TPM identity was not proven.
     #[error("the pod's TPM identity is not proven: {0}")]
     Unproven(String),
+    /// The agent has as many pods registered as one agent may.
+    #[error("agent {agent} has {pods} pods registered, the most one agent may have (--max-pods-per-agent); remove one first")]
+    AgentFull {
+        /// The agent.
+        agent: String,
+        /// Its pods.
+        pods: usize,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -370,6 +382,14 @@ impl Service {
         let judge = self.judge();
         if !judge.bundles.contains_key(&req.bundle) {
             return Err(RegisterError::UnknownBundle(req.bundle));
+        }
+        let agent_key = agent_url.clone();
+        let behind = self.db(move |s| s.agent_pods(&agent_key)).await?;
+        if behind >= self.config.max_pods_per_agent {
+            return Err(RegisterError::AgentFull {
+                agent: agent_url,
+                pods: behind,
+            });
         }
         let agent = self.agents.agent(&agent_url)?;
         let identity = agent.identity(&req.pod_id).await?;

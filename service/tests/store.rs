@@ -304,5 +304,8 @@ fn the_verifier_refuses_plain_http_off_loopback_and_a_missing_policy() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unix:agent.sock") && err.contains("absolute"), "{err}");
+    assert!(
+        err.contains("unix:agent.sock") && err.contains("absolute"),
+        "{err}"
+    );
 }

@@ -59,6 +59,13 @@ struct Args {
     /// At most this many pods are attested at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// At most this many rounds run at once for the pods behind one agent; an agent that
+    /// stops answering is also left alone for one interval, then two, up to 16.
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
+    agent_concurrency: usize,
+    /// At most this many pods may be registered behind one agent.
+    #[arg(long, default_value_t = 256)]
+    max_pods_per_agent: usize,
     /// This replica's name (unique among replicas sharing a database); default host:pid.
     #[arg(long)]
     replica: Option<String>,
@@ -107,6 +114,14 @@ enum Command {
         /// The client's name (in logs and audit records).
         name: String,
     },
+}
+
+/// A count of at least one.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
 }
 
 /// A role a token may carry: reader or admin.
@@ -175,6 +190,8 @@ fn main() -> ExitCode {
             .result_ttl
             .unwrap_or_else(|| args.interval.saturating_mul(3) + args.agent_timeout),
         concurrency: args.concurrency,
+        agent_concurrency: args.agent_concurrency,
+        max_pods_per_agent: args.max_pods_per_agent,
         replica,
         webhook: args.webhook.clone(),
         ca_file: args.ca_file.clone(),

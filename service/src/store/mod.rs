@@ -224,6 +224,11 @@ pub trait Backend: Send + Sync {
     ) -> Result<Option<StatusChange>, StoreError>;
     /// Gives up this replica's leases (a clean shutdown: the others take over at once).
     fn release(&self, replica: &str) -> Result<(), StoreError>;
+    /// Makes the pods `ids` that `replica` owns due at `next_due_ms` instead (their agent
+    /// is backed off), writing nothing else.
+    fn defer(&self, replica: &str, ids: &[String], next_due_ms: u64) -> Result<(), StoreError>;
+    /// How many pods are registered behind `agent`.
+    fn agent_pods(&self, agent: &str) -> Result<usize, StoreError>;
     /// Publishes a result key (its JWK) so every replica's JWKS lists it.
     fn put_key(&self, kid: &str, jwk: &str) -> Result<(), StoreError>;
     /// Every published result key (JWK JSON).

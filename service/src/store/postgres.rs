@@ -486,6 +486,27 @@ impl Backend for Postgres {
         })
     }
 
+    fn defer(&self, replica: &str, ids: &[String], next_due_ms: u64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE pods SET next_due = $3 WHERE id = ANY($1) AND owner = $2",
+                &[&ids, &replica, &i(next_due_ms)],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn agent_pods(&self, agent: &str) -> Result<usize, StoreError> {
+        self.with(|c| {
+            let n: i64 = c
+                .query_one("SELECT COUNT(*) FROM pods WHERE agent = $1", &[&agent])
+                .map_err(db)?
+                .get(0);
+            Ok(usize::try_from(n).unwrap_or(0))
+        })
+    }
+
     fn put_key(&self, kid: &str, jwk: &str) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(

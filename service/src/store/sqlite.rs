@@ -485,6 +485,33 @@ impl Backend for Sqlite {
         Ok(())
     }
 
+    fn defer(&self, replica: &str, ids: &[String], next_due_ms: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("UPDATE pods SET next_due = ?3 WHERE id = ?1 AND owner = ?2")
+                .map_err(db)?;
+            for id in ids {
+                stmt.execute(params![id, replica, i(next_due_ms)])
+                    .map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)
+    }
+
+    fn agent_pods(&self, agent: &str) -> Result<usize, StoreError> {
+        let n: i64 = self
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM pods WHERE agent = ?1",
+                params![agent],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     fn put_key(&self, kid: &str, jwk: &str) -> Result<(), StoreError> {
         self.conn()
             .execute(
