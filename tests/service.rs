@@ -1369,6 +1369,29 @@ fn two_replicas_share_a_postgresql_fleet_and_survive_a_database_outage() {
             .all(|(x, y)| x > y)
             .then_some(())
     });
+
+    // The per-agent store queries on PostgreSQL (the 1,000-pod test runs them on
+    // SQLite), with b stopped so that nothing else writes: the agent's count, and a
+    // deferral that moves only the named pods the replica owns.
+    let mut b = b;
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    let store = jek_service::store::open(Some(&pg.url())).unwrap();
+    assert_eq!(store.agent_pods(&agent).unwrap(), 6);
+    assert_eq!(store.agent_pods("unix:/nowhere.sock").unwrap(), 0);
+    let due = |id: &str| {
+        pg.psql(&format!("SELECT next_due FROM pods WHERE id = '{id}'"))
+            .trim()
+            .to_string()
+    };
+    let until = (common::service::now_s() + 3600) * 1000;
+    let two = [ids[0].0.clone(), ids[1].0.clone()];
+    store.defer("a", &two, until).unwrap();
+    assert_ne!(due(&ids[0].0), until.to_string(), "a does not own it");
+    store.defer("b", &two, until).unwrap();
+    assert_eq!(due(&ids[0].0), until.to_string());
+    assert_eq!(due(&ids[1].0), until.to_string());
+    assert_ne!(due(&ids[2].0), until.to_string());
 }
 
 /// The fleet page in headless Chromium: a person sees each pod, and a contraindicated pod
