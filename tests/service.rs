@@ -1178,6 +1178,7 @@ fn a_silent_agent_with_a_thousand_pods_does_not_starve_an_honest_one() {
     let silent = Proxy::start(&agent);
     silent.hang();
     let db = host.ws.path("v.db");
+    let tk = host.bundle_digest(&host.ws.path("tk.jek"));
     {
         let store = jek_service::store::open(Some(&s(&db))).unwrap();
         for n in 0..1000u32 {
@@ -1186,7 +1187,7 @@ fn a_silent_agent_with_a_thousand_pods_does_not_starve_an_honest_one() {
                 id: id.clone(),
                 pod: format!("dead-{n}"),
                 agent: silent.url.clone(),
-                bundle: host.bundle_digest(&host.ws.path("tk.jek")),
+                bundle: tk.clone(),
                 pod_yaml: None,
                 identity: StoredIdentity {
                     ak_name: format!("000b{id}"),
@@ -1227,7 +1228,6 @@ fn a_silent_agent_with_a_thousand_pods_does_not_starve_an_honest_one() {
         "verifier.log",
     );
     let v = verifier.url.clone();
-    let tk = host.bundle_digest(&host.ws.path("tk.jek"));
     let (id, pod, _) = ids[0].clone();
     let yaml = String::from_utf8(host.ws.read(&format!("{pod}.yaml"))).unwrap();
     // The full agent takes no more: refused at once, without asking it.

@@ -314,19 +314,6 @@ impl Listener {
         }
     }
 
-    /// The address bound (port 0 becomes the port the system chose).
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        match &self.bound {
-            Bound::Tcp { listener, .. } => listener.local_addr(),
-            Bound::Unix { .. } => Err(std::io::Error::other("a Unix socket has no address")),
-        }
-    }
-
-    /// Whether it serves HTTPS.
-    pub fn is_tls(&self) -> bool {
-        matches!(&self.bound, Bound::Tcp { tls: Some(_), .. })
-    }
-
     /// Its URL: `http://ADDR`, `https://ADDR` or `unix:/path`.
     pub fn url(&self) -> String {
         match &self.bound {
