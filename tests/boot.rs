@@ -205,6 +205,11 @@ fn swapping_the_bundle_on_disk_after_verification_changes_nothing() {
     let env = Env::new();
     let copy = env.ws.path("bundle.jek");
     std::fs::copy(&default_build().bundle, &copy).unwrap();
+    // The wrapper runs as the pod's own uid, which must be able to write its marker and
+    // the bundle file.
+    for (p, mode) in [(env.ws.path(""), 0o777), (copy.clone(), 0o666)] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
     // QEMU starts after verification and measurement: replace the file right then.
     let qemu = env.recorder(
         "qemu",
@@ -492,10 +497,8 @@ fn kvm_backend_boots_a_signed_test_kernel_bundle_to_a_clean_exit() {
     );
 }
 
-/// Starts `jek boot` of a pod that sleeps, waits until its application printed, then sends
-/// SIGTERM; returns the exit status and the processes naming the run directory just before
-/// the signal.
-fn boot_then_sigterm(env: &Env, run: &str, extra: &[&str]) -> (std::process::ExitStatus, Vec<u32>) {
+/// Starts `jek boot` of a pod that sleeps and waits until its application printed.
+fn start_sleeper(env: &Env, run: &str, extra: &[&str]) -> std::process::Child {
     use std::io::BufRead as _;
     env.ws.write(
         "sleeper.yaml",
@@ -531,10 +534,97 @@ fn boot_then_sigterm(env: &Env, run: &str, extra: &[&str]) -> (std::process::Exi
     });
     rx.recv_timeout(std::time::Duration::from_secs(120))
         .expect("the sleeping pod's application started");
+    child
+}
+
+/// Starts `jek boot` of a pod that sleeps, waits until its application printed, then sends
+/// SIGTERM; returns the exit status and the processes naming the run directory just before
+/// the signal.
+fn boot_then_sigterm(env: &Env, run: &str, extra: &[&str]) -> (std::process::ExitStatus, Vec<u32>) {
+    let mut child = start_sleeper(env, run, extra);
     let running = common::processes_naming(&env.p(run));
     let pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     (child.wait().unwrap(), running)
+}
+
+/// The pod's QEMU: the process whose `-name` is its run directory.
+fn qemu_of(run: &str) -> u32 {
+    let found: Vec<u32> = common::processes_naming(run)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).starts_with("qemu-system-x86_64"))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one QEMU for {run}: {found:?}");
+    found[0]
+}
+
+fn uid_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Issue 39: every QEMU ran as the shared user nobody, so anything running as nobody could
+/// stop (or ptrace) every pod, and a killed `jek` left its QEMU running. Now each pod's
+/// QEMU has a uid of its own from the pod range, which neither nobody nor the other pod can
+/// signal or read, and it dies with the process that started it, SIGKILL included.
+#[test]
+fn each_pods_qemu_runs_as_a_uid_of_its_own_and_dies_with_jek() {
+    use std::os::unix::process::CommandExt as _;
+    let env = Env::new();
+    let mut a = start_sleeper(&env, "run-uid-a", &[]);
+    let mut b = start_sleeper(&env, "run-uid-b", &[]);
+    let (qa, qb) = (qemu_of(&env.p("run-uid-a")), qemu_of(&env.p("run-uid-b")));
+    let (ua, ub) = (uid_of(qa), uid_of(qb));
+    let pods = jek_loader::pod_user::DEFAULT_UIDS;
+    for u in [ua, ub] {
+        assert!(
+            (pods.first()..=pods.last()).contains(&u),
+            "uid {u} outside {pods}"
+        );
+    }
+    assert_ne!(ua, ub, "two pods, two uids");
+    let as_user = |uid: u32, program: &str, args: &[String]| {
+        std::process::Command::new(program)
+            .args(args)
+            .uid(uid)
+            .gid(uid)
+            .output()
+            .unwrap()
+    };
+    for (attacker, target) in [(65534, qa), (65534, qb), (ua, qb), (ub, qa)] {
+        let out = as_user(attacker, "kill", &["-KILL".into(), target.to_string()]);
+        assert!(!out.status.success(), "uid {attacker} killed {target}");
+        let out = as_user(attacker, "cat", &[format!("/proc/{target}/environ")]);
+        assert!(
+            !out.status.success(),
+            "uid {attacker} read {target}'s environment"
+        );
+    }
+    assert!(
+        !common::gone_within(qa, 0) && !common::gone_within(qb, 0),
+        "both pods still run"
+    );
+    // SIGKILL: jek cannot clean up, yet its QEMU goes with it; the other pod runs on.
+    a.kill().unwrap();
+    a.wait().unwrap();
+    assert!(common::gone_within(qa, 10), "pod a's QEMU outlived its jek");
+    assert!(
+        !common::gone_within(qb, 0),
+        "pod b's QEMU was stopped with a's jek"
+    );
+    assert!(
+        common::processes_naming(&env.p("run-uid-a")).is_empty(),
+        "pod a's swtpm outlived its jek: {:?}",
+        common::processes_naming(&env.p("run-uid-a"))
+    );
+    let pid = rustix::process::Pid::from_child(&b);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert_eq!(b.wait().unwrap().code(), Some(143));
+    assert!(common::gone_within(qb, 10));
 }
 
 #[test]

@@ -345,6 +345,59 @@ fn two_containers_run_at_once_in_two_pods_and_kill_stops_each() {
     c.assert_nothing_left();
 }
 
+/// Issue 39: killing the shim with SIGKILL left its QEMU running, orphaned, after
+/// containerd had forgotten the task. Now the VMM (and a swtpm that is not kept) dies with
+/// the shim, and containerd's clean-up of the dead shim (`containerd-shim-jek-v2 delete`)
+/// leaves nothing behind. The VMM runs as a uid of the pod range, not as nobody.
+#[test]
+fn a_shim_killed_with_sigkill_takes_its_vm_with_it() {
+    let c = Containerd::start(policy_allowing_busybox);
+    let ctr = start_sleeper(&c, "sk1");
+    let dir = c.run_root().join("sk1");
+    let qemu: Vec<u32> = processes_naming(&dir.display().to_string())
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).starts_with("qemu-system-x86_64"))
+        })
+        .collect();
+    assert_eq!(qemu.len(), 1, "one QEMU: {qemu:?}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", qemu[0])).unwrap();
+    let uid: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pods = jek_loader::pod_user::DEFAULT_UIDS;
+    assert!(
+        (pods.first()..=pods.last()).contains(&uid),
+        "QEMU runs as {uid}, not a pod uid"
+    );
+    let shims: Vec<u32> =
+        processes_naming(&format!("-address {}", c.path("containerd.sock").display()))
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.starts_with("containerd-shim"))
+            })
+            .collect();
+    assert_eq!(shims.len(), 1, "one shim: {shims:?}");
+    let shim = rustix::process::Pid::from_raw(i32::try_from(shims[0]).unwrap()).unwrap();
+    rustix::process::kill_process(shim, rustix::process::Signal::KILL).unwrap();
+    // ctr learns that the task is gone; what it prints is containerd's business.
+    let _ = ctr.wait_with_output().unwrap();
+    assert!(
+        common::gone_within(qemu[0], 10),
+        "QEMU {} outlived its shim",
+        qemu[0]
+    );
+    let _ = c.ctr(&["task", "delete", "sk1"]);
+    let _ = c.ctr(&["containers", "delete", "sk1"]);
+    c.assert_nothing_left();
+}
+
 #[test]
 fn a_refused_bundle_fails_ctr_run_with_the_verifiers_reason_and_starts_nothing() {
     let c = Containerd::start(policy_allowing_busybox);

@@ -16,6 +16,7 @@
 //! memoryMiB: 256
 //! vcpus: 1
 //! runRoot: /run/jek/shim               # run directories, one per container
+//! podUids: 1879048192-1879113727      # host uids for pods' VMMs, one per pod (default)
 //! attestation:                         # optional: pods get an EK certificate and an AK
 //!   tpmCa: /var/lib/jek/tpm-ca         #   and are registered in the agent's store
 //!   registry: /var/lib/jek/registry
@@ -98,6 +99,9 @@ pub struct Runtime {
     pub max_rootfs_bytes: u64,
     /// Attestation, if pods register.
     pub attestation: Option<RuntimeAttestation>,
+    /// The host uids set aside for pods' VMMs, `(first, last)`, when the file names them
+    /// (`podUids: FIRST-LAST`); the loader's default range otherwise.
+    pub pod_uids: Option<(u32, u32)>,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +144,8 @@ struct Raw {
     max_rootfs_mib: u64,
     #[serde(default)]
     attestation: Option<RawAttestation>,
+    #[serde(default)]
+    pod_uids: Option<String>,
 }
 
 fn default_vmm() -> RuntimeVmm {
@@ -196,6 +202,22 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Runtime, RuntimeFil
     if raw.max_rootfs_mib == 0 || raw.max_rootfs_mib > 4096 {
         return Err(value("maxRootfsMiB", "must be between 1 and 4096"));
     }
+    let pod_uids = match raw.pod_uids.as_deref() {
+        None => None,
+        Some(text) => {
+            let bad = || value("podUids", "must be FIRST-LAST, two uids above 65535");
+            let (a, b) = text.split_once('-').ok_or_else(bad)?;
+            let (a, b) = (
+                a.trim().parse::<u32>().map_err(|_| bad())?,
+                b.trim().parse::<u32>().map_err(|_| bad())?,
+            );
+            // The loader checks the rest (jek_loader::pod_user::UidRange).
+            if a <= 65_535 || a > b || b == u32::MAX {
+                return Err(bad());
+            }
+            Some((a, b))
+        }
+    };
     let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
     let bundle = match (raw.bundle, raw.bundle_ref, raw.registry) {
         (Some(file), None, None) => BundleSource::File(abs(file)),
@@ -248,6 +270,7 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Runtime, RuntimeFil
             tpm_ca: abs(a.tpm_ca),
             registry: abs(a.registry),
         }),
+        pod_uids,
     })
 }
 
@@ -295,6 +318,35 @@ mod tests {
         assert_eq!(r.policy, Path::new("/etc/p.yaml"));
         assert_eq!((r.vmm, r.memory_mib, r.vcpus), (RuntimeVmm::Qemu, 256, 1));
         assert!(r.attestation.is_none());
+        assert_eq!(r.pod_uids, None);
+    }
+
+    #[test]
+    fn a_pod_uid_range() {
+        let p = Path::new("/r.yaml");
+        let r = parse(
+            "bundle: a\npolicy: b\npodUids: 200000-200099\n",
+            p,
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(r.pod_uids, Some((200_000, 200_099)));
+        for bad in [
+            "0-100",
+            "65534-70000",
+            "300000-200000",
+            "200000",
+            "a-b",
+            "200000-4294967295",
+        ] {
+            let e = parse(
+                &format!("bundle: a\npolicy: b\npodUids: \"{bad}\"\n"),
+                p,
+                Path::new("/"),
+            )
+            .unwrap_err();
+            assert!(e.to_string().starts_with("podUids:"), "{bad}: {e}");
+        }
     }
 
     #[test]

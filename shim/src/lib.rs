@@ -390,8 +390,9 @@ impl containerd_shim::Shim for Service {
 
     fn delete_shim(&mut self) -> Result<DeleteResponse, containerd_shim::Error> {
         // The shim died (containerd runs `delete` in the bundle directory): its VM's
-        // QEMU and a swtpm that was not kept went with its process group; the record
-        // names the rest.
+        // QEMU died with it (setpriv's parent-death signal) and a swtpm that was not kept
+        // went with its process group; the record names the rest, and stops a VMM still
+        // running under the pod's uid.
         let cwd = std::env::current_dir().unwrap_or_default();
         if let Some(record) = task::ShimRecord::read(&cwd) {
             record.remove();

@@ -67,10 +67,21 @@ impl ShimRecord {
         }
     }
 
-    /// Removes what the record names: every kept TPM registered for the run directory
+    /// Removes what the record names: the VMM left running under the pod's uid, every kept TPM registered for the run directory
     /// (found by the run directory, so a pod killed while booting is found too) and its
     /// registration, then the run directory. Logs what cannot be removed.
     pub fn remove(&self) {
+        // The VMM of a shim that died: everything still running as the uid its lease
+        // names, unless a live process holds that lease.
+        match jek_loader::pod_user::PodUsers::default().stop_left_by(&self.run_dir) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(processes = n, dir = %self.run_dir.display(), "stopped the VMM a dead shim left")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %self.run_dir.display(), "stopping the VMM a dead shim left")
+            }
+        }
         if let Some(registry) = &self.registry {
             if let Err(e) = self.stop_kept(registry) {
                 tracing::warn!(error = %e, dir = %self.run_dir.display(), "stopping the pod's kept TPM");
@@ -374,6 +385,13 @@ fn boot_options(
         qemu: QemuOptions {
             accel: r.accel.clone(),
             ..QemuOptions::default()
+        },
+        users: jek_loader::pod_user::PodUsers {
+            range: r
+                .pod_uids
+                .and_then(|(a, b)| jek_loader::pod_user::UidRange::new(a, b).ok())
+                .unwrap_or_default(),
+            ..Default::default()
         },
         quiet: true,
         console,

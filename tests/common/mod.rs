@@ -600,8 +600,28 @@ pub fn tls_files(ws: &Workspace) {
     );
 }
 
-/// The processes whose command line names `needle` (QEMU and swtpm name the run directory),
-/// zombies excepted.
+/// Whether process `pid` is gone (or a zombie nobody reaped: it runs no more) within
+/// `secs` seconds.
+pub fn gone_within(pid: u32, secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'));
+        if stat.is_empty() || zombie {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The processes whose command line (arguments joined by spaces) names `needle` (QEMU and
+/// swtpm name the run directory), zombies excepted.
 pub fn processes_naming(needle: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -615,7 +635,9 @@ pub fn processes_naming(needle: &str) -> Vec<u32> {
             .next()
             .is_some_and(|s| s.trim_start().starts_with('Z'));
         if !zombie
-            && String::from_utf8_lossy(&cmdline).contains(needle)
+            && String::from_utf8_lossy(&cmdline)
+                .replace('\0', " ")
+                .contains(needle)
             && pid != std::process::id()
         {
             out.push(pid);

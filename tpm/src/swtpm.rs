@@ -151,17 +151,32 @@ fn tail_of(path: &Path) -> String {
     }
 }
 
+/// How long a swtpm lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// It dies with the thread that started it, even when that is killed with SIGKILL
+    /// (util-linux `setpriv --pdeathsig`): a pod's TPM that is not kept.
+    WithStarter,
+    /// It outlives the process that started it: a TPM kept for attestation, stopped
+    /// through the registration store.
+    Kept,
+}
+
 impl Swtpm {
     /// Starts a TPM 2.0 swtpm with its state in `state_dir` on private sockets, already
     /// initialised and started up (`TPM2_Startup(SU_CLEAR)`), and waits until it accepts
     /// connections. Its log is `state_dir/swtpm.log`.
     pub fn start(state_dir: &Path) -> Result<Self, SwtpmError> {
-        Self::start_program(Path::new(DEFAULT_PROGRAM), state_dir)
+        Self::start_program(Path::new(DEFAULT_PROGRAM), state_dir, Lifetime::Kept)
     }
 
-    /// [`Swtpm::start`] with an explicit swtpm program. `state_dir` is created with mode
-    /// 0700.
-    pub fn start_program(program: &Path, state_dir: &Path) -> Result<Self, SwtpmError> {
+    /// [`Swtpm::start`] with an explicit swtpm program and lifetime. `state_dir` is
+    /// created with mode 0700.
+    pub fn start_program(
+        program: &Path,
+        state_dir: &Path,
+        lifetime: Lifetime,
+    ) -> Result<Self, SwtpmError> {
         let program = program.to_path_buf();
         let dir_err = |source| SwtpmError::StateDir {
             path: state_dir.to_path_buf(),
@@ -173,7 +188,15 @@ impl Swtpm {
         let sockets = Sockets::create().map_err(SwtpmError::SocketDir)?;
         let log = state_dir.join("swtpm.log");
         let log_file = File::create(&log).map_err(dir_err)?;
-        let mut cmd = Command::new(&program);
+        let mut cmd = match lifetime {
+            Lifetime::Kept => Command::new(&program),
+            Lifetime::WithStarter => {
+                // setpriv sets the signal and then runs swtpm in its place (same pid).
+                let mut c = Command::new("setpriv");
+                c.args(["--pdeathsig=KILL", "--"]).arg(&program);
+                c
+            }
+        };
         cmd.arg("socket")
             .arg("--tpm2")
             .arg("--server")

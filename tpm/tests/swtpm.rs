@@ -77,7 +77,12 @@ fn killed_swtpm_fails_measurement_naming_the_pcr() {
 #[test]
 fn missing_swtpm_program_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let err = Swtpm::start_program("/nonexistent/swtpm".as_ref(), dir.path()).unwrap_err();
+    let err = Swtpm::start_program(
+        "/nonexistent/swtpm".as_ref(),
+        dir.path(),
+        jek_tpm::swtpm::Lifetime::Kept,
+    )
+    .unwrap_err();
     assert!(format!("{err}").contains("install swtpm"), "{err}");
 }
 

@@ -82,6 +82,9 @@ pub struct BootOptions {
     pub vcpus: u8,
     /// QEMU settings (QEMU backend).
     pub qemu: QemuOptions,
+    /// Where the pod's VMM user comes from when jek runs as root (QEMU, and the KVM
+    /// backend's vCPU thread).
+    pub users: crate::pod_user::PodUsers,
     /// Do not copy the console to stdout.
     pub quiet: bool,
     /// Hand console lines to this sink instead of stdout.
@@ -100,6 +103,9 @@ pub enum BootError {
     /// The payload cannot be assembled.
     #[error(transparent)]
     Payload(#[from] PayloadError),
+    /// No user of its own for the pod's VMM.
+    #[error("no user for the pod's VMM")]
+    User(#[source] crate::pod_user::PodUserError),
     /// The run directory cannot be used.
     #[error("run directory {path}")]
     RunDir {
@@ -154,6 +160,7 @@ impl BootError {
             BootError::Payload(_) | BootError::RunDir { .. } => Class::Invalid,
             BootError::NoHardwareVirtualization => Class::Environment,
             BootError::Write(e) => e.class(),
+            BootError::User(e) => e.class(),
             BootError::Identity(_)
             | BootError::Register(_)
             | BootError::Epoch(_)
@@ -285,8 +292,16 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
         _ => None,
     };
     let swtpm = match &opts.tpm {
-        TpmSource::Spawn { program, .. } => {
-            Some(Swtpm::start_program(program, &run.tpm_state()).map_err(BootError::Swtpm)?)
+        TpmSource::Spawn { program, keep, .. } => {
+            let lifetime = if *keep {
+                jek_tpm::swtpm::Lifetime::Kept
+            } else {
+                jek_tpm::swtpm::Lifetime::WithStarter
+            };
+            Some(
+                Swtpm::start_program(program, &run.tpm_state(), lifetime)
+                    .map_err(BootError::Swtpm)?,
+            )
         }
         TpmSource::Tcti(_) => None,
     };
@@ -453,6 +468,9 @@ fn run_kvm(
     run: &RunDir,
     opts: &BootOptions,
 ) -> Result<(ConsoleOutcome, VmRun), BootError> {
+    // The vCPU thread drops to the pod's own user (when jek is root), leased until the VM
+    // is gone.
+    let user = opts.users.lease(run.root()).map_err(BootError::User)?;
     let format = match payload.kernel_role {
         Role::Vmlinux => jek_kvm::KernelFormat::Elf,
         _ => jek_kvm::KernelFormat::BzImage,
@@ -464,7 +482,10 @@ fn run_kvm(
         cmdline: payload.cmdline,
         memory_mib: opts.memory_mib,
         vcpus: opts.vcpus,
-        run_as: jek_kvm::confine::default_run_as(),
+        run_as: user.as_ref().map(|u| jek_kvm::confine::RunAs {
+            uid: u.uid(),
+            gid: u.uid(),
+        }),
     };
     let console_path = run.console();
     let log = std::fs::File::create(&console_path).map_err(|source| BootError::RunDir {

@@ -22,6 +22,7 @@ pub mod boot;
 pub mod console;
 pub mod lifecycle;
 pub mod paths;
+pub mod pod_user;
 pub mod qemu;
 pub mod record;
 pub mod registry;

@@ -68,8 +68,11 @@ pub enum QemuError {
         #[source]
         source: std::io::Error,
     },
+    /// No user of its own for the pod's QEMU.
+    #[error("no user for the pod's QEMU")]
+    User(#[source] crate::pod_user::PodUserError),
     /// QEMU could not be started.
-    #[error("cannot run {program}: install qemu-system-x86")]
+    #[error("cannot run {program} through setpriv: install qemu-system-x86 and util-linux")]
     Spawn {
         /// The program.
         program: PathBuf,
@@ -114,48 +117,97 @@ fn proc_path(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
-/// QEMU's own confinement: its seccomp sandbox (no obsolete system calls, no spawning, no
-/// scheduler or resource changes; and, unless it must drop to another user, no set*id),
-/// and, when jek runs as root, `-runas nobody` (QEMU drops after opening the kernel
-/// memfds and connecting the TPM socket). Debian 12's QEMU 7.2 has `-runas`, not yet
-/// `-run-with user=`.
-pub fn confinement_args(root: bool) -> &'static [&'static str] {
-    if root {
-        &[
-            "-sandbox",
-            "on,obsolete=deny,spawn=deny,resourcecontrol=deny",
-            "-runas",
-            "nobody",
-        ]
-    } else {
-        &[
-            "-sandbox",
-            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
-        ]
+/// QEMU's own confinement: its seccomp sandbox (no obsolete system calls, no set*id, no
+/// spawning, no scheduler or resource changes). QEMU never changes users itself: when jek
+/// runs as root, `setpriv` starts it as the pod's own user ([`launcher`]).
+pub const SANDBOX_ARGS: [&str; 2] = [
+    "-sandbox",
+    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+];
+
+/// util-linux's `setpriv`, which starts QEMU: as the pod's user `uid:uid` with no
+/// supplementary groups (but `/dev/kvm`'s group when `kvm_group` is given), with no new
+/// privileges, and with SIGKILL as its parent-death signal, so the VMM dies with the
+/// thread that started it (the shim or `jek boot`), even on SIGKILL. setpriv sets the
+/// parent-death signal after it changes users (a change of user clears it, which is why
+/// QEMU's own `-runas` could not be used) and then runs QEMU in its place.
+pub fn launcher(user: Option<u32>, kvm_group: Option<u32>) -> Command {
+    let mut cmd = Command::new("setpriv");
+    if let Some(uid) = user {
+        cmd.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"));
+        match kvm_group {
+            Some(gid) => cmd.arg(format!("--groups={gid}")),
+            None => cmd.arg("--clear-groups"),
+        };
     }
+    cmd.args(["--no-new-privs", "--pdeathsig=KILL", "--"]);
+    cmd
 }
 
-/// The QEMU command line for a payload (without spawning it).
-pub fn command(
-    opts: &QemuOptions,
-    kernel: &str,
-    initrd: &str,
-    cmdline: &str,
-    memory_mib: u32,
-    vcpus: u8,
-    tpm_socket: Option<&Path>,
-) -> Command {
-    let mut cmd = Command::new(&opts.program);
-    cmd.args(["-M", "pc", "-accel", &opts.accel, "-bios"])
+/// The group of `/dev/kvm`, which QEMU needs as a supplementary group to open it once it
+/// runs as a pod's user (`-accel kvm`).
+fn kvm_group(accel: &str) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    (accel == "kvm")
+        .then(|| std::fs::metadata("/dev/kvm").ok())
+        .flatten()
+        .map(|m| m.gid())
+}
+
+/// A value inside a QEMU option list: QEMU's syntax doubles a comma inside a value.
+fn option_value(v: &str) -> String {
+    v.replace(',', ",,")
+}
+
+/// What one QEMU process is given.
+#[derive(Debug, Clone, Copy)]
+pub struct Launch<'a> {
+    /// The kernel (`/proc/self/fd/N` of a sealed memfd).
+    pub kernel: &'a str,
+    /// The initramfs, likewise.
+    pub initrd: &'a str,
+    /// The kernel command line.
+    pub cmdline: &'a str,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// vCPUs.
+    pub vcpus: u8,
+    /// The TPM control socket QEMU connects to.
+    pub tpm_socket: Option<&'a Path>,
+    /// The pod's own uid, when jek runs as root.
+    pub user: Option<u32>,
+    /// The pod's run directory: QEMU's `-name`, so `ps` tells which pod a QEMU is.
+    pub run_dir: &'a Path,
+}
+
+/// The QEMU command line for a payload (without spawning it), behind [`launcher`].
+pub fn command(opts: &QemuOptions, l: &Launch<'_>) -> Command {
+    let mut cmd = launcher(l.user, l.user.and_then(|_| kvm_group(&opts.accel)));
+    let name = format!(
+        "guest=jek:{}",
+        option_value(&l.run_dir.display().to_string())
+    );
+    cmd.arg(&opts.program)
+        .args(["-name", &name])
+        .args(["-M", "pc", "-accel", &opts.accel, "-bios"])
         .arg(&opts.firmware)
-        .args(["-m", &memory_mib.to_string(), "-smp", &vcpus.to_string()])
+        .args([
+            "-m",
+            &l.memory_mib.to_string(),
+            "-smp",
+            &l.vcpus.to_string(),
+        ])
         .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
-        .args(["-serial", "stdio", "-kernel", kernel, "-initrd", initrd])
-        .args(["-append", cmdline])
-        .args(confinement_args(rustix::process::geteuid().is_root()));
-    if let Some(sock) = tpm_socket {
+        .args(["-serial", "stdio", "-kernel", l.kernel, "-initrd", l.initrd])
+        .args(["-append", l.cmdline])
+        .args(SANDBOX_ARGS);
+    if let Some(sock) = l.tpm_socket {
         cmd.arg("-chardev")
-            .arg(format!("socket,id=jektpm,path={}", sock.display()))
+            .arg(format!(
+                "socket,id=jektpm,path={}",
+                option_value(&sock.display().to_string())
+            ))
             .args(["-tpmdev", "emulator,id=tpm0,chardev=jektpm"])
             .args(["-device", "tpm-tis,tpmdev=tpm0"]);
     }
@@ -181,13 +233,30 @@ pub fn run(
     };
     let kernel = memfd("kernel", payload.kernel)?;
     let initrd = memfd("initramfs", &payload.initramfs)?;
+    // The pod's own user while QEMU runs (when jek is root): leased before QEMU starts,
+    // released when this function returns, after QEMU is gone.
+    let user = boot.users.lease(run.root()).map_err(QemuError::User)?;
+    let uid = user.as_ref().map(crate::pod_user::PodUser::uid);
     let proxy = match tpm {
         Some(sockets) => {
-            let socket = run.tpm_ctrl_socket();
-            Some(
-                CtrlProxy::start(&socket, sockets)
-                    .map_err(|source| QemuError::Proxy { socket, source })?,
-            )
+            // QEMU connects after it became the pod's user: the socket lives in a
+            // directory only that user (and root) can enter, and belongs to it.
+            let socket = match &user {
+                Some(u) => u
+                    .private_dir()
+                    .map_err(QemuError::User)?
+                    .join("tpm-ctrl.sock"),
+                None => run.tpm_ctrl_socket(),
+            };
+            let proxy = CtrlProxy::start(&socket, sockets).map_err(|source| QemuError::Proxy {
+                socket: socket.clone(),
+                source,
+            })?;
+            if let Some(uid) = uid {
+                std::os::unix::fs::chown(&socket, Some(uid), Some(uid))
+                    .map_err(|source| QemuError::Proxy { socket, source })?;
+            }
+            Some(proxy)
         }
         None => None,
     };
@@ -197,14 +266,19 @@ pub fn run(
         move |source| QemuError::Console { path, source }
     };
     let stderr = std::fs::File::create(&stderr_path).map_err(console_err(&stderr_path))?;
+    let run_dir = std::path::absolute(run.root()).unwrap_or_else(|_| run.root().to_path_buf());
     let mut cmd = command(
         opts,
-        &proc_path(&kernel),
-        &proc_path(&initrd),
-        payload.cmdline,
-        memory_mib,
-        vcpus,
-        proxy.as_ref().map(CtrlProxy::socket),
+        &Launch {
+            kernel: &proc_path(&kernel),
+            initrd: &proc_path(&initrd),
+            cmdline: payload.cmdline,
+            memory_mib,
+            vcpus,
+            tpm_socket: proxy.as_ref().map(CtrlProxy::socket),
+            user: uid,
+            run_dir: &run_dir,
+        },
     );
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -214,6 +288,7 @@ pub fn run(
         program: opts.program.clone(),
         source,
     })?;
+    tracing::info!(pid = child.id(), uid, "QEMU started");
     let token = cleanup.track(child.id(), None);
     drop((kernel, initrd));
     let console_path = run.console();
@@ -244,34 +319,57 @@ pub fn run(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
     #[test]
-    fn qemu_is_sandboxed_and_drops_root() {
-        let user = confinement_args(false);
-        assert_eq!(user[0], "-sandbox");
-        assert!(user[1].starts_with("on,") && user[1].contains("elevateprivileges=deny"));
-        assert!(!user.contains(&"-runas"));
-        let root = confinement_args(true);
-        assert!(root[1].starts_with("on,") && root[1].contains("spawn=deny"));
-        assert_eq!(&root[2..], ["-runas", "nobody"]);
-        let cmd = command(
-            &QemuOptions::default(),
-            "/proc/self/fd/3",
-            "/proc/self/fd/4",
-            "console=ttyS0",
-            256,
-            1,
-            None,
-        );
-        let args: Vec<String> = cmd
+    fn qemu_is_sandboxed_and_started_as_the_pods_user() {
+        let args = |user| -> Vec<String> {
+            command(
+                &QemuOptions::default(),
+                &Launch {
+                    kernel: "/proc/self/fd/3",
+                    initrd: "/proc/self/fd/4",
+                    cmdline: "console=ttyS0",
+                    memory_mib: 256,
+                    vcpus: 1,
+                    tpm_socket: None,
+                    user,
+                    run_dir: Path::new("/run/jek/shim/a,b"),
+                },
+            )
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert!(
-            args.windows(2)
-                .any(|w| w[0] == "-sandbox" && w[1].starts_with("on,")),
-            "{args:?}"
+            .collect()
+        };
+        let pod = args(Some(1_879_048_200));
+        let qemu = pod.iter().position(|a| a == "qemu-system-x86_64").unwrap();
+        assert_eq!(
+            &pod[..qemu],
+            [
+                "--reuid=1879048200",
+                "--regid=1879048200",
+                "--clear-groups",
+                "--no-new-privs",
+                "--pdeathsig=KILL",
+                "--"
+            ]
         );
+        assert!(
+            pod.windows(2).any(|w| w[0] == "-sandbox"
+                && w[1].starts_with("on,")
+                && w[1].contains("elevateprivileges=deny")),
+            "{pod:?}"
+        );
+        assert!(!pod.iter().any(|a| a == "-runas"));
+        assert!(
+            pod.windows(2)
+                .any(|w| w[0] == "-name" && w[1] == "guest=jek:/run/jek/shim/a,,b"),
+            "{pod:?}"
+        );
+        // Not root: no user to change to, the parent-death signal all the same.
+        let mine = args(None);
+        assert_eq!(mine[..3], ["--no-new-privs", "--pdeathsig=KILL", "--"]);
+        assert_eq!(mine[3], "qemu-system-x86_64");
     }
 }

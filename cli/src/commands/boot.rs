@@ -68,6 +68,11 @@ pub struct Args {
     /// no Linux guest reaches userspace): without it, such a host is refused at once.
     #[arg(long, env = "JEK_EMULATED_KVM")]
     emulated_kvm: bool,
+    /// When run as root: the host uids set aside for pods, FIRST-LAST. The pod's VMM runs
+    /// as one of them, leased for this pod alone, so no other user or pod can signal it or
+    /// read its memory.
+    #[arg(long, value_name = "FIRST-LAST", default_value_t = jek_loader::pod_user::DEFAULT_UIDS)]
+    pod_uids: jek_loader::pod_user::UidRange,
     /// Machine-readable output (the run record) instead of the console.
     #[arg(long)]
     json: bool,
@@ -115,6 +120,10 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
             program: args.qemu,
             firmware: args.qemu_firmware,
             accel: args.accel,
+        },
+        users: jek_loader::pod_user::PodUsers {
+            range: args.pod_uids,
+            ..Default::default()
         },
         quiet: quiet || args.json,
         console: None,
