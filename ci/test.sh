@@ -30,6 +30,7 @@ secs_since() { # START_NS
 
 print_phases() {
   local rc=$?
+  if [ -n "${FUZZ_PID:-}" ]; then kill -- "-$FUZZ_PID" 2>/dev/null || true; fi
   if [ -n "$CURRENT" ]; then PHASES+=("$(printf '%-44s %8s s  FAILED' "$CURRENT" "$(secs_since "$PHASE_START")")"); fi
   {
     printf '\n==> phases (wall time)\n'
@@ -71,6 +72,29 @@ phase "build tests + clippy -D warnings" \
   > target/ci-test-artifacts.json
 # The test binaries and the guest build run with the environment a user has.
 unset SOURCE_DATE_EPOCH
+
+# The fuzz targets build in the background from here, at the lowest CPU priority
+# (nice 19): the kernel build leaves a fifth of the two cores idle and the test binaries
+# most of one (a TCG guest runs on one core, and the service tests wait on timers), and
+# the fuzz build takes only that; everything in the foreground keeps its speed. The fuzz
+# crate is its own workspace with its own target directory, built by nightly, without the
+# clippy wrapper. Built without AddressSanitizer (the fuzzed parsers are safe Rust; jek's
+# one unsafe crate, the KVM backend, is not fuzzed), unoptimized with debug assertions and
+# no debug info (`--dev`): the ~365 crates compile in 201 s where opt-level 1 took 335 s
+# (the same hour, tests/README.md), and each target still runs hundreds to tens of
+# thousands of inputs a second. A campaign (`cargo +nightly fuzz run TARGET`) keeps
+# cargo-fuzz's defaults: ASan, opt-level 3.
+FUZZ_PID=""
+if [ "${JEK_SKIP_FUZZ:-0}" != 1 ]; then
+  rm -f target/fuzz-build.done
+  # A process group of its own (setsid), so that a run that stops early stops it whole.
+  env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS CARGO_PROFILE_DEV_DEBUG=0 \
+    setsid -w nice -n 19 bash -c '
+      start=$(date +%s%N); rc=0
+      cargo +nightly fuzz build --fuzz-dir fuzz -s none --dev > target/fuzz-build.log 2>&1 || rc=$?
+      echo "$rc $(($(date +%s%N) - start))" > target/fuzz-build.done' &
+  FUZZ_PID=$!
+fi
 
 # Each test binary that cargo built in test mode, with the package directory it runs in
 # (as `cargo test` runs it): "package<TAB>kind:name<TAB>directory<TAB>executable".
@@ -132,29 +156,61 @@ no_user_state "the README tour"
 
 if [ "${JEK_SKIP_FUZZ:-0}" != 1 ]; then
   FUZZ_SECONDS="${JEK_FUZZ_SECONDS:-4}"
-  # The fuzz crate is its own workspace, built by nightly: none of the wrapper above.
-  unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
   # A smoke run, not a campaign: every target built and run on its seeds and on new inputs.
-  # Built without AddressSanitizer (the fuzzed parsers are safe Rust; jek's one unsafe
-  # crate, the KVM backend, is not fuzzed), unoptimized with debug assertions and no debug
-  # info (`--dev`): the ~365 crates compile in 201 s where opt-level 1 took 335 s (the same
-  # hour, tests/README.md), and each target still runs hundreds to tens of thousands of
-  # inputs a second. A campaign (`cargo +nightly fuzz run TARGET`) keeps cargo-fuzz's
-  # defaults: ASan, opt-level 3.
-  phase "fuzz build (every target, one build)" \
-    env CARGO_PROFILE_DEV_DEBUG=0 cargo +nightly fuzz build --fuzz-dir fuzz -s none --dev
+  # The background build started after the compile: wait for it here (this phase is the
+  # wait; its own wall time is the line after).
+  fuzz_wait() {
+    wait "$FUZZ_PID" || true
+    FUZZ_PID=""
+    if [ ! -f target/fuzz-build.done ]; then
+      echo "the background fuzz build ended without a result" >&2
+      return 1
+    fi
+    read -r rc ns < target/fuzz-build.done
+    PHASES+=("$(printf '%-44s %8s s  (in the background, nice 19)' "fuzz build (every target, one build)" \
+      "$((ns / 1000000000)).$((ns % 1000000000 / 100000000))")")
+    if [ "$rc" != 0 ]; then
+      tail -n 40 target/fuzz-build.log >&2
+      return "$rc"
+    fi
+  }
+  phase "fuzz build: waiting for the background build" fuzz_wait
   FUZZ_BIN=fuzz/target/x86_64-unknown-linux-gnu/debug
   targets=$(sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^jek-fuzz$')
+  # Each target runs on one core: two lanes at once, each target's output kept in its own
+  # log and printed in order afterwards; a target that fails (a crash, a leak, a timeout)
+  # fails the phase, naming it.
+  smoke_one() { # TARGET
+    mkdir -p "fuzz/corpus/$1" "fuzz/seeds/$1"
+    "$FUZZ_BIN/$1" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 \
+      "fuzz/corpus/$1" "fuzz/seeds/$1" > "target/fuzz-smoke/$1.log" 2>&1
+  }
   smoke() {
-    local target
+    local target lane failed=()
+    rm -rf target/fuzz-smoke && mkdir -p target/fuzz-smoke
+    for lane in 0 1; do
+      (
+        i=0
+        for target in $targets; do
+          if [ $((i % 2)) = "$lane" ]; then
+            smoke_one "$target" || echo "$target" >> "target/fuzz-smoke/failed"
+          fi
+          i=$((i + 1))
+        done
+      ) &
+    done
+    wait
     for target in $targets; do
       printf -- '--- %s (%ss)\n' "$target" "$FUZZ_SECONDS" >&2
-      mkdir -p "fuzz/corpus/$target" "fuzz/seeds/$target"
-      "$FUZZ_BIN/$target" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 \
-        "fuzz/corpus/$target" "fuzz/seeds/$target" 2>&1 | tail -n 12
+      tail -n 12 "target/fuzz-smoke/$target.log" >&2
     done
+    if [ -s target/fuzz-smoke/failed ]; then
+      mapfile -t failed < target/fuzz-smoke/failed
+      echo "fuzz smoke failed: ${failed[*]}" >&2
+      return 1
+    fi
   }
-  phase "fuzz smoke ($(wc -w <<< "$targets") targets x ${FUZZ_SECONDS}s)" smoke
+  phase "fuzz smoke ($(wc -w <<< "$targets") targets x ${FUZZ_SECONDS}s, two at a time)" smoke
 fi
 
 printf '\n==> all checks passed\n' >&2
