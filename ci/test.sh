@@ -73,28 +73,6 @@ phase "build tests + clippy -D warnings" \
 # The test binaries and the guest build run with the environment a user has.
 unset SOURCE_DATE_EPOCH
 
-# The fuzz targets build in the background from here, at the lowest CPU priority
-# (nice 19): the kernel build leaves a fifth of the two cores idle and the test binaries
-# most of one (a TCG guest runs on one core, and the service tests wait on timers), and
-# the fuzz build takes only that; everything in the foreground keeps its speed. The fuzz
-# crate is its own workspace with its own target directory, built by nightly, without the
-# clippy wrapper. Built without AddressSanitizer (the fuzzed parsers are safe Rust; jek's
-# one unsafe crate, the KVM backend, is not fuzzed), unoptimized with debug assertions and
-# no debug info (`--dev`): the ~365 crates compile in 201 s where opt-level 1 took 335 s
-# (the same hour, tests/README.md), and each target still runs hundreds to tens of
-# thousands of inputs a second. A campaign (`cargo +nightly fuzz run TARGET`) keeps
-# cargo-fuzz's defaults: ASan, opt-level 3.
-FUZZ_PID=""
-if [ "${JEK_SKIP_FUZZ:-0}" != 1 ]; then
-  rm -f target/fuzz-build.done
-  # A process group of its own (setsid), so that a run that stops early stops it whole.
-  env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS CARGO_PROFILE_DEV_DEBUG=0 \
-    setsid -w nice -n 19 bash -c '
-      start=$(date +%s%N); rc=0
-      cargo +nightly fuzz build --fuzz-dir fuzz -s none --dev > target/fuzz-build.log 2>&1 || rc=$?
-      echo "$rc $(($(date +%s%N) - start))" > target/fuzz-build.done' &
-  FUZZ_PID=$!
-fi
 
 # Each test binary that cargo built in test mode, with the package directory it runs in
 # (as `cargo test` runs it): "package<TAB>kind:name<TAB>directory<TAB>executable".
@@ -121,6 +99,30 @@ EOF
 # every hit.
 phase "guest binaries (static, release)" ci/build-guest.sh
 phase "default kernel (target/jek-test-cache)" ci/test-kernel.sh
+
+# The fuzz targets build in the background from here, while the test binaries run, at the
+# lowest CPU priority (nice 19): the tests leave most of one core idle (a TCG guest runs
+# on one core, and the service tests wait on timers), and the fuzz build takes that. Not
+# earlier: beside the kernel build, which keeps both cores busy, it cost the kernel more
+# time than it saved (a measured run: kernel 666 s instead of about 530, tests/README.md). The fuzz
+# crate is its own workspace with its own target directory, built by nightly, without the
+# clippy wrapper. Built without AddressSanitizer (the fuzzed parsers are safe Rust; jek's
+# one unsafe crate, the KVM backend, is not fuzzed), unoptimized with debug assertions and
+# no debug info (`--dev`): the ~365 crates compile in 201 s where opt-level 1 took 335 s
+# (the same hour, tests/README.md), and each target still runs hundreds to tens of
+# thousands of inputs a second. A campaign (`cargo +nightly fuzz run TARGET`) keeps
+# cargo-fuzz's defaults: ASan, opt-level 3.
+FUZZ_PID=""
+if [ "${JEK_SKIP_FUZZ:-0}" != 1 ]; then
+  rm -f target/fuzz-build.done
+  # A process group of its own (setsid), so that a run that stops early stops it whole.
+  env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS CARGO_PROFILE_DEV_DEBUG=0 \
+    setsid -w nice -n 19 bash -c '
+      start=$(date +%s%N); rc=0
+      cargo +nightly fuzz build --fuzz-dir fuzz -s none --dev > target/fuzz-build.log 2>&1 || rc=$?
+      echo "$rc $(($(date +%s%N) - start))" > target/fuzz-build.done' &
+  FUZZ_PID=$!
+fi
 
 # No test may touch the user's own jek state: each test has a state home of its own
 # (tests/common `test_home`). Checked after every test binary and the tour, naming it.
