@@ -582,6 +582,90 @@ fn one_host(n: usize) -> (Host, String, Service, String, Vec<AgentPod>) {
     (host, agent, verifier, tk, ids)
 }
 
+/// Issue 39 item 6: `jek boot --keep-tpm --register-with` registers its pod with the
+/// verifier once the VM runs, as the Kubernetes pod given, under the admin's token; the
+/// verifier attests it and shows the identity; `jek tpm stop --verifier` removes it. A
+/// credential the verifier does not know fails the boot with the verifier's answer, and a
+/// malformed Kubernetes identity is refused before anything starts.
+#[test]
+fn jek_boot_registers_its_pod_and_tpm_stop_removes_it() {
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (host, agent, verifier, _tk, _) = one_host(1);
+    let v = verifier.url.clone();
+    let admin = common::service::token_file(&host.ws.path("admin.token"), ADMIN_TOKEN);
+    let uid = "3f1c6a2e-9b7d-4c55-8e21-0a4b6c8d9e0f";
+    let boot = |name: &str, token: &str, kubernetes: &str| {
+        let mut args = host.boot_args(&host.ws.path("tk.jek"), name, "kvm");
+        args.extend(
+            [
+                "--register-with",
+                &v,
+                "--agent",
+                &agent,
+                "--token-file",
+                token,
+                "--kubernetes",
+                kubernetes,
+            ]
+            .map(String::from),
+        );
+        jek().args(args).output().unwrap()
+    };
+    let out = boot("k8", &admin, &format!("shop/web-0/{uid}"));
+    assert_exit(&out, 0);
+    // Host's drop stops every TPM its store still holds.
+    let id = agent_pods(&agent)
+        .into_iter()
+        .find(|p| p.1 == "k8")
+        .unwrap()
+        .0;
+    let state = wait_for("k8's first result", 30, || {
+        let (status, v) = get_json(&format!("{v}/v1/pods/{id}"));
+        (status == 200 && v["status"] != "none").then_some(v)
+    });
+    assert_eq!(state["status"], "affirming", "{state}");
+    assert_eq!(
+        state["kubernetes"],
+        json!({"namespace": "shop", "name": "web-0", "uid": uid}),
+        "{state}"
+    );
+    let (_, result) = get_json(&format!("{v}/v1/pods/{id}/result"));
+    assert_eq!(
+        result["ear"]["submods"]["k8"]["jek.kubernetes"]["name"], "web-0",
+        "{result}"
+    );
+
+    // Removed from the verifier, then the TPM stopped.
+    let out = jek()
+        .args(["tpm", "stop", &id, "--verifier", &v, "--token-file", &admin])
+        .arg("--registry")
+        .arg(host.ws.path("reg"))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let (status, _) = get_json(&format!("{v}/v1/pods/{id}"));
+    assert_eq!(status, 404);
+    assert!(!agent_pods(&agent).iter().any(|p| p.0 == id));
+
+    // A token the verifier does not know: the boot fails with its answer.
+    let stranger = common::service::token_file(
+        &host.ws.path("stranger.token"),
+        "jek-test-unknown-token-0123456789abcdef01234567",
+    );
+    let out = boot("k9", &stranger, &format!("shop/web-1/{uid}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+    assert_exit(&out, 3);
+    // Not a Kubernetes identity: refused before anything boots.
+    let out = boot("k10", &admin, &format!("Shop/web-0/{uid}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("kubernetes.namespace"), "{stderr}");
+    assert_exit(&out, 2);
+    assert!(!agent_pods(&agent).iter().any(|p| p.1 == "k10"));
+}
+
 /// Who may do what: every route of the verifier asked anonymously, with bad tokens (one
 /// made up, one that is the admin's digest as the tokens file lists it), as a reader and
 /// as an admin (bearer tokens over loopback HTTP; certificates are in the TLS test). A
@@ -1189,6 +1273,7 @@ fn a_silent_agent_with_a_thousand_pods_does_not_starve_an_honest_one() {
                 agent: silent.url.clone(),
                 bundle: tk.clone(),
                 pod_yaml: None,
+                kubernetes: None,
                 identity: StoredIdentity {
                     ak_name: format!("000b{id}"),
                     ak_public: B64(vec![1]),

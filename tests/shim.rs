@@ -445,3 +445,171 @@ fn a_refused_bundle_fails_ctr_run_with_the_verifiers_reason_and_starts_nothing()
     );
     c.assert_nothing_left();
 }
+
+/// Issue 39 item 6: with a verifier in the runtime file, a pod started through the shim
+/// registers itself (the shim's admin token), as the Kubernetes pod CRI's annotations name,
+/// is attested affirming with that identity in its signed result, and is removed from the
+/// verifier when containerd deletes the container, every step in the verifier's audit
+/// log. A registration the verifier refuses (a token it does not know) stops the pod with
+/// the reason; a token file other users can read is refused at Create, by name.
+#[test]
+fn a_pod_registers_itself_with_the_verifier_and_leaves_it_when_deleted() {
+    use common::service::{
+        bin, get_json, http_as, token_file, tokens_file, wait_for, Service, ADMIN_TOKEN,
+        READER_TOKEN,
+    };
+    use std::os::unix::fs::PermissionsExt as _;
+    let c = Containerd::start(policy_allowing_busybox);
+    // The pods' EK CA exists before the verifier that trusts it starts.
+    let scratch = tempfile::tempdir().unwrap();
+    jek_tpm::identity::LocalCa::new(&c.path("ca"))
+        .manufacture(scratch.path())
+        .unwrap();
+    let agent = Service::start(
+        &bin("jek-agent"),
+        &[
+            "--listen".into(),
+            format!("unix:{}", c.path("agent.sock").display()),
+            "--registry".into(),
+            c.path("registry").display().to_string(),
+        ],
+        &c.path("agent.log"),
+    );
+    let verifier = Service::start(
+        &bin("jek-verifier"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--policy",
+            c.path("policy.yaml").to_str().unwrap(),
+            "--store",
+            c.path("verifier.db").to_str().unwrap(),
+            "--bundle",
+            default_build().bundle.to_str().unwrap(),
+            "--interval",
+            "1s",
+            "--tokens",
+            tokens_file(c.dir.path()).to_str().unwrap(),
+        ]
+        .map(String::from),
+        &c.path("verifier.log"),
+    );
+    let runtime_with_token = |name: &str, token: &str, mode: u32| {
+        let file = c.path(&format!("{name}.token"));
+        token_file(&file, token);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let text = format!(
+            "{}  verifier:\n    url: {}\n    agent: {}\n    token: {}\n",
+            std::fs::read_to_string(c.path("runtime.yaml")).unwrap(),
+            verifier.url,
+            agent.url,
+            file.display()
+        );
+        let path = c.path(&format!("{name}-runtime.yaml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let as_reader = |path: &str| {
+        let (status, body) = http_as(
+            Some(READER_TOKEN),
+            "GET",
+            &format!("{}{path}", verifier.url),
+            None,
+        );
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice::<Value>(&body).unwrap()
+    };
+    let uid = "3f1c6a2e-9b7d-4c55-8e21-0a4b6c8d9e0f";
+    let annotations = [
+        "--annotation",
+        "io.kubernetes.cri.sandbox-namespace=shop",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-name=web-0",
+        "--annotation",
+        &format!("io.kubernetes.cri.sandbox-uid={uid}"),
+    ];
+
+    // Registered without a manual POST, affirming, as the Kubernetes pod.
+    let good = runtime_with_token("admin", ADMIN_TOKEN, 0o600);
+    let mut args = vec!["-d", "--runtime-config-path", good.to_str().unwrap()];
+    args.extend_from_slice(&annotations);
+    assert_exit(&c.run(&args, "reg1", "echo up; sleep 600"), 0);
+    let pod = wait_for("the pod's affirming result at the verifier", 90, || {
+        as_reader("/v1/pods")["pods"]
+            .as_array()
+            .and_then(|p| p.first().cloned())
+            .filter(|p| p["status"] == "affirming")
+    });
+    assert_eq!(pod["pod"], "reg1", "{pod}");
+    assert_eq!(
+        pod["kubernetes"],
+        serde_json::json!({"namespace": "shop", "name": "web-0", "uid": uid}),
+        "{pod}"
+    );
+    let id = pod["id"].as_str().unwrap().to_string();
+    let result = as_reader(&format!("/v1/pods/{id}/result"));
+    let sub = &result["ear"]["submods"]["reg1"];
+    assert_eq!(sub["jek.kubernetes"]["uid"], uid, "{result}");
+    assert_eq!(sub["jek.registration"], id.as_str(), "{result}");
+    let audit = get_json(&format!("{}/v1/audit", verifier.url)).1;
+    assert!(
+        audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "registered"
+                && e["id"] == id.as_str()
+                && e["by"].as_str().unwrap().starts_with("test-admin")),
+        "{audit}"
+    );
+
+    // Deleted through containerd: gone from the verifier too, by the shim's hand.
+    assert_exit(&c.ctr(&["task", "kill", "--signal", "SIGKILL", "reg1"]), 0);
+    wait_for("reg1 to stop", 30, || {
+        String::from_utf8_lossy(&c.ctr(&["task", "list"]).stdout)
+            .lines()
+            .any(|l| l.starts_with("reg1") && l.contains("STOPPED"))
+            .then_some(())
+    });
+    assert_exit(&c.ctr(&["task", "delete", "reg1"]), 0);
+    assert_exit(&c.ctr(&["containers", "delete", "reg1"]), 0);
+    assert_eq!(as_reader("/v1/pods")["pods"], serde_json::json!([]));
+    let audit = get_json(&format!("{}/v1/audit", verifier.url)).1;
+    assert!(
+        audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "removed"
+                && e["id"] == id.as_str()
+                && e["by"].as_str().unwrap().starts_with("test-admin")),
+        "{audit}"
+    );
+    c.assert_nothing_left();
+
+    // A credential the verifier does not know: the pod is stopped, and says why.
+    let stranger = runtime_with_token(
+        "stranger",
+        "jek-test-unknown-token-0123456789abcdef01234567",
+        0o600,
+    );
+    let out = c.run(
+        &["--rm", "--runtime-config-path", stranger.to_str().unwrap()],
+        "reg2",
+        "echo up; sleep 600",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("could not be registered with its verifier") && stderr.contains("401"),
+        "{stderr}\n{}",
+        c.log()
+    );
+    assert_exit(&out, 255);
+    c.assert_nothing_left();
+
+    // A token file other users can read: refused before anything starts.
+    let open = runtime_with_token("open", ADMIN_TOKEN, 0o644);
+    let stderr = c.refused(&open, "reg3");
+    assert!(stderr.contains("attestation.verifier.token"), "{stderr}");
+    c.assert_nothing_left();
+}

@@ -91,6 +91,14 @@ pub struct Submod {
     /// The images the pod's containers ran (PCR 13), in container order.
     #[serde(rename = "jek.images", default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<RanImage>,
+    /// The Kubernetes pod the registration names, as the registering client (an admin:
+    /// the containerd shim from CRI's annotations) asserted it; not measured.
+    #[serde(
+        rename = "jek.kubernetes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub kubernetes: Option<KubernetesPod>,
     /// How long each step took, for online attestation.
     #[serde(
         rename = "jek.timingsMs",
@@ -98,6 +106,59 @@ pub struct Submod {
         skip_serializing_if = "Option::is_none"
     )]
     pub timings_ms: Option<Timings>,
+}
+
+/// A Kubernetes pod's identity: its namespace, name and uid (what `kubectl get pod -n
+/// NAMESPACE NAME -o jsonpath={.metadata.uid}` shows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesPod {
+    /// The namespace (a DNS label).
+    pub namespace: String,
+    /// The pod's name (a DNS subdomain).
+    pub name: String,
+    /// The pod's uid (a UUID).
+    pub uid: String,
+}
+
+impl KubernetesPod {
+    /// Checks each field against what the Kubernetes API server admits: the namespace a DNS
+    /// label (RFC 1123, at most 63), the name a DNS subdomain (at most 253), the uid a UUID
+    /// (36 characters, lowercase hex and dashes). Names the field that is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        let label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !s.starts_with('-')
+                && !s.ends_with('-')
+        };
+        if !label(&self.namespace) {
+            return Err(format!(
+                "kubernetes.namespace {:?} is not a DNS label (a-z, 0-9, '-', at most 63)",
+                self.namespace
+            ));
+        }
+        if self.name.is_empty() || self.name.len() > 253 || !self.name.split('.').all(label) {
+            return Err(format!(
+                "kubernetes.name {:?} is not a DNS subdomain (labels joined by '.', at most 253)",
+                self.name
+            ));
+        }
+        let uuid = self.uid.len() == 36
+            && self.uid.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+            });
+        if !uuid {
+            return Err(format!(
+                "kubernetes.uid {:?} is not a UUID (8-4-4-4-12 lowercase hex digits)",
+                self.uid
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// AR4SI trustworthiness claims (0 none, 2 affirming, 32 warning, 96 contraindicated).
@@ -246,6 +307,7 @@ impl Submod {
                     segment_digest: *d,
                 })
                 .collect(),
+            kubernetes: None,
             timings_ms: None,
         }
     }
@@ -357,7 +419,46 @@ mod tests {
             ek_subject: None,
             bundle: None,
             images: Vec::new(),
+            kubernetes: None,
             timings_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_kubernetes_pod_is_checked_field_by_field() {
+        let ok = KubernetesPod {
+            namespace: "kube-system".into(),
+            name: "coredns-5d78c9869d-x7k2p.a".into(),
+            uid: "0d1c3a5e-7f00-4b1e-9a53-2c4e5f6a7b8c".into(),
+        };
+        assert_eq!(ok.check(), Ok(()));
+        let with = |f: &dyn Fn(&mut KubernetesPod)| {
+            let mut k = ok.clone();
+            f(&mut k);
+            k.check().unwrap_err()
+        };
+        for (e, field) in [
+            (
+                with(&|k| k.namespace = "Kube".into()),
+                "kubernetes.namespace",
+            ),
+            (
+                with(&|k| k.namespace = "a".repeat(64)),
+                "kubernetes.namespace",
+            ),
+            (with(&|k| k.namespace = "-a".into()), "kubernetes.namespace"),
+            (with(&|k| k.name = String::new()), "kubernetes.name"),
+            (with(&|k| k.name = "web..0".into()), "kubernetes.name"),
+            (with(&|k| k.name = "web/0".into()), "kubernetes.name"),
+            (with(&|k| k.name = "a".repeat(254)), "kubernetes.name"),
+            (with(&|k| k.uid = ok.uid.to_uppercase()), "kubernetes.uid"),
+            (
+                with(&|k| k.uid = ok.uid.replace('-', "x")),
+                "kubernetes.uid",
+            ),
+            (with(&|k| k.uid = format!("{}0", ok.uid)), "kubernetes.uid"),
+        ] {
+            assert!(e.starts_with(field), "{e}");
         }
     }
 

@@ -133,7 +133,7 @@ pub enum CliError {
     Signals(#[source] std::io::Error),
     /// A signed result cannot be fetched or does not verify.
     #[error(transparent)]
-    Service(#[from] jek_service::client::ClientError),
+    Service(#[from] jek_service_client::client::ClientError),
     /// Writing to standard output failed.
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),

@@ -20,6 +20,14 @@
 //! attestation:                         # optional: pods get an EK certificate and an AK
 //!   tpmCa: /var/lib/jek/tpm-ca         #   and are registered in the agent's store
 //!   registry: /var/lib/jek/registry
+//!   verifier:                          # optional: each pod registers itself at start
+//!     url: https://verifier.example:8443
+//!     agent: https://node-1.example:9443   # how the verifier reaches this host's jek-agent
+//!     ca: /etc/jek/verifier-ca.pem     # trust roots for the verifier's certificate
+//!     token: /etc/jek/verifier.token   # a bearer token of the admin role, or
+//!     # cert: /etc/jek/shim.crt        # a client certificate of the admin role
+//!     # key: /etc/jek/shim.key
+//!     required: true                   # a pod that cannot register is stopped (default)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -49,6 +57,73 @@ pub struct RuntimeAttestation {
     pub tpm_ca: PathBuf,
     /// The registration store the attestation agent serves.
     pub registry: PathBuf,
+    /// The verifier each pod registers itself with, if any.
+    pub verifier: Option<RuntimeVerifier>,
+}
+
+/// The attestation verifier pods register themselves with (and are removed from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeVerifier {
+    /// Its base URL: `https://`, or `http://` on loopback.
+    pub url: String,
+    /// This host's agent as the verifier reaches it (the verifier checks it further).
+    pub agent: String,
+    /// Extra trust roots (PEM) for the verifier's certificate.
+    pub ca: Option<PathBuf>,
+    /// The client credential, of the verifier's `admin` role.
+    pub credential: VerifierCredential,
+    /// Whether a pod that cannot be registered is stopped (else it runs unattested, with a
+    /// warning in the shim's log).
+    pub required: bool,
+}
+
+/// How the shim proves itself to the verifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifierCredential {
+    /// A file holding a bearer token.
+    Token(PathBuf),
+    /// A client certificate chain and its private key, PEM.
+    Certificate {
+        /// The certificate chain.
+        cert: PathBuf,
+        /// Its private key.
+        key: PathBuf,
+    },
+}
+
+impl RuntimeVerifier {
+    /// The files that decide whom the shim trusts and how it proves itself, each with
+    /// whether it holds a secret (the token, the key).
+    pub fn files(&self) -> Vec<(&'static str, &Path, bool)> {
+        let mut files = Vec::new();
+        if let Some(ca) = &self.ca {
+            files.push((
+                "runtime file's attestation.verifier.ca",
+                ca.as_path(),
+                false,
+            ));
+        }
+        match &self.credential {
+            VerifierCredential::Token(t) => files.push((
+                "runtime file's attestation.verifier.token",
+                t.as_path(),
+                true,
+            )),
+            VerifierCredential::Certificate { cert, key } => {
+                files.push((
+                    "runtime file's attestation.verifier.cert",
+                    cert.as_path(),
+                    false,
+                ));
+                files.push((
+                    "runtime file's attestation.verifier.key",
+                    key.as_path(),
+                    true,
+                ));
+            }
+        }
+        files
+    }
 }
 
 /// Where the kernel bundle comes from.
@@ -109,6 +184,98 @@ pub struct Runtime {
 struct RawAttestation {
     tpm_ca: PathBuf,
     registry: PathBuf,
+    #[serde(default)]
+    verifier: Option<RawVerifier>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawVerifier {
+    url: String,
+    agent: String,
+    #[serde(default)]
+    ca: Option<PathBuf>,
+    #[serde(default)]
+    token: Option<PathBuf>,
+    #[serde(default)]
+    cert: Option<PathBuf>,
+    #[serde(default)]
+    key: Option<PathBuf>,
+    #[serde(default = "default_required")]
+    required: bool,
+}
+
+fn default_required() -> bool {
+    true
+}
+
+/// Whether `url`'s host is a loopback name or address.
+fn loopback_host(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn verifier(
+    raw: RawVerifier,
+    abs: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<RuntimeVerifier, RuntimeFileError> {
+    let value = |field, reason: &str| RuntimeFileError::Value {
+        field,
+        reason: reason.to_string(),
+    };
+    let url = raw.url.trim_end_matches('/').to_string();
+    let plain_ok = url.strip_prefix("http://").is_some_and(loopback_host);
+    let https = url.strip_prefix("https://").is_some_and(|r| !r.is_empty());
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) || !(https || plain_ok) {
+        return Err(value(
+            "attestation.verifier.url",
+            "must be an https:// URL (http:// only on loopback: anyone on the path could read the credential)",
+        ));
+    }
+    let agent = raw.agent.trim().to_string();
+    if agent.is_empty()
+        || !["https://", "http://", "unix:"]
+            .iter()
+            .any(|p| agent.starts_with(p))
+    {
+        return Err(value(
+            "attestation.verifier.agent",
+            "must be this host's agent as the verifier reaches it: https://, http:// (loopback) or unix:",
+        ));
+    }
+    let credential = match (raw.token, raw.cert, raw.key) {
+        (Some(t), None, None) => VerifierCredential::Token(abs(t)),
+        (None, Some(cert), Some(key)) => VerifierCredential::Certificate {
+            cert: abs(cert),
+            key: abs(key),
+        },
+        (None, None, None) => {
+            return Err(value(
+                "attestation.verifier",
+                "names no credential: token (a file), or cert and key (the verifier admits no anonymous registration)",
+            ))
+        }
+        _ => {
+            return Err(value(
+                "attestation.verifier",
+                "name either token, or cert and key together",
+            ))
+        }
+    };
+    Ok(RuntimeVerifier {
+        url,
+        agent,
+        ca: raw.ca.map(abs),
+        credential,
+        required: raw.required,
+    })
 }
 
 #[derive(Deserialize)]
@@ -266,10 +433,14 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Runtime, RuntimeFil
         vcpus: raw.vcpus,
         run_root: abs(raw.run_root),
         max_rootfs_bytes: raw.max_rootfs_mib.saturating_mul(1 << 20),
-        attestation: raw.attestation.map(|a| RuntimeAttestation {
-            tpm_ca: abs(a.tpm_ca),
-            registry: abs(a.registry),
-        }),
+        attestation: match raw.attestation {
+            None => None,
+            Some(a) => Some(RuntimeAttestation {
+                tpm_ca: abs(a.tpm_ca),
+                registry: abs(a.registry),
+                verifier: a.verifier.map(|v| verifier(v, &abs)).transpose()?,
+            }),
+        },
         pod_uids,
     })
 }
@@ -288,6 +459,15 @@ pub fn load_strict(path: &Path) -> Result<Runtime, ConfigError> {
             .map_err(untrusted("runtime file's attestation.tpmCa"))?;
         jek_fsio::check_strict_or_nearest(&a.registry)
             .map_err(untrusted("runtime file's attestation.registry"))?;
+        // Whom the shim trusts as the verifier and the credential it registers pods with:
+        // a file another user could write would let that user take the registrations.
+        for (what, file, secret) in a.verifier.iter().flat_map(RuntimeVerifier::files) {
+            if secret {
+                jek_fsio::check_secret(file).map_err(untrusted(what))?;
+            } else {
+                jek_fsio::check_strict(file).map_err(untrusted(what))?;
+            }
+        }
     }
     Ok(runtime)
 }
@@ -372,6 +552,65 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("registry:"), "{e}");
+    }
+
+    #[test]
+    fn a_verifier_to_register_with() {
+        let head =
+            "bundle: a\npolicy: b\nattestation:\n  tpmCa: ca\n  registry: reg\n  verifier:\n";
+        let parse_v = |body: &str| {
+            parse(
+                &format!("{head}{body}"),
+                Path::new("/e/r.yaml"),
+                Path::new("/e"),
+            )
+        };
+        let r = parse_v(
+            "    url: https://v.example:8443/\n    agent: https://node:9443\n    token: t\n",
+        )
+        .unwrap();
+        let v = r.attestation.unwrap().verifier.unwrap();
+        assert_eq!(v.url, "https://v.example:8443");
+        assert_eq!(
+            v.credential,
+            VerifierCredential::Token(PathBuf::from("/e/t"))
+        );
+        assert!(v.required);
+        let r = parse_v("    url: http://127.0.0.1:9/\n    agent: unix:/run/a.sock\n    cert: c.pem\n    key: k.pem\n    ca: ca.pem\n    required: false\n")
+            .unwrap();
+        let v = r.attestation.unwrap().verifier.unwrap();
+        assert_eq!(v.files().len(), 3);
+        assert!(!v.required);
+        for (body, field) in [
+            // The credential would cross the network in the clear.
+            (
+                "    url: http://v.example/\n    agent: unix:/a\n    token: t\n",
+                "attestation.verifier.url:",
+            ),
+            (
+                "    url: http://localhost.evil.example/\n    agent: unix:/a\n    token: t\n",
+                "attestation.verifier.url:",
+            ),
+            (
+                "    url: https://v\n    agent: ftp://x\n    token: t\n",
+                "attestation.verifier.agent:",
+            ),
+            (
+                "    url: https://v\n    agent: unix:/a\n",
+                "attestation.verifier: names no credential",
+            ),
+            (
+                "    url: https://v\n    agent: unix:/a\n    token: t\n    key: k\n",
+                "attestation.verifier: name either",
+            ),
+            (
+                "    url: https://v\n    agent: unix:/a\n    cert: c\n",
+                "attestation.verifier: name either",
+            ),
+        ] {
+            let e = parse_v(body).unwrap_err().to_string();
+            assert!(e.starts_with(field), "{body}: {e}");
+        }
     }
 
     #[test]

@@ -399,6 +399,14 @@ pub enum StrictError {
         /// `it` for the file, `what is in it` for a directory above it.
         what: &'static str,
     },
+    /// A secret (a private key, a token) readable by its group or by everyone.
+    #[error("{path} has mode {mode:04o}: other users can read the secret in it (chmod 600)")]
+    Readable {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 impl StrictError {
@@ -410,9 +418,32 @@ impl StrictError {
                 Class::Invalid
             }
             StrictError::Io { .. } => Class::Environment,
-            StrictError::Owner { .. } | StrictError::Writable { .. } => Class::Invalid,
+            StrictError::Owner { .. }
+            | StrictError::Writable { .. }
+            | StrictError::Readable { .. } => Class::Invalid,
         }
     }
+}
+
+/// [`check_strict`] for a file that holds a secret (a private key, a bearer token): also
+/// refused when its group or other users can read it, as ssh refuses a private key.
+pub fn check_secret(path: &Path) -> Result<(), StrictError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    check_strict(path)?;
+    let mode = std::fs::metadata(path)
+        .map_err(|cause| StrictError::Io {
+            path: path.to_path_buf(),
+            cause,
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(StrictError::Readable {
+            path: path.to_path_buf(),
+            mode: mode & 0o7777,
+        });
+    }
+    Ok(())
 }
 
 /// Refuses `path` unless no user but root and this process's own can change what it says:

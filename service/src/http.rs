@@ -561,102 +561,11 @@ pub async fn terminated() {
     }
 }
 
-/// The HTTP client the verifier talks to agents and webhooks with, and the CLI to the
-/// verifier: rustls, the system's roots plus `ca_pem`, and a per-request timeout.
-pub fn client(ca_pem: Option<&[u8]>, timeout: Duration) -> Result<reqwest::Client, String> {
-    client_with_identity(ca_pem, None, timeout)
-}
-
-/// [`client`], presenting a client certificate: `identity_pem` holds the chain and its
-/// private key, PEM.
-pub fn client_with_identity(
-    ca_pem: Option<&[u8]>,
-    identity_pem: Option<&[u8]>,
-    timeout: Duration,
-) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(pem) = ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| e.to_string())?;
-        builder = builder.tls_certs_merge(certs);
-    }
-    if let Some(pem) = identity_pem {
-        let identity = reqwest::Identity::from_pem(pem)
-            .map_err(|e| format!("the client certificate and key: {e}"))?;
-        builder = builder.identity(identity);
-    }
-    builder.build().map_err(|e| e.to_string())
-}
-
-/// Why a client certificate and its key cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum IdentityError {
-    /// A file cannot be read.
-    #[error("{what} {path}")]
-    Read {
-        /// `client certificate` or `client key`.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The key is readable by other users.
-    #[error("the client key {path} has mode {mode:04o}: other users can read it (chmod 600)")]
-    KeyMode {
-        /// The key file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-}
-
-/// A client certificate chain and its private key, both PEM, as one PEM for
-/// [`client_with_identity`]. The key must be its owner's alone, as ssh requires of a
-/// private key.
-pub fn identity_pem(cert: &Path, key: &Path) -> Result<Vec<u8>, IdentityError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let read = |what, path: &Path| {
-        std::fs::read(path).map_err(|source| IdentityError::Read {
-            what,
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    let mode = std::fs::metadata(key)
-        .map_err(|source| IdentityError::Read {
-            what: "client key",
-            path: key.to_path_buf(),
-            source,
-        })?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(IdentityError::KeyMode {
-            path: key.to_path_buf(),
-            mode: mode & 0o7777,
-        });
-    }
-    let mut pem = read("client certificate", cert)?;
-    pem.push(b'\n');
-    pem.extend(read("client key", key)?);
-    Ok(pem)
-}
-
-/// Reads a response body of at most `limit` bytes.
-pub async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
-        if out.len() + chunk.len() > limit {
-            return Err(format!("the answer is over {limit} bytes"));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
-}
+// The HTTP client, the client certificate loading and the bounded body reader live in
+// jek-service-client (the CLI and the shim link them without the server).
+pub use jek_service_client::tls::{
+    client, client_with_identity, identity_pem, read_body, IdentityError,
+};
 
 /// Logs to stderr: info and up, or debug with `verbose`; `RUST_LOG` overrides.
 pub fn init_logging(verbose: bool) {

@@ -12,10 +12,13 @@
 //! - [`wire`]: the records both APIs exchange; [`http`]: TLS, limits, JSON errors.
 #![forbid(unsafe_code)]
 
+// The wire records and the client side live in jek-service-client, which the CLI and the
+// shim link without the server.
+pub use jek_service_client::{client, wire};
+
 pub mod agent;
 pub mod api;
 pub mod auth;
-pub mod client;
 pub mod http;
 pub mod page;
 pub mod remote;
@@ -23,4 +26,3 @@ pub mod rounds;
 pub mod store;
 pub mod verifier;
 pub mod webhook;
-pub mod wire;

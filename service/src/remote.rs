@@ -102,11 +102,7 @@ pub fn check_agent_url(url: &str) -> Result<String, String> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
-/// Whether `id` is a pod identifier an agent issues (32 lowercase hex digits), so it is
-/// safe in a URL path.
-pub fn valid_pod_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
+pub use jek_service_client::valid_pod_id;
 
 /// How the verifier reaches agents: over HTTPS, presenting its client certificate (the
 /// `jek:verifier` role) when it has one, or over an agent's Unix socket on this host, where

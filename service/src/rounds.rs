@@ -377,6 +377,7 @@ async fn appraise_once(
         &evidence, &row.pod, &reference, &nonce, &identity, &verifier,
     );
     if let Some(sub) = ear.submods.get_mut(&row.pod) {
+        sub.kubernetes.clone_from(&row.kubernetes);
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         sub.timings_ms = Some(jek_attest::ear::Timings {
             identity: 0.0,

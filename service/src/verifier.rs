@@ -202,12 +202,7 @@ pub struct Service {
     pub rounds: std::sync::atomic::AtomicU64,
 }
 
-/// Unix seconds now.
-pub fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use jek_service_client::now_s;
 
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
@@ -379,6 +374,9 @@ impl Service {
                 RegisterError::Bad(format!("podYaml: {}", jek_fsio::chain_line(&e)))
             })?;
         }
+        if let Some(k) = &req.kubernetes {
+            k.check().map_err(RegisterError::Bad)?;
+        }
         let judge = self.judge();
         if !judge.bundles.contains_key(&req.bundle) {
             return Err(RegisterError::UnknownBundle(req.bundle));
@@ -455,6 +453,7 @@ impl Service {
             agent: agent_url,
             bundle: req.bundle.clone(),
             pod_yaml: req.pod_yaml.clone(),
+            kubernetes: req.kubernetes.clone(),
             identity: StoredIdentity {
                 ak_name,
                 ak_public: identity.ak_public.clone(),
@@ -528,6 +527,7 @@ pub fn state_of(row: &PodRow) -> PodState {
         agent: row.agent.clone(),
         bundle: row.bundle.clone(),
         ak_name: row.identity.ak_name.clone(),
+        kubernetes: row.kubernetes.clone(),
         status: row.result.status.clone(),
         claims: row.result.claims.clone(),
         last_result_at: row.result.at,

@@ -15,6 +15,7 @@ fn pod(id: &str) -> PodRow {
         agent: "http://127.0.0.1:1".into(),
         bundle: "sha256:00".into(),
         pod_yaml: None,
+        kubernetes: None,
         identity: StoredIdentity {
             ak_name: format!("000b{id}"),
             ak_public: B64(vec![1]),
@@ -238,6 +239,44 @@ fn registrations_are_never_replaced_one_ak_is_one_pod_and_removals_are_announced
         matches!(&err, StoreError::AkInUse { holder, .. } if holder == "e"),
         "{err}"
     );
+}
+
+/// A store made before registrations carried a Kubernetes pod opens with the column
+/// added, its pods read back without one, and a new registration keeps its own.
+#[test]
+fn a_store_from_before_kubernetes_identities_opens_and_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let old = rusqlite::Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE pods (
+               id TEXT PRIMARY KEY, pod TEXT NOT NULL, agent TEXT NOT NULL, bundle TEXT NOT NULL,
+               pod_yaml TEXT, identity TEXT NOT NULL,
+               reset_count INTEGER NOT NULL, restart_count INTEGER NOT NULL, clock INTEGER NOT NULL,
+               last_clock INTEGER NOT NULL, status TEXT NOT NULL, result TEXT NOT NULL,
+               owner TEXT, lease_until INTEGER NOT NULL, next_due INTEGER NOT NULL);
+             INSERT INTO pods VALUES ('o', 'pod-o', 'http://127.0.0.1:1', 'sha256:00', NULL,
+               '{\"akName\":\"000bo\",\"akPublic\":\"AQ==\",\"akPrivate\":\"Ag==\",\"ekCert\":\"AA==\",\"ekChainPem\":\"\"}',
+               1, 0, 10, 10, 'none', '{\"status\":\"none\",\"claims\":{}}', NULL, 0, 0);",
+        )
+        .unwrap();
+    }
+    let store = Sqlite::open(&path).unwrap();
+    let old = store.get("o").unwrap().unwrap();
+    assert_eq!((old.pod.as_str(), old.kubernetes), ("pod-o", None));
+    let mut k = pod("k");
+    k.kubernetes = Some(jek_service::wire::KubernetesPod {
+        namespace: "shop".into(),
+        name: "web-0".into(),
+        uid: "3f1c6a2e-9b7d-4c55-8e21-0a4b6c8d9e0f".into(),
+    });
+    store
+        .register(&k, "a", 0, 1000, &registered(&k), false)
+        .unwrap();
+    drop(store);
+    let store = Sqlite::open(&path).unwrap();
+    assert_eq!(store.get("k").unwrap().unwrap().kubernetes, k.kubernetes);
 }
 
 #[test]

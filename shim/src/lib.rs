@@ -14,6 +14,9 @@
 //!   stdout FIFO; its exit status to Wait and to a `TaskExit` event.
 //! - **Kill** stops the VM (and a TPM that is not kept); **Delete** removes the run
 //!   directory and, for attestable pods, the kept TPM and its registration.
+//! - With a verifier in the runtime file, each pod registers itself with it once its VM
+//!   runs, as the Kubernetes pod CRI's annotations name, and is removed at Delete
+//!   ([`register`]).
 //!
 //! One shim process serves one container (containerd's grouping is the container id).
 #![forbid(unsafe_code)]
@@ -21,6 +24,7 @@
 pub mod containerd;
 pub mod mount;
 pub mod process;
+pub mod register;
 pub mod rootfs;
 pub mod task;
 
@@ -266,6 +270,7 @@ impl Service {
         let bundle = verify_bundle(&runtime.bundle, &policy.policy)?;
         let bundle_dir = PathBuf::from(&req.bundle);
         let spec = process::load(&bundle_dir)?;
+        let kubernetes = spec.kubernetes.clone();
         let root = if Path::new(&spec.root).is_absolute() {
             PathBuf::from(&spec.root)
         } else {
@@ -319,6 +324,7 @@ impl Service {
                 pod,
                 segment: ContainerSegment { image, bytes },
                 runtime,
+                kubernetes,
             },
             run_dir,
         ))

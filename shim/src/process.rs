@@ -9,7 +9,16 @@
 use std::path::Path;
 
 use jek_pod::image::ImageConfig;
+use jek_service_client::wire::KubernetesPod;
 use oci_spec::runtime::Spec;
+
+/// The CRI plugin's annotations naming the Kubernetes pod a container belongs to (on the
+/// sandbox's spec and on every container's).
+pub const SANDBOX_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
+/// The pod's name.
+pub const SANDBOX_NAME: &str = "io.kubernetes.cri.sandbox-name";
+/// The pod's uid.
+pub const SANDBOX_UID: &str = "io.kubernetes.cri.sandbox-uid";
 
 /// The largest `config.json` the shim reads.
 pub const MAX_SPEC_SIZE: u64 = 4 << 20;
@@ -41,6 +50,9 @@ pub enum SpecError {
     /// A terminal: the pod's console is a serial line, not a pty containerd can resize.
     #[error("a terminal (ctr run -t) is not supported: the container's output comes over the pod's serial console")]
     Terminal,
+    /// The Kubernetes annotations are partial or malformed.
+    #[error("the OCI runtime spec's Kubernetes annotations: {0}")]
+    Kubernetes(String),
 }
 
 /// The container's process and where its root is.
@@ -53,6 +65,32 @@ pub struct SpecProcess {
     pub root: String,
     /// `io.kubernetes.cri.image-name`, when the CRI plugin made the container.
     pub cri_image: Option<String>,
+    /// The Kubernetes pod (namespace, name, uid) from the CRI plugin's annotations, when
+    /// it made the container: what the pod is registered as with the verifier.
+    pub kubernetes: Option<KubernetesPod>,
+}
+
+/// The Kubernetes pod the annotations name: none of the three annotations, no pod; all
+/// three and valid, the pod; anything else is refused (a registration would carry it).
+fn kubernetes_pod(
+    annotations: Option<&std::collections::HashMap<String, String>>,
+) -> Result<Option<KubernetesPod>, SpecError> {
+    let get = |k: &str| annotations.and_then(|a| a.get(k)).cloned();
+    match (get(SANDBOX_NAMESPACE), get(SANDBOX_NAME), get(SANDBOX_UID)) {
+        (None, None, None) => Ok(None),
+        (Some(namespace), Some(name), Some(uid)) => {
+            let pod = KubernetesPod {
+                namespace,
+                name,
+                uid,
+            };
+            pod.check().map_err(SpecError::Kubernetes)?;
+            Ok(Some(pod))
+        }
+        _ => Err(SpecError::Kubernetes(format!(
+            "{SANDBOX_NAMESPACE}, {SANDBOX_NAME} and {SANDBOX_UID} come together, or not at all"
+        ))),
+    }
 }
 
 /// Parses a spec's bytes.
@@ -88,6 +126,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<SpecProcess, SpecError> {
             .as_ref()
             .and_then(|a| a.get("io.kubernetes.cri.image-name"))
             .cloned(),
+        kubernetes: kubernetes_pod(spec.annotations().as_ref())?,
     })
 }
 
@@ -117,6 +156,39 @@ mod tests {
         assert_eq!(p.config.user.as_deref(), Some("1000:100"));
         assert_eq!(p.root, "rootfs");
         assert_eq!(p.cri_image.as_deref(), Some("docker.io/library/busybox:1"));
+        assert_eq!(p.kubernetes, None);
+    }
+
+    #[test]
+    fn the_kubernetes_pod_comes_from_all_three_annotations_or_none() {
+        let uid = "0d1c3a5e-7f00-4b1e-9a53-2c4e5f6a7b8c";
+        let with = |extra: &str| {
+            SPEC.replace(r#""annotations":{"#, &format!(r#""annotations":{{{extra}"#))
+        };
+        let all = with(&format!(
+            r#""{SANDBOX_NAMESPACE}":"shop","{SANDBOX_NAME}":"web-7d4f.x","{SANDBOX_UID}":"{uid}","#
+        ));
+        let p = parse(Path::new("c"), all.as_bytes()).unwrap();
+        assert_eq!(
+            p.kubernetes,
+            Some(KubernetesPod {
+                namespace: "shop".into(),
+                name: "web-7d4f.x".into(),
+                uid: uid.into()
+            })
+        );
+        let partial = with(&format!(r#""{SANDBOX_NAME}":"web","#));
+        assert!(matches!(
+            parse(Path::new("c"), partial.as_bytes()),
+            Err(SpecError::Kubernetes(_))
+        ));
+        let bad = with(&format!(
+            r#""{SANDBOX_NAMESPACE}":"Shop","{SANDBOX_NAME}":"web","{SANDBOX_UID}":"{uid}","#
+        ));
+        let e = parse(Path::new("c"), bad.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kubernetes.namespace"), "{e}");
     }
 
     #[test]

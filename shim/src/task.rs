@@ -28,6 +28,10 @@ pub struct ShimRecord {
     /// The registration store of kept TPMs (pods that attest), if any.
     #[serde(default)]
     pub registry: Option<PathBuf>,
+    /// The runtime file, when it names a verifier the pod registered itself with: read
+    /// again (strictly) at removal for the verifier and the credential.
+    #[serde(default)]
+    pub runtime_file: Option<PathBuf>,
 }
 
 /// The record's file name in the bundle directory.
@@ -99,8 +103,27 @@ impl ShimRecord {
     fn stop_kept(&self, registry: &Path) -> Result<(), jek_loader::registry::RegistryError> {
         let registry = jek_loader::registry::Registry::open(registry)?;
         let ours = std::path::absolute(&self.run_dir).unwrap_or_else(|_| self.run_dir.clone());
+        let verifier = self.runtime_file.as_deref().and_then(|path| {
+            match jek_config::runtime::load_strict(path) {
+                Ok(r) => r.attestation.and_then(|a| a.verifier),
+                Err(e) => {
+                    tracing::warn!(error = %jek_fsio::chain_line(&e), "the runtime file, to remove the pod from its verifier");
+                    None
+                }
+            }
+        });
         for reg in registry.list()? {
             if reg.tpm.run_dir.as_deref() == Some(ours.as_path()) {
+                if let Some(v) = &verifier {
+                    match crate::register::remove(v, &reg.id) {
+                        Ok(held) => {
+                            tracing::info!(id = %reg.id, verifier = %v.url, held, "removed the pod from the verifier")
+                        }
+                        Err(e) => {
+                            tracing::warn!(id = %reg.id, error = %jek_fsio::chain_line(&e), "removing the pod from the verifier")
+                        }
+                    }
+                }
                 jek_loader::lifecycle::stop(&registry, &reg.id)?;
                 tracing::info!(id = %reg.id, "stopped the pod's kept TPM");
             }
@@ -135,6 +158,8 @@ pub struct Prepared {
     pub segment: ContainerSegment,
     /// The runtime file.
     pub runtime: Runtime,
+    /// The Kubernetes pod the container belongs to (CRI's annotations), if any.
+    pub kubernetes: Option<jek_service_client::wire::KubernetesPod>,
 }
 
 /// A container the shim runs.
@@ -157,6 +182,12 @@ pub struct Container {
     cleanup: Cleanup,
     /// Where kept TPMs are registered (pods that attest).
     registry: Option<PathBuf>,
+    /// The runtime file, when it names a verifier pods register with.
+    runtime_file: Option<PathBuf>,
+    /// Why the pod was stopped for want of a registration, if it was.
+    refused: Arc<Mutex<Option<String>>>,
+    /// The registration with the verifier, while it is under way.
+    registering: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Container {
@@ -174,8 +205,17 @@ impl Container {
             .attestation
             .as_ref()
             .map(|a| a.registry.clone());
+        let runtime_file = prepared
+            .runtime
+            .attestation
+            .as_ref()
+            .and_then(|a| a.verifier.as_ref())
+            .map(|_| prepared.runtime.path.clone());
         Container {
             registry,
+            runtime_file,
+            refused: Arc::default(),
+            registering: Arc::default(),
             id,
             bundle_dir,
             stdout,
@@ -262,12 +302,18 @@ impl Container {
         ShimRecord {
             run_dir: self.run_dir.clone(),
             registry: self.registry.clone(),
+            runtime_file: self.runtime_file.clone(),
         }
     }
 
     /// Removes what the pod left: its kept TPM and registration, its run directory, and
     /// the record in the bundle directory.
     pub fn remove(&self) {
+        // A registration still under way finishes first, so that its removal follows it.
+        let registering = lock(&self.registering).take();
+        if let Some(t) = registering {
+            let _ = t.join();
+        }
         self.record().remove();
         let _ = std::fs::remove_file(self.bundle_dir.join(RECORD_FILE));
     }
@@ -284,10 +330,18 @@ impl Container {
                 }
             })
         });
-        let opts = boot_options(&p, &self.run_dir, sink, self.cleanup.clone());
+        let mut opts = boot_options(&p, &self.run_dir, sink, self.cleanup.clone());
+        opts.on_running = self.registration_hook(&p);
         let result =
             write_pod_file(&self.run_dir, &p.pod).and_then(|()| jek_loader::boot(&p.bundle, &opts));
         let killed = lock(&self.status).1;
+        if let Some(reason) = lock(&self.refused).clone() {
+            let text = format!("jek: {reason}\n");
+            if let Some(f) = stderr.as_mut() {
+                let _ = f.write_all(text.as_bytes());
+            }
+            return 255;
+        }
         match result {
             Ok(report) => u32::try_from(report.status).unwrap_or(255),
             Err(_) if killed.is_some() => {
@@ -303,6 +357,72 @@ impl Container {
                 255
             }
         }
+    }
+}
+
+impl Container {
+    /// The hook that registers the pod with the verifier the runtime file names, on a
+    /// thread of its own, once its VM runs; `None` when it names none.
+    fn registration_hook(&self, p: &Prepared) -> Option<jek_loader::boot::RunningHook> {
+        use sha2::Digest as _;
+        let verifier = p.runtime.attestation.as_ref()?.verifier.clone()?;
+        let template = jek_service_client::wire::RegisterRequest {
+            agent: verifier.agent.clone(),
+            pod_id: String::new(),
+            bundle: format!(
+                "sha256:{}",
+                hex::encode(sha2::Sha256::digest(p.bundle.bytes()))
+            ),
+            pod_yaml: Some(jek_config::pod::render(&p.pod)),
+            kubernetes: p.kubernetes.clone(),
+        };
+        let (id, refused, registering, cleanup) = (
+            self.id.clone(),
+            Arc::clone(&self.refused),
+            Arc::clone(&self.registering),
+            self.cleanup.clone(),
+        );
+        Some(jek_loader::boot::RunningHook::new(move |running| {
+            let Some(pod_id) = running.registration.clone() else {
+                return;
+            };
+            let request = jek_service_client::wire::RegisterRequest {
+                pod_id,
+                ..template.clone()
+            };
+            let (verifier, id, refused, cleanup) = (
+                verifier.clone(),
+                id.clone(),
+                Arc::clone(&refused),
+                cleanup.clone(),
+            );
+            let thread = std::thread::spawn(move || {
+                match crate::register::register(&verifier, &request) {
+                    Ok(state) => tracing::info!(
+                        id = %id,
+                        registration = %state.id,
+                        verifier = %verifier.url,
+                        status = %state.status,
+                        "registered the pod with the verifier"
+                    ),
+                    Err(e) if verifier.required => {
+                        let reason = format!(
+                            "the pod could not be registered with its verifier, so it was stopped (attestation.verifier.required): {}",
+                            jek_fsio::chain_line(&e)
+                        );
+                        tracing::error!(id = %id, "{reason}");
+                        *lock(&refused) = Some(reason);
+                        cleanup.run();
+                    }
+                    Err(e) => tracing::warn!(
+                        id = %id,
+                        error = %jek_fsio::chain_line(&e),
+                        "the pod runs unattested: it could not be registered with its verifier"
+                    ),
+                }
+            });
+            *lock(&registering) = Some(thread);
+        }))
     }
 }
 
@@ -397,6 +517,7 @@ fn boot_options(
         console,
         started: Instant::now(),
         cleanup,
+        on_running: None,
     }
 }
 

@@ -64,6 +64,7 @@ fn delete_after_a_dead_shim_removes_the_run_directory_its_record_names() {
     ShimRecord {
         run_dir: run.clone(),
         registry: Some(tmp.path().join("registry")),
+        runtime_file: None,
     }
     .write(&bundle)
     .unwrap();

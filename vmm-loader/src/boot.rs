@@ -95,6 +95,40 @@ pub struct BootOptions {
     /// Where the boot records the processes an interruption must stop (the caller's
     /// signal handler runs it).
     pub cleanup: crate::lifecycle::Cleanup,
+    /// Called once the VM runs, on the boot's thread (keep it short: spawn for slow work),
+    /// with the pod's registration for attestation: the moment its TPM answers its host's
+    /// agent (through the loader's proxy under QEMU), so that a verifier may be asked to
+    /// register it.
+    pub on_running: Option<RunningHook>,
+}
+
+/// What [`BootOptions::on_running`] is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    /// The pod's name.
+    pub pod: String,
+    /// Its registration in the host's store (for the agent), when its TPM is kept for
+    /// attestation.
+    pub registration: Option<String>,
+    /// Its run directory.
+    pub run_dir: PathBuf,
+}
+
+/// A callback run once a pod's VM runs.
+#[derive(Clone)]
+pub struct RunningHook(std::sync::Arc<dyn Fn(&Running) + Send + Sync>);
+
+impl RunningHook {
+    /// A hook that calls `f`.
+    pub fn new(f: impl Fn(&Running) + Send + Sync + 'static) -> Self {
+        RunningHook(std::sync::Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for RunningHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunningHook")
+    }
 }
 
 /// Why a boot failed.
@@ -354,11 +388,30 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
 
     let t3 = Instant::now();
     tracing::info!(vmm = opts.vmm.name(), "starting the VM");
+    let running = Running {
+        pod: opts
+            .pod
+            .as_ref()
+            .map_or_else(|| bundle.manifest().name.clone(), |p| p.name.clone()),
+        registration: registration.clone(),
+        run_dir: opts.run_dir.clone(),
+    };
+    let started = || {
+        if let Some(hook) = &opts.on_running {
+            (hook.0)(&running);
+        }
+    };
     let (console, vm) = match opts.vmm {
-        Vmm::Qemu => crate::qemu::run(&payload, &run, opts, swtpm.as_ref().map(Swtpm::sockets))
-            .map(|c| (c, None))
-            .map_err(BootError::Qemu)?,
-        Vmm::Kvm => run_kvm(&payload, &run, opts).map(|(c, vm)| (c, Some(vm)))?,
+        Vmm::Qemu => crate::qemu::run(
+            &payload,
+            &run,
+            opts,
+            swtpm.as_ref().map(Swtpm::sockets),
+            &started,
+        )
+        .map(|c| (c, None))
+        .map_err(BootError::Qemu)?,
+        Vmm::Kvm => run_kvm(&payload, &run, opts, &started).map(|(c, vm)| (c, Some(vm)))?,
     };
     let run_time = t3.elapsed();
 
@@ -467,6 +520,7 @@ fn run_kvm(
     payload: &Payload<'_>,
     run: &RunDir,
     opts: &BootOptions,
+    started: &dyn Fn(),
 ) -> Result<(ConsoleOutcome, VmRun), BootError> {
     // The vCPU thread drops to the pod's own user (when jek is root), leased until the VM
     // is gone.
@@ -498,6 +552,9 @@ fn run_kvm(
     })?;
     let (quiet, sink) = (opts.quiet, opts.console.clone());
     let reader_thread = std::thread::spawn(move || pump(reader, log, quiet, sink));
+    // The KVM backend gives the guest no TPM device: the swtpm is the agent's alone from
+    // here on.
+    started();
     let result = jek_kvm::run(&config, writer);
     let outcome = reader_thread
         .join()

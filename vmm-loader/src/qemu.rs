@@ -215,12 +215,14 @@ pub fn command(opts: &QemuOptions, l: &Launch<'_>) -> Command {
 }
 
 /// Boots `payload` under QEMU and returns what the console showed. `tpm` is the pod's
-/// swtpm (measured already), attached as the guest's TPM through the proxy.
+/// swtpm (measured already), attached as the guest's TPM through the proxy. `started` is
+/// called once QEMU runs and the proxy serves the TPM's side sockets.
 pub fn run(
     payload: &Payload<'_>,
     run: &RunDir,
     boot: &crate::boot::BootOptions,
     tpm: Option<&jek_tpm::swtpm::Sockets>,
+    started: &dyn Fn(),
 ) -> Result<ConsoleOutcome, QemuError> {
     let (opts, memory_mib, vcpus, quiet) = (&boot.qemu, boot.memory_mib, boot.vcpus, boot.quiet);
     let cleanup = &boot.cleanup;
@@ -291,6 +293,7 @@ pub fn run(
     tracing::info!(pid = child.id(), uid, "QEMU started");
     let token = cleanup.track(child.id(), None);
     drop((kernel, initrd));
+    started();
     let console_path = run.console();
     let log = std::fs::File::create(&console_path).map_err(console_err(&console_path))?;
     let outcome = match child.stdout.take() {

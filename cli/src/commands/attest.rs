@@ -84,8 +84,11 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         let mut ears = Vec::new();
         for id in &args.run_dirs {
             let id = id.to_string_lossy();
-            let (_, ear) =
-                jek_service::client::fetch_result(url, &id, credentials.reach(ca.as_deref()))?;
+            let (_, ear) = jek_service_client::client::fetch_result(
+                url,
+                &id,
+                credentials.reach(ca.as_deref()),
+            )?;
             ears.push((PathBuf::from(format!("{url}/v1/pods/{id}")), ear));
         }
         return report_ears(&ears, args.json);

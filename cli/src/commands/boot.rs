@@ -73,9 +73,84 @@ pub struct Args {
     /// read its memory.
     #[arg(long, value_name = "FIRST-LAST", default_value_t = jek_loader::pod_user::DEFAULT_UIDS)]
     pod_uids: jek_loader::pod_user::UidRange,
+    /// Register the pod with this jek-verifier (its base URL) once its VM runs, under an
+    /// admin credential (--token-file, or --client-cert and --client-key; --ca-file adds
+    /// trust roots): it is attested from its first seconds. A refused registration stops
+    /// the pod. `jek tpm stop --verifier URL` removes it again.
+    #[arg(long, value_name = "URL", requires_all = ["keep_tpm", "agent"])]
+    register_with: Option<String>,
+    /// This host's jek-agent as the verifier reaches it (with --register-with).
+    #[arg(long, value_name = "URL", requires = "register_with")]
+    agent: Option<String>,
+    /// The Kubernetes pod to register it as: NAMESPACE/NAME/UID (with --register-with).
+    #[arg(long, value_name = "NAMESPACE/NAME/UID", requires = "register_with", value_parser = kubernetes_arg)]
+    kubernetes: Option<jek_service_client::wire::KubernetesPod>,
+    #[command(flatten)]
+    credentials: super::result::Credentials,
     /// Machine-readable output (the run record) instead of the console.
     #[arg(long)]
     json: bool,
+}
+
+/// `NAMESPACE/NAME/UID`, each checked as the Kubernetes API server checks it.
+fn kubernetes_arg(v: &str) -> Result<jek_service_client::wire::KubernetesPod, String> {
+    let mut parts = v.splitn(3, '/');
+    let (Some(namespace), Some(name), Some(uid)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err("expected NAMESPACE/NAME/UID".into());
+    };
+    let pod = jek_service_client::wire::KubernetesPod {
+        namespace: namespace.into(),
+        name: name.into(),
+        uid: uid.into(),
+    };
+    pod.check()?;
+    Ok(pod)
+}
+
+/// The outcome of a registration with the verifier, filled by the boot's hook.
+type Registered = std::sync::Arc<
+    std::sync::Mutex<
+        Option<std::thread::JoinHandle<Result<String, jek_service_client::client::ClientError>>>,
+    >,
+>;
+
+/// The hook that registers the pod with `url` once its VM runs, on a thread of its own; a
+/// refusal stops the VM through `cleanup`.
+fn registration_hook(
+    url: String,
+    request: jek_service_client::wire::RegisterRequest,
+    reach: (Option<Vec<u8>>, super::result::LoadedCredentials),
+    cleanup: jek_loader::lifecycle::Cleanup,
+    registered: Registered,
+) -> jek_loader::boot::RunningHook {
+    let reach = std::sync::Arc::new(reach);
+    jek_loader::boot::RunningHook::new(move |running| {
+        let Some(pod_id) = running.registration.clone() else {
+            return;
+        };
+        let request = jek_service_client::wire::RegisterRequest {
+            pod_id,
+            ..request.clone()
+        };
+        let (url, reach, cleanup) = (url.clone(), reach.clone(), cleanup.clone());
+        let thread = std::thread::spawn(move || {
+            let (ca, credentials) = &*reach;
+            let result = jek_service_client::client::register(
+                &url,
+                &request,
+                credentials.reach(ca.as_deref()),
+            )
+            .map(|state| state.id);
+            if result.is_err() {
+                cleanup.run();
+            }
+            result
+        });
+        *registered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(thread);
+    })
 }
 
 /// Runs `jek boot`.
@@ -129,9 +204,59 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         console: None,
         started,
         cleanup: jek_loader::lifecycle::Cleanup::default(),
+        on_running: None,
     };
     jek_loader::lifecycle::stop_on_signals(&opts.cleanup).map_err(CliError::Signals)?;
-    let report = boot(&bundle, &opts).map_err(|source| CliError::Boot {
+    let registered = Registered::default();
+    let mut opts = opts;
+    if let (Some(url), Some(agent)) = (&args.register_with, &args.agent) {
+        use sha2::Digest as _;
+        let ca = super::result::ca(args.target.registry.ca_file.as_deref())?;
+        let credentials = args.credentials.load()?;
+        let request = jek_service_client::wire::RegisterRequest {
+            agent: agent.clone(),
+            pod_id: String::new(),
+            bundle: format!(
+                "sha256:{}",
+                hex::encode(sha2::Sha256::digest(bundle.bytes()))
+            ),
+            pod_yaml: opts.pod.as_ref().map(jek_config::pod::render),
+            kubernetes: args.kubernetes.clone(),
+        };
+        opts.on_running = Some(registration_hook(
+            url.clone(),
+            request,
+            (ca, credentials),
+            opts.cleanup.clone(),
+            registered.clone(),
+        ));
+    }
+    let result = boot(&bundle, &opts);
+    let registration = registered
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+        .map(|t| {
+            t.join().unwrap_or_else(|_| {
+                Err(jek_service_client::client::ClientError::Http {
+                    url: args.register_with.clone().unwrap_or_default(),
+                    reason: "the registration thread panicked".into(),
+                })
+            })
+        });
+    match (&registration, &args.register_with) {
+        (Some(Err(_)), _) => {
+            // The pod was stopped for it: the refusal is the error, not the stopped VM.
+            if let Some(Err(e)) = registration {
+                return Err(CliError::Service(e));
+            }
+        }
+        (Some(Ok(id)), Some(url)) if !args.json && !quiet => {
+            errln!("jek: registered with {url} as {id}");
+        }
+        _ => {}
+    }
+    let report = result.map_err(|source| CliError::Boot {
         path: args.target.bundle.clone(),
         source,
     })?;

@@ -67,8 +67,8 @@ pub struct LoadedCredentials {
 
 impl LoadedCredentials {
     /// How to reach the verifier with these credentials and `ca_pem`.
-    pub fn reach<'a>(&'a self, ca_pem: Option<&'a [u8]>) -> jek_service::client::Reach<'a> {
-        jek_service::client::Reach {
+    pub fn reach<'a>(&'a self, ca_pem: Option<&'a [u8]>) -> jek_service_client::client::Reach<'a> {
+        jek_service_client::client::Reach {
             ca_pem,
             token: self.token.as_deref(),
             identity_pem: self.identity_pem.as_deref(),
@@ -113,7 +113,7 @@ impl Credentials {
         };
         let identity_pem = match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => Some(
-                jek_service::http::identity_pem(cert, key)
+                jek_service_client::tls::identity_pem(cert, key)
                     .map_err(|e| CliError::Usage(jek_fsio::chain_line(&e)))?,
             ),
             _ => None,
@@ -135,7 +135,7 @@ pub fn run(Args::Verify(a): Args) -> Result<(), CliError> {
     let token = crate::error::read_text("token", &a.token)?;
     let ca = ca(a.ca_file.as_deref())?;
     let credentials = a.credentials.load()?;
-    let ear = jek_service::client::verify_token(
+    let ear = jek_service_client::client::verify_token(
         &token,
         &a.jwks,
         credentials.reach(ca.as_deref()),

@@ -21,6 +21,15 @@ pub enum Args {
         /// Every kept TPM.
         #[arg(long)]
         all: bool,
+        /// Remove each pod from this jek-verifier first (as `jek boot --register-with`
+        /// registered it), under an admin credential; a pod it does not hold is no error.
+        #[arg(long, value_name = "URL")]
+        verifier: Option<String>,
+        /// Extra trust roots (PEM) for the verifier's HTTPS.
+        #[arg(long, value_name = "PEM", requires = "verifier")]
+        ca_file: Option<PathBuf>,
+        #[command(flatten)]
+        credentials: super::result::Credentials,
         #[command(flatten)]
         common: Common,
     },
@@ -46,7 +55,15 @@ pub fn run(args: Args) -> Result<(), CliError> {
         .unwrap_or_else(jek_loader::paths::default_registry);
     let registry = Registry::open(&dir)?;
     let kept = lifecycle::kept(&registry)?;
-    let Args::Stop { ids, all, .. } = &args else {
+    let Args::Stop {
+        ids,
+        all,
+        verifier,
+        ca_file,
+        credentials,
+        ..
+    } = &args
+    else {
         if c.json {
             return super::print_json(&kept);
         }
@@ -68,7 +85,18 @@ pub fn run(args: Args) -> Result<(), CliError> {
         true => kept.iter().map(|k| k.registration.id.clone()).collect(),
         false => ids.clone(),
     };
+    let reach = match verifier {
+        Some(_) => Some((super::result::ca(ca_file.as_deref())?, credentials.load()?)),
+        None => None,
+    };
     for id in &ids {
+        if let (Some(url), Some((ca, credentials))) = (verifier, &reach) {
+            let held =
+                jek_service_client::client::remove(url, id, credentials.reach(ca.as_deref()))?;
+            if !held && !c.json {
+                errln!("jek: {url} held no registration {id}");
+            }
+        }
         lifecycle::stop(&registry, id)?;
     }
     if c.json {

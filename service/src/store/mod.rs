@@ -78,6 +78,8 @@ pub struct PodRow {
     pub bundle: String,
     /// The pod file it was meant to get.
     pub pod_yaml: Option<String>,
+    /// The Kubernetes pod the registration names (asserted by its client).
+    pub kubernetes: Option<jek_attest::ear::KubernetesPod>,
     /// The identity registration proved.
     pub identity: StoredIdentity,
     /// The TPM epoch at registration.
@@ -261,10 +263,11 @@ pub(crate) struct Columns {
     pub last_clock: i64,
     pub result: String,
     pub owner: Option<String>,
+    pub kubernetes: Option<String>,
 }
 
 /// The `pods` columns a row is read from, in [`Columns`]' order.
-pub(crate) const COLUMNS: &str = "id, pod, agent, bundle, pod_yaml, identity, reset_count, restart_count, clock, last_clock, result, owner";
+pub(crate) const COLUMNS: &str = "id, pod, agent, bundle, pod_yaml, identity, reset_count, restart_count, clock, last_clock, result, owner, kubernetes";
 
 impl Columns {
     /// The stored pod (its history is read separately).
@@ -275,6 +278,10 @@ impl Columns {
         };
         let identity = serde_json::from_str(&self.identity).map_err(|e| corrupt(&self.id, e))?;
         let result = serde_json::from_str(&self.result).map_err(|e| corrupt(&self.id, e))?;
+        let kubernetes = match &self.kubernetes {
+            Some(k) => Some(serde_json::from_str(k).map_err(|e| corrupt(&self.id, e))?),
+            None => None,
+        };
         let count = |v: i64| u32::try_from(v).unwrap_or(0);
         Ok(PodRow {
             epoch: jek_attest::Epoch {
@@ -288,6 +295,7 @@ impl Columns {
             agent: self.agent,
             bundle: self.bundle,
             pod_yaml: self.pod_yaml,
+            kubernetes,
             identity,
             result,
             owner: self.owner,

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS ek_certs (ek_sha256 TEXT PRIMARY KEY, pod_id TEXT NOT
 CREATE TABLE IF NOT EXISTS audit (
   seq BIGSERIAL PRIMARY KEY, at BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
   pod_id TEXT, pod TEXT, detail TEXT);
+ALTER TABLE pods ADD COLUMN IF NOT EXISTS kubernetes TEXT;
 ";
 
 /// A PostgreSQL store.
@@ -65,6 +66,7 @@ fn row(r: &postgres::Row) -> Result<Columns, postgres::Error> {
         last_clock: r.try_get(9)?,
         result: r.try_get(10)?,
         owner: r.try_get(11)?,
+        kubernetes: r.try_get(12)?,
     })
 }
 
@@ -238,8 +240,8 @@ impl Backend for Postgres {
             .map_err(db)?;
             insert_audit(&mut tx, event, notify)?;
             tx.execute(
-                "INSERT INTO pods (id, pod, agent, bundle, pod_yaml, identity, reset_count, restart_count, clock, last_clock, status, result, owner, lease_until, next_due)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $15, $14)",
+                "INSERT INTO pods (id, pod, agent, bundle, pod_yaml, identity, reset_count, restart_count, clock, last_clock, status, result, owner, lease_until, next_due, kubernetes)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $15, $14, $16)",
                 &[
                     &pod.id,
                     &pod.pod,
@@ -256,6 +258,7 @@ impl Backend for Postgres {
                     &owner,
                     &i(now_ms),
                     &i(lease_until_ms),
+                    &pod.kubernetes.as_ref().map(json),
                 ],
             )
             .map_err(db)?;

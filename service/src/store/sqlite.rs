@@ -63,6 +63,7 @@ impl Sqlite {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        add_kubernetes_column(&conn)?;
         index_eks(&conn)?;
         Ok(Sqlite {
             conn: Mutex::new(conn),
@@ -74,6 +75,24 @@ impl Sqlite {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Adds `pods.kubernetes` (the registration's Kubernetes pod, JSON) to a store made by a
+/// verifier before registrations carried it. SQLite has no `ADD COLUMN IF NOT EXISTS`.
+fn add_kubernetes_column(conn: &Connection) -> Result<(), StoreError> {
+    let has: bool = conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('pods') WHERE name = 'kubernetes'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(db)?
+        > 0;
+    if !has {
+        conn.execute("ALTER TABLE pods ADD COLUMN kubernetes TEXT", [])
+            .map_err(db)?;
+    }
+    Ok(())
 }
 
 /// Indexes the EK of every pod stored before EKs were (a store from an older verifier).
@@ -140,6 +159,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Columns> {
         last_clock: r.get(9)?,
         result: r.get(10)?,
         owner: r.get(11)?,
+        kubernetes: r.get(12)?,
     })
 }
 
@@ -232,8 +252,8 @@ impl Backend for Sqlite {
         .map_err(db)?;
         insert_audit(&tx, event, notify)?;
         tx.execute(
-            "INSERT INTO pods (id, pod, agent, bundle, pod_yaml, identity, reset_count, restart_count, clock, last_clock, status, result, owner, lease_until, next_due)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            "INSERT INTO pods (id, pod, agent, bundle, pod_yaml, identity, reset_count, restart_count, clock, last_clock, status, result, owner, lease_until, next_due, kubernetes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
                 pod.id,
                 pod.pod,
@@ -250,6 +270,7 @@ impl Backend for Sqlite {
                 owner,
                 i(lease_until_ms),
                 i(now_ms),
+                pod.kubernetes.as_ref().map(json),
             ],
         )
         .map_err(db)?;

@@ -8,6 +8,7 @@
 //! `jek-verifier`) registers pods and serves their signed results.
 
 use base64::Engine as _;
+pub use jek_attest::ear::KubernetesPod;
 use jek_measure::PcrValues;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -161,6 +162,10 @@ pub struct RegisterRequest {
     /// The pod file (pod.yaml text) the pod was meant to get; absent for none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_yaml: Option<String>,
+    /// The Kubernetes pod this is (namespace, name, uid), as the registering client knows
+    /// it: shown on the fleet page and carried in every result (`jek.kubernetes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<jek_attest::ear::KubernetesPod>,
 }
 
 /// A registered pod as the verifier reports it.
@@ -177,6 +182,9 @@ pub struct PodState {
     pub bundle: String,
     /// The AK name proven by credential activation at registration (hex).
     pub ak_name: String,
+    /// The Kubernetes pod the registration names, if it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<jek_attest::ear::KubernetesPod>,
     /// `affirming`, `warning`, `contraindicated`, or `unreachable` (the last round could
     /// not ask the agent), or `none` before the first round.
     pub status: String,

@@ -1,7 +1,9 @@
 //! What a relying party does with the service, for `jek attest --verifier` and `jek result
 //! verify`: fetch a pod's signed result and check it against the verifier's JWKS, or check
-//! a token on its own against a JWKS file or URL. Blocking calls (each runs its own small
-//! runtime), for command-line tools.
+//! a token on its own against a JWKS file or URL; and what a pod's starter does, the
+//! containerd shim or `jek boot`: register the pod, and remove it when it is gone.
+//! Blocking calls (each runs its own small runtime), for command-line tools and the shim's
+//! threads.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use jek_attest::ear::BindingError;
 use jek_attest::Ear;
 use jsonwebtoken::jwk::JwkSet;
 
-use crate::wire::SignedResult;
+use crate::wire::{PodState, RegisterRequest, SignedResult};
 
 /// How a client reaches the verifier: extra trust roots, and its credential (a bearer
 /// token, or a client certificate with its key, PEM).
@@ -102,6 +104,24 @@ impl ClientError {
 }
 
 fn get(url: &str, reach: Reach<'_>) -> Result<Vec<u8>, ClientError> {
+    call(Method::Get, url, None, reach)
+}
+
+/// The HTTP methods the clients use.
+#[derive(Debug, Clone, Copy)]
+enum Method {
+    Get,
+    Post,
+    Delete,
+}
+
+/// One request with a JSON body (or none); the answer's body, or the error it carried.
+fn call(
+    method: Method,
+    url: &str,
+    json: Option<Vec<u8>>,
+    reach: Reach<'_>,
+) -> Result<Vec<u8>, ClientError> {
     let err = |reason: String| ClientError::Http {
         url: url.to_string(),
         reason,
@@ -111,13 +131,22 @@ fn get(url: &str, reach: Reach<'_>) -> Result<Vec<u8>, ClientError> {
         .build()
         .map_err(|e| err(e.to_string()))?;
     runtime.block_on(async {
-        let http = crate::http::client_with_identity(
+        let http = crate::tls::client_with_identity(
             reach.ca_pem,
             reach.identity_pem,
             Duration::from_secs(10),
         )
         .map_err(err)?;
-        let mut request = http.get(url);
+        let mut request = match method {
+            Method::Get => http.get(url),
+            Method::Post => http.post(url),
+            Method::Delete => http.delete(url),
+        };
+        if let Some(body) = json {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
         if let Some(token) = reach.token {
             request = request.bearer_auth(token);
         }
@@ -126,7 +155,7 @@ fn get(url: &str, reach: Reach<'_>) -> Result<Vec<u8>, ClientError> {
             .await
             .map_err(|e| err(jek_fsio::chain_line(&e)))?;
         let status = resp.status();
-        let body = crate::http::read_body(resp, MAX_DOCUMENT)
+        let body = crate::tls::read_body(resp, MAX_DOCUMENT)
             .await
             .map_err(err)?;
         if !status.is_success() {
@@ -175,7 +204,7 @@ pub fn verify_token(
     registration: Option<&str>,
 ) -> Result<Ear, ClientError> {
     let set = jwks(source, reach)?;
-    check_token(token, &set, source, crate::verifier::now_s(), registration)
+    check_token(token, &set, source, crate::now_s(), registration)
 }
 
 /// The pure part of [`verify_token`]: `token` under `set` (named `source`) at `now`.
@@ -207,7 +236,7 @@ pub fn check_token(
 /// last result expired) makes [`ClientError::Unreachable`].
 pub fn fetch_result(base: &str, id: &str, reach: Reach<'_>) -> Result<(String, Ear), ClientError> {
     let base = base.trim_end_matches('/');
-    if !crate::remote::valid_pod_id(id) {
+    if !crate::valid_pod_id(id) {
         return Err(ClientError::Http {
             url: base.to_string(),
             reason: format!("{id:?} is not a pod identifier (32 lowercase hex digits)"),
@@ -234,6 +263,53 @@ pub fn fetch_result(base: &str, id: &str, reach: Reach<'_>) -> Result<(String, E
     Ok((result.token, ear))
 }
 
+/// Registers a pod with the verifier at `base` (`POST /v1/pods`, which needs the admin
+/// role): the verifier asks the pod's agent for its identity, proves its AK by credential
+/// activation and attests it from then on. Returns the pod as the verifier now reports it.
+pub fn register(
+    base: &str,
+    request: &RegisterRequest,
+    reach: Reach<'_>,
+) -> Result<PodState, ClientError> {
+    let base = base.trim_end_matches('/');
+    if !crate::valid_pod_id(&request.pod_id) {
+        return Err(ClientError::Http {
+            url: base.to_string(),
+            reason: format!(
+                "{:?} is not a pod identifier (32 lowercase hex digits)",
+                request.pod_id
+            ),
+        });
+    }
+    let url = format!("{base}/v1/pods");
+    let body = serde_json::to_vec(request).map_err(|e| ClientError::Http {
+        url: url.clone(),
+        reason: e.to_string(),
+    })?;
+    let answer = call(Method::Post, &url, Some(body), reach)?;
+    serde_json::from_slice(&answer).map_err(|e| ClientError::Http {
+        url,
+        reason: format!("not a registered pod: {e}"),
+    })
+}
+
+/// Removes registration `id` from the verifier at `base` (`DELETE /v1/pods/{id}`, admin).
+/// Returns false when the verifier did not hold it.
+pub fn remove(base: &str, id: &str, reach: Reach<'_>) -> Result<bool, ClientError> {
+    let base = base.trim_end_matches('/');
+    if !crate::valid_pod_id(id) {
+        return Err(ClientError::Http {
+            url: base.to_string(),
+            reason: format!("{id:?} is not a pod identifier (32 lowercase hex digits)"),
+        });
+    }
+    match call(Method::Delete, &format!("{base}/v1/pods/{id}"), None, reach) {
+        Ok(_) => Ok(true),
+        Err(ClientError::Answer { status: 404, .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -258,6 +334,7 @@ mod tests {
             ek_subject: None,
             bundle: None,
             images: Vec::new(),
+            kubernetes: None,
             timings_ms: None,
         };
         let mut ear = Ear::new("web", sub, b"nonce", 100);
