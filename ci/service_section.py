@@ -43,8 +43,9 @@ PostgreSQL run's registrations find those sessions open, which is most of the di
 Nonce to verdict is measured with all 64 pods due at the same instant (they registered
 together and share the 2 s interval), so it includes queueing behind the other pods'
 quotes on two cores. A round costs one agent request (TPM2_Quote and TPM2_PCR_Read
-on a connection the agent keeps per pod with the AK loaded, two TCTI connections through
-the loopback bridge), one appraisal (the quote's ECDSA signature, the log replay, the
-reference events from the verified manifest's digests, the EK chain again) and one ES256
-signature, then one transaction. swtpm's own work for the quote dominates; the rest shares
-the same two cores.""")
+on a session the agent keeps per pod with the AK loaded; the TCTI connects to the loopback
+bridge once per command, and each connection is checked to come from the agent itself),
+one appraisal (the quote's ECDSA signature, the log replay, the reference events from the
+verified manifest's digests; the EK chain only when it is not remembered as verified) and
+one ES256 signature, then one transaction. The agent, the verifier, the swtpms and the
+kernel's writeback of the store share the two cores; none dominates.""")

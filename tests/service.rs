@@ -666,6 +666,55 @@ fn jek_boot_registers_its_pod_and_tpm_stop_removes_it() {
     assert!(!agent_pods(&agent).iter().any(|p| p.1 == "k10"));
 }
 
+/// Bounded work per agent must not cap an agent's pods at `--agent-concurrency` rounds a
+/// tick: 24 pods behind one agent, at most 2 rounds at once and a 1 s interval (a tick of
+/// 250 ms, so 8 rounds a second if pods waited for the next tick), are each attested every
+/// interval: a pod whose agent was busy starts as soon as one of its rounds ends.
+#[test]
+fn an_agents_pods_are_all_attested_every_interval_at_its_concurrency_limit() {
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut host = Host::new();
+    host.boot_kvm(24);
+    let agent = host.start_agent();
+    let tk = host.bundle_digest(&host.ws.path("tk.jek"));
+    let verifier = start_verifier(
+        &host,
+        &s(&host.ws.path("v.db")),
+        &[&host.ws.path("tk.jek")],
+        &["--agent-concurrency", "2"],
+        "verifier.log",
+    );
+    let v = verifier.url.clone();
+    register_all(&host, &v, &agent, &tk, None);
+    wait_for("every pod's first result", 30, || {
+        pods(&v)
+            .iter()
+            .all(|p| p["status"] == "affirming")
+            .then_some(())
+    });
+    // Rounds counted over 5 s: 24 pods at 1 s is 120; waiting for ticks would give 40.
+    let rounds = || {
+        get_json(&format!("{v}/v1/health")).1["rounds"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = rounds();
+    std::thread::sleep(Duration::from_secs(5));
+    let done = rounds() - before;
+    assert!(
+        done >= 96,
+        "{done} rounds in 5 s for 24 pods at a 1 s interval"
+    );
+    let now = common::service::now_s();
+    for p in pods(&v) {
+        let age = now.saturating_sub(p["lastResultAt"].as_u64().unwrap());
+        assert!(age <= 3, "{}: last result {age} s old", p["pod"]);
+        assert_eq!(p["status"], "affirming", "{p}");
+    }
+}
+
 /// Who may do what: every route of the verifier asked anonymously, with bad tokens (one
 /// made up, one that is the admin's digest as the tokens file lists it), as a reader and
 /// as an admin (bearer tokens over loopback HTTP; certificates are in the TLS test). A

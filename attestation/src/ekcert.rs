@@ -143,8 +143,15 @@ impl Cert {
         })
     }
 
-    /// Parses every `CERTIFICATE` block of a PEM text.
+    /// Parses every `CERTIFICATE` block of a PEM text; a text without one is an error (as
+    /// x509-cert has it, whose reader would underflow on an empty text: checked first).
     pub fn from_pem_chain(text: &str, which: &str) -> Result<Vec<Cert>, ChainError> {
+        if text.trim().is_empty() {
+            return Err(ChainError::Parse {
+                which: which.to_string(),
+                reason: "no CERTIFICATE block".into(),
+            });
+        }
         let certs =
             Certificate::load_pem_chain(text.as_bytes()).map_err(|e| ChainError::Parse {
                 which: which.to_string(),
@@ -256,6 +263,11 @@ impl Cert {
             }
         }
         Ok(())
+    }
+
+    /// When the certificate stops being valid (Unix seconds).
+    pub fn not_after(&self) -> u64 {
+        self.validity().1
     }
 
     fn validity(&self) -> (u64, u64) {

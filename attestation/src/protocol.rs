@@ -308,6 +308,84 @@ pub fn pin_identity(ak_name: Vec<u8>, ek: &EkMaterial, ca: &[Cert], now: u64) ->
     }
 }
 
+/// EK chains that verified, for a verifier that pins many AKs under one set of CAs round
+/// after round: each is remembered, by the SHA-256 of the EK certificate and its chain,
+/// until the first expiry among those certificates and the CAs (a chain valid now stays
+/// valid until then: nothing else in it changes). A chain that fails is not remembered. A
+/// new set of CAs (a policy reload) is a new cache.
+#[derive(Debug)]
+pub struct ChainCache {
+    ca: Vec<Cert>,
+    /// The CAs' earliest expiry.
+    ca_until: u64,
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], u64>>,
+}
+
+/// The most chains a [`ChainCache`] holds before it starts again (one per registered pod).
+const MAX_CACHED_CHAINS: usize = 1 << 16;
+
+impl ChainCache {
+    /// An empty cache for chains to `ca`.
+    pub fn new(ca: Vec<Cert>) -> Self {
+        let ca_until = ca.iter().map(Cert::not_after).min().unwrap_or(0);
+        ChainCache {
+            ca,
+            ca_until,
+            verified: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The CAs.
+    pub fn ca(&self) -> &[Cert] {
+        &self.ca
+    }
+
+    /// [`pin_identity`] under this cache's CAs, verifying the chain only when it is not
+    /// remembered as valid at `now`.
+    pub fn pin_identity(&self, ak_name: Vec<u8>, ek: &EkMaterial, now: u64) -> Identity {
+        use sha2::Digest as _;
+        let key: [u8; 32] = sha2::Sha256::new()
+            .chain_update((ek.cert.len() as u64).to_be_bytes())
+            .chain_update(&ek.cert)
+            .chain_update(ek.chain.as_bytes())
+            .finalize()
+            .into();
+        let mut verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verified.get(&key).is_some_and(|until| now <= *until) {
+            return Identity::pinned(ak_name);
+        }
+        drop(verified);
+        let checked = Cert::from_der(&ek.cert, "ek-cert.der").and_then(|c| {
+            let chain = Cert::from_pem_chain(&ek.chain, "ek-chain.pem")?;
+            verify_chain_to_any(&c, &chain, &self.ca, now)?;
+            let until = chain
+                .iter()
+                .map(Cert::not_after)
+                .chain([c.not_after(), self.ca_until])
+                .min()
+                .unwrap_or(0);
+            Ok(until)
+        });
+        match checked {
+            Ok(until) => {
+                verified = self
+                    .verified
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if verified.len() >= MAX_CACHED_CHAINS {
+                    verified.clear();
+                }
+                verified.insert(key, until);
+                Identity::pinned(ak_name)
+            }
+            Err(e) => Identity::unproven(e.to_string()),
+        }
+    }
+}
+
 /// Appraises one pod's evidence against `reference` and makes its result.
 pub fn judge(
     evidence: &Evidence,

@@ -638,3 +638,52 @@ fn a_reset_or_restarted_tpm_replaying_the_boot_fails_the_epoch_and_so_does_an_un
         .unwrap()
         .contains("not the one registered"));
 }
+
+/// The verifier's chain cache: a chain that verified is pinned again without verifying
+/// until the first expiry among its certificates and the CA's, and verified afresh after
+/// it (where it fails); a chain to another CA is never pinned, cached or not; a chain
+/// that failed is not remembered.
+#[test]
+fn the_chain_cache_pins_a_verified_chain_until_its_first_expiry_only() {
+    use jek_attest::evidence::EkMaterial;
+    use jek_attest::protocol::ChainCache;
+    let ek = EkMaterial {
+        cert: read("ek-cert.der"),
+        chain: String::from_utf8(read("ca.pem")).unwrap(),
+    };
+    let ek_cert = Cert::from_der(&ek.cert, "ek").unwrap();
+    let trusted = ca("ca.pem");
+    let until = trusted
+        .iter()
+        .chain(&trusted)
+        .map(Cert::not_after)
+        .chain([ek_cert.not_after()])
+        .min()
+        .unwrap();
+    let now = UnixTime::now().0;
+    assert!(
+        now < until,
+        "the fixtures have expired: re-run their recipe"
+    );
+    let cache = ChainCache::new(trusted);
+    for at in [now, now + 1, until] {
+        let id = cache.pin_identity(vec![0, 11, 1], &ek, at);
+        assert_eq!(id.unproven_reason(), None, "at {at}");
+        assert_eq!(id.ak_name(), Some(&[0u8, 11, 1][..]));
+    }
+    // Past the first expiry the chain is verified again, and fails.
+    let late = cache.pin_identity(vec![0, 11, 1], &ek, until + 1);
+    assert!(
+        late.unproven_reason()
+            .is_some_and(|r| r.contains("not valid")),
+        "{late:?}"
+    );
+    // The same EK under another CA: refused however often it is asked.
+    let other = ChainCache::new(ca("other-ca.pem"));
+    for _ in 0..2 {
+        assert!(other
+            .pin_identity(vec![0, 11, 1], &ek, now)
+            .unproven_reason()
+            .is_some());
+    }
+}

@@ -105,6 +105,9 @@ pub async fn run(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
     // with many pods cannot take the permits the others need.
     let in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
     let book: Arc<std::sync::Mutex<AgentBook>> = Arc::default();
+    // Told when a round ends: a pod whose agent was at its limit starts then, not at the
+    // next tick (else one agent's pods would get at most `agent_concurrency` rounds a tick).
+    let done = Arc::new(tokio::sync::Notify::new());
     let mut stop = stop;
     loop {
         if *stop.borrow() {
@@ -120,6 +123,8 @@ pub async fn run(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
         // Pods turned unreachable without a round, at most `concurrency` a tick, so that a
         // dead agent's thousand pods do not queue a thousand writes ahead of a live pod's.
         let mut quieted = 0;
+        // Pods whose agent had all its rounds in flight: started as rounds end, this tick.
+        let mut waiting = Vec::new();
         if let Ok(due) = claimed {
             for row in due {
                 if in_flight
@@ -135,7 +140,10 @@ pub async fn run(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
                     .admit(&row.agent, now_ms(), svc.config.agent_concurrency);
                 match admitted {
                     Admit::Go => {}
-                    Admit::Busy => continue,
+                    Admit::Busy => {
+                        waiting.push(row);
+                        continue;
+                    }
                     Admit::Quiet(until) if row.result.status == UNREACHABLE => {
                         deferred.entry(until).or_default().push(row.id.clone());
                         continue;
@@ -167,32 +175,75 @@ pub async fn run(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
-                let (svc, in_flight, book) = (svc.clone(), in_flight.clone(), book.clone());
-                tokio::spawn(async move {
-                    let (id, agent) = (row.id.clone(), row.agent.clone());
-                    let answered = round(&svc, row).await;
-                    book.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .finished(&agent, answered, now_ms(), interval_ms);
-                    in_flight
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .remove(&id);
-                    drop(permit);
-                });
+                spawn_round(&svc, row, permit, &in_flight, &book, &done, interval_ms);
             }
         }
         for (until, ids) in deferred {
             let replica = svc.config.replica.clone();
             let _ = svc.db(move |s| s.defer(&replica, &ids, until)).await;
         }
-        tokio::select! {
-            () = tokio::time::sleep(tick) => {}
-            _ = stop.changed() => {}
+        let next_tick = tokio::time::Instant::now() + tick;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(next_tick) => break,
+                _ = stop.changed() => break,
+                () = done.notified(), if !waiting.is_empty() => {
+                    let mut still = Vec::with_capacity(waiting.len());
+                    for row in waiting.drain(..) {
+                        let admitted = book
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .admit(&row.agent, now_ms(), svc.config.agent_concurrency);
+                        match admitted {
+                            Admit::Go => {
+                                in_flight
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .insert(row.id.clone());
+                                let Ok(permit) = permits.clone().acquire_owned().await else {
+                                    break;
+                                };
+                                spawn_round(&svc, row, permit, &in_flight, &book, &done, interval_ms);
+                            }
+                            Admit::Busy => still.push(row),
+                            // Its agent went quiet meanwhile: the next tick decides.
+                            Admit::Quiet(_) => {}
+                        }
+                    }
+                    waiting = still;
+                }
+            }
         }
     }
     let replica = svc.config.replica.clone();
     let _ = svc.db(move |s| s.release(&replica)).await;
+}
+
+/// Starts `row`'s round on a task of its own, holding `permit`; when it ends, the book and
+/// the pods in flight are updated and `done` is told.
+fn spawn_round(
+    svc: &Arc<Service>,
+    row: PodRow,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    in_flight: &Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    book: &Arc<std::sync::Mutex<AgentBook>>,
+    done: &Arc<tokio::sync::Notify>,
+    interval_ms: u64,
+) {
+    let (svc, in_flight, book, done) = (svc.clone(), in_flight.clone(), book.clone(), done.clone());
+    tokio::spawn(async move {
+        let (id, agent) = (row.id.clone(), row.agent.clone());
+        let answered = round(&svc, row).await;
+        book.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .finished(&agent, answered, now_ms(), interval_ms);
+        in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+        drop(permit);
+        done.notify_one();
+    });
 }
 
 /// One round for one pod: quote through its agent, appraise, sign, record. Returns
@@ -329,7 +380,7 @@ async fn appraise_once(
         cert: row.identity.ek_cert.0.clone(),
         chain: row.identity.ek_chain_pem.clone(),
     };
-    let identity = jek_attest::protocol::pin_identity(ak_name, &ek, &judge.ca, now);
+    let identity = judge.chains.pin_identity(ak_name, &ek, now);
     let evidence = jek_attest::appraise::Evidence {
         attest: resp.attest.0,
         signature: resp.signature.0,

@@ -68,6 +68,9 @@ pub struct Judge {
     pub policy_id: String,
     /// The EK CAs.
     pub ca: Vec<Cert>,
+    /// EK chains that verified under these CAs, each until its first expiry: a round
+    /// verifies a pod's chain (two RSA signatures) once per policy load, not every round.
+    pub chains: jek_attest::protocol::ChainCache,
     /// The image policy.
     pub images: Option<jek_image::ImagePolicy>,
     /// The bundles by `sha256:<hex>` of their file.
@@ -160,6 +163,7 @@ impl Judge {
         }
         Ok(Judge {
             policy_id: format!("jek:policy:sha256:{}", policy.digest),
+            chains: jek_attest::protocol::ChainCache::new(ca.clone()),
             ca,
             images: policy.images.clone(),
             bundles,

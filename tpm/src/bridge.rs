@@ -257,13 +257,33 @@ pub fn peer_of(local: SocketAddr, peer: SocketAddr) -> std::io::Result<Peer> {
     peer_of_by_table(local, peer)
 }
 
-/// Whether one of this process's descriptors is the socket `inode`.
+/// Whether one of this process's descriptors is the socket `inode`. Each descriptor's
+/// link is read relative to one open `/proc/self/fd` (a one-component lookup, not a walk
+/// of `/proc/self/fd/N` through the `self` link): a TCTI connects once per command, and
+/// an agent serving many pods holds hundreds of descriptors.
 fn holds_socket(inode: u64) -> std::io::Result<bool> {
+    use rustix::fs::{openat, readlinkat, Dir, Mode, OFlags, CWD};
     let want = format!("socket:[{inode}]");
-    for entry in std::fs::read_dir("/proc/self/fd")? {
+    let fds = openat(
+        CWD,
+        "/proc/self/fd",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut dir = Dir::read_from(&fds)?;
+    let mut link = Vec::with_capacity(32);
+    while let Some(entry) = dir.read() {
         let Ok(entry) = entry else { continue };
-        if std::fs::read_link(entry.path()).is_ok_and(|l| l.as_os_str() == want.as_str()) {
-            return Ok(true);
+        let name = entry.file_name();
+        if !name.to_bytes().first().is_some_and(u8::is_ascii_digit) {
+            continue;
+        }
+        link.clear();
+        if let Ok(target) = readlinkat(&fds, name, std::mem::take(&mut link)) {
+            if target.as_bytes() == want.as_bytes() {
+                return Ok(true);
+            }
+            link = target.into_bytes();
         }
     }
     Ok(false)
