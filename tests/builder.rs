@@ -31,12 +31,18 @@ fn recipe_variant(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
 /// this lock shared, the test that compiles a second kernel holds it exclusively.
 static CPU_HEAVY: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
+/// How long a boot may take before it counts as hung: a boot to the app's exit takes 2 to
+/// 5 s under TCG on these machines. A guest stalled in clock calibration (issue 38) never
+/// gets there, and each one cost the CI run this whole wait (two stalls made the builder
+/// tests 433 s instead of about 60, 2026-12-07).
+const BOOT_TIMEOUT_S: u64 = 40;
+
 /// Boots under QEMU while no kernel compile runs in this process.
 fn boot(machine: &str, kernel: &Path, initrd: &Path, cmdline: &str) -> common::Boot {
     let _shared = CPU_HEAVY
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    boot_qemu(machine, kernel, initrd, cmdline, 120)
+    boot_qemu(machine, kernel, initrd, cmdline, BOOT_TIMEOUT_S)
 }
 
 /// Verifies a bundle with the test key and writes its kernel and initramfs to `dir`.
