@@ -108,6 +108,14 @@ pub async fn run(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
     // Told when a round ends: a pod whose agent was at its limit starts then, not at the
     // next tick (else one agent's pods would get at most `agent_concurrency` rounds a tick).
     let done = Arc::new(tokio::sync::Notify::new());
+    let starter = Starter {
+        svc: svc.clone(),
+        permits,
+        in_flight: in_flight.clone(),
+        book: book.clone(),
+        done: done.clone(),
+        interval_ms,
+    };
     let mut stop = stop;
     loop {
         if *stop.borrow() {
@@ -168,14 +176,9 @@ pub async fn run(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
                         continue;
                     }
                 }
-                in_flight
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(row.id.clone());
-                let Ok(permit) = permits.clone().acquire_owned().await else {
+                if !starter.start(row).await {
                     break;
-                };
-                spawn_round(&svc, row, permit, &in_flight, &book, &done, interval_ms);
+                }
             }
         }
         for (until, ids) in deferred {
@@ -196,14 +199,9 @@ pub async fn run(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
                             .admit(&row.agent, now_ms(), svc.config.agent_concurrency);
                         match admitted {
                             Admit::Go => {
-                                in_flight
-                                    .lock()
-                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                    .insert(row.id.clone());
-                                let Ok(permit) = permits.clone().acquire_owned().await else {
+                                if !starter.start(row).await {
                                     break;
-                                };
-                                spawn_round(&svc, row, permit, &in_flight, &book, &done, interval_ms);
+                                }
                             }
                             Admit::Busy => still.push(row),
                             // Its agent went quiet meanwhile: the next tick decides.
@@ -219,31 +217,51 @@ pub async fn run(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
     let _ = svc.db(move |s| s.release(&replica)).await;
 }
 
-/// Starts `row`'s round on a task of its own, holding `permit`; when it ends, the book and
-/// the pods in flight are updated and `done` is told.
-fn spawn_round(
-    svc: &Arc<Service>,
-    row: PodRow,
-    permit: tokio::sync::OwnedSemaphorePermit,
-    in_flight: &Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
-    book: &Arc<std::sync::Mutex<AgentBook>>,
-    done: &Arc<tokio::sync::Notify>,
+/// What starting a round needs: the replica's permits, the pods in flight, the agents'
+/// book, and who to tell when a round ends.
+struct Starter {
+    svc: Arc<Service>,
+    permits: Arc<tokio::sync::Semaphore>,
+    in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    book: Arc<std::sync::Mutex<AgentBook>>,
+    done: Arc<tokio::sync::Notify>,
     interval_ms: u64,
-) {
-    let (svc, in_flight, book, done) = (svc.clone(), in_flight.clone(), book.clone(), done.clone());
-    tokio::spawn(async move {
-        let (id, agent) = (row.id.clone(), row.agent.clone());
-        let answered = round(&svc, row).await;
-        book.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .finished(&agent, answered, now_ms(), interval_ms);
-        in_flight
+}
+
+impl Starter {
+    /// Marks `row` in flight, waits for a permit and runs its round on a task of its own
+    /// (its agent admitted it already); when the round ends, the book and the pods in
+    /// flight are updated and `done` is told. False when the permits are gone.
+    async fn start(&self, row: PodRow) -> bool {
+        self.in_flight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&id);
-        drop(permit);
-        done.notify_one();
-    });
+            .insert(row.id.clone());
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return false;
+        };
+        let (svc, in_flight, book, done) = (
+            self.svc.clone(),
+            self.in_flight.clone(),
+            self.book.clone(),
+            self.done.clone(),
+        );
+        let interval_ms = self.interval_ms;
+        tokio::spawn(async move {
+            let (id, agent) = (row.id.clone(), row.agent.clone());
+            let answered = round(&svc, row).await;
+            book.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .finished(&agent, answered, now_ms(), interval_ms);
+            in_flight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id);
+            drop(permit);
+            done.notify_one();
+        });
+        true
+    }
 }
 
 /// One round for one pod: quote through its agent, appraise, sign, record. Returns

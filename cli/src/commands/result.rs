@@ -76,40 +76,15 @@ impl LoadedCredentials {
     }
 }
 
-/// A secret file must be its owner's alone, as ssh requires of a private key.
-fn private(what: &str, path: &std::path::Path) -> Result<(), CliError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(path)
-        .map_err(|e| CliError::Usage(format!("{what} {}: {e}", path.display())))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(CliError::Usage(format!(
-            "{what} {} has mode {:04o}: other users can read it (chmod 600)",
-            path.display(),
-            mode & 0o7777
-        )));
-    }
-    Ok(())
-}
-
 impl Credentials {
     /// Reads the credential files.
     pub fn load(&self) -> Result<LoadedCredentials, CliError> {
         let token = match &self.token_file {
             None => None,
-            Some(path) => {
-                private("--token-file", path)?;
-                let text = crate::error::read_text("--token-file", path)?;
-                let token = text.trim();
-                if token.is_empty() || token.contains(char::is_whitespace) {
-                    return Err(CliError::Usage(format!(
-                        "--token-file {}: not one token on one line",
-                        path.display()
-                    )));
-                }
-                Some(token.to_string())
-            }
+            // Its owner's alone (as ssh requires of a private key), one token on one line.
+            Some(path) => Some(jek_service_client::tls::read_token(path).map_err(|e| {
+                CliError::Usage(format!("--token-file: {}", jek_fsio::chain_line(&e)))
+            })?),
         };
         let identity_pem = match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => Some(
