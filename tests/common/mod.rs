@@ -297,6 +297,21 @@ impl Boot {
     }
 }
 
+/// QEMU's options for a TCG guest on `machine`. `-M microvm` also gets a clock that counts
+/// instructions (`-icount shift=auto,sleep=on`): its ACPI is hardware-reduced, so Linux has no
+/// PIT tick, no HPET and no PM timer there, and its one chance to learn the TSC frequency is
+/// an early 50 ms poll of the PIT that fails when the host preempts QEMU; the kernel then
+/// waits forever in `calibrate_delay` (docs/design.md, "Clock calibration"). With the
+/// instruction clock the poll sees no jitter. `-M pc` keeps real time: its HPET and PM timer
+/// rescue a failed poll.
+pub fn qemu_machine_args(machine: &str) -> Vec<&str> {
+    let mut args = vec!["-M", machine];
+    if machine.split(',').next() == Some("microvm") {
+        args.extend(["-icount", "shift=auto,sleep=on"]);
+    }
+    args
+}
+
 /// Boots a kernel and initramfs under QEMU with TCG (no KVM: see shared FACTS) and returns
 /// the console once QEMU exits or `timeout_s` passes.
 pub fn boot_qemu(
@@ -308,9 +323,8 @@ pub fn boot_qemu(
 ) -> Boot {
     use std::io::Read as _;
     let mut child = Command::new("qemu-system-x86_64")
+        .args(qemu_machine_args(machine))
         .args([
-            "-M",
-            machine,
             "-m",
             "256",
             "-smp",
