@@ -3,7 +3,7 @@
 # its peer measured in the same run.
 #
 #   ci/bench.sh           warm: reuses the cached kernel (under 15 minutes; the first run
-#                         also builds the kernel before issue 38's trim, about 11 minutes)
+#                         also builds the kernel before issue 38's trim, about 10 minutes)
 #   ci/bench.sh --cold    also times a cold `jek build` and a plain `make -j$(nproc)` of the
 #                         same config (adds about 12 minutes on 2 cores)
 set -euo pipefail

@@ -8,8 +8,8 @@ guest's one TSC calibration fails now and then on a busy host and the boot hangs
 (docs/design.md, "Clock calibration"). Each boot is read to QEMU's exit (the init powers
 off), so a second `Linux version` (the pod booted again) is seen. Prints one JSON object:
 medians, all samples in seconds, and the counts of hangs (no JEK-READY within 60 s),
-calibration stalls (no TSC frequency: the kernel's own message), failed PIT calibrations
-that a reference timer rescued, and restarts."""
+calibration stalls (no TSC frequency: the kernel's own message), failed early PIT polls
+that the late calibration made up for, and restarts."""
 import json
 import os
 import select
@@ -23,7 +23,7 @@ machine_args = ["-M", machine]
 if machine.split(",")[0] == "microvm":
     machine_args += ["-icount", "shift=auto,sleep=on"]
 first, ready = [], []
-hangs = stalls = restarts = pit_failed = 0
+hangs = stalls = restarts = early_failed = 0
 for _ in range(runs):
     t0 = time.monotonic()
     p = subprocess.Popen(
@@ -48,12 +48,13 @@ for _ in range(runs):
             t_ready = time.monotonic() - t0
     p.kill()
     p.wait()
-    # No TSC frequency at all: under -M microvm the boot then hangs. (-M pc prints "Unable
-    # to calibrate against PIT" in some boots and recovers with its HPET: counted apart.)
+    # No TSC frequency at all: under -M microvm the boot then hangs. A failed early PIT poll
+    # alone is not that: on -M pc the late calibration (PIT loops checked against the HPET)
+    # takes over. Counted apart.
     if b"tsc: Marking TSC unstable due to could not calculate TSC khz" in buf:
         stalls += 1
-    if b"tsc: Unable to calibrate against PIT" in buf:
-        pit_failed += 1
+    if b"tsc: Fast TSC calibration using PIT" not in buf:
+        early_failed += 1
     if buf.count(b"Linux version") > 1:
         restarts += 1
         print(f"bench_boot: {kernel} on {machine} booted again after the init powered off",
@@ -70,7 +71,7 @@ if not ready:
     sys.exit(f"no run of {kernel} on {machine} reached JEK-READY")
 print(json.dumps({
     "machine": machine, "runs": runs, "hangs": hangs, "stalls": stalls, "restarts": restarts,
-    "pit_calibration_failed": pit_failed,
+    "early_poll_failed": early_failed,
     "first_output_s": statistics.median(first), "ready_s": statistics.median(ready),
     "ready_samples": [round(x, 3) for x in ready],
 }))
