@@ -26,6 +26,30 @@ pub struct Reach<'a> {
     pub identity_pem: Option<&'a [u8]>,
 }
 
+/// The owned side of [`Reach`]: trust roots and a credential read from their files, kept
+/// for as long as a client talks to the verifier (the CLI's `jek boot`, `jek tpm stop` and
+/// `jek result`, the containerd shim).
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// Extra trust roots (PEM) for the verifier's certificate.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A bearer token ([`crate::tls::read_token`]).
+    pub token: Option<String>,
+    /// A client certificate chain and its key ([`crate::tls::identity_pem`]).
+    pub identity_pem: Option<Vec<u8>>,
+}
+
+impl Credentials {
+    /// How to reach the verifier with these.
+    pub fn reach(&self) -> Reach<'_> {
+        Reach {
+            ca_pem: self.ca_pem.as_deref(),
+            token: self.token.as_deref(),
+            identity_pem: self.identity_pem.as_deref(),
+        }
+    }
+}
+
 /// The largest JWKS or result read.
 const MAX_DOCUMENT: usize = 1 << 20;
 

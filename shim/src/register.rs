@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use jek_config::runtime::{RuntimeVerifier, VerifierCredential};
-use jek_service_client::client::{ClientError, Reach};
+use jek_service_client::client::{ClientError, Credentials};
 use jek_service_client::tls::IdentityError;
 use jek_service_client::wire::{PodState, RegisterRequest};
 
@@ -42,51 +42,32 @@ pub enum SelfRegisterError {
 }
 
 /// What the shim presents to the verifier, read from the files the runtime file names.
-struct Credentials {
-    ca: Option<Vec<u8>>,
-    token: Option<String>,
-    identity: Option<Vec<u8>>,
-}
-
-impl Credentials {
-    fn read(v: &RuntimeVerifier) -> Result<Credentials, SelfRegisterError> {
-        let ca = match &v.ca {
-            Some(path) => Some(std::fs::read(path).map_err(|source| SelfRegisterError::Ca {
-                path: path.clone(),
-                source,
-            })?),
-            None => None,
-        };
-        let (token, identity) = match &v.credential {
-            VerifierCredential::Token(path) => (
-                Some(
-                    jek_service_client::tls::read_token(path)
-                        .map_err(SelfRegisterError::Credential)?,
-                ),
-                None,
-            ),
-            VerifierCredential::Certificate { cert, key } => (
-                None,
-                Some(
-                    jek_service_client::tls::identity_pem(cert, key)
-                        .map_err(SelfRegisterError::Credential)?,
-                ),
-            ),
-        };
-        Ok(Credentials {
-            ca,
-            token,
-            identity,
-        })
-    }
-
-    fn reach(&self) -> Reach<'_> {
-        Reach {
-            ca_pem: self.ca.as_deref(),
-            token: self.token.as_deref(),
-            identity_pem: self.identity.as_deref(),
+fn credentials(v: &RuntimeVerifier) -> Result<Credentials, SelfRegisterError> {
+    let ca_pem = match &v.ca {
+        Some(path) => Some(std::fs::read(path).map_err(|source| SelfRegisterError::Ca {
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    let mut credentials = Credentials {
+        ca_pem,
+        ..Credentials::default()
+    };
+    match &v.credential {
+        VerifierCredential::Token(path) => {
+            credentials.token = Some(
+                jek_service_client::tls::read_token(path).map_err(SelfRegisterError::Credential)?,
+            );
+        }
+        VerifierCredential::Certificate { cert, key } => {
+            credentials.identity_pem = Some(
+                jek_service_client::tls::identity_pem(cert, key)
+                    .map_err(SelfRegisterError::Credential)?,
+            );
         }
     }
+    Ok(credentials)
 }
 
 /// Registers the pod `request` names with the verifier `v`.
@@ -94,7 +75,7 @@ pub fn register(
     v: &RuntimeVerifier,
     request: &RegisterRequest,
 ) -> Result<PodState, SelfRegisterError> {
-    let credentials = Credentials::read(v)?;
+    let credentials = credentials(v)?;
     jek_service_client::client::register(&v.url, request, credentials.reach()).map_err(|source| {
         SelfRegisterError::Verifier {
             url: v.url.clone(),
@@ -105,7 +86,7 @@ pub fn register(
 
 /// Removes registration `id` from the verifier `v`; false if it held none.
 pub fn remove(v: &RuntimeVerifier, id: &str) -> Result<bool, SelfRegisterError> {
-    let credentials = Credentials::read(v)?;
+    let credentials = credentials(v)?;
     jek_service_client::client::remove(&v.url, id, credentials.reach()).map_err(|source| {
         SelfRegisterError::Verifier {
             url: v.url.clone(),

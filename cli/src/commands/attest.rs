@@ -79,16 +79,11 @@ fn hex_arg(v: &str) -> Result<Hex, String> {
 /// Runs `jek attest`.
 pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     if let Some(url) = &args.verifier {
-        let ca = super::result::ca(args.images.ca_file.as_deref())?;
-        let credentials = args.credentials.load()?;
+        let credentials = args.credentials.load(args.images.ca_file.as_deref())?;
         let mut ears = Vec::new();
         for id in &args.run_dirs {
             let id = id.to_string_lossy();
-            let (_, ear) = jek_service_client::client::fetch_result(
-                url,
-                &id,
-                credentials.reach(ca.as_deref()),
-            )?;
+            let (_, ear) = jek_service_client::client::fetch_result(url, &id, credentials.reach())?;
             ears.push((PathBuf::from(format!("{url}/v1/pods/{id}")), ear));
         }
         return report_ears(&ears, args.json);

@@ -120,11 +120,11 @@ type Registered = std::sync::Arc<
 fn registration_hook(
     url: String,
     request: jek_service_client::wire::RegisterRequest,
-    reach: (Option<Vec<u8>>, super::result::LoadedCredentials),
+    credentials: jek_service_client::client::Credentials,
     cleanup: jek_loader::lifecycle::Cleanup,
     registered: Registered,
 ) -> jek_loader::boot::RunningHook {
-    let reach = std::sync::Arc::new(reach);
+    let credentials = std::sync::Arc::new(credentials);
     jek_loader::boot::RunningHook::new(move |running| {
         let Some(pod_id) = running.registration.clone() else {
             return;
@@ -133,15 +133,10 @@ fn registration_hook(
             pod_id,
             ..request.clone()
         };
-        let (url, reach, cleanup) = (url.clone(), reach.clone(), cleanup.clone());
+        let (url, credentials, cleanup) = (url.clone(), credentials.clone(), cleanup.clone());
         let thread = std::thread::spawn(move || {
-            let (ca, credentials) = &*reach;
-            let result = jek_service_client::client::register(
-                &url,
-                &request,
-                credentials.reach(ca.as_deref()),
-            )
-            .map(|state| state.id);
+            let result = jek_service_client::client::register(&url, &request, credentials.reach())
+                .map(|state| state.id);
             if result.is_err() {
                 cleanup.run();
             }
@@ -211,8 +206,9 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     let mut opts = opts;
     if let (Some(url), Some(agent)) = (&args.register_with, &args.agent) {
         use sha2::Digest as _;
-        let ca = super::result::ca(args.target.registry.ca_file.as_deref())?;
-        let credentials = args.credentials.load()?;
+        let credentials = args
+            .credentials
+            .load(args.target.registry.ca_file.as_deref())?;
         let request = jek_service_client::wire::RegisterRequest {
             agent: agent.clone(),
             pod_id: String::new(),
@@ -226,7 +222,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         opts.on_running = Some(registration_hook(
             url.clone(),
             request,
-            (ca, credentials),
+            credentials,
             opts.cleanup.clone(),
             registered.clone(),
         ));

@@ -58,27 +58,15 @@ pub struct Credentials {
     client_key: Option<PathBuf>,
 }
 
-/// Credentials read from their files.
-#[derive(Debug, Default)]
-pub struct LoadedCredentials {
-    token: Option<String>,
-    identity_pem: Option<Vec<u8>>,
-}
-
-impl LoadedCredentials {
-    /// How to reach the verifier with these credentials and `ca_pem`.
-    pub fn reach<'a>(&'a self, ca_pem: Option<&'a [u8]>) -> jek_service_client::client::Reach<'a> {
-        jek_service_client::client::Reach {
-            ca_pem,
-            token: self.token.as_deref(),
-            identity_pem: self.identity_pem.as_deref(),
-        }
-    }
-}
-
 impl Credentials {
-    /// Reads the credential files.
-    pub fn load(&self) -> Result<LoadedCredentials, CliError> {
+    /// Reads the credential files, and the trust roots from `ca_file` (`--ca-file`).
+    pub fn load(
+        &self,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<jek_service_client::client::Credentials, CliError> {
+        let ca_pem = ca_file
+            .map(|f| crate::error::read("--ca-file", f))
+            .transpose()?;
         let token = match &self.token_file {
             None => None,
             // Its owner's alone (as ssh requires of a private key), one token on one line.
@@ -93,27 +81,22 @@ impl Credentials {
             ),
             _ => None,
         };
-        Ok(LoadedCredentials {
+        Ok(jek_service_client::client::Credentials {
+            ca_pem,
             token,
             identity_pem,
         })
     }
 }
 
-/// Extra trust roots from `--ca-file`.
-pub fn ca(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, CliError> {
-    file.map(|f| crate::error::read("--ca-file", f)).transpose()
-}
-
 /// Runs `jek result`.
 pub fn run(Args::Verify(a): Args) -> Result<(), CliError> {
     let token = crate::error::read_text("token", &a.token)?;
-    let ca = ca(a.ca_file.as_deref())?;
-    let credentials = a.credentials.load()?;
+    let credentials = a.credentials.load(a.ca_file.as_deref())?;
     let ear = jek_service_client::client::verify_token(
         &token,
         &a.jwks,
-        credentials.reach(ca.as_deref()),
+        credentials.reach(),
         a.pod.as_deref(),
     )?;
     super::attest::report_ears(&[(a.token.clone(), ear)], a.json)

@@ -85,14 +85,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
         true => kept.iter().map(|k| k.registration.id.clone()).collect(),
         false => ids.clone(),
     };
-    let reach = match verifier {
-        Some(_) => Some((super::result::ca(ca_file.as_deref())?, credentials.load()?)),
+    let credentials = match verifier {
+        Some(_) => Some(credentials.load(ca_file.as_deref())?),
         None => None,
     };
     for id in &ids {
-        if let (Some(url), Some((ca, credentials))) = (verifier, &reach) {
-            let held =
-                jek_service_client::client::remove(url, id, credentials.reach(ca.as_deref()))?;
+        if let (Some(url), Some(credentials)) = (verifier, &credentials) {
+            let held = jek_service_client::client::remove(url, id, credentials.reach())?;
             if !held && !c.json {
                 errln!("jek: {url} held no registration {id}");
             }
