@@ -289,6 +289,25 @@ pub enum Finding {
         /// The fragment that asked.
         fragment: String,
     },
+    /// A fragment asks for a forbidden symbol to be enabled (found before anything runs).
+    ForbiddenRequested {
+        /// The symbol.
+        symbol: String,
+        /// The value asked for (`y` or `m`).
+        requested: String,
+        /// The fragment that asked.
+        fragment: String,
+    },
+    /// A fragment asks for a required symbol to be other than `=y` (found before anything
+    /// runs).
+    RequiredRefused {
+        /// The symbol.
+        symbol: String,
+        /// The value asked for (`m`, `is not set`, ...).
+        requested: String,
+        /// The fragment that asked.
+        fragment: String,
+    },
 }
 
 impl fmt::Display for Finding {
@@ -304,8 +323,51 @@ impl fmt::Display for Finding {
                 f,
                 "CONFIG_{symbol} was requested as {requested} by {fragment} but the resolved config has {actual} (a dependency is missing)"
             ),
+            Finding::ForbiddenRequested { symbol, requested, fragment } => write!(
+                f,
+                "CONFIG_{symbol}={requested} is forbidden by the policy (asked for by {fragment})"
+            ),
+            Finding::RequiredRefused { symbol, requested, fragment } => {
+                let line = if requested == "is not set" {
+                    format!("# CONFIG_{symbol} is not set")
+                } else {
+                    format!("CONFIG_{symbol}={requested}")
+                };
+                write!(
+                    f,
+                    "CONFIG_{symbol} is required by the policy to be y but {fragment} asks for `{line}`"
+                )
+            }
         }
     }
+}
+
+/// Checks what the fragments ask for against `policy`, before anything is unpacked or
+/// compiled. A fragment that enables a forbidden symbol or asks for a required one to be
+/// other than `=y` fails whatever kconfig resolves (the symbol is then either set as asked,
+/// which the policy refuses, or dropped, which [`check`] refuses), so such a build is
+/// refused at once, naming the fragment.
+pub fn check_requests(fragments: &[(String, Config)], policy: &Policy) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for (origin, cfg) in fragments {
+        for (sym, want) in cfg.iter() {
+            if want.is_enabled() && policy.forbidden.iter().any(|s| s == sym) {
+                findings.push(Finding::ForbiddenRequested {
+                    symbol: sym.into(),
+                    requested: want.to_string(),
+                    fragment: origin.clone(),
+                });
+            }
+            if *want != Value::Set("y".into()) && policy.required.iter().any(|s| s == sym) {
+                findings.push(Finding::RequiredRefused {
+                    symbol: sym.into(),
+                    requested: want.to_string(),
+                    fragment: origin.clone(),
+                });
+            }
+        }
+    }
+    findings
 }
 
 fn shown(v: Option<&Value>) -> String {
@@ -424,6 +486,46 @@ mod tests {
             merge("", &frags),
             Err(KconfigError::Conflict { .. })
         ));
+    }
+
+    #[test]
+    fn requests_against_the_policy_are_found_before_any_build() {
+        let frags = vec![
+            (
+                "base.config".to_string(),
+                Config::parse("CONFIG_A=y\nCONFIG_B=y\n# CONFIG_VT is not set\n", "f").unwrap(),
+            ),
+            (
+                "evil.config".to_string(),
+                Config::parse(
+                    "CONFIG_SOUND=m\n# CONFIG_R is not set\nCONFIG_S=m\nCONFIG_MODULES=y\n",
+                    "e",
+                )
+                .unwrap(),
+            ),
+        ];
+        let policy = Policy {
+            required: vec!["A".into(), "R".into(), "S".into()],
+            forbidden: vec!["MODULES".into(), "VT".into(), "SOUND".into()],
+        };
+        let f = check_requests(&frags, &policy);
+        let shown: Vec<String> = f.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "CONFIG_SOUND=m is forbidden by the policy (asked for by evil.config)",
+                "CONFIG_R is required by the policy to be y but evil.config asks for `# CONFIG_R is not set`",
+                "CONFIG_S is required by the policy to be y but evil.config asks for `CONFIG_S=m`",
+                "CONFIG_MODULES=y is forbidden by the policy (asked for by evil.config)",
+            ]
+        );
+        // What the policy allows, and "is not set" for a forbidden symbol, pass.
+        assert!(check_requests(&frags[..1], &policy).is_empty());
+        assert_eq!(
+            serde_json::to_value(&f[0]).unwrap(),
+            serde_json::json!({"kind": "forbidden_requested", "symbol": "SOUND",
+                "requested": "m", "fragment": "evil.config"})
+        );
     }
 
     #[test]

@@ -163,6 +163,12 @@ pub enum KernelBuildError {
         /// The file's digest now.
         actual: String,
     },
+    /// A fragment asks for what the policy refuses (found before anything is unpacked).
+    #[error("the kernel fragments ask for what the kconfig policy refuses ({count} findings; nothing was built):\n{list}", count = findings.len(), list = findings.iter().map(|f| format!("  - {f}")).collect::<Vec<_>>().join("\n"))]
+    PolicyRequest {
+        /// The findings.
+        findings: Vec<Finding>,
+    },
     /// A cache entry whose resolved config the policy or the fragments refuse.
     #[error("kernel cache entry {entry} was not built from these fragments under this policy ({count} findings):\n{list}\n(delete the entry to rebuild it)", count = findings.len(), list = findings.iter().map(|f| format!("  - {f}")).collect::<Vec<_>>().join("\n"))]
     CachePolicy {
@@ -202,6 +208,7 @@ impl KernelBuildError {
         use jek_fsio::Class;
         match self {
             KernelBuildError::ConfigCheck { .. }
+            | KernelBuildError::PolicyRequest { .. }
             | KernelBuildError::CacheTampered { .. }
             | KernelBuildError::CachePolicy { .. } => Class::Rejected,
             KernelBuildError::Fragment(_) | KernelBuildError::MissingSource { .. } => {
@@ -345,7 +352,8 @@ fn entry_artifacts(
     }
 }
 
-/// Parses every fragment and checks that no two disagree.
+/// Parses every fragment and checks that no two disagree and that none asks for what the
+/// policy refuses, before anything is unpacked or compiled.
 fn parse_fragments(inputs: &KernelInputs) -> Result<Vec<(String, Config)>, KernelBuildError> {
     let fragments = inputs
         .fragments
@@ -354,6 +362,12 @@ fn parse_fragments(inputs: &KernelInputs) -> Result<Vec<(String, Config)>, Kerne
         .collect::<Result<Vec<_>, _>>()
         .map_err(KernelBuildError::Fragment)?;
     kconfig::merge_requests(&fragments).map_err(KernelBuildError::Fragment)?;
+    if let Some(policy) = &inputs.policy {
+        let findings = kconfig::check_requests(&fragments, policy);
+        if !findings.is_empty() {
+            return Err(KernelBuildError::PolicyRequest { findings });
+        }
+    }
     Ok(fragments)
 }
 
