@@ -406,7 +406,7 @@ pub fn build(
         tracing::warn!(entry = %entry.display(), "kernel cache entry has no output record (made by an older jek): rebuilding it");
     }
     // Removed however the build ends: success, failure, or a signal (with
-    // `remove_work_on_signals`); a SIGKILL leaves it for `jek cache prune`.
+    // `interrupt_builds`); a SIGKILL leaves it for `jek cache prune`.
     let work = WorkDir::new(cache.join("work").join(&key));
     let out = compile(
         inputs,
@@ -561,34 +561,21 @@ impl Drop for ChildGroup {
     }
 }
 
-/// On SIGINT, SIGTERM or SIGHUP: stops the running `make` process groups (SIGTERM,
-/// then SIGKILL after 5 s), removes the work directories of builds in progress, and
-/// exits with 128 + the signal. For binaries that build kernels (`jek build`).
-pub fn remove_work_on_signals() -> std::io::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    std::thread::Builder::new()
-        .name("jek-build-signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
-                let (dirs, groups) = {
-                    let a = active();
-                    (a.dirs.clone(), a.groups.clone())
-                };
-                stop_groups(&groups);
-                for d in &dirs {
-                    let _ = std::fs::remove_dir_all(d);
-                }
-                tracing::warn!(
-                    signal = sig,
-                    removed = dirs.len(),
-                    "build interrupted; work directories removed"
-                );
-                std::process::exit(128 + sig);
-            }
-        })?;
-    Ok(())
+/// Stops every build in progress in this process: marks it interrupted, stops the running
+/// `make` process groups (SIGTERM, then SIGKILL after 5 s) and removes the work directories
+/// of builds in progress. Returns how many work directories were removed. For a binary's
+/// signal handler, which then exits (`jek build`): nothing here ends the process.
+pub fn interrupt_builds() -> usize {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (dirs, groups) = {
+        let a = active();
+        (a.dirs.clone(), a.groups.clone())
+    };
+    stop_groups(&groups);
+    for d in &dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    dirs.len()
 }
 
 fn stop_groups(groups: &[u32]) {
@@ -688,7 +675,7 @@ fn compile(
             .map_err(io("cannot create pipe for", log_path))?;
         cmd.stdout(writer).stderr(writer2);
         // A group of its own, so that a signal handler can stop make and every compiler
-        // it started (`remove_work_on_signals`) before removing the work directory.
+        // it started (`interrupt_builds`) before removing the work directory.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let _ = writeln!(log, "### make {target}");
         let mut child = cmd.spawn().map_err(io("cannot run make in", &src))?;

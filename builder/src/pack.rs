@@ -5,7 +5,6 @@ use jek_verifier::dsse::{self, Envelope, IN_TOTO_PAYLOAD_TYPE};
 use jek_verifier::format::{self, EncodeError, Role};
 use jek_verifier::manifest::{Component, Manifest, ManifestError};
 use jek_verifier::{Sha256Digest, UnixTime, VerifyError};
-use std::path::{Path, PathBuf};
 
 use crate::kernel_image::{self, KernelImageError};
 use crate::keys;
@@ -232,15 +231,4 @@ pub fn add_signature(bundle: &[u8], key: &SigningKey) -> Result<Vec<u8>, SignErr
     envelope.signatures.push(signature(key, &envelope));
     let comps: Vec<(Role, &[u8])> = raw.sections.iter().map(|s| (s.role, s.data)).collect();
     format::encode(&comps, &envelope.to_json()).map_err(SignError::Encode)
-}
-
-/// The detached signatures jek keeps beside a bundle file: `BUNDLE.sigstore.json` (a
-/// Sigstore bundle) and `BUNDLE.sig` (a cosign blob signature).
-pub fn beside(bundle: &Path) -> [PathBuf; 2] {
-    let with = |suffix: &str| {
-        let mut s = bundle.as_os_str().to_os_string();
-        s.push(suffix);
-        PathBuf::from(s)
-    };
-    [with(".sigstore.json"), with(".sig")]
 }

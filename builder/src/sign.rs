@@ -16,8 +16,6 @@ use jek_verifier::{KeyId, Sha256Digest};
 use crate::cosign::{CosignError, CosignKey};
 use crate::pack::SignError;
 
-pub use crate::pack::beside;
-
 /// A signing of one bundle file.
 pub struct SignFile<'a> {
     /// The bundle file.
@@ -145,7 +143,7 @@ impl SignFileError {
 /// Signs as `req` says (see the module docs for the overwrite rule).
 pub fn sign_file(req: SignFile<'_>) -> Result<Signed, SignFileError> {
     let out = req.out.unwrap_or(req.bundle).to_path_buf();
-    let [sigstore_beside, cosign_beside] = beside(&out);
+    let [sigstore_beside, cosign_beside] = jek_verifier::detached_signature_paths(&out);
     let cosign_resigns = req.cosign.is_some() && req.signature.is_none();
     let new_sig = (req.out.is_some() && cosign_resigns).then_some(cosign_beside.as_path());
     let outputs = req.out.into_iter().chain(req.signature).chain(new_sig);

@@ -15,12 +15,15 @@ pub enum CliError {
     /// Writing an output file failed.
     #[error("cannot write output")]
     Write(#[from] WriteError),
-    /// A policy, pod, recipe or kconfig policy file is unusable.
+    /// A policy, pod or runtime file is unusable.
     #[error(transparent)]
     Config(#[from] jek_config::ConfigError),
+    /// A recipe or kconfig policy file is unusable.
+    #[error(transparent)]
+    BuildConfig(#[from] jek_build_config::BuildConfigError),
     /// A key file (or key variable) is unusable.
     #[error(transparent)]
-    Key(#[from] jek_config::keys::KeyFileError),
+    Key(#[from] jek_build_config::keys::KeyFileError),
     /// Encoding a new key failed.
     #[error("cannot encode the new key")]
     Keygen(#[source] jek_builder::keys::KeyError),
@@ -196,6 +199,7 @@ impl CliError {
         match self {
             CliError::Write(e) => e.class().into(),
             CliError::Config(e) => e.class().into(),
+            CliError::BuildConfig(e) => e.class().into(),
             CliError::Registry(e) => e.class().into(),
             CliError::RegistryAuth(e) => e.class().into(),
             CliError::Image(e) => e.class().into(),

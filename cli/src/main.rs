@@ -29,6 +29,7 @@ fn print_line(stderr: bool, line: &str) {
 
 mod commands;
 mod error;
+mod signals;
 
 use clap::Parser;
 use error::Exit;

@@ -1,6 +1,7 @@
-//! # jek-config: the files people write
+//! # jek-config: the files people write for the consumers of a bundle
 //!
-//! Each YAML file jek reads has its schema here, as `#[serde(deny_unknown_fields)]` raw
+//! Each YAML file the loader, the shim and the attestation services read has its schema
+//! here, as `#[serde(deny_unknown_fields)]` raw
 //! structs, and is turned into a validated type before anything else happens. YAML stays
 //! in this crate: the trust core (`jek-verifier`), the loader and the services take the
 //! validated types only. Field-by-field reference: `docs/policy.md`.
@@ -8,10 +9,11 @@
 //! - [`policy`]: `policy.yaml` → [`jek_verifier::Policy`] (signer rule, anti-rollback,
 //!   revocation, Sigstore) and the `attestation` section;
 //! - [`pod`]: `pod.yaml` (a Kubernetes Pod subset) → [`jek_pod::PodSpec`];
-//! - [`recipe`]: a build recipe → [`jek_builder::recipe::Recipe`], with its kconfig policy;
-//! - [`kconfig`]: a kconfig policy → [`jek_builder::kconfig::Policy`];
 //! - [`runtime`]: `runtime.yaml`, how the containerd shim runs containers;
 //! - [`signatures`]: the detached signatures found beside a bundle file.
+//!
+//! The producer's files (build recipes, kconfig policies, private keys) are read by
+//! `jek-build-config`, so nothing here links the builder or private-key code.
 //!
 //! ```
 //! let dir = tempfile::tempdir()?;
@@ -28,11 +30,8 @@ use std::path::{Path, PathBuf};
 use jek_fsio::{Class, ReadError};
 
 pub mod fuzzing;
-pub mod kconfig;
-pub mod keys;
 pub mod pod;
 pub mod policy;
-pub mod recipe;
 pub mod runtime;
 pub mod signatures;
 
@@ -90,24 +89,6 @@ pub enum ConfigError {
         #[source]
         source: pod::PodFileError,
     },
-    /// The recipe is invalid.
-    #[error("invalid recipe {path}")]
-    Recipe {
-        /// Its path.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: recipe::RecipeError,
-    },
-    /// The kconfig policy is invalid.
-    #[error("invalid kconfig policy {path}")]
-    KconfigPolicy {
-        /// Its path.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: kconfig::KconfigPolicyError,
-    },
     /// The containerd runtime file is invalid.
     #[error("invalid runtime file {path}")]
     Runtime {
@@ -144,8 +125,6 @@ impl ConfigError {
             | ConfigError::Policy { .. }
             | ConfigError::Key { .. }
             | ConfigError::Pod { .. }
-            | ConfigError::Recipe { .. }
-            | ConfigError::KconfigPolicy { .. }
             | ConfigError::Runtime { .. }
             | ConfigError::NoAttestation { .. } => Class::Invalid,
         }

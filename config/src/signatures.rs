@@ -9,12 +9,6 @@ use std::path::{Path, PathBuf};
 
 use crate::{ConfigError, MAX_REFERENCED_SIZE};
 
-/// The default places of a bundle's detached signatures: the Sigstore bundle
-/// `BUNDLE.sigstore.json`, then the cosign signature `BUNDLE.sig`.
-pub fn default_paths(bundle: &Path) -> [PathBuf; 2] {
-    jek_builder::pack::beside(bundle)
-}
-
 /// A candidate signature file and its bytes.
 #[derive(Debug, Clone)]
 pub struct Candidate {
@@ -48,7 +42,7 @@ pub fn candidates(
     }
     let paths: Vec<PathBuf> = match explicit {
         Some(p) => vec![p.to_path_buf()],
-        None => default_paths(bundle)
+        None => jek_verifier::detached_signature_paths(bundle)
             .into_iter()
             .filter(|p| p.symlink_metadata().is_ok())
             .collect(),

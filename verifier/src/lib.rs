@@ -67,6 +67,6 @@ pub use digest::Sha256Digest;
 pub use keys::{KeyId, PublicKey};
 pub use policy::{KeyRule, Policy, PolicyError, SignerRule, TrustedKey, UnixTime};
 pub use verify::{
-    inspect, verify, verify_bundle, Bundle, DetachedApproval, DetachedSignature, Inspection,
-    Verified, VerifyError,
+    detached_signature_paths, inspect, verify, verify_bundle, Bundle, DetachedApproval,
+    DetachedSignature, Inspection, Verified, VerifyError,
 };

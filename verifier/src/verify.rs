@@ -60,6 +60,18 @@ pub struct DetachedSignature<'a> {
     pub bytes: &'a [u8],
 }
 
+/// Where jek keeps a bundle file's detached signatures: `BUNDLE.sigstore.json` (a Sigstore
+/// bundle), then `BUNDLE.sig` (a cosign blob signature). `jek sign` writes them there and
+/// `jek verify` looks for them there, in that order.
+pub fn detached_signature_paths(bundle: &std::path::Path) -> [std::path::PathBuf; 2] {
+    let with = |suffix: &str| {
+        let mut s = bundle.as_os_str().to_os_string();
+        s.push(suffix);
+        std::path::PathBuf::from(s)
+    };
+    [with(".sigstore.json"), with(".sig")]
+}
+
 /// Proof that a signer the policy accepts, outside the bundle's own Ed25519 envelope,
 /// signed these exact bundle bytes: made only by this crate's Sigstore check (feature
 /// `sigstore`) and consumed by [`verify_bundle`]. It names the file digest it covers, so

@@ -76,25 +76,6 @@ impl Cleanup {
     }
 }
 
-/// On SIGINT, SIGTERM or SIGHUP, runs `cleanup` (the pod's VM and its TPM unless kept)
-/// and exits with 128 + the signal, as a shell reports a process it killed. For binaries:
-/// it ends the process.
-pub fn stop_on_signals(cleanup: &Cleanup) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    let cleanup = cleanup.clone();
-    std::thread::Builder::new()
-        .name("jek-signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                let n = cleanup.run();
-                eprintln!("jek: interrupted (signal {sig}); stopped {n} process(es) of the pod");
-                std::process::exit(128 + sig);
-            }
-        })?;
-    Ok(())
-}
-
 /// A kept TPM as `jek tpm list` shows it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -201,7 +201,13 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         cleanup: jek_loader::lifecycle::Cleanup::default(),
         on_running: None,
     };
-    jek_loader::lifecycle::stop_on_signals(&opts.cleanup).map_err(CliError::Signals)?;
+    // Interrupted, the pod's VM and its TPM (unless kept) are stopped before jek exits.
+    let cleanup = opts.cleanup.clone();
+    crate::signals::on_termination(move |signal| {
+        let n = cleanup.run();
+        errln!("jek: interrupted (signal {signal}); stopped {n} process(es) of the pod");
+    })
+    .map_err(CliError::Signals)?;
     let registered = Registered::default();
     let mut opts = opts;
     if let (Some(url), Some(agent)) = (&args.register_with, &args.agent) {

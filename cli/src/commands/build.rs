@@ -41,13 +41,13 @@ pub struct Args {
 
 /// Runs `jek build`.
 pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
-    let recipe = jek_config::recipe::load(&args.recipe)?;
+    let recipe = jek_build_config::recipe::load(&args.recipe)?;
     let mut keys = Vec::new();
     for p in recipe.keys.iter().chain(&args.keys) {
-        keys.push(jek_config::keys::signing_key(p)?);
+        keys.push(jek_build_config::keys::signing_key(p)?);
     }
     if let Some(var) = &args.key_env {
-        keys.push(jek_config::keys::signing_key_from_env(var)?);
+        keys.push(jek_build_config::keys::signing_key_from_env(var)?);
     }
     let opts = BuildOptions {
         cache: args.cache_dir.unwrap_or_else(jek_fsio::cache_root),
@@ -58,7 +58,15 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     };
     // Interrupted, a build stops its make and removes its work directory.
-    jek_builder::kernel::remove_work_on_signals().map_err(CliError::Signals)?;
+    crate::signals::on_termination(|signal| {
+        let removed = jek_builder::kernel::interrupt_builds();
+        tracing::warn!(
+            signal,
+            removed,
+            "build interrupted; work directories removed"
+        );
+    })
+    .map_err(CliError::Signals)?;
     let mut status = StatusLine::new(quiet || args.no_progress || args.json);
     let mut report = |p: jek_builder::kernel::Progress<'_>| status.report(p);
     if args.check_reproducible {

@@ -47,7 +47,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let policy = a
         .policy
         .as_deref()
-        .map(jek_config::kconfig::load)
+        .map(jek_build_config::kconfig::load)
         .transpose()?;
     let mut fragments = Vec::new();
     for p in &a.fragments {

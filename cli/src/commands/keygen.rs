@@ -30,7 +30,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let (key_path, pub_path) =
         keys::pair_paths(&args.out).map_err(|e| CliError::Usage(e.to_string()))?;
     let (private, public, id) = if args.cosign {
-        let password = jek_config::keys::cosign_password()?;
+        let password = jek_build_config::keys::cosign_password()?;
         let (private, public) =
             jek_builder::cosign::generate(&password).map_err(CliError::CosignKeygen)?;
         let id = jek_builder::cosign::key_id(&public).unwrap_or_default();

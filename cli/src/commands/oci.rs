@@ -82,7 +82,7 @@ impl RegistryArgs {
 pub fn push(args: PushArgs) -> Result<(), CliError> {
     let bundle = read("bundle", &args.bundle)?;
     let signature_files: Vec<PathBuf> = if args.signature.is_empty() {
-        jek_config::signatures::default_paths(&args.bundle)
+        jek_verifier::detached_signature_paths(&args.bundle)
             .into_iter()
             .filter(|p| p.is_file())
             .collect()
@@ -109,7 +109,7 @@ pub fn push(args: PushArgs) -> Result<(), CliError> {
     let key = args
         .cosign_key
         .as_deref()
-        .map(jek_config::keys::cosign_key)
+        .map(jek_build_config::keys::cosign_key)
         .transpose()?;
     let sign = key.as_ref().map(jek_builder::cosign::CosignKey::signer);
     let signer = sign
@@ -129,7 +129,7 @@ pub fn pull(args: PullArgs) -> Result<(), CliError> {
     let policy = jek_config::policy::load(&args.policy)?;
     let overwrite = Overwrite::from_force(args.force);
     overwrite.check(
-        jek_config::signatures::default_paths(&args.out)
+        jek_verifier::detached_signature_paths(&args.out)
             .iter()
             .map(|p| p.as_path())
             .chain([args.out.as_path()]),
@@ -148,7 +148,7 @@ pub fn pull(args: PullArgs) -> Result<(), CliError> {
     };
     write_atomic(&args.out, pull.bundle.bytes(), 0o644, overwrite)?;
     if let Some(sig) = &pull.approval {
-        let [sigstore_path, cosign_path] = jek_config::signatures::default_paths(&args.out);
+        let [sigstore_path, cosign_path] = jek_verifier::detached_signature_paths(&args.out);
         let path = match sig.kind {
             AttachmentKind::SigstoreBundle => sigstore_path,
             _ => cosign_path,

@@ -74,7 +74,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let keys = args
         .keys
         .iter()
-        .map(|p| jek_config::keys::signing_key(p))
+        .map(|p| jek_build_config::keys::signing_key(p))
         .collect::<Result<Vec<_>, _>>()?;
     let req = PackRequest {
         kernel: &kernel,

@@ -40,12 +40,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let key = args
         .key
         .as_deref()
-        .map(jek_config::keys::signing_key)
+        .map(jek_build_config::keys::signing_key)
         .transpose()?;
     let cosign = args
         .cosign_key
         .as_deref()
-        .map(jek_config::keys::cosign_key)
+        .map(jek_build_config::keys::cosign_key)
         .transpose()?;
     let signed = jek_builder::sign::sign_file(SignFile {
         bundle: &args.bundle,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::ConfigError;
+use jek_config::ConfigError;
 
 /// Why a key could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ const MAX_KEY_FILE: u64 = 64 << 10;
 
 /// Reads a PKCS#8 PEM signing key file.
 pub fn signing_key(path: &Path) -> Result<ed25519_dalek::SigningKey, KeyFileError> {
-    let pem = Zeroizing::new(crate::read_text("signing key", path, MAX_KEY_FILE)?);
+    let pem = Zeroizing::new(jek_config::read_text("signing key", path, MAX_KEY_FILE)?);
     jek_builder::keys::read_private_key_pem(&pem).map_err(|source| KeyFileError::SigningKey {
         path: path.to_path_buf(),
         source,
@@ -88,7 +88,7 @@ pub fn cosign_password() -> Result<Zeroizing<Vec<u8>>, KeyFileError> {
 #[cfg(feature = "cosign")]
 pub fn cosign_key(path: &Path) -> Result<jek_builder::cosign::CosignKey, KeyFileError> {
     let password = cosign_password()?;
-    let pem = Zeroizing::new(crate::read("cosign key", path, MAX_KEY_FILE)?);
+    let pem = Zeroizing::new(jek_config::read("cosign key", path, MAX_KEY_FILE)?);
     jek_builder::cosign::CosignKey::from_encrypted_pem(&pem, &password).map_err(|source| {
         KeyFileError::CosignKey {
             path: path.to_path_buf(),

@@ -11,7 +11,9 @@ use std::path::Path;
 use jek_builder::kconfig::{KconfigError, Policy};
 use serde::Deserialize;
 
-use crate::{ConfigError, MAX_CONFIG_SIZE};
+use jek_config::MAX_CONFIG_SIZE;
+
+use crate::BuildConfigError;
 
 /// Why a kconfig policy document is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +42,9 @@ pub fn parse(text: &str) -> Result<Policy, KconfigPolicyError> {
 }
 
 /// Reads and parses a kconfig policy file.
-pub fn load(path: &Path) -> Result<Policy, ConfigError> {
-    let text = crate::read_text("kconfig policy", path, MAX_CONFIG_SIZE)?;
-    parse(&text).map_err(|source| ConfigError::KconfigPolicy {
+pub fn load(path: &Path) -> Result<Policy, BuildConfigError> {
+    let text = jek_config::read_text("kconfig policy", path, MAX_CONFIG_SIZE)?;
+    parse(&text).map_err(|source| BuildConfigError::KconfigPolicy {
         path: path.to_path_buf(),
         source,
     })

@@ -35,7 +35,9 @@ use std::path::{Path, PathBuf};
 use jek_builder::recipe::{App, ExtraFile, Recipe, DEFAULT_KERNEL_SOURCE};
 use serde::{Deserialize, Serialize};
 
-use crate::{ConfigError, MAX_CONFIG_SIZE};
+use jek_config::MAX_CONFIG_SIZE;
+
+use crate::BuildConfigError;
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -221,11 +223,11 @@ pub fn parse(text: &str, base: &Path) -> Result<Recipe, RecipeError> {
 }
 
 /// Reads a recipe file and the kconfig policy it names.
-pub fn load(path: &Path) -> Result<Recipe, ConfigError> {
-    let text = crate::read_text("recipe", path, MAX_CONFIG_SIZE)?;
-    let base = crate::base_dir(path);
+pub fn load(path: &Path) -> Result<Recipe, BuildConfigError> {
+    let text = jek_config::read_text("recipe", path, MAX_CONFIG_SIZE)?;
+    let base = jek_config::base_dir(path);
     let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
-    let mut recipe = parse(&text, &base).map_err(|source| ConfigError::Recipe {
+    let mut recipe = parse(&text, &base).map_err(|source| BuildConfigError::Recipe {
         path: path.to_path_buf(),
         source,
     })?;
