@@ -1336,10 +1336,7 @@ fn a_silent_agent_with_a_thousand_pods_does_not_starve_an_honest_one() {
                     clock: 10,
                 },
                 last_clock: 10,
-                result: StoredResult {
-                    status: "none".into(),
-                    ..StoredResult::default()
-                },
+                result: StoredResult::default(),
                 owner: None,
                 history: Vec::new(),
             };

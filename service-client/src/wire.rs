@@ -9,6 +9,7 @@
 
 use base64::Engine as _;
 pub use jek_attest::ear::KubernetesPod;
+use jek_attest::{Claim, Status};
 use jek_measure::PcrValues;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -185,11 +186,11 @@ pub struct PodState {
     /// The Kubernetes pod the registration names, if it named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<jek_attest::ear::KubernetesPod>,
-    /// `affirming`, `warning`, `contraindicated`, or `unreachable` (the last round could
-    /// not ask the agent), or `none` before the first round.
-    pub status: String,
+    /// The last result's status, `unreachable` (the last round could not ask the agent),
+    /// or `none` before the first round.
+    pub status: PodStatus,
     /// Per claim, the status of the last result.
-    pub claims: std::collections::BTreeMap<String, ClaimState>,
+    pub claims: std::collections::BTreeMap<Claim, ClaimState>,
     /// When the last result was made (Unix seconds), if any.
     pub last_result_at: Option<u64>,
     /// Why the last round failed, when the status is `unreachable`.
@@ -207,7 +208,7 @@ pub struct PodState {
 #[serde(deny_unknown_fields)]
 pub struct ClaimState {
     /// Its status.
-    pub status: String,
+    pub status: Status,
     /// Why it is not affirming.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -220,7 +221,84 @@ pub struct HistoryEntry {
     /// When (Unix seconds).
     pub at: u64,
     /// The status.
-    pub status: String,
+    pub status: PodStatus,
+}
+
+/// A registered pod's status as the verifier stores, serves and posts it: its last EAR's
+/// status, `unreachable` when the last round could not ask its agent, `none` before the
+/// first round, and `removed` as the last change of a removed registration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodStatus {
+    /// No round yet.
+    #[default]
+    None,
+    /// The last result was affirming.
+    Affirming,
+    /// The last result was a warning.
+    Warning,
+    /// The last result was contraindicated.
+    Contraindicated,
+    /// The last round could not ask the pod's agent.
+    Unreachable,
+    /// The registration was removed (a status change's `to` only).
+    Removed,
+}
+
+impl PodStatus {
+    const ALL: [PodStatus; 6] = [
+        PodStatus::None,
+        PodStatus::Affirming,
+        PodStatus::Warning,
+        PodStatus::Contraindicated,
+        PodStatus::Unreachable,
+        PodStatus::Removed,
+    ];
+
+    /// Its name as stored and served.
+    pub fn name(self) -> &'static str {
+        match self {
+            PodStatus::None => "none",
+            PodStatus::Affirming => "affirming",
+            PodStatus::Warning => "warning",
+            PodStatus::Contraindicated => "contraindicated",
+            PodStatus::Unreachable => "unreachable",
+            PodStatus::Removed => "removed",
+        }
+    }
+
+    /// The status named `name`.
+    pub fn from_name(name: &str) -> Option<PodStatus> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl From<Status> for PodStatus {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::None => PodStatus::None,
+            Status::Affirming => PodStatus::Affirming,
+            Status::Warning => PodStatus::Warning,
+            Status::Contraindicated => PodStatus::Contraindicated,
+        }
+    }
+}
+
+impl std::fmt::Display for PodStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether a verifier replica can serve: `ok`, or `unhealthy` when its store cannot be
+/// reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// It serves.
+    Ok,
+    /// Its store cannot be reached.
+    Unhealthy,
 }
 
 /// `GET /v1/pods` on the verifier.
@@ -261,12 +339,20 @@ pub struct BundleState {
     pub verdict: String,
 }
 
-/// `GET /v1/health`.
+/// `GET /v1/health` on the agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentHealth {
+    /// It serves (an agent that answers is healthy).
+    pub status: HealthStatus,
+}
+
+/// `GET /v1/health` on the verifier.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
-    /// `ok`, or `unhealthy`.
-    pub status: String,
+    /// Whether it serves.
+    pub status: HealthStatus,
     /// Why it is unhealthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -285,9 +371,9 @@ pub struct StatusChange {
     /// The pod's name.
     pub pod: String,
     /// The status before.
-    pub from: String,
+    pub from: PodStatus,
     /// The status now.
-    pub to: String,
+    pub to: PodStatus,
     /// When (Unix seconds).
     pub at: u64,
     /// The failing claims, with why.
@@ -368,12 +454,30 @@ pub struct AuditLog {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct FailingClaim {
-    /// The claim.
-    pub claim: String,
-    /// Its status.
-    pub status: String,
+    /// The claim, or `agent` when the round could not ask the pod's agent.
+    pub claim: FailingPart,
+    /// Its status (`unreachable` for the agent).
+    pub status: PodStatus,
     /// Why.
     pub reason: String,
+}
+
+/// What failed in a status change: one of the appraisal's claims, or the round itself.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum FailingPart {
+    /// A claim of the appraisal.
+    Claim(Claim),
+    /// The round.
+    Round(RoundPart),
+}
+
+/// The part of a round that failed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RoundPart {
+    /// The pod's agent could not be asked.
+    Agent,
 }
 
 /// `POST /v1/policy/reload`'s answer.
@@ -384,4 +488,51 @@ pub struct Reloaded {
     pub policy_id: String,
     /// The bundles' verdicts under it.
     pub bundles: Vec<BundleState>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn statuses_keep_their_stored_and_served_names() {
+        for s in PodStatus::ALL {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.name()));
+            assert_eq!(PodStatus::from_name(s.name()), Some(s));
+            assert_eq!(serde_json::from_str::<PodStatus>(&json).unwrap(), s);
+        }
+        assert_eq!(PodStatus::from_name("Affirming"), None);
+        assert!(serde_json::from_str::<PodStatus>("\"ok\"").is_err());
+        assert_eq!(PodStatus::from(Status::Warning), PodStatus::Warning);
+    }
+
+    #[test]
+    fn a_failing_part_is_a_claim_or_the_agent() {
+        let claims = [
+            FailingClaim {
+                claim: FailingPart::Claim(Claim::Images),
+                status: PodStatus::Contraindicated,
+                reason: "moved".into(),
+            },
+            FailingClaim {
+                claim: FailingPart::Round(RoundPart::Agent),
+                status: PodStatus::Unreachable,
+                reason: "no answer".into(),
+            },
+        ];
+        let json = serde_json::to_value(&claims).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([
+                {"claim": "images", "status": "contraindicated", "reason": "moved"},
+                {"claim": "agent", "status": "unreachable", "reason": "no answer"},
+            ])
+        );
+        let back: Vec<FailingClaim> = serde_json::from_value(json).unwrap();
+        assert_eq!(back, claims);
+        let unknown = serde_json::json!({"claim": "astrology", "status": "warning", "reason": ""});
+        assert!(serde_json::from_value::<FailingClaim>(unknown).is_err());
+    }
 }

@@ -97,7 +97,11 @@ pub fn router(config: AgentConfig, clients: crate::auth::Clients) -> Router {
     Router::new()
         .route(
             "/v1/health",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+            get(|| async {
+                Json(crate::wire::AgentHealth {
+                    status: crate::wire::HealthStatus::Ok,
+                })
+            }),
         )
         .route("/v1/pods", get(list))
         .route("/v1/pods/{id}/identity", get(identity))

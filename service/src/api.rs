@@ -12,7 +12,10 @@ use crate::auth::{verifier_access, Clients, Principal};
 use crate::http::{ApiError, MAX_BODY};
 use crate::remote::valid_pod_id;
 use crate::verifier::{state_of, RegisterError, Service};
-use crate::wire::{AuditLog, Bundles, Health, PodStates, RegisterRequest, Reloaded, SignedResult};
+use crate::wire::{
+    AuditLog, Bundles, Health, HealthStatus, PodStates, PodStatus, RegisterRequest, Reloaded,
+    SignedResult,
+};
 
 /// The verifier's routes over `svc`, each open to the clients `clients` accepts with the
 /// role the table in [`crate::auth::verifier_access`] gives it.
@@ -78,7 +81,7 @@ async fn health(State(svc): State<Arc<Service>>) -> Response {
     let rounds = svc.rounds.load(std::sync::atomic::Ordering::Relaxed);
     match pinged {
         Ok(()) => Json(Health {
-            status: "ok".into(),
+            status: HealthStatus::Ok,
             error: None,
             replica,
             rounds,
@@ -87,7 +90,7 @@ async fn health(State(svc): State<Arc<Service>>) -> Response {
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health {
-                status: "unhealthy".into(),
+                status: HealthStatus::Unhealthy,
                 error: Some(e.to_string()),
                 replica,
                 rounds,
@@ -196,7 +199,7 @@ async fn result(
     };
     // The last round could not ask the pod: no result speaks for it now, whatever the
     // last one said.
-    if row.result.status == crate::store::UNREACHABLE {
+    if row.result.status == PodStatus::Unreachable {
         return Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "pod_unreachable",

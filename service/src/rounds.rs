@@ -10,9 +10,9 @@ use jek_attest::registration::{Registration, TpmLocation};
 use jek_attest::{Claim, Status};
 use jek_measure::plan::PCRS;
 
-use crate::store::{PodRow, RoundOutcome, StoredResult, UNREACHABLE};
+use crate::store::{PodRow, RoundOutcome, StoredResult};
 use crate::verifier::{claims_of, now_ms, now_s, Service};
-use crate::wire::{AkRef, FailingClaim, QuoteRequest};
+use crate::wire::{AkRef, FailingClaim, FailingPart, PodStatus, QuoteRequest, RoundPart};
 
 /// How often a replica looks for due pods, as a fraction of the interval.
 const TICKS_PER_INTERVAL: u32 = 4;
@@ -152,7 +152,7 @@ pub async fn run(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
                         waiting.push(row);
                         continue;
                     }
-                    Admit::Quiet(until) if row.result.status == UNREACHABLE => {
+                    Admit::Quiet(until) if row.result.status == PodStatus::Unreachable => {
                         deferred.entry(until).or_default().push(row.id.clone());
                         continue;
                     }
@@ -313,7 +313,7 @@ fn next_due(svc: &Service) -> u64 {
 fn unreachable(svc: &Service, row: &PodRow, error: String) -> RoundOutcome {
     RoundOutcome {
         result: StoredResult {
-            status: UNREACHABLE.into(),
+            status: PodStatus::Unreachable,
             claims: row.result.claims.clone(),
             error: Some(error.clone()),
             // The last signed result is kept for the record, but not served while the pod
@@ -324,8 +324,8 @@ fn unreachable(svc: &Service, row: &PodRow, error: String) -> RoundOutcome {
         clock: None,
         next_due_ms: next_due(svc),
         failing: vec![FailingClaim {
-            claim: "agent".into(),
-            status: UNREACHABLE.into(),
+            claim: FailingPart::Round(RoundPart::Agent),
+            status: PodStatus::Unreachable,
             reason: error,
         }],
         notify: svc.config.webhook.is_some(),
@@ -469,12 +469,12 @@ async fn appraise_once(
     let failing = sub
         .failing()
         .map(|(c, r)| FailingClaim {
-            claim: c.name().to_string(),
-            status: r.status.name().to_string(),
+            claim: FailingPart::Claim(c),
+            status: r.status.into(),
             reason: r.reason.clone().unwrap_or_default(),
         })
         .collect();
-    let status = sub.status.name().to_string();
+    let status = sub.status.into();
     // Valid for the result's time to live, rounded up to whole seconds: a pod that stops
     // answering loses its result that soon.
     let ttl = svc.config.result_ttl.as_secs() + u64::from(svc.config.result_ttl.subsec_nanos() > 0);

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jek_attest::ekcert::Cert;
 use jek_attest::signed::ResultKey;
+use jek_attest::Claim;
 use jek_loader::attest::PodReference;
 use jek_verifier::{Bundle, Sha256Digest, Verified, VerifyError};
 
@@ -467,10 +468,7 @@ impl Service {
             },
             epoch,
             last_clock: epoch.clock,
-            result: StoredResult {
-                status: "none".into(),
-                ..StoredResult::default()
-            },
+            result: StoredResult::default(),
             owner: Some(self.config.replica.clone()),
             history: Vec::new(),
         };
@@ -532,7 +530,7 @@ pub fn state_of(row: &PodRow) -> PodState {
         bundle: row.bundle.clone(),
         ak_name: row.identity.ak_name.clone(),
         kubernetes: row.kubernetes.clone(),
-        status: row.result.status.clone(),
+        status: row.result.status,
         claims: row.result.claims.clone(),
         last_result_at: row.result.at,
         error: row.result.error.clone(),
@@ -542,14 +540,14 @@ pub fn state_of(row: &PodRow) -> PodState {
 }
 
 /// The claims of an EAR's pod, for people.
-pub fn claims_of(sub: &jek_attest::ear::Submod) -> BTreeMap<String, ClaimState> {
+pub fn claims_of(sub: &jek_attest::ear::Submod) -> BTreeMap<Claim, ClaimState> {
     sub.claims
         .iter()
         .map(|(claim, r)| {
             (
-                claim.name().to_string(),
+                *claim,
                 ClaimState {
-                    status: r.status.name().to_string(),
+                    status: r.status,
                     reason: r.reason.clone(),
                 },
             )

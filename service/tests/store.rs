@@ -6,7 +6,7 @@
 
 use jek_service::store::sqlite::Sqlite;
 use jek_service::store::{Backend, PodRow, RoundOutcome, StoredIdentity, StoredResult, HISTORY};
-use jek_service::wire::{AuditAction, AuditEvent, B64};
+use jek_service::wire::{AuditAction, AuditEvent, PodStatus, B64};
 
 fn pod(id: &str) -> PodRow {
     PodRow {
@@ -30,7 +30,7 @@ fn pod(id: &str) -> PodRow {
         },
         last_clock: 10,
         result: StoredResult {
-            status: "none".into(),
+            status: PodStatus::None,
             ..StoredResult::default()
         },
         owner: None,
@@ -50,10 +50,10 @@ fn registered(p: &PodRow) -> AuditEvent {
     }
 }
 
-fn outcome(status: &str, at: u64, notify: bool) -> RoundOutcome {
+fn outcome(status: PodStatus, at: u64, notify: bool) -> RoundOutcome {
     RoundOutcome {
         result: StoredResult {
-            status: status.into(),
+            status,
             at: Some(at),
             token: Some(format!("token-{at}")),
             ..StoredResult::default()
@@ -81,18 +81,21 @@ fn leases_owners_history_and_the_outbox() {
     assert_eq!(store.claim_due("a", 600, 1000, 10).unwrap().len(), 2);
     // A round by a lands; one by b (not the owner) does not.
     let change = store
-        .record("p1", "a", &outcome("affirming", 1, true))
+        .record("p1", "a", &outcome(PodStatus::Affirming, 1, true))
         .unwrap();
-    assert_eq!(change.as_ref().map(|c| c.to.as_str()), Some("affirming"));
+    assert_eq!(change.as_ref().map(|c| c.to), Some(PodStatus::Affirming));
     assert!(store
-        .record("p1", "b", &outcome("contraindicated", 2, true))
+        .record("p1", "b", &outcome(PodStatus::Contraindicated, 2, true))
         .unwrap()
         .is_none());
-    assert_eq!(store.get("p1").unwrap().unwrap().result.status, "affirming");
+    assert_eq!(
+        store.get("p1").unwrap().unwrap().result.status,
+        PodStatus::Affirming
+    );
     assert_eq!(store.get("p1").unwrap().unwrap().last_clock, 100);
     // The same status again is no change: no history row, no delivery.
     assert!(store
-        .record("p1", "a", &outcome("affirming", 3, true))
+        .record("p1", "a", &outcome(PodStatus::Affirming, 3, true))
         .unwrap()
         .is_none());
     assert_eq!(store.due_deliveries(u64::MAX / 2, 0, 100).unwrap().len(), 1);
@@ -107,9 +110,9 @@ fn leases_owners_history_and_the_outbox() {
     // History keeps the last HISTORY changes, newest first; without a webhook, no outbox.
     for i in 0..(HISTORY as u64 + 5) {
         let status = if i % 2 == 0 {
-            "contraindicated"
+            PodStatus::Contraindicated
         } else {
-            "affirming"
+            PodStatus::Affirming
         };
         store
             .record("p2", "b", &outcome(status, 10 + i, false))
@@ -148,7 +151,7 @@ fn registrations_are_never_replaced_one_ak_is_one_pod_and_removals_are_announced
         .register(&pod("g"), "a", 0, 1000, &registered(&pod("g")), false)
         .unwrap();
     store
-        .record("g", "a", &outcome("contraindicated", 1, false))
+        .record("g", "a", &outcome(PodStatus::Contraindicated, 1, false))
         .unwrap();
     // The same identifier again, with a new epoch: refused, the stored one untouched.
     let mut reset = pod("g");
@@ -162,7 +165,7 @@ fn registrations_are_never_replaced_one_ak_is_one_pod_and_removals_are_announced
     );
     let kept = store.get("g").unwrap().unwrap();
     assert_eq!(kept.epoch.reset_count, 1);
-    assert_eq!(kept.result.status, "contraindicated");
+    assert_eq!(kept.result.status, PodStatus::Contraindicated);
     // G's AK under another identifier: refused, naming the holder.
     let mut hijack = pod("e");
     hijack.identity.ak_name = pod("g").identity.ak_name;
@@ -195,8 +198,8 @@ fn registrations_are_never_replaced_one_ak_is_one_pod_and_removals_are_announced
     // Removal: announced with the last status, and it frees the identifier and the AK.
     let change = store.remove("g", 42, true, "ops (token)").unwrap().unwrap();
     assert_eq!(
-        (change.from.as_str(), change.to.as_str(), change.at),
-        ("contraindicated", jek_service::store::REMOVED, 42)
+        (change.from, change.to, change.at),
+        (PodStatus::Contraindicated, PodStatus::Removed, 42)
     );
     let due = store.due_deliveries(u64::MAX / 2, 0, 10).unwrap();
     assert_eq!(due.len(), 1);
@@ -287,7 +290,7 @@ fn delivery_retries_are_held_and_rescheduled() {
         .register(&pod("p1"), "a", 0, 10_000, &registered(&pod("p1")), false)
         .unwrap();
     store
-        .record("p1", "a", &outcome("affirming", 1, true))
+        .record("p1", "a", &outcome(PodStatus::Affirming, 1, true))
         .unwrap();
     let due = store.due_deliveries(100, 60_000, 10).unwrap();
     assert_eq!(due.len(), 1);

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{AuditAction, AuditEvent, ClaimState, HistoryEntry, StatusChange};
+use jek_attest::Claim;
+
+use crate::wire::{AuditAction, AuditEvent, ClaimState, HistoryEntry, PodStatus, StatusChange};
 
 /// How many status changes each pod's history keeps.
 pub const HISTORY: usize = 20;
@@ -133,9 +135,9 @@ pub const AUDIT_PAGE: usize = 200;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StoredResult {
     /// `none`, an EAR status, or `unreachable`.
-    pub status: String,
+    pub status: PodStatus,
     /// The claims of the last EAR.
-    pub claims: BTreeMap<String, ClaimState>,
+    pub claims: BTreeMap<Claim, ClaimState>,
     /// Why the last round failed.
     pub error: Option<String>,
     /// The last signed EAR.
@@ -319,19 +321,28 @@ pub(crate) fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-/// The status of a pod whose last round could not ask its agent.
-pub const UNREACHABLE: &str = "unreachable";
+/// A status as stored in a row's `status` column (or the history's), read back: a name
+/// this verifier does not know means the row is not one it wrote.
+pub(crate) fn stored_status(id: &str, name: &str) -> Result<PodStatus, StoreError> {
+    PodStatus::from_name(name).ok_or_else(|| StoreError::Corrupt {
+        id: id.to_string(),
+        reason: format!("status {name:?}"),
+    })
+}
 
-/// The status a removed pod's last change goes to.
-pub const REMOVED: &str = "removed";
-
-/// The change a removal makes: from the pod's last status to [`REMOVED`], by `by`.
-pub(crate) fn removal(id: &str, pod: &str, before: &str, now_s: u64, by: &str) -> StatusChange {
+/// The change a removal makes: from the pod's last status to `removed`, by `by`.
+pub(crate) fn removal(
+    id: &str,
+    pod: &str,
+    before: PodStatus,
+    now_s: u64,
+    by: &str,
+) -> StatusChange {
     StatusChange {
         id: id.to_string(),
         pod: pod.to_string(),
-        from: before.to_string(),
-        to: REMOVED.to_string(),
+        from: before,
+        to: PodStatus::Removed,
         at: now_s,
         failing: Vec::new(),
         token: None,
@@ -378,14 +389,14 @@ pub(crate) fn audit_row(
 pub fn change(
     row_id: &str,
     pod: &str,
-    before: &str,
+    before: PodStatus,
     outcome: &RoundOutcome,
 ) -> Option<StatusChange> {
     (before != outcome.result.status).then(|| StatusChange {
         id: row_id.to_string(),
         pod: pod.to_string(),
-        from: before.to_string(),
-        to: outcome.result.status.clone(),
+        from: before,
+        to: outcome.result.status,
         at: outcome.result.at.unwrap_or(outcome.next_due_ms / 1000),
         failing: outcome.failing.clone(),
         token: outcome.result.token.clone(),

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use postgres::{Client, NoTls};
 
 use super::{
-    audit_row, change, i, json, removal, removal_event, u, Backend, Columns, Delivery, PodRow,
-    RoundOutcome, StoreError, COLUMNS, HISTORY,
+    audit_row, change, i, json, removal, removal_event, stored_status, u, Backend, Columns,
+    Delivery, PodRow, RoundOutcome, StoreError, COLUMNS, HISTORY,
 };
 use crate::wire::{AuditEvent, HistoryEntry, StatusChange};
 
@@ -82,9 +82,10 @@ fn history(
         .map_err(db)?;
     rows.iter()
         .map(|r| {
+            let status: String = r.try_get(1).map_err(db)?;
             Ok(HistoryEntry {
                 at: u(r.try_get(0).map_err(db)?),
-                status: r.try_get(1).map_err(db)?,
+                status: stored_status(id, &status)?,
             })
         })
         .collect()
@@ -253,7 +254,7 @@ impl Backend for Postgres {
                     &i64::from(pod.epoch.restart_count),
                     &i(pod.epoch.clock),
                     &i(pod.last_clock),
-                    &pod.result.status,
+                    &pod.result.status.name(),
                     &json(&pod.result),
                     &owner,
                     &i(now_ms),
@@ -294,7 +295,7 @@ impl Backend for Postgres {
                 .map_err(db)?;
             tx.execute("DELETE FROM pods WHERE id = $1", &[&id])
                 .map_err(db)?;
-            let change = removal(id, &pod, &status, now_s, by);
+            let change = removal(id, &pod, stored_status(id, &status)?, now_s, by);
             insert_audit(&mut tx, &removal_event(&change), false)?;
             if notify {
                 tx.execute(
@@ -443,19 +444,19 @@ impl Backend for Postgres {
                 &[
                     &id,
                     &replica,
-                    &outcome.result.status,
+                    &outcome.result.status.name(),
                     &json(&outcome.result),
                     &i(outcome.next_due_ms),
                     &clock,
                 ],
             )
             .map_err(db)?;
-            let changed = change(id, &pod, &before, outcome);
+            let changed = change(id, &pod, stored_status(id, &before)?, outcome);
             if let Some(ch) = &changed {
                 let notify = outcome.notify;
                 tx.execute(
                     "INSERT INTO history (pod_id, at, status) VALUES ($1, $2, $3)",
-                    &[&id, &i(ch.at), &ch.to],
+                    &[&id, &i(ch.at), &ch.to.name()],
                 )
                 .map_err(db)?;
                 tx.execute(

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    audit_row, change, i, json, removal, removal_event, u, Backend, Columns, Delivery, PodRow,
-    RoundOutcome, StoreError, COLUMNS, HISTORY,
+    audit_row, change, i, json, removal, removal_event, stored_status, u, Backend, Columns,
+    Delivery, PodRow, RoundOutcome, StoreError, COLUMNS, HISTORY,
 };
 use crate::wire::{AuditEvent, HistoryEntry, StatusChange};
 
@@ -171,13 +171,18 @@ fn history(conn: &Connection, id: &str) -> Result<Vec<HistoryEntry>, StoreError>
         .map_err(db)?;
     let rows = stmt
         .query_map(params![id, i(HISTORY as u64)], |r| {
-            Ok(HistoryEntry {
-                at: u(r.get(0)?),
-                status: r.get(1)?,
-            })
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
         })
         .map_err(db)?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(db)
+    let rows = rows.collect::<Result<Vec<_>, _>>().map_err(db)?;
+    rows.into_iter()
+        .map(|(at, status)| {
+            Ok(HistoryEntry {
+                at: u(at),
+                status: stored_status(id, &status)?,
+            })
+        })
+        .collect()
 }
 
 impl Backend for Sqlite {
@@ -265,7 +270,7 @@ impl Backend for Sqlite {
                 i64::from(pod.epoch.restart_count),
                 i(pod.epoch.clock),
                 i(pod.last_clock),
-                pod.result.status,
+                pod.result.status.name(),
                 json(&pod.result),
                 owner,
                 i(lease_until_ms),
@@ -307,7 +312,7 @@ impl Backend for Sqlite {
             .map_err(db)?;
         tx.execute("DELETE FROM pods WHERE id = ?1", params![id])
             .map_err(db)?;
-        let change = removal(id, &pod, &status, now_s, by);
+        let change = removal(id, &pod, stored_status(id, &status)?, now_s, by);
         insert_audit(&tx, &removal_event(&change), false)?;
         if notify {
             tx.execute(
@@ -462,19 +467,19 @@ impl Backend for Sqlite {
             params![
                 id,
                 replica,
-                outcome.result.status,
+                outcome.result.status.name(),
                 json(&outcome.result),
                 i(outcome.next_due_ms),
                 clock
             ],
         )
         .map_err(db)?;
-        let changed = change(id, &pod, &before, outcome);
+        let changed = change(id, &pod, stored_status(id, &before)?, outcome);
         if let Some(c) = &changed {
             let notify = outcome.notify;
             tx.execute(
                 "INSERT INTO history (pod_id, at, status) VALUES (?1, ?2, ?3)",
-                params![id, i(c.at), c.to],
+                params![id, i(c.at), c.to.name()],
             )
             .map_err(db)?;
             tx.execute(
