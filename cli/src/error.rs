@@ -120,7 +120,7 @@ pub enum CliError {
     Contraindicated { count: usize },
     /// The registration store cannot be used.
     #[error(transparent)]
-    Store(#[from] jek_loader::registry::RegistryError),
+    Store(#[from] jek_loader::registrations::RegistrationStoreError),
     /// A provenance file is not accepted.
     #[error("provenance {path} rejected")]
     Provenance {

@@ -21,7 +21,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use jek_attest::{AkBlobs, Registration};
-use jek_loader::registry::Registry;
+use jek_loader::registrations::RegistrationStore;
 use jek_loader::run_dir::RunDir;
 use jek_tpm::identity::IdentityError;
 use jek_tpm::swtpm::Sockets;
@@ -120,8 +120,9 @@ pub fn router(config: AgentConfig, clients: crate::auth::Clients) -> Router {
         .with_state(state)
 }
 
-fn store(state: &AgentState) -> Result<Registry, ApiError> {
-    Registry::open(&state.config.registry).map_err(|e| ApiError::internal(jek_fsio::chain_line(&e)))
+fn store(state: &AgentState) -> Result<RegistrationStore, ApiError> {
+    RegistrationStore::open(&state.config.registry)
+        .map_err(|e| ApiError::internal(jek_fsio::chain_line(&e)))
 }
 
 /// The TPM sockets to use for a registered pod: the proxy's side sockets while its VM
@@ -162,7 +163,7 @@ async fn list(State(state): State<Arc<AgentState>>) -> Result<Json<AgentPods>, A
 fn registration(state: &AgentState, id: &str) -> Result<Registration, ApiError> {
     match store(state)?.get(id) {
         Ok(Some(r)) => Ok(r),
-        Ok(None) | Err(jek_loader::registry::RegistryError::BadId(_)) => {
+        Ok(None) | Err(jek_loader::registrations::RegistrationStoreError::BadId(_)) => {
             Err(ApiError::not_found(format!("no pod {id:?} on this host")))
         }
         Err(e) => Err(ApiError::internal(jek_fsio::chain_line(&e))),

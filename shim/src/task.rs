@@ -100,8 +100,11 @@ impl ShimRecord {
 }
 
 impl ShimRecord {
-    fn stop_kept(&self, registry: &Path) -> Result<(), jek_loader::registry::RegistryError> {
-        let registry = jek_loader::registry::Registry::open(registry)?;
+    fn stop_kept(
+        &self,
+        registry: &Path,
+    ) -> Result<(), jek_loader::registrations::RegistrationStoreError> {
+        let registry = jek_loader::registrations::RegistrationStore::open(registry)?;
         let ours = std::path::absolute(&self.run_dir).unwrap_or_else(|_| self.run_dir.clone());
         let verifier = self.runtime_file.as_deref().and_then(|path| {
             match jek_config::runtime::load_strict(path) {

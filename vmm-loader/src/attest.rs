@@ -13,7 +13,7 @@ use jek_tpm::Tpm;
 use serde::Serialize;
 
 use crate::record::{RecordError, RunRecord};
-use crate::registry::Registry;
+use crate::registrations::RegistrationStore;
 use crate::run_dir::RunDir;
 
 /// The largest AK blob, EK chain or event log read from a run directory.
@@ -47,7 +47,7 @@ pub enum AttestError {
     },
     /// The store cannot be read or updated.
     #[error("registration store")]
-    Registry(#[source] crate::registry::RegistryError),
+    RegistrationStore(#[source] crate::registrations::RegistrationStoreError),
     /// An AK or TPM file in the run directory cannot be read.
     #[error("cannot read the pod's {what}")]
     Read {
@@ -130,7 +130,7 @@ pub fn find_run_dirs(args: &[PathBuf]) -> Result<Vec<PathBuf>, PathBuf> {
 pub fn attest_run_dir(
     dir: &Path,
     verifier: &Verifier<'_>,
-    registry: &Registry,
+    registry: &RegistrationStore,
     reference: &dyn Fn(&str) -> PodReference,
     images: Option<&jek_image::ImagePolicy>,
     export: Option<&Path>,
@@ -149,7 +149,7 @@ pub fn attest_run_dir(
         })?;
     let mut reg = registry
         .get(&id)
-        .map_err(AttestError::Registry)?
+        .map_err(AttestError::RegistrationStore)?
         .ok_or_else(|| AttestError::NotRegistered {
             dir: dir.to_path_buf(),
             id: id.clone(),
@@ -201,7 +201,7 @@ pub fn attest_run_dir(
     if attested.appraisal.status(jek_attest::Claim::BootEpoch) == Status::Affirming {
         if let Ok(q) = jek_attest::tpm2::Quote::parse(&attested.evidence.attest) {
             reg.last_clock = reg.last_clock.max(q.clock);
-            registry.put(&reg).map_err(AttestError::Registry)?;
+            registry.put(&reg).map_err(AttestError::RegistrationStore)?;
         }
     }
     if let Some(out) = export {
@@ -270,7 +270,7 @@ pub struct Attestor<'a> {
     /// The image policy (`None`: the policy allows no image).
     pub images: Option<jek_image::ImagePolicy>,
     /// The verifier's registrations.
-    pub registry: Registry,
+    pub registry: RegistrationStore,
 }
 
 /// The image policy's verdict on a container event, with references resolved from
@@ -361,7 +361,7 @@ impl Attestor<'_> {
             Some(n) => self
                 .registry
                 .find_by_ak(&hex::encode(n))
-                .map_err(ExportedError::Registry)?,
+                .map_err(ExportedError::RegistrationStore)?,
             None => None,
         };
         let identity = match ak_name {
@@ -414,7 +414,7 @@ pub enum ExportedError {
     Evidence(jek_attest::evidence::EvidenceError),
     /// The registration store cannot be read.
     #[error("registration store")]
-    Registry(#[source] crate::registry::RegistryError),
+    RegistrationStore(#[source] crate::registrations::RegistrationStoreError),
 }
 
 /// One pod's outcome, as `jek attest --json` prints it.

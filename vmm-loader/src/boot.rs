@@ -157,7 +157,7 @@ pub enum BootError {
     Identity(#[source] IdentityError),
     /// The pod could not be registered with the verifier store.
     #[error("cannot register the pod for attestation")]
-    Register(#[source] crate::registry::RegistryError),
+    Register(#[source] crate::registrations::RegistrationStoreError),
     /// The TPM's first quote (its epoch) does not parse.
     #[error("the TPM's registration quote does not parse")]
     Epoch(#[source] jek_attest::tpm2::Tpm2Error),
@@ -312,8 +312,8 @@ pub fn boot(bundle: &Verified<Bundle>, opts: &BootOptions) -> Result<BootReport,
             setup_program,
             ..
         } => {
-            let registry =
-                crate::registry::Registry::open(registry).map_err(BootError::Register)?;
+            let registry = crate::registrations::RegistrationStore::open(registry)
+                .map_err(BootError::Register)?;
             let ca = LocalCa::with_setup_program(ca, setup_program);
             ca.manufacture(&run.tpm_state())
                 .map_err(BootError::Identity)?;
@@ -471,7 +471,7 @@ fn make_attestable(
     run: &RunDir,
     swtpm: &Swtpm,
     pod: &str,
-    registry: &crate::registry::Registry,
+    registry: &crate::registrations::RegistrationStore,
 ) -> Result<String, BootError> {
     use jek_attest::registration::{Epoch, Registration, TpmLocation};
     let ak = tpm.create_ak().map_err(BootError::Identity)?;
@@ -499,7 +499,7 @@ fn make_attestable(
         .name();
     let epoch = Epoch::of(&quote);
     let reg = Registration {
-        id: crate::registry::new_id(),
+        id: crate::registrations::new_id(),
         pod: pod.to_string(),
         ak_name: hex::encode(name),
         ek_cert_sha256: jek_verifier::Sha256Digest::of(&ek_cert),

@@ -25,7 +25,7 @@ pub mod paths;
 pub mod pod_user;
 pub mod qemu;
 pub mod record;
-pub mod registry;
+pub mod registrations;
 pub mod run_dir;
 pub mod tpm_proxy;
 

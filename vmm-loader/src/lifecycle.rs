@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use jek_attest::Registration;
 use serde::Serialize;
 
-use crate::registry::{Registry, RegistryError};
+use crate::registrations::{RegistrationStore, RegistrationStoreError};
 
 #[derive(Debug)]
 struct Entry {
@@ -87,7 +87,7 @@ pub struct KeptTpm {
 }
 
 /// The TPMs the store has registrations for, and whether each still runs.
-pub fn kept(registry: &Registry) -> Result<Vec<KeptTpm>, RegistryError> {
+pub fn kept(registry: &RegistrationStore) -> Result<Vec<KeptTpm>, RegistrationStoreError> {
     Ok(registry
         .list()?
         .into_iter()
@@ -106,7 +106,10 @@ pub fn kept(registry: &Registry) -> Result<Vec<KeptTpm>, RegistryError> {
 
 /// Stops the kept TPM of registration `id` (CMD_SHUTDOWN on its control socket; a swtpm
 /// that is gone already is fine) and forgets the registration.
-pub fn stop(registry: &Registry, id: &str) -> Result<Option<Registration>, RegistryError> {
+pub fn stop(
+    registry: &RegistrationStore,
+    id: &str,
+) -> Result<Option<Registration>, RegistrationStoreError> {
     let Some(reg) = registry.get(id)? else {
         return Ok(None);
     };

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use jek_attest::ekcert::Cert;
 use jek_attest::Verifier;
 use jek_loader::attest::{find_run_dirs, Attestor, PodReference, PodResult, Report};
-use jek_loader::registry::Registry;
+use jek_loader::registrations::RegistrationStore;
 use jek_verifier::UnixTime;
 
 use crate::error::CliError;
@@ -125,7 +125,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         },
         pods,
         images: policy.images.clone(),
-        registry: Registry::open(
+        registry: RegistrationStore::open(
             &args
                 .registry
                 .clone()

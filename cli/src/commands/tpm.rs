@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use jek_loader::lifecycle;
-use jek_loader::registry::Registry;
+use jek_loader::registrations::RegistrationStore;
 
 use crate::error::CliError;
 
@@ -53,7 +53,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         .registry
         .clone()
         .unwrap_or_else(jek_loader::paths::default_registry);
-    let registry = Registry::open(&dir)?;
+    let registry = RegistrationStore::open(&dir)?;
     let kept = lifecycle::kept(&registry)?;
     let Args::Stop {
         ids,

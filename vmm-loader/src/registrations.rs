@@ -14,7 +14,7 @@ const MAX_REGISTRATION: u64 = 64 << 10;
 
 /// Why the store cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
+pub enum RegistrationStoreError {
     /// The directory cannot be created or is not private.
     #[error("registration store {path}")]
     Dir {
@@ -50,22 +50,24 @@ pub enum RegistryError {
     BadId(String),
 }
 
-impl RegistryError {
+impl RegistrationStoreError {
     /// The kind of failure.
     pub fn class(&self) -> jek_fsio::Class {
         use jek_fsio::Class;
         match self {
-            RegistryError::BadId(_) | RegistryError::Parse { .. } => Class::Invalid,
-            RegistryError::Read { source, .. } => source.class(),
-            RegistryError::Write(e) => e.class(),
-            RegistryError::Dir { .. } => Class::Environment,
+            RegistrationStoreError::BadId(_) | RegistrationStoreError::Parse { .. } => {
+                Class::Invalid
+            }
+            RegistrationStoreError::Read { source, .. } => source.class(),
+            RegistrationStoreError::Write(e) => e.class(),
+            RegistrationStoreError::Dir { .. } => Class::Environment,
         }
     }
 }
 
 /// A registration store.
 #[derive(Debug, Clone)]
-pub struct Registry {
+pub struct RegistrationStore {
     dir: PathBuf,
 }
 
@@ -84,11 +86,11 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-impl Registry {
+impl RegistrationStore {
     /// Opens (creating it if needed) the store in `dir`: it must be a real directory owned
     /// by this user, and is set to mode 0700.
-    pub fn open(dir: &Path) -> Result<Self, RegistryError> {
-        let err = |source| RegistryError::Dir {
+    pub fn open(dir: &Path) -> Result<Self, RegistrationStoreError> {
+        let err = |source| RegistrationStoreError::Dir {
             path: dir.to_path_buf(),
             source,
         };
@@ -101,46 +103,47 @@ impl Registry {
             )));
         }
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
-        Ok(Registry {
+        Ok(RegistrationStore {
             dir: dir.to_path_buf(),
         })
     }
 
-    fn path(&self, id: &str) -> Result<PathBuf, RegistryError> {
+    fn path(&self, id: &str) -> Result<PathBuf, RegistrationStoreError> {
         if !valid_id(id) {
-            return Err(RegistryError::BadId(id.to_string()));
+            return Err(RegistrationStoreError::BadId(id.to_string()));
         }
         Ok(self.dir.join(format!("{id}.json")))
     }
 
     /// Stores (or replaces) a registration.
-    pub fn put(&self, reg: &Registration) -> Result<(), RegistryError> {
+    pub fn put(&self, reg: &Registration) -> Result<(), RegistrationStoreError> {
         let path = self.path(&reg.id)?;
         // A derived Serialize of strings and numbers cannot fail.
         let bytes = serde_json::to_vec_pretty(reg).unwrap_or_default();
-        write_atomic(&path, &bytes, 0o600, Overwrite::Allow).map_err(RegistryError::Write)
+        write_atomic(&path, &bytes, 0o600, Overwrite::Allow).map_err(RegistrationStoreError::Write)
     }
 
     /// The registration `id`, if the store has it.
-    pub fn get(&self, id: &str) -> Result<Option<Registration>, RegistryError> {
+    pub fn get(&self, id: &str) -> Result<Option<Registration>, RegistrationStoreError> {
         let path = self.path(id)?;
         let bytes = match jek_fsio::read_regular(&path, MAX_REGISTRATION) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Ok(None),
-            Err(source) => return Err(RegistryError::Read { path, source }),
+            Err(source) => return Err(RegistrationStoreError::Read { path, source }),
         };
         let reg: Registration = serde_json::from_slice(&bytes)
-            .map_err(|source| RegistryError::Parse { path, source })?;
+            .map_err(|source| RegistrationStoreError::Parse { path, source })?;
         // A file renamed to another pod's identifier is not that pod's registration.
         Ok((reg.id == id).then_some(reg))
     }
 
     /// Every registration, by identifier.
-    pub fn list(&self) -> Result<Vec<Registration>, RegistryError> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|source| RegistryError::Dir {
-            path: self.dir.clone(),
-            source,
-        })?;
+    pub fn list(&self) -> Result<Vec<Registration>, RegistrationStoreError> {
+        let entries =
+            std::fs::read_dir(&self.dir).map_err(|source| RegistrationStoreError::Dir {
+                path: self.dir.clone(),
+                source,
+            })?;
         let mut ids: Vec<String> = entries
             .filter_map(Result::ok)
             .filter_map(|e| {
@@ -162,17 +165,20 @@ impl Registry {
     }
 
     /// The registration of the AK named `ak_name` (hex), if any.
-    pub fn find_by_ak(&self, ak_name: &str) -> Result<Option<Registration>, RegistryError> {
+    pub fn find_by_ak(
+        &self,
+        ak_name: &str,
+    ) -> Result<Option<Registration>, RegistrationStoreError> {
         Ok(self.list()?.into_iter().find(|r| r.ak_name == ak_name))
     }
 
     /// Forgets a registration.
-    pub fn remove(&self, id: &str) -> Result<(), RegistryError> {
+    pub fn remove(&self, id: &str) -> Result<(), RegistrationStoreError> {
         let path = self.path(id)?;
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(RegistryError::Dir { path, source }),
+            Err(source) => Err(RegistrationStoreError::Dir { path, source }),
         }
     }
 }
@@ -188,7 +194,7 @@ mod tests {
     fn stores_privately_and_refuses_foreign_ids() {
         let base = tempfile::tempdir().unwrap();
         let dir = base.path().join("registry");
-        let store = Registry::open(&dir).unwrap();
+        let store = RegistrationStore::open(&dir).unwrap();
         assert_eq!(
             std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
             0o700
@@ -220,7 +226,7 @@ mod tests {
         assert_eq!(store.find_by_ak("000b01").unwrap(), Some(reg.clone()));
         assert!(matches!(
             store.get("../../etc/passwd"),
-            Err(RegistryError::BadId(_))
+            Err(RegistrationStoreError::BadId(_))
         ));
         // Copied under another pod's identifier: not that pod's registration.
         let other = new_id();
