@@ -234,7 +234,7 @@ fn establish_identity<T: AttestationTpm>(
         Err(e) if T::refused(&e) => {
             let reason = format!(
                 "the AK cannot be loaded under this TPM's EK, so it was not created in this TPM: {}",
-                jek_fsio::chain_line(&e)
+                jek_errors::chain_line(&e)
             );
             return Ok((Identity::unproven(reason), None));
         }
@@ -288,7 +288,7 @@ fn establish_identity<T: AttestationTpm>(
             Ok(_) => Identity::unproven("the TPM released a different credential"),
             Err(e) if T::refused(&e) => Identity::unproven(format!(
                 "the TPM did not release the credential for this AK: {}",
-                jek_fsio::chain_line(&e)
+                jek_errors::chain_line(&e)
             )),
             Err(e) => return Err(step("TPM2_ActivateCredential")(e)),
         };

@@ -43,10 +43,10 @@ pub enum KeyFileError {
 
 impl KeyFileError {
     /// The kind of failure: an unreadable file as its read says; the rest invalid input.
-    pub fn class(&self) -> jek_fsio::Class {
+    pub fn class(&self) -> jek_errors::Class {
         match self {
             KeyFileError::Read(e) => e.class(),
-            _ => jek_fsio::Class::Invalid,
+            _ => jek_errors::Class::Invalid,
         }
     }
 }

@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 
 use jek_config::ConfigError;
-use jek_fsio::Class;
+use jek_errors::Class;
 
 pub mod fuzzing;
 pub mod kconfig;

@@ -13,7 +13,8 @@ use crate::kernel::{self, KernelArtifacts, KernelBuildError, KernelInputs, Progr
 use crate::pack::{pack, PackError, PackRequest};
 use crate::provenance::{self, Dependency, ProvenanceInput};
 use crate::recipe::Recipe;
-use jek_fsio::{write_atomic, Class, Overwrite, WriteError};
+use jek_errors::Class;
+use jek_fsio::{write_atomic, Overwrite, WriteError};
 
 /// Where and how to build.
 #[derive(Debug, Clone)]

@@ -110,8 +110,8 @@ pub enum CacheError {
 
 impl CacheError {
     /// Always the environment's: the cache is jek's own directory.
-    pub fn class(&self) -> jek_fsio::Class {
-        jek_fsio::Class::Environment
+    pub fn class(&self) -> jek_errors::Class {
+        jek_errors::Class::Environment
     }
 }
 

@@ -204,8 +204,8 @@ pub enum KernelBuildError {
 
 impl KernelBuildError {
     /// The kind of failure.
-    pub fn class(&self) -> jek_fsio::Class {
-        use jek_fsio::Class;
+    pub fn class(&self) -> jek_errors::Class {
+        use jek_errors::Class;
         match self {
             KernelBuildError::ConfigCheck { .. }
             | KernelBuildError::PolicyRequest { .. }
@@ -462,7 +462,7 @@ pub fn check_entry(
         jek_fsio::read_regular(&record_path, 64 << 10).map_err(|e| KernelBuildError::Io {
             what: "cannot read the cache entry's output record",
             path: record_path.clone(),
-            source: std::io::Error::other(jek_fsio::chain_line(&e)),
+            source: std::io::Error::other(jek_errors::chain_line(&e)),
         })?;
     let recorded: OutputRecord =
         serde_json::from_slice(&bytes).map_err(|e| KernelBuildError::Io {

@@ -115,8 +115,8 @@ pub enum SignFileError {
 impl SignFileError {
     /// The kind of failure: a bundle that is not intact is rejected, as `verify` rejects
     /// it; a refused overwrite or stale signature is a usage error.
-    pub fn class(&self) -> jek_fsio::Class {
-        use jek_fsio::Class;
+    pub fn class(&self) -> jek_errors::Class {
+        use jek_errors::Class;
         match self {
             SignFileError::Write(e) => e.class(),
             SignFileError::Sign {

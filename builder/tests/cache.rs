@@ -99,7 +99,7 @@ fn a_bzimage_that_is_not_the_one_built_is_refused() {
         ),
         "{err}"
     );
-    assert_eq!(err.class(), jek_fsio::Class::Rejected);
+    assert_eq!(err.class(), jek_errors::Class::Rejected);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use jek_fsio::WriteError;
 use jek_verifier::format::MAX_BUNDLE_SIZE;
 
-pub use jek_fsio::Exit;
+pub use jek_errors::Exit;
 
 /// Everything that can stop a command.
 #[derive(Debug, thiserror::Error)]
@@ -245,4 +245,4 @@ pub fn read_text(what: &'static str, path: &Path) -> Result<String, CliError> {
     Ok(jek_config::read_text(what, path, MAX_BUNDLE_SIZE)?)
 }
 
-pub use jek_fsio::chain_line;
+pub use jek_errors::chain_line;

@@ -94,7 +94,7 @@ fn main() -> std::process::ExitCode {
     match commands::run(cli.command, cli.log.quiet) {
         Ok(()) => std::process::ExitCode::from(Exit::Ok as u8),
         Err(e) => {
-            errln!("error: {}", jek_fsio::chain_lines(&e));
+            errln!("error: {}", jek_errors::chain_lines(&e));
             if let Some(report) = e.report().filter(|_| json) {
                 let _ = commands::print_json(&report);
             }

@@ -27,7 +27,8 @@
 
 use std::path::{Path, PathBuf};
 
-use jek_fsio::{Class, ReadError};
+use jek_errors::Class;
+use jek_fsio::ReadError;
 
 pub mod fuzzing;
 pub mod pod;

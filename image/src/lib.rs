@@ -88,7 +88,7 @@ impl Options {
         config
             .client
             .get_or_init(|| {
-                jek_oci::Registry::new(&config.options).map_err(|e| jek_fsio::chain_line(&e))
+                jek_oci::Registry::new(&config.options).map_err(|e| jek_errors::chain_line(&e))
             })
             .as_ref()
             .map_err(|e| Cause::Client(e.clone()))
@@ -149,8 +149,8 @@ pub struct ImageError {
 impl ImageError {
     /// The exit-code class: a refused or broken image is rejected, a bad reference is
     /// invalid input, a failed fetch or cache the environment's.
-    pub fn class(&self) -> jek_fsio::Class {
-        use jek_fsio::Class;
+    pub fn class(&self) -> jek_errors::Class {
+        use jek_errors::Class;
         match self.cause.as_ref() {
             Cause::Reference(_) | Cause::NoRegistry => Class::Invalid,
             Cause::Source(e) => e.class(),

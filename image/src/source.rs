@@ -40,10 +40,10 @@ pub enum SourceError {
 
 impl SourceError {
     /// Exit-code class.
-    pub fn class(&self) -> jek_fsio::Class {
+    pub fn class(&self) -> jek_errors::Class {
         match self {
             SourceError::Registry(e) => e.class(),
-            SourceError::NotFound(_) | SourceError::Digest { .. } => jek_fsio::Class::Rejected,
+            SourceError::NotFound(_) | SourceError::Digest { .. } => jek_errors::Class::Rejected,
             SourceError::Layout { source, .. } => source.class(),
         }
     }

@@ -162,7 +162,7 @@ fn the_policy_decides_before_layers_are_read() {
     ] {
         let err = prepare(&pod("oci:img:v1"), policy.as_ref(), &o).unwrap_err();
         assert!(matches!(*err.cause, Cause::Policy(_)), "{err:?}");
-        let text = jek_fsio::chain_line(&err);
+        let text = jek_errors::chain_line(&err);
         assert!(text.contains(want) && text.contains("\"web\""), "{text}");
     }
 }
@@ -173,7 +173,7 @@ fn tampered_blobs_oversized_images_and_unusable_configs_are_refused() {
     let digest = image(&t.path().join("img"));
     let repo = format!("oci:{}", t.path().join("img").display());
     let o = opts(&t.path().join("cache"), t.path());
-    let chain = |e: &jek_image::ImageError| jek_fsio::chain_line(e);
+    let chain = |e: &jek_image::ImageError| jek_errors::chain_line(e);
     // The cap: the image's layers are a few KiB.
     let mut small = policy(&repo, vec![]);
     small.max_rootfs_bytes = 1024;

@@ -58,10 +58,10 @@ pub enum AuthError {
 impl AuthError {
     /// The kind of failure: a file that cannot be read is the environment's; a malformed
     /// one is invalid input.
-    pub fn class(&self) -> jek_fsio::Class {
+    pub fn class(&self) -> jek_errors::Class {
         match self {
             AuthError::Read { source, .. } => source.class(),
-            AuthError::Invalid { .. } | AuthError::CaFile { .. } => jek_fsio::Class::Invalid,
+            AuthError::Invalid { .. } | AuthError::CaFile { .. } => jek_errors::Class::Invalid,
         }
     }
 }

@@ -109,8 +109,8 @@ impl RegistryError {
     /// The kind of failure: a bad reference is invalid input; an artifact that is not a
     /// bundle or bytes that do not match their digest are rejected; a failed request or
     /// runtime is the environment's.
-    pub fn class(&self) -> jek_fsio::Class {
-        use jek_fsio::Class;
+    pub fn class(&self) -> jek_errors::Class {
+        use jek_errors::Class;
         match self {
             RegistryError::Reference { .. } => Class::Invalid,
             RegistryError::Runtime(_)
@@ -196,7 +196,7 @@ fn request_error<'a>(
 ) -> impl FnOnce(oci_client::errors::OciDistributionError) -> RegistryError + 'a {
     move |source| {
         // rustls's words for a TLS client that got a plain-HTTP answer.
-        if jek_fsio::chain_line(&source).contains("InvalidContentType") {
+        if jek_errors::chain_line(&source).contains("InvalidContentType") {
             return RegistryError::PlainHttp {
                 reference: reference.to_string(),
             };

@@ -116,13 +116,15 @@ pub enum ClientError {
 impl ClientError {
     /// The kind of failure: a result that does not verify is rejected; an unreachable
     /// verifier is the environment; a bad JWKS file is invalid input.
-    pub fn class(&self) -> jek_fsio::Class {
+    pub fn class(&self) -> jek_errors::Class {
         match self {
             ClientError::Http { .. }
             | ClientError::Answer { .. }
-            | ClientError::Unreachable { .. } => jek_fsio::Class::Environment,
-            ClientError::Jwks { .. } => jek_fsio::Class::Invalid,
-            ClientError::Invalid { .. } | ClientError::Unbound { .. } => jek_fsio::Class::Rejected,
+            | ClientError::Unreachable { .. } => jek_errors::Class::Environment,
+            ClientError::Jwks { .. } => jek_errors::Class::Invalid,
+            ClientError::Invalid { .. } | ClientError::Unbound { .. } => {
+                jek_errors::Class::Rejected
+            }
         }
     }
 }
@@ -177,7 +179,7 @@ fn call(
         let resp = request
             .send()
             .await
-            .map_err(|e| err(jek_fsio::chain_line(&e)))?;
+            .map_err(|e| err(jek_errors::chain_line(&e)))?;
         let status = resp.status();
         let body = crate::tls::read_body(resp, MAX_DOCUMENT)
             .await
@@ -209,7 +211,7 @@ pub fn jwks(source: &str, reach: Reach<'_>) -> Result<JwkSet, ClientError> {
         jek_fsio::read_regular(Path::new(source), MAX_DOCUMENT as u64).map_err(|e| {
             ClientError::Jwks {
                 source_name: source.to_string(),
-                reason: jek_fsio::chain_line(&e),
+                reason: jek_errors::chain_line(&e),
             }
         })?
     };
@@ -375,7 +377,7 @@ mod tests {
         assert!(check_token(&t, &key.jwks(), "jwks", 105, None).is_ok());
         // Pod A's token presented for pod B: refused, naming both.
         let moved = check_token(&t, &key.jwks(), "jwks", 105, Some(&b)).unwrap_err();
-        assert_eq!(moved.class(), jek_fsio::Class::Rejected);
+        assert_eq!(moved.class(), jek_errors::Class::Rejected);
         assert!(matches!(
             &moved,
             ClientError::Unbound { id, source: BindingError::OtherPod { actual, .. } }

@@ -122,7 +122,7 @@ pub fn router(config: AgentConfig, clients: crate::auth::Clients) -> Router {
 
 fn store(state: &AgentState) -> Result<RegistrationStore, ApiError> {
     RegistrationStore::open(&state.config.registry)
-        .map_err(|e| ApiError::internal(jek_fsio::chain_line(&e)))
+        .map_err(|e| ApiError::internal(jek_errors::chain_line(&e)))
 }
 
 /// The TPM sockets to use for a registered pod: the proxy's side sockets while its VM
@@ -143,7 +143,7 @@ async fn list(State(state): State<Arc<AgentState>>) -> Result<Json<AgentPods>, A
     let pods = tokio::task::spawn_blocking(move || {
         let regs = store(&state)?
             .list()
-            .map_err(|e| ApiError::internal(jek_fsio::chain_line(&e)))?;
+            .map_err(|e| ApiError::internal(jek_errors::chain_line(&e)))?;
         Ok::<_, ApiError>(
             regs.into_iter()
                 .map(|r| AgentPod {
@@ -166,7 +166,7 @@ fn registration(state: &AgentState, id: &str) -> Result<Registration, ApiError> 
         Ok(None) | Err(jek_loader::registrations::RegistrationStoreError::BadId(_)) => {
             Err(ApiError::not_found(format!("no pod {id:?} on this host")))
         }
-        Err(e) => Err(ApiError::internal(jek_fsio::chain_line(&e))),
+        Err(e) => Err(ApiError::internal(jek_errors::chain_line(&e))),
     }
 }
 
@@ -182,18 +182,23 @@ fn run_file(
             format!("pod {:?} was registered without its run directory", reg.id),
         )
     })?;
-    jek_fsio::read_regular(&file(&RunDir::new(dir)), MAX_FILE)
-        .map_err(|e| ApiError::internal(format!("the pod's {what}: {}", jek_fsio::chain_line(&e))))
+    jek_fsio::read_regular(&file(&RunDir::new(dir)), MAX_FILE).map_err(|e| {
+        ApiError::internal(format!("the pod's {what}: {}", jek_errors::chain_line(&e)))
+    })
 }
 
 fn tpm_error(e: &IdentityError) -> ApiError {
     if e.is_refusal() {
-        ApiError::new(StatusCode::CONFLICT, "tpm_refused", jek_fsio::chain_line(e))
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "tpm_refused",
+            jek_errors::chain_line(e),
+        )
     } else {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             "tpm_unreachable",
-            jek_fsio::chain_line(e),
+            jek_errors::chain_line(e),
         )
     }
 }
@@ -231,7 +236,7 @@ async fn with_tpm<T: Send + 'static>(
                     format!(
                         "the TPM of pod {id:?} (swtpm pid {}) cannot be reached: {}",
                         reg.tpm.pid,
-                        jek_fsio::chain_line(&e)
+                        jek_errors::chain_line(&e)
                     ),
                 )
             })?;
@@ -343,7 +348,7 @@ async fn quote(
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "tpm_unreachable",
-                jek_fsio::chain_line(&e),
+                jek_errors::chain_line(&e),
             )
         })?;
         Ok(QuoteResponse {

@@ -300,7 +300,10 @@ async fn reload(
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "policy_invalid",
-                format!("the policy was not reloaded: {}", jek_fsio::chain_line(&e)),
+                format!(
+                    "the policy was not reloaded: {}",
+                    jek_errors::chain_line(&e)
+                ),
             )
         })?;
     tracing::info!(policy = %judge.policy_id, by = %by.who(), "policy reloaded");

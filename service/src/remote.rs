@@ -155,7 +155,7 @@ impl Agents {
                     .build()
                     .map_err(|e| RemoteError::Unreachable {
                         agent: base.clone(),
-                        reason: jek_fsio::chain_line(&e),
+                        reason: jek_errors::chain_line(&e),
                     })?;
                 unix.insert(path.to_string(), c.clone());
                 c
@@ -187,7 +187,7 @@ impl Agent {
         let agent = self.base.clone();
         let resp = req.send().await.map_err(|e| RemoteError::Unreachable {
             agent: agent.clone(),
-            reason: jek_fsio::chain_line(&e),
+            reason: jek_errors::chain_line(&e),
         })?;
         let status = resp.status();
         let body = crate::http::read_body(resp, MAX_ANSWER)

@@ -180,7 +180,7 @@ impl Judge {
                 path: b.path.display().to_string(),
                 verdict: match &b.verdict {
                     Ok(_) => "accepted".into(),
-                    Err(e) => format!("rejected: {}", jek_fsio::chain_line(e)),
+                    Err(e) => format!("rejected: {}", jek_errors::chain_line(e)),
                 },
             })
             .collect()
@@ -261,7 +261,7 @@ impl Service {
         let http = crate::http::client(ca.as_deref(), config.agent_timeout)?;
         let identity = match &config.agent_identity {
             Some((cert, key)) => {
-                Some(crate::http::identity_pem(cert, key).map_err(|e| jek_fsio::chain_line(&e))?)
+                Some(crate::http::identity_pem(cert, key).map_err(|e| jek_errors::chain_line(&e))?)
             }
             None => None,
         };
@@ -376,7 +376,7 @@ impl Service {
         }
         if let Some(yaml) = &req.pod_yaml {
             jek_config::pod::parse(yaml).map_err(|e| {
-                RegisterError::Bad(format!("podYaml: {}", jek_fsio::chain_line(&e)))
+                RegisterError::Bad(format!("podYaml: {}", jek_errors::chain_line(&e)))
             })?;
         }
         if let Some(k) = &req.kubernetes {
@@ -516,7 +516,7 @@ fn reference_of(
     let Some(yaml) = yaml else {
         return Ok(PodReference::default());
     };
-    let spec = jek_config::pod::parse(yaml).map_err(|e| jek_fsio::chain_line(&e))?;
+    let spec = jek_config::pod::parse(yaml).map_err(|e| jek_errors::chain_line(&e))?;
     let opts = jek_image::Options::new(std::path::Path::new("/"), client);
     PodReference::new(&spec, &opts).map_err(|e| e.to_string())
 }
@@ -576,7 +576,7 @@ pub fn load_result_key(path: Option<&std::path::Path>) -> Result<ResultKey, Stri
                     format!(
                         "--result-key {}: {}",
                         path.display(),
-                        jek_fsio::chain_line(&e)
+                        jek_errors::chain_line(&e)
                     )
                 })?;
             Ok(key)
@@ -584,7 +584,7 @@ pub fn load_result_key(path: Option<&std::path::Path>) -> Result<ResultKey, Stri
         Err(e) => Err(format!(
             "--result-key {}: {}",
             path.display(),
-            jek_fsio::chain_line(&e)
+            jek_errors::chain_line(&e)
         )),
     }
 }

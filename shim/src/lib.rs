@@ -444,7 +444,7 @@ impl containerd_shim::Task for Service {
             ));
         }
         let (prepared, run_dir) = self.prepare(&req).map_err(|e| {
-            let msg = format!("jek: {}", jek_fsio::chain_line(&e));
+            let msg = format!("jek: {}", jek_errors::chain_line(&e));
             tracing::error!(id = %req.id, "{msg}");
             ttrpc_error(
                 containerd_shim::protos::ttrpc::Code::FAILED_PRECONDITION,
@@ -463,7 +463,7 @@ impl containerd_shim::Task for Service {
         c.record().write(&c.bundle_dir).map_err(|e| {
             ttrpc_error(
                 containerd_shim::protos::ttrpc::Code::INTERNAL,
-                format!("jek: {}", jek_fsio::chain_line(&e)),
+                format!("jek: {}", jek_errors::chain_line(&e)),
             )
         })?;
         lock(&self.containers).insert(req.id.clone(), c);

@@ -110,7 +110,7 @@ impl ShimRecord {
             match jek_config::runtime::load_strict(path) {
                 Ok(r) => r.attestation.and_then(|a| a.verifier),
                 Err(e) => {
-                    tracing::warn!(error = %jek_fsio::chain_line(&e), "the runtime file, to remove the pod from its verifier");
+                    tracing::warn!(error = %jek_errors::chain_line(&e), "the runtime file, to remove the pod from its verifier");
                     None
                 }
             }
@@ -123,7 +123,7 @@ impl ShimRecord {
                             tracing::info!(id = %reg.id, verifier = %v.url, held, "removed the pod from the verifier")
                         }
                         Err(e) => {
-                            tracing::warn!(id = %reg.id, error = %jek_fsio::chain_line(&e), "removing the pod from the verifier")
+                            tracing::warn!(id = %reg.id, error = %jek_errors::chain_line(&e), "removing the pod from the verifier")
                         }
                     }
                 }
@@ -352,7 +352,7 @@ impl Container {
                 128u32.saturating_add(u32::try_from(killed.unwrap_or(9)).unwrap_or(9))
             }
             Err(e) => {
-                let text = format!("jek: {}\n", jek_fsio::chain_line(&e));
+                let text = format!("jek: {}\n", jek_errors::chain_line(&e));
                 tracing::error!("{}", text.trim_end());
                 if let Some(f) = stderr.as_mut() {
                     let _ = f.write_all(text.as_bytes());
@@ -411,7 +411,7 @@ impl Container {
                     Err(e) if verifier.required => {
                         let reason = format!(
                             "the pod could not be registered with its verifier, so it was stopped (attestation.verifier.required): {}",
-                            jek_fsio::chain_line(&e)
+                            jek_errors::chain_line(&e)
                         );
                         tracing::error!(id = %id, "{reason}");
                         *lock(&refused) = Some(reason);
@@ -419,7 +419,7 @@ impl Container {
                     }
                     Err(e) => tracing::warn!(
                         id = %id,
-                        error = %jek_fsio::chain_line(&e),
+                        error = %jek_errors::chain_line(&e),
                         "the pod runs unattested: it could not be registered with its verifier"
                     ),
                 }
@@ -444,7 +444,7 @@ fn write_pod_file(run_dir: &Path, pod: &PodSpec) -> Result<(), jek_loader::BootE
         0o600,
         jek_fsio::Overwrite::Refuse,
     )
-    .map_err(|e| err(std::io::Error::other(jek_fsio::chain_line(&e))))
+    .map_err(|e| err(std::io::Error::other(jek_errors::chain_line(&e))))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

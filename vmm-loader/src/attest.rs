@@ -247,7 +247,7 @@ impl PodReference {
                 .filter_map(|c| {
                     let reference = c.image.clone()?;
                     let manifest = jek_image::current_manifest(&reference, opts)
-                        .map_err(|e| jek_fsio::chain_line(&e));
+                        .map_err(|e| jek_errors::chain_line(&e));
                     Some(ExpectedImage {
                         container: c.name.clone(),
                         reference,
@@ -336,7 +336,7 @@ impl Attestor<'_> {
             },
             Err(e) => PodResult::Failed {
                 run_dir: dir.to_path_buf(),
-                error: jek_fsio::chain_line(&e),
+                error: jek_errors::chain_line(&e),
             },
         }
     }

@@ -188,8 +188,8 @@ impl BootError {
     /// The kind of failure: a payload the bundle cannot give or an unusable run directory
     /// is invalid input; everything after that (TPM, measurement, VMM) is the
     /// environment's.
-    pub fn class(&self) -> jek_fsio::Class {
-        use jek_fsio::Class;
+    pub fn class(&self) -> jek_errors::Class {
+        use jek_errors::Class;
         match self {
             BootError::Payload(_) | BootError::RunDir { .. } => Class::Invalid,
             BootError::NoHardwareVirtualization => Class::Environment,

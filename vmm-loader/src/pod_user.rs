@@ -237,10 +237,10 @@ pub enum PodUserError {
 
 impl PodUserError {
     /// A range that cannot be used is invalid input; the rest is the host's.
-    pub fn class(&self) -> jek_fsio::Class {
+    pub fn class(&self) -> jek_errors::Class {
         match self {
-            PodUserError::Range { .. } => jek_fsio::Class::Invalid,
-            _ => jek_fsio::Class::Environment,
+            PodUserError::Range { .. } => jek_errors::Class::Invalid,
+            _ => jek_errors::Class::Environment,
         }
     }
 }

@@ -52,8 +52,8 @@ pub enum RegistrationStoreError {
 
 impl RegistrationStoreError {
     /// The kind of failure.
-    pub fn class(&self) -> jek_fsio::Class {
-        use jek_fsio::Class;
+    pub fn class(&self) -> jek_errors::Class {
+        use jek_errors::Class;
         match self {
             RegistrationStoreError::BadId(_) | RegistrationStoreError::Parse { .. } => {
                 Class::Invalid

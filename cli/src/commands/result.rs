@@ -71,13 +71,13 @@ impl Credentials {
             None => None,
             // Its owner's alone (as ssh requires of a private key), one token on one line.
             Some(path) => Some(jek_service_client::tls::read_token(path).map_err(|e| {
-                CliError::Usage(format!("--token-file: {}", jek_fsio::chain_line(&e)))
+                CliError::Usage(format!("--token-file: {}", jek_errors::chain_line(&e)))
             })?),
         };
         let identity_pem = match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => Some(
                 jek_service_client::tls::identity_pem(cert, key)
-                    .map_err(|e| CliError::Usage(jek_fsio::chain_line(&e)))?,
+                    .map_err(|e| CliError::Usage(jek_errors::chain_line(&e)))?,
             ),
             _ => None,
         };

@@ -121,7 +121,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         let listener = match Listener::bind_endpoint(&endpoint, tls.as_ref(), unix_mode).await {
             Ok(l) => l,
-            Err(e) => return fail(2, jek_fsio::chain_line(&e)),
+            Err(e) => return fail(2, jek_errors::chain_line(&e)),
         };
         jek_service::http::announce("jek-agent", &listener);
         listener

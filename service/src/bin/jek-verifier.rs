@@ -138,7 +138,7 @@ fn add_token(tokens: &std::path::Path, role: Role, name: &str) -> ExitCode {
             println!("{token}");
             ExitCode::SUCCESS
         }
-        Err(e) => fail(2, jek_fsio::chain_line(&e)),
+        Err(e) => fail(2, jek_errors::chain_line(&e)),
     }
 }
 
@@ -167,7 +167,7 @@ fn main() -> ExitCode {
     let clients = Clients {
         tokens: match args.tokens.as_deref().map(TokenFile::load).transpose() {
             Ok(t) => t,
-            Err(e) => return fail(2, jek_fsio::chain_line(&e)),
+            Err(e) => return fail(2, jek_errors::chain_line(&e)),
         },
         certificates: args.client_ca.is_some(),
         peers: None,
@@ -175,7 +175,7 @@ fn main() -> ExitCode {
     let images =
         match jek_oci::ClientOptions::from_environment(args.plain_http, args.ca_file.as_deref()) {
             Ok(o) => o,
-            Err(e) => return fail(2, jek_fsio::chain_line(&e)),
+            Err(e) => return fail(2, jek_errors::chain_line(&e)),
         };
     let replica = args.replica.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -200,7 +200,7 @@ fn main() -> ExitCode {
     };
     let judge = match Judge::load(&config) {
         Ok(j) => j,
-        Err(e) => return fail(2, jek_fsio::chain_line(&e)),
+        Err(e) => return fail(2, jek_errors::chain_line(&e)),
     };
     let key = match jek_service::verifier::load_result_key(args.result_key.as_deref()) {
         Ok(k) => k,
@@ -229,7 +229,7 @@ fn main() -> ExitCode {
         }
         let listener = match Listener::bind(args.listen, tls.as_ref()).await {
             Ok(l) => l,
-            Err(e) => return fail(2, jek_fsio::chain_line(&e)),
+            Err(e) => return fail(2, jek_errors::chain_line(&e)),
         };
         jek_service::http::announce("jek-verifier", &listener);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -264,7 +264,7 @@ async fn reload_on_hangup(svc: Arc<Service>) {
         match tokio::task::spawn_blocking(move || svc2.reload()).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                tracing::error!(error = %jek_fsio::chain_line(&e), "SIGHUP: the policy was not reloaded")
+                tracing::error!(error = %jek_errors::chain_line(&e), "SIGHUP: the policy was not reloaded")
             }
             Err(e) => tracing::error!(error = %e, "SIGHUP: reload task failed"),
         }
