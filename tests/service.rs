@@ -1325,7 +1325,7 @@ fn a_silent_agent_with_a_thousand_pods_does_not_starve_an_honest_one() {
                 pod_yaml: None,
                 kubernetes: None,
                 identity: StoredIdentity {
-                    ak_name: format!("000b{id}"),
+                    ak_name: jek_service::store::AkName(format!("000b{id}").into_bytes()),
                     ak_public: B64(vec![1]),
                     ak_private: B64(vec![2]),
                     ek_cert: B64(format!("ek-{id}").into_bytes()),

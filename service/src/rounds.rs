@@ -393,7 +393,7 @@ async fn appraise_once(
     };
     let t_quoted = started.elapsed();
     let now = now_s();
-    let ak_name = hex::decode(&row.identity.ak_name).unwrap_or_default();
+    let ak_name = row.identity.ak_name.0.clone();
     let ek = EkMaterial {
         cert: row.identity.ek_cert.0.clone(),
         chain: row.identity.ek_chain_pem.clone(),
@@ -409,7 +409,7 @@ async fn appraise_once(
     let registration = Registration {
         id: row.id.clone(),
         pod: row.pod.clone(),
-        ak_name: row.identity.ak_name.clone(),
+        ak_name: row.identity.ak_name.to_string(),
         ek_cert_sha256: jek_verifier::Sha256Digest::of(&row.identity.ek_cert.0),
         epoch: row.epoch,
         last_clock: row.last_clock,

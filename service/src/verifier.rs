@@ -20,7 +20,7 @@ use jek_loader::attest::PodReference;
 use jek_verifier::{Bundle, Sha256Digest, Verified, VerifyError};
 
 use crate::remote::{check_agent_url, valid_pod_id, RemoteTpm};
-use crate::store::{Backend, PodRow, StoreError, StoredIdentity, StoredResult};
+use crate::store::{AkName, Backend, PodRow, StoreError, StoredIdentity, StoredResult};
 use crate::wire::{BundleState, ClaimState, PodState, RegisterRequest, B64};
 
 /// The verifier's configuration.
@@ -446,7 +446,7 @@ impl Service {
         if let Some(reason) = attested.identity.unproven_reason() {
             return Err(RegisterError::Unproven(reason.to_string()));
         }
-        let Some(ak_name) = attested.identity.ak_name().map(hex::encode) else {
+        let Some(ak_name) = attested.identity.ak_name().map(|n| AkName(n.to_vec())) else {
             return Err(RegisterError::Unproven("no AK name was proven".into()));
         };
         let quote = jek_attest::tpm2::Quote::parse(&attested.evidence.attest)
@@ -528,7 +528,7 @@ pub fn state_of(row: &PodRow) -> PodState {
         pod: row.pod.clone(),
         agent: row.agent.clone(),
         bundle: row.bundle.clone(),
-        ak_name: row.identity.ak_name.clone(),
+        ak_name: row.identity.ak_name.to_string(),
         kubernetes: row.kubernetes.clone(),
         status: row.result.status,
         claims: row.result.claims.clone(),

@@ -17,7 +17,7 @@ fn pod(id: &str) -> PodRow {
         pod_yaml: None,
         kubernetes: None,
         identity: StoredIdentity {
-            ak_name: format!("000b{id}"),
+            ak_name: jek_service::store::AkName(format!("000b{id}").into_bytes()),
             ak_public: B64(vec![1]),
             ak_private: B64(vec![2]),
             ek_cert: B64(format!("ek-{id}").into_bytes()),
@@ -260,7 +260,7 @@ fn a_store_from_before_kubernetes_identities_opens_and_keeps_them() {
                last_clock INTEGER NOT NULL, status TEXT NOT NULL, result TEXT NOT NULL,
                owner TEXT, lease_until INTEGER NOT NULL, next_due INTEGER NOT NULL);
              INSERT INTO pods VALUES ('o', 'pod-o', 'http://127.0.0.1:1', 'sha256:00', NULL,
-               '{\"akName\":\"000bo\",\"akPublic\":\"AQ==\",\"akPrivate\":\"Ag==\",\"ekCert\":\"AA==\",\"ekChainPem\":\"\"}',
+               '{\"akName\":\"000b0f\",\"akPublic\":\"AQ==\",\"akPrivate\":\"Ag==\",\"ekCert\":\"AA==\",\"ekChainPem\":\"\"}',
                1, 0, 10, 10, 'none', '{\"status\":\"none\",\"claims\":{}}', NULL, 0, 0);",
         )
         .unwrap();

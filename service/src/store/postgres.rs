@@ -208,12 +208,12 @@ impl Backend for Postgres {
             if let Some(r) = tx
                 .query_opt(
                     "SELECT pod_id FROM ak_names WHERE ak_name = $1",
-                    &[&pod.identity.ak_name],
+                    &[&pod.identity.ak_name.to_string()],
                 )
                 .map_err(db)?
             {
                 return Err(StoreError::AkInUse {
-                    ak_name: pod.identity.ak_name.clone(),
+                    ak_name: pod.identity.ak_name.to_string(),
                     holder: r.try_get(0).map_err(db)?,
                 });
             }
@@ -231,7 +231,7 @@ impl Backend for Postgres {
                 .map_err(db)?;
             tx.execute(
                 "INSERT INTO ak_names (ak_name, pod_id) VALUES ($1, $2)",
-                &[&pod.identity.ak_name, &pod.id],
+                &[&pod.identity.ak_name.to_string(), &pod.id],
             )
             .map_err(db)?;
             tx.execute(

@@ -217,14 +217,14 @@ impl Backend for Sqlite {
         let holder: Option<String> = tx
             .query_row(
                 "SELECT pod_id FROM ak_names WHERE ak_name = ?1",
-                params![pod.identity.ak_name],
+                params![pod.identity.ak_name.to_string()],
                 |r| r.get(0),
             )
             .optional()
             .map_err(db)?;
         if let Some(holder) = holder {
             return Err(StoreError::AkInUse {
-                ak_name: pod.identity.ak_name.clone(),
+                ak_name: pod.identity.ak_name.to_string(),
                 holder,
             });
         }
@@ -247,7 +247,7 @@ impl Backend for Sqlite {
             .map_err(db)?;
         tx.execute(
             "INSERT INTO ak_names (ak_name, pod_id) VALUES (?1, ?2)",
-            params![pod.identity.ak_name, pod.id],
+            params![pod.identity.ak_name.to_string(), pod.id],
         )
         .map_err(db)?;
         tx.execute(
