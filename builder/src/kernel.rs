@@ -144,7 +144,7 @@ pub enum KernelBuildError {
     #[error("invalid kconfig fragment")]
     Fragment(#[source] kconfig::KconfigError),
     /// The resolved config violates the policy or drops requested symbols.
-    #[error("kernel config check failed ({count} findings; resolved config kept at {config}):\n{list}", count = findings.len(), list = findings.iter().map(|f| format!("  - {f}")).collect::<Vec<_>>().join("\n"))]
+    #[error("kernel config check failed ({count} findings; resolved config kept at {config}):\n{list}", count = findings.len(), list = listed(findings))]
     ConfigCheck {
         /// The findings.
         findings: Vec<Finding>,
@@ -164,13 +164,13 @@ pub enum KernelBuildError {
         actual: String,
     },
     /// A fragment asks for what the policy refuses (found before anything is unpacked).
-    #[error("the kernel fragments ask for what the kconfig policy refuses ({count} findings; nothing was built):\n{list}", count = findings.len(), list = findings.iter().map(|f| format!("  - {f}")).collect::<Vec<_>>().join("\n"))]
+    #[error("the kernel fragments ask for what the kconfig policy refuses ({count} findings; nothing was built):\n{list}", count = findings.len(), list = listed(findings))]
     PolicyRequest {
         /// The findings.
         findings: Vec<Finding>,
     },
     /// A cache entry whose resolved config the policy or the fragments refuse.
-    #[error("kernel cache entry {entry} was not built from these fragments under this policy ({count} findings):\n{list}\n(delete the entry to rebuild it)", count = findings.len(), list = findings.iter().map(|f| format!("  - {f}")).collect::<Vec<_>>().join("\n"))]
+    #[error("kernel cache entry {entry} was not built from these fragments under this policy ({count} findings):\n{list}\n(delete the entry to rebuild it)", count = findings.len(), list = listed(findings))]
     CachePolicy {
         /// The entry directory.
         entry: PathBuf,
@@ -219,6 +219,15 @@ impl KernelBuildError {
             | KernelBuildError::Io { .. } => Class::Environment,
         }
     }
+}
+
+/// Findings as the build errors show them: one `  - ` line each.
+fn listed(findings: &[Finding]) -> String {
+    findings
+        .iter()
+        .map(|f| format!("  - {f}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> KernelBuildError {

@@ -1,6 +1,7 @@
 //! Entry points for the fuzz targets in `fuzz/` (`policy_yaml`, which also feeds the
-//! runtime-file parser and, through `jek-build-config`, the kconfig policy, and `pod_yaml`): the logic is
-//! built, linted and unit-tested with the crate; the targets only forward bytes.
+//! runtime-file parser here and the kconfig policy parser in `jek-build-config`, and
+//! `pod_yaml`): the logic is built, linted and unit-tested with the crate; the targets only
+//! forward bytes.
 
 use std::path::Path;
 
