@@ -115,10 +115,10 @@ IMAGES=$(python3 ci/bench_images.py "$RUNS" "$JEK" "$PWD/target/release/examples
   "$L/testkernel.jek" "$BUNDLE" "$B/images-policy-base.yaml" "$B/images")
 echo "==> attestation: 32 pods, jek attest and tpm2_checkquote" >&2
 ATTEST=$(python3 ci/bench_attest.py "$RUNS" "$B/attest" "$JEK" "$L/testkernel.jek" "$B/bench.pub")
-echo "==> attestation service: 64 pods, jek-agent and jek-verifier with SQLite and PostgreSQL" >&2
-cargo build --release -q -p jek-service
+echo "==> attestation service: 64 pods, jek-agent and jek-attestation-verifier with SQLite and PostgreSQL" >&2
+cargo build --release -q -p jek-agent -p jek-attestation-verifier
 SERVICE=$(python3 ci/bench_service.py "$RUNS" "$B/service" "$JEK" "$PWD/target/release/jek-agent" \
-  "$PWD/target/release/jek-verifier" "$L/testkernel.jek" "$B/bench.pub")
+  "$PWD/target/release/jek-attestation-verifier" "$L/testkernel.jek" "$B/bench.pub")
 echo "==> containerd runtime: ctr run with jek's shim and with runc" >&2
 cargo build --release -q -p jek-shim
 SHIM=$(python3 ci/bench_shim.py "$RUNS" "$L/default-bz.jek" "$B/bench.pub" \

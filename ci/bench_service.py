@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Benchmarks the attestation service (jek-agent + jek-verifier) against swtpm.
+"""Benchmarks the attestation service (jek-agent + jek-attestation-verifier) against swtpm.
 
 Usage: bench_service.py RUNS WORKDIR JEK AGENT VERIFIER BUNDLE KEY_PUB
 
 Boots 64 pods of BUNDLE (KVM backend, --keep-tpm, each with its own swtpm), starts one
 jek-agent, and for each store (SQLite, then a PostgreSQL server of Debian's package started
-here) starts jek-verifier and measures:
+here) starts jek-attestation-verifier and measures:
 - registration per pod (POST /v1/pods: identity, EK chain, credential activation, first
   quote, store), wall time, median over the 64 pods;
 - nonce to signed verdict per pod (the EAR's jek.timingsMs.nonceToVerdict: quote through

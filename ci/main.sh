@@ -2,7 +2,7 @@
 # jek's main job on the built-in default recipe (the README's first command):
 # install what is needed, create (or reuse) a development key, build the just-enough kernel
 # and initramfs, sign the bundle, and verify it under a policy that trusts that key; predict,
-# boot and attest a pod, and have the attestation service (jek-agent, jek-verifier) attest it
+# boot and attest a pod, and have the attestation service (jek-agent, jek-attestation-verifier) attest it
 # continuously with signed results; then push a busybox container image to a local registry and boot,
 # measure and attest a pod that runs it under a policy that pins its digest.
 # A second run reuses the cached kernel and finishes in seconds.
@@ -29,7 +29,7 @@ say() { printf '\n==> %s\n' "$*" >&2; }
 say "installing dependencies (idempotent)"
 timed deps env JEK_SKIP_FUZZ=1 ci/install-deps.sh
 say "building jek and the guest binaries"
-timed tools bash -c 'cargo build --release -q -p jek -p jek-service && cargo build --release -q -p jek-image --example busybox-layout && ci/build-guest.sh'
+timed tools bash -c 'cargo build --release -q -p jek -p jek-agent -p jek-attestation-verifier && cargo build --release -q -p jek-image --example busybox-layout && ci/build-guest.sh'
 JEK=target/release/jek
 OUT=out/demo
 mkdir -p .jek "$OUT"
@@ -110,7 +110,7 @@ timed attest "$JEK" attest "$RUN" --bundle "$BUNDLE" --policy "$OUT/policy.yaml"
 "$JEK" attest "$RUN" --bundle "$BUNDLE" --policy "$OUT/policy.yaml" --pod "$OUT/pod.yaml" --json > "$RUN/attestation.json"
 ATTEST_STATUS=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]["result"]; print(next(iter(r["submods"].values()))["ear.status"])' "$RUN/attestation.json")
 
-say "the attestation service: jek-agent on this host, jek-verifier (SQLite) quoting the pod every 2 s and signing each result"
+say "the attestation service: jek-agent on this host, jek-attestation-verifier (SQLite) quoting the pod every 2 s and signing each result"
 SVC="$OUT/service"
 mkdir -p "$SVC"
 POD_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tpm"]["registration"])' "$RUN/pod.json")
@@ -126,12 +126,12 @@ stop_service() { kill "${AGENT_PID:-}" "${VERIFIER_PID:-}" 2>/dev/null || true; 
 trap stop_service EXIT
 # Clients authenticate: an admin token registers the pod, a reader's token reads results.
 rm -f "$SVC/tokens"
-target/release/jek-verifier add-token --tokens "$SVC/tokens" --role admin ci-admin > "$SVC/admin.token"
-target/release/jek-verifier add-token --tokens "$SVC/tokens" --role reader ci-reader > "$SVC/reader.token"
+target/release/jek-attestation-verifier add-token --tokens "$SVC/tokens" --role admin ci-admin > "$SVC/admin.token"
+target/release/jek-attestation-verifier add-token --tokens "$SVC/tokens" --role reader ci-reader > "$SVC/reader.token"
 chmod 600 "$SVC/admin.token" "$SVC/reader.token"
 # The agent serves the verifier alone: on a Unix socket only this user may use.
 listen agent "unix:$PWD/$SVC/agent.sock" "$SVC/agent.log" target/release/jek-agent
-listen verifier 127.0.0.1:0 "$SVC/verifier.log" target/release/jek-verifier --policy "$OUT/policy.yaml" --bundle "$BUNDLE" \
+listen verifier 127.0.0.1:0 "$SVC/verifier.log" target/release/jek-attestation-verifier --policy "$OUT/policy.yaml" --bundle "$BUNDLE" \
   --store "$SVC/verifier.db" --result-key "$SVC/result-key.pem" --tokens "$SVC/tokens"
 AGENT_URL=$(awk '{print $NF; exit}' "$SVC/agent.url")
 VERIFIER_URL=$(awk '{print $NF; exit}' "$SVC/verifier.url")

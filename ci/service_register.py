@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Registers one pod with a running jek-verifier through its host's jek-agent, waits for
+"""Registers one pod with a running jek-attestation-verifier through its host's jek-agent, waits for
 its first signed result and writes the token to a file (ci/main.sh's service step).
 
 Usage: service_register.py VERIFIER_URL AGENT_URL POD_ID BUNDLE POD_FILE TOKEN_FILE ADMIN_TOKEN_FILE
 
-The verifier is called with the admin's bearer token (jek-verifier add-token) from
+The verifier is called with the admin's bearer token (jek-attestation-verifier add-token) from
 ADMIN_TOKEN_FILE."""
 import hashlib
 import json

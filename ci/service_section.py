@@ -7,10 +7,10 @@ import sys
 d = json.loads(sys.argv[1])
 s, p = d["sqlite"], d["postgresql"]
 ok = "holds" if s["perSecond"] >= 300 else "missed"
-print(f"""## Attestation service (`jek-agent`, `jek-verifier`)
+print(f"""## Attestation service (`jek-agent`, `jek-attestation-verifier`)
 
 Measured {datetime.date.today().isoformat()} by `ci/bench_service.py` (`ci/bench.sh` runs it): {d["pods"]} pods of the test-kernel bundle booted with `--keep-tpm`
-(KVM backend, one swtpm each) behind one `jek-agent`; `jek-verifier` (release build) with
+(KVM backend, one swtpm each) behind one `jek-agent`; `jek-attestation-verifier` (release build) with
 each store on this machine, agent, verifier, database and the 64 swtpms sharing its two
 cores. Registration is timed per pod by the client; nonce to signed verdict comes from the
 EAR's `jek.timingsMs.nonceToVerdict` (quote through the agent and appraisal; signing adds

@@ -1,4 +1,4 @@
-//! The attestation service end to end: `jek-agent` on this host, `jek-verifier` with SQLite
+//! The attestation service end to end: `jek-agent` on this host, `jek-attestation-verifier` with SQLite
 //! or PostgreSQL, pods booted with `jek boot --keep-tpm`. Registration through the agent,
 //! continuous signed results (checked by PyJWT against the JWKS), a QEMU pod quoted while
 //! its application sleeps, a revoked signer flipping every pod with webhooks delivered,
@@ -193,7 +193,7 @@ fn start_verifier(
         args.push(s(b));
     }
     args.extend(extra.iter().map(|a| a.to_string()));
-    Service::start(&bin("jek-verifier"), &args, &host.ws.path(log))
+    Service::start(&bin("jek-attestation-verifier"), &args, &host.ws.path(log))
 }
 
 /// The test reader's token ([`READER_TOKEN`]) in a file of the host's, for `--token-file`.
@@ -719,7 +719,7 @@ fn an_agents_pods_are_all_attested_every_interval_at_its_concurrency_limit() {
 /// Who may do what: every route of the verifier asked anonymously, with bad tokens (one
 /// made up, one that is the admin's digest as the tokens file lists it), as a reader and
 /// as an admin (bearer tokens over loopback HTTP; certificates are in the TLS test). A
-/// token made by `jek-verifier add-token` works; a verifier without client authentication,
+/// token made by `jek-attestation-verifier add-token` works; a verifier without client authentication,
 /// or with a tokens file others could rewrite, does not start.
 #[test]
 fn every_route_answers_by_role_and_the_verifier_needs_client_authentication() {
@@ -822,7 +822,7 @@ fn every_route_answers_by_role_and_the_verifier_needs_client_authentication() {
     // Starting: no client authentication, or a tokens file others could rewrite, is
     // refused by name (exit 2) before anything listens.
     let start = |extra: &[&str]| {
-        let mut cmd = std::process::Command::new(bin("jek-verifier"));
+        let mut cmd = std::process::Command::new(bin("jek-attestation-verifier"));
         common::isolate(&mut cmd)
             .args(["--listen", "127.0.0.1:0", "--policy"])
             .arg(host.ws.path("policy.yaml"))
@@ -843,7 +843,7 @@ fn every_route_answers_by_role_and_the_verifier_needs_client_authentication() {
     // add-token: the token printed once, only its digest in the file (mode 0600).
     let tokens = host.ws.path("ci-tokens");
     let add = |name: &str| {
-        std::process::Command::new(bin("jek-verifier"))
+        std::process::Command::new(bin("jek-attestation-verifier"))
             .args([
                 "add-token",
                 "--tokens",
@@ -893,7 +893,7 @@ fn every_route_answers_by_role_and_the_verifier_needs_client_authentication() {
     .map(|a| a.to_string())
     .collect();
     let ci = Service::start(
-        &bin("jek-verifier"),
+        &bin("jek-attestation-verifier"),
         &args,
         &host.ws.path("verifier-ci.log"),
     );
@@ -1300,8 +1300,8 @@ fn bad_requests_and_a_silent_agent_are_answered_cleanly() {
 /// no more registrations (409 `agent_full`, refused before the agent is asked).
 #[test]
 fn a_silent_agent_with_a_thousand_pods_does_not_starve_an_honest_one() {
-    use jek_service::store::{PodRow, StoredIdentity, StoredResult};
-    use jek_service::wire::{AuditAction, AuditEvent, B64};
+    use jek_attestation_verifier::store::{PodRow, StoredIdentity, StoredResult};
+    use jek_service_client::wire::{AuditAction, AuditEvent, B64};
     let _serial = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -1314,7 +1314,7 @@ fn a_silent_agent_with_a_thousand_pods_does_not_starve_an_honest_one() {
     let db = host.ws.path("v.db");
     let tk = host.bundle_digest(&host.ws.path("tk.jek"));
     {
-        let store = jek_service::store::open(Some(&s(&db))).unwrap();
+        let store = jek_attestation_verifier::store::open(Some(&s(&db))).unwrap();
         for n in 0..1000u32 {
             let id = format!("{n:032x}");
             let row = PodRow {
@@ -1325,7 +1325,9 @@ fn a_silent_agent_with_a_thousand_pods_does_not_starve_an_honest_one() {
                 pod_yaml: None,
                 kubernetes: None,
                 identity: StoredIdentity {
-                    ak_name: jek_service::store::AkName(format!("000b{id}").into_bytes()),
+                    ak_name: jek_attestation_verifier::store::AkName(
+                        format!("000b{id}").into_bytes(),
+                    ),
                     ak_public: B64(vec![1]),
                     ak_private: B64(vec![2]),
                     ek_cert: B64(format!("ek-{id}").into_bytes()),
@@ -1508,7 +1510,7 @@ fn two_replicas_share_a_postgresql_fleet_and_survive_a_database_outage() {
     let mut b = b;
     let _ = b.child.kill();
     let _ = b.child.wait();
-    let store = jek_service::store::open(Some(&pg.url())).unwrap();
+    let store = jek_attestation_verifier::store::open(Some(&pg.url())).unwrap();
     assert_eq!(store.agent_pods(&agent).unwrap(), 6);
     assert_eq!(store.agent_pods("unix:/nowhere.sock").unwrap(), 0);
     let due = |id: &str| {

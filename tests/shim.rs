@@ -476,7 +476,7 @@ fn a_pod_registers_itself_with_the_verifier_and_leaves_it_when_deleted() {
         &c.path("agent.log"),
     );
     let verifier = Service::start(
-        &bin("jek-verifier"),
+        &bin("jek-attestation-verifier"),
         &[
             "--listen",
             "127.0.0.1:0",

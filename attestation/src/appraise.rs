@@ -12,6 +12,7 @@
 //! | `images` | PCR 13 names, in order, exactly the pod's containers with an image, each with the reference the pod file gives, and the image policy allows each image's manifest digest now |
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use jek_measure::eventlog::EventLog;
 use jek_measure::plan::{
@@ -249,6 +250,56 @@ pub struct ExpectedImage {
     /// The manifest digest the reference resolves to now (a tag asked of its registry at
     /// appraisal time), or why it could not be resolved.
     pub manifest: Result<String, String>,
+}
+
+/// What a pod was meant to get, from its pod file: the reference values its evidence is
+/// appraised against, apart from the bundle.
+#[derive(Debug, Clone, Default)]
+pub struct PodReference {
+    /// Its pod segment.
+    pub segment: Vec<u8>,
+    /// Its containers with an image, in order, with the digests their references name now.
+    pub images: Vec<ExpectedImage>,
+    /// The directory relative `oci:` references are taken from (the pod file's).
+    pub base_dir: PathBuf,
+}
+
+impl PodReference {
+    /// The reference of the pod `spec` read from a pod file in `base_dir`: its pod segment,
+    /// and the manifest digest `current_manifest` says each image reference names now (the
+    /// caller asks the registry or the OCI layout; a failure is kept, to contraindicate the
+    /// claim, not to stop). The one constructor the CLI and the service both call.
+    pub fn new(
+        spec: &jek_pod::PodSpec,
+        base_dir: PathBuf,
+        current_manifest: impl Fn(&str) -> Result<String, String>,
+    ) -> Result<Self, jek_pod::SegmentError> {
+        Ok(PodReference {
+            segment: jek_pod::segment(spec)?,
+            images: spec
+                .containers
+                .iter()
+                .filter_map(|c| {
+                    let reference = c.image.clone()?;
+                    let manifest = current_manifest(&reference);
+                    Some(ExpectedImage {
+                        container: c.name.clone(),
+                        reference,
+                        manifest,
+                    })
+                })
+                .collect(),
+            base_dir,
+        })
+    }
+
+    /// The rules for its containers' images, with the image policy's verdict `allow`.
+    pub fn image_rules<'a>(&'a self, allow: ImageVerdict<'a>) -> ImageRules<'a> {
+        ImageRules {
+            expected: &self.images,
+            allow: Some(allow),
+        }
+    }
 }
 
 /// What a pod's containers with images must have run.

@@ -10,7 +10,9 @@
 //!   revocation, Sigstore) and the `attestation` section;
 //! - [`pod`]: `pod.yaml` (a Kubernetes Pod subset) → [`jek_pod::PodSpec`];
 //! - [`runtime`]: `runtime.yaml`, how the containerd shim runs containers;
-//! - [`signatures`]: the detached signatures found beside a bundle file.
+//! - [`signatures`]: the detached signatures found beside a bundle file;
+//! - [`paths`]: where jek keeps its state by default (data directory, registration store,
+//!   agent socket, local TPM CA) and the helper programs it runs.
 //!
 //! The producer's files (build recipes, kconfig policies, private keys) are read by
 //! `jek-build-config`, so nothing here links the builder or private-key code.
@@ -31,6 +33,7 @@ use jek_errors::Class;
 use jek_fsio::ReadError;
 
 pub mod fuzzing;
+pub mod paths;
 pub mod pod;
 pub mod policy;
 pub mod runtime;

@@ -3,7 +3,7 @@
 //! A pod that names an image under a policy without `images:` is refused: images are
 //! allowed by name, never by default.
 
-use crate::reference::ImageRef;
+use crate::reference::{ImageRef, ReferenceError};
 
 /// The default cap on a container's unpacked root file system: 256 MiB.
 pub const DEFAULT_MAX_ROOTFS_BYTES: u64 = 256 << 20;
@@ -96,6 +96,29 @@ pub fn check(policy: Option<&ImagePolicy>, repository: &str, digest: &str) -> Re
     policy
         .ok_or(Refusal::NoImagePolicy)?
         .check(repository, digest)
+}
+
+/// Why the policy refuses the image a reference names.
+#[derive(Debug, thiserror::Error)]
+pub enum VerdictError {
+    /// The reference does not parse.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// The policy refuses its repository or digest.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
+
+/// The policy's verdict on the image `reference` (a relative `oci:` directory taken from
+/// `base_dir`) whose manifest has `digest`: how every appraisal of a container event asks.
+pub fn verdict(
+    policy: Option<&ImagePolicy>,
+    reference: &str,
+    base_dir: &std::path::Path,
+    digest: &str,
+) -> Result<(), VerdictError> {
+    let image = ImageRef::parse(reference, base_dir)?;
+    Ok(check(policy, &image.repository(), digest)?)
 }
 
 #[cfg(test)]

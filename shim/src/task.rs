@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime};
 
+use jek_config::paths::env_program;
 use jek_config::runtime::{Runtime, RuntimeVmm};
 use jek_loader::boot::TpmSource;
 use jek_loader::console::ConsoleSink;
 use jek_loader::lifecycle::Cleanup;
-use jek_loader::paths::env_program;
 use jek_loader::qemu::QemuOptions;
 use jek_loader::{BootOptions, Vmm};
 use jek_pod::image::ContainerSegment;

@@ -90,7 +90,7 @@ pub const ADMIN_TOKEN: &str = "jek-test-admin-token-0123456789abcdef0123456789";
 /// See [`ADMIN_TOKEN`].
 pub const READER_TOKEN: &str = "jek-test-reader-token-0123456789abcdef012345678";
 
-/// Writes a `jek-verifier --tokens` file listing [`ADMIN_TOKEN`] (`test-admin`, admin) and
+/// Writes a `jek-attestation-verifier --tokens` file listing [`ADMIN_TOKEN`] (`test-admin`, admin) and
 /// [`READER_TOKEN`] (`test-reader`, reader), mode 0600, and returns its path.
 pub fn tokens_file(dir: &Path) -> PathBuf {
     use sha2::Digest as _;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use jek_attest::appraise::{ExpectedImage, ImageRules};
+use jek_attest::appraise::PodReference;
 use jek_attest::evidence::to_files;
 use jek_attest::{AkBlobs, Attested, Ear, PodMaterial, Status, Verifier};
 use jek_fsio::{ReadError, WriteError};
@@ -186,10 +186,7 @@ pub fn attest_run_dir(
         ek_chain_pem: &chain,
         event_log: &event_log,
         pod_segment: &meant.segment,
-        images: ImageRules {
-            expected: &meant.images,
-            allow: Some(&verdict),
-        },
+        images: meant.image_rules(&verdict),
         registration: Some(&reg),
     };
     let attested = jek_attest::attest(&mut tpm, &material, verifier, &mut rand_core::OsRng)
@@ -220,46 +217,6 @@ pub fn attest_run_dir(
 /// with a guessable one, could be replayed.
 pub const MIN_NONCE: usize = 16;
 
-/// What a pod was meant to get, from its pod file.
-#[derive(Debug, Clone, Default)]
-pub struct PodReference {
-    /// Its pod segment.
-    pub segment: Vec<u8>,
-    /// Its containers with an image, in order, with the digests their references name now.
-    pub images: Vec<ExpectedImage>,
-    /// The directory relative `oci:` references are taken from (the pod file's).
-    pub base_dir: PathBuf,
-}
-
-impl PodReference {
-    /// The reference of the pod `spec` read from a pod file in `opts.base_dir`: its pod
-    /// segment, and the manifest digest each image reference names now (a tag is asked of
-    /// its registry; a failure is kept, to contraindicate the claim, not to stop).
-    pub fn new(
-        spec: &jek_pod::PodSpec,
-        opts: &jek_image::Options,
-    ) -> Result<Self, jek_pod::SegmentError> {
-        Ok(PodReference {
-            segment: jek_pod::segment(spec)?,
-            images: spec
-                .containers
-                .iter()
-                .filter_map(|c| {
-                    let reference = c.image.clone()?;
-                    let manifest = jek_image::current_manifest(&reference, opts)
-                        .map_err(|e| jek_errors::chain_line(&e));
-                    Some(ExpectedImage {
-                        container: c.name.clone(),
-                        reference,
-                        manifest,
-                    })
-                })
-                .collect(),
-            base_dir: opts.base_dir.clone(),
-        })
-    }
-}
-
 /// What each pod is appraised against: the verifier's view, what each pod was meant to
 /// get (by pod name), the image policy and the registration store.
 pub struct Attestor<'a> {
@@ -280,9 +237,7 @@ fn image_verdict(
     base_dir: &Path,
     event: &ContainerEvent,
 ) -> Result<(), String> {
-    let image =
-        jek_image::ImageRef::parse(&event.reference, base_dir).map_err(|e| e.to_string())?;
-    jek_image::policy::check(policy, &image.repository(), &event.manifest)
+    jek_image::policy::verdict(policy, &event.reference, base_dir, &event.manifest)
         .map_err(|e| e.to_string())
 }
 
@@ -378,10 +333,7 @@ impl Attestor<'_> {
         let reference = jek_attest::appraise::Reference {
             bundle: self.verifier.bundle,
             pod_segment: &pod.segment,
-            images: ImageRules {
-                expected: &pod.images,
-                allow: Some(&verdict),
-            },
+            images: pod.image_rules(&verdict),
             registration: registration.as_ref(),
         };
         let (_, ear) = jek_attest::protocol::judge(

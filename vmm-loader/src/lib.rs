@@ -21,7 +21,6 @@ pub mod attest;
 pub mod boot;
 pub mod console;
 pub mod lifecycle;
-pub mod paths;
 pub mod pod_user;
 pub mod qemu;
 pub mod record;

@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use jek_attest::appraise::PodReference;
 use jek_attest::ekcert::Cert;
 use jek_attest::Verifier;
-use jek_loader::attest::{find_run_dirs, Attestor, PodReference, PodResult, Report};
+use jek_loader::attest::{find_run_dirs, Attestor, PodResult, Report};
 use jek_loader::registrations::RegistrationStore;
 use jek_verifier::UnixTime;
 
@@ -20,8 +21,8 @@ pub struct Args {
     /// `--verifier`, the pods' identifiers there.
     #[arg(required_unless_present = "evidence")]
     run_dirs: Vec<PathBuf>,
-    /// Ask this running `jek-verifier` for each pod's last signed result, checked against
-    /// its JWKS, instead of quoting here.
+    /// Ask this running attestation verifier for each pod's last signed result, checked
+    /// against its JWKS, instead of quoting here.
     #[arg(long, value_name = "URL", conflicts_with_all = ["evidence", "export"])]
     verifier: Option<String>,
     /// The bundle the pods must have booted.
@@ -105,8 +106,10 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     for p in &args.pod {
         let spec = jek_config::pod::load(p)?;
         let opts = jek_image::Options::new(jek_config::base_dir(p), client.clone());
-        let meant = PodReference::new(&spec, &opts)
-            .map_err(|e| CliError::Usage(format!("pod file {}: {e}", p.display())))?;
+        let meant = PodReference::new(&spec, opts.base_dir.clone(), |r| {
+            jek_image::current_manifest(r, &opts).map_err(|e| jek_errors::chain_line(&e))
+        })
+        .map_err(|e| CliError::Usage(format!("pod file {}: {e}", p.display())))?;
         pods.insert(spec.name.clone(), meant);
     }
     // The bundle's verdict is part of every pod's appraisal, not a reason to stop.
@@ -129,7 +132,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
             &args
                 .registry
                 .clone()
-                .unwrap_or_else(jek_loader::paths::default_registry),
+                .unwrap_or_else(jek_config::paths::default_registry),
         )?,
     };
 

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use jek_config::paths::{default_registry, default_tpm_ca, env_program};
 use jek_loader::boot::TpmSource;
-use jek_loader::paths::{default_registry, default_tpm_ca, env_program};
 use jek_loader::qemu::QemuOptions;
 use jek_loader::run_dir::RunDir;
 use jek_loader::{boot, BootOptions, Vmm};
@@ -73,7 +73,7 @@ pub struct Args {
     /// read its memory.
     #[arg(long, value_name = "FIRST-LAST", default_value_t = jek_loader::pod_user::DEFAULT_UIDS)]
     pod_uids: jek_loader::pod_user::UidRange,
-    /// Register the pod with this jek-verifier (its base URL) once its VM runs, under an
+    /// Register the pod with this attestation verifier (its base URL) once its VM runs, under an
     /// admin credential (--token-file, or --client-cert and --client-key; --ca-file adds
     /// trust roots): it is attested from its first seconds. A refused registration stops
     /// the pod. `jek tpm stop --verifier URL` removes it again.

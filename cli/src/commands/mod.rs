@@ -55,7 +55,7 @@ pub enum Command {
     /// Prove from each pod's vTPM that it booted clean: a fresh quote appraised against the
     /// signed bundle, as an EAR attestation result.
     Attest(attest::Args),
-    /// Signed attestation results from `jek-verifier`: check one against a JWKS.
+    /// Signed attestation results from `jek-attestation-verifier`: check one against a JWKS.
     #[command(subcommand)]
     Result(result::Args),
     /// SLSA provenance: verify what `jek build` wrote for a bundle.

@@ -1,5 +1,5 @@
-//! `jek result verify`: check a signed attestation result (an EAR JWT from `jek-verifier`)
-//! against a JWKS file or URL, as any relying party would.
+//! `jek result verify`: check a signed attestation result (an EAR JWT from
+//! `jek-attestation-verifier`) against a JWKS file or URL, as any relying party would.
 
 use std::path::PathBuf;
 
@@ -29,8 +29,8 @@ pub struct VerifyArgs {
     /// Extra trust roots (PEM) for a JWKS URL over HTTPS.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
-    /// Credentials for a JWKS URL behind client authentication (jek-verifier's own JWKS
-    /// is public).
+    /// Credentials for a JWKS URL behind client authentication (the attestation
+    /// verifier's own JWKS is public).
     #[command(flatten)]
     credentials: Credentials,
     /// Print the EAR as JSON.
@@ -38,8 +38,8 @@ pub struct VerifyArgs {
     json: bool,
 }
 
-/// How a command proves itself to `jek-verifier`: a bearer token (`jek-verifier
-/// add-token`) or a client certificate.
+/// How a command proves itself to the attestation verifier: a bearer token
+/// (`jek-attestation-verifier add-token`) or a client certificate.
 #[derive(Debug, clap::Args)]
 pub struct Credentials {
     /// A file holding the bearer token to present (readable by its owner only).

@@ -21,7 +21,7 @@ pub enum Args {
         /// Every kept TPM.
         #[arg(long)]
         all: bool,
-        /// Remove each pod from this jek-verifier first (as `jek boot --register-with`
+        /// Remove each pod from this attestation verifier first (as `jek boot --register-with`
         /// registered it), under an admin credential; a pod it does not hold is no error.
         #[arg(long, value_name = "URL")]
         verifier: Option<String>,
@@ -52,7 +52,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let dir = c
         .registry
         .clone()
-        .unwrap_or_else(jek_loader::paths::default_registry);
+        .unwrap_or_else(jek_config::paths::default_registry);
     let registry = RegistrationStore::open(&dir)?;
     let kept = lifecycle::kept(&registry)?;
     let Args::Stop {

@@ -4,9 +4,11 @@
 //! binaries refuse unsafe or unusable configurations by name.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use jek_service::store::sqlite::Sqlite;
-use jek_service::store::{Backend, PodRow, RoundOutcome, StoredIdentity, StoredResult, HISTORY};
-use jek_service::wire::{AuditAction, AuditEvent, PodStatus, B64};
+use jek_attestation_verifier::store::sqlite::Sqlite;
+use jek_attestation_verifier::store::{
+    Backend, PodRow, RoundOutcome, StoredIdentity, StoredResult, HISTORY,
+};
+use jek_service_client::wire::{AuditAction, AuditEvent, PodStatus, B64};
 
 fn pod(id: &str) -> PodRow {
     PodRow {
@@ -17,7 +19,7 @@ fn pod(id: &str) -> PodRow {
         pod_yaml: None,
         kubernetes: None,
         identity: StoredIdentity {
-            ak_name: jek_service::store::AkName(format!("000b{id}").into_bytes()),
+            ak_name: jek_attestation_verifier::store::AkName(format!("000b{id}").into_bytes()),
             ak_public: B64(vec![1]),
             ak_private: B64(vec![2]),
             ek_cert: B64(format!("ek-{id}").into_bytes()),
@@ -143,7 +145,7 @@ fn leases_owners_history_and_the_outbox() {
 /// registered and removed what.
 #[test]
 fn registrations_are_never_replaced_one_ak_is_one_pod_and_removals_are_announced() {
-    use jek_service::store::StoreError;
+    use jek_attestation_verifier::store::StoreError;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v.db");
     let store = Sqlite::open(&path).unwrap();
@@ -203,7 +205,7 @@ fn registrations_are_never_replaced_one_ak_is_one_pod_and_removals_are_announced
     );
     let due = store.due_deliveries(u64::MAX / 2, 0, 10).unwrap();
     assert_eq!(due.len(), 1);
-    let body: jek_service::wire::StatusChange = serde_json::from_str(&due[0].body).unwrap();
+    let body: jek_service_client::wire::StatusChange = serde_json::from_str(&due[0].body).unwrap();
     assert_eq!(body, change);
     assert_eq!(body.by.as_deref(), Some("ops (token)"));
     // The audit: who registered and who removed, newest first, with the last status.
@@ -269,7 +271,7 @@ fn a_store_from_before_kubernetes_identities_opens_and_keeps_them() {
     let old = store.get("o").unwrap().unwrap();
     assert_eq!((old.pod.as_str(), old.kubernetes), ("pod-o", None));
     let mut k = pod("k");
-    k.kubernetes = Some(jek_service::wire::KubernetesPod {
+    k.kubernetes = Some(jek_service_client::wire::KubernetesPod {
         namespace: "shop".into(),
         name: "web-0".into(),
         uid: "3f1c6a2e-9b7d-4c55-8e21-0a4b6c8d9e0f".into(),
@@ -310,44 +312,32 @@ fn delivery_retries_are_held_and_rescheduled() {
 fn the_verifier_refuses_plain_http_off_loopback_and_a_missing_policy() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
-    jek_service::auth::add_token(&tokens, jek_service::auth::Role::Admin, "ops").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jek-verifier"))
-        .args([
-            "--listen",
-            "0.0.0.0:0",
-            "--policy",
-            "/nonexistent/policy.yaml",
-            "--bundle",
-            "b.jek",
-        ])
-        .arg("--tokens")
-        .arg(&tokens)
-        .output()
+    jek_service_server::auth::add_token(&tokens, jek_service_server::auth::Role::Admin, "ops")
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/nonexistent/policy.yaml"), "{err}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jek-agent"))
-        .args(["--listen", "0.0.0.0:0", "--registry"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    // The agent serves the verifier alone: never TCP without mutual TLS, loopback or not.
-    assert!(
-        err.contains("serves only the verifier") && err.contains("--client-ca"),
-        "{err}"
-    );
-    // And a Unix socket path that is not absolute is refused by clap, naming it.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jek-agent"))
-        .args(["--listen", "unix:agent.sock"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("unix:agent.sock") && err.contains("absolute"),
-        "{err}"
-    );
+    // Under its name and under its earlier name, the same program.
+    for program in [
+        env!("CARGO_BIN_EXE_jek-attestation-verifier"),
+        env!("CARGO_BIN_EXE_jek-verifier"),
+    ] {
+        let out = std::process::Command::new(program)
+            .args([
+                "--listen",
+                "0.0.0.0:0",
+                "--policy",
+                "/nonexistent/policy.yaml",
+                "--bundle",
+                "b.jek",
+            ])
+            .arg("--tokens")
+            .arg(&tokens)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{program}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("jek-attestation-verifier: ")
+                && err.contains("/nonexistent/policy.yaml"),
+            "{program}: {err}"
+        );
+    }
 }

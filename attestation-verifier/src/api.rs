@@ -8,17 +8,17 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use crate::auth::{verifier_access, Clients, Principal};
-use crate::http::{ApiError, MAX_BODY};
 use crate::remote::valid_pod_id;
-use crate::verifier::{state_of, RegisterError, Service};
-use crate::wire::{
+use crate::service::{state_of, RegisterError, Service};
+use jek_service_client::wire::{
     AuditLog, Bundles, Health, HealthStatus, PodStates, PodStatus, RegisterRequest, Reloaded,
     SignedResult,
 };
+use jek_service_server::auth::{verifier_access, Clients, Principal};
+use jek_service_server::http::{ApiError, MAX_BODY};
 
 /// The verifier's routes over `svc`, each open to the clients `clients` accepts with the
-/// role the table in [`crate::auth::verifier_access`] gives it.
+/// role the table in [`jek_service_server::auth::verifier_access`] gives it.
 pub fn router(svc: Arc<Service>, clients: Clients) -> Router {
     Router::new()
         .route("/", get(|| async { Html(crate::page::PAGE) }))
@@ -32,15 +32,17 @@ pub fn router(svc: Arc<Service>, clients: Clients) -> Router {
         .route("/v1/policy/reload", post(reload))
         .route("/v1/audit", get(audit))
         .route_layer(axum::middleware::from_fn_with_state(
-            Arc::new(crate::http::Gate {
+            Arc::new(jek_service_server::http::Gate {
                 clients,
                 access: verifier_access,
                 realm: "jek-verifier",
             }),
-            crate::http::gate,
+            jek_service_server::http::gate,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn(crate::http::json_rejections))
+        .layer(axum::middleware::from_fn(
+            jek_service_server::http::json_rejections,
+        ))
         .with_state(svc)
 }
 
@@ -111,7 +113,7 @@ async fn register(
     State(svc): State<Arc<Service>>,
     axum::Extension(by): axum::Extension<Principal>,
     Json(req): Json<RegisterRequest>,
-) -> Result<(StatusCode, Json<crate::wire::PodState>), ApiError> {
+) -> Result<(StatusCode, Json<jek_service_client::wire::PodState>), ApiError> {
     match svc.register(req, &by.who()).await {
         Ok(state) => {
             tracing::info!(id = %state.id, by = %by.who(), "pod registered");
@@ -150,7 +152,7 @@ async fn register(
 async fn one(
     State(svc): State<Arc<Service>>,
     UrlPath(id): UrlPath<String>,
-) -> Result<Json<crate::wire::PodState>, ApiError> {
+) -> Result<Json<jek_service_client::wire::PodState>, ApiError> {
     pod_id(&id)?;
     let key = id.clone();
     match svc.db(move |s| s.get(&key)).await {
@@ -168,7 +170,7 @@ async fn remove(
     pod_id(&id)?;
     let key = id.clone();
     let notify = svc.config.webhook.is_some();
-    let now = crate::verifier::now_s();
+    let now = crate::service::now_s();
     let who = by.who();
     match svc.db(move |s| s.remove(&key, now, notify, &who)).await {
         Ok(Some(change)) => {
@@ -222,7 +224,7 @@ async fn result(
             ),
         ));
     };
-    let now = crate::verifier::now_s();
+    let now = crate::service::now_s();
     let checked = match jek_attest::signed::verify(&token, &svc.key.jwks(), now) {
         Err(jek_attest::signed::SignedError::UnknownKey { .. }) => {
             // Signed by another replica: its key is in the shared JWKS.
@@ -307,10 +309,10 @@ async fn reload(
             )
         })?;
     tracing::info!(policy = %judge.policy_id, by = %by.who(), "policy reloaded");
-    let event = crate::wire::AuditEvent {
-        at: crate::verifier::now_s(),
+    let event = jek_service_client::wire::AuditEvent {
+        at: crate::service::now_s(),
         by: by.who(),
-        action: crate::wire::AuditAction::PolicyReloaded,
+        action: jek_service_client::wire::AuditAction::PolicyReloaded,
         id: None,
         pod: None,
         detail: Some(judge.policy_id.clone()),

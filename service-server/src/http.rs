@@ -1,7 +1,6 @@
 //! What both servers share: listening on TCP with or without TLS (rustls) or on a Unix
 //! socket, the gate that lets a request reach its route only with the credential it needs,
-//! JSON error answers, the body-size limit, and the HTTP client the verifier and the CLI
-//! use.
+//! JSON error answers and the body-size limit.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -15,7 +14,7 @@ use axum::Json;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::wire::ErrorBody;
+use jek_service_client::wire::ErrorBody;
 
 /// The largest request body either server reads (a registration's pod file is the largest).
 pub const MAX_BODY: usize = 256 << 10;

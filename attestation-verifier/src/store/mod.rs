@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use jek_attest::Claim;
 
-use crate::wire::{AuditAction, AuditEvent, ClaimState, HistoryEntry, PodStatus, StatusChange};
+use jek_service_client::wire::{
+    AuditAction, AuditEvent, ClaimState, HistoryEntry, PodStatus, StatusChange,
+};
 
 /// How many status changes each pod's history keeps.
 pub const HISTORY: usize = 20;
@@ -139,11 +141,11 @@ pub struct StoredIdentity {
     /// The AK's name.
     pub ak_name: AkName,
     /// The AK's public area.
-    pub ak_public: crate::wire::B64,
+    pub ak_public: jek_service_client::wire::B64,
     /// The AK's private blob.
-    pub ak_private: crate::wire::B64,
+    pub ak_private: jek_service_client::wire::B64,
     /// The EK certificate (DER).
-    pub ek_cert: crate::wire::B64,
+    pub ek_cert: jek_service_client::wire::B64,
     /// Its issuers (PEM).
     pub ek_chain_pem: String,
 }
@@ -192,7 +194,7 @@ pub struct RoundOutcome {
     /// When the pod is next due (Unix milliseconds).
     pub next_due_ms: u64,
     /// The failing claims, for the webhook.
-    pub failing: Vec<crate::wire::FailingClaim>,
+    pub failing: Vec<jek_service_client::wire::FailingClaim>,
     /// Whether a status change goes to the webhook outbox (a webhook is configured).
     pub notify: bool,
 }
@@ -455,7 +457,7 @@ pub fn open(spec: Option<&str>) -> Result<std::sync::Arc<dyn Backend>, StoreErro
             Ok(std::sync::Arc::new(sqlite::Sqlite::open(path)?))
         }
         None => {
-            let dir = jek_loader::paths::data_dir();
+            let dir = jek_config::paths::data_dir();
             std::fs::create_dir_all(&dir).map_err(|e| StoreError::Database {
                 backend: "sqlite",
                 reason: format!("{}: {e}", dir.display()),

@@ -13,15 +13,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use jek_attest::appraise::PodReference;
 use jek_attest::ekcert::Cert;
 use jek_attest::signed::ResultKey;
 use jek_attest::Claim;
-use jek_loader::attest::PodReference;
 use jek_verifier::{Bundle, Sha256Digest, Verified, VerifyError};
 
 use crate::remote::{check_agent_url, valid_pod_id, RemoteTpm};
 use crate::store::{AkName, Backend, PodRow, StoreError, StoredIdentity, StoredResult};
-use crate::wire::{BundleState, ClaimState, PodState, RegisterRequest, B64};
+use jek_service_client::wire::{BundleState, ClaimState, PodState, RegisterRequest, B64};
 
 /// The verifier's configuration.
 #[derive(Debug, Clone)]
@@ -258,11 +258,12 @@ impl Service {
             }
             None => None,
         };
-        let http = crate::http::client(ca.as_deref(), config.agent_timeout)?;
+        let http = jek_service_server::http::client(ca.as_deref(), config.agent_timeout)?;
         let identity = match &config.agent_identity {
-            Some((cert, key)) => {
-                Some(crate::http::identity_pem(cert, key).map_err(|e| jek_errors::chain_line(&e))?)
-            }
+            Some((cert, key)) => Some(
+                jek_service_server::http::identity_pem(cert, key)
+                    .map_err(|e| jek_errors::chain_line(&e))?,
+            ),
             None => None,
         };
         let agents =
@@ -474,10 +475,10 @@ impl Service {
         };
         let (stored, replica) = (row.clone(), self.config.replica.clone());
         let lease = u64::try_from(self.config.interval.as_millis()).unwrap_or(u64::MAX);
-        let event = crate::wire::AuditEvent {
+        let event = jek_service_client::wire::AuditEvent {
             at: now_s(),
             by: by.to_string(),
-            action: crate::wire::AuditAction::Registered,
+            action: jek_service_client::wire::AuditAction::Registered,
             id: Some(row.id.clone()),
             pod: Some(row.pod.clone()),
             detail: Some(format!(
@@ -518,7 +519,10 @@ fn reference_of(
     };
     let spec = jek_config::pod::parse(yaml).map_err(|e| jek_errors::chain_line(&e))?;
     let opts = jek_image::Options::new(std::path::Path::new("/"), client);
-    PodReference::new(&spec, &opts).map_err(|e| e.to_string())
+    PodReference::new(&spec, opts.base_dir.clone(), |r| {
+        jek_image::current_manifest(r, &opts).map_err(|e| jek_errors::chain_line(&e))
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// What the API reports of a stored pod.

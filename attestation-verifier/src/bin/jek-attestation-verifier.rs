@@ -1,5 +1,6 @@
-//! `jek-verifier`: the attestation verifier (see `jek_service::verifier`). Parses
-//! arguments, opens the store, serves until SIGINT or SIGTERM; SIGHUP reloads the policy.
+//! `jek-attestation-verifier`: the attestation verifier (see the `jek_attestation_verifier`
+//! library). Parses arguments, opens the store, serves until SIGINT or SIGTERM; SIGHUP
+//! reloads the policy. `jek-verifier` is the same program under its earlier name.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,15 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use jek_service::auth::{Clients, Role, TokenFile};
-use jek_service::http::{Listener, TlsFiles};
-use jek_service::verifier::{Judge, Service, VerifierConfig};
+use jek_attestation_verifier::service::{Judge, Service, VerifierConfig};
+use jek_service_server::auth::{Clients, Role, TokenFile};
+use jek_service_server::http::{Listener, TlsFiles};
+
+/// The program's name in its help, messages and announcement.
+const PROGRAM: &str = "jek-attestation-verifier";
 
 /// The verifier: registers pods, attests them continuously and serves signed results
 /// (docs/service.md).
 #[derive(Debug, Parser)]
 #[command(
-    name = "jek-verifier",
+    name = PROGRAM,
     version,
     subcommand_negates_reqs = true,
     args_conflicts_with_subcommands = true
@@ -31,7 +35,7 @@ struct Args {
     #[arg(long, required = true)]
     policy: Option<PathBuf>,
     /// Bearer tokens clients may present: lines of `ROLE NAME sha256:HEX` (make one with
-    /// `jek-verifier add-token`). At least one of --tokens and --client-ca is needed.
+    /// `jek-attestation-verifier add-token`). At least one of --tokens and --client-ca is needed.
     #[arg(long, value_name = "FILE")]
     tokens: Option<PathBuf>,
     /// The CA (PEM) whose client certificates are accepted (mutual TLS; needs
@@ -133,7 +137,7 @@ fn token_role(name: &str) -> Result<Role, String> {
 }
 
 fn add_token(tokens: &std::path::Path, role: Role, name: &str) -> ExitCode {
-    match jek_service::auth::add_token(tokens, role, name) {
+    match jek_service_server::auth::add_token(tokens, role, name) {
         Ok(token) => {
             println!("{token}");
             ExitCode::SUCCESS
@@ -143,11 +147,12 @@ fn add_token(tokens: &std::path::Path, role: Role, name: &str) -> ExitCode {
 }
 
 fn fail(code: u8, what: impl std::fmt::Display) -> ExitCode {
-    eprintln!("jek-verifier: {what}");
+    eprintln!("{PROGRAM}: {what}");
     ExitCode::from(code)
 }
 
-fn main() -> ExitCode {
+/// Runs the program (also the entry of the `jek-verifier` alias).
+pub fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Command::AddToken { tokens, role, name }) = &args.command {
         return add_token(tokens, *role, name);
@@ -155,7 +160,7 @@ fn main() -> ExitCode {
     let Some(policy) = args.policy.clone() else {
         return fail(2, "--policy is required");
     };
-    jek_service::http::init_logging(args.verbose);
+    jek_service_server::http::init_logging(args.verbose);
     if args.tokens.is_none() && args.client_ca.is_none() {
         return fail(
             2,
@@ -202,11 +207,11 @@ fn main() -> ExitCode {
         Ok(j) => j,
         Err(e) => return fail(2, jek_errors::chain_line(&e)),
     };
-    let key = match jek_service::verifier::load_result_key(args.result_key.as_deref()) {
+    let key = match jek_attestation_verifier::service::load_result_key(args.result_key.as_deref()) {
         Ok(k) => k,
         Err(e) => return fail(2, e),
     };
-    let store = match jek_service::store::open(args.store.as_deref()) {
+    let store = match jek_attestation_verifier::store::open(args.store.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(3, e),
     };
@@ -231,18 +236,24 @@ fn main() -> ExitCode {
             Ok(l) => l,
             Err(e) => return fail(2, jek_errors::chain_line(&e)),
         };
-        jek_service::http::announce("jek-verifier", &listener);
+        jek_service_server::http::announce(PROGRAM, &listener);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let rounds = tokio::spawn(jek_service::rounds::run(svc.clone(), stop_rx.clone()));
-        let hooks =
-            svc.config.webhook.clone().map(|url| {
-                tokio::spawn(jek_service::webhook::run(svc.clone(), url, stop_rx.clone()))
-            });
+        let rounds = tokio::spawn(jek_attestation_verifier::rounds::run(
+            svc.clone(),
+            stop_rx.clone(),
+        ));
+        let hooks = svc.config.webhook.clone().map(|url| {
+            tokio::spawn(jek_attestation_verifier::webhook::run(
+                svc.clone(),
+                url,
+                stop_rx.clone(),
+            ))
+        });
         tokio::spawn(reload_on_hangup(svc.clone()));
         listener
             .serve(
-                jek_service::api::router(svc.clone(), clients),
-                jek_service::http::terminated(),
+                jek_attestation_verifier::api::router(svc.clone(), clients),
+                jek_service_server::http::terminated(),
             )
             .await;
         let _ = stop_tx.send(true);

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::verifier::{now_ms, Service};
+use crate::service::{now_ms, Service};
 
 /// The first retry comes after this; each next one after twice as long.
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);

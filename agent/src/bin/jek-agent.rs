@@ -1,4 +1,4 @@
-//! `jek-agent`: the host's attestation agent (see `jek_service::agent`). Parses arguments,
+//! `jek-agent`: the host's attestation agent (see the `jek_agent` library). Parses arguments,
 //! serves until SIGINT or SIGTERM.
 
 use std::path::PathBuf;
@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use jek_service::auth::{Clients, PeerUids, Role};
-use jek_service::http::{Endpoint, Listener, TlsFiles};
+use jek_service_server::auth::{Clients, PeerUids, Role};
+use jek_service_server::http::{Endpoint, Listener, TlsFiles};
 
 /// The host agent: serves the host's pod TPMs to jek verifiers, and to nobody else
 /// (docs/service.md).
@@ -52,11 +52,11 @@ fn fail(code: u8, what: impl std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    jek_service::http::init_logging(args.verbose);
+    jek_service_server::http::init_logging(args.verbose);
     let endpoint = args
         .listen
         .clone()
-        .unwrap_or_else(|| Endpoint::Unix(jek_loader::paths::default_agent_socket()));
+        .unwrap_or_else(|| Endpoint::Unix(jek_config::paths::default_agent_socket()));
     let me = rustix::process::geteuid().as_raw();
     // Who may call: the verifier alone, known by its certificate or by its uid.
     let (clients, unix_mode) = match &endpoint {
@@ -108,10 +108,10 @@ fn main() -> ExitCode {
         key,
         client_ca: args.client_ca.clone(),
     });
-    let config = jek_service::agent::AgentConfig {
+    let config = jek_agent::AgentConfig {
         registry: args
             .registry
-            .unwrap_or_else(jek_loader::paths::default_registry),
+            .unwrap_or_else(jek_config::paths::default_registry),
         timeout: Duration::from_millis(args.timeout_ms),
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -123,11 +123,11 @@ fn main() -> ExitCode {
             Ok(l) => l,
             Err(e) => return fail(2, jek_errors::chain_line(&e)),
         };
-        jek_service::http::announce("jek-agent", &listener);
+        jek_service_server::http::announce("jek-agent", &listener);
         listener
             .serve(
-                jek_service::agent::router(config, clients),
-                jek_service::http::terminated(),
+                jek_agent::router(config, clients),
+                jek_service_server::http::terminated(),
             )
             .await;
         ExitCode::SUCCESS

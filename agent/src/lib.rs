@@ -1,4 +1,4 @@
-//! `jek-agent`: one per host, the only process that talks to the host's pod TPMs.
+//! # jek-agent: one per host, the only process that talks to the host's pod TPMs
 //!
 //! It serves the pods the loader registered in the host's store (`jek boot --keep-tpm
 //! --registry DIR`): their identity (EK certificate and public area, the AK blobs and the
@@ -10,6 +10,7 @@
 //! proves the AK by credential activation and checks every quote's signature and nonce.
 //! The agent's job is to be the one TPM client per pod (one command connection at a time),
 //! to bound what it reads, and to answer within a timeout.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,12 +24,12 @@ use axum::{Json, Router};
 use jek_attest::{AkBlobs, Registration};
 use jek_loader::registrations::RegistrationStore;
 use jek_loader::run_dir::RunDir;
+use jek_service_server::http::{ApiError, MAX_BODY};
 use jek_tpm::identity::IdentityError;
 use jek_tpm::swtpm::Sockets;
 use jek_tpm::Tpm;
 
-use crate::http::{ApiError, MAX_BODY};
-use crate::wire::{
+use jek_service_client::wire::{
     ActivateRequest, ActivateResponse, AgentIdentity, AgentPod, AgentPods, AkRef, QuoteRequest,
     QuoteResponse, B64,
 };
@@ -88,8 +89,8 @@ impl Drop for Session {
 }
 
 /// The agent's routes, each open to the clients `clients` accepts with the role
-/// [`crate::auth::agent_access`] gives it (the verifier's, but for the health check).
-pub fn router(config: AgentConfig, clients: crate::auth::Clients) -> Router {
+/// [`jek_service_server::auth::agent_access`] gives it (the verifier's, but for the health check).
+pub fn router(config: AgentConfig, clients: jek_service_server::auth::Clients) -> Router {
     let state = Arc::new(AgentState {
         config,
         sessions: Mutex::new(HashMap::new()),
@@ -98,8 +99,8 @@ pub fn router(config: AgentConfig, clients: crate::auth::Clients) -> Router {
         .route(
             "/v1/health",
             get(|| async {
-                Json(crate::wire::AgentHealth {
-                    status: crate::wire::HealthStatus::Ok,
+                Json(jek_service_client::wire::AgentHealth {
+                    status: jek_service_client::wire::HealthStatus::Ok,
                 })
             }),
         )
@@ -108,15 +109,17 @@ pub fn router(config: AgentConfig, clients: crate::auth::Clients) -> Router {
         .route("/v1/pods/{id}/activate", post(activate))
         .route("/v1/pods/{id}/quote", post(quote))
         .route_layer(axum::middleware::from_fn_with_state(
-            Arc::new(crate::http::Gate {
+            Arc::new(jek_service_server::http::Gate {
                 clients,
-                access: crate::auth::agent_access,
+                access: jek_service_server::auth::agent_access,
                 realm: "jek-agent",
             }),
-            crate::http::gate,
+            jek_service_server::http::gate,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn(crate::http::json_rejections))
+        .layer(axum::middleware::from_fn(
+            jek_service_server::http::json_rejections,
+        ))
         .with_state(state)
 }
 

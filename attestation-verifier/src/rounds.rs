@@ -10,9 +10,11 @@ use jek_attest::registration::{Registration, TpmLocation};
 use jek_attest::{Claim, Status};
 use jek_measure::plan::PCRS;
 
+use crate::service::{claims_of, now_ms, now_s, Service};
 use crate::store::{PodRow, RoundOutcome, StoredResult};
-use crate::verifier::{claims_of, now_ms, now_s, Service};
-use crate::wire::{AkRef, FailingClaim, FailingPart, PodStatus, QuoteRequest, RoundPart};
+use jek_service_client::wire::{
+    AkRef, FailingClaim, FailingPart, PodStatus, QuoteRequest, RoundPart,
+};
 
 /// How often a replica looks for due pods, as a fraction of the interval.
 const TICKS_PER_INTERVAL: u32 = 4;
@@ -65,7 +67,7 @@ impl AgentBook {
 
     /// A round for `agent` ended at `now_ms`: the agent answered, or it did not (no
     /// connection, no answer in time). Each silence in a row doubles the time it is left
-    /// alone, from one interval up to [`MAX_QUIET_INTERVALS`]; an answer ends it.
+    /// alone, from one interval up to `MAX_QUIET_INTERVALS` (16); an answer ends it.
     pub fn finished(&mut self, agent: &str, answered: bool, now_ms: u64, interval_ms: u64) {
         let Some(state) = self.agents.get_mut(agent) else {
             return;
@@ -368,7 +370,7 @@ async fn appraise_once(
             public: row.identity.ak_public.clone(),
             private: row.identity.ak_private.clone(),
         },
-        nonce: crate::wire::B64(nonce.to_vec()),
+        nonce: jek_service_client::wire::B64(nonce.to_vec()),
         pcrs: PCRS.to_vec(),
     };
     let quoted = tokio::time::timeout(svc.config.agent_timeout, agent.quote(&row.id, &req)).await;
@@ -422,9 +424,7 @@ async fn appraise_once(
     let base_dir = reference.base_dir.clone();
     let policy = judge.images.as_ref();
     let verdict = |e: &jek_measure::plan::ContainerEvent| {
-        let image =
-            jek_image::ImageRef::parse(&e.reference, &base_dir).map_err(|e| e.to_string())?;
-        jek_image::policy::check(policy, &image.repository(), &e.manifest)
+        jek_image::policy::verdict(policy, &e.reference, &base_dir, &e.manifest)
             .map_err(|e| e.to_string())
     };
     let verifier = jek_attest::Verifier {
@@ -436,10 +436,7 @@ async fn appraise_once(
     let reference = jek_attest::appraise::Reference {
         bundle: bundle.verdict.as_ref(),
         pod_segment: &reference.segment,
-        images: jek_attest::appraise::ImageRules {
-            expected: &reference.images,
-            allow: Some(&verdict),
-        },
+        images: reference.image_rules(&verdict),
         registration: Some(&registration),
     };
     let (appraisal, mut ear) = jek_attest::protocol::judge(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use jek_attest::AkBlobs;
 use jek_measure::PcrValues;
 
-use crate::wire::{
+use jek_service_client::wire::{
     ActivateRequest, ActivateResponse, AgentIdentity, AkRef, ErrorBody, QuoteRequest,
     QuoteResponse, B64,
 };
@@ -124,7 +124,7 @@ impl Agents {
         timeout: Duration,
     ) -> Result<Self, String> {
         Ok(Agents {
-            tcp: crate::http::client_with_identity(ca_pem, identity_pem, timeout)?,
+            tcp: jek_service_server::http::client_with_identity(ca_pem, identity_pem, timeout)?,
             timeout,
             unix: std::sync::Mutex::new(HashMap::new()),
         })
@@ -190,7 +190,7 @@ impl Agent {
             reason: jek_errors::chain_line(&e),
         })?;
         let status = resp.status();
-        let body = crate::http::read_body(resp, MAX_ANSWER)
+        let body = jek_service_server::http::read_body(resp, MAX_ANSWER)
             .await
             .map_err(|reason| RemoteError::Unreachable {
                 agent: agent.clone(),

@@ -687,7 +687,7 @@ mod tests {
         );
     }
 
-    /// The certificates of `service/tests/fixtures/clients/recipe.sh`.
+    /// The certificates of `service-server/tests/fixtures/clients/recipe.sh`.
     fn fixture(name: &str) -> Vec<u8> {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/clients")

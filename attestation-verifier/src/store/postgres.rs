@@ -12,7 +12,7 @@ use super::{
     audit_row, change, i, json, removal, removal_event, stored_status, u, Backend, Columns,
     Delivery, PodRow, RoundOutcome, StoreError, COLUMNS, HISTORY,
 };
-use crate::wire::{AuditEvent, HistoryEntry, StatusChange};
+use jek_service_client::wire::{AuditEvent, HistoryEntry, StatusChange};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS pods (
