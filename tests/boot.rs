@@ -421,7 +421,7 @@ fn kvm_backend_boots_a_signed_test_kernel_bundle_to_a_clean_exit() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if jek_loader::boot::hardware_virtualization() {
+    if jek_loader::kvm::hardware_virtualization() {
         assert_exit(&out, 0);
     } else {
         assert_exit(&out, 3);

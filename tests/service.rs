@@ -35,10 +35,11 @@ impl Drop for Host {
             let _ = jek_tpm::swtpm::stop_kept(&k);
         }
         // Pods still registered (a QEMU pod's TPM outlives a killed boot).
-        if let Ok(store) = jek_loader::registrations::RegistrationStore::open(&self.ws.path("reg"))
+        if let Ok(store) =
+            jek_host_attest::registrations::RegistrationStore::open(&self.ws.path("reg"))
         {
             for r in store.list().unwrap_or_default() {
-                let _ = jek_loader::lifecycle::stop(&store, &r.id);
+                let _ = jek_host_attest::kept::stop(&store, &r.id);
             }
         }
     }

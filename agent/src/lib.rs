@@ -22,7 +22,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use jek_attest::{AkBlobs, Registration};
-use jek_loader::registrations::RegistrationStore;
+use jek_host_attest::registrations::RegistrationStore;
 use jek_loader::run_dir::RunDir;
 use jek_service_server::http::{ApiError, MAX_BODY};
 use jek_tpm::identity::IdentityError;
@@ -35,7 +35,7 @@ use jek_service_client::wire::{
 };
 
 /// The largest AK blob, EK chain or event log read from a run directory.
-const MAX_FILE: u64 = jek_loader::attest::MAX_TPM_FILE;
+const MAX_FILE: u64 = jek_host_attest::driver::MAX_TPM_FILE;
 
 /// The agent's configuration.
 #[derive(Debug, Clone)]
@@ -166,7 +166,7 @@ async fn list(State(state): State<Arc<AgentState>>) -> Result<Json<AgentPods>, A
 fn registration(state: &AgentState, id: &str) -> Result<Registration, ApiError> {
     match store(state)?.get(id) {
         Ok(Some(r)) => Ok(r),
-        Ok(None) | Err(jek_loader::registrations::RegistrationStoreError::BadId(_)) => {
+        Ok(None) | Err(jek_host_attest::registrations::RegistrationStoreError::BadId(_)) => {
             Err(ApiError::not_found(format!("no pod {id:?} on this host")))
         }
         Err(e) => Err(ApiError::internal(jek_errors::chain_line(&e))),

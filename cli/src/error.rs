@@ -110,7 +110,7 @@ pub enum CliError {
     EvidenceDir {
         path: PathBuf,
         #[source]
-        source: jek_loader::attest::ExportedError,
+        source: jek_host_attest::driver::ExportedError,
     },
     /// Some pods could not be attested at all.
     #[error("{count} pod(s) could not be attested")]
@@ -120,7 +120,7 @@ pub enum CliError {
     Contraindicated { count: usize },
     /// The registration store cannot be used.
     #[error(transparent)]
-    Store(#[from] jek_loader::registrations::RegistrationStoreError),
+    Store(#[from] jek_host_attest::registrations::RegistrationStoreError),
     /// A provenance file is not accepted.
     #[error("provenance {path} rejected")]
     Provenance {

@@ -8,11 +8,11 @@ use std::time::{Instant, SystemTime};
 
 use jek_config::paths::env_program;
 use jek_config::runtime::{Runtime, RuntimeVmm};
-use jek_loader::boot::TpmSource;
 use jek_loader::console::ConsoleSink;
+use jek_loader::kvm::KvmOptions;
 use jek_loader::lifecycle::Cleanup;
 use jek_loader::qemu::QemuOptions;
-use jek_loader::{BootOptions, Vmm};
+use jek_loader::{Backend, BootSink, Machine, TpmSource, VmSpec};
 use jek_pod::image::ContainerSegment;
 use jek_pod::spec::PodSpec;
 use jek_verifier::{Bundle, Verified};
@@ -103,8 +103,8 @@ impl ShimRecord {
     fn stop_kept(
         &self,
         registry: &Path,
-    ) -> Result<(), jek_loader::registrations::RegistrationStoreError> {
-        let registry = jek_loader::registrations::RegistrationStore::open(registry)?;
+    ) -> Result<(), jek_host_attest::registrations::RegistrationStoreError> {
+        let registry = jek_host_attest::registrations::RegistrationStore::open(registry)?;
         let ours = std::path::absolute(&self.run_dir).unwrap_or_else(|_| self.run_dir.clone());
         let verifier = self.runtime_file.as_deref().and_then(|path| {
             match jek_config::runtime::load_strict(path) {
@@ -127,7 +127,7 @@ impl ShimRecord {
                         }
                     }
                 }
-                jek_loader::lifecycle::stop(&registry, &reg.id)?;
+                jek_host_attest::kept::stop(&registry, &reg.id)?;
                 tracing::info!(id = %reg.id, "stopped the pod's kept TPM");
             }
         }
@@ -333,10 +333,16 @@ impl Container {
                 }
             })
         });
-        let mut opts = boot_options(&p, &self.run_dir, sink, self.cleanup.clone());
-        opts.on_running = self.registration_hook(&p);
-        let result =
-            write_pod_file(&self.run_dir, &p.pod).and_then(|()| jek_loader::boot(&p.bundle, &opts));
+        let (spec, tpm) = pod_vm(&p, &self.run_dir);
+        let sink = BootSink {
+            quiet: true,
+            console: sink,
+            cleanup: self.cleanup.clone(),
+            on_running: self.registration_hook(&p),
+            ..BootSink::new(Instant::now())
+        };
+        let result = write_pod_file(&self.run_dir, &p.pod)
+            .and_then(|()| jek_loader::boot(&p.bundle, &spec, &tpm, &sink));
         let killed = lock(&self.status).1;
         if let Some(reason) = lock(&self.refused).clone() {
             let text = format!("jek: {reason}\n");
@@ -366,7 +372,7 @@ impl Container {
 impl Container {
     /// The hook that registers the pod with the verifier the runtime file names, on a
     /// thread of its own, once its VM runs; `None` when it names none.
-    fn registration_hook(&self, p: &Prepared) -> Option<jek_loader::boot::RunningHook> {
+    fn registration_hook(&self, p: &Prepared) -> Option<jek_loader::RunningHook> {
         use sha2::Digest as _;
         let verifier = p.runtime.attestation.as_ref()?.verifier.clone()?;
         let template = jek_service_client::wire::RegisterRequest {
@@ -385,7 +391,7 @@ impl Container {
             Arc::clone(&self.registering),
             self.cleanup.clone(),
         );
-        Some(jek_loader::boot::RunningHook::new(move |running| {
+        Some(jek_loader::RunningHook::new(move |running| {
             let Some(pod_id) = running.registration.clone() else {
                 return;
             };
@@ -477,38 +483,27 @@ pub fn container_line(line: &str, name: &str) -> Option<String> {
     Some(format!("{rest}\n"))
 }
 
-fn boot_options(
-    p: &Prepared,
-    run_dir: &Path,
-    console: Option<ConsoleSink>,
-    cleanup: Cleanup,
-) -> BootOptions {
+/// The pod's VM and TPM as the runtime file asks for them.
+fn pod_vm(p: &Prepared, run_dir: &Path) -> (VmSpec, TpmSource) {
     let r = &p.runtime;
-    BootOptions {
-        vmm: match r.vmm {
-            RuntimeVmm::Qemu => Vmm::Qemu,
-            RuntimeVmm::Kvm => Vmm::Kvm,
-        },
-        emulated_kvm: std::env::var_os("JEK_EMULATED_KVM").is_some_and(|v| v == "true"),
+    let spec = VmSpec {
         kernel: None,
         pod: Some(p.pod.clone()),
         containers: vec![p.segment.clone()],
+        machine: Machine {
+            memory_mib: r.memory_mib,
+            vcpus: r.vcpus,
+        },
+        backend: match r.vmm {
+            RuntimeVmm::Qemu => Backend::Qemu(QemuOptions {
+                accel: r.accel.clone(),
+                ..QemuOptions::default()
+            }),
+            RuntimeVmm::Kvm => Backend::Kvm(KvmOptions {
+                emulated: std::env::var_os("JEK_EMULATED_KVM").is_some_and(|v| v == "true"),
+            }),
+        },
         run_dir: run_dir.to_path_buf(),
-        tpm: TpmSource::Spawn {
-            program: env_program("JEK_SWTPM", jek_tpm::swtpm::DEFAULT_PROGRAM),
-            setup_program: env_program("JEK_SWTPM_SETUP", "swtpm_setup"),
-            keep: r.attestation.is_some(),
-            identity: r
-                .attestation
-                .as_ref()
-                .map(|a| (a.tpm_ca.clone(), a.registry.clone())),
-        },
-        memory_mib: r.memory_mib,
-        vcpus: r.vcpus,
-        qemu: QemuOptions {
-            accel: r.accel.clone(),
-            ..QemuOptions::default()
-        },
         users: jek_loader::pod_user::PodUsers {
             range: r
                 .pod_uids
@@ -516,12 +511,15 @@ fn boot_options(
                 .unwrap_or_default(),
             ..Default::default()
         },
-        quiet: true,
-        console,
-        started: Instant::now(),
-        cleanup,
-        on_running: None,
-    }
+    };
+    let tpm = jek_host_attest::identity::pod_tpm(
+        env_program("JEK_SWTPM", jek_tpm::swtpm::DEFAULT_PROGRAM),
+        &env_program("JEK_SWTPM_SETUP", "swtpm_setup"),
+        r.attestation
+            .as_ref()
+            .map(|a| (a.tpm_ca.as_path(), a.registry.as_path())),
+    );
+    (spec, tpm)
 }
 
 #[cfg(test)]

@@ -37,10 +37,11 @@ fn delete_after_a_dead_shim_removes_the_run_directory_its_record_names() {
     // Two kept TPMs registered: this pod's (killed while it booted, so the shim never
     // learnt its id) and another pod's.
     let registry =
-        jek_loader::registrations::RegistrationStore::open(&tmp.path().join("registry")).unwrap();
+        jek_host_attest::registrations::RegistrationStore::open(&tmp.path().join("registry"))
+            .unwrap();
     let reg = |run_dir: &std::path::Path, sockets: &str| {
         let r = jek_attest::registration::Registration {
-            id: jek_loader::registrations::new_id(),
+            id: jek_host_attest::registrations::new_id(),
             pod: "t1".into(),
             ak_name: "000b01".into(),
             ek_cert_sha256: jek_verifier::Sha256Digest::of(b"ek"),

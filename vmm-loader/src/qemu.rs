@@ -17,9 +17,8 @@ use std::process::{Command, Stdio};
 use rustix::fs::{fcntl_add_seals, memfd_create, MemfdFlags, SealFlags};
 
 use crate::console::{pump, ConsoleOutcome};
-use crate::run_dir::RunDir;
 use crate::tpm_proxy::CtrlProxy;
-use jek_measure::payload::Payload;
+use crate::vm::VmStart;
 
 /// How to run QEMU.
 #[derive(Debug, Clone)]
@@ -214,18 +213,12 @@ pub fn command(opts: &QemuOptions, l: &Launch<'_>) -> Command {
     cmd
 }
 
-/// Boots `payload` under QEMU and returns what the console showed. `tpm` is the pod's
-/// swtpm (measured already), attached as the guest's TPM through the proxy. `started` is
-/// called once QEMU runs and the proxy serves the TPM's side sockets.
-pub fn run(
-    payload: &Payload<'_>,
-    run: &RunDir,
-    boot: &crate::boot::BootOptions,
-    tpm: Option<&jek_tpm::swtpm::Sockets>,
-    started: &dyn Fn(),
-) -> Result<ConsoleOutcome, QemuError> {
-    let (opts, memory_mib, vcpus, quiet) = (&boot.qemu, boot.memory_mib, boot.vcpus, boot.quiet);
-    let cleanup = &boot.cleanup;
+/// Boots `vm.payload` under QEMU and returns what the console showed. `vm.tpm` is the
+/// pod's swtpm (measured already), attached as the guest's TPM through the proxy;
+/// `vm.started` is called once QEMU runs and the proxy serves the TPM's side sockets.
+pub fn run(vm: &VmStart<'_>, opts: &QemuOptions) -> Result<ConsoleOutcome, QemuError> {
+    let (payload, run, tpm) = (vm.payload, vm.run, vm.tpm);
+    let cleanup = &vm.sink.cleanup;
     if !opts.firmware.is_file() {
         return Err(QemuError::Firmware(opts.firmware.clone()));
     }
@@ -237,7 +230,7 @@ pub fn run(
     let initrd = memfd("initramfs", &payload.initramfs)?;
     // The pod's own user while QEMU runs (when jek is root): leased before QEMU starts,
     // released when this function returns, after QEMU is gone.
-    let user = boot.users.lease(run.root()).map_err(QemuError::User)?;
+    let user = vm.users.lease(run.root()).map_err(QemuError::User)?;
     let uid = user.as_ref().map(crate::pod_user::PodUser::uid);
     let proxy = match tpm {
         Some(sockets) => {
@@ -275,8 +268,8 @@ pub fn run(
             kernel: &proc_path(&kernel),
             initrd: &proc_path(&initrd),
             cmdline: payload.cmdline,
-            memory_mib,
-            vcpus,
+            memory_mib: vm.machine.memory_mib,
+            vcpus: vm.machine.vcpus,
             tpm_socket: proxy.as_ref().map(CtrlProxy::socket),
             user: uid,
             run_dir: &run_dir,
@@ -293,13 +286,12 @@ pub fn run(
     tracing::info!(pid = child.id(), uid, "QEMU started");
     let token = cleanup.track(child.id(), None);
     drop((kernel, initrd));
-    started();
+    (vm.started)();
     let console_path = run.console();
     let log = std::fs::File::create(&console_path).map_err(console_err(&console_path))?;
     let outcome = match child.stdout.take() {
-        Some(out) => {
-            pump(out, log, quiet, boot.console.clone()).map_err(console_err(&console_path))?
-        }
+        Some(out) => pump(out, log, vm.sink.quiet, vm.sink.console.clone())
+            .map_err(console_err(&console_path))?,
         None => ConsoleOutcome::default(),
     };
     let status = child.wait().map_err(console_err(&console_path));

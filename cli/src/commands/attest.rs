@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use jek_attest::appraise::PodReference;
 use jek_attest::ekcert::Cert;
 use jek_attest::Verifier;
-use jek_loader::attest::{find_run_dirs, Attestor, PodResult, Report};
-use jek_loader::registrations::RegistrationStore;
+use jek_host_attest::driver::{find_run_dirs, Attestor, PodResult, Report};
+use jek_host_attest::registrations::RegistrationStore;
 use jek_verifier::UnixTime;
 
 use crate::error::CliError;

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use jek_config::paths::{default_registry, default_tpm_ca, env_program};
-use jek_loader::boot::TpmSource;
+use jek_loader::kvm::KvmOptions;
 use jek_loader::qemu::QemuOptions;
 use jek_loader::run_dir::RunDir;
-use jek_loader::{boot, BootOptions, Vmm};
+use jek_loader::{boot, Backend, BootSink, Machine, TpmSource, VmSpec};
 
 use super::target::{Loaded, Target};
 use crate::error::CliError;
@@ -123,9 +123,9 @@ fn registration_hook(
     credentials: jek_service_client::client::Credentials,
     cleanup: jek_loader::lifecycle::Cleanup,
     registered: Registered,
-) -> jek_loader::boot::RunningHook {
+) -> jek_loader::RunningHook {
     let credentials = std::sync::Arc::new(credentials);
-    jek_loader::boot::RunningHook::new(move |running| {
+    jek_loader::RunningHook::new(move |running| {
         let Some(pod_id) = running.registration.clone() else {
             return;
         };
@@ -159,57 +159,57 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     } = args.target.load()?;
     let name = pod.as_ref().map_or(&bundle.manifest().name, |p| &p.name);
     let run_dir = (args.run_dir.clone()).unwrap_or_else(|| RunDir::default_path(name));
-    let vmm = match args.vmm {
-        VmmArg::Kvm => Vmm::Kvm,
-        VmmArg::Qemu => Vmm::Qemu,
-    };
-    let opts = BootOptions {
-        vmm,
-        emulated_kvm: args.emulated_kvm,
+    let spec = VmSpec {
         kernel: args.target.kernel_role(),
         pod,
         containers,
+        machine: Machine {
+            memory_mib: args.memory,
+            vcpus: args.vcpus,
+        },
+        backend: match args.vmm {
+            VmmArg::Kvm => Backend::Kvm(KvmOptions {
+                emulated: args.emulated_kvm,
+            }),
+            VmmArg::Qemu => Backend::Qemu(QemuOptions {
+                program: args.qemu,
+                firmware: args.qemu_firmware,
+                accel: args.accel,
+            }),
+        },
         run_dir: run_dir.clone(),
-        tpm: match args.tpm {
-            Some(t) => TpmSource::Tcti(t),
-            None => TpmSource::Spawn {
-                program: env_program("JEK_SWTPM", jek_tpm::swtpm::DEFAULT_PROGRAM),
-                setup_program: env_program("JEK_SWTPM_SETUP", "swtpm_setup"),
-                keep: args.keep_tpm,
-                identity: args.keep_tpm.then(|| {
-                    (
-                        args.tpm_ca.clone().unwrap_or_else(default_tpm_ca),
-                        args.registry.clone().unwrap_or_else(default_registry),
-                    )
-                }),
-            },
-        },
-        memory_mib: args.memory,
-        vcpus: args.vcpus,
-        qemu: QemuOptions {
-            program: args.qemu,
-            firmware: args.qemu_firmware,
-            accel: args.accel,
-        },
         users: jek_loader::pod_user::PodUsers {
             range: args.pod_uids,
             ..Default::default()
         },
+    };
+    let vmm = spec.backend.vmm();
+    let tpm = match args.tpm {
+        Some(t) => TpmSource::Tcti(t),
+        None => {
+            let (ca, registry) = (
+                args.tpm_ca.clone().unwrap_or_else(default_tpm_ca),
+                args.registry.clone().unwrap_or_else(default_registry),
+            );
+            jek_host_attest::identity::pod_tpm(
+                env_program("JEK_SWTPM", jek_tpm::swtpm::DEFAULT_PROGRAM),
+                &env_program("JEK_SWTPM_SETUP", "swtpm_setup"),
+                args.keep_tpm.then_some((ca.as_path(), registry.as_path())),
+            )
+        }
+    };
+    let mut sink = BootSink {
         quiet: quiet || args.json,
-        console: None,
-        started,
-        cleanup: jek_loader::lifecycle::Cleanup::default(),
-        on_running: None,
+        ..BootSink::new(started)
     };
     // Interrupted, the pod's VM and its TPM (unless kept) are stopped before jek exits.
-    let cleanup = opts.cleanup.clone();
+    let cleanup = sink.cleanup.clone();
     crate::signals::on_termination(move |signal| {
         let n = cleanup.run();
         errln!("jek: interrupted (signal {signal}); stopped {n} process(es) of the pod");
     })
     .map_err(CliError::Signals)?;
     let registered = Registered::default();
-    let mut opts = opts;
     if let (Some(url), Some(agent)) = (&args.register_with, &args.agent) {
         use sha2::Digest as _;
         let credentials = args
@@ -222,18 +222,18 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
                 "sha256:{}",
                 hex::encode(sha2::Sha256::digest(bundle.bytes()))
             ),
-            pod_yaml: opts.pod.as_ref().map(jek_config::pod::render),
+            pod_yaml: spec.pod.as_ref().map(jek_config::pod::render),
             kubernetes: args.kubernetes.clone(),
         };
-        opts.on_running = Some(registration_hook(
+        sink.on_running = Some(registration_hook(
             url.clone(),
             request,
             credentials,
-            opts.cleanup.clone(),
+            sink.cleanup.clone(),
             registered.clone(),
         ));
     }
-    let result = boot(&bundle, &opts);
+    let result = boot(&bundle, &spec, &tpm, &sink);
     let registration = registered
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use jek_loader::lifecycle;
-use jek_loader::registrations::RegistrationStore;
+use jek_host_attest::kept;
+use jek_host_attest::registrations::RegistrationStore;
 
 use crate::error::CliError;
 
@@ -54,7 +54,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         .clone()
         .unwrap_or_else(jek_config::paths::default_registry);
     let registry = RegistrationStore::open(&dir)?;
-    let kept = lifecycle::kept(&registry)?;
+    let kept = kept::kept(&registry)?;
     let Args::Stop {
         ids,
         all,
@@ -96,7 +96,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 errln!("jek: {url} held no registration {id}");
             }
         }
-        lifecycle::stop(&registry, id)?;
+        kept::stop(&registry, id)?;
     }
     if c.json {
         return super::print_json(&ids);

@@ -12,9 +12,9 @@ use jek_measure::plan::ContainerEvent;
 use jek_tpm::Tpm;
 use serde::Serialize;
 
-use crate::record::{RecordError, RunRecord};
 use crate::registrations::RegistrationStore;
-use crate::run_dir::RunDir;
+use jek_loader::record::{RecordError, RunRecord};
+use jek_loader::run_dir::RunDir;
 
 /// The largest AK blob, EK chain or event log read from a run directory.
 pub const MAX_TPM_FILE: u64 = 1 << 20;
