@@ -39,7 +39,7 @@ impl Drop for Host {
             jek_host_attest::registrations::RegistrationStore::open(&self.ws.path("reg"))
         {
             for r in store.list().unwrap_or_default() {
-                let _ = jek_host_attest::kept::stop(&store, &r.id);
+                let _ = jek_host_attest::kept::stop(&store, r.id());
             }
         }
     }
@@ -1326,9 +1326,7 @@ fn a_silent_agent_with_a_thousand_pods_does_not_starve_an_honest_one() {
                 pod_yaml: None,
                 kubernetes: None,
                 identity: StoredIdentity {
-                    ak_name: jek_attestation_verifier::store::AkName(
-                        format!("000b{id}").into_bytes(),
-                    ),
+                    ak_name: jek_attest::AkName(format!("000b{id}").into_bytes()),
                     ak_public: B64(vec![1]),
                     ak_private: B64(vec![2]),
                     ek_cert: B64(format!("ek-{id}").into_bytes()),

@@ -21,7 +21,8 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use jek_attest::{AkBlobs, Registration};
+use jek_attest::AkBlobs;
+use jek_host_attest::registrations::HostRegistration;
 use jek_host_attest::registrations::RegistrationStore;
 use jek_loader::run_dir::RunDir;
 use jek_service_server::http::{ApiError, MAX_BODY};
@@ -130,7 +131,7 @@ fn store(state: &AgentState) -> Result<RegistrationStore, ApiError> {
 
 /// The TPM sockets to use for a registered pod: the proxy's side sockets while its VM
 /// runs, the swtpm's own otherwise.
-fn sockets_of(reg: &Registration) -> (Sockets, bool) {
+fn sockets_of(reg: &HostRegistration) -> (Sockets, bool) {
     let swtpm = Sockets {
         dir: reg.tpm.socket_dir.clone(),
     };
@@ -151,8 +152,8 @@ async fn list(State(state): State<Arc<AgentState>>) -> Result<Json<AgentPods>, A
             regs.into_iter()
                 .map(|r| AgentPod {
                     running: sockets_of(&r).1,
-                    id: r.id,
-                    pod: r.pod,
+                    id: r.registration.id,
+                    pod: r.registration.pod,
                 })
                 .collect(),
         )
@@ -163,7 +164,7 @@ async fn list(State(state): State<Arc<AgentState>>) -> Result<Json<AgentPods>, A
 }
 
 /// The registration `id`, or 404.
-fn registration(state: &AgentState, id: &str) -> Result<Registration, ApiError> {
+fn registration(state: &AgentState, id: &str) -> Result<HostRegistration, ApiError> {
     match store(state)?.get(id) {
         Ok(Some(r)) => Ok(r),
         Ok(None) | Err(jek_host_attest::registrations::RegistrationStoreError::BadId(_)) => {
@@ -174,7 +175,7 @@ fn registration(state: &AgentState, id: &str) -> Result<Registration, ApiError> 
 }
 
 fn run_file(
-    reg: &Registration,
+    reg: &HostRegistration,
     file: fn(&RunDir) -> PathBuf,
     what: &str,
 ) -> Result<Vec<u8>, ApiError> {
@@ -182,7 +183,10 @@ fn run_file(
         ApiError::new(
             StatusCode::CONFLICT,
             "no_run_dir",
-            format!("pod {:?} was registered without its run directory", reg.id),
+            format!(
+                "pod {:?} was registered without its run directory",
+                reg.id()
+            ),
         )
     })?;
     jek_fsio::read_regular(&file(&RunDir::new(dir)), MAX_FILE).map_err(|e| {
@@ -212,7 +216,7 @@ fn tpm_error(e: &IdentityError) -> ApiError {
 async fn with_tpm<T: Send + 'static>(
     state: Arc<AgentState>,
     id: String,
-    f: impl FnOnce(&mut Session, &Registration) -> Result<T, ApiError> + Send + 'static,
+    f: impl FnOnce(&mut Session, &HostRegistration) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let timeout = state.config.timeout;
     let work = tokio::task::spawn_blocking(move || {
@@ -285,7 +289,7 @@ async fn identity(
         let ek_chain_pem = String::from_utf8(chain)
             .map_err(|_| ApiError::internal("the pod's EK chain is not PEM text"))?;
         Ok(AgentIdentity {
-            pod: reg.pod.clone(),
+            pod: reg.registration.pod.clone(),
             ek_cert: B64(ek_cert),
             ek_public: B64(ek_public),
             ek_chain_pem,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jek_attest::evidence::EkMaterial;
-use jek_attest::registration::{Registration, TpmLocation};
+use jek_attest::registration::Registration;
 use jek_attest::{Claim, Status};
 use jek_measure::plan::PCRS;
 
@@ -411,15 +411,10 @@ async fn appraise_once(
     let registration = Registration {
         id: row.id.clone(),
         pod: row.pod.clone(),
-        ak_name: row.identity.ak_name.to_string(),
+        ak_name: row.identity.ak_name.clone(),
         ek_cert_sha256: jek_verifier::Sha256Digest::of(&row.identity.ek_cert.0),
         epoch: row.epoch,
         last_clock: row.last_clock,
-        tpm: TpmLocation {
-            pid: 0,
-            socket_dir: Default::default(),
-            run_dir: None,
-        },
     };
     let base_dir = reference.base_dir.clone();
     let policy = judge.images.as_ref();

@@ -16,11 +16,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jek_attest::appraise::PodReference;
 use jek_attest::ekcert::Cert;
 use jek_attest::signed::ResultKey;
-use jek_attest::Claim;
+use jek_attest::{AkName, Claim};
 use jek_verifier::{Bundle, Sha256Digest, Verified, VerifyError};
 
 use crate::remote::{check_agent_url, valid_pod_id, RemoteTpm};
-use crate::store::{AkName, Backend, PodRow, StoreError, StoredIdentity, StoredResult};
+use crate::store::{Backend, PodRow, StoreError, StoredIdentity, StoredResult};
 use jek_service_client::wire::{BundleState, ClaimState, PodState, RegisterRequest, B64};
 
 /// The verifier's configuration.
@@ -84,15 +84,6 @@ pub enum JudgeError {
     /// The policy file or a file it names is unusable.
     #[error(transparent)]
     Config(Box<jek_config::ConfigError>),
-    /// The EK CA file is not PEM certificates.
-    #[error("attestation.ek_ca {path}")]
-    EkCa {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: jek_attest::ekcert::ChainError,
-    },
     /// A bundle file cannot be read.
     #[error("bundle {path}")]
     Bundle {
@@ -114,19 +105,7 @@ impl Judge {
     /// Reads the policy and every bundle and judges the bundles under the policy now.
     pub fn load(config: &VerifierConfig) -> Result<Judge, JudgeError> {
         let policy = jek_config::policy::load(&config.policy)?;
-        let att = policy.attestation()?;
-        let ca_bytes = jek_fsio::read_regular(&att.ek_ca, 1 << 20).map_err(|e| {
-            jek_config::ConfigError::Read {
-                what: "attestation.ek_ca",
-                path: att.ek_ca.clone(),
-                source: e,
-            }
-        })?;
-        let ca = Cert::from_pem_chain(&String::from_utf8_lossy(&ca_bytes), "attestation.ek_ca")
-            .map_err(|source| JudgeError::EkCa {
-                path: att.ek_ca.clone(),
-                source,
-            })?;
+        let appraisal = policy.appraisal()?;
         let now = jek_verifier::UnixTime::now();
         let mut bundles = BTreeMap::new();
         for path in &config.bundles {
@@ -163,9 +142,9 @@ impl Judge {
             );
         }
         Ok(Judge {
-            policy_id: format!("jek:policy:sha256:{}", policy.digest),
-            chains: jek_attest::protocol::ChainCache::new(ca.clone()),
-            ca,
+            policy_id: appraisal.policy_id,
+            chains: jek_attest::protocol::ChainCache::new(appraisal.ek_ca.clone()),
+            ca: appraisal.ek_ca,
             images: policy.images.clone(),
             bundles,
         })
@@ -532,7 +511,7 @@ pub fn state_of(row: &PodRow) -> PodState {
         pod: row.pod.clone(),
         agent: row.agent.clone(),
         bundle: row.bundle.clone(),
-        ak_name: row.identity.ak_name.to_string(),
+        ak_name: row.identity.ak_name.clone(),
         kubernetes: row.kubernetes.clone(),
         status: row.result.status,
         claims: row.result.claims.clone(),

@@ -19,7 +19,7 @@ fn pod(id: &str) -> PodRow {
         pod_yaml: None,
         kubernetes: None,
         identity: StoredIdentity {
-            ak_name: jek_attestation_verifier::store::AkName(format!("000b{id}").into_bytes()),
+            ak_name: jek_attest::AkName(format!("000b{id}").into_bytes()),
             ak_public: B64(vec![1]),
             ak_private: B64(vec![2]),
             ek_cert: B64(format!("ek-{id}").into_bytes()),

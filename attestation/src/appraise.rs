@@ -674,11 +674,11 @@ fn check_epoch(quote: Option<&Quote>, registration: Option<&Registration>, a: &m
         return;
     };
     if let Some(name) = &a.ak_name {
-        if hex::encode(name) != reg.ak_name {
+        if *name != reg.ak_name.0 {
             a.fail(
                 Claim::TpmIdentity,
                 "the quote's AK is not the one registered for this pod".into(),
-                Some(reg.ak_name.clone()),
+                Some(reg.ak_name.to_string()),
                 Some(hex::encode(name)),
             );
         }

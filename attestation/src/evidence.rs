@@ -64,8 +64,8 @@ pub struct EvidenceMeta {
     pub pod: String,
     /// The nonce the quote was asked with (hex).
     pub nonce: String,
-    /// The AK's name (hex).
-    pub ak_name: String,
+    /// The AK's name.
+    pub ak_name: crate::registration::AkName,
 }
 
 fn ak_pem(ak: &Public) -> Result<String, EvidenceError> {
@@ -105,7 +105,7 @@ pub fn to_files(
     let meta = EvidenceMeta {
         pod: pod.to_string(),
         nonce: hex::encode(nonce),
-        ak_name: hex::encode(ak.name()),
+        ak_name: crate::registration::AkName(ak.name()),
     };
     let mut files = BTreeMap::new();
     files.insert("quote.msg", evidence.attest.clone());

@@ -32,4 +32,4 @@ pub use ear::Ear;
 pub use protocol::{
     attest, AkBlobs, AttestationTpm, Attested, PodMaterial, ProtocolError, Verifier,
 };
-pub use registration::{Epoch, Registration};
+pub use registration::{AkName, Epoch, Registration};

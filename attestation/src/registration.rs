@@ -38,21 +38,63 @@ impl Epoch {
     }
 }
 
-/// Where the verifier reaches a registered pod's TPM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TpmLocation {
-    /// The swtpm's process id.
-    pub pid: u32,
-    /// Its private socket directory. While the pod's QEMU runs, the loader's proxy serves
-    /// the TPM to other clients from `side/` in it, interleaved with the guest's commands.
-    pub socket_dir: std::path::PathBuf,
-    /// The pod's run directory (AK blobs, EK chain, event log), for the host's agent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_dir: Option<std::path::PathBuf>,
+/// A TPM object's name (the AK's: a hash algorithm identifier and a digest), as bytes.
+/// Written as lowercase hex (in stores, on the wire, in exported evidence); text that is
+/// not lowercase hex is refused when read, never turned into an empty name.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AkName(pub Vec<u8>);
+
+impl std::fmt::Display for AkName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(&self.0))
+    }
 }
 
-/// A registered pod.
+impl std::fmt::Debug for AkName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AkName({self})")
+    }
+}
+
+/// Why text is not an AK name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AkNameError {
+    /// Upper-case hex digits: the one spelling is lowercase.
+    #[error("an AK name is lowercase hex")]
+    Uppercase,
+    /// Not hex.
+    #[error("an AK name is hex: {0}")]
+    Hex(String),
+}
+
+impl std::str::FromStr for AkName {
+    type Err = AkNameError;
+
+    fn from_str(text: &str) -> Result<Self, AkNameError> {
+        if text.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(AkNameError::Uppercase);
+        }
+        hex::decode(text)
+            .map(AkName)
+            .map_err(|e| AkNameError::Hex(e.to_string()))
+    }
+}
+
+impl Serialize for AkName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for AkName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A registered pod: its TPM's identity, and the epoch every later quote must continue.
+/// Where the TPM is (a process, sockets) is the host's business, not the appraisal's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Registration {
@@ -60,16 +102,14 @@ pub struct Registration {
     pub id: String,
     /// The pod's name.
     pub pod: String,
-    /// The AK's name (hex).
-    pub ak_name: String,
+    /// The AK's name.
+    pub ak_name: AkName,
     /// SHA-256 of the EK certificate (DER).
     pub ek_cert_sha256: Sha256Digest,
     /// The epoch at registration.
     pub epoch: Epoch,
     /// The highest clock any accepted quote showed.
     pub last_clock: u64,
-    /// The TPM.
-    pub tpm: TpmLocation,
 }
 
 /// Why a quote's epoch does not continue the registered one.
@@ -159,7 +199,7 @@ mod tests {
         let reg = Registration {
             id: "r".into(),
             pod: "p".into(),
-            ak_name: "00".into(),
+            ak_name: AkName(vec![0]),
             ek_cert_sha256: Sha256Digest::of(b"ek"),
             epoch: Epoch {
                 reset_count: 2,
@@ -167,11 +207,6 @@ mod tests {
                 clock: 100,
             },
             last_clock: 150,
-            tpm: TpmLocation {
-                pid: 1,
-                socket_dir: "/x".into(),
-                run_dir: None,
-            },
         };
         assert!(reg.check(&quote(2, 0, 150, true)).is_ok());
         assert_eq!(
@@ -190,5 +225,19 @@ mod tests {
             reg.check(&quote(2, 0, 149, true)),
             Err(EpochError::ClockBack { seen: 150, .. })
         ));
+    }
+
+    #[test]
+    fn an_ak_name_is_lowercase_hex_and_nothing_else_reads_back() {
+        let name = AkName(vec![0x00, 0x0b, 0xab, 0xcd]);
+        let json = serde_json::to_string(&name).unwrap();
+        assert_eq!(json, "\"000babcd\"");
+        assert_eq!(serde_json::from_str::<AkName>(&json).unwrap(), name);
+        assert_eq!(name.to_string(), "000babcd");
+        assert_eq!("000babcd".parse::<AkName>().unwrap(), name);
+        // A name that does not decode is refused, never an empty one.
+        for bad in ["\"000BABCD\"", "\"000bxx\"", "\"000\"", "7"] {
+            assert!(serde_json::from_str::<AkName>(bad).is_err(), "{bad}");
+        }
     }
 }

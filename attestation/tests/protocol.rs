@@ -11,7 +11,6 @@ use hmac::{Hmac, Mac};
 use jek_attest::appraise::{claim_of, Claim, Status};
 use jek_attest::credential::kdfa;
 use jek_attest::ekcert::Cert;
-use jek_attest::registration::TpmLocation;
 use jek_attest::tpm2::{attr, EcdsaSignature, PcrSelection, Public, PublicKey, Quote};
 use jek_attest::tpm2::{ALG_ECDSA, ALG_SHA256, ECC_NIST_P256};
 use jek_attest::{attest, AkBlobs, AttestationTpm, Attested, PodMaterial, Verifier};
@@ -120,7 +119,7 @@ impl FakeTpm {
         Registration {
             id: "reg-web".into(),
             pod: "web".into(),
-            ak_name: hex::encode(self.name()),
+            ak_name: jek_attest::AkName(self.name()),
             ek_cert_sha256: Sha256Digest::of(&self.ek_cert),
             epoch: Epoch {
                 reset_count: self.reset_count,
@@ -128,11 +127,6 @@ impl FakeTpm {
                 clock: self.clock,
             },
             last_clock: self.clock,
-            tpm: TpmLocation {
-                pid: 1,
-                socket_dir: "/nonexistent".into(),
-                run_dir: None,
-            },
         }
     }
 
@@ -625,7 +619,7 @@ fn a_reset_or_restarted_tpm_replaying_the_boot_fails_the_epoch_and_so_does_an_un
 
     // A registration for another AK, or another EK: the pod is bound to its own TPM.
     let mut other_ak = tpm.registration();
-    other_ak.ak_name = "000b00".into();
+    other_ak.ak_name = jek_attest::AkName(vec![0, 0x0b, 0]);
     let a = run_registered(&mut tpm, &log, &blobs, &run_args, Some(&other_ak)).unwrap();
     assert_eq!(failing(&a), BTreeSet::from([Claim::TpmIdentity]));
     let mut other_ek = tpm.registration();

@@ -98,13 +98,6 @@ pub enum CliError {
     /// The pod ran and exited with a non-zero status.
     #[error("the pod exited with status {status} (console: {console})")]
     PodFailed { status: i32, console: PathBuf },
-    /// The attestation policy's CA certificates are unusable.
-    #[error("attestation.ek_ca {path}")]
-    EkCa {
-        path: PathBuf,
-        #[source]
-        source: jek_attest::ekcert::ChainError,
-    },
     /// An evidence directory is unusable.
     #[error("evidence directory {path}")]
     EvidenceDir {
@@ -222,7 +215,6 @@ impl CliError {
             | CliError::Kconfig { .. }
             | CliError::Usage(_)
             | CliError::Payload { .. }
-            | CliError::EkCa { .. }
             | CliError::EvidenceDir { .. } => Exit::Usage,
             CliError::Keygen(_)
             | CliError::CosignKeygen(_)

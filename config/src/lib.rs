@@ -117,6 +117,15 @@ pub enum ConfigError {
         /// The policy file.
         path: PathBuf,
     },
+    /// The attestation policy's CA certificates are unusable.
+    #[error("attestation.ek_ca {path}")]
+    EkCa {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: jek_attest::ekcert::ChainError,
+    },
 }
 
 impl ConfigError {
@@ -130,7 +139,8 @@ impl ConfigError {
             | ConfigError::Key { .. }
             | ConfigError::Pod { .. }
             | ConfigError::Runtime { .. }
-            | ConfigError::NoAttestation { .. } => Class::Invalid,
+            | ConfigError::NoAttestation { .. }
+            | ConfigError::EkCa { .. } => Class::Invalid,
         }
     }
 }

@@ -353,6 +353,34 @@ impl PolicyFile {
                 path: self.path.clone(),
             })
     }
+
+    /// What every appraisal of a pod under this policy starts from, read once: the CA
+    /// certificates of its `attestation` section and its identifier in results. The one
+    /// constructor `jek attest` and the attestation verifier both call.
+    pub fn appraisal(&self) -> Result<AppraisalPolicy, ConfigError> {
+        let att = self.attestation()?;
+        let text = crate::read_text("attestation.ek_ca", &att.ek_ca, crate::MAX_CONFIG_SIZE)?;
+        let ek_ca = jek_attest::ekcert::Cert::from_pem_chain(&text, "attestation.ek_ca").map_err(
+            |source| ConfigError::EkCa {
+                path: att.ek_ca.clone(),
+                source,
+            },
+        )?;
+        Ok(AppraisalPolicy {
+            ek_ca,
+            policy_id: format!("jek:policy:sha256:{}", self.digest),
+        })
+    }
+}
+
+/// What every appraisal under a policy starts from, besides the bundle's verdict and the
+/// image policy.
+#[derive(Debug, Clone)]
+pub struct AppraisalPolicy {
+    /// The CAs pod EK certificates must chain to.
+    pub ek_ca: Vec<jek_attest::ekcert::Cert>,
+    /// `jek:policy:sha256:<policy file digest>`: the EAR's appraisal-policy-id.
+    pub policy_id: String,
 }
 
 /// A file a policy names, and the field that names it.
@@ -727,6 +755,34 @@ mod tests {
             Path::new(".")
         )
         .is_err());
+    }
+
+    #[test]
+    fn an_appraisal_policy_names_its_unusable_ek_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, inline("min_security_version: 1\n")).unwrap();
+        let err = load(&path).unwrap().appraisal().unwrap_err();
+        assert!(matches!(err, ConfigError::NoAttestation { .. }), "{err}");
+        std::fs::write(
+            &path,
+            inline("min_security_version: 1\nattestation:\n  ek_ca: ca.pem\n"),
+        )
+        .unwrap();
+        // Missing, then not certificates: each names the file and the field.
+        let err = load(&path).unwrap().appraisal().unwrap_err();
+        let text = jek_errors::chain_line(&err);
+        assert!(
+            text.contains("attestation.ek_ca") && text.contains("ca.pem"),
+            "{text}"
+        );
+        std::fs::write(dir.path().join("ca.pem"), "not a certificate\n").unwrap();
+        let err = load(&path).unwrap().appraisal().unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::EkCa { path, .. } if path.ends_with("ca.pem")),
+            "{err}"
+        );
+        assert_eq!(err.class(), jek_errors::Class::Invalid);
     }
 
     const PEM: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";

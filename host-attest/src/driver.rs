@@ -154,7 +154,7 @@ pub fn attest_run_dir(
             dir: dir.to_path_buf(),
             id: id.clone(),
         })?;
-    let pod = reg.pod.clone();
+    let pod = reg.registration.pod.clone();
     let read = |what, path: PathBuf| {
         jek_fsio::read_regular(&path, MAX_TPM_FILE)
             .map_err(|source| AttestError::Read { what, source })
@@ -187,7 +187,7 @@ pub fn attest_run_dir(
         event_log: &event_log,
         pod_segment: &meant.segment,
         images: meant.image_rules(&verdict),
-        registration: Some(&reg),
+        registration: Some(&reg.registration),
     };
     let attested = jek_attest::attest(&mut tpm, &material, verifier, &mut rand_core::OsRng)
         .map_err(|source| AttestError::Protocol {
@@ -197,7 +197,7 @@ pub fn attest_run_dir(
         })?;
     if attested.appraisal.status(jek_attest::Claim::BootEpoch) == Status::Affirming {
         if let Ok(q) = jek_attest::tpm2::Quote::parse(&attested.evidence.attest) {
-            reg.last_clock = reg.last_clock.max(q.clock);
+            reg.registration.last_clock = reg.registration.last_clock.max(q.clock);
             registry.put(&reg).map_err(AttestError::RegistrationStore)?;
         }
     }
@@ -315,7 +315,7 @@ impl Attestor<'_> {
         let registration = match &ak_name {
             Some(n) => self
                 .registry
-                .find_by_ak(&hex::encode(n))
+                .find_by_ak(&jek_attest::AkName(n.clone()))
                 .map_err(ExportedError::RegistrationStore)?,
             None => None,
         };
@@ -334,7 +334,7 @@ impl Attestor<'_> {
             bundle: self.verifier.bundle,
             pod_segment: &pod.segment,
             images: pod.image_rules(&verdict),
-            registration: registration.as_ref(),
+            registration: registration.as_ref().map(|r| &r.registration),
         };
         let (_, ear) = jek_attest::protocol::judge(
             &evidence,

@@ -7,14 +7,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use jek_attest::registration::{Epoch, Registration, TpmLocation};
+use jek_attest::registration::{AkName, Epoch, Registration};
 use jek_errors::Class;
 use jek_fsio::{write_atomic, Overwrite, WriteError};
 use jek_loader::tpm::{MeasuredPod, SpawnTpm, TpmIdentity, TpmIdentityError, TpmSource};
 use jek_tpm::identity::{IdentityError, LocalCa};
 use jek_tpm::Tpm;
 
-use crate::registrations::{RegistrationStore, RegistrationStoreError};
+use crate::registrations::{
+    HostRegistration, RegistrationStore, RegistrationStoreError, TpmLocation,
+};
 
 /// Why a pod's TPM could not be made attestable.
 #[derive(Debug, thiserror::Error)]
@@ -127,13 +129,15 @@ impl HostIdentity {
             .map_err(AttestableError::Epoch)?
             .name();
         let epoch = Epoch::of(&quote);
-        let reg = Registration {
-            id: crate::registrations::new_id(),
-            pod: pod.name.to_string(),
-            ak_name: hex::encode(name),
-            ek_cert_sha256: jek_verifier::Sha256Digest::of(&ek_cert),
-            epoch,
-            last_clock: epoch.clock,
+        let reg = HostRegistration {
+            registration: Registration {
+                id: crate::registrations::new_id(),
+                pod: pod.name.to_string(),
+                ak_name: AkName(name),
+                ek_cert_sha256: jek_verifier::Sha256Digest::of(&ek_cert),
+                epoch,
+                last_clock: epoch.clock,
+            },
             tpm: TpmLocation {
                 pid: pod.swtpm.pid(),
                 socket_dir: pod.swtpm.sockets().dir.clone(),
@@ -141,8 +145,8 @@ impl HostIdentity {
             },
         };
         registry.put(&reg).map_err(AttestableError::Register)?;
-        tracing::info!(id = %reg.id, pod = pod.name, "registered the pod's TPM");
-        Ok(reg.id)
+        tracing::info!(id = reg.id(), pod = pod.name, "registered the pod's TPM");
+        Ok(reg.registration.id)
     }
 }
 

@@ -3,17 +3,16 @@
 
 use std::path::PathBuf;
 
-use jek_attest::Registration;
 use serde::Serialize;
 
-use crate::registrations::{RegistrationStore, RegistrationStoreError};
+use crate::registrations::{HostRegistration, RegistrationStore, RegistrationStoreError};
 
 /// A kept TPM as `jek tpm list` shows it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KeptTpm {
     /// Its registration.
-    pub registration: Registration,
+    pub registration: HostRegistration,
     /// Whether its swtpm still answers on its control socket.
     pub running: bool,
 }
@@ -41,7 +40,7 @@ pub fn kept(registry: &RegistrationStore) -> Result<Vec<KeptTpm>, RegistrationSt
 pub fn stop(
     registry: &RegistrationStore,
     id: &str,
-) -> Result<Option<Registration>, RegistrationStoreError> {
+) -> Result<Option<HostRegistration>, RegistrationStoreError> {
     let Some(reg) = registry.get(id)? else {
         return Ok(None);
     };

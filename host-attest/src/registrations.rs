@@ -6,8 +6,11 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use jek_attest::registration::{AkName, Epoch};
 use jek_attest::Registration;
 use jek_fsio::{write_atomic, Overwrite, ReadError, WriteError};
+use jek_verifier::Sha256Digest;
+use serde::{Deserialize, Serialize};
 
 /// The largest registration file read.
 const MAX_REGISTRATION: u64 = 64 << 10;
@@ -65,6 +68,84 @@ impl RegistrationStoreError {
     }
 }
 
+/// Where this host reaches a registered pod's TPM: known here only, and no part of an
+/// appraisal (a remote verifier has no such thing to make up).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TpmLocation {
+    /// The swtpm's process id.
+    pub pid: u32,
+    /// Its private socket directory. While the pod's QEMU runs, the loader's proxy serves
+    /// the TPM to other clients from `side/` in it, interleaved with the guest's commands.
+    pub socket_dir: PathBuf,
+    /// The pod's run directory (AK blobs, EK chain, event log), for the host's agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_dir: Option<PathBuf>,
+}
+
+/// A pod registered on this host: its TPM's identity and epoch, which every attestation
+/// checks, and where its TPM is. Stored as one JSON object (`<id>.json`): the
+/// registration's fields and `tpm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Stored", into = "Stored")]
+pub struct HostRegistration {
+    /// What the appraisal checks.
+    pub registration: Registration,
+    /// Where the TPM is.
+    pub tpm: TpmLocation,
+}
+
+/// A registration file's shape.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Stored {
+    id: String,
+    pod: String,
+    ak_name: AkName,
+    ek_cert_sha256: Sha256Digest,
+    epoch: Epoch,
+    last_clock: u64,
+    tpm: TpmLocation,
+}
+
+impl From<Stored> for HostRegistration {
+    fn from(s: Stored) -> Self {
+        HostRegistration {
+            registration: Registration {
+                id: s.id,
+                pod: s.pod,
+                ak_name: s.ak_name,
+                ek_cert_sha256: s.ek_cert_sha256,
+                epoch: s.epoch,
+                last_clock: s.last_clock,
+            },
+            tpm: s.tpm,
+        }
+    }
+}
+
+impl From<HostRegistration> for Stored {
+    fn from(h: HostRegistration) -> Self {
+        let r = h.registration;
+        Stored {
+            id: r.id,
+            pod: r.pod,
+            ak_name: r.ak_name,
+            ek_cert_sha256: r.ek_cert_sha256,
+            epoch: r.epoch,
+            last_clock: r.last_clock,
+            tpm: h.tpm,
+        }
+    }
+}
+
+impl HostRegistration {
+    /// Its identifier.
+    pub fn id(&self) -> &str {
+        &self.registration.id
+    }
+}
+
 /// A registration store.
 #[derive(Debug, Clone)]
 pub struct RegistrationStore {
@@ -116,29 +197,29 @@ impl RegistrationStore {
     }
 
     /// Stores (or replaces) a registration.
-    pub fn put(&self, reg: &Registration) -> Result<(), RegistrationStoreError> {
-        let path = self.path(&reg.id)?;
+    pub fn put(&self, reg: &HostRegistration) -> Result<(), RegistrationStoreError> {
+        let path = self.path(reg.id())?;
         // A derived Serialize of strings and numbers cannot fail.
         let bytes = serde_json::to_vec_pretty(reg).unwrap_or_default();
         write_atomic(&path, &bytes, 0o600, Overwrite::Allow).map_err(RegistrationStoreError::Write)
     }
 
     /// The registration `id`, if the store has it.
-    pub fn get(&self, id: &str) -> Result<Option<Registration>, RegistrationStoreError> {
+    pub fn get(&self, id: &str) -> Result<Option<HostRegistration>, RegistrationStoreError> {
         let path = self.path(id)?;
         let bytes = match jek_fsio::read_regular(&path, MAX_REGISTRATION) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Ok(None),
             Err(source) => return Err(RegistrationStoreError::Read { path, source }),
         };
-        let reg: Registration = serde_json::from_slice(&bytes)
+        let reg: HostRegistration = serde_json::from_slice(&bytes)
             .map_err(|source| RegistrationStoreError::Parse { path, source })?;
         // A file renamed to another pod's identifier is not that pod's registration.
-        Ok((reg.id == id).then_some(reg))
+        Ok((reg.id() == id).then_some(reg))
     }
 
     /// Every registration, by identifier.
-    pub fn list(&self) -> Result<Vec<Registration>, RegistrationStoreError> {
+    pub fn list(&self) -> Result<Vec<HostRegistration>, RegistrationStoreError> {
         let entries =
             std::fs::read_dir(&self.dir).map_err(|source| RegistrationStoreError::Dir {
                 path: self.dir.clone(),
@@ -164,12 +245,15 @@ impl RegistrationStore {
         Ok(out)
     }
 
-    /// The registration of the AK named `ak_name` (hex), if any.
+    /// The registration of the AK named `ak_name`, if any.
     pub fn find_by_ak(
         &self,
-        ak_name: &str,
-    ) -> Result<Option<Registration>, RegistrationStoreError> {
-        Ok(self.list()?.into_iter().find(|r| r.ak_name == ak_name))
+        ak_name: &AkName,
+    ) -> Result<Option<HostRegistration>, RegistrationStoreError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .find(|r| r.registration.ak_name == *ak_name))
     }
 
     /// Forgets a registration.
@@ -187,8 +271,6 @@ impl RegistrationStore {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use jek_attest::registration::TpmLocation;
-    use jek_attest::Epoch;
 
     #[test]
     fn stores_privately_and_refuses_foreign_ids() {
@@ -199,17 +281,19 @@ mod tests {
             std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
             0o700
         );
-        let reg = Registration {
-            id: new_id(),
-            pod: "p".into(),
-            ak_name: "000b01".into(),
-            ek_cert_sha256: jek_verifier::Sha256Digest::of(b"ek"),
-            epoch: Epoch {
-                reset_count: 1,
-                restart_count: 0,
-                clock: 9,
+        let reg = HostRegistration {
+            registration: Registration {
+                id: new_id(),
+                pod: "p".into(),
+                ak_name: AkName(vec![0, 0x0b, 1]),
+                ek_cert_sha256: jek_verifier::Sha256Digest::of(b"ek"),
+                epoch: Epoch {
+                    reset_count: 1,
+                    restart_count: 0,
+                    clock: 9,
+                },
+                last_clock: 9,
             },
-            last_clock: 9,
             tpm: TpmLocation {
                 pid: 1,
                 socket_dir: "/s".into(),
@@ -217,13 +301,21 @@ mod tests {
             },
         };
         store.put(&reg).unwrap();
-        let file = dir.join(format!("{}.json", reg.id));
+        let file = dir.join(format!("{}.json", reg.id()));
+        // One flat object: the registration's fields and where its TPM is.
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(json["akName"], "000b01");
+        assert_eq!(json["tpm"]["pid"], 1);
         assert_eq!(
             std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        assert_eq!(store.get(&reg.id).unwrap(), Some(reg.clone()));
-        assert_eq!(store.find_by_ak("000b01").unwrap(), Some(reg.clone()));
+        assert_eq!(store.get(reg.id()).unwrap(), Some(reg.clone()));
+        assert_eq!(
+            store.find_by_ak(&AkName(vec![0, 0x0b, 1])).unwrap(),
+            Some(reg.clone())
+        );
         assert!(matches!(
             store.get("../../etc/passwd"),
             Err(RegistrationStoreError::BadId(_))
@@ -232,7 +324,7 @@ mod tests {
         let other = new_id();
         std::fs::copy(&file, dir.join(format!("{other}.json"))).unwrap();
         assert_eq!(store.get(&other).unwrap(), None);
-        store.remove(&reg.id).unwrap();
-        assert_eq!(store.get(&reg.id).unwrap(), None);
+        store.remove(reg.id()).unwrap();
+        assert_eq!(store.get(reg.id()).unwrap(), None);
     }
 }

@@ -181,8 +181,8 @@ pub struct PodState {
     pub agent: String,
     /// The bundle it is appraised against.
     pub bundle: String,
-    /// The AK name proven by credential activation at registration (hex).
-    pub ak_name: String,
+    /// The AK name proven by credential activation at registration.
+    pub ak_name: jek_attest::AkName,
     /// The Kubernetes pod the registration names, if it named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<jek_attest::ear::KubernetesPod>,

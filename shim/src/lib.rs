@@ -282,20 +282,21 @@ impl Service {
         // without asking a registry what a tag names now (the image may have come from
         // `ctr image import` and be in no registry).
         let reference = pinned_reference(&identity.reference, &identity.manifest);
-        let parsed = jek_image::ImageRef::parse(&reference, Path::new("/")).map_err(|source| {
-            CreateError::Reference {
-                reference: reference.clone(),
-                source,
-            }
-        })?;
-        jek_image::policy::check(
+        jek_image::policy::verdict(
             policy.images.as_ref(),
-            &parsed.repository(),
+            &reference,
+            Path::new("/"),
             &identity.manifest,
         )
-        .map_err(|source| CreateError::ImagePolicy {
-            reference: reference.clone(),
-            source,
+        .map_err(|e| match e {
+            jek_image::policy::VerdictError::Reference(source) => CreateError::Reference {
+                reference: reference.clone(),
+                source,
+            },
+            jek_image::policy::VerdictError::Refused(source) => CreateError::ImagePolicy {
+                reference: reference.clone(),
+                source,
+            },
         })?;
         let name = pod_name(&req.id);
         let image = ContainerImage {

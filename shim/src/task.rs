@@ -118,17 +118,17 @@ impl ShimRecord {
         for reg in registry.list()? {
             if reg.tpm.run_dir.as_deref() == Some(ours.as_path()) {
                 if let Some(v) = &verifier {
-                    match crate::register::remove(v, &reg.id) {
+                    match crate::register::remove(v, reg.id()) {
                         Ok(held) => {
-                            tracing::info!(id = %reg.id, verifier = %v.url, held, "removed the pod from the verifier")
+                            tracing::info!(id = %reg.id(), verifier = %v.url, held, "removed the pod from the verifier")
                         }
                         Err(e) => {
-                            tracing::warn!(id = %reg.id, error = %jek_errors::chain_line(&e), "removing the pod from the verifier")
+                            tracing::warn!(id = %reg.id(), error = %jek_errors::chain_line(&e), "removing the pod from the verifier")
                         }
                     }
                 }
-                jek_host_attest::kept::stop(&registry, &reg.id)?;
-                tracing::info!(id = %reg.id, "stopped the pod's kept TPM");
+                jek_host_attest::kept::stop(&registry, reg.id())?;
+                tracing::info!(id = %reg.id(), "stopped the pod's kept TPM");
             }
         }
         Ok(())

@@ -40,18 +40,20 @@ fn delete_after_a_dead_shim_removes_the_run_directory_its_record_names() {
         jek_host_attest::registrations::RegistrationStore::open(&tmp.path().join("registry"))
             .unwrap();
     let reg = |run_dir: &std::path::Path, sockets: &str| {
-        let r = jek_attest::registration::Registration {
-            id: jek_host_attest::registrations::new_id(),
-            pod: "t1".into(),
-            ak_name: "000b01".into(),
-            ek_cert_sha256: jek_verifier::Sha256Digest::of(b"ek"),
-            epoch: jek_attest::Epoch {
-                reset_count: 1,
-                restart_count: 0,
-                clock: 9,
+        let r = jek_host_attest::registrations::HostRegistration {
+            registration: jek_attest::registration::Registration {
+                id: jek_host_attest::registrations::new_id(),
+                pod: "t1".into(),
+                ak_name: jek_attest::AkName(vec![0, 0x0b, 1]),
+                ek_cert_sha256: jek_verifier::Sha256Digest::of(b"ek"),
+                epoch: jek_attest::Epoch {
+                    reset_count: 1,
+                    restart_count: 0,
+                    clock: 9,
+                },
+                last_clock: 9,
             },
-            last_clock: 9,
-            tpm: jek_attest::registration::TpmLocation {
+            tpm: jek_host_attest::registrations::TpmLocation {
                 pid: 0,
                 socket_dir: tmp.path().join(sockets),
                 run_dir: Some(run_dir.to_path_buf()),
@@ -59,7 +61,7 @@ fn delete_after_a_dead_shim_removes_the_run_directory_its_record_names() {
         };
         std::fs::create_dir_all(tmp.path().join(sockets)).unwrap();
         registry.put(&r).unwrap();
-        r.id
+        r.registration.id
     };
     let ours = reg(&run, "sockets-ours");
     let other = reg(&tmp.path().join("run/default/t2"), "sockets-other");

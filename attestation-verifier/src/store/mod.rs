@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use jek_attest::Claim;
+use jek_attest::{AkName, Claim};
 
 use jek_service_client::wire::{
     AuditAction, AuditEvent, ClaimState, HistoryEntry, PodStatus, StatusChange,
@@ -96,42 +96,6 @@ pub struct PodRow {
     pub owner: Option<String>,
     /// The status changes, newest first.
     pub history: Vec<HistoryEntry>,
-}
-
-/// A TPM object name (the AK's: a hash algorithm identifier and a digest), stored and
-/// shown as lowercase hex. Text that is not hex is refused when a row is read, never
-/// turned into an empty name.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct AkName(pub Vec<u8>);
-
-impl std::fmt::Display for AkName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&hex::encode(&self.0))
-    }
-}
-
-impl std::fmt::Debug for AkName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AkName({self})")
-    }
-}
-
-impl Serialize for AkName {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(&self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for AkName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        if text.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(serde::de::Error::custom("an AK name is lowercase hex"));
-        }
-        hex::decode(&text)
-            .map(AkName)
-            .map_err(|e| serde::de::Error::custom(format!("an AK name is hex: {e}")))
-    }
 }
 
 /// What credential activation proved at registration, as stored.
@@ -465,25 +429,6 @@ pub fn open(spec: Option<&str>) -> Result<std::sync::Arc<dyn Backend>, StoreErro
             Ok(std::sync::Arc::new(sqlite::Sqlite::open(
                 &dir.join("verifier.db"),
             )?))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::AkName;
-
-    #[test]
-    fn an_ak_name_is_stored_as_lowercase_hex_and_nothing_else_reads_back() {
-        let name = AkName(vec![0x00, 0x0b, 0xab, 0xcd]);
-        let json = serde_json::to_string(&name).unwrap();
-        assert_eq!(json, "\"000babcd\"");
-        assert_eq!(serde_json::from_str::<AkName>(&json).unwrap(), name);
-        assert_eq!(name.to_string(), "000babcd");
-        // Before, a name that did not decode became an empty one.
-        for bad in ["\"000BABCD\"", "\"000bxx\"", "\"000\"", "7"] {
-            assert!(serde_json::from_str::<AkName>(bad).is_err(), "{bad}");
         }
     }
 }

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use jek_attest::appraise::PodReference;
-use jek_attest::ekcert::Cert;
 use jek_attest::Verifier;
 use jek_host_attest::driver::{find_run_dirs, Attestor, PodResult, Report};
 use jek_host_attest::registrations::RegistrationStore;
@@ -94,13 +93,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         args.policy.unwrap_or_default(),
     );
     let policy = jek_config::policy::load(&policy)?;
-    let att = policy.attestation()?;
-    let ca_text = crate::error::read_text("attestation.ek_ca", &att.ek_ca)?;
-    let ca =
-        Cert::from_pem_chain(&ca_text, "attestation.ek_ca").map_err(|source| CliError::EkCa {
-            path: att.ek_ca.clone(),
-            source,
-        })?;
+    let appraisal = policy.appraisal()?;
     let mut pods = BTreeMap::new();
     let client = args.images.options()?;
     for p in &args.pod {
@@ -118,12 +111,11 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         Err(CliError::Rejected { source, .. }) => Err(source),
         Err(e) => return Err(e),
     };
-    let policy_id = format!("jek:policy:sha256:{}", policy.digest);
     let attestor = Attestor {
         verifier: Verifier {
             bundle: verified.as_ref(),
-            ca: &ca,
-            policy_id: &policy_id,
+            ca: &appraisal.ek_ca,
+            policy_id: &appraisal.policy_id,
             now: UnixTime::now().0,
         },
         pods,

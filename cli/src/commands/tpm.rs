@@ -70,11 +70,16 @@ pub fn run(args: Args) -> Result<(), CliError> {
         for k in &kept {
             let (r, state) = (&k.registration, if k.running { "running" } else { "gone" });
             let sockets = r.tpm.socket_dir.display();
-            outln!("{} {} pid {} {sockets} {state}", r.id, r.pod, r.tpm.pid);
+            outln!(
+                "{} {} pid {} {sockets} {state}",
+                r.id(),
+                r.registration.pod,
+                r.tpm.pid
+            );
         }
         return Ok(());
     };
-    let known = |id: &String| kept.iter().any(|k| &k.registration.id == id);
+    let known = |id: &String| kept.iter().any(|k| k.registration.id() == id);
     if let Some(id) = ids.iter().find(|id| !known(id)) {
         return Err(CliError::Usage(format!(
             "no kept TPM {id} in {}",
@@ -82,7 +87,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
         )));
     }
     let ids: Vec<String> = match all {
-        true => kept.iter().map(|k| k.registration.id.clone()).collect(),
+        true => kept
+            .iter()
+            .map(|k| k.registration.id().to_string())
+            .collect(),
         false => ids.clone(),
     };
     let credentials = match verifier {
