@@ -114,6 +114,9 @@ pub enum CliError {
     /// The registration store cannot be used.
     #[error(transparent)]
     Store(#[from] jek_host_attest::registrations::RegistrationStoreError),
+    /// `jek attest`'s pods or store cannot be set up.
+    #[error(transparent)]
+    Attestor(#[from] jek_host_attest::driver::AttestorError),
     /// A provenance file is not accepted.
     #[error("provenance {path} rejected")]
     Provenance {
@@ -199,6 +202,7 @@ impl CliError {
             CliError::Build(e) => e.class().into(),
             CliError::Boot { source, .. } => source.class().into(),
             CliError::Store(e) => e.class().into(),
+            CliError::Attestor(e) => e.class().into(),
             CliError::Sign(e) => e.class().into(),
             CliError::Cache(e) => e.class().into(),
             CliError::Key(e) => e.class().into(),

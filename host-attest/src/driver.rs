@@ -12,7 +12,7 @@ use jek_measure::plan::ContainerEvent;
 use jek_tpm::Tpm;
 use serde::Serialize;
 
-use crate::registrations::RegistrationStore;
+use crate::registrations::{RegistrationStore, RegistrationStoreError};
 use jek_loader::record::{RecordError, RunRecord};
 use jek_loader::run_dir::RunDir;
 
@@ -228,6 +228,71 @@ pub struct Attestor<'a> {
     pub images: Option<jek_image::ImagePolicy>,
     /// The verifier's registrations.
     pub registry: RegistrationStore,
+}
+
+/// Why an [`Attestor`] cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AttestorError {
+    /// A pod file cannot be read or is not a pod.
+    #[error(transparent)]
+    Config(#[from] jek_config::ConfigError),
+    /// A pod file describes a pod with no valid pod segment.
+    #[error("pod file {path}")]
+    PodSegment {
+        /// The pod file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: jek_pod::SegmentError,
+    },
+    /// The registration store cannot be opened.
+    #[error(transparent)]
+    RegistrationStore(#[from] RegistrationStoreError),
+}
+
+impl AttestorError {
+    /// The kind of failure.
+    pub fn class(&self) -> jek_errors::Class {
+        match self {
+            AttestorError::Config(e) => e.class(),
+            AttestorError::PodSegment { .. } => jek_errors::Class::Invalid,
+            AttestorError::RegistrationStore(e) => e.class(),
+        }
+    }
+}
+
+impl<'a> Attestor<'a> {
+    /// `jek attest`'s attestor: `verifier`'s view; the pods of `pod_files` as their files
+    /// describe them, each image reference asked of its registry or OCI layout now
+    /// (through `client`; a failure is kept, to contraindicate the claim); the image
+    /// policy `images`; and the registration store in `registry`.
+    pub fn new(
+        verifier: Verifier<'a>,
+        pod_files: &[PathBuf],
+        client: &jek_oci::ClientOptions,
+        images: Option<jek_image::ImagePolicy>,
+        registry: &Path,
+    ) -> Result<Self, AttestorError> {
+        let mut pods = std::collections::BTreeMap::new();
+        for path in pod_files {
+            let spec = jek_config::pod::load(path)?;
+            let opts = jek_image::Options::new(jek_config::base_dir(path), client.clone());
+            let meant = PodReference::new(&spec, opts.base_dir.clone(), |r| {
+                jek_image::current_manifest(r, &opts).map_err(|e| jek_errors::chain_line(&e))
+            })
+            .map_err(|source| AttestorError::PodSegment {
+                path: path.clone(),
+                source,
+            })?;
+            pods.insert(spec.name.clone(), meant);
+        }
+        Ok(Attestor {
+            verifier,
+            pods,
+            images,
+            registry: RegistrationStore::open(registry)?,
+        })
+    }
 }
 
 /// The image policy's verdict on a container event, with references resolved from
@@ -494,5 +559,57 @@ impl<'a> Report<'a> {
             s.pods, s.affirming, s.contraindicated, s.errors
         ));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn an_attestor_names_the_pod_file_it_cannot_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let rejected = jek_verifier::VerifyError::NoSignatures;
+        let verifier = || Verifier {
+            bundle: Err(&rejected),
+            ca: &[],
+            policy_id: "jek:policy:sha256:00",
+            now: 0,
+        };
+        let client = jek_oci::ClientOptions::default();
+        let registry = dir.path().join("registry");
+        let missing = dir.path().join("missing.yaml");
+        let err = Attestor::new(
+            verifier(),
+            std::slice::from_ref(&missing),
+            &client,
+            None,
+            &registry,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            jek_errors::chain_line(&err).contains("missing.yaml"),
+            "{err}"
+        );
+        assert_eq!(err.class(), jek_errors::Class::Invalid);
+        let not_a_pod = dir.path().join("pod.yaml");
+        std::fs::write(&not_a_pod, "kind: Deployment\n").unwrap();
+        let err = Attestor::new(
+            verifier(),
+            std::slice::from_ref(&not_a_pod),
+            &client,
+            None,
+            &registry,
+        )
+        .err()
+        .unwrap();
+        assert!(jek_errors::chain_line(&err).contains("pod.yaml"), "{err}");
+        assert_eq!(err.class(), jek_errors::Class::Invalid);
+        // No pod files: an attestor with the store opened (and made private).
+        let a = Attestor::new(verifier(), &[], &client, None, &registry).unwrap();
+        assert!(a.pods.is_empty());
+        assert!(registry.is_dir());
     }
 }

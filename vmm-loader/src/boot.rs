@@ -1,156 +1,21 @@
 //! `jek boot`: measure into the pod's vTPM, write the log, then run the chosen VMM.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use jek_kvm::MemoryUse;
-use jek_measure::PcrValues;
-use jek_tpm::swtpm::KeptSwtpm;
-use jek_tpm::{MeasureError, Swtpm, SwtpmError, Tpm, TpmError};
-use jek_verifier::format::Role;
+use jek_tpm::{Swtpm, Tpm};
 use jek_verifier::{Bundle, Verified};
 
-use crate::console::ConsoleOutcome;
-use crate::qemu::QemuError;
 use crate::run_dir::RunDir;
 use crate::sink::{BootSink, Running};
-use crate::tpm::{MeasuredPod, SpawnTpm, TpmIdentityError, TpmSource};
-use crate::vm::{Backend, VmSpec, VmStart};
-use jek_fsio::{write_atomic, Overwrite, WriteError};
-use jek_measure::payload::{default_kernel, Payload, PayloadError};
+use crate::start::VmStart;
+use crate::tpm::{MeasuredPod, SpawnTpm, TpmSource};
+use crate::vm::{Backend, VmSpec};
+use jek_fsio::{write_atomic, Overwrite};
+use jek_measure::payload::{default_kernel, Payload};
 
+pub use crate::error::BootError;
+pub use crate::report::{BootReport, Timings};
 pub use crate::vm::Vmm;
-
-/// Why a boot failed.
-#[derive(Debug, thiserror::Error)]
-pub enum BootError {
-    /// The payload cannot be assembled.
-    #[error(transparent)]
-    Payload(#[from] PayloadError),
-    /// No user of its own for the pod's VMM.
-    #[error("no user for the pod's VMM")]
-    User(#[source] crate::pod_user::PodUserError),
-    /// The run directory cannot be used.
-    #[error("run directory {path}")]
-    RunDir {
-        /// The directory or file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A file in the run directory could not be written.
-    #[error("cannot write into the run directory")]
-    Write(#[source] WriteError),
-    /// The host could not give the pod's TPM an identity for attestation (EK certificate,
-    /// attestation key, registration).
-    #[error(transparent)]
-    Attestable(TpmIdentityError),
-    /// The pod's swtpm could not be started.
-    #[error("cannot start the pod's TPM")]
-    Swtpm(#[source] SwtpmError),
-    /// The TPM cannot be reached.
-    #[error("cannot reach the pod's TPM")]
-    Tpm(#[source] TpmError),
-    /// Measurement failed: the pod does not boot.
-    #[error("measured boot failed; the pod was not started")]
-    Measure(#[source] MeasureError),
-    /// The QEMU backend failed.
-    #[error("QEMU backend")]
-    Qemu(#[source] QemuError),
-    /// The KVM backend failed.
-    #[error("KVM backend")]
-    Kvm(#[source] jek_kvm::VmError),
-    /// `--vmm kvm` on a host without VT-x/AMD-V.
-    #[error("this host has no hardware virtualization (no vmx or svm flag in /proc/cpuinfo): KVM here runs the guest emulated and Linux does not reach userspace; use --vmm qemu, or --emulated-kvm for test kernels")]
-    NoHardwareVirtualization,
-    /// The guest ended without the init reporting a status.
-    #[error("the pod ended without reporting an exit status{}", describe_end(.0))]
-    NoStatus(Box<ConsoleOutcome>),
-}
-
-impl BootError {
-    /// The kind of failure: a payload the bundle cannot give or an unusable run directory
-    /// is invalid input; everything after that (TPM, measurement, VMM) is the
-    /// environment's.
-    pub fn class(&self) -> jek_errors::Class {
-        use jek_errors::Class;
-        match self {
-            BootError::Payload(_) | BootError::RunDir { .. } => Class::Invalid,
-            BootError::NoHardwareVirtualization => Class::Environment,
-            BootError::Write(e) => e.class(),
-            BootError::User(e) => e.class(),
-            BootError::Attestable(e) => e.class(),
-            BootError::Swtpm(_)
-            | BootError::Tpm(_)
-            | BootError::Measure(_)
-            | BootError::Qemu(_)
-            | BootError::Kvm(_)
-            | BootError::NoStatus(_) => Class::Environment,
-        }
-    }
-}
-
-fn describe_end(o: &ConsoleOutcome) -> String {
-    match (&o.error, &o.last_line) {
-        (Some(e), _) => format!(" (init error at {}: {})", e.stage, e.error),
-        (None, Some(l)) => format!(" (last console line: {l:?})"),
-        (None, None) => " (no console output)".into(),
-    }
-}
-
-/// Durations of the boot's steps.
-#[derive(Debug, Clone, Copy)]
-pub struct Timings {
-    /// From the caller's start to [`boot`]: reading and verifying the bundle.
-    pub verify: Duration,
-    /// Assembling the payload and the plan.
-    pub prepare: Duration,
-    /// Starting the swtpm.
-    pub tpm_start: Duration,
-    /// Extends, read-back and writing the event log.
-    pub measure: Duration,
-    /// From handing over to the VMM until the guest's end.
-    pub run: Duration,
-    /// From handing over to the VMM until just before the first guest instruction (KVM
-    /// backend; QEMU's set-up happens in another process).
-    pub vm_setup: Option<Duration>,
-    /// The caller's start ([`BootSink::started`]).
-    pub started: Instant,
-    /// When the guest was first entered (KVM backend).
-    pub guest_entered: Option<Instant>,
-    /// This process's CPU time when the guest was first entered (KVM backend).
-    pub cpu_at_guest_entry: Option<Duration>,
-}
-
-/// What a boot did.
-#[derive(Debug)]
-pub struct BootReport {
-    /// The kernel format booted.
-    pub kernel: Role,
-    /// PCR values after measurement (read back from the TPM, equal to the log's replay).
-    pub pcrs: PcrValues,
-    /// The run directory.
-    pub run_dir: PathBuf,
-    /// The swtpm left running, if kept.
-    pub kept_tpm: Option<KeptSwtpm>,
-    /// The TCTI of the pod's TPM.
-    pub tcti: String,
-    /// The console outcome.
-    pub console: ConsoleOutcome,
-    /// The pod's exit status.
-    pub status: i32,
-    /// Step durations.
-    pub timings: Timings,
-    /// The loader's resident memory (KVM backend).
-    pub memory: Option<MemoryUse>,
-    /// The pod's name, when a pod spec was given.
-    pub pod: Option<String>,
-    /// Whether the TPM was given an identity (EK certificate, AK) for attestation.
-    pub attestable: bool,
-    /// The pod's registration in the verifier store, when it was made attestable.
-    pub registration: Option<String>,
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0

@@ -3,9 +3,9 @@
 use jek_kvm::VmRun;
 use jek_verifier::format::Role;
 
-use crate::boot::BootError;
 use crate::console::{pump, ConsoleOutcome};
-use crate::vm::VmStart;
+use crate::error::BootError;
+use crate::start::VmStart;
 
 /// The KVM backend's options.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

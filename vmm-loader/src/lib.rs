@@ -10,7 +10,7 @@
 //!    ([`tpm`]; a [`TpmIdentity`](tpm::TpmIdentity) may give it an identity for
 //!    attestation), every planned event extended into it (failing closed), the TCG event
 //!    log written into the run directory, then the backend [`vm::VmSpec`] names, handed a
-//!    [`vm::VmStart`] and its own options:
+//!    [`start::VmStart`] and its own options:
 //!    - [`qemu`]: jek as QEMU's pre-boot hook. The components go to QEMU as sealed memfds,
 //!      and the pod's swtpm becomes the guest's TPM through [`tpm_proxy`], which refuses to
 //!      let the VMM reset the measured TPM.
@@ -25,13 +25,16 @@
 
 pub mod boot;
 pub mod console;
+pub mod error;
 pub mod kvm;
 pub mod lifecycle;
 pub mod pod_user;
 pub mod qemu;
 pub mod record;
+pub mod report;
 pub mod run_dir;
 pub mod sink;
+pub mod start;
 pub mod tpm;
 pub mod tpm_proxy;
 pub mod vm;
@@ -40,5 +43,6 @@ pub use boot::{boot, BootError, BootReport};
 pub use jek_measure::payload::{self, Payload, PayloadError};
 pub use record::{RecordError, RunRecord};
 pub use sink::{BootSink, Running, RunningHook};
+pub use start::Machine;
 pub use tpm::{SpawnTpm, TpmSource};
-pub use vm::{Backend, Machine, VmSpec, Vmm};
+pub use vm::{Backend, VmSpec, Vmm};

@@ -17,8 +17,8 @@ use std::process::{Command, Stdio};
 use rustix::fs::{fcntl_add_seals, memfd_create, MemfdFlags, SealFlags};
 
 use crate::console::{pump, ConsoleOutcome};
+use crate::start::VmStart;
 use crate::tpm_proxy::CtrlProxy;
-use crate::vm::VmStart;
 
 /// How to run QEMU.
 #[derive(Debug, Clone)]

@@ -9,7 +9,8 @@ use jek_pod::console::Ready;
 use jek_verifier::{Bundle, KeyId, Sha256Digest, Verified};
 use serde::{Deserialize, Serialize};
 
-use crate::boot::{BootReport, Vmm};
+use crate::report::BootReport;
+use crate::vm::Vmm;
 
 /// The largest run record read back (a real one is about 1 KiB).
 pub const MAX_RECORD_SIZE: u64 = 1 << 20;

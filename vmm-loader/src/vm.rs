@@ -4,8 +4,8 @@
 //! its first instruction, its size, the backend that runs it), where the pod's TPM comes
 //! from ([`TpmSource`](crate::tpm::TpmSource)) and where the boot reports to
 //! ([`BootSink`](crate::sink::BootSink): console lines, timings, clean-up, the running
-//! moment). Each backend is handed a [`VmStart`] and only its own options
-//! ([`KvmOptions`], [`QemuOptions`]).
+//! moment). Each backend is handed a [`VmStart`](crate::start::VmStart) and only its own
+//! options ([`KvmOptions`], [`QemuOptions`]).
 //!
 //! Today a guest is fed two ways: the verified payload (kernel, initramfs, command line)
 //! before its first instruction, and the pod's container segments appended to the
@@ -18,7 +18,6 @@
 
 use std::path::PathBuf;
 
-use jek_measure::payload::Payload;
 use jek_pod::spec::PodSpec;
 use jek_verifier::format::Role;
 use jek_verifier::{Bundle, Verified};
@@ -26,8 +25,7 @@ use jek_verifier::{Bundle, Verified};
 use crate::kvm::KvmOptions;
 use crate::pod_user::PodUsers;
 use crate::qemu::QemuOptions;
-use crate::run_dir::RunDir;
-use crate::sink::BootSink;
+use crate::start::Machine;
 
 /// Which VMM runs the pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,15 +65,6 @@ impl Backend {
     }
 }
 
-/// The VM's size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Machine {
-    /// Guest memory in MiB.
-    pub memory_mib: u32,
-    /// vCPUs.
-    pub vcpus: u8,
-}
-
 /// The VM's shape: everything about the VM a boot starts, apart from its TPM and where
 /// the boot reports to.
 #[derive(Debug, Clone)]
@@ -105,23 +94,4 @@ impl VmSpec {
             .as_ref()
             .map_or_else(|| bundle.manifest().name.clone(), |p| p.name.clone())
     }
-}
-
-/// What a backend is handed to run the VM.
-pub struct VmStart<'a> {
-    /// The verified, measured payload.
-    pub payload: &'a Payload<'a>,
-    /// The run directory (created).
-    pub run: &'a RunDir,
-    /// The VM's size.
-    pub machine: Machine,
-    /// Where the pod's VMM user comes from.
-    pub users: &'a PodUsers,
-    /// The pod's swtpm, measured already: QEMU attaches it as the guest's TPM through the
-    /// proxy; the KVM VMM gives the guest no TPM.
-    pub tpm: Option<&'a jek_tpm::swtpm::Sockets>,
-    /// Where console lines go and what an interruption must stop.
-    pub sink: &'a BootSink,
-    /// Called once the VM runs (the running moment).
-    pub started: &'a dyn Fn(),
 }

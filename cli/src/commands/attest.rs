@@ -2,13 +2,10 @@
 //! bundle (`jek_attest::attest` drives the exchange), or appraise exported evidence alone.
 //! Pods are attested concurrently; one failing pod never hides another's result.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use jek_attest::appraise::PodReference;
 use jek_attest::Verifier;
-use jek_host_attest::driver::{find_run_dirs, Attestor, PodResult, Report};
-use jek_host_attest::registrations::RegistrationStore;
+use jek_host_attest::driver::{find_run_dirs, Attestor, PodResult};
 use jek_verifier::UnixTime;
 
 use crate::error::CliError;
@@ -86,7 +83,7 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
             let (_, ear) = jek_service_client::client::fetch_result(url, &id, credentials.reach())?;
             ears.push((PathBuf::from(format!("{url}/v1/pods/{id}")), ear));
         }
-        return report_ears(&ears, args.json);
+        return super::result::report_ears(&ears, args.json);
     }
     let (bundle, policy) = (
         args.bundle.unwrap_or_default(),
@@ -94,39 +91,27 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
     );
     let policy = jek_config::policy::load(&policy)?;
     let appraisal = policy.appraisal()?;
-    let mut pods = BTreeMap::new();
-    let client = args.images.options()?;
-    for p in &args.pod {
-        let spec = jek_config::pod::load(p)?;
-        let opts = jek_image::Options::new(jek_config::base_dir(p), client.clone());
-        let meant = PodReference::new(&spec, opts.base_dir.clone(), |r| {
-            jek_image::current_manifest(r, &opts).map_err(|e| jek_errors::chain_line(&e))
-        })
-        .map_err(|e| CliError::Usage(format!("pod file {}: {e}", p.display())))?;
-        pods.insert(spec.name.clone(), meant);
-    }
     // The bundle's verdict is part of every pod's appraisal, not a reason to stop.
     let verified = match super::verify::verify_file(&policy.policy, &bundle, &args.sigstore) {
         Ok(b) => Ok(b),
         Err(CliError::Rejected { source, .. }) => Err(source),
         Err(e) => return Err(e),
     };
-    let attestor = Attestor {
-        verifier: Verifier {
+    let attestor = Attestor::new(
+        Verifier {
             bundle: verified.as_ref(),
             ca: &appraisal.ek_ca,
             policy_id: &appraisal.policy_id,
             now: UnixTime::now().0,
         },
-        pods,
-        images: policy.images.clone(),
-        registry: RegistrationStore::open(
-            &args
-                .registry
-                .clone()
-                .unwrap_or_else(jek_config::paths::default_registry),
-        )?,
-    };
+        &args.pod,
+        &args.images.options()?,
+        policy.images.clone(),
+        &args
+            .registry
+            .clone()
+            .unwrap_or_else(jek_config::paths::default_registry),
+    )?;
 
     let results: Vec<PodResult> = if let Some(dir) = &args.evidence {
         let nonce = args.nonce.map(|h| h.0).unwrap_or_default();
@@ -145,32 +130,5 @@ pub fn run(args: Args, quiet: bool) -> Result<(), CliError> {
         })?;
         attestor.attest_all(&dirs, args.export.as_deref())
     };
-    report(&results, args.json, quiet)
-}
-
-fn report(results: &[PodResult], json_out: bool, quiet: bool) -> Result<(), CliError> {
-    let report = Report::new(results);
-    if json_out {
-        super::print_json(&report)?;
-    } else if !quiet {
-        for line in report.text() {
-            outln!("{line}");
-        }
-    }
-    match report.summary {
-        s if s.errors > 0 => Err(CliError::AttestErrors { count: s.errors }),
-        s if s.contraindicated > 0 => Err(CliError::Contraindicated {
-            count: s.contraindicated,
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// Reports signed results already verified, as `jek attest` reports its own.
-pub fn report_ears(ears: &[(PathBuf, jek_attest::Ear)], json: bool) -> Result<(), CliError> {
-    let results: Vec<_> = ears
-        .iter()
-        .flat_map(|(f, e)| PodResult::of_ear(f, e))
-        .collect();
-    report(&results, json, false)
+    super::result::report(&results, args.json, quiet)
 }

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use jek_host_attest::driver::{PodResult, Report};
+
 use crate::error::CliError;
 
 /// `jek result` subcommands.
@@ -99,5 +101,34 @@ pub fn run(Args::Verify(a): Args) -> Result<(), CliError> {
         credentials.reach(),
         a.pod.as_deref(),
     )?;
-    super::attest::report_ears(&[(a.token.clone(), ear)], a.json)
+    report_ears(&[(a.token.clone(), ear)], a.json)
+}
+
+/// Prints pod results as `jek attest` does, and turns errors and contraindicated pods
+/// into the exit code.
+pub fn report(results: &[PodResult], json_out: bool, quiet: bool) -> Result<(), CliError> {
+    let report = Report::new(results);
+    if json_out {
+        super::print_json(&report)?;
+    } else if !quiet {
+        for line in report.text() {
+            outln!("{line}");
+        }
+    }
+    match report.summary {
+        s if s.errors > 0 => Err(CliError::AttestErrors { count: s.errors }),
+        s if s.contraindicated > 0 => Err(CliError::Contraindicated {
+            count: s.contraindicated,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Reports signed results already verified, as `jek attest` reports its own.
+pub fn report_ears(ears: &[(PathBuf, jek_attest::Ear)], json: bool) -> Result<(), CliError> {
+    let results: Vec<_> = ears
+        .iter()
+        .flat_map(|(f, e)| PodResult::of_ear(f, e))
+        .collect();
+    report(&results, json, false)
 }
