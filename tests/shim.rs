@@ -44,6 +44,11 @@ impl Containerd {
     /// Starts containerd with a runtime file (`runtime.yaml`: the default bundle under
     /// `policy`, pods kept for attestation) and imports the busybox image.
     fn start(policy: impl Fn(&Path) -> String) -> Containerd {
+        Containerd::start_with(policy, true)
+    }
+
+    /// [`Containerd::start`], with pods kept for attestation or not (`attest`).
+    fn start_with(policy: impl Fn(&Path) -> String, attest: bool) -> Containerd {
         let built = default_build();
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n);
@@ -54,8 +59,13 @@ impl Containerd {
         std::fs::write(
             p("runtime.yaml"),
             format!(
-                "bundle: {}\npolicy: policy.yaml\nrunRoot: run\nattestation:\n  tpmCa: ca\n  registry: registry\n",
-                built.bundle.display()
+                "bundle: {}\npolicy: policy.yaml\nrunRoot: run\n{}",
+                built.bundle.display(),
+                if attest {
+                    "attestation:\n  tpmCa: ca\n  registry: registry\n"
+                } else {
+                    ""
+                }
             ),
         )
         .unwrap();
@@ -342,6 +352,33 @@ fn two_containers_run_at_once_in_two_pods_and_kill_stops_each() {
     let b = b.wait_with_output().unwrap();
     assert_exit(&a, 128 + 15);
     assert_exit(&b, 128 + 9);
+    c.assert_nothing_left();
+}
+
+/// Issue 33: a pod whose TPM is not kept for attestation, killed with `ctr task kill`,
+/// stopped its VM but never reported its exit: containerd's clean-up removed the swtpm's
+/// socket directory, and the loader waited for ever to wake its TPM listeners by
+/// connecting to paths that were gone. So `ctr run` never returned, `ctr task ls` said
+/// RUNNING and `ctr task rm -f` hung. Now the exit reaches containerd.
+#[test]
+fn a_killed_pod_without_a_kept_tpm_reports_its_exit() {
+    let c = Containerd::start_with(policy_allowing_busybox, false);
+    let mut a = start_sleeper(&c, "n1");
+    assert_exit(&c.ctr(&["task", "kill", "n1"]), 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = a.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exit reached ctr run 60 s after the kill; ctr task ls: {}; {}",
+            String::from_utf8_lossy(&c.ctr(&["task", "ls"]).stdout),
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(128 + 15), "{}", c.log());
     c.assert_nothing_left();
 }
 

@@ -102,6 +102,11 @@ impl Shared {
 struct Side {
     sockets: Sockets,
     stop: Arc<AtomicBool>,
+    /// A second handle on each listener, to wake its accept() without the filesystem:
+    /// whoever stopped the pod (a signal's or containerd's clean-up) may have removed the
+    /// socket directory already, and a thread waiting for a connection to a path that is
+    /// gone would never end, nor would the boot that joins it.
+    wakers: Vec<UnixListener>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -116,8 +121,10 @@ impl Side {
         )?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
+        let mut wakers = Vec::new();
         for (path, data) in [(sockets.data(), true), (sockets.ctrl(), false)] {
             let listener = UnixListener::bind(&path)?;
+            wakers.push(listener.try_clone()?);
             let (shared, stop) = (shared.clone(), stop.clone());
             threads.push(
                 std::thread::Builder::new()
@@ -128,14 +135,17 @@ impl Side {
         Ok(Side {
             sockets,
             stop,
+            wakers,
             threads,
         })
     }
 
     fn finish(mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        for path in [self.sockets.data(), self.sockets.ctrl()] {
-            let _ = UnixStream::connect(path);
+        // Shutting a listening socket down for reading ends an accept() waiting on it
+        // (EINVAL), whether or not its path still exists.
+        for listener in self.wakers.drain(..) {
+            let _ = rustix::net::shutdown(&listener, rustix::net::Shutdown::Read);
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
