@@ -114,6 +114,9 @@ fn stop_kept(record: &serde_json::Value) {
 #[test]
 fn qemu_boot_log_tpm_and_predict_agree_byte_for_byte() {
     let env = Env::new();
+    // The pod file names the guest's host name (issue 33: it was always the pod's name).
+    let with_host = common::pod_yaml("a").replace("spec:\n", "spec:\n  hostname: web-0.shop\n");
+    env.ws.write("a.yaml", with_host.as_bytes());
     let bundle = &default_build().bundle;
     let record = boot_json(
         &env,
@@ -146,6 +149,10 @@ fn qemu_boot_log_tpm_and_predict_agree_byte_for_byte() {
     assert!(
         console.contains("tpm_tis"),
         "the guest sees a TPM: {console}"
+    );
+    assert!(
+        console.contains("host=web-0.shop"),
+        "the guest took the pod file's host name: {console}"
     );
     assert!(
         !console.contains("starting up the TPM manually"),
@@ -446,6 +453,7 @@ fn kvm_backend_boots_a_signed_test_kernel_bundle_to_a_clean_exit() {
     assert_eq!(report.cmdline, cmdline);
     let spec = jek_pod::spec::PodSpec {
         name: "a".into(),
+        hostname: None,
         containers: vec![jek_pod::spec::Container {
             name: "app".into(),
             command: vec!["/bin/jek-sample-app".into()],

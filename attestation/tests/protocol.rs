@@ -274,6 +274,7 @@ struct Reference {
 fn pod_segment(name: &str) -> Vec<u8> {
     jek_pod::segment(&jek_pod::PodSpec {
         name: name.into(),
+        hostname: None,
         containers: vec![jek_pod::Container {
             name: "app".into(),
             image: None,

@@ -252,6 +252,7 @@ fn require_static(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
 pub fn app_spec_json(recipe: &Recipe) -> Vec<u8> {
     let spec = jek_pod::spec::PodSpec {
         name: recipe.name.clone(),
+        hostname: None,
         containers: vec![jek_pod::spec::Container {
             name: recipe.app.name.clone(),
             image: None,

@@ -90,6 +90,14 @@ pub enum PodFileError {
         /// What is wrong with it.
         reason: jek_pod::spec::LabelError,
     },
+    /// A host name that is not DNS-1123 labels joined by dots.
+    #[error("spec.hostname = {value:?} is not DNS-1123 labels joined by dots (at most 64 bytes): {reason}")]
+    Hostname {
+        /// The host name found.
+        value: String,
+        /// What is wrong with it.
+        reason: jek_pod::spec::LabelError,
+    },
 }
 
 fn label(field: impl FnOnce() -> String, value: &str) -> Result<(), PodFileError> {
@@ -118,6 +126,8 @@ struct Metadata {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Spec {
+    #[serde(default)]
+    hostname: Option<String>,
     containers: Vec<ContainerDoc>,
 }
 
@@ -155,6 +165,12 @@ pub fn parse(yaml: &str) -> Result<PodSpec, PodFileError> {
         });
     }
     label(|| "metadata.name".into(), &doc.metadata.name)?;
+    if let Some(h) = &doc.spec.hostname {
+        jek_pod::spec::check_hostname(h).map_err(|reason| PodFileError::Hostname {
+            value: h.clone(),
+            reason,
+        })?;
+    }
     if doc.spec.containers.is_empty() {
         return Err(PodFileError::NoContainers);
     }
@@ -199,6 +215,7 @@ pub fn parse(yaml: &str) -> Result<PodSpec, PodFileError> {
     }
     Ok(PodSpec {
         name: doc.metadata.name,
+        hostname: doc.spec.hostname,
         containers,
     })
 }
@@ -219,6 +236,8 @@ struct MetadataOut<'a> {
 
 #[derive(Serialize)]
 struct SpecOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<&'a str>,
     // The pod spec's containers serialize with the pod file's field names.
     containers: &'a [Container],
 }
@@ -231,6 +250,7 @@ pub fn render(spec: &PodSpec) -> String {
         kind: "Pod",
         metadata: MetadataOut { name: &spec.name },
         spec: SpecOut {
+            hostname: spec.hostname.as_deref(),
             containers: &spec.containers,
         },
     };
@@ -257,6 +277,7 @@ mod tests {
     #[test]
     fn render_reads_back() {
         let mut p = parse(POD).unwrap();
+        p.hostname = Some("web-0.svc".into());
         p.containers.push(Container {
             name: "b".into(),
             image: Some("docker.io/library/busybox:t@sha256:".to_string() + &"a".repeat(64)),
@@ -277,6 +298,8 @@ mod tests {
 
     #[test]
     fn refuses_what_it_does_not_implement() {
+        let err = parse(&POD.replace("spec:\n", "spec:\n  hostname: Web\n")).unwrap_err();
+        assert!(err.to_string().contains("spec.hostname"), "{err}");
         let with_volume = POD.replace("spec:\n", "spec:\n  volumes: []\n");
         let err = format!(
             "{:#}",

@@ -48,6 +48,7 @@ fn image(dir: &Path) -> String {
 fn pod(reference: &str) -> PodSpec {
     PodSpec {
         name: "p".into(),
+        hostname: None,
         containers: vec![Container {
             name: "web".into(),
             image: Some(reference.into()),

@@ -119,7 +119,7 @@ fn run() -> Result<i32, Failure> {
     )?;
     loopback()?;
     let spec = read_spec()?;
-    nix::unistd::sethostname(&spec.name).map_err(|e| fail("sethostname", e))?;
+    nix::unistd::sethostname(spec.hostname()).map_err(|e| fail("sethostname", e))?;
     let kernel = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .map_err(|e| fail("uname", e))?;

@@ -61,6 +61,7 @@ mod tests {
     fn spec(name: &str) -> PodSpec {
         PodSpec {
             name: name.into(),
+            hostname: None,
             containers: vec![Container {
                 name: "app".into(),
                 image: None,

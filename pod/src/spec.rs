@@ -14,6 +14,11 @@ pub const APP_SPEC_PATH: &str = "/etc/jek/app.json";
 pub struct PodSpec {
     /// Pod name, printed in the ready line.
     pub name: String,
+    /// The guest's host name (default: the pod's name): Kubernetes' `spec.hostname`, or the
+    /// host name containerd's CRI gives the sandbox. Absent from the JSON when unset, so
+    /// a pod without one has the segment it always had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
     /// Containers, started together.
     pub containers: Vec<Container>,
 }
@@ -110,6 +115,26 @@ pub fn check_label(name: &str) -> Result<(), LabelError> {
     Ok(())
 }
 
+/// The longest host name Linux takes (`HOST_NAME_MAX`).
+pub const MAX_HOSTNAME_LEN: usize = 64;
+
+/// Checks a host name: at most [`MAX_HOSTNAME_LEN`] bytes of DNS-1123 labels joined by
+/// dots (a character's position counts from the start of the whole name).
+pub fn check_hostname(name: &str) -> Result<(), LabelError> {
+    if name.len() > MAX_HOSTNAME_LEN {
+        return Err(LabelError::TooLong);
+    }
+    let mut offset = 0;
+    for label in name.split('.') {
+        check_label(label).map_err(|e| match e {
+            LabelError::Character(at) => LabelError::Character(offset + at),
+            e => e,
+        })?;
+        offset += label.len() + 1;
+    }
+    Ok(())
+}
+
 /// Why a spec is unusable.
 #[derive(Debug)]
 pub enum SpecError {
@@ -121,6 +146,8 @@ pub enum SpecError {
     Name(String, LabelError),
     /// Two containers of this name.
     Duplicate(String),
+    /// A host name that is not DNS-1123 labels joined by dots, at most 64 bytes.
+    Hostname(String, LabelError),
 }
 
 impl std::fmt::Display for SpecError {
@@ -131,6 +158,10 @@ impl std::fmt::Display for SpecError {
             SpecError::Duplicate(name) => {
                 write!(f, "invalid pod spec: two containers are named {name:?}")
             }
+            SpecError::Hostname(name, e) => write!(
+                f,
+                "invalid pod spec: host name {name:?} is not DNS-1123 labels joined by dots, at most {MAX_HOSTNAME_LEN} bytes: {e}"
+            ),
             SpecError::Name(name, e) => {
                 write!(
                     f,
@@ -166,7 +197,15 @@ impl PodSpec {
         for name in std::iter::once(&spec.name).chain(spec.containers.iter().map(|c| &c.name)) {
             check_label(name).map_err(|e| SpecError::Name(name.clone(), e))?;
         }
+        if let Some(h) = &spec.hostname {
+            check_hostname(h).map_err(|e| SpecError::Hostname(h.clone(), e))?;
+        }
         Ok(spec)
+    }
+
+    /// The guest's host name: [`PodSpec::hostname`], else the pod's name.
+    pub fn hostname(&self) -> &str {
+        self.hostname.as_deref().unwrap_or(&self.name)
     }
 }
 
@@ -197,6 +236,31 @@ mod tests {
             br#"{"name":"p","containers":[{"name":"A","command":["/x"]}]}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn host_names_are_labels_joined_by_dots() {
+        for ok in ["web", "web-0.svc", &format!("{}.b", "a".repeat(62))] {
+            assert_eq!(check_hostname(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(check_hostname(&"a.".repeat(33)), Err(LabelError::TooLong));
+        assert_eq!(check_hostname("a..b"), Err(LabelError::Empty));
+        assert_eq!(check_hostname("web.Svc"), Err(LabelError::Character(4)));
+        assert_eq!(check_hostname("web.-x"), Err(LabelError::Edge));
+        let with = |h: &str| {
+            PodSpec::from_json(
+                format!(r#"{{"name":"p","hostname":"{h}","containers":[{{"name":"a","command":["/x"]}}]}}"#)
+                    .as_bytes(),
+            )
+        };
+        assert_eq!(with("web.svc").unwrap().hostname(), "web.svc");
+        assert!(matches!(with("a b"), Err(SpecError::Hostname(..))));
+        let none =
+            PodSpec::from_json(br#"{"name":"p","containers":[{"name":"a","command":["/x"]}]}"#)
+                .unwrap();
+        assert_eq!(none.hostname(), "p");
+        // Unset, it is not written: a pod without one keeps its segment's bytes.
+        assert!(!serde_json::to_string(&none).unwrap().contains("hostname"));
     }
 
     #[test]

@@ -309,6 +309,7 @@ impl Service {
         let bytes = container_segment(&image, &members)?;
         let pod = PodSpec {
             name: name.clone(),
+            hostname: spec.hostname,
             containers: vec![PodContainer {
                 name,
                 image: Some(reference),

@@ -53,6 +53,9 @@ pub enum SpecError {
     /// The Kubernetes annotations are partial or malformed.
     #[error("the OCI runtime spec's Kubernetes annotations: {0}")]
     Kubernetes(String),
+    /// The spec's host name is not one the guest can take.
+    #[error("the OCI runtime spec's hostname {0:?} is not DNS-1123 labels joined by dots (at most 64 bytes): {1}")]
+    Hostname(String, jek_pod::spec::LabelError),
 }
 
 /// The container's process and where its root is.
@@ -68,6 +71,8 @@ pub struct SpecProcess {
     /// The Kubernetes pod (namespace, name, uid) from the CRI plugin's annotations, when
     /// it made the container: what the pod is registered as with the verifier.
     pub kubernetes: Option<KubernetesPod>,
+    /// `hostname`: the guest's host name (the CRI plugin sets the sandbox's).
+    pub hostname: Option<String>,
 }
 
 /// The Kubernetes pod the annotations name: none of the three annotations, no pod; all
@@ -127,6 +132,14 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<SpecProcess, SpecError> {
             .and_then(|a| a.get("io.kubernetes.cri.image-name"))
             .cloned(),
         kubernetes: kubernetes_pod(spec.annotations().as_ref())?,
+        hostname: match spec.hostname().as_deref() {
+            None | Some("") => None,
+            Some(h) => {
+                jek_pod::spec::check_hostname(h)
+                    .map_err(|e| SpecError::Hostname(h.to_string(), e))?;
+                Some(h.to_string())
+            }
+        },
     })
 }
 
@@ -189,6 +202,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("kubernetes.namespace"), "{e}");
+    }
+
+    #[test]
+    fn the_host_name_is_the_specs_when_it_is_a_host_name() {
+        assert_eq!(
+            parse(Path::new("c"), SPEC.as_bytes()).unwrap().hostname,
+            None
+        );
+        let with = |h: &str| SPEC.replace(r#""root":"#, &format!(r#""hostname":"{h}","root":"#));
+        let p = parse(Path::new("c"), with("web-0").as_bytes()).unwrap();
+        assert_eq!(p.hostname.as_deref(), Some("web-0"));
+        let e = parse(Path::new("c"), with("web 0;x").as_bytes()).unwrap_err();
+        assert!(
+            matches!(&e, SpecError::Hostname(h, _) if h == "web 0;x"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("hostname"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `jek-sample-app`: the default recipe's application. Prints what it was given, checks
-//! that 127.0.0.1 answers, and exits with the status named by `--exit-code N` (default 0),
+//! `jek-sample-app`: the default recipe's application. Prints what it was given and its
+//! host name, checks that 127.0.0.1 answers, and exits with the status named by `--exit-code N` (default 0),
 //! so tests can see that arguments, environment and the exit status travel end to end.
 //! `--sleep-ms N` keeps it running N milliseconds after it printed its line.
 #![forbid(unsafe_code)]
@@ -29,10 +29,12 @@ fn main() {
             Ok(b == *b"ping")
         })
         .unwrap_or(false);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     println!(
-        "jek-sample-app: {greeting} from pid {} args={args:?} loopback={}",
+        "jek-sample-app: {greeting} from pid {} args={args:?} loopback={} host={}",
         std::process::id(),
-        if loopback { "ok" } else { "FAILED" }
+        if loopback { "ok" } else { "FAILED" },
+        host.trim()
     );
     // A pod that keeps running, for tests that stop it from the host.
     std::thread::sleep(std::time::Duration::from_millis(sleep_ms));
