@@ -44,11 +44,16 @@ impl Containerd {
     /// Starts containerd with a runtime file (`runtime.yaml`: the default bundle under
     /// `policy`, pods kept for attestation) and imports the busybox image.
     fn start(policy: impl Fn(&Path) -> String) -> Containerd {
-        Containerd::start_with(policy, true)
+        Containerd::start_with(policy, true, &[])
     }
 
-    /// [`Containerd::start`], with pods kept for attestation or not (`attest`).
-    fn start_with(policy: impl Fn(&Path) -> String, attest: bool) -> Containerd {
+    /// [`Containerd::start`], with pods kept for attestation or not (`attest`), and `env`
+    /// in the shims' environment.
+    fn start_with(
+        policy: impl Fn(&Path) -> String,
+        attest: bool,
+        env: &[(&str, &str)],
+    ) -> Containerd {
         let built = default_build();
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n);
@@ -92,6 +97,7 @@ impl Containerd {
             .arg(p("config.toml"))
             .env("PATH", path)
             .env("JEK_RUNTIME_CONFIG", p("runtime.yaml"))
+            .envs(env.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -362,7 +368,7 @@ fn two_containers_run_at_once_in_two_pods_and_kill_stops_each() {
 /// RUNNING and `ctr task rm -f` hung. Now the exit reaches containerd.
 #[test]
 fn a_killed_pod_without_a_kept_tpm_reports_its_exit() {
-    let c = Containerd::start_with(policy_allowing_busybox, false);
+    let c = Containerd::start_with(policy_allowing_busybox, false, &[]);
     let mut a = start_sleeper(&c, "n1");
     assert_exit(&c.ctr(&["task", "kill", "n1"]), 0);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -379,6 +385,40 @@ fn a_killed_pod_without_a_kept_tpm_reports_its_exit() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(status.code(), Some(128 + 15), "{}", c.log());
+    c.assert_nothing_left();
+}
+
+/// Issue 33: a pod whose boot failed was reported started, and its failure came later as
+/// an exit status (255). A VM that fails must fail the call that started it: Start now
+/// answers once the guest's init is up, or with the boot's reason.
+#[test]
+fn a_pod_whose_boot_fails_fails_its_start_with_the_reason() {
+    let c = Containerd::start_with(
+        policy_allowing_busybox,
+        false,
+        &[("JEK_SWTPM", "/nonexistent/swtpm")],
+    );
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        "f1",
+        "sh",
+        "-c",
+        "echo up",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "ctr's own failure, not the task's exit: {stderr}"
+    );
+    assert!(
+        stderr.contains("cannot start the pod's TPM"),
+        "the boot's reason: {stderr}"
+    );
     c.assert_nothing_left();
 }
 
@@ -635,7 +675,13 @@ fn a_pod_registers_itself_with_the_verifier_and_leaves_it_when_deleted() {
         "{stderr}\n{}",
         c.log()
     );
-    assert_exit(&out, 255);
+    // The registration runs beside the guest's boot: refused before the init is up, the
+    // Start fails with the reason (ctr exits 1); after, the running pod is stopped (255).
+    assert!(
+        matches!(out.status.code(), Some(1 | 255)),
+        "{:?}: {stderr}",
+        out.status
+    );
     c.assert_nothing_left();
 
     // A token file other users can read: refused before anything starts.

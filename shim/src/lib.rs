@@ -483,7 +483,7 @@ impl containerd_shim::Task for Service {
         let c = self.container(&req.id)?;
         let me = self.clone();
         let id = req.id.clone();
-        if !c.start(move |code| {
+        let Some(up) = c.start(move |code| {
             let mut e = TaskExit::new();
             e.container_id.clone_from(&id);
             e.id.clone_from(&id);
@@ -491,11 +491,30 @@ impl containerd_shim::Task for Service {
             e.exit_status = code;
             e.exited_at = MessageField::some(timestamp(std::time::SystemTime::now()));
             me.publish("/tasks/exit", Box::new(e));
-        }) {
+        }) else {
             return Err(ttrpc_error(
                 containerd_shim::protos::ttrpc::Code::FAILED_PRECONDITION,
                 format!("container {} was started before", req.id),
             ));
+        };
+        // Started means up: a pod whose boot failed fails its Start, with the reason.
+        match up.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => {
+                return Err(ttrpc_error(
+                    containerd_shim::protos::ttrpc::Code::UNKNOWN,
+                    format!("container {}: {reason}", req.id),
+                ))
+            }
+            Err(_) => {
+                return Err(ttrpc_error(
+                    containerd_shim::protos::ttrpc::Code::INTERNAL,
+                    format!(
+                        "container {}: the pod's boot thread ended without a word",
+                        req.id
+                    ),
+                ))
+            }
         }
         let mut e = TaskStart::new();
         e.container_id.clone_from(&req.id);

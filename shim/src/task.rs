@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime};
 
 use jek_config::paths::env_program;
@@ -13,9 +13,14 @@ use jek_loader::kvm::KvmOptions;
 use jek_loader::lifecycle::Cleanup;
 use jek_loader::qemu::QemuOptions;
 use jek_loader::{Backend, BootSink, Machine, TpmSource, VmSpec};
+use jek_pod::console::ConsoleLine;
 use jek_pod::image::ContainerSegment;
 use jek_pod::spec::PodSpec;
 use jek_verifier::{Bundle, Verified};
+
+/// Where a starting pod says it is up (`Ok`) or why it ended first; taken by whichever
+/// comes first.
+type Ready = Arc<Mutex<Option<mpsc::Sender<Result<(), String>>>>>;
 
 /// What the shim keeps in containerd's bundle directory ([`RECORD_FILE`]) so that
 /// `containerd-shim-jek-v2 delete`, run by containerd after a shim died, finds what the
@@ -261,20 +266,34 @@ impl Container {
         self.changed.notify_all();
     }
 
-    /// Boots the pod on a thread of its own; `exited` is called once with the exit status
-    /// when the pod is gone. Returns false if the container was started before.
-    pub fn start(self: &Arc<Self>, exited: impl FnOnce(u32) + Send + 'static) -> bool {
-        let Some(prepared) = lock(&self.prepared).take() else {
-            return false;
-        };
+    /// Boots the pod on a thread of its own. The receiver answers once: `Ok` when the
+    /// guest's init reported ready (the pod is up), or why the pod ended before that (a
+    /// boot that failed fails the Start that asked for it). Once the pod was up, `exited`
+    /// is called with the exit status when it is gone. `None` if the container was started
+    /// before.
+    pub fn start(
+        self: &Arc<Self>,
+        exited: impl FnOnce(u32) + Send + 'static,
+    ) -> Option<mpsc::Receiver<Result<(), String>>> {
+        let prepared = lock(&self.prepared).take()?;
         lock(&self.status).0 = Status::Running;
+        let (tx, rx) = mpsc::channel();
+        let ready: Ready = Arc::new(Mutex::new(Some(tx)));
         let me = Arc::clone(self);
         std::thread::spawn(move || {
-            let code = me.run(prepared);
+            let (code, failure) = me.run(prepared, &ready);
             me.stop(code);
-            exited(code);
+            match lock(&ready).take() {
+                Some(tx) => {
+                    let reason = failure.unwrap_or_else(|| {
+                        format!("the pod ended (status {code}) before its init reported ready")
+                    });
+                    let _ = tx.send(Err(reason));
+                }
+                None => exited(code),
+            }
         });
-        true
+        Some(rx)
     }
 
     /// Stops the pod's VM (any signal: a VM has no process to signal gently) or, before
@@ -321,18 +340,22 @@ impl Container {
         let _ = std::fs::remove_file(self.bundle_dir.join(RECORD_FILE));
     }
 
-    fn run(&self, p: Prepared) -> u32 {
-        let stdout = open_fifo(&self.stdout);
+    /// Boots and runs the pod; its exit status, and why it failed when it did.
+    fn run(&self, p: Prepared, ready: &Ready) -> (u32, Option<String>) {
+        let stdout = open_fifo(&self.stdout).map(Mutex::new);
         let mut stderr = open_fifo(&self.stderr);
         let name = p.pod.name.clone();
-        let sink = stdout.map(|f| {
-            let out = Mutex::new(f);
-            ConsoleSink::new(move |line| {
-                if let Some(text) = container_line(line, &name) {
-                    let _ = lock(&out).write_all(text.as_bytes());
+        let up = Arc::clone(ready);
+        let sink = Some(ConsoleSink::new(move |line| {
+            if let Some(Ok(ConsoleLine::Ready(_))) = ConsoleLine::parse(line) {
+                if let Some(tx) = lock(&up).take() {
+                    let _ = tx.send(Ok(()));
                 }
-            })
-        });
+            }
+            if let (Some(out), Some(text)) = (&stdout, container_line(line, &name)) {
+                let _ = lock(out).write_all(text.as_bytes());
+            }
+        }));
         let (spec, tpm) = pod_vm(&p, &self.run_dir);
         let sink = BootSink {
             quiet: true,
@@ -349,21 +372,23 @@ impl Container {
             if let Some(f) = stderr.as_mut() {
                 let _ = f.write_all(text.as_bytes());
             }
-            return 255;
+            return (255, Some(reason));
         }
         match result {
-            Ok(report) => u32::try_from(report.status).unwrap_or(255),
+            Ok(report) => (u32::try_from(report.status).unwrap_or(255), None),
             Err(_) if killed.is_some() => {
                 // The VM was killed: report it as a shell reports a killed process.
-                128u32.saturating_add(u32::try_from(killed.unwrap_or(9)).unwrap_or(9))
+                let code = 128u32.saturating_add(u32::try_from(killed.unwrap_or(9)).unwrap_or(9));
+                (code, None)
             }
             Err(e) => {
-                let text = format!("jek: {}\n", jek_errors::chain_line(&e));
+                let reason = jek_errors::chain_line(&e);
+                let text = format!("jek: {reason}\n");
                 tracing::error!("{}", text.trim_end());
                 if let Some(f) = stderr.as_mut() {
                     let _ = f.write_all(text.as_bytes());
                 }
-                255
+                (255, Some(reason))
             }
         }
     }
