@@ -359,7 +359,7 @@ impl PolicyFile {
     /// constructor `jek attest` and the attestation verifier both call.
     pub fn appraisal(&self) -> Result<AppraisalPolicy, ConfigError> {
         let att = self.attestation()?;
-        let text = crate::read_text("attestation.ek_ca", &att.ek_ca, crate::MAX_CONFIG_SIZE)?;
+        let text = crate::read_text("attestation.ek_ca", &att.ek_ca, MAX_REFERENCED_SIZE)?;
         let ek_ca = jek_attest::ekcert::Cert::from_pem_chain(&text, "attestation.ek_ca").map_err(
             |source| ConfigError::EkCa {
                 path: att.ek_ca.clone(),

@@ -73,6 +73,8 @@ pub enum LabelError {
     Empty,
     /// Longer than [`MAX_LABEL_LEN`] bytes.
     TooLong,
+    /// A host name longer than [`MAX_HOSTNAME_LEN`] bytes.
+    HostnameTooLong,
     /// A character other than `a-z`, `0-9` and `-`, at this byte position.
     Character(usize),
     /// Starts or ends with `-`.
@@ -84,6 +86,9 @@ impl std::fmt::Display for LabelError {
         match self {
             LabelError::Empty => f.write_str("it is empty"),
             LabelError::TooLong => write!(f, "it is longer than {MAX_LABEL_LEN} characters"),
+            LabelError::HostnameTooLong => {
+                write!(f, "it is longer than {MAX_HOSTNAME_LEN} bytes")
+            }
             LabelError::Character(at) => write!(
                 f,
                 "the character at position {at} is not a lowercase letter, digit or '-'"
@@ -122,7 +127,7 @@ pub const MAX_HOSTNAME_LEN: usize = 64;
 /// dots (a character's position counts from the start of the whole name).
 pub fn check_hostname(name: &str) -> Result<(), LabelError> {
     if name.len() > MAX_HOSTNAME_LEN {
-        return Err(LabelError::TooLong);
+        return Err(LabelError::HostnameTooLong);
     }
     let mut offset = 0;
     for label in name.split('.') {
@@ -243,7 +248,10 @@ mod tests {
         for ok in ["web", "web-0.svc", &format!("{}.b", "a".repeat(62))] {
             assert_eq!(check_hostname(ok), Ok(()), "{ok}");
         }
-        assert_eq!(check_hostname(&"a.".repeat(33)), Err(LabelError::TooLong));
+        assert_eq!(
+            check_hostname(&"a.".repeat(33)),
+            Err(LabelError::HostnameTooLong)
+        );
         assert_eq!(check_hostname("a..b"), Err(LabelError::Empty));
         assert_eq!(check_hostname("web.Svc"), Err(LabelError::Character(4)));
         assert_eq!(check_hostname("web.-x"), Err(LabelError::Edge));

@@ -483,7 +483,11 @@ impl containerd_shim::Task for Service {
         let c = self.container(&req.id)?;
         let me = self.clone();
         let id = req.id.clone();
+        // A short container may end as soon as it is up: its exit is published after its
+        // start, never before (the sender is dropped once /tasks/start is out).
+        let (start_published, after_start) = std::sync::mpsc::channel::<()>();
         let Some(up) = c.start(move |code| {
+            let _ = after_start.recv();
             let mut e = TaskExit::new();
             e.container_id.clone_from(&id);
             e.id.clone_from(&id);
@@ -520,6 +524,7 @@ impl containerd_shim::Task for Service {
         e.container_id.clone_from(&req.id);
         e.pid = std::process::id();
         self.publish("/tasks/start", Box::new(e));
+        drop(start_published);
         Ok(api::StartResponse {
             pid: std::process::id(),
             ..Default::default()

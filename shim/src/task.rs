@@ -375,7 +375,22 @@ impl Container {
             return (255, Some(reason));
         }
         match result {
-            Ok(report) => (u32::try_from(report.status).unwrap_or(255), None),
+            Ok(report) => {
+                // An init that failed before it was up still powers off with a status:
+                // its error is why Start fails, and the FIFO is the only place that keeps
+                // it (Delete removes console.log with the run directory).
+                let failure = report
+                    .console
+                    .error
+                    .as_ref()
+                    .map(|e| format!("the pod's init failed at {}: {}", e.stage, e.error));
+                if let (Some(reason), None) = (&failure, &report.console.ready) {
+                    if let Some(f) = stderr.as_mut() {
+                        let _ = f.write_all(format!("jek: {reason}\n").as_bytes());
+                    }
+                }
+                (u32::try_from(report.status).unwrap_or(255), failure)
+            }
             Err(_) if killed.is_some() => {
                 // The VM was killed: report it as a shell reports a killed process.
                 let code = 128u32.saturating_add(u32::try_from(killed.unwrap_or(9)).unwrap_or(9));
