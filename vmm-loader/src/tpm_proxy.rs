@@ -46,8 +46,42 @@ const TPM_FAIL: u32 = 9;
 #[derive(Debug)]
 pub struct CtrlProxy {
     socket: PathBuf,
+    waker: Waker,
     thread: Option<JoinHandle<std::io::Result<()>>>,
     side: Option<Side>,
+}
+
+/// Ends a thread's wait in `accept()` on a listener without the filesystem: whoever stopped
+/// the pod (a signal's or containerd's clean-up) may have removed the socket's directory
+/// already, and a wake-up connection to a path that is gone would leave the thread, and
+/// the boot that joins it, waiting for ever.
+#[derive(Debug)]
+struct Waker {
+    /// A second handle on the listener.
+    listener: UnixListener,
+    /// Set before the wake-up, so that the woken accept() reads as an end, not a failure.
+    woken: Arc<AtomicBool>,
+}
+
+impl Waker {
+    fn new(listener: &UnixListener) -> std::io::Result<Self> {
+        Ok(Waker {
+            listener: listener.try_clone()?,
+            woken: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Whether [`Waker::wake`] ended the wait.
+    fn woken(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.woken)
+    }
+
+    /// Shutting a listening socket down for reading ends an accept() waiting on it
+    /// (EINVAL), whether or not its path still exists.
+    fn wake(&self) {
+        self.woken.store(true, Ordering::SeqCst);
+        let _ = rustix::net::shutdown(&self.listener, rustix::net::Shutdown::Read);
+    }
 }
 
 /// The side sockets of a TPM served by a running proxy: `side/` in the swtpm's socket
@@ -101,12 +135,7 @@ impl Shared {
 #[derive(Debug)]
 struct Side {
     sockets: Sockets,
-    stop: Arc<AtomicBool>,
-    /// A second handle on each listener, to wake its accept() without the filesystem:
-    /// whoever stopped the pod (a signal's or containerd's clean-up) may have removed the
-    /// socket directory already, and a thread waiting for a connection to a path that is
-    /// gone would never end, nor would the boot that joins it.
-    wakers: Vec<UnixListener>,
+    wakers: Vec<Waker>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -119,13 +148,13 @@ impl Side {
             &sockets.dir,
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         )?;
-        let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let mut wakers = Vec::new();
         for (path, data) in [(sockets.data(), true), (sockets.ctrl(), false)] {
             let listener = UnixListener::bind(&path)?;
-            wakers.push(listener.try_clone()?);
-            let (shared, stop) = (shared.clone(), stop.clone());
+            let waker = Waker::new(&listener)?;
+            let (shared, stop) = (shared.clone(), waker.woken());
+            wakers.push(waker);
             threads.push(
                 std::thread::Builder::new()
                     .name("tpm-side".into())
@@ -134,18 +163,14 @@ impl Side {
         }
         Ok(Side {
             sockets,
-            stop,
             wakers,
             threads,
         })
     }
 
     fn finish(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Shutting a listening socket down for reading ends an accept() waiting on it
-        // (EINVAL), whether or not its path still exists.
-        for listener in self.wakers.drain(..) {
-            let _ = rustix::net::shutdown(&listener, rustix::net::Shutdown::Read);
+        for waker in self.wakers.drain(..) {
+            waker.wake();
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -225,13 +250,16 @@ impl CtrlProxy {
     pub fn start(socket: &Path, sockets: &Sockets) -> std::io::Result<Self> {
         let _ = std::fs::remove_file(socket);
         let listener = UnixListener::bind(socket)?;
+        let waker = Waker::new(&listener)?;
         let shared = Arc::new(Shared::connect(sockets)?);
         let side = Side::start(&shared, sockets)?;
+        let woken = waker.woken();
         let thread = std::thread::Builder::new()
             .name("tpm-ctrl-proxy".into())
-            .spawn(move || serve(&listener, &shared))?;
+            .spawn(move || serve(&listener, &shared, &woken))?;
         Ok(CtrlProxy {
             socket: socket.to_path_buf(),
+            waker,
             thread: Some(thread),
             side: Some(side),
         })
@@ -244,10 +272,9 @@ impl CtrlProxy {
 
     /// Waits for the proxy to finish (after QEMU exited) and removes the socket.
     pub fn finish(mut self) -> std::io::Result<()> {
-        // A VMM that failed before connecting leaves the thread in accept(): wake it with an
-        // empty connection, which it reads as "closed".
+        // A VMM that failed before connecting leaves the thread in accept().
         if self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
-            let _ = UnixStream::connect(&self.socket);
+            self.waker.wake();
         }
         let result = match self.thread.take().map(JoinHandle::join) {
             Some(Ok(r)) => r,
@@ -270,8 +297,13 @@ impl Drop for CtrlProxy {
     }
 }
 
-fn serve(listener: &UnixListener, shared: &Arc<Shared>) -> std::io::Result<()> {
-    let (mut qemu, _) = listener.accept()?;
+fn serve(listener: &UnixListener, shared: &Arc<Shared>, woken: &AtomicBool) -> std::io::Result<()> {
+    let (mut qemu, _) = match listener.accept() {
+        Ok(c) => c,
+        // No VMM ever connected: nothing to serve.
+        Err(_) if woken.load(Ordering::SeqCst) => return Ok(()),
+        Err(e) => return Err(e),
+    };
     let mut pumps = Vec::new();
     let mut buf = vec![0u8; 8192];
     loop {
