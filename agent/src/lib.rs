@@ -25,7 +25,7 @@ use jek_attest::AkBlobs;
 use jek_host_attest::registrations::HostRegistration;
 use jek_host_attest::registrations::RegistrationStore;
 use jek_loader::run_dir::RunDir;
-use jek_service_server::http::{ApiError, MAX_BODY};
+use jek_service_server::http::ApiError;
 use jek_tpm::identity::IdentityError;
 use jek_tpm::swtpm::Sockets;
 use jek_tpm::Tpm;
@@ -96,32 +96,27 @@ pub fn router(config: AgentConfig, clients: jek_service_server::auth::Clients) -
         config,
         sessions: Mutex::new(HashMap::new()),
     });
-    Router::new()
-        .route(
-            "/v1/health",
-            get(|| async {
-                Json(jek_service_client::wire::AgentHealth {
-                    status: jek_service_client::wire::HealthStatus::Ok,
-                })
-            }),
-        )
-        .route("/v1/pods", get(list))
-        .route("/v1/pods/{id}/identity", get(identity))
-        .route("/v1/pods/{id}/activate", post(activate))
-        .route("/v1/pods/{id}/quote", post(quote))
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::new(jek_service_server::http::Gate {
-                clients,
-                access: jek_service_server::auth::agent_access,
-                realm: "jek-agent",
-            }),
-            jek_service_server::http::gate,
-        ))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn(
-            jek_service_server::http::json_rejections,
-        ))
-        .with_state(state)
+    let gate = jek_service_server::http::Gate {
+        clients,
+        access: jek_service_server::auth::agent_access,
+        realm: "jek-agent",
+    };
+    gate.guard(
+        Router::new()
+            .route(
+                "/v1/health",
+                get(|| async {
+                    Json(jek_service_client::wire::AgentHealth {
+                        status: jek_service_client::wire::HealthStatus::Ok,
+                    })
+                }),
+            )
+            .route("/v1/pods", get(list))
+            .route("/v1/pods/{id}/identity", get(identity))
+            .route("/v1/pods/{id}/activate", post(activate))
+            .route("/v1/pods/{id}/quote", post(quote)),
+    )
+    .with_state(state)
 }
 
 fn store(state: &AgentState) -> Result<RegistrationStore, ApiError> {

@@ -15,35 +15,30 @@ use jek_service_client::wire::{
     SignedResult,
 };
 use jek_service_server::auth::{verifier_access, Clients, Principal};
-use jek_service_server::http::{ApiError, MAX_BODY};
+use jek_service_server::http::ApiError;
 
 /// The verifier's routes over `svc`, each open to the clients `clients` accepts with the
 /// role the table in [`jek_service_server::auth::verifier_access`] gives it.
 pub fn router(svc: Arc<Service>, clients: Clients) -> Router {
-    Router::new()
-        .route("/", get(|| async { Html(crate::page::PAGE) }))
-        .route("/v1/health", get(health))
-        .route("/v1/pods", get(list).post(register))
-        .route("/v1/pods/{id}", get(one).delete(remove))
-        .route("/v1/pods/{id}/result", get(result))
-        .route("/v1/jwks", get(jwks))
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/v1/bundles", get(bundles))
-        .route("/v1/policy/reload", post(reload))
-        .route("/v1/audit", get(audit))
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::new(jek_service_server::http::Gate {
-                clients,
-                access: verifier_access,
-                realm: "jek-verifier",
-            }),
-            jek_service_server::http::gate,
-        ))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn(
-            jek_service_server::http::json_rejections,
-        ))
-        .with_state(svc)
+    let gate = jek_service_server::http::Gate {
+        clients,
+        access: verifier_access,
+        realm: "jek-verifier",
+    };
+    gate.guard(
+        Router::new()
+            .route("/", get(|| async { Html(crate::page::PAGE) }))
+            .route("/v1/health", get(health))
+            .route("/v1/pods", get(list).post(register))
+            .route("/v1/pods/{id}", get(one).delete(remove))
+            .route("/v1/pods/{id}/result", get(result))
+            .route("/v1/jwks", get(jwks))
+            .route("/.well-known/jwks.json", get(jwks))
+            .route("/v1/bundles", get(bundles))
+            .route("/v1/policy/reload", post(reload))
+            .route("/v1/audit", get(audit)),
+    )
+    .with_state(svc)
 }
 
 fn store_error(e: &crate::store::StoreError) -> ApiError {

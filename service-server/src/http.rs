@@ -496,9 +496,23 @@ pub struct Gate {
     pub realm: &'static str,
 }
 
+impl Gate {
+    /// `router`'s routes behind this gate, as both servers serve them: the gate on every
+    /// route, the body-size limit ([`MAX_BODY`]) and JSON answers for axum's rejections.
+    pub fn guard<S: Clone + Send + Sync + 'static>(
+        self,
+        router: axum::Router<S>,
+    ) -> axum::Router<S> {
+        router
+            .route_layer(axum::middleware::from_fn_with_state(Arc::new(self), gate))
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+            .layer(axum::middleware::from_fn(json_rejections))
+    }
+}
+
 /// Lets a request through to its route when its client may use it (the client is then in
 /// the request's extensions, for the audit), else answers 401 or 403. Install with
-/// `route_layer(from_fn_with_state(Arc<Gate>, gate))`.
+/// [`Gate::guard`].
 pub async fn gate(
     axum::extract::State(gate): axum::extract::State<Arc<Gate>>,
     matched: axum::extract::MatchedPath,
