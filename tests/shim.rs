@@ -617,7 +617,8 @@ fn a_pod_registers_itself_with_the_verifier_and_leaves_it_when_deleted() {
             .and_then(|p| p.first().cloned())
             .filter(|p| p["status"] == "affirming")
     });
-    assert_eq!(pod["pod"], "reg1", "{pod}");
+    // Named in the guest (and at the verifier) as the Kubernetes pod, not by containerd's id.
+    assert_eq!(pod["pod"], "web-0", "{pod}");
     assert_eq!(
         pod["kubernetes"],
         serde_json::json!({"namespace": "shop", "name": "web-0", "uid": uid}),
@@ -625,7 +626,7 @@ fn a_pod_registers_itself_with_the_verifier_and_leaves_it_when_deleted() {
     );
     let id = pod["id"].as_str().unwrap().to_string();
     let result = as_reader(&format!("/v1/pods/{id}/result"));
-    let sub = &result["ear"]["submods"]["reg1"];
+    let sub = &result["ear"]["submods"]["web-0"];
     assert_eq!(sub["jek.kubernetes"]["uid"], uid, "{result}");
     assert_eq!(sub["jek.registration"], id.as_str(), "{result}");
     // What the verifier's audit log says the shim's token did to this pod.

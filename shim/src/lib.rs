@@ -224,6 +224,27 @@ fn verify_bundle(
     }
 }
 
+/// The pod's and the container's names in the guest: the Kubernetes pod's and the pod
+/// spec's container's (CRI annotations) where they are DNS labels; else containerd's id
+/// where that is one ([`pod_name`]); the container is named as the pod when it has no
+/// name of its own.
+pub fn names(
+    id: &str,
+    kubernetes: Option<&jek_service_client::wire::KubernetesPod>,
+    cri: Option<&process::CriContainer>,
+) -> (String, String) {
+    let label = |n: &str| jek_pod::spec::check_label(n).is_ok();
+    let pod = kubernetes
+        .map(|k| k.name.as_str())
+        .filter(|n| label(n))
+        .map_or_else(|| pod_name(id), str::to_string);
+    let container = match cri.map(|c| &c.kind) {
+        Some(process::CriKind::Container { name }) if label(name) => name.clone(),
+        _ => pod.clone(),
+    };
+    (pod, container)
+}
+
 /// A pod and container name from containerd's id: a DNS label (lower case letters,
 /// digits, `-`, at most 63), else `container`.
 pub fn pod_name(id: &str) -> String {
@@ -298,7 +319,7 @@ impl Service {
                 source,
             },
         })?;
-        let name = pod_name(&req.id);
+        let (pod_name, name) = names(&req.id, kubernetes.as_ref(), spec.cri.as_ref());
         let image = ContainerImage {
             container: name.clone(),
             reference: reference.clone(),
@@ -308,7 +329,7 @@ impl Service {
         };
         let bytes = container_segment(&image, &members)?;
         let pod = PodSpec {
-            name: name.clone(),
+            name: pod_name,
             hostname: spec.hostname,
             containers: vec![PodContainer {
                 name,
@@ -653,6 +674,38 @@ mod tests {
     fn names_and_tags() {
         assert_eq!(pod_name("t1"), "t1");
         assert_eq!(pod_name("T_1"), "container");
+        let id = "a".repeat(64);
+        assert_eq!(
+            names(&id, None, None),
+            ("container".into(), "container".into())
+        );
+        let pod = jek_service_client::wire::KubernetesPod {
+            namespace: "shop".into(),
+            name: "web-0".into(),
+            uid: "u".into(),
+        };
+        let app = process::CriContainer {
+            sandbox_id: "s".into(),
+            kind: process::CriKind::Container { name: "app".into() },
+        };
+        assert_eq!(
+            names(&id, Some(&pod), Some(&app)),
+            ("web-0".into(), "app".into())
+        );
+        let sandbox = process::CriContainer {
+            sandbox_id: "s".into(),
+            kind: process::CriKind::Sandbox,
+        };
+        assert_eq!(
+            names("t1", Some(&pod), Some(&sandbox)),
+            ("web-0".into(), "web-0".into())
+        );
+        // A pod name with dots (a DNS subdomain) is no label: the id stands in.
+        let dotted = jek_service_client::wire::KubernetesPod {
+            name: "web.0".into(),
+            ..pod
+        };
+        assert_eq!(names("t1", Some(&dotted), None), ("t1".into(), "t1".into()));
         let m = format!("sha256:{}", "a".repeat(64));
         assert_eq!(
             pinned_reference("docker.io/library/busybox:jek-test", &m),

@@ -20,6 +20,14 @@ pub const SANDBOX_NAME: &str = "io.kubernetes.cri.sandbox-name";
 /// The pod's uid.
 pub const SANDBOX_UID: &str = "io.kubernetes.cri.sandbox-uid";
 
+/// What the CRI plugin made the spec for: `sandbox` (the pod's pause container) or
+/// `container`.
+pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// The id of the sandbox a container belongs to (the sandbox's own id on the sandbox).
+pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+/// The container's name in the pod spec (containers only).
+pub const CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
+
 /// The largest `config.json` the shim reads.
 pub const MAX_SPEC_SIZE: u64 = 4 << 20;
 
@@ -73,6 +81,60 @@ pub struct SpecProcess {
     pub kubernetes: Option<KubernetesPod>,
     /// `hostname`: the guest's host name (the CRI plugin sets the sandbox's).
     pub hostname: Option<String>,
+    /// What the CRI plugin made this spec for, when it made it.
+    pub cri: Option<CriContainer>,
+}
+
+/// The CRI plugin's view of a container: the pod sandbox it belongs to and its role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CriContainer {
+    /// The sandbox's id (containerd's id of the pause container).
+    pub sandbox_id: String,
+    /// The sandbox itself, or one of its containers.
+    pub kind: CriKind,
+}
+
+/// A CRI container's role in its pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CriKind {
+    /// The pod sandbox (the pause container).
+    Sandbox,
+    /// A container of the pod, by its name in the pod spec.
+    Container {
+        /// `io.kubernetes.cri.container-name`.
+        name: String,
+    },
+}
+
+/// The CRI container the annotations describe: none when the CRI plugin did not make the
+/// spec (no container type); a type without a sandbox id (or a container without a
+/// name, or an unknown type) is refused.
+fn cri_container(
+    annotations: Option<&std::collections::HashMap<String, String>>,
+) -> Result<Option<CriContainer>, SpecError> {
+    let get = |k: &str| annotations.and_then(|a| a.get(k)).cloned();
+    let Some(kind) = get(CONTAINER_TYPE) else {
+        return Ok(None);
+    };
+    let sandbox_id = get(SANDBOX_ID)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| SpecError::Kubernetes(format!("{CONTAINER_TYPE} without {SANDBOX_ID}")))?;
+    let kind = match kind.as_str() {
+        "sandbox" => CriKind::Sandbox,
+        "container" => CriKind::Container {
+            name: get(CONTAINER_NAME)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    SpecError::Kubernetes(format!("a container without {CONTAINER_NAME}"))
+                })?,
+        },
+        other => {
+            return Err(SpecError::Kubernetes(format!(
+                "{CONTAINER_TYPE} {other:?} is neither sandbox nor container"
+            )))
+        }
+    };
+    Ok(Some(CriContainer { sandbox_id, kind }))
 }
 
 /// The Kubernetes pod the annotations name: none of the three annotations, no pod; all
@@ -132,6 +194,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<SpecProcess, SpecError> {
             .and_then(|a| a.get("io.kubernetes.cri.image-name"))
             .cloned(),
         kubernetes: kubernetes_pod(spec.annotations().as_ref())?,
+        cri: cri_container(spec.annotations().as_ref())?,
         hostname: match spec.hostname().as_deref() {
             None | Some("") => None,
             Some(h) => {
@@ -170,6 +233,43 @@ mod tests {
         assert_eq!(p.root, "rootfs");
         assert_eq!(p.cri_image.as_deref(), Some("docker.io/library/busybox:1"));
         assert_eq!(p.kubernetes, None);
+        assert_eq!(p.cri, None);
+    }
+
+    #[test]
+    fn the_cri_role_comes_from_the_container_type() {
+        let with = |extra: &str| {
+            SPEC.replace(r#""annotations":{"#, &format!(r#""annotations":{{{extra}"#))
+        };
+        let sandbox = with(&format!(
+            r#""{CONTAINER_TYPE}":"sandbox","{SANDBOX_ID}":"s1","#
+        ));
+        assert_eq!(
+            parse(Path::new("c"), sandbox.as_bytes()).unwrap().cri,
+            Some(CriContainer {
+                sandbox_id: "s1".into(),
+                kind: CriKind::Sandbox
+            })
+        );
+        let app = with(&format!(
+            r#""{CONTAINER_TYPE}":"container","{SANDBOX_ID}":"s1","{CONTAINER_NAME}":"app","#
+        ));
+        assert_eq!(
+            parse(Path::new("c"), app.as_bytes()).unwrap().cri,
+            Some(CriContainer {
+                sandbox_id: "s1".into(),
+                kind: CriKind::Container { name: "app".into() }
+            })
+        );
+        for bad in [
+            format!(r#""{CONTAINER_TYPE}":"sandbox","#),
+            format!(r#""{CONTAINER_TYPE}":"container","{SANDBOX_ID}":"s1","#),
+            format!(r#""{CONTAINER_TYPE}":"vm","{SANDBOX_ID}":"s1","#),
+        ] {
+            let e = parse(Path::new("c"), with(&bad).as_bytes()).unwrap_err();
+            assert!(matches!(e, SpecError::Kubernetes(_)), "{bad}: {e}");
+            assert!(e.to_string().contains("io.kubernetes.cri."), "{e}");
+        }
     }
 
     #[test]

@@ -235,13 +235,15 @@ pub fn run(vm: &VmStart<'_>, opts: &QemuOptions) -> Result<ConsoleOutcome, QemuE
     let proxy = match tpm {
         Some(sockets) => {
             // QEMU connects after it became the pod's user: the socket lives in a
-            // directory only that user (and root) can enter, and belongs to it.
+            // directory only that user (and root) can enter, and belongs to it. Without a
+            // pod user, beside the swtpm's own sockets (a short mkdtemp directory, mode
+            // 0700): never under the run directory, whose path may exceed SUN_LEN.
             let socket = match &user {
                 Some(u) => u
                     .private_dir()
                     .map_err(QemuError::User)?
                     .join("tpm-ctrl.sock"),
-                None => run.tpm_ctrl_socket(),
+                None => crate::tpm_proxy::vmm_socket(sockets),
             };
             let proxy = CtrlProxy::start(&socket, sockets).map_err(|source| QemuError::Proxy {
                 socket: socket.clone(),

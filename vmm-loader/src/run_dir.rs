@@ -98,9 +98,4 @@ impl RunDir {
     pub fn ek_chain(&self) -> PathBuf {
         self.tpm_state().join("ek-chain.pem")
     }
-
-    /// The Unix socket QEMU's TPM emulator backend connects to (the control proxy).
-    pub fn tpm_ctrl_socket(&self) -> PathBuf {
-        self.root.join("tpm-ctrl.sock")
-    }
 }

@@ -84,6 +84,13 @@ impl Waker {
     }
 }
 
+/// Where the proxy listens for a VMM that runs as the invoking user: beside the swtpm's
+/// sockets, in its private directory, so the path's length does not depend on the run
+/// directory's (a Unix socket path has at most 107 bytes).
+pub fn vmm_socket(swtpm: &Sockets) -> PathBuf {
+    swtpm.dir.join("vmm-ctrl.sock")
+}
+
 /// The side sockets of a TPM served by a running proxy: `side/` in the swtpm's socket
 /// directory, laid out as the swtpm's own.
 pub fn side_sockets(swtpm: &Sockets) -> Sockets {
@@ -291,6 +298,7 @@ impl CtrlProxy {
 
 impl Drop for CtrlProxy {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
         if let Some(side) = self.side.take() {
             side.finish();
         }
@@ -369,4 +377,21 @@ fn serve(listener: &UnixListener, shared: &Arc<Shared>, woken: &AtomicBool) -> s
         let _ = p.join();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vmm_socket_does_not_grow_with_the_run_directory() {
+        // What Sockets::create makes: /tmp/jek-tpm-XXXXXX (TMPDIR may be longer, but is
+        // the host's, not the pod's).
+        let swtpm = Sockets {
+            dir: std::env::temp_dir().join("jek-tpm-abcdef"),
+        };
+        let socket = vmm_socket(&swtpm);
+        assert!(socket.starts_with(&swtpm.dir));
+        assert!(socket.as_os_str().len() < 108, "{}", socket.display());
+    }
 }
