@@ -10,7 +10,8 @@
 //!   which the init starts its process;
 //! - [`cpio`]: the strict `newc` codec both of them are made of;
 //! - [`console`]: the init's status lines on the serial console (`JEK-READY`, `JEK-EXIT`,
-//!   `JEK-ERROR`, `JEK-POWEROFF`), written by the init and read by the loader.
+//!   `JEK-ERROR`, `JEK-POWEROFF`), written by the init and read by the loader;
+//! - [`agent`]: the framed, bounded messages of a pod sandbox's agent channel.
 //!
 //! ```
 //! use jek_pod::console::{ConsoleLine, PowerOff};
@@ -21,6 +22,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod console;
 pub mod cpio;
 pub mod image;
