@@ -452,6 +452,7 @@ fn kvm_backend_boots_a_signed_test_kernel_bundle_to_a_clean_exit() {
     assert!(report.done, "{console}");
     assert_eq!(report.cmdline, cmdline);
     let spec = jek_pod::spec::PodSpec {
+        agent: false,
         name: "a".into(),
         hostname: None,
         containers: vec![jek_pod::spec::Container {
@@ -696,4 +697,200 @@ fn sigterm_stops_the_pod_and_its_tpm_and_a_kept_tpm_is_listed_and_stopped() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}
+
+/// A pod sandbox of the default bundle, `containers` started at boot, with its agent
+/// channel handed to `converse` on a thread of its own once the VM runs.
+fn boot_sandbox<T: Send + 'static>(
+    env: &Env,
+    run: &str,
+    backend: jek_loader::Backend,
+    containers: Vec<jek_pod::spec::Container>,
+    converse: impl FnOnce(std::os::unix::net::UnixStream) -> T + Send + Sync + 'static,
+) -> (
+    Result<jek_loader::BootReport, jek_loader::BootError>,
+    Option<T>,
+) {
+    let policy = jek_config::policy::load(&env.ws.path("policy.yaml")).unwrap();
+    let bundle = jek_config::signatures::verify_file(
+        &policy.policy,
+        &default_build().bundle,
+        None,
+        jek_verifier::UnixTime::now(),
+    )
+    .unwrap();
+    let spec = jek_loader::VmSpec {
+        kernel: None,
+        pod: Some(jek_pod::spec::PodSpec {
+            agent: true,
+            name: "sandbox".into(),
+            hostname: None,
+            containers,
+        }),
+        containers: Vec::new(),
+        machine: jek_loader::Machine {
+            memory_mib: 256,
+            vcpus: 1,
+        },
+        backend,
+        run_dir: env.ws.path(run),
+        users: jek_loader::pod_user::PodUsers::default(),
+    };
+    let tpm = jek_host_attest::identity::pod_tpm(
+        PathBuf::from(jek_tpm::swtpm::DEFAULT_PROGRAM),
+        Path::new("swtpm_setup"),
+        None,
+    );
+    let converse = std::sync::Mutex::new(Some(converse));
+    let talk: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<T>>>> =
+        std::sync::Arc::default();
+    let handle = std::sync::Arc::clone(&talk);
+    let sink = jek_loader::BootSink {
+        quiet: true,
+        on_running: Some(jek_loader::RunningHook::new(move |running| {
+            let stream = running
+                .agent
+                .take()
+                .expect("a sandbox's VM has an agent channel");
+            if let Some(f) = converse.lock().unwrap().take() {
+                *handle.lock().unwrap() = Some(std::thread::spawn(move || f(stream)));
+            }
+        })),
+        ..jek_loader::BootSink::new(std::time::Instant::now())
+    };
+    let report = jek_loader::boot(&bundle, &spec, &tpm, &sink);
+    let answer = talk.lock().unwrap().take().map(|t| t.join().unwrap());
+    (report, answer)
+}
+
+/// Issue 33 item 2: a pod sandbox (annotation `jek.dev/agent`) keeps its init up after
+/// boot and serves the agent channel on a virtio-serial port: the host's Hello is answered
+/// with the protocol version and the pod's name; a signal reaches a container's process,
+/// whose exit comes back as an event (and a signal for a container that does not run is
+/// refused, with the reason); the pod outlives its containers and powers off with status
+/// 0 only when the host says Shutdown. The same pod on jek's KVM VMM, which has no virtio
+/// devices, is refused before anything starts.
+#[test]
+fn a_pod_sandbox_serves_the_agent_channel_until_the_host_shuts_it_down() {
+    use jek_pod::agent::{
+        read_frame, write_frame, ContainerRef, Frame, Hello, Shutdown, Signal, ToGuest, ToHost,
+    };
+    let env = Env::new();
+    let sleeper = jek_pod::spec::Container {
+        name: "app".into(),
+        command: vec!["/bin/jek-sample-app".into()],
+        args: vec!["--sleep-ms".into(), "600000".into()],
+        env: Vec::new(),
+        image: None,
+        working_dir: None,
+    };
+    let (report, answers) = boot_sandbox(
+        &env,
+        "sandbox",
+        jek_loader::Backend::Qemu(jek_loader::qemu::QemuOptions::default()),
+        vec![sleeper.clone()],
+        |stream| {
+            let mut reader = stream.try_clone().unwrap();
+            let mut writer = stream;
+            let mut ask = |id: u32, message: ToGuest| {
+                write_frame(&mut writer, &Frame { id, message }).unwrap();
+            };
+            let mut next = || read_frame::<ToHost>(&mut reader).unwrap().unwrap();
+            let mut seen = Vec::new();
+            ask(1, ToGuest::Hello(Hello { version: 1 }));
+            seen.push(next());
+            ask(
+                2,
+                ToGuest::Signal(Signal {
+                    name: "nope".into(),
+                    signal: 15,
+                }),
+            );
+            seen.push(next());
+            // The sample app has no handler: TERM ends it (143), and its exit is an event.
+            ask(
+                3,
+                ToGuest::Signal(Signal {
+                    name: "app".into(),
+                    signal: 15,
+                }),
+            );
+            seen.push(next());
+            seen.push(next());
+            ask(
+                4,
+                ToGuest::Start(ContainerRef {
+                    name: "app2".into(),
+                }),
+            );
+            seen.push(next());
+            ask(5, ToGuest::Shutdown(Shutdown { grace_seconds: 1 }));
+            seen.push(next());
+            seen
+        },
+    );
+    let report = report.unwrap();
+    let seen = answers.expect("the running hook was called");
+    assert!(
+        matches!(&seen[0], Frame { id: 1, message: ToHost::HelloReply(h) } if h.version == 1 && h.pod == "sandbox" && h.kernel.starts_with("6.1")),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(&seen[1], Frame { id: 2, message: ToHost::Failed(f) } if f.reason.contains("no running container nope")),
+        "{seen:?}"
+    );
+    // Done and the exit event, in either order.
+    let mut third: Vec<&Frame<ToHost>> = seen[2..4].iter().collect();
+    third.sort_by_key(|f| f.id);
+    assert!(
+        matches!(third[0], Frame { id: 0, message: ToHost::Exited(e) } if e.name == "app" && e.status == 143),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(
+            third[1],
+            Frame {
+                id: 3,
+                message: ToHost::Done(_)
+            }
+        ),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(&seen[4], Frame { id: 4, message: ToHost::Failed(f) } if f.reason.contains("app2")),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(
+            &seen[5],
+            Frame {
+                id: 5,
+                message: ToHost::Done(_)
+            }
+        ),
+        "{seen:?}"
+    );
+    assert_eq!(report.status, 0, "{:?}", report.console);
+    let console = std::fs::read_to_string(env.ws.path("sandbox/console.log")).unwrap();
+    assert!(
+        console.contains("JEK-EXIT {\"container\":\"app\",\"status\":143}"),
+        "{console}"
+    );
+
+    // jek's KVM VMM has no virtio devices: refused before any TPM or run directory.
+    let (refused, talked) = boot_sandbox(
+        &env,
+        "on-kvm",
+        jek_loader::Backend::Kvm(jek_loader::kvm::KvmOptions { emulated: true }),
+        vec![sleeper],
+        |_| (),
+    );
+    let e = refused.unwrap_err();
+    assert!(
+        matches!(&e, jek_loader::BootError::SandboxNeedsQemu(pod) if pod == "sandbox"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("--vmm qemu"), "{e}");
+    assert!(talked.is_none());
+    assert!(!env.ws.path("on-kvm").exists());
 }

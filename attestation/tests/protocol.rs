@@ -273,6 +273,7 @@ struct Reference {
 
 fn pod_segment(name: &str) -> Vec<u8> {
     jek_pod::segment(&jek_pod::PodSpec {
+        agent: false,
         name: name.into(),
         hostname: None,
         containers: vec![jek_pod::Container {

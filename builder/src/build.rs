@@ -251,6 +251,7 @@ fn require_static(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
 /// The pod spec the init reads when the loader supplies none (`/etc/jek/app.json`).
 pub fn app_spec_json(recipe: &Recipe) -> Vec<u8> {
     let spec = jek_pod::spec::PodSpec {
+        agent: false,
         name: recipe.name.clone(),
         hostname: None,
         containers: vec![jek_pod::spec::Container {

@@ -76,9 +76,19 @@ pub enum PodFileError {
         /// Name.
         name: String,
     },
-    /// No containers.
-    #[error("spec.containers is empty")]
+    /// No containers (in a pod that is no sandbox).
+    #[error("spec.containers is empty (only a pod sandbox, annotation {AGENT_ANNOTATION}: \"true\", starts without containers)")]
     NoContainers,
+    /// An annotation jek does not know, or a value it does not take.
+    #[error("metadata.annotations[{key:?}] = {value:?}: {reason}")]
+    Annotation {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// A name that is not a DNS-1123 label (as in Kubernetes): it would become a
     /// directory name and part of option strings.
     #[error("{field} = {value:?} is not a DNS-1123 label (1-63 of a-z, 0-9 and '-', starting and ending with a letter or digit): {reason}")]
@@ -121,7 +131,12 @@ struct PodDoc {
 #[serde(deny_unknown_fields)]
 struct Metadata {
     name: String,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
 }
+
+/// The annotation that makes a pod a sandbox ([`PodSpec::agent`]): `"true"` or `"false"`.
+pub const AGENT_ANNOTATION: &str = "jek.dev/agent";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -171,7 +186,23 @@ pub fn parse(yaml: &str) -> Result<PodSpec, PodFileError> {
             reason,
         })?;
     }
-    if doc.spec.containers.is_empty() {
+    let mut agent = false;
+    for (key, value) in &doc.metadata.annotations {
+        let refuse = |reason| PodFileError::Annotation {
+            key: key.clone(),
+            value: value.clone(),
+            reason,
+        };
+        if key != AGENT_ANNOTATION {
+            return Err(refuse("jek knows only the annotation jek.dev/agent"));
+        }
+        agent = match value.as_str() {
+            "true" => true,
+            "false" => false,
+            _ => return Err(refuse("\"true\" or \"false\"")),
+        };
+    }
+    if doc.spec.containers.is_empty() && !agent {
         return Err(PodFileError::NoContainers);
     }
     let mut containers = Vec::new();
@@ -214,6 +245,7 @@ pub fn parse(yaml: &str) -> Result<PodSpec, PodFileError> {
         });
     }
     Ok(PodSpec {
+        agent,
         name: doc.metadata.name,
         hostname: doc.spec.hostname,
         containers,
@@ -232,6 +264,8 @@ struct PodOut<'a> {
 #[derive(Serialize)]
 struct MetadataOut<'a> {
     name: &'a str,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    annotations: std::collections::BTreeMap<&'static str, &'static str>,
 }
 
 #[derive(Serialize)]
@@ -248,7 +282,14 @@ pub fn render(spec: &PodSpec) -> String {
     let doc = PodOut {
         api_version: "v1",
         kind: "Pod",
-        metadata: MetadataOut { name: &spec.name },
+        metadata: MetadataOut {
+            name: &spec.name,
+            annotations: if spec.agent {
+                [(AGENT_ANNOTATION, "true")].into()
+            } else {
+                std::collections::BTreeMap::new()
+            },
+        },
         spec: SpecOut {
             hostname: spec.hostname.as_deref(),
             containers: &spec.containers,
@@ -287,6 +328,32 @@ mod tests {
             working_dir: Some("/srv".into()),
         });
         assert_eq!(parse(&render(&p)).unwrap(), p);
+        let sandbox = PodSpec {
+            agent: true,
+            containers: Vec::new(),
+            ..p
+        };
+        assert_eq!(parse(&render(&sandbox)).unwrap(), sandbox);
+    }
+
+    #[test]
+    fn a_sandbox_is_an_annotation_and_may_start_empty() {
+        let sandbox = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {jek.dev/agent: \"true\"}\nspec:\n  containers: []\n";
+        let p = parse(sandbox).unwrap();
+        assert!(p.agent && p.containers.is_empty());
+        let e = parse(&sandbox.replace("\"true\"", "\"false\"")).unwrap_err();
+        assert!(matches!(e, PodFileError::NoContainers), "{e}");
+        let e = parse(&sandbox.replace("\"true\"", "yes")).unwrap_err();
+        assert!(e.to_string().contains("jek.dev/agent"), "{e}");
+        let e = parse(&sandbox.replace("jek.dev/agent", "example.com/x")).unwrap_err();
+        assert!(
+            matches!(&e, PodFileError::Annotation { key, .. } if key == "example.com/x"),
+            "{e}"
+        );
+        // A pod that is no sandbox keeps the segment it always had.
+        assert!(!jek_pod::segment::spec_json(&parse(POD).unwrap())
+            .windows(5)
+            .any(|w| w == b"agent"));
     }
 
     #[test]

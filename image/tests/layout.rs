@@ -47,6 +47,7 @@ fn image(dir: &Path) -> String {
 
 fn pod(reference: &str) -> PodSpec {
     PodSpec {
+        agent: false,
         name: "p".into(),
         hostname: None,
         containers: vec![Container {

@@ -6,12 +6,14 @@
 //! containers at once (an image's in its own root, see [`container`]) with each output
 //! line prefixed by the container's name, reaps every zombie, prints each exit status and
 //! powers the VM off. It never hangs silently: every failure is printed and followed by
-//! power-off.
+//! power-off. A pod sandbox's init (`agent` in the pod spec) stays up instead and serves
+//! the host's agent channel ([`agent`]) until the host shuts the pod down.
 //!
 //! What it reads (the pod spec) and what it prints (the console protocol) are defined in
 //! `jek-pod`, which the host side uses too.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod container;
 mod netlink;
 
@@ -125,7 +127,7 @@ fn run() -> Result<i32, Failure> {
         .map_err(|e| fail("uname", e))?;
     line(ConsoleLine::Ready(Ready {
         pod: spec.name.clone(),
-        kernel,
+        kernel: kernel.clone(),
         loopback: "ok".into(),
         containers: spec.containers.len(),
     }));
@@ -141,6 +143,10 @@ fn run() -> Result<i32, Failure> {
                 overall = if overall == 0 { 127 } else { overall };
             }
         }
+    }
+    if spec.agent {
+        // A pod sandbox: up until the host shuts it down, whatever its containers do.
+        return agent::serve(&spec.name, &kernel, running);
     }
     // Reap every child (orphans re-parented to PID 1 included) until the containers are done.
     while !running.is_empty() {

@@ -60,6 +60,7 @@ mod tests {
 
     fn spec(name: &str) -> PodSpec {
         PodSpec {
+            agent: false,
             name: name.into(),
             hostname: None,
             containers: vec![Container {

@@ -19,7 +19,13 @@ pub struct PodSpec {
     /// a pod without one has the segment it always had.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// Containers, started together.
+    /// A pod sandbox: the init stays up after boot and serves the host's agent channel
+    /// ([`crate::agent`]), through which containers join the running pod. Absent from the
+    /// JSON when false, so a pod without it has the segment it always had.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agent: bool,
+    /// Containers, started together at boot (a sandbox may have none: its containers
+    /// arrive over the agent channel).
     pub containers: Vec<Container>,
 }
 

@@ -329,6 +329,7 @@ impl Service {
         };
         let bytes = container_segment(&image, &members)?;
         let pod = PodSpec {
+            agent: false,
             name: pod_name,
             hostname: spec.hostname,
             containers: vec![PodContainer {

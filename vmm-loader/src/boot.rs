@@ -6,7 +6,7 @@ use jek_tpm::{Swtpm, Tpm};
 use jek_verifier::{Bundle, Verified};
 
 use crate::run_dir::RunDir;
-use crate::sink::{BootSink, Running};
+use crate::sink::{AgentChannel, BootSink, Running};
 use crate::start::VmStart;
 use crate::tpm::{MeasuredPod, SpawnTpm, TpmSource};
 use crate::vm::{Backend, VmSpec};
@@ -34,6 +34,9 @@ pub fn boot(
     let verify = t0.saturating_duration_since(sink.started);
     if let Backend::Kvm(kvm) = &spec.backend {
         crate::kvm::check(kvm)?;
+        if let Some(pod) = spec.pod.as_ref().filter(|p| p.agent) {
+            return Err(BootError::SandboxNeedsQemu(pod.name.clone()));
+        }
     }
     let kernel_role = spec.kernel.unwrap_or_else(|| default_kernel(bundle));
     let payload = Payload::new(bundle, kernel_role, spec.pod.as_ref(), &spec.containers)?;
@@ -133,14 +136,14 @@ pub fn boot(
     let t3 = Instant::now();
     let vmm = spec.backend.vmm();
     tracing::info!(vmm = vmm.name(), "starting the VM");
-    let running = Running {
-        pod: pod_name,
-        registration: registration.clone(),
-        run_dir: spec.run_dir.clone(),
-    };
-    let started = || {
+    let started = |agent: Option<std::os::unix::net::UnixStream>| {
         if let Some(hook) = &sink.on_running {
-            hook.call(&running);
+            hook.call(&Running {
+                pod: pod_name.clone(),
+                registration: registration.clone(),
+                run_dir: spec.run_dir.clone(),
+                agent: AgentChannel::new(agent),
+            });
         }
     };
     let start = VmStart {
@@ -149,6 +152,7 @@ pub fn boot(
         machine: spec.machine,
         users: &spec.users,
         tpm: swtpm.as_ref().map(Swtpm::sockets),
+        agent: spec.pod.as_ref().is_some_and(|p| p.agent),
         sink,
         started: &started,
     };

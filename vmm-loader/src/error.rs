@@ -53,6 +53,9 @@ pub enum BootError {
     /// `--vmm kvm` on a host without VT-x/AMD-V.
     #[error("this host has no hardware virtualization (no vmx or svm flag in /proc/cpuinfo): KVM here runs the guest emulated and Linux does not reach userspace; use --vmm qemu, or --emulated-kvm for test kernels")]
     NoHardwareVirtualization,
+    /// A pod sandbox (`jek.dev/agent`) on jek's KVM VMM, which has no virtio devices yet.
+    #[error("pod {0} is a sandbox (annotation jek.dev/agent): its agent channel is a virtio-serial port, and jek's KVM VMM has no virtio devices yet; use --vmm qemu")]
+    SandboxNeedsQemu(String),
     /// The guest ended without the init reporting a status.
     #[error("the pod ended without reporting an exit status{}", describe_end(.0))]
     NoStatus(Box<ConsoleOutcome>),
@@ -67,6 +70,7 @@ impl BootError {
         match self {
             BootError::Payload(_) | BootError::RunDir { .. } => Class::Invalid,
             BootError::NoHardwareVirtualization => Class::Environment,
+            BootError::SandboxNeedsQemu(_) => Class::Invalid,
             BootError::Write(e) => e.class(),
             BootError::User(e) => e.class(),
             BootError::Attestable(e) => e.class(),

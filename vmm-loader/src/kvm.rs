@@ -67,7 +67,7 @@ pub(crate) fn run(vm: &VmStart<'_>) -> Result<(ConsoleOutcome, VmRun), BootError
     })?;
     let (quiet, sink) = (vm.sink.quiet, vm.sink.console.clone());
     let reader_thread = std::thread::spawn(move || pump(reader, log, quiet, sink));
-    (vm.started)();
+    (vm.started)(None);
     let result = jek_kvm::run(&config, writer);
     let outcome = reader_thread
         .join()

@@ -42,7 +42,7 @@ pub mod vm;
 pub use boot::{boot, BootError, BootReport};
 pub use jek_measure::payload::{self, Payload, PayloadError};
 pub use record::{RecordError, RunRecord};
-pub use sink::{BootSink, Running, RunningHook};
+pub use sink::{AgentChannel, BootSink, Running, RunningHook};
 pub use start::Machine;
 pub use tpm::{SpawnTpm, TpmSource};
 pub use vm::{Backend, VmSpec, Vmm};

@@ -88,6 +88,15 @@ pub enum QemuError {
         #[source]
         source: std::io::Error,
     },
+    /// The agent channel of a pod sandbox could not be set up, or QEMU never connected.
+    #[error("the pod's agent channel on {socket}")]
+    Agent {
+        /// Its socket.
+        socket: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// QEMU failed (not the guest: QEMU itself).
     #[error("QEMU exited with {status}: {stderr}")]
     Failed {
@@ -174,6 +183,8 @@ pub struct Launch<'a> {
     pub vcpus: u8,
     /// The TPM control socket QEMU connects to.
     pub tpm_socket: Option<&'a Path>,
+    /// The agent channel's socket QEMU connects to (a pod sandbox).
+    pub agent_socket: Option<&'a Path>,
     /// The pod's own uid, when jek runs as root.
     pub user: Option<u32>,
     /// The pod's run directory: QEMU's `-name`, so `ps` tells which pod a QEMU is.
@@ -210,8 +221,114 @@ pub fn command(opts: &QemuOptions, l: &Launch<'_>) -> Command {
             .args(["-tpmdev", "emulator,id=tpm0,chardev=jektpm"])
             .args(["-device", "tpm-tis,tpmdev=tpm0"]);
     }
+    if let Some(sock) = l.agent_socket {
+        cmd.args(["-device", "virtio-serial-pci,id=jekserial"])
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=jekagent,path={}",
+                option_value(&sock.display().to_string())
+            ))
+            .arg("-device")
+            .arg(format!(
+                "virtserialport,bus=jekserial.0,chardev=jekagent,name={}",
+                jek_pod::agent::PORT_NAME
+            ));
+    }
     cmd
 }
+
+/// Where the host listens for QEMU's end of a pod sandbox's agent channel: a directory
+/// only the pod's VMM user (and root) can enter, like the TPM's control socket.
+struct AgentListener {
+    listener: std::os::unix::net::UnixListener,
+    socket: PathBuf,
+    // Without a pod user: a private directory of the invoking user's, removed with this.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl AgentListener {
+    fn bind(private: Option<&Path>, uid: Option<u32>) -> Result<Self, QemuError> {
+        let dir = match private {
+            Some(_) => None,
+            None => Some(
+                tempfile::Builder::new()
+                    .prefix("jek-agent-")
+                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                    .tempdir()
+                    .map_err(|source| QemuError::Agent {
+                        socket: std::env::temp_dir(),
+                        source,
+                    })?,
+            ),
+        };
+        let socket = private
+            .or(dir.as_ref().map(tempfile::TempDir::path))
+            .unwrap_or(Path::new("."))
+            .join("agent.sock");
+        let err = |source| QemuError::Agent {
+            socket: socket.clone(),
+            source,
+        };
+        let listener = std::os::unix::net::UnixListener::bind(&socket).map_err(err)?;
+        if let Some(uid) = uid {
+            std::os::unix::fs::chown(&socket, Some(uid), Some(uid)).map_err(err)?;
+        }
+        listener.set_nonblocking(true).map_err(err)?;
+        Ok(AgentListener {
+            listener,
+            socket,
+            _dir: dir,
+        })
+    }
+
+    /// QEMU's connection: it connects while it starts, before the guest runs. Gives up
+    /// when QEMU has exited, or after [`AGENT_CONNECT_TIMEOUT`].
+    fn accept(
+        &self,
+        qemu: &mut std::process::Child,
+    ) -> Result<std::os::unix::net::UnixStream, QemuError> {
+        let err = |source| QemuError::Agent {
+            socket: self.socket.clone(),
+            source,
+        };
+        let deadline = std::time::Instant::now() + AGENT_CONNECT_TIMEOUT;
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    stream.set_nonblocking(false).map_err(err)?;
+                    let _ = std::fs::remove_file(&self.socket);
+                    return Ok(stream);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(err(e)),
+            }
+            if let Ok(Some(status)) = qemu.try_wait() {
+                return Err(err(std::io::Error::other(format!(
+                    "QEMU exited ({status}) before it connected"
+                ))));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "QEMU did not connect within {} s",
+                        AGENT_CONNECT_TIMEOUT.as_secs()
+                    ),
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for AgentListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// How long QEMU may take to connect to the agent channel's socket.
+pub const AGENT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Boots `vm.payload` under QEMU and returns what the console showed. `vm.tpm` is the
 /// pod's swtpm (measured already), attached as the guest's TPM through the proxy;
@@ -232,17 +349,19 @@ pub fn run(vm: &VmStart<'_>, opts: &QemuOptions) -> Result<ConsoleOutcome, QemuE
     // released when this function returns, after QEMU is gone.
     let user = vm.users.lease(run.root()).map_err(QemuError::User)?;
     let uid = user.as_ref().map(crate::pod_user::PodUser::uid);
+    // QEMU connects to its sockets after it became the pod's user: they live in a
+    // directory only that user (and root) can enter, and belong to it.
+    let private = match &user {
+        Some(u) => Some(u.private_dir().map_err(QemuError::User)?),
+        None => None,
+    };
     let proxy = match tpm {
         Some(sockets) => {
-            // QEMU connects after it became the pod's user: the socket lives in a
-            // directory only that user (and root) can enter, and belongs to it. Without a
-            // pod user, beside the swtpm's own sockets (a short mkdtemp directory, mode
-            // 0700): never under the run directory, whose path may exceed SUN_LEN.
-            let socket = match &user {
-                Some(u) => u
-                    .private_dir()
-                    .map_err(QemuError::User)?
-                    .join("tpm-ctrl.sock"),
+            // Without a pod user, beside the swtpm's own sockets (a short mkdtemp
+            // directory, mode 0700): never under the run directory, whose path may exceed
+            // SUN_LEN.
+            let socket = match &private {
+                Some(dir) => dir.join("tpm-ctrl.sock"),
                 None => crate::tpm_proxy::vmm_socket(sockets),
             };
             let proxy = CtrlProxy::start(&socket, sockets).map_err(|source| QemuError::Proxy {
@@ -256,6 +375,11 @@ pub fn run(vm: &VmStart<'_>, opts: &QemuOptions) -> Result<ConsoleOutcome, QemuE
             Some(proxy)
         }
         None => None,
+    };
+    let agent = if vm.agent {
+        Some(AgentListener::bind(private.as_deref(), uid)?)
+    } else {
+        None
     };
     let stderr_path = run.root().join("qemu.log");
     let console_err = |path: &Path| {
@@ -273,6 +397,7 @@ pub fn run(vm: &VmStart<'_>, opts: &QemuOptions) -> Result<ConsoleOutcome, QemuE
             memory_mib: vm.machine.memory_mib,
             vcpus: vm.machine.vcpus,
             tpm_socket: proxy.as_ref().map(CtrlProxy::socket),
+            agent_socket: agent.as_ref().map(|a| a.socket.as_path()),
             user: uid,
             run_dir: &run_dir,
         },
@@ -288,7 +413,18 @@ pub fn run(vm: &VmStart<'_>, opts: &QemuOptions) -> Result<ConsoleOutcome, QemuE
     tracing::info!(pid = child.id(), uid, "QEMU started");
     let token = cleanup.track(child.id(), None);
     drop((kernel, initrd));
-    (vm.started)();
+    let channel = match agent.as_ref().map(|a| a.accept(&mut child)) {
+        Some(Ok(stream)) => Some(stream),
+        Some(Err(e)) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            cleanup.forget(token);
+            return Err(e);
+        }
+        None => None,
+    };
+    drop(agent);
+    (vm.started)(channel);
     let console_path = run.console();
     let log = std::fs::File::create(&console_path).map_err(console_err(&console_path))?;
     let outcome = match child.stdout.take() {
@@ -331,6 +467,7 @@ mod tests {
                     memory_mib: 256,
                     vcpus: 1,
                     tpm_socket: None,
+                    agent_socket: None,
                     user,
                     run_dir: Path::new("/run/jek/shim/a,b"),
                 },
@@ -368,5 +505,32 @@ mod tests {
         let mine = args(None);
         assert_eq!(mine[..3], ["--no-new-privs", "--pdeathsig=KILL", "--"]);
         assert_eq!(mine[3], "qemu-system-x86_64");
+        assert!(!mine.iter().any(|a| a.contains("virtserialport")));
+    }
+
+    #[test]
+    fn a_sandbox_gets_the_agent_port_on_its_socket() {
+        let args: Vec<String> = command(
+            &QemuOptions::default(),
+            &Launch {
+                kernel: "k",
+                initrd: "i",
+                cmdline: "c",
+                memory_mib: 256,
+                vcpus: 1,
+                tpm_socket: None,
+                agent_socket: Some(Path::new("/run/jek/pod-uids/7.d/agent,x.sock")),
+                user: None,
+                run_dir: Path::new("/r"),
+            },
+        )
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+        let joined = args.join(" ");
+        assert!(
+            joined.contains("-device virtio-serial-pci,id=jekserial -chardev socket,id=jekagent,path=/run/jek/pod-uids/7.d/agent,,x.sock -device virtserialport,bus=jekserial.0,chardev=jekagent,name=jek.agent"),
+            "{joined}"
+        );
     }
 }

@@ -51,7 +51,37 @@ pub struct Running {
     pub registration: Option<String>,
     /// Its run directory.
     pub run_dir: PathBuf,
+    /// The host's end of the pod sandbox's agent channel (`jek_pod::agent`), connected by
+    /// the VMM before the guest runs; empty for a pod that is no sandbox.
+    pub agent: AgentChannel,
 }
+
+/// The host's end of a pod sandbox's agent channel, for the running hook to take once.
+#[derive(Debug, Clone, Default)]
+pub struct AgentChannel(std::sync::Arc<std::sync::Mutex<Option<std::os::unix::net::UnixStream>>>);
+
+impl AgentChannel {
+    /// A channel holding `stream`.
+    pub fn new(stream: Option<std::os::unix::net::UnixStream>) -> Self {
+        AgentChannel(std::sync::Arc::new(std::sync::Mutex::new(stream)))
+    }
+
+    /// The stream, the first time it is asked for.
+    pub fn take(&self) -> Option<std::os::unix::net::UnixStream> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+impl PartialEq for AgentChannel {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for AgentChannel {}
 
 /// A callback run once a pod's VM runs.
 #[derive(Clone)]

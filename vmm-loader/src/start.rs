@@ -29,8 +29,11 @@ pub struct VmStart<'a> {
     /// The pod's swtpm, measured already: QEMU attaches it as the guest's TPM through the
     /// proxy; the KVM VMM gives the guest no TPM.
     pub tpm: Option<&'a jek_tpm::swtpm::Sockets>,
+    /// A pod sandbox: the VM gets the agent channel's virtio-serial port (QEMU only).
+    pub agent: bool,
     /// Where console lines go and what an interruption must stop.
     pub sink: &'a BootSink,
-    /// Called once the VM runs (the running moment).
-    pub started: &'a dyn Fn(),
+    /// Called once the VM runs (the running moment), with the host's end of the agent
+    /// channel when the VM has one.
+    pub started: &'a dyn Fn(Option<std::os::unix::net::UnixStream>),
 }
