@@ -21,6 +21,7 @@
 //! One shim process serves one container (containerd's grouping is the container id).
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod containerd;
 pub mod mount;
 pub mod process;
