@@ -17,6 +17,32 @@ pub fn cpio(data: &[u8]) {
             }
         }
     }
+    // The unpacker's reader (a pod sandbox's init reads added containers with it): what
+    // it accepts writes back to a tree that reads the same.
+    if let Ok(members) = cpio::read_tree(data) {
+        if let Ok(bytes) = cpio::write_tree(&members, 0) {
+            let again = cpio::read_tree(&bytes).expect("a tree jek wrote does not read back");
+            // Every name with what it is (a hard link's names share the file); the
+            // writer adds missing parents and orders names by path.
+            let names = |ms: &[cpio::Member]| {
+                ms.iter()
+                    .flat_map(|m| {
+                        std::iter::once(&m.path).chain(&m.links).map(move |p| {
+                            (p.clone(), m.perm, m.uid, m.gid, m.mtime, m.kind.clone())
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let after = names(&again);
+            for name in names(&members) {
+                assert!(
+                    after.contains(&name),
+                    "{:?} changed in a round trip",
+                    name.0
+                );
+            }
+        }
+    }
 }
 
 /// Parses text as a fragment; whatever parses must merge into itself and check clean.

@@ -274,9 +274,22 @@ fn align4(n: usize) -> usize {
     n.div_ceil(4) * 4
 }
 
-/// Reads an uncompressed newc archive (up to and including its trailer). The inverse of
-/// [`write`] for the entries' paths, permissions and kinds.
-pub fn read(bytes: &[u8]) -> Result<Vec<Entry>, CpioError> {
+/// One archive member as its header says, its data borrowed from the archive.
+struct Raw<'a> {
+    offset: usize,
+    path: String,
+    ino: u32,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: u32,
+    rdev: (u32, u32),
+    data: &'a [u8],
+    data_start: usize,
+}
+
+/// The members of an uncompressed newc archive, up to (not including) its trailer.
+fn raw_entries(bytes: &[u8]) -> Result<Vec<Raw<'_>>, CpioError> {
     let mut pos = 0;
     let mut entries = Vec::new();
     loop {
@@ -287,7 +300,8 @@ pub fn read(bytes: &[u8]) -> Result<Vec<Entry>, CpioError> {
             });
         }
         let f = |i: usize| hex_field(bytes, pos + 6 + i * 8);
-        let (mode, size, rmaj, rmin, namesize) = (f(1)?, f(6)?, f(9)?, f(10)?, f(11)?);
+        let (ino, mode, uid, gid, mtime, size) = (f(0)?, f(1)?, f(2)?, f(3)?, f(5)?, f(6)?);
+        let (rmaj, rmin, namesize) = (f(9)?, f(10)?, f(11)?);
         let name_start = pos + 110;
         let name_len = usize::try_from(namesize).unwrap_or(usize::MAX);
         let name_bytes = name_len
@@ -318,36 +332,108 @@ pub fn read(bytes: &[u8]) -> Result<Vec<Entry>, CpioError> {
                 offset: data_start,
                 what: "truncated data",
             })?;
+        let offset = pos;
         pos = align4(data_start + size);
         if name == TRAILER {
             return Ok(entries);
         }
-        let kind = match mode & 0o170_000 {
-            S_IFDIR => Kind::Dir,
-            S_IFREG => Kind::File(data.to_vec()),
-            S_IFCHR => Kind::CharDev {
-                major: rmaj,
-                minor: rmin,
-            },
-            S_IFLNK => Kind::Symlink(String::from_utf8(data.to_vec()).map_err(|_| {
-                CpioError::Malformed {
-                    offset: data_start,
-                    what: "link target is not UTF-8",
-                }
-            })?),
-            _ => {
-                return Err(CpioError::Malformed {
-                    offset: pos,
-                    what: "unsupported file type",
-                })
-            }
-        };
-        entries.push(Entry {
+        entries.push(Raw {
+            offset,
             path: name,
-            perm: mode & 0o7777,
-            kind,
+            ino,
+            mode,
+            uid,
+            gid,
+            mtime,
+            rdev: (rmaj, rmin),
+            data,
+            data_start,
         });
     }
+}
+
+fn kind_of(r: &Raw<'_>) -> Result<Kind, CpioError> {
+    Ok(match r.mode & 0o170_000 {
+        S_IFDIR => Kind::Dir,
+        S_IFREG => Kind::File(r.data.to_vec()),
+        S_IFCHR => Kind::CharDev {
+            major: r.rdev.0,
+            minor: r.rdev.1,
+        },
+        S_IFLNK => {
+            Kind::Symlink(
+                String::from_utf8(r.data.to_vec()).map_err(|_| CpioError::Malformed {
+                    offset: r.data_start,
+                    what: "link target is not UTF-8",
+                })?,
+            )
+        }
+        _ => {
+            return Err(CpioError::Malformed {
+                offset: r.offset,
+                what: "unsupported file type",
+            })
+        }
+    })
+}
+
+/// Reads an uncompressed newc archive (up to and including its trailer). The inverse of
+/// [`write`] for the entries' paths, permissions and kinds.
+pub fn read(bytes: &[u8]) -> Result<Vec<Entry>, CpioError> {
+    raw_entries(bytes)?
+        .iter()
+        .map(|r| {
+            Ok(Entry {
+                path: r.path.clone(),
+                perm: r.mode & 0o7777,
+                kind: kind_of(r)?,
+            })
+        })
+        .collect()
+}
+
+/// Reads an archive [`write_tree`] wrote back into its members: owners, times, the
+/// setuid/setgid/sticky bits and hard links (the later names of a regular file's inode,
+/// which carry no data, become its `links`). Stricter than [`read`], for unpacking: every
+/// path must be relative with normal components, no path may appear twice, and a later
+/// name of an inode must be a regular file without data of its own.
+pub fn read_tree(bytes: &[u8]) -> Result<Vec<Member>, CpioError> {
+    let mut members: Vec<Member> = Vec::new();
+    let mut seen: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    // A regular file's inode number, and which member has it.
+    let mut inodes: BTreeMap<u32, usize> = BTreeMap::new();
+    for r in raw_entries(bytes)? {
+        if !valid_path(&r.path) {
+            return Err(CpioError::BadPath(r.path));
+        }
+        if !seen.insert(r.path.clone()) {
+            return Err(CpioError::Duplicate(r.path));
+        }
+        let kind = kind_of(&r)?;
+        if let Kind::File(data) = &kind {
+            if let Some(&first) = inodes.get(&r.ino) {
+                if !data.is_empty() {
+                    return Err(CpioError::Malformed {
+                        offset: r.offset,
+                        what: "a later name of a hard-linked file carries data",
+                    });
+                }
+                members[first].links.push(r.path);
+                continue;
+            }
+            inodes.insert(r.ino, members.len());
+        }
+        members.push(Member {
+            path: r.path,
+            perm: r.mode & 0o7777,
+            uid: r.uid,
+            gid: r.gid,
+            mtime: r.mtime,
+            kind,
+            links: Vec::new(),
+        });
+    }
+    Ok(members)
 }
 
 #[cfg(test)]
@@ -355,6 +441,88 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn read_tree_is_the_inverse_of_write_tree() {
+        let members = vec![
+            Member {
+                path: "bin/busybox".into(),
+                perm: 0o4755,
+                uid: 0,
+                gid: 0,
+                mtime: 1_700_000_000,
+                kind: Kind::File(b"elf".to_vec()),
+                links: vec!["bin/sh".into(), "usr/bin/env".into()],
+            },
+            Member {
+                path: "home/user".into(),
+                perm: 0o700,
+                uid: 1000,
+                gid: 100,
+                mtime: 5,
+                kind: Kind::Dir,
+                links: Vec::new(),
+            },
+            Member {
+                path: "lib".into(),
+                perm: 0o777,
+                uid: 0,
+                gid: 0,
+                mtime: 6,
+                kind: Kind::Symlink("usr/lib".into()),
+                links: Vec::new(),
+            },
+        ];
+        let bytes = write_tree(&members, 3).unwrap();
+        let back = read_tree(&bytes).unwrap();
+        // The implicit parents come back as members of their own.
+        let paths: Vec<&str> = back.iter().map(|m| m.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "bin",
+                "bin/busybox",
+                "home",
+                "home/user",
+                "lib",
+                "usr",
+                "usr/bin"
+            ]
+        );
+        let busybox = back.iter().find(|m| m.path == "bin/busybox").unwrap();
+        assert_eq!(busybox, &members[0]);
+        assert_eq!(
+            back.iter().find(|m| m.path == "home/user").unwrap(),
+            &members[1]
+        );
+        assert_eq!(back.iter().find(|m| m.path == "lib").unwrap(), &members[2]);
+        assert_eq!(write_tree(&back, 3).unwrap(), bytes);
+    }
+
+    #[test]
+    fn read_tree_refuses_what_an_unpacker_must_not_meet() {
+        let entry = |path: &str| Entry {
+            path: path.into(),
+            perm: 0o644,
+            kind: Kind::File(b"x".to_vec()),
+        };
+        // Same-length names, so the header's name size still fits.
+        let good = write(&[entry("a/bb")], 0).unwrap();
+        for to in ["a/..", "a/./", "/a/b", "a//b", "../b"] {
+            let bad = String::from_utf8(good.clone()).unwrap().replace("a/bb", to);
+            assert!(
+                matches!(read_tree(bad.as_bytes()), Err(CpioError::BadPath(_))),
+                "{to}"
+            );
+        }
+        // The same name twice (a second entry would overwrite the first when unpacked).
+        let mut twice = write(&[entry("a")], 0).unwrap();
+        let trailer_at = twice.len() - 124;
+        let one = twice[..trailer_at].to_vec();
+        let first = one[one.windows(6).rposition(|w| w == b"070701").unwrap()..].to_vec();
+        twice.splice(trailer_at..trailer_at, first);
+        assert!(matches!(read_tree(&twice), Err(CpioError::Duplicate(p)) if p == "a"));
+    }
 
     fn file(path: &str, data: &[u8]) -> Entry {
         Entry {
