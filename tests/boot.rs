@@ -763,6 +763,39 @@ fn boot_sandbox<T: Send + 'static>(
     (report, answer)
 }
 
+/// The segment of container `web`: the static sample app as `/bin/app`, run with an
+/// argument that also writes to standard error.
+fn web_segment() -> Vec<u8> {
+    let app = std::fs::read(
+        common::repo_root().join("target/x86_64-unknown-linux-gnu/guest/jek-sample-app"),
+    )
+    .unwrap();
+    let image = jek_pod::image::ContainerImage {
+        container: "web".into(),
+        reference: "localhost/web@sha256:00".into(),
+        manifest: format!("sha256:{}", "0".repeat(64)),
+        config_digest: format!("sha256:{}", "1".repeat(64)),
+        config: jek_pod::image::ImageConfig {
+            entrypoint: vec![
+                "/bin/app".into(),
+                "--stderr".into(),
+                "late and apart".into(),
+            ],
+            ..Default::default()
+        },
+    };
+    let members = [jek_pod::cpio::Member {
+        path: "bin/app".into(),
+        perm: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        kind: jek_pod::cpio::Kind::File(app),
+        links: Vec::new(),
+    }];
+    jek_pod::image::container_segment(&image, &members).unwrap()
+}
+
 /// Issue 33 item 2: a pod sandbox (annotation `jek.dev/agent`) keeps its init up after
 /// boot and serves the agent channel on a virtio-serial port: the host's Hello is answered
 /// with the protocol version and the pod's name; a signal reaches a container's process,
@@ -773,8 +806,10 @@ fn boot_sandbox<T: Send + 'static>(
 #[test]
 fn a_pod_sandbox_serves_the_agent_channel_until_the_host_shuts_it_down() {
     use jek_pod::agent::{
-        read_frame, write_frame, ContainerRef, Frame, Hello, Shutdown, Signal, ToGuest, ToHost,
+        read_frame, write_frame, AddContainer, Chunk, ContainerRef, Frame, Hello, Shutdown, Signal,
+        ToGuest, ToHost,
     };
+    use sha2::Digest as _;
     let env = Env::new();
     let sleeper = jek_pod::spec::Container {
         name: "app".into(),
@@ -795,7 +830,14 @@ fn a_pod_sandbox_serves_the_agent_channel_until_the_host_shuts_it_down() {
             let mut ask = |id: u32, message: ToGuest| {
                 write_frame(&mut writer, &Frame { id, message }).unwrap();
             };
-            let mut next = || read_frame::<ToHost>(&mut reader).unwrap().unwrap();
+            // The boot container's output comes over the channel too; it is not what
+            // these requests are answered with.
+            let mut next = || loop {
+                let f = read_frame::<ToHost>(&mut reader).unwrap().unwrap();
+                if !matches!(&f.message, ToHost::Output(o) if o.name == "app") {
+                    return f;
+                }
+            };
             let mut seen = Vec::new();
             ask(1, ToGuest::Hello(Hello { version: 1 }));
             seen.push(next());
@@ -824,13 +866,64 @@ fn a_pod_sandbox_serves_the_agent_channel_until_the_host_shuts_it_down() {
                 }),
             );
             seen.push(next());
+            // A container added while the pod runs: its segment in chunks, checked
+            // against the digest, unpacked, started; its two streams come back apart,
+            // then its exit.
+            let segment = web_segment();
+            let add = |name: &str, sha256: Vec<u8>| {
+                ToGuest::AddContainer(AddContainer {
+                    name: name.into(),
+                    image: "localhost/web@sha256:00".into(),
+                    size: segment.len() as u64,
+                    sha256,
+                })
+            };
+            let digest = sha2::Sha256::digest(&segment).to_vec();
+            ask(6, add("web", digest.clone()));
+            for piece in segment.chunks(jek_pod::agent::MAX_CHUNK) {
+                ask(
+                    6,
+                    ToGuest::Chunk(Chunk {
+                        data: piece.to_vec(),
+                    }),
+                );
+            }
+            seen.push(next());
+            ask(7, ToGuest::Start(ContainerRef { name: "web".into() }));
+            let mut web = Vec::new();
+            loop {
+                let f = next();
+                let end = matches!(&f.message, ToHost::Exited(e) if e.name == "web");
+                web.push(f);
+                if end {
+                    break;
+                }
+            }
+            ask(8, ToGuest::Remove(ContainerRef { name: "web".into() }));
+            seen.push(next());
+            // A segment that is not what the host measured is refused, and nothing of it
+            // is unpacked (the name is free again after the remove).
+            let mut wrong = digest;
+            wrong[0] ^= 1;
+            ask(9, add("web", wrong));
+            for piece in segment.chunks(jek_pod::agent::MAX_CHUNK) {
+                ask(
+                    9,
+                    ToGuest::Chunk(Chunk {
+                        data: piece.to_vec(),
+                    }),
+                );
+            }
+            seen.push(next());
+            ask(10, ToGuest::Start(ContainerRef { name: "web".into() }));
+            seen.push(next());
             ask(5, ToGuest::Shutdown(Shutdown { grace_seconds: 1 }));
             seen.push(next());
-            seen
+            (seen, web)
         },
     );
     let report = report.unwrap();
-    let seen = answers.expect("the running hook was called");
+    let (seen, web) = answers.expect("the running hook was called");
     assert!(
         matches!(&seen[0], Frame { id: 1, message: ToHost::HelloReply(h) } if h.version == 1 && h.pod == "sandbox" && h.kernel.starts_with("6.1")),
         "{seen:?}"
@@ -863,6 +956,62 @@ fn a_pod_sandbox_serves_the_agent_channel_until_the_host_shuts_it_down() {
     assert!(
         matches!(
             &seen[5],
+            Frame {
+                id: 6,
+                message: ToHost::Done(_)
+            }
+        ),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(&web[0], Frame { id: 7, message: ToHost::Started(s) } if s.name == "web" && s.pid > 1),
+        "{web:?}"
+    );
+    let stream = |which: jek_pod::agent::Stream| -> String {
+        web.iter()
+            .filter_map(|f| match &f.message {
+                ToHost::Output(o) if o.name == "web" && o.stream == which as i32 => {
+                    Some(String::from_utf8_lossy(&o.data).into_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let out = stream(jek_pod::agent::Stream::Stdout);
+    assert!(
+        out.starts_with("jek-sample-app: hello from pid") && out.contains("host=sandbox"),
+        "{web:?}"
+    );
+    assert_eq!(
+        stream(jek_pod::agent::Stream::Stderr),
+        "late and apart\n",
+        "{web:?}"
+    );
+    assert!(
+        matches!(web.last(), Some(Frame { id: 0, message: ToHost::Exited(e) }) if e.status == 0),
+        "{web:?}"
+    );
+    assert!(
+        matches!(
+            &seen[6],
+            Frame {
+                id: 8,
+                message: ToHost::Done(_)
+            }
+        ),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(&seen[7], Frame { id: 9, message: ToHost::Failed(f) } if f.reason.contains("SHA-256")),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(&seen[8], Frame { id: 10, message: ToHost::Failed(f) } if f.reason.contains("no container web")),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(
+            &seen[9],
             Frame {
                 id: 5,
                 message: ToHost::Done(_)

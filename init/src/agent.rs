@@ -7,21 +7,24 @@
 //! container's exit (after the last of its output) as an `Exited` event and a `JEK-EXIT`
 //! console line. Writers share the port through one lock, a frame per write.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jek_pod::agent::{
-    read_frame, write_frame, Done, Exited, Failed, Frame, HelloReply, Signal, ToGuest, ToHost,
-    PORT_NAME, VERSION,
+    read_frame, write_frame, AddContainer, Done, Exited, Failed, Frame, HelloReply, Output, Signal,
+    Started, Stream, ToGuest, ToHost, MAX_OUTPUT, PORT_NAME, VERSION,
 };
+use jek_pod::spec::{Container, PodSpec};
 use nix::sys::signal::Signal as Sig;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
+use sha2::Digest as _;
 
-use crate::container::Running;
-use crate::{exit_line, status_code, Failure};
+use crate::container::{OutputSink, Running};
+use crate::{error_line, exit_line, status_code, Failure};
 
 /// How long the init looks for the port (the virtio driver may still be probing).
 const FIND_PORT: Duration = Duration::from_secs(5);
@@ -59,6 +62,16 @@ fn find_port() -> Result<PathBuf, Failure> {
 struct Pod {
     out: Mutex<File>,
     running: Mutex<Vec<Running>>,
+    /// Every container of the pod (the pod file's and those added), and whether it was
+    /// started.
+    containers: Mutex<HashMap<String, (Container, bool)>>,
+}
+
+/// A segment being received.
+struct Receiving {
+    id: u32,
+    add: AddContainer,
+    bytes: Vec<u8>,
 }
 
 impl Pod {
@@ -155,9 +168,10 @@ fn reap(pod: &Pod) {
     }
 }
 
-/// Serves the channel for pod `pod_name` whose boot containers are `running`; returns the
-/// status to power off with: 0 after the host's Shutdown.
-pub fn serve(pod_name: &str, kernel: &str, running: Vec<Running>) -> Result<i32, Failure> {
+/// Serves the channel for `spec`'s pod: starts the pod file's containers (their output
+/// over the channel), then answers the host until it says Shutdown; returns the status
+/// to power off with (0).
+pub fn serve(spec: &PodSpec, kernel: &str) -> Result<i32, Failure> {
     let path = find_port()?;
     let port = std::fs::OpenOptions::new()
         .read(true)
@@ -169,11 +183,42 @@ pub fn serve(pod_name: &str, kernel: &str, running: Vec<Running>) -> Result<i32,
         .map_err(|e| crate::fail("agent channel", e))?;
     let pod = Arc::new(Pod {
         out: Mutex::new(out),
-        running: Mutex::new(running),
+        running: Mutex::new(Vec::new()),
+        containers: Mutex::new(HashMap::new()),
     });
+    let weak = Arc::downgrade(&pod);
+    let sink = OutputSink::Channel(Arc::new(move |name: &str, stream: Stream, data: &[u8]| {
+        if let Some(pod) = weak.upgrade() {
+            for piece in data.chunks(MAX_OUTPUT) {
+                pod.send(
+                    0,
+                    ToHost::Output(Output {
+                        name: name.to_string(),
+                        stream: stream as i32,
+                        data: piece.to_vec(),
+                    }),
+                );
+            }
+        }
+    }));
     let reaper = Arc::clone(&pod);
     std::thread::spawn(move || reap(&reaper));
-    let mut input = std::io::BufReader::with_capacity(64 * 1024, port);
+    for c in &spec.containers {
+        lock(&pod.containers).insert(c.name.clone(), (c.clone(), true));
+        if let Err(e) = pod.start(c, &sink) {
+            error_line(format!("start container {}", c.name), e);
+            exit_line(&c.name, 127);
+            pod.send(
+                0,
+                ToHost::Exited(Exited {
+                    name: c.name.clone(),
+                    status: 127,
+                }),
+            );
+        }
+    }
+    let mut input = std::io::BufReader::with_capacity(256 * 1024, port);
+    let mut receiving: Option<Receiving> = None;
     // The id of an AddContainer refused: its chunks are read and dropped.
     let mut refused_add: Option<u32> = None;
     loop {
@@ -195,7 +240,7 @@ pub fn serve(pod_name: &str, kernel: &str, running: Vec<Running>) -> Result<i32,
                 id,
                 ToHost::HelloReply(HelloReply {
                     version: VERSION,
-                    pod: pod_name.to_string(),
+                    pod: spec.name.clone(),
                     kernel: kernel.to_string(),
                 }),
             ),
@@ -215,23 +260,194 @@ pub fn serve(pod_name: &str, kernel: &str, running: Vec<Running>) -> Result<i32,
                 pod.send(id, ToHost::Done(Done {}));
                 return Ok(0);
             }
-            ToGuest::AddContainer(a) => {
-                refused_add = Some(id);
-                pod.failed(
-                    id,
-                    format!(
-                        "container {}: this init does not yet take containers while the pod runs",
-                        a.name
-                    ),
-                );
+            ToGuest::AddContainer(add) => {
+                if let Some(r) = receiving.take() {
+                    pod.failed(
+                        r.id,
+                        format!(
+                            "container {}: another AddContainer came before the last chunk",
+                            r.add.name
+                        ),
+                    );
+                }
+                match pod.can_add(&add) {
+                    Ok(()) if add.size == 0 => {
+                        pod.failed(id, format!("container {}: an empty segment", add.name))
+                    }
+                    Ok(()) => {
+                        receiving = Some(Receiving {
+                            id,
+                            bytes: Vec::with_capacity(usize::try_from(add.size).unwrap_or(0)),
+                            add,
+                        });
+                    }
+                    Err(reason) => {
+                        refused_add = Some(id);
+                        pod.failed(id, reason);
+                    }
+                }
             }
-            ToGuest::Chunk(_) if refused_add == Some(id) => {}
-            ToGuest::Chunk(_) => pod.failed(id, "a segment chunk without an AddContainer"),
-            ToGuest::Start(c) | ToGuest::Remove(c) => {
-                pod.failed(id, format!("no container {} was added", c.name));
-            }
+            ToGuest::Chunk(chunk) => match receiving.take() {
+                Some(mut r) if r.id == id => {
+                    r.bytes.extend_from_slice(&chunk.data);
+                    let (got, size) = (r.bytes.len() as u64, r.add.size);
+                    if got > size {
+                        refused_add = Some(id);
+                        pod.failed(
+                            id,
+                            format!(
+                                "container {}: {got} bytes of a {size}-byte segment",
+                                r.add.name
+                            ),
+                        );
+                    } else if got == size {
+                        match pod.add(&r.add, &r.bytes) {
+                            Ok(()) => pod.send(id, ToHost::Done(Done {})),
+                            Err(reason) => pod.failed(id, reason),
+                        }
+                    } else {
+                        receiving = Some(r);
+                    }
+                }
+                other => {
+                    receiving = other;
+                    if refused_add != Some(id) {
+                        pod.failed(id, "a segment chunk without an AddContainer");
+                    }
+                }
+            },
+            ToGuest::Start(c) => match pod.start_added(&c.name, &sink) {
+                Ok(pid) => pod.send(id, ToHost::Started(Started { name: c.name, pid })),
+                Err(reason) => pod.failed(id, reason),
+            },
+            ToGuest::Remove(c) => match pod.remove(&c.name) {
+                Ok(()) => pod.send(id, ToHost::Done(Done {})),
+                Err(reason) => pod.failed(id, reason),
+            },
         }
     }
+}
+
+/// The guest's available memory in bytes (`MemAvailable`), if the kernel says.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
+impl Pod {
+    /// Whether container `add.name` may be added: a new name, and room for the segment
+    /// (held in memory, then unpacked into memory: at most half of what is available).
+    fn can_add(&self, add: &AddContainer) -> Result<(), String> {
+        if lock(&self.containers).contains_key(&add.name) {
+            return Err(format!("container {} exists in this pod", add.name));
+        }
+        if let Some(avail) = available_memory() {
+            if add.size > avail / 2 {
+                return Err(format!(
+                    "container {}: a {}-byte segment does not fit in the pod's memory ({avail} bytes available)",
+                    add.name, add.size
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the segment against the digest the host measured, and unpacks it.
+    fn add(&self, add: &AddContainer, bytes: &[u8]) -> Result<(), String> {
+        let digest = sha2::Sha256::digest(bytes);
+        if digest.as_slice() != add.sha256.as_slice() {
+            return Err(format!(
+                "container {}: the segment's SHA-256 is {}, not the {} the host measured",
+                add.name,
+                hex(&digest),
+                hex(&add.sha256)
+            ));
+        }
+        let members =
+            jek_pod::cpio::read_tree(bytes).map_err(|e| format!("container {}: {e}", add.name))?;
+        crate::unpack::unpack(Path::new("/"), &add.name, &members)?;
+        lock(&self.containers).insert(
+            add.name.clone(),
+            (
+                Container {
+                    name: add.name.clone(),
+                    image: Some(add.image.clone()),
+                    command: Vec::new(),
+                    args: Vec::new(),
+                    env: Vec::new(),
+                    working_dir: None,
+                },
+                false,
+            ),
+        );
+        Ok(())
+    }
+
+    fn start(&self, c: &Container, sink: &OutputSink) -> Result<u32, String> {
+        // The lock is held across the spawn: the reaper cannot see the process end
+        // before it is in the list.
+        let mut running = lock(&self.running);
+        let r = crate::container::start(c, sink)?;
+        let pid = r.child.id();
+        running.push(r);
+        Ok(pid)
+    }
+
+    /// Starts an added container, once.
+    fn start_added(&self, name: &str, sink: &OutputSink) -> Result<u32, String> {
+        let c = {
+            let mut containers = lock(&self.containers);
+            let (c, started) = containers
+                .get_mut(name)
+                .ok_or_else(|| format!("no container {name} was added"))?;
+            if *started {
+                return Err(format!("container {name} was started before"));
+            }
+            *started = true;
+            c.clone()
+        };
+        self.start(&c, sink)
+    }
+
+    /// Removes a container that does not run: its root (and what the init mounted in
+    /// it) and its record.
+    fn remove(&self, name: &str) -> Result<(), String> {
+        if lock(&self.running).iter().any(|r| r.name == name) {
+            return Err(format!("container {name} is running: signal it first"));
+        }
+        let (c, _) = lock(&self.containers)
+            .remove(name)
+            .ok_or_else(|| format!("no container {name} in this pod"))?;
+        if c.image.is_some() {
+            let root = PathBuf::from(jek_pod::image::root_path(name));
+            for m in ["tmp", "dev", "sys", "proc"] {
+                let _ = nix::mount::umount2(&root.join(m), nix::mount::MntFlags::MNT_DETACH);
+            }
+            std::fs::remove_dir_all(&root)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| format!("remove {}: {e}", root.display()))?;
+            let _ = std::fs::remove_file(jek_pod::image::record_path(name));
+        }
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// An error with its causes, on one line.

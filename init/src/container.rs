@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
+use jek_pod::agent::Stream;
 use jek_pod::image::{self, ContainerImage, Process};
 use jek_pod::spec::Container;
 use nix::mount::{mount, MsFlags};
@@ -112,8 +113,48 @@ fn prepare_root(root: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Sends a piece of a container's output (its name, the stream) over the agent channel.
+pub type SendOutput = std::sync::Arc<dyn Fn(&str, Stream, &[u8]) + Send + Sync>;
+
+/// Where a container's output goes.
+#[derive(Clone)]
+pub enum OutputSink {
+    /// The serial console, line by line, prefixed with `[name] ` (a pod that is no
+    /// sandbox).
+    Console,
+    /// The agent channel: each piece as read, with its stream (a pod sandbox).
+    Channel(SendOutput),
+}
+
+/// Passes `from` on as `sink` says.
+fn pump(
+    name: String,
+    from: impl Read + Send + 'static,
+    stream: Stream,
+    sink: &OutputSink,
+    done: mpsc::Sender<()>,
+) {
+    match sink {
+        OutputSink::Console => pump_lines(name, from, done),
+        OutputSink::Channel(send) => {
+            let send = std::sync::Arc::clone(send);
+            let mut from = from;
+            std::thread::spawn(move || {
+                let mut chunk = vec![0u8; 16 * 1024];
+                loop {
+                    match from.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => send(&name, stream, &chunk[..n]),
+                    }
+                }
+                let _ = done.send(());
+            });
+        }
+    }
+}
+
 /// Passes `from` on to the console, line by line, prefixed with `[name] `.
-fn pump(name: String, mut from: impl Read + Send + 'static, done: mpsc::Sender<()>) {
+fn pump_lines(name: String, mut from: impl Read + Send + 'static, done: mpsc::Sender<()>) {
     std::thread::spawn(move || {
         let mut buf: Vec<u8> = Vec::with_capacity(MAX_PIECE);
         let mut chunk = [0u8; 4096];
@@ -152,8 +193,8 @@ fn record(name: &str) -> Result<ContainerImage, StartError> {
 }
 
 /// Starts container `c`: with an image, in its own root; without, as a program of the
-/// init's root file system.
-pub fn start(c: &Container) -> Result<Running, StartError> {
+/// init's root file system. Its output goes to `sink`.
+pub fn start(c: &Container, sink: &OutputSink) -> Result<Running, StartError> {
     let (mut cmd, process) = match &c.image {
         Some(_) => {
             let rec = record(&c.name)?;
@@ -188,10 +229,10 @@ pub fn start(c: &Container) -> Result<Running, StartError> {
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::channel();
     if let Some(out) = child.stdout.take() {
-        pump(c.name.clone(), out, tx.clone());
+        pump(c.name.clone(), out, Stream::Stdout, sink, tx.clone());
     }
     if let Some(err) = child.stderr.take() {
-        pump(c.name.clone(), err, tx);
+        pump(c.name.clone(), err, Stream::Stderr, sink, tx);
     }
     Ok(Running {
         name: c.name.clone(),

@@ -16,6 +16,7 @@
 mod agent;
 mod container;
 mod netlink;
+mod unpack;
 
 use std::io::{Read as _, Write as _};
 
@@ -132,10 +133,14 @@ fn run() -> Result<i32, Failure> {
         containers: spec.containers.len(),
     }));
 
+    if spec.agent {
+        // A pod sandbox: up until the host shuts it down, whatever its containers do.
+        return agent::serve(&spec, &kernel);
+    }
     let mut running: Vec<container::Running> = Vec::new();
     let mut overall = 0;
     for c in &spec.containers {
-        match container::start(c) {
+        match container::start(c, &container::OutputSink::Console) {
             Ok(r) => running.push(r),
             Err(e) => {
                 error_line(format!("start container {}", c.name), e);
@@ -143,10 +148,6 @@ fn run() -> Result<i32, Failure> {
                 overall = if overall == 0 { 127 } else { overall };
             }
         }
-    }
-    if spec.agent {
-        // A pod sandbox: up until the host shuts it down, whatever its containers do.
-        return agent::serve(&spec.name, &kernel, running);
     }
     // Reap every child (orphans re-parented to PID 1 included) until the containers are done.
     while !running.is_empty() {

@@ -1,7 +1,8 @@
 //! `jek-sample-app`: the default recipe's application. Prints what it was given and its
 //! host name, checks that 127.0.0.1 answers, and exits with the status named by `--exit-code N` (default 0),
 //! so tests can see that arguments, environment and the exit status travel end to end.
-//! `--sleep-ms N` keeps it running N milliseconds after it printed its line.
+//! `--sleep-ms N` keeps it running N milliseconds after it printed its line; `--stderr TEXT`
+//! also writes TEXT and a newline to standard error.
 #![forbid(unsafe_code)]
 
 use std::io::{Read as _, Write as _};
@@ -10,12 +11,15 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut exit = 0;
     let mut sleep_ms = 0u64;
+    let mut stderr = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--exit-code" {
             exit = it.next().and_then(|v| v.parse().ok()).unwrap_or(2);
         } else if a == "--sleep-ms" {
             sleep_ms = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        } else if a == "--stderr" {
+            stderr = it.next();
         }
     }
     let greeting = std::env::var("GREETING").unwrap_or_else(|_| "hello".into());
@@ -36,6 +40,9 @@ fn main() {
         if loopback { "ok" } else { "FAILED" },
         host.trim()
     );
+    if let Some(text) = stderr {
+        eprintln!("{text}");
+    }
     // A pod that keeps running, for tests that stop it from the host.
     std::thread::sleep(std::time::Duration::from_millis(sleep_ms));
     std::process::exit(if loopback { exit } else { 3 });
