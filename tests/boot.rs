@@ -706,7 +706,10 @@ fn boot_sandbox<T: Send + 'static>(
     run: &str,
     backend: jek_loader::Backend,
     containers: Vec<jek_pod::spec::Container>,
-    converse: impl FnOnce(std::os::unix::net::UnixStream) -> T + Send + Sync + 'static,
+    converse: impl FnOnce(std::os::unix::net::UnixStream, jek_loader::Running) -> T
+        + Send
+        + Sync
+        + 'static,
 ) -> (
     Result<jek_loader::BootReport, jek_loader::BootError>,
     Option<T>,
@@ -753,7 +756,8 @@ fn boot_sandbox<T: Send + 'static>(
                 .take()
                 .expect("a sandbox's VM has an agent channel");
             if let Some(f) = converse.lock().unwrap().take() {
-                *handle.lock().unwrap() = Some(std::thread::spawn(move || f(stream)));
+                let running = running.clone();
+                *handle.lock().unwrap() = Some(std::thread::spawn(move || f(stream, running)));
             }
         })),
         ..jek_loader::BootSink::new(std::time::Instant::now())
@@ -824,7 +828,7 @@ fn a_pod_sandbox_serves_the_agent_channel_until_the_host_shuts_it_down() {
         "sandbox",
         jek_loader::Backend::Qemu(jek_loader::qemu::QemuOptions::default()),
         vec![sleeper.clone()],
-        |stream| {
+        |stream, running| {
             let mut reader = stream.try_clone().unwrap();
             let mut writer = stream;
             let mut ask = |id: u32, message: ToGuest| {
@@ -879,6 +883,28 @@ fn a_pod_sandbox_serves_the_agent_channel_until_the_host_shuts_it_down() {
                 })
             };
             let digest = sha2::Sha256::digest(&segment).to_vec();
+            // Measured by the host first: PCR 13 and the log, through the proxy's side
+            // sockets while the guest runs.
+            let event = jek_measure::plan::ContainerEvent {
+                container: "web".into(),
+                manifest: format!("sha256:{}", "0".repeat(64)),
+                config: format!("sha256:{}", "1".repeat(64)),
+                reference: "localhost/web@sha256:00".into(),
+            };
+            let run = jek_loader::run_dir::RunDir::new(&running.run_dir);
+            let swtpm = running.tpm.clone().expect("the pod's swtpm");
+            jek_loader::late::measure_added(
+                &run,
+                &swtpm,
+                &event,
+                jek_verifier::Sha256Digest(digest.clone().try_into().unwrap()),
+            )
+            .unwrap();
+            let log = EventLog::from_bytes(&std::fs::read(run.event_log()).unwrap()).unwrap();
+            let mut tpm =
+                jek_tpm::Tpm::connect_swtpm(&jek_loader::tpm_proxy::side_sockets(&swtpm)).unwrap();
+            let pcr13 = tpm.read_pcrs(&[13]).unwrap();
+            let measured = (log, pcr13);
             ask(6, add("web", digest.clone()));
             for piece in segment.chunks(jek_pod::agent::MAX_CHUNK) {
                 ask(
@@ -919,11 +945,25 @@ fn a_pod_sandbox_serves_the_agent_channel_until_the_host_shuts_it_down() {
             seen.push(next());
             ask(5, ToGuest::Shutdown(Shutdown { grace_seconds: 1 }));
             seen.push(next());
-            (seen, web)
+            (seen, web, measured)
         },
     );
     let report = report.unwrap();
-    let (seen, web) = answers.expect("the running hook was called");
+    let (seen, web, (log, pcr13)) = answers.expect("the running hook was called");
+    // The added container's event ends the log, and the TPM holds what the log replays to.
+    let last = log.events.last().unwrap();
+    assert_eq!(
+        jek_measure::plan::added_container(last).map(|c| c.container),
+        Some("web".to_string())
+    );
+    assert_eq!(log.replay().get(&13), pcr13.get(&13));
+    assert_eq!(
+        jek_measure::plan::containers_in_log(&log)
+            .iter()
+            .map(|(c, _)| c.container.clone())
+            .collect::<Vec<_>>(),
+        ["web"]
+    );
     assert!(
         matches!(&seen[0], Frame { id: 1, message: ToHost::HelloReply(h) } if h.version == 1 && h.pod == "sandbox" && h.kernel.starts_with("6.1")),
         "{seen:?}"
@@ -1032,7 +1072,7 @@ fn a_pod_sandbox_serves_the_agent_channel_until_the_host_shuts_it_down() {
         "on-kvm",
         jek_loader::Backend::Kvm(jek_loader::kvm::KvmOptions { emulated: true }),
         vec![sleeper],
-        |_| (),
+        |_, _| (),
     );
     let e = refused.unwrap_err();
     assert!(

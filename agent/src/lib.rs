@@ -189,6 +189,19 @@ fn run_file(
     })
 }
 
+/// The pod's measurements, held still (shared) while the lock lives.
+fn measurements_held(
+    reg: &HostRegistration,
+) -> Result<Option<jek_loader::run_dir::MeasurementLock>, ApiError> {
+    let Some(dir) = reg.tpm.run_dir.as_deref() else {
+        return Ok(None);
+    };
+    RunDir::new(dir)
+        .lock_measurements(false)
+        .map(Some)
+        .map_err(|e| ApiError::internal(format!("locking the pod's measurements: {e}")))
+}
+
 fn tpm_error(e: &IdentityError) -> ApiError {
     if e.is_refusal() {
         ApiError::new(
@@ -340,6 +353,9 @@ async fn quote(
         ));
     }
     with_tpm(state, id, move |session, reg| {
+        // The log and the quote of one moment: a container joining the pod extends its
+        // TPM and appends to its log under the exclusive lock.
+        let _still = measurements_held(reg)?;
         let event_log = run_file(reg, RunDir::event_log, "event log")?;
         let key = session.ak(&req.ak)?;
         let tpm = &mut session.tpm;

@@ -16,7 +16,8 @@ use std::path::PathBuf;
 
 use jek_measure::eventlog::EventLog;
 use jek_measure::plan::{
-    containers_in_log, plan_with_images, ContainerEvent, Measured, PlannedEvent, PCRS,
+    added_container, added_container_event, containers_booted, containers_in_log, plan_with_images,
+    ContainerEvent, Measured, PlannedEvent, PCRS,
 };
 use jek_measure::PcrValues;
 use jek_verifier::format::Role;
@@ -262,6 +263,8 @@ pub struct PodReference {
     pub images: Vec<ExpectedImage>,
     /// The directory relative `oci:` references are taken from (the pod file's).
     pub base_dir: PathBuf,
+    /// A pod sandbox: containers may join it while it runs (measured as they arrive).
+    pub sandbox: bool,
 }
 
 impl PodReference {
@@ -290,6 +293,7 @@ impl PodReference {
                 })
                 .collect(),
             base_dir,
+            sandbox: spec.agent,
         })
     }
 
@@ -298,6 +302,7 @@ impl PodReference {
         ImageRules {
             expected: &self.images,
             allow: Some(allow),
+            sandbox: self.sandbox,
         }
     }
 }
@@ -309,6 +314,9 @@ pub struct ImageRules<'a> {
     pub expected: &'a [ExpectedImage],
     /// The image policy (`None`: it allows no image).
     pub allow: Option<ImageVerdict<'a>>,
+    /// A pod sandbox: after its boot events, its log may hold containers added while it
+    /// ran (each an `added_container_event`), which the image policy must allow.
+    pub sandbox: bool,
 }
 
 /// The reference: the bundle as the policy judged it, the pod configuration segment, and
@@ -342,6 +350,7 @@ impl std::fmt::Debug for ImageRules<'_> {
         f.debug_struct("ImageRules")
             .field("expected", &self.expected)
             .field("allow", &self.allow.map(|_| "<image policy>"))
+            .field("sandbox", &self.sandbox)
             .finish()
     }
 }
@@ -410,7 +419,9 @@ pub fn claim_of(what: &Measured) -> Claim {
         Measured::Initramfs => Claim::Initramfs,
         Measured::Manifest => Claim::Bundle,
         Measured::PodConfig => Claim::PodConfig,
-        Measured::Container(_) | Measured::Containers(_) => Claim::Images,
+        Measured::Container(_) | Measured::Containers(_) | Measured::ContainerAdded(_) => {
+            Claim::Images
+        }
     }
 }
 
@@ -465,7 +476,7 @@ pub fn appraise(
     }
     if let Some(log) = &log {
         a.images = containers_in_log(log);
-        check_images(&reference.images, &mut a);
+        check_images(&reference.images, &containers_booted(log), &mut a);
     }
     match reference.bundle {
         Err(e) => {
@@ -499,8 +510,7 @@ pub fn appraise(
         }
         Ok(bundle) => {
             if let Some(log) = &log {
-                let images = a.images.clone();
-                check_events(log, bundle, reference.pod_segment, &images, &mut a);
+                check_events(log, bundle, reference, &mut a);
             }
         }
     }
@@ -750,11 +760,11 @@ fn check_replay(log: &EventLog, pcrs: &PcrValues, a: &mut Appraisal) {
 fn check_events(
     log: &EventLog,
     bundle: &Verified<Bundle>,
-    pod_segment: &[u8],
-    images: &[(ContainerEvent, Sha256Digest)],
+    meant: &Reference<'_>,
     a: &mut Appraisal,
 ) {
-    let Some(reference) = reference_events(log, bundle, pod_segment, images) else {
+    let booted = containers_booted(log);
+    let Some(mut reference) = reference_events(log, bundle, meant.pod_segment, &booted) else {
         a.fail(
             Claim::Kernel,
             "the bundle has no kernel image to derive references from".into(),
@@ -763,6 +773,16 @@ fn check_events(
         );
         return;
     };
+    if meant.images.sandbox {
+        // What joined the running pod: each event exactly as the host makes it, after
+        // the boot's. Anything else there is an extra measurement, as in any pod.
+        reference.extend(
+            log.events
+                .iter()
+                .skip(reference.len())
+                .map_while(|e| Some(added_container_event(&added_container(e)?, e.digest))),
+        );
+    }
     let n = reference.len().max(log.events.len());
     for i in 0..n {
         match (reference.get(i), log.events.get(i)) {
@@ -821,9 +841,12 @@ fn check_events(
 /// The images claim: the containers the log names are, in order, the pod's containers
 /// with an image, with the references the pod file gives, and the image policy allows each
 /// image now. (Their events' form and digests are checked with every other event.)
-fn check_images(rules: &ImageRules<'_>, a: &mut Appraisal) {
-    let ran: Vec<(String, String)> = a
-        .images
+fn check_images(
+    rules: &ImageRules<'_>,
+    booted: &[(ContainerEvent, Sha256Digest)],
+    a: &mut Appraisal,
+) {
+    let ran: Vec<(String, String)> = booted
         .iter()
         .map(|(e, _)| (e.container.clone(), e.reference.clone()))
         .collect();
@@ -852,7 +875,7 @@ fn check_images(rules: &ImageRules<'_>, a: &mut Appraisal) {
     } else {
         // The same references: each must still name the image that ran.
         let mut moved = Vec::new();
-        for ((event, _), want) in a.images.iter().zip(rules.expected) {
+        for ((event, _), want) in booted.iter().zip(rules.expected) {
             match &want.manifest {
                 Ok(d) if *d == event.manifest => {}
                 // The reference pins the very manifest that ran (the containerd shim
@@ -953,9 +976,11 @@ mod tests {
         let rules = ImageRules {
             expected: &expected,
             allow: Some(&allow),
+            sandbox: false,
         };
         let mut a = ran(reference, manifest);
-        check_images(&rules, &mut a);
+        let booted = a.images.clone();
+        check_images(&rules, &booted, &mut a);
         a.status(Claim::Images)
     }
 

@@ -683,3 +683,117 @@ fn the_chain_cache_pins_a_verified_chain_until_its_first_expiry_only() {
             .is_some());
     }
 }
+
+/// Issue 33: a pod sandbox's containers join it while it runs, each measured by the host
+/// (PCR 13, its own event) before its segment reaches the guest. The appraisal takes the
+/// boot's events from the bundle and the pod file, then every added container's event as
+/// the host makes it, and asks the image policy about each; a pod that is no sandbox has
+/// nothing to add, so the same event is an extra measurement there; a container added to
+/// the TPM but left out of the log is caught by the replay.
+#[test]
+fn containers_added_to_a_running_sandbox_are_appraised_by_their_events_and_the_policy() {
+    use jek_attest::appraise::{ExpectedImage, ImageRules};
+    use jek_measure::plan::{added_container_event, ContainerEvent};
+    let r = reference();
+    let trusted = ca("ca.pem");
+    let sandbox = jek_pod::PodSpec {
+        agent: true,
+        name: "web".into(),
+        hostname: None,
+        containers: Vec::new(),
+    };
+    let segment = jek_pod::segment(&sandbox).unwrap();
+    let boot = jek_measure::plan(&r.bundle, Role::BzImage, &segment, &[]).unwrap();
+    let joined = |name: &str, repo: &str| {
+        let manifest = format!("sha256:{}", "a".repeat(64));
+        let c = ContainerEvent {
+            container: name.into(),
+            manifest: manifest.clone(),
+            config: format!("sha256:{}", "c".repeat(64)),
+            reference: format!("{repo}@{manifest}"),
+        };
+        added_container_event(&c, Sha256Digest([7; 32]))
+    };
+    let appraise = |events: &[PlannedEvent], logged: &[PlannedEvent], is_sandbox: bool| {
+        let (mut tpm, _) = booted(events);
+        let log = EventLog {
+            events: logged.iter().map(|e| e.event.clone()).collect(),
+        }
+        .to_bytes();
+        let blobs = tpm.blobs();
+        let allow = |e: &ContainerEvent| {
+            if e.reference.starts_with("registry.example/shop/") {
+                Ok(())
+            } else {
+                Err(format!("{} is not an allowed repository", e.reference))
+            }
+        };
+        let expected: [ExpectedImage; 0] = [];
+        let verifier = Verifier {
+            bundle: Ok(&r.bundle),
+            ca: &trusted,
+            policy_id: "jek:policy:sha256:test",
+            now: UnixTime::now().0,
+        };
+        let chain = String::from_utf8(read("ca.pem")).unwrap();
+        let reg = FakeTpm::new().registration();
+        let pod = PodMaterial {
+            name: "web",
+            ak: &blobs,
+            ek_chain_pem: &chain,
+            event_log: &log,
+            pod_segment: &segment,
+            images: ImageRules {
+                expected: &expected,
+                allow: Some(&allow),
+                sandbox: is_sandbox,
+            },
+            registration: Some(&reg),
+        };
+        attest(&mut tpm, &pod, &verifier, &mut rand_core::OsRng).unwrap()
+    };
+    let mut two = boot.clone();
+    two.push(joined("app", "registry.example/shop/app"));
+    two.push(joined("sidecar", "registry.example/shop/proxy"));
+
+    let a = appraise(&two, &two, true);
+    assert!(failing(&a).is_empty(), "{:?}", a.appraisal.claims);
+    let names: Vec<&str> = a
+        .appraisal
+        .images
+        .iter()
+        .map(|(c, _)| c.container.as_str())
+        .collect();
+    assert_eq!(names, ["app", "sidecar"]);
+
+    // An image the policy refuses: the images claim, and only it.
+    let mut refused = boot.clone();
+    refused.push(joined("miner", "evil.example/miner"));
+    let a = appraise(&refused, &refused, true);
+    assert_eq!(
+        failing(&a),
+        BTreeSet::from([Claim::Images]),
+        "{:?}",
+        a.appraisal.claims
+    );
+    let reasons = format!("{:?}", a.appraisal.claims[&Claim::Images]);
+    assert!(
+        reasons.contains("miner") && reasons.contains("not an allowed repository"),
+        "{reasons}"
+    );
+
+    // The same log for a pod that is no sandbox: an extra measurement.
+    let a = appraise(&two, &two, false);
+    assert!(
+        failing(&a).contains(&Claim::Images),
+        "{:?}",
+        a.appraisal.claims
+    );
+    let reasons = format!("{:?}", a.appraisal.claims[&Claim::Images]);
+    assert!(reasons.contains("extra measurement"), "{reasons}");
+
+    // A container the TPM measured but the log hides: the replay does not match.
+    let a = appraise(&two, &two[..two.len() - 1], true);
+    assert!(!failing(&a).is_empty(), "{:?}", a.appraisal.claims);
+    assert_ne!(a.appraisal.overall(), Status::Affirming);
+}

@@ -57,6 +57,15 @@ pub enum AttestError {
         #[source]
         source: ReadError,
     },
+    /// The measurement lock in the run directory cannot be taken.
+    #[error("cannot lock the pod's measurements ({path})")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The EK chain file is not text.
     #[error("{path} is not PEM text")]
     NotPem {
@@ -168,6 +177,14 @@ pub fn attest_run_dir(
             path: run.ek_chain(),
         }
     })?;
+    // The log and the quote of one moment (a container joining a running pod sandbox
+    // extends and appends under the exclusive lock).
+    let _still = run
+        .lock_measurements(false)
+        .map_err(|source| AttestError::Lock {
+            path: run.measure_lock(),
+            source,
+        })?;
     let event_log = read("event log", run.event_log())?;
     let (pid, sockets) = (reg.tpm.pid, reg.tpm.socket_dir.clone());
     let mut tpm = Tpm::connect_swtpm(&jek_tpm::swtpm::Sockets {

@@ -66,6 +66,8 @@ pub mod tag {
     pub const CONTAINER: u32 = 0x4A45_4B07;
     /// The number of container segments.
     pub const CONTAINERS: u32 = 0x4A45_4B08;
+    /// A container segment added to a running pod sandbox.
+    pub const CONTAINER_ADDED: u32 = 0x4A45_4B09;
 }
 
 /// Every PCR jek extends, ascending: what a quote must cover.
@@ -100,6 +102,8 @@ pub enum Measured {
     Container(String),
     /// The number of container segments.
     Containers(usize),
+    /// The segment of this container, added while the pod ran.
+    ContainerAdded(String),
 }
 
 impl std::fmt::Display for Measured {
@@ -115,6 +119,9 @@ impl std::fmt::Display for Measured {
             Measured::PodConfig => f.write_str("the pod configuration"),
             Measured::Container(name) => write!(f, "the image of container {name}"),
             Measured::Containers(n) => write!(f, "the container count ({n})"),
+            Measured::ContainerAdded(name) => {
+                write!(f, "the image of container {name}, added while the pod ran")
+            }
         }
     }
 }
@@ -214,9 +221,25 @@ impl ContainerEvent {
         )
     }
 
+    /// The description of its event when it joined a running pod sandbox.
+    pub fn added_text(&self) -> String {
+        format!(
+            "jek:container-added:{} {} {} {}",
+            self.container, self.manifest, self.config, self.reference
+        )
+    }
+
     /// Parses a description written by [`ContainerEvent::text`].
     pub fn parse(text: &str) -> Option<Self> {
-        let rest = text.strip_prefix("jek:container:")?;
+        Self::parse_fields(text.strip_prefix("jek:container:")?)
+    }
+
+    /// Parses a description written by [`ContainerEvent::added_text`].
+    pub fn parse_added(text: &str) -> Option<Self> {
+        Self::parse_fields(text.strip_prefix("jek:container-added:")?)
+    }
+
+    fn parse_fields(rest: &str) -> Option<Self> {
         let mut it = rest.splitn(4, ' ');
         let (container, manifest, config, reference) =
             (it.next()?, it.next()?, it.next()?, it.next()?);
@@ -271,14 +294,55 @@ pub fn container_events(containers: &[(ContainerEvent, Sha256Digest)]) -> Vec<Pl
     events
 }
 
-/// The containers a log's PCR 13 events name, with their segment digests, in log order.
-pub fn containers_in_log(log: &crate::EventLog) -> Vec<(ContainerEvent, Sha256Digest)> {
+/// The PCR 13 event of a container segment (`digest`) added to a running pod sandbox:
+/// extended by the host before the segment is sent to the guest.
+pub fn added_container_event(container: &ContainerEvent, digest: Sha256Digest) -> PlannedEvent {
+    tagged_digest(
+        PCR_CONTAINERS,
+        tag::CONTAINER_ADDED,
+        &container.added_text(),
+        digest,
+        Measured::ContainerAdded(container.container.clone()),
+    )
+}
+
+/// The container an event of a running pod sandbox names, if it is exactly the event
+/// [`added_container_event`] makes of it (PCR, type, tag and text re-encoded).
+pub fn added_container(event: &Event) -> Option<ContainerEvent> {
+    if event.pcr != PCR_CONTAINERS
+        || event.data.get(..4) != Some(&tag::CONTAINER_ADDED.to_le_bytes()[..])
+    {
+        return None;
+    }
+    let c = ContainerEvent::parse_added(&event.text())?;
+    (added_container_event(&c, event.digest).event == *event).then_some(c)
+}
+
+/// The containers a log's PCR 13 events name as measured at boot, with their segment
+/// digests, in log order.
+pub fn containers_booted(log: &crate::EventLog) -> Vec<(ContainerEvent, Sha256Digest)> {
     log.events
         .iter()
         .filter(|e| {
             e.pcr == PCR_CONTAINERS && e.data.get(..4) == Some(&tag::CONTAINER.to_le_bytes()[..])
         })
         .filter_map(|e| Some((ContainerEvent::parse(&e.text())?, e.digest)))
+        .collect()
+}
+
+/// The containers a log's PCR 13 events name, with their segment digests, in log order:
+/// those measured at boot, then those added while the pod ran.
+pub fn containers_in_log(log: &crate::EventLog) -> Vec<(ContainerEvent, Sha256Digest)> {
+    log.events
+        .iter()
+        .filter(|e| e.pcr == PCR_CONTAINERS)
+        .filter_map(|e| {
+            if e.data.get(..4) == Some(&tag::CONTAINER.to_le_bytes()[..]) {
+                Some((ContainerEvent::parse(&e.text())?, e.digest))
+            } else {
+                Some((added_container(e)?, e.digest))
+            }
+        })
         .collect()
 }
 

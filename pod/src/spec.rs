@@ -189,7 +189,8 @@ impl PodSpec {
     /// Parses and checks a spec.
     pub fn from_json(bytes: &[u8]) -> Result<Self, SpecError> {
         let spec: PodSpec = serde_json::from_slice(bytes).map_err(SpecError::Json)?;
-        if spec.containers.is_empty() {
+        // A sandbox may start empty: its containers join it over the agent channel.
+        if spec.containers.is_empty() && !spec.agent {
             return Err(SpecError::Empty("no containers"));
         }
         if spec
@@ -224,6 +225,14 @@ impl PodSpec {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn only_a_sandbox_may_start_without_containers() {
+        let sandbox = br#"{"name":"p","agent":true,"containers":[]}"#;
+        let spec = PodSpec::from_json(sandbox).unwrap();
+        assert!(spec.agent && spec.containers.is_empty());
+        assert!(PodSpec::from_json(br#"{"name":"p","containers":[]}"#).is_err());
+    }
 
     #[test]
     fn names_are_dns_1123_labels() {

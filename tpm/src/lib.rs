@@ -23,5 +23,5 @@ pub mod swtpm;
 mod measure;
 
 pub use client::{Tpm, TpmError};
-pub use measure::{measure, MeasureError};
+pub use measure::{measure, measure_more, MeasureError};
 pub use swtpm::{Swtpm, SwtpmError};

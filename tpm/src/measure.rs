@@ -48,6 +48,20 @@ pub enum MeasureError {
         #[source]
         source: TpmError,
     },
+    /// Before measuring more into a running pod's TPM: it holds another value than the
+    /// pod's event log replays to, so the log could not explain what is added.
+    #[error(
+        "PCR {pcr} holds {actual} but the pod's event log replays to {expected}: the log \
+         does not explain the TPM, so nothing more is measured"
+    )]
+    Unexplained {
+        /// The PCR.
+        pcr: u32,
+        /// What the log replays to.
+        expected: Sha256Digest,
+        /// What the TPM holds.
+        actual: Sha256Digest,
+    },
     /// The TPM holds another value than the log replays to.
     #[error("PCR {pcr} holds {actual} but the event log replays to {expected}")]
     Mismatch {
@@ -114,6 +128,70 @@ pub fn measure(tpm: &mut Tpm, events: &[PlannedEvent]) -> Result<EventLog, Measu
             source,
         })?;
     check_replay(&log.replay(), &after)?;
+    Ok(log)
+}
+
+/// Extends `events` into a running pod's `tpm`, whose measurements so far `log` records,
+/// and returns the log with them appended.
+///
+/// Fails closed like [`measure`]: before, every PCR the events touch must hold what `log`
+/// replays to (else [`MeasureError::Unexplained`]); after, what the longer log replays to.
+/// An extend that failed half-way leaves the TPM ahead of every log, so later
+/// measurements (and every appraisal) fail rather than explain it away.
+pub fn measure_more(
+    tpm: &mut Tpm,
+    log: &EventLog,
+    events: &[PlannedEvent],
+) -> Result<EventLog, MeasureError> {
+    let pcrs = pcrs_of(events);
+    let before = tpm
+        .read_pcrs(&pcrs)
+        .map_err(|source| MeasureError::ReadBefore {
+            pcrs: pcrs.clone(),
+            source,
+        })?;
+    let replay = log.replay();
+    for pcr in &pcrs {
+        let want = replay.get(pcr).copied().unwrap_or(Sha256Digest([0; 32]));
+        let got = before.get(pcr).copied().unwrap_or(Sha256Digest([0; 32]));
+        if got != want {
+            return Err(MeasureError::Unexplained {
+                pcr: *pcr,
+                expected: want,
+                actual: got,
+            });
+        }
+    }
+    let mut log = log.clone();
+    for planned in events {
+        let Event { pcr, digest, .. } = &planned.event;
+        tracing::debug!(pcr, digest = %digest, what = %planned.what, "extend");
+        tpm.extend(*pcr, digest)
+            .map_err(|source| MeasureError::Extend {
+                pcr: *pcr,
+                what: planned.what.to_string(),
+                source,
+            })?;
+        log.push(planned.event.clone());
+    }
+    let after = tpm
+        .read_pcrs(&pcrs)
+        .map_err(|source| MeasureError::ReadAfter {
+            pcrs: pcrs.clone(),
+            source,
+        })?;
+    let replay = log.replay();
+    for pcr in &pcrs {
+        let want = replay.get(pcr).copied().unwrap_or(Sha256Digest([0; 32]));
+        let got = after.get(pcr).copied().unwrap_or(Sha256Digest([0; 32]));
+        if got != want {
+            return Err(MeasureError::Mismatch {
+                pcr: *pcr,
+                expected: want,
+                actual: got,
+            });
+        }
+    }
     Ok(log)
 }
 

@@ -142,6 +142,7 @@ pub fn boot(
                 pod: pod_name.clone(),
                 registration: registration.clone(),
                 run_dir: spec.run_dir.clone(),
+                tpm: swtpm.as_ref().map(|s| s.sockets().clone()),
                 agent: AgentChannel::new(agent),
             });
         }

@@ -27,6 +27,7 @@ pub mod boot;
 pub mod console;
 pub mod error;
 pub mod kvm;
+pub mod late;
 pub mod lifecycle;
 pub mod pod_user;
 pub mod qemu;

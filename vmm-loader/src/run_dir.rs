@@ -8,6 +8,8 @@
 //!   pod.json                      the run record (bundle, PCRs, TPM, VMM, outcome)
 //!   pod.yaml                      the pod file a pod was made from, when jek made it
 //!                                 (the containerd shim), for registering the pod
+//!   measure.lock                  held while the pod's measurements change (exclusive)
+//!                                 or are read with a quote (shared)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -79,6 +81,34 @@ impl RunDir {
         self.root.join("console.log")
     }
 
+    /// The lock file of the pod's measurements.
+    pub fn measure_lock(&self) -> PathBuf {
+        self.root.join("measure.lock")
+    }
+
+    /// Holds the pod's measurements still while the lock lives: `exclusive` to add to them
+    /// (the TPM's PCRs and the event log together, as a container joins a running pod),
+    /// shared to read them (the event log, then a quote), so no quote is taken between an
+    /// extend and the log that explains it.
+    pub fn lock_measurements(&self, exclusive: bool) -> std::io::Result<MeasurementLock> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0))
+            .open(self.measure_lock())?;
+        let how = if exclusive {
+            rustix::fs::FlockOperation::LockExclusive
+        } else {
+            rustix::fs::FlockOperation::LockShared
+        };
+        rustix::fs::flock(&file, how)?;
+        Ok(MeasurementLock { _file: file })
+    }
+
     /// The run record.
     pub fn record(&self) -> PathBuf {
         self.root.join("pod.json")
@@ -98,4 +128,11 @@ impl RunDir {
     pub fn ek_chain(&self) -> PathBuf {
         self.tpm_state().join("ek-chain.pem")
     }
+}
+
+/// A held lock on a pod's measurements ([`RunDir::lock_measurements`]): released when
+/// dropped.
+#[derive(Debug)]
+pub struct MeasurementLock {
+    _file: std::fs::File,
 }

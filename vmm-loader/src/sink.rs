@@ -51,6 +51,9 @@ pub struct Running {
     pub registration: Option<String>,
     /// Its run directory.
     pub run_dir: PathBuf,
+    /// Where the pod's swtpm listens (its proxy serves the side sockets in it while the VM
+    /// runs): what a container joining the pod is measured into ([`crate::late`]).
+    pub tpm: Option<jek_tpm::swtpm::Sockets>,
     /// The host's end of the pod sandbox's agent channel (`jek_pod::agent`), connected by
     /// the VMM before the guest runs; empty for a pod that is no sandbox.
     pub agent: AgentChannel,
