@@ -691,3 +691,118 @@ fn a_pod_registers_itself_with_the_verifier_and_leaves_it_when_deleted() {
     assert!(stderr.contains("attestation.verifier.token"), "{stderr}");
     c.assert_nothing_left();
 }
+
+/// Issue 33 items 1, 2 and 5: containers grouped by the CRI's sandbox id share one shim
+/// and one VM. The sandbox container boots a pod sandbox (no pause image, no container);
+/// each container of the pod then joins the running VM, measured into the pod's TPM
+/// before the guest gets it, its stdout and stderr to containerd's two FIFOs apart, its
+/// exit status to `ctr`. The pod attests affirming with its containers in the order they
+/// joined. A graceful stop of the sandbox stops the VM, and nothing is left. `ctr` stands
+/// in for the CRI here with the annotations the CRI plugin writes.
+#[test]
+fn the_containers_of_a_pod_sandbox_share_its_vm_and_are_measured_as_they_join() {
+    let c = Containerd::start(policy_allowing_busybox);
+    let uid = "7d3c1a2e-9b7d-4c55-8e21-0a4b6c8d9e0f";
+    let sandbox = [
+        "-d",
+        "--annotation",
+        "io.kubernetes.cri.container-type=sandbox",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-id=sbx1",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-namespace=shop",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-name=web-0",
+        "--annotation",
+        &format!("io.kubernetes.cri.sandbox-uid={uid}"),
+    ];
+    // Detached: Start answered once the pod's init was up.
+    assert_exit(&c.run(&sandbox, "sbx1", "sleep 600"), 0);
+    let member = |id: &str, name: &str, script: &str| {
+        let name = format!("io.kubernetes.cri.container-name={name}");
+        c.run(
+            &[
+                "--rm",
+                "--annotation",
+                "io.kubernetes.cri.container-type=container",
+                "--annotation",
+                "io.kubernetes.cri.sandbox-id=sbx1",
+                "--annotation",
+                &name,
+            ],
+            id,
+            script,
+        )
+    };
+    let out = member("c1", "app", "echo out; echo err >&2; exit 3");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n", "{}", c.log());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n", "{}", c.log());
+    assert_exit(&out, 3);
+    let out = member("c2", "sidecar", "echo second; hostname");
+    assert_exit(&out, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "second\nweb-0\n",
+        "{}",
+        c.log()
+    );
+    // One VM and one shim for the pod and its containers.
+    let run = c.run_root().join("sbx1");
+    let qemus = processes_naming(&format!("guest=jek:{}", run.display()));
+    assert_eq!(qemus.len(), 1, "{qemus:?}");
+    let shims = processes_naming(&format!("-address {}", c.path("containerd.sock").display()));
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    // A graceful stop of the sandbox: the VM powers off, nothing is left after removal.
+    assert_exit(&c.ctr(&["task", "kill", "sbx1"]), 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let tasks = String::from_utf8_lossy(&c.ctr(&["task", "list"]).stdout).into_owned();
+        if tasks
+            .lines()
+            .any(|l| l.starts_with("sbx1") && l.contains("STOPPED"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sbx1 did not stop: {tasks}\n{}",
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Two containers joined: both measured, both in the pod's attestation (its TPM kept
+    // after the VM stopped), in the order they joined.
+    let attest = jek()
+        .current_dir(c.dir.path())
+        .arg("attest")
+        .arg(&run)
+        .arg("--bundle")
+        .arg(&default_build().bundle)
+        .args([
+            "--policy",
+            "policy.yaml",
+            "--registry",
+            "registry",
+            "--json",
+        ])
+        .arg("--pod")
+        .arg(run.join("pod.yaml"))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&attest.stdout).unwrap_or(Value::Null);
+    assert_exit(&attest, 0);
+    let sub = &v["results"][0]["result"]["submods"]["web-0"];
+    assert_eq!(sub["ear.status"], "affirming", "{v}");
+    let none = Vec::new();
+    let images: Vec<&str> = sub["jek.images"]
+        .as_array()
+        .unwrap_or(&none)
+        .iter()
+        .filter_map(|i| i["container"].as_str())
+        .collect();
+    assert_eq!(images, ["app", "sidecar"], "{v}");
+
+    assert_exit(&c.ctr(&["task", "delete", "sbx1"]), 0);
+    assert_exit(&c.ctr(&["containers", "delete", "sbx1"]), 0);
+    c.assert_nothing_left();
+}

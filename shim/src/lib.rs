@@ -18,12 +18,16 @@
 //!   runs, as the Kubernetes pod CRI's annotations name, and is removed at Delete
 //!   ([`register`]).
 //!
-//! One shim process serves one container (containerd's grouping is the container id).
+//! One shim process serves one container (containerd's grouping is the container id), or
+//! one Kubernetes pod: the CRI's sandbox container boots a pod sandbox (a VM whose init
+//! serves the agent channel) and the pod's containers, grouped into the same shim by
+//! `io.kubernetes.cri.sandbox-id`, join that VM ([`pod`]).
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod containerd;
 pub mod mount;
+pub mod pod;
 pub mod process;
 pub mod register;
 pub mod rootfs;
@@ -45,6 +49,7 @@ use jek_config::runtime::{BundleSource, Runtime};
 use jek_pod::image::{container_segment, ContainerImage, ContainerSegment};
 use jek_pod::spec::{Container as PodContainer, PodSpec};
 
+use pod::{Member, PodVm};
 use task::{Container, Prepared, Status};
 
 /// The runtime's name, as containerd's `--runtime` names it.
@@ -109,9 +114,69 @@ pub enum CreateError {
     /// A container with this id exists in this shim.
     #[error("container {0} exists")]
     Exists(String),
+    /// A container of a pod sandbox this shim does not run.
+    #[error("the container's pod sandbox {0} is not run by this jek shim (was it created with another runtime, or has it stopped?)")]
+    NoSandbox(String),
+    /// The pod has a container of this name already.
+    #[error("the pod has a container named {0} already")]
+    NameTaken(String),
 }
 
-/// The shim: one per container.
+/// What a Create made.
+enum Created {
+    /// A container with a VM of its own, or a pod sandbox's VM: what boots, and where.
+    Vm(Box<Prepared>, PathBuf),
+    /// A container of a pod sandbox this shim runs.
+    Member(Box<Member>),
+}
+
+/// A task this shim serves.
+#[derive(Clone)]
+enum Task {
+    /// A container with a VM of its own, or a pod sandbox's VM.
+    Vm(Arc<Container>),
+    /// A container of a pod sandbox.
+    Member(Arc<Member>),
+}
+
+impl Task {
+    fn status(&self) -> Status {
+        match self {
+            Task::Vm(c) => c.status(),
+            Task::Member(m) => m.status(),
+        }
+    }
+
+    fn wait(&self) -> (u32, std::time::SystemTime) {
+        match self {
+            Task::Vm(c) => c.wait(),
+            Task::Member(m) => m.wait(),
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Task::Vm(c) => &c.id,
+            Task::Member(m) => &m.id,
+        }
+    }
+
+    fn bundle_dir(&self) -> &Path {
+        match self {
+            Task::Vm(c) => &c.bundle_dir,
+            Task::Member(m) => &m.bundle_dir,
+        }
+    }
+
+    fn stdio(&self) -> (&str, &str) {
+        match self {
+            Task::Vm(c) => (&c.stdout, &c.stderr),
+            Task::Member(m) => (&m.stdout, &m.stderr),
+        }
+    }
+}
+
+/// The shim: one per container, or one per Kubernetes pod sandbox with its containers.
 #[derive(Clone)]
 pub struct Service {
     exit: Arc<ExitSignal>,
@@ -120,7 +185,9 @@ pub struct Service {
     address: String,
     /// The socket this shim serves (`unix:///run/containerd/s/...`), removed at exit.
     socket: String,
-    containers: Arc<Mutex<HashMap<String, Arc<Container>>>>,
+    containers: Arc<Mutex<HashMap<String, Task>>>,
+    /// The pod sandboxes this shim runs, by sandbox id.
+    pods: Arc<Mutex<HashMap<String, Arc<PodVm>>>>,
     publisher: Option<Arc<RemotePublisher>>,
 }
 
@@ -268,7 +335,7 @@ impl Service {
         runtime.run_root.join(&self.namespace).join(id)
     }
 
-    fn container(&self, id: &str) -> Result<Arc<Container>, containerd_shim::protos::ttrpc::Error> {
+    fn container(&self, id: &str) -> Result<Task, containerd_shim::protos::ttrpc::Error> {
         lock(&self.containers)
             .get(id)
             .cloned()
@@ -283,16 +350,101 @@ impl Service {
         }
     }
 
-    /// Create: verify, read the spec and the root, pack the container segment.
-    fn prepare(&self, req: &api::CreateTaskRequest) -> Result<(Prepared, PathBuf), CreateError> {
+    /// Create: read the runtime file, the policy and the spec; then, for a container of
+    /// its own or a pod sandbox, verify the bundle; for a container (of its own, or of a
+    /// sandbox this shim runs), read the root and pack its segment.
+    fn prepare(&self, req: &api::CreateTaskRequest) -> Result<Created, CreateError> {
         // The shim acts for every pod on the host: what decides trust must be owned by root
         // (or the shim's user) and writable by no one else.
         let runtime = jek_config::runtime::load_strict(&runtime_path(req))?;
         let policy = jek_config::policy::load_strict(&runtime.policy)?;
-        let bundle = verify_bundle(&runtime.bundle, &policy.policy)?;
         let bundle_dir = PathBuf::from(&req.bundle);
         let spec = process::load(&bundle_dir)?;
+        let (pod_name, name) = names(&req.id, spec.kubernetes.as_ref(), spec.cri.as_ref());
+        if let Some(process::CriContainer {
+            sandbox_id,
+            kind: process::CriKind::Container { .. },
+        }) = &spec.cri
+        {
+            // A container of a Kubernetes pod: it joins the pod's VM, whose bundle was
+            // verified when the sandbox booted.
+            let pod = lock(&self.pods)
+                .get(sandbox_id)
+                .cloned()
+                .ok_or_else(|| CreateError::NoSandbox(sandbox_id.clone()))?;
+            let segment = self.segment(req, &spec, &runtime, &policy, &name)?;
+            return Ok(Created::Member(Box::new(Member::new(
+                req.id.clone(),
+                bundle_dir,
+                req.stdout.clone(),
+                req.stderr.clone(),
+                name,
+                pod,
+                segment,
+            ))));
+        }
+        let bundle = verify_bundle(&runtime.bundle, &policy.policy)?;
         let kubernetes = spec.kubernetes.clone();
+        let run_dir = self.run_dir(&runtime, &req.id);
+        let sandbox = matches!(
+            spec.cri,
+            Some(process::CriContainer {
+                kind: process::CriKind::Sandbox,
+                ..
+            })
+        );
+        let (pod, segment, vm) = if sandbox {
+            // The pod sandbox: a VM whose init serves the agent channel, without the pause
+            // image or any container; they join it as containerd creates them.
+            let pod = PodSpec {
+                agent: true,
+                name: pod_name.clone(),
+                hostname: spec.hostname.clone(),
+                containers: Vec::new(),
+            };
+            (pod, None, Some(PodVm::new(pod_name, run_dir.clone())))
+        } else {
+            let segment = self.segment(req, &spec, &runtime, &policy, &name)?;
+            let pod = PodSpec {
+                agent: false,
+                name: pod_name,
+                hostname: spec.hostname.clone(),
+                containers: vec![PodContainer {
+                    name,
+                    image: Some(segment.image.reference.clone()),
+                    command: Vec::new(),
+                    args: Vec::new(),
+                    env: Vec::new(),
+                    working_dir: None,
+                }],
+            };
+            (pod, Some(segment), None)
+        };
+        Ok(Created::Vm(
+            Box::new(Prepared {
+                bundle,
+                pod,
+                segment,
+                sandbox: vm,
+                runtime,
+                kubernetes,
+            }),
+            run_dir,
+        ))
+    }
+
+    /// The container's segment: its root file system read from containerd's mounts, the
+    /// image containerd made it from (allowed by the image policy), its process from the
+    /// spec, under the guest name `name`.
+    fn segment(
+        &self,
+        req: &api::CreateTaskRequest,
+        spec: &process::SpecProcess,
+        runtime: &Runtime,
+        policy: &jek_config::policy::PolicyFile,
+        name: &str,
+    ) -> Result<ContainerSegment, CreateError> {
+        let bundle_dir = PathBuf::from(&req.bundle);
         let root = if Path::new(&spec.root).is_absolute() {
             PathBuf::from(&spec.root)
         } else {
@@ -320,39 +472,15 @@ impl Service {
                 source,
             },
         })?;
-        let (pod_name, name) = names(&req.id, kubernetes.as_ref(), spec.cri.as_ref());
         let image = ContainerImage {
-            container: name.clone(),
-            reference: reference.clone(),
+            container: name.to_string(),
+            reference,
             manifest: identity.manifest,
             config_digest: identity.config,
-            config: spec.config,
+            config: spec.config.clone(),
         };
         let bytes = container_segment(&image, &members)?;
-        let pod = PodSpec {
-            agent: false,
-            name: pod_name,
-            hostname: spec.hostname,
-            containers: vec![PodContainer {
-                name,
-                image: Some(reference),
-                command: Vec::new(),
-                args: Vec::new(),
-                env: Vec::new(),
-                working_dir: None,
-            }],
-        };
-        let run_dir = self.run_dir(&runtime, &req.id);
-        Ok((
-            Prepared {
-                bundle,
-                pod,
-                segment: ContainerSegment { image, bytes },
-                runtime,
-                kubernetes,
-            },
-            run_dir,
-        ))
+        Ok(ContainerSegment { image, bytes })
     }
 
     /// Mounts containerd's rootfs mounts at `root` (when it gave any), reads the tree,
@@ -409,12 +537,20 @@ impl containerd_shim::Shim for Service {
             address: args.address.clone(),
             socket: args.socket.clone(),
             containers: Arc::new(Mutex::new(HashMap::new())),
+            pods: Arc::new(Mutex::new(HashMap::new())),
             publisher: None,
         }
     }
 
     fn start_shim(&mut self, opts: StartOpts) -> Result<String, containerd_shim::Error> {
-        let grouping = opts.id.clone();
+        // The containers of one Kubernetes pod share a shim (and its VM), as containerd's
+        // runc shim groups them: by the CRI's sandbox id. A second `start` for the group
+        // finds the running shim's socket in use and answers with its address.
+        let grouping = std::env::current_dir()
+            .ok()
+            .and_then(|bundle| process::load(&bundle).ok())
+            .and_then(|spec| spec.cri)
+            .map_or_else(|| opts.id.clone(), |c| c.sandbox_id);
         let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
         Ok(address)
     }
@@ -468,30 +604,46 @@ impl containerd_shim::Task for Service {
                 CreateError::Exists(req.id.clone()).to_string(),
             ));
         }
-        let (prepared, run_dir) = self.prepare(&req).map_err(|e| {
-            let msg = format!("jek: {}", jek_errors::chain_line(&e));
+        let refuse = |e: &CreateError| {
+            let msg = format!("jek: {}", jek_errors::chain_line(e));
             tracing::error!(id = %req.id, "{msg}");
             ttrpc_error(
                 containerd_shim::protos::ttrpc::Code::FAILED_PRECONDITION,
                 msg,
             )
-        })?;
-        tracing::info!(id = %req.id, bundle = %prepared.runtime.bundle, image = %prepared.segment.image.reference, "created");
-        let c = Arc::new(Container::new(
-            req.id.clone(),
-            PathBuf::from(&req.bundle),
-            req.stdout.clone(),
-            req.stderr.clone(),
-            run_dir,
-            prepared,
-        ));
-        c.record().write(&c.bundle_dir).map_err(|e| {
-            ttrpc_error(
-                containerd_shim::protos::ttrpc::Code::INTERNAL,
-                format!("jek: {}", jek_errors::chain_line(&e)),
-            )
-        })?;
-        lock(&self.containers).insert(req.id.clone(), c);
+        };
+        let task = match self.prepare(&req).map_err(|e| refuse(&e))? {
+            Created::Member(m) => {
+                let m = Arc::new(*m);
+                if !m.join_pod() {
+                    return Err(refuse(&CreateError::NameTaken(m.name.clone())));
+                }
+                tracing::info!(id = %req.id, pod = %m.pod_name(), container = %m.name, "created in its pod sandbox");
+                Task::Member(m)
+            }
+            Created::Vm(prepared, run_dir) => {
+                tracing::info!(id = %req.id, bundle = %prepared.runtime.bundle, sandbox = prepared.sandbox.is_some(), "created");
+                let c = Arc::new(Container::new(
+                    req.id.clone(),
+                    PathBuf::from(&req.bundle),
+                    req.stdout.clone(),
+                    req.stderr.clone(),
+                    run_dir,
+                    *prepared,
+                ));
+                c.record().write(&c.bundle_dir).map_err(|e| {
+                    ttrpc_error(
+                        containerd_shim::protos::ttrpc::Code::INTERNAL,
+                        format!("jek: {}", jek_errors::chain_line(&e)),
+                    )
+                })?;
+                if let Some(pod) = &c.sandbox {
+                    lock(&self.pods).insert(req.id.clone(), Arc::clone(pod));
+                }
+                Task::Vm(c)
+            }
+        };
+        lock(&self.containers).insert(req.id.clone(), task);
         Ok(api::CreateTaskResponse {
             pid: std::process::id(),
             ..Default::default()
@@ -503,13 +655,13 @@ impl containerd_shim::Task for Service {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        let c = self.container(&req.id)?;
+        let task = self.container(&req.id)?;
         let me = self.clone();
         let id = req.id.clone();
         // A short container may end as soon as it is up: its exit is published after its
         // start, never before (the sender is dropped once /tasks/start is out).
         let (start_published, after_start) = std::sync::mpsc::channel::<()>();
-        let Some(up) = c.start(move |code| {
+        let exited = move |code| {
             let _ = after_start.recv();
             let mut e = TaskExit::new();
             e.container_id.clone_from(&id);
@@ -518,30 +670,52 @@ impl containerd_shim::Task for Service {
             e.exit_status = code;
             e.exited_at = MessageField::some(timestamp(std::time::SystemTime::now()));
             me.publish("/tasks/exit", Box::new(e));
-        }) else {
-            return Err(ttrpc_error(
+        };
+        let started_before = || {
+            ttrpc_error(
                 containerd_shim::protos::ttrpc::Code::FAILED_PRECONDITION,
                 format!("container {} was started before", req.id),
-            ));
+            )
         };
-        // Started means up: a pod whose boot failed fails its Start, with the reason.
-        match up.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(reason)) => {
-                return Err(ttrpc_error(
-                    containerd_shim::protos::ttrpc::Code::UNKNOWN,
-                    format!("container {}: {reason}", req.id),
-                ))
+        match &task {
+            Task::Vm(c) => {
+                let Some(up) = c.start(exited) else {
+                    return Err(started_before());
+                };
+                // Started means up: a pod whose boot failed fails its Start, with the reason.
+                match up.recv() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(reason)) => {
+                        return Err(ttrpc_error(
+                            containerd_shim::protos::ttrpc::Code::UNKNOWN,
+                            format!("container {}: {reason}", req.id),
+                        ))
+                    }
+                    Err(_) => {
+                        return Err(ttrpc_error(
+                            containerd_shim::protos::ttrpc::Code::INTERNAL,
+                            format!(
+                                "container {}: the pod's boot thread ended without a word",
+                                req.id
+                            ),
+                        ))
+                    }
+                }
             }
-            Err(_) => {
-                return Err(ttrpc_error(
-                    containerd_shim::protos::ttrpc::Code::INTERNAL,
-                    format!(
-                        "container {}: the pod's boot thread ended without a word",
-                        req.id
-                    ),
-                ))
-            }
+            Task::Member(m) => match m.start(exited) {
+                Ok(Some(pid)) => {
+                    tracing::info!(id = %req.id, container = %m.name, pid, "started in its pod sandbox");
+                }
+                Ok(None) => return Err(started_before()),
+                Err(e) => {
+                    let msg = format!("jek: container {}: {}", req.id, jek_errors::chain_line(&e));
+                    tracing::error!("{msg}");
+                    return Err(ttrpc_error(
+                        containerd_shim::protos::ttrpc::Code::UNKNOWN,
+                        msg,
+                    ));
+                }
+            },
         }
         let mut e = TaskStart::new();
         e.container_id.clone_from(&req.id);
@@ -560,16 +734,17 @@ impl containerd_shim::Task for Service {
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
         use containerd_shim::protos::types::task::Status as S;
-        let c = self.container(&req.id)?;
+        let task = self.container(&req.id)?;
+        let (stdout, stderr) = task.stdio();
         let mut resp = api::StateResponse {
-            id: c.id.clone(),
-            bundle: c.bundle_dir.to_string_lossy().into_owned(),
+            id: task.id().to_string(),
+            bundle: task.bundle_dir().to_string_lossy().into_owned(),
             pid: std::process::id(),
-            stdout: c.stdout.clone(),
-            stderr: c.stderr.clone(),
+            stdout: stdout.to_string(),
+            stderr: stderr.to_string(),
             ..Default::default()
         };
-        resp.status = match c.status() {
+        resp.status = match task.status() {
             Status::Created => S::CREATED,
             Status::Running => S::RUNNING,
             Status::Stopped { code, at } => {
@@ -583,8 +758,8 @@ impl containerd_shim::Task for Service {
     }
 
     fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
-        let c = self.container(&req.id)?;
-        let (code, at) = c.wait();
+        let task = self.container(&req.id)?;
+        let (code, at) = task.wait();
         Ok(api::WaitResponse {
             exit_status: code,
             exited_at: MessageField::some(timestamp(at)),
@@ -593,8 +768,15 @@ impl containerd_shim::Task for Service {
     }
 
     fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
-        let c = self.container(&req.id)?;
-        c.kill(req.signal);
+        match self.container(&req.id)? {
+            Task::Vm(c) => c.kill(req.signal),
+            Task::Member(m) => m.kill(req.signal).map_err(|e| {
+                ttrpc_error(
+                    containerd_shim::protos::ttrpc::Code::UNKNOWN,
+                    format!("jek: container {}: {}", req.id, jek_errors::chain_line(&e)),
+                )
+            })?,
+        }
         Ok(api::Empty::new())
     }
 
@@ -603,8 +785,8 @@ impl containerd_shim::Task for Service {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        let c = self.container(&req.id)?;
-        let (code, at) = match c.status() {
+        let task = self.container(&req.id)?;
+        let (code, at) = match task.status() {
             Status::Running => {
                 return Err(ttrpc_error(
                     containerd_shim::protos::ttrpc::Code::FAILED_PRECONDITION,
@@ -612,12 +794,23 @@ impl containerd_shim::Task for Service {
                 ))
             }
             Status::Created => {
-                c.kill(9);
-                c.wait()
+                match &task {
+                    Task::Vm(c) => c.kill(9),
+                    Task::Member(m) => {
+                        let _ = m.kill(9);
+                    }
+                }
+                task.wait()
             }
             Status::Stopped { code, at } => (code, at),
         };
-        c.remove();
+        match &task {
+            Task::Vm(c) => {
+                c.remove();
+                lock(&self.pods).remove(&req.id);
+            }
+            Task::Member(m) => m.remove(),
+        }
         lock(&self.containers).remove(&req.id);
         let mut e = TaskDelete::new();
         e.container_id.clone_from(&req.id);
@@ -658,10 +851,12 @@ impl containerd_shim::Task for Service {
     }
 
     fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
+        // containerd asks after every Delete: a shim serving a pod sandbox stays until the
+        // sandbox itself is deleted.
         let busy = lock(&self.containers)
             .values()
             .any(|c| c.status() == Status::Running);
-        if !busy {
+        if !busy && lock(&self.pods).is_empty() {
             self.exit.signal();
         }
         Ok(api::Empty::new())

@@ -162,8 +162,10 @@ pub struct Prepared {
     pub bundle: Verified<Bundle>,
     /// The pod (one container).
     pub pod: PodSpec,
-    /// The container segment.
-    pub segment: ContainerSegment,
+    /// The container segment (none for a pod sandbox, which boots without containers).
+    pub segment: Option<ContainerSegment>,
+    /// The pod sandbox's VM as its containers see it, when this is a sandbox.
+    pub sandbox: Option<Arc<crate::pod::PodVm>>,
     /// The runtime file.
     pub runtime: Runtime,
     /// The Kubernetes pod the container belongs to (CRI's annotations), if any.
@@ -192,6 +194,8 @@ pub struct Container {
     registry: Option<PathBuf>,
     /// The runtime file, when it names a verifier pods register with.
     runtime_file: Option<PathBuf>,
+    /// The pod sandbox's VM, when this is a sandbox.
+    pub sandbox: Option<Arc<crate::pod::PodVm>>,
     /// Why the pod was stopped for want of a registration, if it was.
     refused: Arc<Mutex<Option<String>>>,
     /// The registration with the verifier, while it is under way.
@@ -222,6 +226,7 @@ impl Container {
         Container {
             registry,
             runtime_file,
+            sandbox: prepared.sandbox.clone(),
             refused: Arc::default(),
             registering: Arc::default(),
             id,
@@ -312,6 +317,14 @@ impl Container {
             Status::Running => {
                 g.1 = Some(i32::try_from(signal).unwrap_or(9));
                 drop(g);
+                // A sandbox stops its containers and powers off when its agent asks;
+                // the VM is stopped if it cannot.
+                if let Some(pod) = &self.sandbox {
+                    if pod.shutdown(std::time::Duration::ZERO) {
+                        tracing::info!(id = %self.id, signal, "the pod sandbox shut down");
+                        return;
+                    }
+                }
                 let n = self.cleanup.run();
                 tracing::info!(id = %self.id, signal, stopped = n, "killed the pod's VM");
             }
@@ -357,15 +370,29 @@ impl Container {
             }
         }));
         let (spec, tpm) = pod_vm(&p, &self.run_dir);
+        let registration = self.registration_hook(&p);
+        let sandbox = p.sandbox.clone();
+        let on_running = match (registration, sandbox.clone()) {
+            (r, None) => r,
+            (r, Some(pod)) => Some(jek_loader::RunningHook::new(move |running| {
+                if let Some(r) = &r {
+                    r.call(running);
+                }
+                pod.attach(running);
+            })),
+        };
         let sink = BootSink {
             quiet: true,
             console: sink,
             cleanup: self.cleanup.clone(),
-            on_running: self.registration_hook(&p),
+            on_running,
             ..BootSink::new(Instant::now())
         };
         let result = write_pod_file(&self.run_dir, &p.pod)
             .and_then(|()| jek_loader::boot(&p.bundle, &spec, &tpm, &sink));
+        if let Some(pod) = &sandbox {
+            pod.ended("the pod's VM ended");
+        }
         let killed = lock(&self.status).1;
         if let Some(reason) = lock(&self.refused).clone() {
             let text = format!("jek: {reason}\n");
@@ -529,7 +556,7 @@ fn pod_vm(p: &Prepared, run_dir: &Path) -> (VmSpec, TpmSource) {
     let spec = VmSpec {
         kernel: None,
         pod: Some(p.pod.clone()),
-        containers: vec![p.segment.clone()],
+        containers: p.segment.iter().cloned().collect(),
         machine: Machine {
             memory_mib: r.memory_mib,
             vcpus: r.vcpus,
