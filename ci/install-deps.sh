@@ -28,6 +28,8 @@ APT_PACKAGES=(
   containerd
   # containerd-client's build script compiles containerd's protobuf API with protoc
   protobuf-compiler
+  # the CRI tests give their containerd's CRI plugin a bridge network
+  containernetworking-plugins iproute2
 )
 
 missing=()

@@ -37,6 +37,7 @@ impl Drop for Containerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        common::kill_left_behind(self.dir.path());
     }
 }
 

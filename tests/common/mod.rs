@@ -659,3 +659,24 @@ pub fn processes_naming(needle: &str) -> Vec<u32> {
     }
     out
 }
+
+/// What a failed test left running under `dir` (a pod's QEMU, a kept swtpm): killed, and
+/// each swtpm's private socket directory (`/tmp/jek-tpm-*`, named in its arguments)
+/// removed. A passing test leaves nothing; this keeps a failing one from leaving daemons.
+pub fn kill_left_behind(dir: &Path) {
+    for pid in processes_naming(&dir.display().to_string()) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        for arg in String::from_utf8_lossy(&cmdline).split(['\0', ',']) {
+            if let Some(sock) = arg.strip_prefix("path=") {
+                if let Some(d) = Path::new(sock).parent() {
+                    if d.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("jek-tpm-"))
+                    {
+                        let _ = std::fs::remove_dir_all(d);
+                    }
+                }
+            }
+        }
+    }
+}
