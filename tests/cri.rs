@@ -25,6 +25,9 @@ use k8s_cri::v1::{
 use serde_json::Value;
 
 const IMAGE: &str = "docker.io/library/busybox:jek-test";
+/// The pods' sandbox image: what runc's pods run to hold their namespaces (jek's pods do
+/// not run it).
+const PAUSE: &str = "docker.io/library/pause:jek-test";
 const NAMESPACE: &str = "k8s.io";
 /// The test network's bridge on the host (removed at the end).
 const BRIDGE: &str = "jekcri0";
@@ -32,9 +35,9 @@ const BRIDGE: &str = "jekcri0";
 /// A containerd with the CRI plugin, killed (with what it started) when dropped.
 struct Cri {
     child: Child,
-    /// The host's agent and the attestation verifier the pods register with.
-    _agent: common::service::Service,
-    verifier: common::service::Service,
+    /// The host's agent and the attestation verifier the pods register with, if any.
+    _agent: Option<common::service::Service>,
+    verifier: Option<common::service::Service>,
     dir: tempfile::TempDir,
     rt: tokio::runtime::Runtime,
     client: RuntimeServiceClient<tonic::transport::Channel>,
@@ -80,60 +83,73 @@ fn policy(key: &Path) -> String {
 }
 
 impl Cri {
-    fn start() -> Cri {
+    /// containerd with the CRI plugin; with `attest`, pods keep their TPM and register with
+    /// an attestation verifier of the test's own.
+    fn start(attest: bool) -> Cri {
         let built = default_build();
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n);
         let d = dir.path().display();
         std::fs::create_dir_all(p("bin")).unwrap();
-        std::os::unix::fs::symlink(
-            common::service::bin("containerd-shim-jek-v2"),
-            p("bin/containerd-shim-jek-v2"),
-        )
-        .unwrap();
+        // The benchmark runs the release shim (`JEK_CRI_SHIM`).
+        let shim = std::env::var_os("JEK_CRI_SHIM").map_or_else(
+            || common::service::bin("containerd-shim-jek-v2"),
+            PathBuf::from,
+        );
+        std::os::unix::fs::symlink(shim, p("bin/containerd-shim-jek-v2")).unwrap();
         std::fs::write(p("policy.yaml"), policy(&test_key().with_extension("pub"))).unwrap();
-        // The pods' EK CA exists before the verifier that trusts it starts.
-        let scratch = tempfile::tempdir().unwrap();
-        jek_tpm::identity::LocalCa::new(&p("ca"))
-            .manufacture(scratch.path())
-            .unwrap();
-        let agent = common::service::Service::start(
-            &common::service::bin("jek-agent"),
-            &[
-                "--listen".into(),
-                format!("unix:{}", p("agent.sock").display()),
-                "--registry".into(),
-                p("registry").display().to_string(),
-            ],
-            &p("agent.log"),
-        );
-        let verifier = common::service::Service::start(
-            &common::service::bin("jek-attestation-verifier"),
-            &[
-                "--listen",
-                "127.0.0.1:0",
-                "--policy",
-                p("policy.yaml").to_str().unwrap(),
-                "--store",
-                p("verifier.db").to_str().unwrap(),
-                "--bundle",
-                built.bundle.to_str().unwrap(),
-                "--interval",
-                "1s",
-                "--tokens",
-                common::service::tokens_file(dir.path()).to_str().unwrap(),
-            ]
-            .map(String::from),
-            &p("verifier.log"),
-        );
-        common::service::token_file(&p("admin.token"), common::service::ADMIN_TOKEN);
+        let (agent, verifier) = if attest {
+            // The pods' EK CA exists before the verifier that trusts it starts.
+            let scratch = tempfile::tempdir().unwrap();
+            jek_tpm::identity::LocalCa::new(&p("ca"))
+                .manufacture(scratch.path())
+                .unwrap();
+            let agent = common::service::Service::start(
+                &common::service::bin("jek-agent"),
+                &[
+                    "--listen".into(),
+                    format!("unix:{}", p("agent.sock").display()),
+                    "--registry".into(),
+                    p("registry").display().to_string(),
+                ],
+                &p("agent.log"),
+            );
+            let verifier = common::service::Service::start(
+                &common::service::bin("jek-attestation-verifier"),
+                &[
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--policy",
+                    p("policy.yaml").to_str().unwrap(),
+                    "--store",
+                    p("verifier.db").to_str().unwrap(),
+                    "--bundle",
+                    built.bundle.to_str().unwrap(),
+                    "--interval",
+                    "1s",
+                    "--tokens",
+                    common::service::tokens_file(dir.path()).to_str().unwrap(),
+                ]
+                .map(String::from),
+                &p("verifier.log"),
+            );
+            common::service::token_file(&p("admin.token"), common::service::ADMIN_TOKEN);
+            (Some(agent), Some(verifier))
+        } else {
+            (None, None)
+        };
+        let attestation = match (&agent, &verifier) {
+            (Some(a), Some(v)) => format!(
+                "attestation:\n  tpmCa: ca\n  registry: registry\n  verifier:\n    url: {}\n    agent: {}\n    token: admin.token\n",
+                v.url, a.url
+            ),
+            _ => String::new(),
+        };
         std::fs::write(
             p("runtime.yaml"),
             format!(
-                "bundle: {}\npolicy: policy.yaml\nrunRoot: run\nattestation:\n  tpmCa: ca\n  registry: registry\n  verifier:\n    url: {}\n    agent: {}\n    token: admin.token\n",
-                built.bundle.display(),
-                verifier.url,
-                agent.url,
+                "bundle: {}\npolicy: policy.yaml\nrunRoot: run\n{attestation}",
+                built.bundle.display()
             ),
         )
         .unwrap();
@@ -156,10 +172,13 @@ state = "{d}/state"
 [ttrpc]
   address = "{d}/containerd.sock.ttrpc"
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{IMAGE}"
+  sandbox_image = "{PAUSE}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   disable_apparmor = true
+  # These machines refuse a lower oom_score_adj even to root (no CAP_SYS_RESOURCE): runc's
+  # pods (the benchmark's peer) keep the parent's, as on rootless hosts.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     default_runtime_name = "runc"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
@@ -241,6 +260,28 @@ state = "{d}/state"
                 "import",
                 "--base-name",
                 "docker.io/library/busybox",
+                import.to_str().unwrap(),
+            ]),
+            0,
+        );
+        let layout = cri.path("layout-pause");
+        jek_image::build::pause_layout(&layout, Path::new("/bin/busybox")).unwrap();
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-cf")
+            .arg(cri.path("pause.tar"))
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(tar.success());
+        let import = cri.path("pause.tar");
+        assert_exit(
+            &cri.ctr(&[
+                "image",
+                "import",
+                "--base-name",
+                "docker.io/library/pause",
                 import.to_str().unwrap(),
             ]),
             0,
@@ -378,7 +419,7 @@ state = "{d}/state"
 
 #[test]
 fn a_kubernetes_pod_runs_in_one_vm_through_containerds_cri() {
-    let mut cri = Cri::start();
+    let mut cri = Cri::start(true);
     let sandbox = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: "web-0".into(),
@@ -508,7 +549,7 @@ fn a_kubernetes_pod_runs_in_one_vm_through_containerds_cri() {
         let (status, body) = common::service::http_as(
             Some(common::service::READER_TOKEN),
             "GET",
-            &format!("{}{path}", cri.verifier.url),
+            &format!("{}{path}", cri.verifier.as_ref().unwrap().url),
             None,
         );
         assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
@@ -569,4 +610,130 @@ fn a_kubernetes_pod_runs_in_one_vm_through_containerds_cri() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The medians of `xs`.
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `VmRSS` of `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 33 item 7, the benchmark (`ci/bench.sh`; not part of the test run): the same CRI
+/// scenario with runc and with jek, in the same containerd: RunPodSandbox, then
+/// CreateContainer + StartContainer to the container's first log line, and the memory of
+/// each pod's shim (and, for jek, its VM's QEMU and swtpm) while the container runs.
+/// Prints a Markdown table of medians over `JEK_CRI_RUNS` pods per runtime (default 5).
+#[test]
+#[ignore = "a benchmark: ci/bench.sh runs it"]
+fn cri_figures() {
+    let runs: usize = std::env::var("JEK_CRI_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let mut cri = Cri::start(false);
+    let mut rows = Vec::new();
+    for handler in ["runc", "jek"] {
+        let (mut sandbox_ms, mut first_ms) = (Vec::new(), Vec::new());
+        let (mut shim_kib, mut vm_kib) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            let name = format!("{handler}-{i}");
+            let sandbox = PodSandboxConfig {
+                metadata: Some(PodSandboxMetadata {
+                    name: name.clone(),
+                    uid: format!("00000000-0000-4000-8000-{i:012}"),
+                    namespace: "bench".into(),
+                    attempt: 0,
+                }),
+                hostname: name.clone(),
+                log_directory: cri.path(&format!("logs-{name}")).display().to_string(),
+                ..Default::default()
+            };
+            let t0 = Instant::now();
+            let pod = cri
+                .rt
+                .block_on(cri.client.run_pod_sandbox(RunPodSandboxRequest {
+                    config: Some(sandbox.clone()),
+                    runtime_handler: handler.into(),
+                }))
+                .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}\n{}", cri.log()))
+                .into_inner()
+                .pod_sandbox_id;
+            sandbox_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+            let t1 = Instant::now();
+            let config = cri.container_config("app", "echo first; sleep 1000");
+            cri.run(&pod, &sandbox, config);
+            let log = cri.path(&format!("logs-{name}")).join("app.log");
+            while !std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(" stdout F first")
+            {
+                assert!(
+                    t1.elapsed() < Duration::from_secs(120),
+                    "{name}: no first line"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            first_ms.push(t1.elapsed().as_secs_f64() * 1000.0);
+            let shim = processes_naming(&format!("-id {pod} -address"))
+                .into_iter()
+                .find(|p| {
+                    std::fs::read(format!("/proc/{p}/cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("containerd-shim"))
+                });
+            shim_kib.push(shim.map_or(0, rss_kib) as f64);
+            let run = cri.path("run").join(NAMESPACE).join(&pod);
+            vm_kib.push(
+                processes_naming(&run.display().to_string())
+                    .into_iter()
+                    .map(rss_kib)
+                    .sum::<u64>() as f64,
+            );
+            cri.rt
+                .block_on(cri.client.stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: pod.clone(),
+                }))
+                .unwrap();
+            cri.rt
+                .block_on(cri.client.remove_pod_sandbox(RemovePodSandboxRequest {
+                    pod_sandbox_id: pod,
+                }))
+                .unwrap();
+        }
+        rows.push((
+            handler,
+            median(sandbox_ms),
+            median(first_ms),
+            median(shim_kib),
+            median(vm_kib),
+        ));
+    }
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "| runtime handler | RunPodSandbox | CreateContainer + StartContainer to the first log line | the pod's shim RSS | its VM's QEMU and swtpm RSS |").unwrap();
+    writeln!(out, "|---|---|---|---|---|").unwrap();
+    for (handler, sandbox, first, shim, vm) in &rows {
+        let vm = if *handler == "runc" {
+            "(no VM)".to_string()
+        } else {
+            format!("{vm:.0} KiB")
+        };
+        writeln!(
+            out,
+            "| {handler} | {sandbox:.0} ms | {first:.0} ms | {shim:.0} KiB | {vm} |"
+        )
+        .unwrap();
+    }
+    let ratio = rows[1].2 / rows[0].2;
+    writeln!(out).unwrap();
+    writeln!(out, "RUNS={runs} RATIO_FIRST_LINE={ratio:.2}").unwrap();
 }

@@ -266,6 +266,24 @@ pub fn busybox_layout(dir: &Path, busybox: &Path) -> std::io::Result<String> {
     )
 }
 
+/// A pod's pause image for the CRI tests and benchmark: the busybox image's layers, run as
+/// `/bin/sleep 2147483647` (what a runc pod's sandbox process does: hold the pod's
+/// namespaces), tag `jek-test`; returns the manifest digest.
+pub fn pause_layout(dir: &Path, busybox: &Path) -> std::io::Result<String> {
+    write_layout(
+        dir,
+        &busybox_layers(busybox)?,
+        &Process {
+            entrypoint: vec!["/bin/sleep".into(), "2147483647".into()],
+            cmd: Vec::new(),
+            env: vec!["PATH=/bin".into()],
+            working_dir: None,
+            user: None,
+        },
+        "jek-test",
+    )
+}
+
 /// A larger image for the benchmark: the busybox image plus a third layer of `files` files
 /// of `size` bytes each under `/usr/share/filler/` (deterministic, half words from a small
 /// vocabulary and half pseudo-random bytes, so it compresses about as well as a
