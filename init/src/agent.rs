@@ -72,6 +72,8 @@ struct Receiving {
     id: u32,
     add: AddContainer,
     bytes: Vec<u8>,
+    /// Hashed as it arrives, while the host sends the rest.
+    hash: sha2::Sha256,
 }
 
 impl Pod {
@@ -278,6 +280,7 @@ pub fn serve(spec: &PodSpec, kernel: &str) -> Result<i32, Failure> {
                         receiving = Some(Receiving {
                             id,
                             bytes: Vec::with_capacity(usize::try_from(add.size).unwrap_or(0)),
+                            hash: sha2::Sha256::new(),
                             add,
                         });
                     }
@@ -290,6 +293,7 @@ pub fn serve(spec: &PodSpec, kernel: &str) -> Result<i32, Failure> {
             ToGuest::Chunk(chunk) => match receiving.take() {
                 Some(mut r) if r.id == id => {
                     r.bytes.extend_from_slice(&chunk.data);
+                    r.hash.update(&chunk.data);
                     let (got, size) = (r.bytes.len() as u64, r.add.size);
                     if got > size {
                         refused_add = Some(id);
@@ -301,7 +305,8 @@ pub fn serve(spec: &PodSpec, kernel: &str) -> Result<i32, Failure> {
                             ),
                         );
                     } else if got == size {
-                        match pod.add(&r.add, &r.bytes) {
+                        let digest: [u8; 32] = r.hash.finalize().into();
+                        match pod.add(&r.add, &r.bytes, &digest) {
                             Ok(()) => pod.send(id, ToHost::Done(Done {})),
                             Err(reason) => pod.failed(id, reason),
                         }
@@ -360,14 +365,14 @@ impl Pod {
         Ok(())
     }
 
-    /// Checks the segment against the digest the host measured, and unpacks it.
-    fn add(&self, add: &AddContainer, bytes: &[u8]) -> Result<(), String> {
-        let digest = sha2::Sha256::digest(bytes);
+    /// Checks the segment (whose SHA-256 is `digest`) against the digest the host
+    /// measured, and unpacks it.
+    fn add(&self, add: &AddContainer, bytes: &[u8], digest: &[u8; 32]) -> Result<(), String> {
         if digest.as_slice() != add.sha256.as_slice() {
             return Err(format!(
                 "container {}: the segment's SHA-256 is {}, not the {} the host measured",
                 add.name,
-                hex(&digest),
+                hex(digest),
                 hex(&add.sha256)
             ));
         }

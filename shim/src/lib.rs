@@ -612,13 +612,20 @@ impl containerd_shim::Task for Service {
                 msg,
             )
         };
+        let t0 = std::time::Instant::now();
         let task = match self.prepare(&req).map_err(|e| refuse(&e))? {
             Created::Member(m) => {
                 let m = Arc::new(*m);
                 if !m.join_pod() {
                     return Err(refuse(&CreateError::NameTaken(m.name.clone())));
                 }
-                tracing::info!(id = %req.id, pod = %m.pod_name(), container = %m.name, "created in its pod sandbox");
+                tracing::info!(
+                    id = %req.id,
+                    pod = %m.pod_name(),
+                    container = %m.name,
+                    create_ms = t0.elapsed().as_secs_f64() * 1000.0,
+                    "created in its pod sandbox"
+                );
                 Task::Member(m)
             }
             Created::Vm(prepared, run_dir) => {

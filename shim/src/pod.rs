@@ -55,6 +55,10 @@ pub struct PodVm {
     state: Mutex<Agent>,
     ready: Condvar,
     members: Mutex<HashMap<String, Arc<Member>>>,
+    /// Held while a container joins (measured, sent, started): one at a time, so the
+    /// event log's order is the order containers joined, and the guest receives one
+    /// segment at a time.
+    joining: Mutex<()>,
 }
 
 /// Where the pod's agent is.
@@ -77,6 +81,7 @@ impl PodVm {
             state: Mutex::new(Agent::Booting),
             ready: Condvar::new(),
             members: Mutex::new(HashMap::new()),
+            joining: Mutex::new(()),
         })
     }
 
@@ -337,6 +342,8 @@ impl Member {
             return Ok(None);
         };
         let (agent, tpm) = self.pod.agent()?;
+        let _one_at_a_time = lock(&self.pod.joining);
+        let t0 = Instant::now();
         let event = ContainerEvent::of(&segment);
         let digest = Sha256Digest::of(&segment.bytes);
         jek_loader::late::measure_added(
@@ -349,14 +356,28 @@ impl Member {
             container: self.name.clone(),
             source,
         })?;
+        let measured = t0.elapsed();
         agent.add_container(&self.name, &segment.image.reference, &segment.bytes)?;
+        let sent = t0.elapsed();
+        let bytes = segment.bytes.len();
         drop(segment);
         *lock(&self.out) = open_fifo(&self.stdout);
         *lock(&self.err) = open_fifo(&self.stderr);
         *lock(&self.exited) = Some(Box::new(exited));
         *lock(&self.status) = Status::Running;
         match agent.start(&self.name) {
-            Ok(pid) => Ok(Some(pid)),
+            Ok(pid) => {
+                let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+                tracing::info!(
+                    container = %self.name,
+                    bytes,
+                    measure_ms = ms(measured),
+                    send_ms = ms(sent.saturating_sub(measured)),
+                    start_ms = ms(t0.elapsed().saturating_sub(sent)),
+                    "joined the pod"
+                );
+                Ok(Some(pid))
+            }
             Err(e) => {
                 drop(lock(&self.exited).take());
                 self.stop(127);
