@@ -738,7 +738,7 @@ fn cri_figures() {
     let field = |line: &str, key: &str| -> Option<f64> {
         let at = line.find(&format!("{key}="))? + key.len() + 1;
         line[at..]
-            .split(|c: char| c == ' ' || c == '"' || c == '\\')
+            .split([' ', '"', '\\'])
             .next()?
             .parse()
             .ok()
