@@ -737,11 +737,7 @@ fn cri_figures() {
     let log = cri.log();
     let field = |line: &str, key: &str| -> Option<f64> {
         let at = line.find(&format!("{key}="))? + key.len() + 1;
-        line[at..]
-            .split([' ', '"', '\\'])
-            .next()?
-            .parse()
-            .ok()
+        line[at..].split([' ', '"', '\\']).next()?.parse().ok()
     };
     let steps: Vec<(&str, f64)> = ["create_ms", "measure_ms", "send_ms", "start_ms"]
         .iter()
