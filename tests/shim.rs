@@ -807,3 +807,55 @@ fn the_containers_of_a_pod_sandbox_share_its_vm_and_are_measured_as_they_join() 
     assert_exit(&c.ctr(&["containers", "delete", "sbx1"]), 0);
     c.assert_nothing_left();
 }
+
+/// Issue 33 item 5: a pod sandbox's shim killed with SIGKILL takes the pod's VM with it,
+/// and containerd's clean-up of the dead shim (`containerd-shim-jek-v2 delete`, run in
+/// each container's bundle) leaves nothing behind: the sandbox's record names the pod's
+/// run directory and kept TPM; its containers, which live in that VM, have nothing of
+/// their own on the host.
+#[test]
+fn a_pod_sandboxs_shim_killed_with_sigkill_takes_the_pods_vm_with_it() {
+    let c = Containerd::start(policy_allowing_busybox);
+    let sandbox = [
+        "-d",
+        "--annotation",
+        "io.kubernetes.cri.container-type=sandbox",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-id=sbx2",
+    ];
+    assert_exit(&c.run(&sandbox, "sbx2", "sleep 600"), 0);
+    let member = [
+        "-d",
+        "--annotation",
+        "io.kubernetes.cri.container-type=container",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-id=sbx2",
+        "--annotation",
+        "io.kubernetes.cri.container-name=app",
+    ];
+    assert_exit(&c.run(&member, "m1", "echo up; sleep 600"), 0);
+    let run = c.run_root().join("sbx2");
+    let qemu: Vec<u32> = processes_naming(&format!("guest=jek:{}", run.display()));
+    assert_eq!(qemu.len(), 1, "one QEMU: {qemu:?}");
+    let shims: Vec<u32> =
+        processes_naming(&format!("-address {}", c.path("containerd.sock").display()))
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.starts_with("containerd-shim"))
+            })
+            .collect();
+    assert_eq!(shims.len(), 1, "one shim for the pod: {shims:?}");
+    let shim = rustix::process::Pid::from_raw(i32::try_from(shims[0]).unwrap()).unwrap();
+    rustix::process::kill_process(shim, rustix::process::Signal::KILL).unwrap();
+    assert!(
+        common::gone_within(qemu[0], 10),
+        "QEMU {} outlived its shim",
+        qemu[0]
+    );
+    for id in ["m1", "sbx2"] {
+        let _ = c.ctr(&["task", "delete", id]);
+        let _ = c.ctr(&["containers", "delete", id]);
+    }
+    c.assert_nothing_left();
+}

@@ -196,10 +196,13 @@ fn measurements_held(
     let Some(dir) = reg.tpm.run_dir.as_deref() else {
         return Ok(None);
     };
-    RunDir::new(dir)
-        .lock_measurements(false)
-        .map(Some)
-        .map_err(|e| ApiError::internal(format!("locking the pod's measurements: {e}")))
+    let run = RunDir::new(dir);
+    run.lock_measurements(false).map_err(|e| {
+        ApiError::internal(format!(
+            "locking the pod's measurements ({}): {e}",
+            run.measure_lock().display()
+        ))
+    })
 }
 
 fn tpm_error(e: &IdentityError) -> ApiError {

@@ -83,7 +83,11 @@ impl Pod {
     }
 
     fn failed(&self, id: u32, reason: impl Into<String>) {
-        let mut reason: String = reason.into();
+        let mut reason: String = reason
+            .into()
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         if reason.len() > jek_pod::agent::MAX_TEXT {
             let mut end = jek_pod::agent::MAX_TEXT;
             while !reason.is_char_boundary(end) {
@@ -100,10 +104,14 @@ impl Pod {
             .and_then(|s| Sig::try_from(s).ok())
             .ok_or_else(|| format!("signal {signal} is not one this kernel knows"))?;
         let running = lock(&self.running);
-        let r = running
-            .iter()
-            .find(|r| r.name == name)
-            .ok_or_else(|| format!("no running container {name}"))?;
+        let Some(r) = running.iter().find(|r| r.name == name) else {
+            // A container that has ended (its exit may still be on the way to the host):
+            // nothing to signal, as a signal to a process that has exited.
+            if lock(&self.containers).contains_key(name) {
+                return Ok(());
+            }
+            return Err(format!("no running container {name}"));
+        };
         let pid = Pid::from_raw(i32::try_from(r.child.id()).unwrap_or(i32::MAX));
         nix::sys::signal::kill(pid, sig).map_err(|e| format!("signal {sig} to {name}: {e}"))
     }
@@ -349,13 +357,14 @@ fn available_memory() -> Option<u64> {
 
 impl Pod {
     /// Whether container `add.name` may be added: a new name, and room for the segment
-    /// (held in memory, then unpacked into memory: at most half of what is available).
+    /// (held in memory, its files copied out of it, then unpacked into memory: at most a
+    /// third of what is available).
     fn can_add(&self, add: &AddContainer) -> Result<(), String> {
         if lock(&self.containers).contains_key(&add.name) {
             return Err(format!("container {} exists in this pod", add.name));
         }
         if let Some(avail) = available_memory() {
-            if add.size > avail / 2 {
+            if add.size > avail / 3 {
                 return Err(format!(
                     "container {}: a {}-byte segment does not fit in the pod's memory ({avail} bytes available)",
                     add.name, add.size

@@ -43,12 +43,9 @@ pub fn unpack(base: &Path, name: &str, members: &[Member]) -> Result<(), UnpackE
     };
     let mut links: HashSet<String> = HashSet::new();
     let mut dirs: Vec<(PathBuf, u32)> = Vec::new();
+    let beneath = |p: &str| p.strip_prefix(&root).is_some_and(|r| r.starts_with('/'));
     for m in members {
-        let ours = m.path == root
-            || m.path == record
-            || m.path
-                .strip_prefix(&root)
-                .is_some_and(|r| r.starts_with('/'));
+        let ours = m.path == root || m.path == record || beneath(&m.path);
         if SHARED.contains(&m.path.as_str()) {
             if m.kind != Kind::Dir {
                 return Err(format!("/{} in the segment is not a directory", m.path));
@@ -60,6 +57,19 @@ pub fn unpack(base: &Path, name: &str, members: &[Member]) -> Result<(), UnpackE
         if !ours {
             return Err(format!(
                 "/{} is outside container {name}'s root and record",
+                m.path
+            ));
+        }
+        // The root is a directory, the record a file; a hard link's every name is in the
+        // root.
+        if (m.path == root && m.kind != Kind::Dir)
+            || (m.path == record && !matches!(m.kind, Kind::File(_)))
+        {
+            return Err(format!("/{} in the segment is not what it must be", m.path));
+        }
+        if let Some(l) = m.links.iter().find(|l| !beneath(l)) {
+            return Err(format!(
+                "/{l} (a hard link to /{}) is outside container {name}'s root",
                 m.path
             ));
         }
@@ -259,5 +269,28 @@ mod tests {
         let e = unpack(base.path(), "app", &members).unwrap_err();
         assert!(e.contains("device node"), "{e}");
         assert!(!base.path().join("run/containers/app").exists());
+
+        // A hard link's other name outside the root, and a root that is a link.
+        let mut members = segment("app", &[member("bin/x", Kind::File(b"x".to_vec()))]);
+        for m in &mut members {
+            if m.path.ends_with("bin/x") {
+                m.links.push("etc/ld.so.preload".into());
+            }
+        }
+        let e = unpack(base.path(), "app", &members).unwrap_err();
+        assert!(
+            e.contains("/etc/ld.so.preload") && e.contains("outside"),
+            "{e}"
+        );
+        assert!(!base.path().join("etc/ld.so.preload").exists());
+        let mut members = segment("app", &[]);
+        for m in &mut members {
+            if m.path == "run/containers/app" {
+                m.kind = Kind::Symlink("/".into());
+            }
+        }
+        let e = unpack(base.path(), "app", &members).unwrap_err();
+        assert!(e.contains("not what it must be"), "{e}");
+        assert!(std::fs::symlink_metadata(base.path().join("run/containers/app")).is_err());
     }
 }

@@ -21,6 +21,14 @@ use sha2::Digest as _;
 /// How long a request waits for its answer, unless it says otherwise.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the first Hello waits: it is said at the running moment, and the guest answers
+/// once its kernel has booted and its init is up (seconds under TCG on a loaded host).
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long one frame may take to be written: a guest that stops reading fails the
+/// request, instead of holding the channel (and every other request) for ever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -107,10 +115,12 @@ impl AgentClient {
         stream: UnixStream,
         on_event: impl Fn(Event) + Send + 'static,
     ) -> Result<AgentClient, AgentError> {
-        let reader = stream.try_clone().map_err(|e| AgentError::Send {
+        let io = |e| AgentError::Send {
             what: "Hello",
             source: FrameError::Io(e),
-        })?;
+        };
+        stream.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(io)?;
+        let reader = stream.try_clone().map_err(io)?;
         let pending: Pending = Arc::default();
         let ended: Ended = Arc::default();
         let mut client = AgentClient {
@@ -130,7 +140,7 @@ impl AgentClient {
         let answer = client.request(
             "Hello",
             ToGuest::Hello(Hello { version: VERSION }),
-            ANSWER_TIMEOUT,
+            HELLO_TIMEOUT,
         )?;
         match answer {
             ToHost::HelloReply(h) if h.version == VERSION => client.hello = h,
@@ -191,9 +201,15 @@ impl AgentClient {
         let answer = rx.recv_timeout(timeout);
         lock(&self.pending).remove(&id);
         match answer {
+            // The guest's words reach containerd's errors and the shim's log: no control
+            // characters.
             Ok(ToHost::Failed(f)) => Err(AgentError::Refused {
                 what,
-                reason: f.reason,
+                reason: f
+                    .reason
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect(),
             }),
             Ok(a) => Ok(a),
             Err(mpsc::RecvTimeoutError::Timeout) => Err(AgentError::Timeout {

@@ -372,6 +372,7 @@ impl Service {
                 .get(sandbox_id)
                 .cloned()
                 .ok_or_else(|| CreateError::NoSandbox(sandbox_id.clone()))?;
+            let name = pod.free_name(&name);
             let segment = self.segment(req, &spec, &runtime, &policy, &name)?;
             return Ok(Created::Member(Box::new(Member::new(
                 req.id.clone(),

@@ -178,6 +178,24 @@ impl PodVm {
         }
     }
 
+    /// A guest name for a container the pod spec calls `base`: `base` itself, or, while an
+    /// earlier attempt of the same container is still there (stopped, kept by containerd
+    /// until the kubelet deletes it), `base-2`, `base-3`, ... (a DNS label still).
+    pub fn free_name(&self, base: &str) -> String {
+        let members = lock(&self.members);
+        if !members.contains_key(base) {
+            return base.to_string();
+        }
+        (2u32..)
+            .map(|n| {
+                let suffix = format!("-{n}");
+                let keep = base.len().min(63 - suffix.len());
+                format!("{}{suffix}", base[..keep].trim_end_matches('-'))
+            })
+            .find(|name| !members.contains_key(name))
+            .unwrap_or_else(|| base.to_string())
+    }
+
     /// Adds `member` under its guest name; `false` if the pod has a container of that name.
     pub fn admit(&self, member: Arc<Member>) -> bool {
         let mut members = lock(&self.members);
@@ -316,9 +334,29 @@ impl Member {
         // Its FIFOs close: containerd's readers see the end of its output.
         drop(lock(&self.out).take());
         drop(lock(&self.err).take());
-        if let Some(f) = lock(&self.exited).take() {
-            f(code);
+        // Not on the caller's thread (the agent's reader): the callback waits until the
+        // Start that armed it has published the start event.
+        let callback = lock(&self.exited).take();
+        if let Some(f) = callback {
+            std::thread::spawn(move || f(code));
         }
+    }
+
+    /// Marks it stopped after a failed Start: Wait answers, no exit event is published
+    /// (containerd learns of the failure from Start's error).
+    fn failed_start(&self, code: u32) {
+        drop(lock(&self.exited).take());
+        let mut g = lock(&self.status);
+        if !matches!(*g, Status::Stopped { .. }) {
+            *g = Status::Stopped {
+                code,
+                at: SystemTime::now(),
+            };
+        }
+        self.changed.notify_all();
+        drop(g);
+        drop(lock(&self.out).take());
+        drop(lock(&self.err).take());
     }
 
     fn output(&self, stream: Stream, data: &[u8]) {
@@ -333,7 +371,7 @@ impl Member {
 
     /// Joins the pod's VM: measured into its TPM, sent, started. `exited` is called with
     /// the exit status once it has ended (never before this returns `Ok`). `Ok(None)` if
-    /// it was started before.
+    /// it was started (or stopped) before. A Start that fails leaves it stopped.
     pub fn start(
         &self,
         exited: impl FnOnce(u32) + Send + 'static,
@@ -341,10 +379,66 @@ impl Member {
         let Some(segment) = lock(&self.segment).take() else {
             return Ok(None);
         };
+        let joined = self.join(&segment);
+        let bytes = segment.bytes.len();
+        drop(segment);
+        let joined_at = Instant::now();
+        let (agent, measured, sent) = match joined {
+            Ok(j) => j,
+            Err(e) => {
+                self.failed_start(127);
+                return Err(e);
+            }
+        };
+        *lock(&self.out) = open_fifo(&self.stdout);
+        *lock(&self.err) = open_fifo(&self.stderr);
+        *lock(&self.exited) = Some(Box::new(exited));
+        {
+            // Killed while it joined: the guest has it, but it does not start.
+            let mut g = lock(&self.status);
+            if *g != Status::Created {
+                drop(g);
+                self.failed_start(137);
+                if let Err(e) = agent.remove(&self.name) {
+                    tracing::warn!(container = %self.name, error = %jek_errors::chain_line(&e), "removing a container killed while it joined");
+                }
+                return Ok(None);
+            }
+            *g = Status::Running;
+        }
+        match agent.start(&self.name) {
+            Ok(pid) => {
+                let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+                tracing::info!(
+                    container = %self.name,
+                    bytes,
+                    measure_ms = ms(measured),
+                    send_ms = ms(sent),
+                    start_ms = ms(joined_at.elapsed()),
+                    "joined the pod"
+                );
+                Ok(Some(pid))
+            }
+            Err(e) => {
+                // It may run in the guest all the same (an answer that came too late):
+                // killed there, so nothing runs that the host has forgotten.
+                let _ = agent.signal(&self.name, 9);
+                self.failed_start(127);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Measures the segment into the pod's TPM and sends it, one container at a time;
+    /// the agent, and how long measuring and then sending took.
+    fn join(
+        &self,
+        segment: &ContainerSegment,
+    ) -> Result<(Arc<AgentClient>, Duration, Duration), JoinError> {
         let (agent, tpm) = self.pod.agent()?;
         let _one_at_a_time = lock(&self.pod.joining);
         let t0 = Instant::now();
-        let event = ContainerEvent::of(&segment);
+        let event = ContainerEvent::of(segment);
         let digest = Sha256Digest::of(&segment.bytes);
         jek_loader::late::measure_added(
             &jek_loader::run_dir::RunDir::new(&self.pod.run_dir),
@@ -358,32 +452,7 @@ impl Member {
         })?;
         let measured = t0.elapsed();
         agent.add_container(&self.name, &segment.image.reference, &segment.bytes)?;
-        let sent = t0.elapsed();
-        let bytes = segment.bytes.len();
-        drop(segment);
-        *lock(&self.out) = open_fifo(&self.stdout);
-        *lock(&self.err) = open_fifo(&self.stderr);
-        *lock(&self.exited) = Some(Box::new(exited));
-        *lock(&self.status) = Status::Running;
-        match agent.start(&self.name) {
-            Ok(pid) => {
-                let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-                tracing::info!(
-                    container = %self.name,
-                    bytes,
-                    measure_ms = ms(measured),
-                    send_ms = ms(sent.saturating_sub(measured)),
-                    start_ms = ms(t0.elapsed().saturating_sub(sent)),
-                    "joined the pod"
-                );
-                Ok(Some(pid))
-            }
-            Err(e) => {
-                drop(lock(&self.exited).take());
-                self.stop(127);
-                Err(e.into())
-            }
-        }
+        Ok((agent, measured, t0.elapsed().saturating_sub(measured)))
     }
 
     /// Sends `signal` to its process (before Start: it stops without running).
@@ -424,5 +493,70 @@ fn open_fifo(path: &str) -> Option<std::fs::File> {
             tracing::warn!(error = %e, path, "cannot open containerd's FIFO");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn member(pod: &Arc<PodVm>, name: &str) -> Arc<Member> {
+        let image = jek_pod::image::ContainerImage {
+            container: name.into(),
+            reference: "r".into(),
+            manifest: "m".into(),
+            config_digest: "c".into(),
+            config: jek_pod::image::ImageConfig::default(),
+        };
+        Arc::new(Member::new(
+            format!("id-{name}"),
+            PathBuf::from("/nonexistent"),
+            String::new(),
+            String::new(),
+            name.into(),
+            Arc::clone(pod),
+            ContainerSegment {
+                image,
+                bytes: Vec::new(),
+            },
+        ))
+    }
+
+    #[test]
+    fn a_restarted_container_gets_a_guest_name_of_its_own() {
+        let pod = PodVm::new("web".into(), PathBuf::from("/nonexistent"));
+        assert_eq!(pod.free_name("app"), "app");
+        assert!(member(&pod, "app").join_pod());
+        assert!(!member(&pod, "app").join_pod(), "one name, one container");
+        assert_eq!(pod.free_name("app"), "app-2");
+        assert!(member(&pod, "app-2").join_pod());
+        assert_eq!(pod.free_name("app"), "app-3");
+        // Still a DNS label at the limit.
+        let long = "a".repeat(63);
+        assert!(member(&pod, &long).join_pod());
+        let next = pod.free_name(&long);
+        assert_eq!(next.len(), 63);
+        assert!(jek_pod::spec::check_label(&next).is_ok(), "{next}");
+        pod.forget("app");
+        assert_eq!(pod.free_name("app"), "app");
+    }
+
+    #[test]
+    fn a_member_killed_before_it_started_stops_and_its_start_does_nothing() {
+        let pod = PodVm::new("web".into(), PathBuf::from("/nonexistent"));
+        let m = member(&pod, "app");
+        m.kill(15).unwrap();
+        assert!(matches!(m.status(), Status::Stopped { code: 143, .. }));
+        assert!(m
+            .start(|_| panic!("no exit for a container that never ran"))
+            .unwrap()
+            .is_none());
+        // The pod's VM went away: joining fails with the reason, and the member stops.
+        let n = member(&pod, "late");
+        pod.ended("the pod's VM ended");
+        let e = n.start(|_| {}).unwrap_err();
+        assert!(e.to_string().contains("the pod's VM ended"), "{e}");
+        assert!(matches!(n.status(), Status::Stopped { code: 127, .. }));
     }
 }

@@ -260,6 +260,26 @@ impl Container {
         }
     }
 
+    /// Whether it has stopped, waiting at most `limit`.
+    fn stopped_within(&self, limit: std::time::Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut g = lock(&self.status);
+        loop {
+            if matches!(g.0, Status::Stopped { .. }) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            g = self
+                .changed
+                .wait_timeout(g, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
     fn stop(&self, code: u32) {
         let mut g = lock(&self.status);
         if !matches!(g.0, Status::Stopped { .. }) {
@@ -319,8 +339,11 @@ impl Container {
                 drop(g);
                 // A sandbox stops its containers and powers off when its agent asks;
                 // the VM is stopped if it cannot.
+                // A guest that says Done but does not power off is stopped all the same.
                 if let Some(pod) = &self.sandbox {
-                    if pod.shutdown(std::time::Duration::ZERO) {
+                    if pod.shutdown(std::time::Duration::ZERO)
+                        && self.stopped_within(std::time::Duration::from_secs(10))
+                    {
                         tracing::info!(id = %self.id, signal, "the pod sandbox shut down");
                         return;
                     }

@@ -236,7 +236,10 @@ impl Swtpm {
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
+                    // Gone before it was ready: nothing to stop, but its socket
+                    // directory is still ours to remove.
                     self.child = None;
+                    let _ = std::fs::remove_dir_all(&self.sockets.dir);
                     return Err(SwtpmError::Exited {
                         status,
                         log: log.to_path_buf(),
@@ -414,7 +417,20 @@ fn shutdown(sockets: &Sockets) -> Result<(), SwtpmError> {
 /// directory is removed.
 pub fn stop_kept(kept: &KeptSwtpm) -> Result<(), SwtpmError> {
     let result = shutdown(&kept.sockets);
-    let _ = std::fs::remove_dir_all(&kept.sockets.dir);
+    // swtpm unlinks its own sockets as it exits: removing the directory while it does
+    // fails half-way and left it behind. Wait for the process (not our child: its
+    // /proc entry goes when its parent reaps it), then remove, once more if raced.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Path::new(&format!("/proc/{}", kept.pid)).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for _ in 0..3 {
+        let _ = std::fs::remove_dir_all(&kept.sockets.dir);
+        if std::fs::symlink_metadata(&kept.sockets.dir).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     result
 }
 

@@ -53,6 +53,16 @@ impl RunDir {
                 ),
             ));
         }
+        // The measurement lock exists before any measurement: a quote that finds no lock
+        // file knows nothing can be added to the pod's measurements.
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0))
+            .open(self.measure_lock())?;
         Ok(())
     }
 
@@ -89,24 +99,28 @@ impl RunDir {
     /// Holds the pod's measurements still while the lock lives: `exclusive` to add to them
     /// (the TPM's PCRs and the event log together, as a container joins a running pod),
     /// shared to read them (the event log, then a quote), so no quote is taken between an
-    /// extend and the log that explains it.
-    pub fn lock_measurements(&self, exclusive: bool) -> std::io::Result<MeasurementLock> {
+    /// extend and the log that explains it. The lock file is made with the run directory;
+    /// without it (a run directory of an older jek) nothing can be added, so a shared lock
+    /// is `None` and an exclusive one an error. A shared lock opens the file read-only.
+    pub fn lock_measurements(&self, exclusive: bool) -> std::io::Result<Option<MeasurementLock>> {
         use std::os::unix::fs::OpenOptionsExt as _;
-        let file = std::fs::OpenOptions::new()
+        let opened = std::fs::OpenOptions::new()
             .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
+            .write(exclusive)
             .custom_flags(i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0))
-            .open(self.measure_lock())?;
+            .open(self.measure_lock());
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !exclusive => return Ok(None),
+            Err(e) => return Err(e),
+        };
         let how = if exclusive {
             rustix::fs::FlockOperation::LockExclusive
         } else {
             rustix::fs::FlockOperation::LockShared
         };
         rustix::fs::flock(&file, how)?;
-        Ok(MeasurementLock { _file: file })
+        Ok(Some(MeasurementLock { _file: file }))
     }
 
     /// The run record.
