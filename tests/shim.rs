@@ -735,6 +735,20 @@ fn the_containers_of_a_pod_sandbox_share_its_vm_and_are_measured_as_they_join() 
             script,
         )
     };
+    // A pod on the host's network (hostNetwork: true) cannot be a VM: refused at Create,
+    // by name, before anything boots.
+    let mut host = sandbox.to_vec();
+    host[4] = "io.kubernetes.cri.sandbox-id=sbxhost";
+    host.push("--net-host");
+    let out = c.run(&host, "sbxhost", "sleep 600");
+    assert_exit(&out, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("hostNetwork: true") && stderr.contains("network namespace"),
+        "{stderr}"
+    );
+    assert!(!c.run_root().join("sbxhost").exists());
+    let _ = c.ctr(&["containers", "delete", "sbxhost"]);
     let out = member("c1", "app", "echo out; echo err >&2; exit 3");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n", "{}", c.log());
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n", "{}", c.log());

@@ -117,6 +117,9 @@ pub enum CreateError {
     /// A container of a pod sandbox this shim does not run.
     #[error("the container's pod sandbox {0} is not run by this jek shim (was it created with another runtime, or has it stopped?)")]
     NoSandbox(String),
+    /// A pod sandbox on the host's network (`hostNetwork: true`).
+    #[error("pod sandbox {0} asks for the host's network (hostNetwork: true): a pod VM cannot share the host's network; jek pods need a network namespace of their own (CNI)")]
+    HostNetwork(String),
     /// The pod has a container of this name already.
     #[error("the pod has a container named {0} already")]
     NameTaken(String),
@@ -384,9 +387,6 @@ impl Service {
                 segment,
             ))));
         }
-        let bundle = verify_bundle(&runtime.bundle, &policy.policy)?;
-        let kubernetes = spec.kubernetes.clone();
-        let run_dir = self.run_dir(&runtime, &req.id);
         let sandbox = matches!(
             spec.cri,
             Some(process::CriContainer {
@@ -394,6 +394,12 @@ impl Service {
                 ..
             })
         );
+        if sandbox && spec.network == process::NetworkNamespace::Host {
+            return Err(CreateError::HostNetwork(pod_name));
+        }
+        let bundle = verify_bundle(&runtime.bundle, &policy.policy)?;
+        let kubernetes = spec.kubernetes.clone();
+        let run_dir = self.run_dir(&runtime, &req.id);
         let (pod, segment, vm) = if sandbox {
             // The pod sandbox: a VM whose init serves the agent channel, without the pause
             // image or any container; they join it as containerd creates them.

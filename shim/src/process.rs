@@ -83,6 +83,37 @@ pub struct SpecProcess {
     pub hostname: Option<String>,
     /// What the CRI plugin made this spec for, when it made it.
     pub cri: Option<CriContainer>,
+    /// The container's network namespace, as the spec asks for it.
+    pub network: NetworkNamespace,
+}
+
+/// The network namespace an OCI spec asks for (`linux.namespaces`, type `network`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkNamespace {
+    /// None: the host's network (Kubernetes' `hostNetwork: true`, `ctr run --net-host`).
+    Host,
+    /// A new, empty one.
+    New,
+    /// The one at this path (the CRI's sandbox: what CNI configured).
+    Path(std::path::PathBuf),
+}
+
+fn network_namespace(spec: &Spec) -> NetworkNamespace {
+    let network = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|ns| {
+            ns.iter()
+                .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+        });
+    match network {
+        None => NetworkNamespace::Host,
+        Some(n) => match n.path() {
+            Some(p) if !p.as_os_str().is_empty() => NetworkNamespace::Path(p.clone()),
+            _ => NetworkNamespace::New,
+        },
+    }
 }
 
 /// The CRI plugin's view of a container: the pod sandbox it belongs to and its role.
@@ -195,6 +226,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<SpecProcess, SpecError> {
             .cloned(),
         kubernetes: kubernetes_pod(spec.annotations().as_ref())?,
         cri: cri_container(spec.annotations().as_ref())?,
+        network: network_namespace(&spec),
         hostname: match spec.hostname().as_deref() {
             None | Some("") => None,
             Some(h) => {
@@ -234,6 +266,24 @@ mod tests {
         assert_eq!(p.cri_image.as_deref(), Some("docker.io/library/busybox:1"));
         assert_eq!(p.kubernetes, None);
         assert_eq!(p.cri, None);
+        // No linux.namespaces at all: the host's network.
+        assert_eq!(p.network, NetworkNamespace::Host);
+        let with = |ns: &str| {
+            SPEC.replace(
+                r#""root":"#,
+                &format!(r#""linux":{{"namespaces":[{ns}]}},"root":"#),
+            )
+        };
+        let new = parse(
+            Path::new("c"),
+            with(r#"{"type":"pid"},{"type":"network"}"#).as_bytes(),
+        );
+        assert_eq!(new.unwrap().network, NetworkNamespace::New);
+        let cni = with(r#"{"type":"network","path":"/var/run/netns/cni-1"}"#);
+        assert_eq!(
+            parse(Path::new("c"), cni.as_bytes()).unwrap().network,
+            NetworkNamespace::Path("/var/run/netns/cni-1".into())
+        );
     }
 
     #[test]
