@@ -242,7 +242,7 @@ pub fn serve(spec: &PodSpec, kernel: &str) -> Result<i32, Failure> {
             }
             // A frame the init cannot read leaves the stream out of step: nothing after
             // it can be trusted to be a frame.
-            Err(e) => return Err(crate::fail("agent channel", jek_error_line(&e))),
+            Err(e) => return Err(crate::fail("agent channel", jek_errors::chain_line(&e))),
         };
         let id = frame.id;
         match frame.message {
@@ -462,16 +462,4 @@ impl Pod {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// An error with its causes, on one line.
-fn jek_error_line(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
+
+use crate::lock;
 use std::time::Duration;
 
 use jek_pod::agent::{
@@ -93,10 +95,6 @@ type Pending = Arc<Mutex<HashMap<u32, mpsc::Sender<ToHost>>>>;
 
 /// The reason the channel ended, once it has.
 type Ended = Arc<Mutex<Option<String>>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// A connected agent.
 pub struct AgentClient {
@@ -319,7 +317,7 @@ fn read_loop(mut reader: UnixStream, pending: &Pending, ended: &Ended, on_event:
     let reason = loop {
         match read_frame::<ToHost>(&mut reader) {
             Ok(None) => break "the guest closed the channel".to_string(),
-            Err(e) => break jek_errors::chain_line(&e).to_string(),
+            Err(e) => break jek_errors::chain_line(&e),
             Ok(Some(Frame { id: 0, message })) => match message {
                 ToHost::Output(o) => on_event(Event::Output(o)),
                 ToHost::Exited(e) => on_event(Event::Exited(e)),

@@ -194,7 +194,9 @@ pub struct Service {
     publisher: Option<Arc<RemotePublisher>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// The guard of `m`, whether or not a thread panicked holding it (the shim's state stays
+/// usable: every critical section leaves it consistent).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 

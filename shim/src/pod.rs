@@ -17,14 +17,11 @@ use jek_pod::image::ContainerSegment;
 use jek_verifier::Sha256Digest;
 
 use crate::agent::{AgentClient, AgentError, Event};
-use crate::task::Status;
+use crate::lock;
+use crate::task::{open_fifo, Status};
 
 /// How long a container's Start waits for the pod's agent to answer its Hello.
 pub const AGENT_WAIT: Duration = Duration::from_secs(60);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Why a container cannot join its pod.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +110,7 @@ impl PodVm {
                     me.set(Agent::Up(Arc::new(client), tpm));
                 }
                 Err(e) => {
-                    let reason = jek_errors::chain_line(&e).to_string();
+                    let reason = jek_errors::chain_line(&e);
                     tracing::error!(pod = %me.name, %reason, "the pod's agent did not answer");
                     me.set(Agent::Gone(reason));
                 }
@@ -480,19 +477,6 @@ impl Member {
             }
         }
         self.pod.forget(&self.name);
-    }
-}
-
-fn open_fifo(path: &str) -> Option<std::fs::File> {
-    if path.is_empty() {
-        return None;
-    }
-    match std::fs::OpenOptions::new().write(true).open(path) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            tracing::warn!(error = %e, path, "cannot open containerd's FIFO");
-            None
-        }
     }
 }
 

@@ -18,6 +18,8 @@ use jek_pod::image::ContainerSegment;
 use jek_pod::spec::PodSpec;
 use jek_verifier::{Bundle, Verified};
 
+use crate::lock;
+
 /// Where a starting pod says it is up (`Ok`) or why it ended first; taken by whichever
 /// comes first.
 type Ready = Arc<Mutex<Option<mpsc::Sender<Result<(), String>>>>>;
@@ -543,11 +545,9 @@ fn write_pod_file(run_dir: &Path, pod: &PodSpec) -> Result<(), jek_loader::BootE
     .map_err(|e| err(std::io::Error::other(jek_errors::chain_line(&e))))
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn open_fifo(path: &str) -> Option<std::fs::File> {
+/// containerd's FIFO at `path` opened for writing (`None` for no FIFO, or one that cannot
+/// be opened: logged).
+pub(crate) fn open_fifo(path: &str) -> Option<std::fs::File> {
     if path.is_empty() {
         return None;
     }
