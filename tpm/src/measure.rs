@@ -110,17 +110,7 @@ pub fn measure(tpm: &mut Tpm, events: &[PlannedEvent]) -> Result<EventLog, Measu
         });
     }
     let mut log = EventLog::default();
-    for planned in events {
-        let Event { pcr, digest, .. } = &planned.event;
-        tracing::debug!(pcr, digest = %digest, what = %planned.what, "extend");
-        tpm.extend(*pcr, digest)
-            .map_err(|source| MeasureError::Extend {
-                pcr: *pcr,
-                what: planned.what.to_string(),
-                source,
-            })?;
-        log.push(planned.event.clone());
-    }
+    extend_all(tpm, &mut log, events)?;
     let after = tpm
         .read_pcrs(&pcrs)
         .map_err(|source| MeasureError::ReadAfter {
@@ -163,6 +153,29 @@ pub fn measure_more(
         }
     }
     let mut log = log.clone();
+    extend_all(tpm, &mut log, events)?;
+    let after = tpm
+        .read_pcrs(&pcrs)
+        .map_err(|source| MeasureError::ReadAfter {
+            pcrs: pcrs.clone(),
+            source,
+        })?;
+    // Only the PCRs read back: the log's other PCRs were not touched here.
+    let replayed: PcrValues = log
+        .replay()
+        .into_iter()
+        .filter(|(pcr, _)| pcrs.contains(pcr))
+        .collect();
+    check_replay(&replayed, &after)?;
+    Ok(log)
+}
+
+/// Extends each planned event into `tpm` in order, appending it to `log` once extended.
+fn extend_all(
+    tpm: &mut Tpm,
+    log: &mut EventLog,
+    events: &[PlannedEvent],
+) -> Result<(), MeasureError> {
     for planned in events {
         let Event { pcr, digest, .. } = &planned.event;
         tracing::debug!(pcr, digest = %digest, what = %planned.what, "extend");
@@ -174,25 +187,7 @@ pub fn measure_more(
             })?;
         log.push(planned.event.clone());
     }
-    let after = tpm
-        .read_pcrs(&pcrs)
-        .map_err(|source| MeasureError::ReadAfter {
-            pcrs: pcrs.clone(),
-            source,
-        })?;
-    let replay = log.replay();
-    for pcr in &pcrs {
-        let want = replay.get(pcr).copied().unwrap_or(Sha256Digest([0; 32]));
-        let got = after.get(pcr).copied().unwrap_or(Sha256Digest([0; 32]));
-        if got != want {
-            return Err(MeasureError::Mismatch {
-                pcr: *pcr,
-                expected: want,
-                actual: got,
-            });
-        }
-    }
-    Ok(log)
+    Ok(())
 }
 
 /// Every PCR the log touches holds exactly its replayed value.

@@ -5,7 +5,7 @@ use jek_measure::eventlog::EV_EVENT_TAG;
 use jek_measure::{Event, Measured, PlannedEvent};
 use std::os::unix::fs::PermissionsExt;
 
-use jek_tpm::{measure, MeasureError, Swtpm};
+use jek_tpm::{measure, measure_more, MeasureError, Swtpm};
 use jek_verifier::Sha256Digest;
 
 fn event(pcr: u32, text: &str) -> PlannedEvent {
@@ -36,6 +36,40 @@ fn measure_extends_and_log_replays_to_tpm() {
     assert!(
         matches!(err, MeasureError::NotFresh { pcr: 9, .. }),
         "{err}"
+    );
+    drop(tpm);
+    swtpm.stop().unwrap();
+}
+
+/// Measuring into a running pod's TPM (a container joining a sandbox): the longer log
+/// replays to the TPM, the PCRs the new events do not touch stay as they were; a TPM
+/// ahead of its log (an extend the log does not record: a crash between the two, or a
+/// hidden measurement) is refused, naming the PCR, and nothing more is extended.
+#[test]
+fn measure_more_extends_what_the_log_explains_and_refuses_what_it_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let swtpm = Swtpm::start(dir.path()).unwrap();
+    let mut tpm = swtpm.connect().unwrap();
+    let boot = measure(&mut tpm, &[event(4, "kernel"), event(13, "count")]).unwrap();
+    let longer = measure_more(&mut tpm, &boot, &[event(13, "joined")]).unwrap();
+    assert_eq!(longer.events.len(), 3);
+    assert_eq!(tpm.read_pcrs(&[4, 13]).unwrap(), longer.replay());
+    assert_eq!(longer.replay().get(&4), boot.replay().get(&4));
+
+    // The old log no longer explains PCR 13.
+    let err = measure_more(&mut tpm, &boot, &[event(13, "hidden")]).unwrap_err();
+    assert!(
+        matches!(err, MeasureError::Unexplained { pcr: 13, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("PCR 13"), "{err}");
+    assert_eq!(
+        tpm.read_pcrs(&[13]).unwrap(),
+        longer
+            .replay()
+            .into_iter()
+            .filter(|(p, _)| *p == 13)
+            .collect()
     );
     drop(tpm);
     swtpm.stop().unwrap();
