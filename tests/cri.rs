@@ -240,84 +240,51 @@ state = "{d}/state"
             rt,
             dir,
         };
-        // The busybox image, under its name and under one the policy does not allow.
+        // The busybox image, the pods' pause image, and another image (another busybox
+        // binary: one byte more) under a repository the policy does not allow.
+        let busybox = Path::new("/bin/busybox");
         let layout = cri.path("layout");
-        jek_image::build::busybox_layout(&layout, Path::new("/bin/busybox"))
+        jek_image::build::busybox_layout(&layout, busybox)
             .unwrap_or_else(|e| panic!("/bin/busybox: {e} (apt install busybox-static)"));
-        let tar = Command::new("tar")
-            .arg("-C")
-            .arg(&layout)
-            .arg("-cf")
-            .arg(cri.path("busybox.tar"))
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(tar.success());
-        let import = cri.path("busybox.tar");
-        assert_exit(
-            &cri.ctr(&[
-                "image",
-                "import",
-                "--base-name",
-                "docker.io/library/busybox",
-                import.to_str().unwrap(),
-            ]),
-            0,
-        );
+        cri.import(&layout, "docker.io/library/busybox");
         let layout = cri.path("layout-pause");
-        jek_image::build::pause_layout(&layout, Path::new("/bin/busybox")).unwrap();
-        let tar = Command::new("tar")
-            .arg("-C")
-            .arg(&layout)
-            .arg("-cf")
-            .arg(cri.path("pause.tar"))
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(tar.success());
-        let import = cri.path("pause.tar");
-        assert_exit(
-            &cri.ctr(&[
-                "image",
-                "import",
-                "--base-name",
-                "docker.io/library/pause",
-                import.to_str().unwrap(),
-            ]),
-            0,
-        );
-        // Another image (another busybox binary: one byte more) under a repository the
-        // policy does not allow.
-        let mut other = std::fs::read("/bin/busybox").unwrap();
+        jek_image::build::pause_layout(&layout, busybox).unwrap();
+        cri.import(&layout, "docker.io/library/pause");
+        let mut other = std::fs::read(busybox).unwrap();
         other.push(0);
         std::fs::write(cri.path("busybox-other"), other).unwrap();
         let layout = cri.path("layout-other");
         jek_image::build::busybox_layout(&layout, &cri.path("busybox-other")).unwrap();
-        let tar = Command::new("tar")
-            .arg("-C")
-            .arg(&layout)
-            .arg("-cf")
-            .arg(cri.path("other.tar"))
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(tar.success());
-        let import = cri.path("other.tar");
-        assert_exit(
-            &cri.ctr(&[
-                "image",
-                "import",
-                "--base-name",
-                "docker.io/library/other",
-                import.to_str().unwrap(),
-            ]),
-            0,
-        );
+        cri.import(&layout, "docker.io/library/other");
         cri
     }
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// `ctr image import` of the OCI layout at `layout` (as a tar) under `name`.
+    fn import(&self, layout: &Path, name: &str) {
+        let tar = layout.with_extension("tar");
+        let made = Command::new("tar")
+            .arg("-C")
+            .arg(layout)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert_exit(
+            &self.ctr(&[
+                "image",
+                "import",
+                "--base-name",
+                name,
+                tar.to_str().unwrap(),
+            ]),
+            0,
+        );
     }
 
     fn log(&self) -> String {

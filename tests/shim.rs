@@ -196,6 +196,31 @@ impl Containerd {
         self.ctr(&args)
     }
 
+    /// `jek attest --json` of the pod in `run` (its kept TPM, the pod file the shim wrote)
+    /// with the test's policy and registration store; it must exit 0.
+    fn attest(&self, run: &Path) -> Value {
+        let attest = jek()
+            .current_dir(self.dir.path())
+            .arg("attest")
+            .arg(run)
+            .arg("--bundle")
+            .arg(&default_build().bundle)
+            .args([
+                "--policy",
+                "policy.yaml",
+                "--registry",
+                "registry",
+                "--json",
+            ])
+            .arg("--pod")
+            .arg(run.join("pod.yaml"))
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&attest.stdout).unwrap_or(Value::Null);
+        assert_exit(&attest, 0);
+        v
+    }
+
     /// The pods' run directories.
     fn run_root(&self) -> PathBuf {
         self.path("run/default")
@@ -276,25 +301,7 @@ fn ctr_runs_a_container_in_a_measured_pod_that_attests_with_its_image() {
     let pod = std::fs::read_to_string(run.join("pod.yaml")).unwrap();
     assert!(pod.contains(&format!("{IMAGE}@{}", c.digest)), "{pod}");
 
-    let attest = jek()
-        .current_dir(c.dir.path())
-        .arg("attest")
-        .arg(&run)
-        .arg("--bundle")
-        .arg(&default_build().bundle)
-        .args([
-            "--policy",
-            "policy.yaml",
-            "--registry",
-            "registry",
-            "--json",
-        ])
-        .arg("--pod")
-        .arg(run.join("pod.yaml"))
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&attest.stdout).unwrap_or(Value::Null);
-    assert_exit(&attest, 0);
+    let v = c.attest(&run);
     let sub = &v["results"][0]["result"]["submods"]["t2"];
     assert_eq!(sub["ear.status"], "affirming", "{v}");
     assert_eq!(sub["jek.claims"]["images"]["status"], "affirming", "{v}");
@@ -787,25 +794,7 @@ fn the_containers_of_a_pod_sandbox_share_its_vm_and_are_measured_as_they_join() 
     }
     // Two containers joined: both measured, both in the pod's attestation (its TPM kept
     // after the VM stopped), in the order they joined.
-    let attest = jek()
-        .current_dir(c.dir.path())
-        .arg("attest")
-        .arg(&run)
-        .arg("--bundle")
-        .arg(&default_build().bundle)
-        .args([
-            "--policy",
-            "policy.yaml",
-            "--registry",
-            "registry",
-            "--json",
-        ])
-        .arg("--pod")
-        .arg(run.join("pod.yaml"))
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&attest.stdout).unwrap_or(Value::Null);
-    assert_exit(&attest, 0);
+    let v = c.attest(&run);
     let sub = &v["results"][0]["result"]["submods"]["web-0"];
     assert_eq!(sub["ear.status"], "affirming", "{v}");
     let none = Vec::new();
