@@ -326,6 +326,17 @@ impl Drop for Swtpm {
     }
 }
 
+/// Whether process `pid` still runs: it has a `/proc` entry and is not a zombie (a kept
+/// swtpm's parent may never reap it; a zombie has closed its sockets).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
+}
+
 /// swtpm's option for a Unix socket only its owner may connect to.
 fn unixio(path: &Path) -> String {
     format!("type=unixio,path={},mode=0600", path.display())
@@ -421,7 +432,7 @@ pub fn stop_kept(kept: &KeptSwtpm) -> Result<(), SwtpmError> {
     // fails half-way and left it behind. Wait for the process (not our child: its
     // /proc entry goes when its parent reaps it), then remove, once more if raced.
     let deadline = Instant::now() + Duration::from_secs(2);
-    while Path::new(&format!("/proc/{}", kept.pid)).exists() && Instant::now() < deadline {
+    while running(kept.pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     for _ in 0..3 {
